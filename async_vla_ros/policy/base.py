@@ -1,0 +1,481 @@
+"""The policy interface (:class:`ChunkPolicy`), the flow-matching backend, checkpoints, registry.
+
+``ChunkPolicy.infer`` is the one seam between the scheduler / lockstep runner / policy node and
+any model: numpy in (robot units), numpy out (robot units). Normalisation, noise, sampler
+choice and torch details stay inside the backend.
+
+Checkpoint format (one ``torch.save`` file, loadable with ``weights_only=True``)::
+
+    {"format": "async_vla_ros.policy/1", "backend": "flow", "task": str,
+     "obs_dim": int, "horizon": int, "action_dim": int,
+     "network_config": FlowNetConfig.to_dict(), "state_dict": {...},
+     "normalizer": Normalizer.to_dict(), "sampler_settings": SamplerSettings.to_dict(),
+     "train_config": dict (JSON-compatible, from the trainer), "extra": dict}
+
+A LoRA (peft) model is merged into its base weights before saving (zero inference cost).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from async_vla_ros.policy import samplers as S
+from async_vla_ros.policy.networks import FlowMixerNet, FlowNetConfig, ObsCond, build_network
+from async_vla_ros.policy.normalize import Normalizer
+
+CHECKPOINT_FORMAT = "async_vla_ros.policy/1"
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` suffix for error messages, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@runtime_checkable
+class ChunkPolicy(Protocol):
+    """A policy that returns action chunks. Actions are in robot units (joint position targets in
+    rad, gripper width in m); normalisation lives inside the implementation.
+
+    ``infer`` arguments:
+
+    * ``obs``: (B, obs_dim) float array, or a mapping (e.g. ``{"state": (B, obs_dim),
+      "image": (B, h, w, 3) uint8}``) for image policies,
+    * ``sampler``: ``"vanilla" | "rtc" | "prefix" | "bid"``,
+    * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, prefix, bid),
+    * ``weights``: (B, H) soft mask in [0, 1] (rtc, bid),
+    * ``n_frozen``: (B,) number of frozen leading actions (prefix),
+    * ``seed``: noise seed for this call (deterministic output), or None.
+
+    Returns (B, H, A) float64.
+    """
+
+    horizon: int
+    action_dim: int
+    obs_dim: int
+
+    def infer(
+        self,
+        obs: np.ndarray | Mapping[str, np.ndarray],
+        sampler: str = "vanilla",
+        prefix: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        n_frozen: np.ndarray | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Inference settings of :class:`FlowPolicyBackend`."""
+
+    n_steps: int = 5  # n Euler denoising steps
+    beta: float = 5.0  # RTC guidance weight clip
+    bid_n: int = 8  # BID: strong samples per row (and weak samples when a weak model is set)
+    prefix_mode: str = "clean"  # REMAC prefix written as "clean" actions or the noisy "interpolant"
+    num_threads: int | None = 1  # torch.set_num_threads at construction (process-wide); None: leave
+    cache_conditioning: bool = True  # memoise the tau/obs-only adaLN modulation across steps
+    seed: int = 0  # seed of the backend's own noise stream (used when infer(seed=None))
+
+    def __post_init__(self) -> None:
+        for name in ("n_steps", "bid_n"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"SamplerSettings.{name} must be an int >= 1, got {val!r}")
+        if not (isinstance(self.beta, (int, float)) and np.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"SamplerSettings.beta must be finite and >= 0, got {self.beta!r}")
+        if self.prefix_mode not in S.PREFIX_MODES:
+            raise ValueError(f"SamplerSettings.prefix_mode must be one of {S.PREFIX_MODES}, got {self.prefix_mode!r}")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ValueError(f"SamplerSettings.num_threads must be None or an int >= 1, got {self.num_threads!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"SamplerSettings.seed must be an int, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SamplerSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SamplerSettings fields: {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+def _check_sampler(name: str) -> str:
+    if name not in S.SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, S.SAMPLERS)}; known: {', '.join(S.SAMPLERS)}")
+    return name
+
+
+class FlowPolicyBackend:
+    """:class:`ChunkPolicy` over a :class:`FlowMixerNet`, a :class:`Normalizer` and sampler settings.
+
+    ``network`` may be any module with ``encode(obs, cache)``, ``velocity(x, tau, cond)`` and a
+    ``config`` (:class:`FlowNetConfig`), including a peft-wrapped one (merge before deployment:
+    unmerged LoRA costs 1.3-2.2x). ``weak_network`` (optional, same normaliser) enables BID's
+    forward contrast. After every call, ``last_info`` holds the sampler, the latency in ms and
+    (BID) the chosen candidate indices.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        normalizer: Normalizer | None = None,
+        settings: SamplerSettings | None = None,
+        *,
+        task: str = "",
+        weak_network: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        train_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        cfg = getattr(network, "config", None)
+        if not isinstance(cfg, FlowNetConfig):
+            raise TypeError("network must carry a FlowNetConfig as .config (a FlowMixerNet or a peft wrap of one)")
+        self.config: FlowNetConfig = cfg
+        self.settings = settings if settings is not None else SamplerSettings()
+        self.normalizer = normalizer if normalizer is not None else Normalizer.identity(cfg.obs_dim, cfg.action_dim)
+        if self.normalizer.obs.dim != cfg.obs_dim or self.normalizer.action.dim != cfg.action_dim:
+            raise ValueError(
+                f"normalizer dims (obs {self.normalizer.obs.dim}, action {self.normalizer.action.dim}) do not match "
+                f"the network (obs {cfg.obs_dim}, action {cfg.action_dim})"
+            )
+        if weak_network is not None:
+            wc = getattr(weak_network, "config", None)
+            if not isinstance(wc, FlowNetConfig) or (wc.obs_dim, wc.horizon, wc.action_dim) != (
+                cfg.obs_dim, cfg.horizon, cfg.action_dim):
+                raise ValueError("weak_network must be a flow network with the same obs_dim, H and A")
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.weak_network = weak_network.to(self.device).eval() if weak_network is not None else None
+        self.task = str(task)
+        self.train_config = dict(train_config or {})
+        if self.settings.num_threads is not None:
+            torch.set_num_threads(self.settings.num_threads)
+        self._generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
+        self.last_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ ChunkPolicy fields
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def obs_dim(self) -> int:
+        return self.config.obs_dim
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.hidden
+
+    # ------------------------------------------------------------------ input checks
+    def _prepare_obs(self, obs) -> tuple[torch.Tensor | dict[str, torch.Tensor], int]:
+        """Validate and normalise the observation; returns (network input, B)."""
+        if isinstance(obs, Mapping):
+            if "state" not in obs:
+                raise ValueError("observation mapping needs a 'state' entry (B, obs_dim)")
+            state = self._check_state(obs["state"])
+            b = state.shape[0]
+            if self.config.encoder != "image":
+                return self._state_tensor(state), b
+            if "image" not in obs:
+                raise ValueError("image policy needs obs['image']: (B, h, w, ch) uint8 or (B, ch, h, w) float in [0, 1]")
+            return {"state": self._state_tensor(state), "image": self._image_tensor(obs["image"], b)}, b
+        if self.config.encoder == "image":
+            raise ValueError("image policy needs a mapping obs = {'state': (B, obs_dim), 'image': ...}")
+        state = self._check_state(obs)
+        return self._state_tensor(state), state.shape[0]
+
+    def _check_state(self, state) -> np.ndarray:
+        s = np.asarray(state)
+        if s.dtype == object or not np.issubdtype(s.dtype, np.number):
+            raise ValueError(f"observation must be a numeric array, got dtype {s.dtype}")
+        if s.ndim != 2 or s.shape[1] != self.obs_dim or s.shape[0] < 1:
+            raise ValueError(f"observation must have shape (B, obs_dim) = (B, {self.obs_dim}), got {s.shape}")
+        if not np.isfinite(s).all():
+            raise ValueError("observation contains NaN or Inf")
+        return s
+
+    def _state_tensor(self, s: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.normalizer.obs.normalize(s), dtype=torch.float32, device=self.device)
+
+    def _image_tensor(self, image, b: int) -> torch.Tensor:
+        img = np.asarray(image)
+        ch, (h, w) = self.config.image_channels, self.config.image_size
+        if img.dtype == np.uint8:  # camera layout (B, h, w, ch), 0..255
+            if img.shape != (b, h, w, ch):
+                raise ValueError(f"uint8 image must have shape (B, h, w, ch) = ({b}, {h}, {w}, {ch}), got {img.shape}")
+            t = torch.as_tensor(img, device=self.device).permute(0, 3, 1, 2).float() / 255.0
+        else:  # float layout (B, ch, h, w) in [0, 1]
+            if img.shape != (b, ch, h, w):
+                raise ValueError(f"float image must have shape (B, ch, h, w) = ({b}, {ch}, {h}, {w}), got {img.shape}")
+            if not np.isfinite(img).all():
+                raise ValueError("image contains NaN or Inf")
+            t = torch.as_tensor(img, dtype=torch.float32, device=self.device)
+        return t.contiguous()
+
+    def _check_prefix(self, prefix, b: int) -> torch.Tensor:
+        if prefix is None:
+            raise ValueError("this sampler needs prefix: (B, H, A)")
+        p = np.asarray(prefix, dtype=np.float64)
+        if p.shape != (b, self.horizon, self.action_dim):
+            raise ValueError(f"prefix must have shape (B, H, A) = ({b}, {self.horizon}, {self.action_dim}), got {p.shape}")
+        if not np.isfinite(p).all():
+            raise ValueError("prefix contains NaN or Inf")
+        return torch.as_tensor(self.normalizer.action.normalize(p), dtype=torch.float32, device=self.device)
+
+    def _check_weights(self, weights, b: int) -> torch.Tensor:
+        if weights is None:
+            raise ValueError("this sampler needs weights: (B, H)")
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (b, self.horizon):
+            raise ValueError(f"weights must have shape (B, H) = ({b}, {self.horizon}), got {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any() or (w > 1).any():
+            raise ValueError("weights must be finite and lie in [0, 1]")
+        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
+
+    def _check_n_frozen(self, n_frozen, b: int) -> torch.Tensor:
+        if n_frozen is None:
+            raise ValueError("the prefix sampler needs n_frozen: (B,)")
+        nf = np.asarray(n_frozen)
+        if nf.shape != (b,) or not (np.issubdtype(nf.dtype, np.integer) or
+                                    (np.issubdtype(nf.dtype, np.floating) and np.all(nf == np.round(nf)))):
+            raise ValueError(f"n_frozen must be (B,) = ({b},) integers, got shape {nf.shape} dtype {nf.dtype}")
+        if (nf < 0).any() or (nf > self.horizon).any():
+            raise ValueError(f"n_frozen must lie in [0, H={self.horizon}], got {nf.tolist()}")
+        return torch.as_tensor(nf.astype(np.int64), device=self.device)
+
+    # ------------------------------------------------------------------ inference
+    def _noise(self, shape, gen: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, dtype=torch.float32, device=self.device)
+
+    def encode(self, obs) -> ObsCond:
+        """Validated, normalised observation -> the network's cached conditioning."""
+        obs_t, _ = self._prepare_obs(obs)
+        with torch.no_grad():
+            return self.network.encode(obs_t, cache=self.settings.cache_conditioning)
+
+    def latent(self, obs) -> np.ndarray:
+        """Base-policy latent (B, latent_dim) for the A2C2 correction head."""
+        return self.encode(obs).emb.detach().cpu().numpy().astype(np.float64)
+
+    def infer(
+        self,
+        obs: np.ndarray | Mapping[str, np.ndarray],
+        sampler: str = "vanilla",
+        prefix: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        n_frozen: np.ndarray | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """One chunk per observation row: (B, H, A) float64 in robot units (see :class:`ChunkPolicy`)."""
+        t_start = time.perf_counter_ns()
+        _check_sampler(sampler)
+        obs_t, b = self._prepare_obs(obs)
+        h, a, st = self.horizon, self.action_dim, self.settings
+        y = w = nf = None
+        if sampler in ("rtc", "prefix", "bid"):
+            y = self._check_prefix(prefix, b)
+        if sampler in ("rtc", "bid"):
+            w = self._check_weights(weights, b)
+        if sampler == "prefix":
+            nf = self._check_n_frozen(n_frozen, b)
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed must be an int or None, got {seed!r}")
+            gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        else:
+            gen = self._generator
+        info: dict[str, Any] = {"sampler": sampler, "n_steps": st.n_steps}
+        # RTC differentiates through x, which inference_mode forbids; no_grad is enough there.
+        ctx = torch.no_grad() if sampler == "rtc" else torch.inference_mode()
+        with ctx:
+            cond = self.network.encode(obs_t, cache=st.cache_conditioning)
+            v = self.network.velocity_fn(cond) if hasattr(self.network, "velocity_fn") else (
+                lambda x, tau: self.network.velocity(x, tau, cond))
+            if sampler == "vanilla":
+                out = S.sample_vanilla(v, self._noise((b, h, a), gen), st.n_steps)
+            elif sampler == "rtc":
+                out = S.sample_rtc(v, self._noise((b, h, a), gen), st.n_steps, y, w, beta=st.beta)
+            elif sampler == "prefix":
+                out = S.sample_prefix(v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode)
+            else:
+                out, info = self._bid(obs_t, cond, y, w, gen, b, info)
+        actions = self.normalizer.action.unnormalize(out.detach().cpu().numpy().astype(np.float64))
+        if not np.isfinite(actions).all():
+            raise FloatingPointError("policy produced NaN/Inf actions")
+        info["latency_ms"] = (time.perf_counter_ns() - t_start) / 1e6
+        self.last_info = info
+        return actions
+
+    def _bid(self, obs_t, cond: ObsCond, y, w, gen, b: int, info: dict) -> tuple[torch.Tensor, dict]:
+        st, h, a = self.settings, self.horizon, self.action_dim
+        n_c = st.bid_n
+        cond_n = cond.repeat_interleave(n_c)
+        x0 = self._noise((b, n_c, h, a), gen)
+        weak_v = weak_x0 = None
+        if self.weak_network is not None:
+            wcond = self.weak_network.encode(obs_t, cache=st.cache_conditioning).repeat_interleave(n_c)
+            weak_v = lambda x, tau: self.weak_network.velocity(x, tau, wcond)  # noqa: E731
+            weak_x0 = self._noise((b, n_c, h, a), gen)
+        res = S.sample_bid(lambda x, tau: self.network.velocity(x, tau, cond_n), x0, st.n_steps, y, w,
+                           weak_v=weak_v, weak_x0=weak_x0)
+        info = dict(info, bid_index=res.index.tolist(), bid_n=n_c)
+        return res.actions, info
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write this backend's network, normaliser and settings as a checkpoint."""
+        return save_checkpoint(path, self.network, self.normalizer, task=self.task, settings=self.settings,
+                               train_config=self.train_config, extra=extra)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping[str, Any], *, settings: SamplerSettings | None = None,
+                        device: str | torch.device = "cpu", weak_network: nn.Module | None = None) -> "FlowPolicyBackend":
+        """Build from a loaded checkpoint dict (see :func:`load_checkpoint`)."""
+        cfg = FlowNetConfig.from_dict(ckpt["network_config"])
+        net = build_network(cfg)
+        missing, unexpected = net.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint weights do not match the network: missing {missing}, unexpected {unexpected}")
+        st = settings if settings is not None else SamplerSettings.from_dict(ckpt.get("sampler_settings", {}))
+        return cls(net, Normalizer.from_dict(ckpt["normalizer"]), st, task=ckpt.get("task", ""),
+                   weak_network=weak_network, device=device, train_config=ckpt.get("train_config", {}))
+
+
+def make_flow_backend(config: FlowNetConfig, normalizer: Normalizer | None = None,
+                      settings: SamplerSettings | None = None, *, init_seed: int = 0, task: str = "") -> FlowPolicyBackend:
+    """A backend around a freshly initialised network (seeded), e.g. for benchmarks and tests."""
+    g = torch.random.get_rng_state()
+    torch.manual_seed(init_seed)
+    try:
+        net = build_network(config)
+    finally:
+        torch.random.set_rng_state(g)
+    return FlowPolicyBackend(net, normalizer, settings, task=task)
+
+
+# ---------------------------------------------------------------------- checkpoint files
+def _unwrap_for_saving(model: nn.Module) -> nn.Module:
+    """peft-wrapped model -> merged plain copy; plain module -> itself."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        PeftModel = ()  # type: ignore[assignment]
+    if isinstance(model, PeftModel):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    normalizer: Normalizer,
+    *,
+    task: str,
+    settings: SamplerSettings | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    backend: str = "flow",
+) -> Path:
+    """Write a single-file checkpoint (atomic rename). ``train_config``/``extra`` must be JSON-compatible."""
+    model = _unwrap_for_saving(model)
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, FlowNetConfig):
+        raise TypeError("model must carry a FlowNetConfig as .config")
+    if (normalizer.obs.dim, normalizer.action.dim) != (cfg.obs_dim, cfg.action_dim):
+        raise ValueError("normalizer dims do not match the network config")
+    get_backend_loader(backend)
+    for name, val in (("train_config", train_config), ("extra", extra)):
+        try:
+            json.dumps(dict(val or {}))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be JSON-compatible (str/number/bool/list/dict): {exc}") from exc
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "backend": backend,
+        "task": str(task),
+        "obs_dim": cfg.obs_dim,
+        "horizon": cfg.horizon,
+        "action_dim": cfg.action_dim,
+        "network_config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "normalizer": normalizer.to_dict(),
+        "sampler_settings": (settings or SamplerSettings()).to_dict(),
+        "train_config": json.loads(json.dumps(dict(train_config or {}))),
+        "extra": json.loads(json.dumps(dict(extra or {}))),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint file (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable policy checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an {CHECKPOINT_FORMAT} checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    for key in ("backend", "network_config", "state_dict", "normalizer", "obs_dim", "horizon", "action_dim"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: checkpoint lacks {key!r}")
+    return ckpt
+
+
+# ---------------------------------------------------------------------- backend registry
+BackendLoader = Callable[..., ChunkPolicy]
+_BACKENDS: dict[str, BackendLoader] = {"flow": FlowPolicyBackend.from_checkpoint}
+
+
+def register_backend(name: str, loader: BackendLoader) -> None:
+    """Register ``loader(ckpt_dict, **kwargs) -> ChunkPolicy`` under ``name`` (no silent overwrite)."""
+    if not name or not isinstance(name, str):
+        raise ValueError("backend name must be a non-empty string")
+    if name in _BACKENDS and _BACKENDS[name] is not loader:
+        raise ValueError(f"policy backend {name!r} is already registered")
+    _BACKENDS[name] = loader
+
+
+def available_backends() -> tuple[str, ...]:
+    return tuple(sorted(_BACKENDS))
+
+
+def get_backend_loader(name: str) -> BackendLoader:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown policy backend {name!r}{did_you_mean(name, _BACKENDS)}; "
+                         f"known: {', '.join(available_backends())}")
+    return _BACKENDS[name]
+
+
+def load_policy(path: str | os.PathLike, *, backend: str | None = None, **kwargs: Any) -> ChunkPolicy:
+    """Load a checkpoint and build its backend (``backend`` overrides the name stored in it).
+
+    ``kwargs`` go to the backend loader (flow: ``settings``, ``device``, ``weak_network``).
+    """
+    ckpt = load_checkpoint(path)
+    return get_backend_loader(backend or ckpt["backend"])(ckpt, **kwargs)

@@ -1,0 +1,308 @@
+"""Flow-matching chunk samplers: vanilla, RTC-guided, prefix-preserved (REMAC), BID.
+
+Every sampler takes the model as a callable ``v(x, tau) -> velocity``:
+
+* ``x``: (B, H, A) noisy action chunk,
+* ``tau``: flow time, a Python float shared by the whole batch (the samplers always pass a
+  float so that a network can cache what depends only on tau and the observation),
+* returns (B, H, A).
+
+Flow-time convention (the one of the RTC reference implementation,
+Physical-Intelligence/real-time-chunking-kinetix, ``realtime_action``):
+``tau = 0`` is pure noise, ``tau = 1`` is data, the interpolant is
+``x_tau = (1 - tau) * x0 + tau * x1`` and the target velocity is ``x1 - x0``. Integration is
+n explicit Euler steps at ``tau_k = k / n`` (k = 0..n-1): ``x <- x + v(x, tau_k) / n``.
+Some other ports run time the other way round (tau = 1 noise): do not mix the two.
+
+Samplers run in whatever (normalised) action space ``v`` works in; the caller normalises
+the prefix ``Y`` the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
+"""``v(x (B,H,A), tau: float) -> (B,H,A)``."""
+
+BidSelectFn = Callable[..., np.ndarray]
+"""``select(candidates (B,N,H,A), prefix (B,H,A), weights (B,H), weak (B,M,H,A)|None) -> (B,)``."""
+
+PREFIX_MODES = ("clean", "interpolant")
+
+
+# --------------------------------------------------------------------------- validation
+def _check_steps(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
+        raise ValueError(f"number of denoising steps n must be an int >= 1, got {n!r}")
+    return int(n)
+
+
+def _check_x0(x0: torch.Tensor, name: str = "x0", ndim: int = 3) -> torch.Tensor:
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x0).__name__}")
+    if x0.ndim != ndim:
+        shape = "(B, H, A)" if ndim == 3 else "(B, N, H, A)"
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x0.shape)}")
+    if not x0.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x0.dtype}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x0
+
+
+def _as_tensor(value, like: torch.Tensor, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return t
+
+
+def _check_prefix(prefix, x0: torch.Tensor) -> torch.Tensor:
+    y = _as_tensor(prefix, x0, "prefix")
+    if tuple(y.shape) != tuple(x0.shape):
+        raise ValueError(
+            f"prefix must have the chunk's shape (B, H, A) = {tuple(x0.shape)}, got {tuple(y.shape)}"
+        )
+    return y
+
+
+def _check_weights(weights, x0: torch.Tensor) -> torch.Tensor:
+    """Weights (H,) or (B, H) -> (B, H, 1), non-negative."""
+    b, h, _ = x0.shape
+    w = _as_tensor(weights, x0, "weights")
+    if w.ndim == 1:
+        w = w.expand(b, h) if w.shape[0] == h else w
+    if tuple(w.shape) != (b, h):
+        raise ValueError(f"weights must have shape (H,) = ({h},) or (B, H) = ({b}, {h}), got {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError("weights must be non-negative")
+    return w.unsqueeze(-1)
+
+
+def _check_velocity(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"velocity function returned {got}, expected {tuple(x.shape)}")
+    return out
+
+
+def flow_times(n: int) -> list[float]:
+    """Euler evaluation times ``[k / n for k in 0..n-1]`` (tau = 0 noise, tau = 1 data)."""
+    n = _check_steps(n)
+    return [k / n for k in range(n)]
+
+
+# --------------------------------------------------------------------------- vanilla
+def sample_vanilla(v: VelocityFn, x0: torch.Tensor, n: int) -> torch.Tensor:
+    """Plain Euler integration of the flow from noise ``x0`` (B, H, A) to data; returns (B, H, A)."""
+    n = _check_steps(n)
+    x = _check_x0(x0)
+    for tau in flow_times(n):
+        x = x + _check_velocity(v(x, tau), x) / n
+    return x
+
+
+# --------------------------------------------------------------------------- RTC
+def rtc_guidance_weight(tau: float, beta: float) -> float:
+    """Pi-GDM guidance weight of RTC, clipped at ``beta``.
+
+    ``min(beta, ((1 - tau) / tau) * (tau^2 + (1 - tau)^2) / (1 - tau)^2)``; the first factor is
+    +inf at tau = 0, so the weight is ``beta`` there. Defined for 0 <= tau < 1 (Euler never
+    evaluates tau = 1).
+    """
+    if not (0.0 <= tau < 1.0):
+        raise ValueError(f"tau must lie in [0, 1) for the RTC guidance weight, got {tau}")
+    if not (beta >= 0.0 and np.isfinite(beta)):
+        raise ValueError(f"beta must be finite and >= 0, got {beta}")
+    if tau == 0.0:
+        return float(beta)
+    inv_r2 = (tau**2 + (1.0 - tau) ** 2) / (1.0 - tau) ** 2
+    c = (1.0 - tau) / tau
+    return float(min(beta, c * inv_r2))
+
+
+def rtc_guided_velocity(
+    v: VelocityFn, x: torch.Tensor, tau: float, y: torch.Tensor, w: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """One RTC velocity evaluation (no Euler step): ``v + weight * J^T ((Y - x1_hat) * W)``.
+
+    ``x1_hat = x + (1 - tau) * v(x, tau)`` is the one-step denoised estimate and ``J`` its
+    Jacobian w.r.t. ``x``; the vector-Jacobian product is one backward pass through ``v``
+    (gradient w.r.t. ``x`` only). Sign: the correction moves ``x1_hat`` towards ``Y`` where
+    ``W > 0``. ``y``: (B, H, A), ``w``: (B, H, 1). Returns (B, H, A), detached.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("RTC guidance needs autograd through x: do not call it under torch.inference_mode()")
+    weight = rtc_guidance_weight(tau, beta)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        vt = _check_velocity(v(xg, tau), xg)
+        x1_hat = xg + (1.0 - tau) * vt
+        err = ((y - x1_hat) * w).detach()
+        (g,) = torch.autograd.grad(x1_hat, xg, grad_outputs=err)
+    return vt.detach() + weight * g
+
+
+def sample_rtc(
+    v: VelocityFn,
+    x0: torch.Tensor,
+    n: int,
+    Y: torch.Tensor | np.ndarray,
+    W: torch.Tensor | np.ndarray,
+    beta: float = 5.0,
+) -> torch.Tensor:
+    """RTC guided inpainting (Black et al. 2025, Pi-GDM guidance) from noise ``x0`` (B, H, A).
+
+    ``Y``: (B, H, A) target (previous chunk's actions aligned to the new chunk's steps);
+    ``W``: (H,) or (B, H) soft mask (1 on the frozen prefix, decaying, 0 beyond). With ``W = 0``
+    the result equals :func:`sample_vanilla` for the same noise. Returns (B, H, A).
+    Costs one extra backward pass through ``v`` per step.
+    """
+    n = _check_steps(n)
+    x = _check_x0(x0)
+    y = _check_prefix(Y, x)
+    w = _check_weights(W, x)
+    for tau in flow_times(n):
+        x = x + rtc_guided_velocity(v, x, tau, y, w, beta) / n
+    return x
+
+
+# --------------------------------------------------------------------------- REMAC prefix
+def frozen_mask(n_frozen, batch: int, horizon: int, device=None) -> torch.Tensor:
+    """Boolean (B, H) mask, True where step index h < n_frozen[b]; ``n_frozen`` int or (B,)."""
+    nf = torch.as_tensor(n_frozen, device=device)
+    if nf.is_floating_point():
+        if not bool(torch.isfinite(nf).all()) or not bool((nf == nf.round()).all()):
+            raise ValueError(f"n_frozen must hold integers, got {n_frozen!r}")
+        nf = nf.long()
+    if nf.ndim == 0:
+        nf = nf.expand(batch)
+    if tuple(nf.shape) != (batch,):
+        raise ValueError(f"n_frozen must be an int or have shape (B,) = ({batch},), got {tuple(nf.shape)}")
+    if bool((nf < 0).any()) or bool((nf > horizon).any()):
+        raise ValueError(f"n_frozen must lie in [0, H={horizon}], got {nf.tolist()}")
+    return torch.arange(horizon, device=device)[None, :] < nf[:, None]
+
+
+def sample_prefix(
+    v: VelocityFn,
+    x0: torch.Tensor,
+    n: int,
+    prefix: torch.Tensor | np.ndarray,
+    n_frozen,
+    mode: str = "clean",
+) -> torch.Tensor:
+    """REMAC prefix-preserved sampling from noise ``x0`` (B, H, A).
+
+    Before every velocity evaluation, the first ``n_frozen[b]`` actions of row b are
+    overwritten and held fixed; the rest is integrated normally; the returned chunk carries
+    the prefix exactly in those slots.
+
+    ``prefix``: (B, H, A) (only rows ``h < n_frozen[b]`` are read); ``n_frozen``: int or (B,).
+    ``mode``:
+
+    * ``"clean"`` (default): the slots hold the clean prefix actions at every step. This is
+      REMAC's "filled with the previous chunk's remaining actions and held fixed at every
+      integration step" read literally, and matches training with the conditioning prefix
+      written clean into ``x_tau`` (masked loss on actions >= d, as training-time action
+      conditioning does). The REMAC trainer must build ``x_tau`` the same way.
+    * ``"interpolant"``: the slots hold the prefix noised to the current flow time,
+      ``(1 - tau) * x0 + tau * prefix`` (classic replacement inpainting); use only with a
+      model trained without clean-prefix conditioning.
+
+    Costs one ``torch.where`` per step over vanilla.
+    """
+    if mode not in PREFIX_MODES:
+        raise ValueError(f"prefix mode must be one of {PREFIX_MODES}, got {mode!r}")
+    n = _check_steps(n)
+    x = _check_x0(x0)
+    y = _check_prefix(prefix, x)
+    b, h, _ = x.shape
+    m = frozen_mask(n_frozen, b, h, device=x.device).unsqueeze(-1)  # (B, H, 1)
+    noise = x
+    for tau in flow_times(n):
+        fill = y if mode == "clean" else (1.0 - tau) * noise + tau * y
+        x = torch.where(m, fill, x)
+        x = x + _check_velocity(v(x, tau), x) / n
+    return torch.where(m, y, x)
+
+
+# --------------------------------------------------------------------------- BID
+class BidResult(NamedTuple):
+    """Outcome of :func:`sample_bid`."""
+
+    actions: torch.Tensor  # (B, H, A) selected chunk per row
+    candidates: torch.Tensor  # (B, N, H, A) all strong samples
+    index: np.ndarray  # (B,) int64, chosen candidate per row
+    weak: torch.Tensor | None  # (B, M, H, A) weak-policy samples, or None
+
+
+def _default_select() -> BidSelectFn:
+    try:
+        from async_vla_ros.core.bid import bid_select
+    except ImportError as exc:  # pragma: no cover - depends on the checkout state
+        raise ImportError(
+            "sample_bid needs async_vla_ros.core.bid.bid_select (or pass select=...)"
+        ) from exc
+    return bid_select
+
+
+def sample_bid(
+    v: VelocityFn,
+    x0: torch.Tensor,
+    n: int,
+    prefix: torch.Tensor | np.ndarray,
+    weights: torch.Tensor | np.ndarray,
+    *,
+    weak_v: VelocityFn | None = None,
+    weak_x0: torch.Tensor | None = None,
+    select: BidSelectFn | None = None,
+) -> BidResult:
+    """Bidirectional decoding (Liu et al. 2024): N vanilla samples per row, pick one.
+
+    ``x0``: (B, N, H, A) noise; ``v`` is evaluated on the flattened batch (B*N, H, A), row
+    ``b * N + j`` being candidate j of batch row b (repeat the conditioning with
+    ``repeat_interleave(N)``). ``prefix``: (B, H, A), ``weights``: (B, H) (backward coherence).
+    Optional forward contrast: ``weak_v`` and ``weak_x0`` (B, M, H, A) draw M samples from a
+    weak checkpoint. ``select`` defaults to :func:`async_vla_ros.core.bid.bid_select`
+    (lower score is better); it receives numpy arrays.
+    """
+    n = _check_steps(n)
+    x0 = _check_x0(x0, "x0", ndim=4)
+    b, n_cand, h, a = x0.shape
+    y = _check_prefix(prefix, x0[:, 0])
+    w = _check_weights(weights, x0[:, 0]).squeeze(-1)
+    if (weak_v is None) != (weak_x0 is None):
+        raise ValueError("weak_v and weak_x0 must be given together (forward contrast) or not at all")
+    cands = sample_vanilla(v, x0.reshape(b * n_cand, h, a), n).reshape(b, n_cand, h, a)
+    weak = None
+    if weak_v is not None:
+        weak_x0 = _check_x0(weak_x0, "weak_x0", ndim=4)
+        if weak_x0.shape[0] != b or tuple(weak_x0.shape[2:]) != (h, a):
+            raise ValueError(f"weak_x0 must have shape (B, M, H, A) with B,H,A = {b},{h},{a}, got {tuple(weak_x0.shape)}")
+        m = weak_x0.shape[1]
+        weak = sample_vanilla(weak_v, weak_x0.reshape(b * m, h, a), n).reshape(b, m, h, a)
+    sel = select if select is not None else _default_select()
+    idx = np.asarray(
+        sel(
+            cands.detach().cpu().numpy(),
+            y.detach().cpu().numpy(),
+            w.detach().cpu().numpy(),
+            None if weak is None else weak.detach().cpu().numpy(),
+        )
+    )
+    if idx.shape != (b,) or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"BID select must return (B,) = ({b},) integer indices, got {idx.shape} {idx.dtype}")
+    if (idx < 0).any() or (idx >= n_cand).any():
+        raise ValueError(f"BID select returned indices outside [0, {n_cand}): {idx.tolist()}")
+    idx = idx.astype(np.int64)
+    chosen = cands[torch.arange(b, device=cands.device), torch.as_tensor(idx, device=cands.device)]
+    return BidResult(actions=chosen, candidates=cands, index=idx, weak=weak)
+
+
+SAMPLERS: Sequence[str] = ("vanilla", "rtc", "prefix", "bid")
+"""Sampler names a :class:`~async_vla_ros.policy.base.ChunkPolicy` accepts."""
