@@ -54,7 +54,8 @@ class ChunkPolicy(Protocol):
     * ``obs``: (B, obs_dim) float array, or a mapping (e.g. ``{"state": (B, obs_dim),
       "image": (B, h, w, 3) uint8}``) for image policies,
     * ``sampler``: ``"vanilla" | "rtc" | "prefix" | "bid"``,
-    * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, prefix, bid),
+    * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, prefix, bid;
+      bid also accepts prefix=weights=None for a first chunk),
     * ``weights``: (B, H) soft mask in [0, 1] (rtc, bid),
     * ``n_frozen``: (B,) number of frozen leading actions (prefix),
     * ``seed``: noise seed for this call (deterministic output), or None.
@@ -127,7 +128,8 @@ class FlowPolicyBackend:
     ``network`` may be any module with ``encode(obs, cache)``, ``velocity(x, tau, cond)`` and a
     ``config`` (:class:`FlowNetConfig`), including a peft-wrapped one (merge before deployment:
     unmerged LoRA costs 1.3-2.2x). ``weak_network`` (optional, same normaliser) enables BID's
-    forward contrast. After every call, ``last_info`` holds the sampler, the latency in ms and
+    forward contrast; ``bid_select`` replaces :func:`async_vla_ros.core.bid.bid_select`
+    (same signature). After every call, ``last_info`` holds the sampler, the latency in ms and
     (BID) the chosen candidate indices.
     """
 
@@ -141,6 +143,7 @@ class FlowPolicyBackend:
         weak_network: nn.Module | None = None,
         device: str | torch.device = "cpu",
         train_config: Mapping[str, Any] | None = None,
+        bid_select: S.BidSelectFn | None = None,
     ) -> None:
         cfg = getattr(network, "config", None)
         if not isinstance(cfg, FlowNetConfig):
@@ -163,6 +166,7 @@ class FlowPolicyBackend:
         self.weak_network = weak_network.to(self.device).eval() if weak_network is not None else None
         self.task = str(task)
         self.train_config = dict(train_config or {})
+        self._bid_select = bid_select  # None: async_vla_ros.core.bid.bid_select
         if self.settings.num_threads is not None:
             torch.set_num_threads(self.settings.num_threads)
         self._generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
@@ -291,10 +295,12 @@ class FlowPolicyBackend:
         obs_t, b = self._prepare_obs(obs)
         h, a, st = self.horizon, self.action_dim, self.settings
         y = w = nf = None
-        if sampler in ("rtc", "prefix", "bid"):
+        if sampler == "bid" and prefix is None and weights is None:
+            pass  # first chunk, no previous plan: BID scores by forward contrast only
+        elif sampler in ("rtc", "prefix", "bid"):
             y = self._check_prefix(prefix, b)
-        if sampler in ("rtc", "bid"):
-            w = self._check_weights(weights, b)
+            if sampler in ("rtc", "bid"):
+                w = self._check_weights(weights, b)
         if sampler == "prefix":
             nf = self._check_n_frozen(n_frozen, b)
         if seed is not None:
@@ -336,7 +342,7 @@ class FlowPolicyBackend:
             weak_v = lambda x, tau: self.weak_network.velocity(x, tau, wcond)  # noqa: E731
             weak_x0 = self._noise((b, n_c, h, a), gen)
         res = S.sample_bid(lambda x, tau: self.network.velocity(x, tau, cond_n), x0, st.n_steps, y, w,
-                           weak_v=weak_v, weak_x0=weak_x0)
+                           weak_v=weak_v, weak_x0=weak_x0, select=self._bid_select)
         info = dict(info, bid_index=res.index.tolist(), bid_n=n_c)
         return res.actions, info
 
@@ -348,7 +354,8 @@ class FlowPolicyBackend:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any], *, settings: SamplerSettings | None = None,
-                        device: str | torch.device = "cpu", weak_network: nn.Module | None = None) -> "FlowPolicyBackend":
+                        device: str | torch.device = "cpu", weak_network: nn.Module | None = None,
+                        bid_select: S.BidSelectFn | None = None) -> "FlowPolicyBackend":
         """Build from a loaded checkpoint dict (see :func:`load_checkpoint`)."""
         cfg = FlowNetConfig.from_dict(ckpt["network_config"])
         net = build_network(cfg)
@@ -357,11 +364,13 @@ class FlowPolicyBackend:
             raise ValueError(f"checkpoint weights do not match the network: missing {missing}, unexpected {unexpected}")
         st = settings if settings is not None else SamplerSettings.from_dict(ckpt.get("sampler_settings", {}))
         return cls(net, Normalizer.from_dict(ckpt["normalizer"]), st, task=ckpt.get("task", ""),
-                   weak_network=weak_network, device=device, train_config=ckpt.get("train_config", {}))
+                   weak_network=weak_network, device=device, train_config=ckpt.get("train_config", {}),
+                   bid_select=bid_select)
 
 
 def make_flow_backend(config: FlowNetConfig, normalizer: Normalizer | None = None,
-                      settings: SamplerSettings | None = None, *, init_seed: int = 0, task: str = "") -> FlowPolicyBackend:
+                      settings: SamplerSettings | None = None, *, init_seed: int = 0, task: str = "",
+                      bid_select: S.BidSelectFn | None = None) -> FlowPolicyBackend:
     """A backend around a freshly initialised network (seeded), e.g. for benchmarks and tests."""
     g = torch.random.get_rng_state()
     torch.manual_seed(init_seed)
@@ -369,7 +378,7 @@ def make_flow_backend(config: FlowNetConfig, normalizer: Normalizer | None = Non
         net = build_network(config)
     finally:
         torch.random.set_rng_state(g)
-    return FlowPolicyBackend(net, normalizer, settings, task=task)
+    return FlowPolicyBackend(net, normalizer, settings, task=task, bid_select=bid_select)
 
 
 # ---------------------------------------------------------------------- checkpoint files
@@ -475,7 +484,8 @@ def get_backend_loader(name: str) -> BackendLoader:
 def load_policy(path: str | os.PathLike, *, backend: str | None = None, **kwargs: Any) -> ChunkPolicy:
     """Load a checkpoint and build its backend (``backend`` overrides the name stored in it).
 
-    ``kwargs`` go to the backend loader (flow: ``settings``, ``device``, ``weak_network``).
+    ``kwargs`` go to the backend loader (flow: ``settings``, ``device``, ``weak_network``,
+    ``bid_select``).
     """
     ckpt = load_checkpoint(path)
     return get_backend_loader(backend or ckpt["backend"])(ckpt, **kwargs)

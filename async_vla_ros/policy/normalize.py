@@ -6,8 +6,8 @@ Two modes, both an affine map ``z = (x - center) / scale`` per dimension:
 * ``"minmax"``: center = (max + min) / 2, scale = (max - min) / 2 (floored at ``eps``), so the
   data range maps to [-1, 1].
 
-Dimensions that never vary get scale ``eps``'s floor of 1.0 (no blow-up of constant
-features). Actions in robot units (rad, m) <-> the network's normalised space.
+Dimensions whose spread is below ``eps`` get scale 1.0 (constant features are centred,
+not blown up). Actions in robot units (rad, m) <-> the network's normalised space.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 NORM_MODES = ("meanstd", "minmax", "identity")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DimNorm:
     """Affine per-dimension normaliser: ``normalize(x) = (x - center) / scale`` over the last axis."""
 
@@ -42,6 +42,14 @@ class DimNorm:
         scale.setflags(write=False)
         object.__setattr__(self, "center", center)
         object.__setattr__(self, "scale", scale)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DimNorm):
+            return NotImplemented
+        return (self.mode == other.mode and np.array_equal(self.center, other.center)
+                and np.array_equal(self.scale, other.scale))
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays
 
     @property
     def dim(self) -> int:

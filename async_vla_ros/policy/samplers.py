@@ -255,8 +255,8 @@ def sample_bid(
     v: VelocityFn,
     x0: torch.Tensor,
     n: int,
-    prefix: torch.Tensor | np.ndarray,
-    weights: torch.Tensor | np.ndarray,
+    prefix: torch.Tensor | np.ndarray | None,
+    weights: torch.Tensor | np.ndarray | None,
     *,
     weak_v: VelocityFn | None = None,
     weak_x0: torch.Tensor | None = None,
@@ -266,7 +266,8 @@ def sample_bid(
 
     ``x0``: (B, N, H, A) noise; ``v`` is evaluated on the flattened batch (B*N, H, A), row
     ``b * N + j`` being candidate j of batch row b (repeat the conditioning with
-    ``repeat_interleave(N)``). ``prefix``: (B, H, A), ``weights``: (B, H) (backward coherence).
+    ``repeat_interleave(N)``). ``prefix``: (B, H, A), ``weights``: (B, H) (backward coherence); both None when
+    there is no previous plan (first chunk), the scorer then uses forward contrast only.
     Optional forward contrast: ``weak_v`` and ``weak_x0`` (B, M, H, A) draw M samples from a
     weak checkpoint. ``select`` defaults to :func:`async_vla_ros.core.bid.bid_select`
     (lower score is better); it receives numpy arrays.
@@ -274,8 +275,12 @@ def sample_bid(
     n = _check_steps(n)
     x0 = _check_x0(x0, "x0", ndim=4)
     b, n_cand, h, a = x0.shape
-    y = _check_prefix(prefix, x0[:, 0])
-    w = _check_weights(weights, x0[:, 0]).squeeze(-1)
+    if (prefix is None) != (weights is None):
+        raise ValueError("BID needs prefix and weights together (or neither, for a first chunk)")
+    y = w = None
+    if prefix is not None:
+        y = _check_prefix(prefix, x0[:, 0])
+        w = _check_weights(weights, x0[:, 0]).squeeze(-1)
     if (weak_v is None) != (weak_x0 is None):
         raise ValueError("weak_v and weak_x0 must be given together (forward contrast) or not at all")
     cands = sample_vanilla(v, x0.reshape(b * n_cand, h, a), n).reshape(b, n_cand, h, a)
@@ -290,8 +295,8 @@ def sample_bid(
     idx = np.asarray(
         sel(
             cands.detach().cpu().numpy(),
-            y.detach().cpu().numpy(),
-            w.detach().cpu().numpy(),
+            None if y is None else y.detach().cpu().numpy(),
+            None if w is None else w.detach().cpu().numpy(),
             None if weak is None else weak.detach().cpu().numpy(),
         )
     )
