@@ -26,6 +26,7 @@ class Command:
 # The registry. A command whose module is not importable yet is listed with the reason.
 _COMMANDS: tuple[Command, ...] = (
     Command("env", "async_vla_ros.cli_env", "show the ROS environment defaults in force"),
+    Command("samplers", "async_vla_ros.eval.bench_samplers", "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head", group="bench"),
 )
 
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(ns, "_group_parser", None) or parser).print_help()
         return 0 if ns.command is None else 2
     try:
-        return int(run(ns) or 0)
+        rc = run(ns)
+        return rc if isinstance(rc, int) else 0  # some commands return their results
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
