@@ -13,6 +13,7 @@ from .cycle_timer import CycleInfo, CycleTimer, TimerStats
 from .delay import DelayConfig, DelayEstimator, latency_to_steps
 from .scheduler import ChunkScheduler, MergeResult, RejectReason, RequestSpec, SchedulerConfig
 from .strategies import SCHEDULES, STRATEGIES, MergeStrategy, make_strategy, prefix_weights
+from .safety import FR3_LIMITS, PANDA_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 from .timeline import ActionTimeline, PlanEntry
 
 __all__ = [
@@ -25,6 +26,12 @@ __all__ = [
     "CycleTimer",
     "DelayConfig",
     "DelayEstimator",
+    "FR3_LIMITS",
+    "JointLimits",
+    "PANDA_LIMITS",
+    "SafetyConfig",
+    "SafetyFilter",
+    "SafetyFlags",
     "FakeClock",
     "MergeResult",
     "MergeStrategy",
