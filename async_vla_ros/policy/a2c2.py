@@ -111,7 +111,7 @@ class CorrectionHead(nn.Module):
         """Residual (B, A) in normalised action units (training target: (a_expert - a_base) / scale)."""
         return self.out(self.body(self.features(obs_n, base_n, k, latent)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def residual(self, obs: np.ndarray, base_action: np.ndarray, k: np.ndarray, H: int,
                  latent: np.ndarray | None = None) -> np.ndarray:
         """Numpy-facing: residual (B, A) in robot units; executed action = base_action + residual.
@@ -134,20 +134,24 @@ class CorrectionHead(nn.Module):
             raise ValueError(f"k must be (B,) = ({b},) integers in [0, {cfg.horizon}), got {kk!r}")
         if not (np.isfinite(o).all() and np.isfinite(a).all()):
             raise ValueError("obs or base_action contains NaN or Inf")
-        lat = None
-        if latent is not None:
+        parts = [self.normalizer.obs.normalize(o), self.normalizer.action.normalize(a)]
+        ang = (2.0 * np.pi / cfg.horizon) * kk.astype(np.float64)
+        parts += [np.sin(ang)[:, None], np.cos(ang)[:, None]]
+        if cfg.latent_dim:
+            if latent is None:
+                raise ValueError(f"this head was built with latent_dim={cfg.latent_dim}: pass latent (B, {cfg.latent_dim})")
             la = np.asarray(latent, dtype=np.float64)
+            if la.shape != (b, cfg.latent_dim):
+                raise ValueError(f"latent must have shape (B, {cfg.latent_dim}), got {la.shape}")
             if not np.isfinite(la).all():
                 raise ValueError("latent contains NaN or Inf")
-            lat = torch.as_tensor(la, dtype=torch.float32)
-        dev_dtype = dict(dtype=torch.float32)
-        r_n = self(
-            torch.as_tensor(self.normalizer.obs.normalize(o), **dev_dtype),
-            torch.as_tensor(self.normalizer.action.normalize(a), **dev_dtype),
-            torch.as_tensor(kk.astype(np.int64)),
-            lat,
-        )
-        return r_n.cpu().numpy().astype(np.float64) * self.normalizer.action.scale
+            parts.append(la)
+        elif latent is not None:
+            raise ValueError("this head was built without a latent input (latent_dim=0)")
+        # same layout as features(), assembled in numpy: one tensor conversion per call
+        feat = torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
+        r_n = self.out(self.body(feat))
+        return r_n.numpy().astype(np.float64) * self.normalizer.action.scale
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:

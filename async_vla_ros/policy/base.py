@@ -251,11 +251,12 @@ class FlowPolicyBackend:
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != (b, self.horizon):
             raise ValueError(f"weights must have shape (B, H) = ({b}, {self.horizon}), got {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any() or (w > 1).any():
+        if not np.isfinite(w).all() or (w < -1e-9).any() or (w > 1.0 + 1e-6).any():
             raise ValueError("weights must be finite and lie in [0, 1]")
-        return torch.as_tensor(w, dtype=torch.float32, device=self.device)
+        # round-off of soft-mask schedules (e.g. 1 + 2e-16) is clipped, not rejected
+        return torch.as_tensor(np.clip(w, 0.0, 1.0), dtype=torch.float32, device=self.device)
 
-    def _check_n_frozen(self, n_frozen, b: int) -> torch.Tensor:
+    def _check_n_frozen(self, n_frozen, b: int) -> np.ndarray:
         if n_frozen is None:
             raise ValueError("the prefix sampler needs n_frozen: (B,)")
         nf = np.asarray(n_frozen)
@@ -264,9 +265,15 @@ class FlowPolicyBackend:
             raise ValueError(f"n_frozen must be (B,) = ({b},) integers, got shape {nf.shape} dtype {nf.dtype}")
         if (nf < 0).any() or (nf > self.horizon).any():
             raise ValueError(f"n_frozen must lie in [0, H={self.horizon}], got {nf.tolist()}")
-        return torch.as_tensor(nf.astype(np.int64), device=self.device)
+        return nf.astype(np.int64)
 
     # ------------------------------------------------------------------ inference
+    def _precompute(self, cond: ObsCond) -> ObsCond:
+        """Batch the tau/obs-only adaLN modulation of all Euler steps (when caching is on)."""
+        if self.settings.cache_conditioning and hasattr(self.network, "precompute"):
+            self.network.precompute(cond, S.flow_times(self.settings.n_steps))
+        return cond
+
     def _noise(self, shape, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=gen, dtype=torch.float32, device=self.device)
 
@@ -314,6 +321,8 @@ class FlowPolicyBackend:
         ctx = torch.no_grad() if sampler == "rtc" else torch.inference_mode()
         with ctx:
             cond = self.network.encode(obs_t, cache=st.cache_conditioning)
+            if sampler != "bid":
+                self._precompute(cond)
             v = self.network.velocity_fn(cond) if hasattr(self.network, "velocity_fn") else (
                 lambda x, tau: self.network.velocity(x, tau, cond))
             if sampler == "vanilla":
@@ -334,11 +343,13 @@ class FlowPolicyBackend:
     def _bid(self, obs_t, cond: ObsCond, y, w, gen, b: int, info: dict) -> tuple[torch.Tensor, dict]:
         st, h, a = self.settings, self.horizon, self.action_dim
         n_c = st.bid_n
-        cond_n = cond.repeat_interleave(n_c)
+        cond_n = self._precompute(cond.repeat_interleave(n_c))
         x0 = self._noise((b, n_c, h, a), gen)
         weak_v = weak_x0 = None
         if self.weak_network is not None:
             wcond = self.weak_network.encode(obs_t, cache=st.cache_conditioning).repeat_interleave(n_c)
+            if st.cache_conditioning and hasattr(self.weak_network, "precompute"):
+                self.weak_network.precompute(wcond, S.flow_times(st.n_steps))
             weak_v = lambda x, tau: self.weak_network.velocity(x, tau, wcond)  # noqa: E731
             weak_x0 = self._noise((b, n_c, h, a), gen)
         res = S.sample_bid(lambda x, tau: self.network.velocity(x, tau, cond_n), x0, st.n_steps, y, w,

@@ -173,19 +173,23 @@ def sample_rtc(
 
 # --------------------------------------------------------------------------- REMAC prefix
 def frozen_mask(n_frozen, batch: int, horizon: int, device=None) -> torch.Tensor:
-    """Boolean (B, H) mask, True where step index h < n_frozen[b]; ``n_frozen`` int or (B,)."""
-    nf = torch.as_tensor(n_frozen, device=device)
-    if nf.is_floating_point():
-        if not bool(torch.isfinite(nf).all()) or not bool((nf == nf.round()).all()):
+    """Boolean (B, H) mask, True where step index h < n_frozen[b]; ``n_frozen`` int, (B,) array or tensor."""
+    if isinstance(n_frozen, torch.Tensor):
+        n_frozen = n_frozen.detach().cpu().numpy()
+    nf = np.asarray(n_frozen)
+    if nf.dtype.kind == "f":
+        if not np.all(np.isfinite(nf)) or not np.all(nf == np.round(nf)):
             raise ValueError(f"n_frozen must hold integers, got {n_frozen!r}")
-        nf = nf.long()
+    elif nf.dtype.kind not in "iu":
+        raise ValueError(f"n_frozen must hold integers, got {n_frozen!r}")
+    nf = nf.astype(np.int64)
     if nf.ndim == 0:
-        nf = nf.expand(batch)
-    if tuple(nf.shape) != (batch,):
-        raise ValueError(f"n_frozen must be an int or have shape (B,) = ({batch},), got {tuple(nf.shape)}")
-    if bool((nf < 0).any()) or bool((nf > horizon).any()):
+        nf = np.full(batch, int(nf))
+    if nf.shape != (batch,):
+        raise ValueError(f"n_frozen must be an int or have shape (B,) = ({batch},), got {nf.shape}")
+    if (nf < 0).any() or (nf > horizon).any():
         raise ValueError(f"n_frozen must lie in [0, H={horizon}], got {nf.tolist()}")
-    return torch.arange(horizon, device=device)[None, :] < nf[:, None]
+    return torch.from_numpy(np.arange(horizon)[None, :] < nf[:, None]).to(device)
 
 
 def sample_prefix(

@@ -136,3 +136,20 @@ def test_shape_and_config_validation(cfg):
     with pytest.raises(ValueError, match="image_size"):
         FlowNetConfig(obs_dim=3, action_dim=2, horizon=4, encoder="image")
     assert FlowNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_batched_precompute_equals_lazy_memo(cfg):
+    net = randomised(cfg, seed=6)
+    obs, x0 = torch.randn(3, OBS), torch.randn(3, H, A)
+    with torch.no_grad():
+        lazy = net.encode(obs, cache=True)
+        ref = S.sample_vanilla(net.velocity_fn(lazy), x0, 4)
+        pre = net.precompute(net.encode(obs, cache=True), S.flow_times(4))
+        assert sorted(pre.cache) == S.flow_times(4)
+        for t in S.flow_times(4):
+            for a, b in zip(pre.cache[t], lazy.cache[t]):
+                for ta, tb in zip(a, b):
+                    torch.testing.assert_close(ta, tb, rtol=1e-5, atol=1e-6)
+        out = S.sample_vanilla(net.velocity_fn(pre), x0, 4)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert net.precompute(net.encode(obs), [0.0]).cache is None  # no memo requested: no-op
