@@ -49,7 +49,6 @@ class RejectReason(str, enum.Enum):
     STALE = "stale"  # answers a request abandoned after its timeout
     OUT_OF_ORDER = "out_of_order"  # older than the last accepted request
     T_OBS_MISMATCH = "t_obs_mismatch"  # t_obs differs from the request's
-    FUTURE = "future"  # arrives before its own observation step
     EXPIRED = "expired"  # every action of it is already in the past
 
 
@@ -239,8 +238,6 @@ class ChunkScheduler:
             return self._reject(RejectReason.STALE, cid, rid)
         if chunk.t_obs != spec.t_obs:
             return self._reject(RejectReason.T_OBS_MISMATCH, cid, rid)
-        if t_now < chunk.t_obs:
-            return self._reject(RejectReason.FUTURE, cid, rid)
         # a step already handed to the robot cannot change: merge from the next one
         t_switch = t_now if self._last_exec_t is None else max(t_now, self._last_exec_t + 1)
         plan_dry = self.timeline.is_standstill(t_switch)
