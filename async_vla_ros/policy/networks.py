@@ -351,20 +351,41 @@ def flow_matching_loss(
     actions: torch.Tensor,
     generator: torch.Generator | None = None,
     loss_mask: torch.Tensor | None = None,
+    cond_prefix: torch.Tensor | None = None,
+    n_frozen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Conditional flow-matching loss for normalised ``actions`` (B, H, A).
 
     ``x_tau = (1 - tau) * x0 + tau * actions``, target ``actions - x0``, tau ~ U[0, 1).
-    ``loss_mask``: optional (B, H) weights (e.g. REMAC's prefix mask, 1 on actions >= d);
-    the loss is the mean squared error over the masked entries.
+    ``loss_mask``: optional (B, H) weights; the loss is the mean squared error over the
+    weighted entries. REMAC masked action chunking: pass ``cond_prefix`` (B, H, A, normalised;
+    ground truth or the frozen base policy's prediction, per the curriculum) and ``n_frozen``
+    (B,) ints: the first ``n_frozen[b]`` slots of ``x_tau`` are overwritten with the clean
+    prefix (exactly what :func:`~async_vla_ros.policy.samplers.sample_prefix` does in its
+    default ``"clean"`` mode at inference) and the loss covers only actions ``h >= n_frozen[b]``
+    (multiplied with ``loss_mask`` when both are given).
     """
-    b = actions.shape[0]
+    b, h, _ = actions.shape
     x0 = torch.randn(actions.shape, generator=generator, dtype=actions.dtype, device=actions.device)
     tau = torch.rand((b,), generator=generator, dtype=actions.dtype, device=actions.device)
     t = tau[:, None, None]
     x_tau = (1.0 - t) * x0 + t * actions
+    if (cond_prefix is None) != (n_frozen is None):
+        raise ValueError("cond_prefix and n_frozen must be given together")
+    if cond_prefix is not None:
+        if cond_prefix.shape != actions.shape:
+            raise ValueError(f"cond_prefix must have the shape of actions {tuple(actions.shape)}, got {tuple(cond_prefix.shape)}")
+        nf = torch.as_tensor(n_frozen, device=actions.device).long().reshape(-1)
+        if nf.shape != (b,) or bool((nf < 0).any()) or bool((nf > h).any()):
+            raise ValueError(f"n_frozen must be (B,) = ({b},) ints in [0, H={h}]")
+        frozen = torch.arange(h, device=actions.device)[None, :] < nf[:, None]  # (B, H)
+        x_tau = torch.where(frozen.unsqueeze(-1), cond_prefix.to(x_tau.dtype), x_tau)
+        free = (~frozen).to(actions.dtype)
+        loss_mask = free if loss_mask is None else loss_mask.to(actions.dtype) * free
     err = (net(obs, x_tau, tau) - (actions - x0)) ** 2
     if loss_mask is None:
         return err.mean()
+    if loss_mask.shape != (b, h):
+        raise ValueError(f"loss_mask must have shape (B, H) = ({b}, {h}), got {tuple(loss_mask.shape)}")
     m = loss_mask.to(err.dtype).unsqueeze(-1).expand_as(err)
     return (err * m).sum() / m.sum().clamp_min(1.0)

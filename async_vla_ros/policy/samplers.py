@@ -140,7 +140,15 @@ def rtc_guided_velocity(
     weight = rtc_guidance_weight(tau, beta)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        vt = _check_velocity(v(xg, tau), xg)
+        try:
+            vt = _check_velocity(v(xg, tau), xg)
+        except RuntimeError as exc:
+            if "Inference tensors" in str(exc):
+                raise RuntimeError(
+                    "RTC guidance differentiates through the velocity function, but it uses tensors made under "
+                    "torch.inference_mode() (e.g. an observation encoding): compute them under torch.no_grad()"
+                ) from exc
+            raise
         x1_hat = xg + (1.0 - tau) * vt
         err = ((y - x1_hat) * w).detach()
         (g,) = torch.autograd.grad(x1_hat, xg, grad_outputs=err)

@@ -153,3 +153,41 @@ def test_batched_precompute_equals_lazy_memo(cfg):
         out = S.sample_vanilla(net.velocity_fn(pre), x0, 4)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert net.precompute(net.encode(obs), [0.0]).cache is None  # no memo requested: no-op
+
+
+def test_remac_prefix_conditioning_in_the_loss(cfg):
+    """Frozen slots hold the clean prefix in x_tau and carry no loss."""
+    net = randomised(cfg, seed=7)
+    seen = {}
+    real_velocity = net.velocity
+
+    def spy(x, tau, cond):
+        seen["x"] = x.detach().clone()
+        return real_velocity(x, tau, cond)
+
+    net.velocity = spy
+    obs, act = torch.randn(4, OBS), torch.randn(4, H, A)
+    prefix = torch.full((4, H, A), 9.0)
+    nf = torch.tensor([0, 1, 3, H])
+    flow_matching_loss(net, obs, act, generator=torch.Generator().manual_seed(0), cond_prefix=prefix, n_frozen=nf)
+    for b, k in enumerate(nf.tolist()):
+        assert torch.equal(seen["x"][b, :k], prefix[b, :k])
+        assert not torch.any(seen["x"][b, k:] == 9.0)
+    # the loss ignores the frozen slots: changing the target there changes nothing
+    act2 = act.clone()
+    act2[1, 0] += 100.0
+    act2[2, :3] -= 50.0
+    l1 = flow_matching_loss(net, obs, act, generator=torch.Generator().manual_seed(1), cond_prefix=prefix, n_frozen=nf)
+    # same noise/tau draws: the changed targets sit in frozen slots, which x_tau overwrites and the loss masks
+    l2 = flow_matching_loss(net, obs, act2, generator=torch.Generator().manual_seed(1), cond_prefix=prefix, n_frozen=nf)
+    torch.testing.assert_close(l1, l2)
+    with pytest.raises(ValueError, match="together"):
+        flow_matching_loss(net, obs, act, cond_prefix=prefix)
+
+
+def test_rtc_with_inference_mode_cond_explains_the_fix(cfg):
+    net = randomised(cfg)
+    with torch.inference_mode():  # memoised modulation made of inference tensors
+        cond = net.precompute(net.encode(torch.randn(1, OBS), cache=True), S.flow_times(2))
+    with pytest.raises(RuntimeError, match="no_grad"):
+        S.sample_rtc(net.velocity_fn(cond), torch.randn(1, H, A), 2, torch.zeros(1, H, A), torch.ones(H))
