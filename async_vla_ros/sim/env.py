@@ -62,6 +62,7 @@ class BatchedPandaEnv:
         self._pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
         bounds = np.linspace(0, self.num_envs, n_threads + 1).astype(int)
         self._slices = [slice(bounds[i], bounds[i + 1]) for i in range(n_threads)]
+        self._obs = np.zeros((self.num_envs, self.obs_dim))
         self.states: list[EpisodeState] = []
         self.t = 0
         self.command = np.zeros((self.num_envs, S.ACTION_DIM))  # last applied command (B, 8)
@@ -96,10 +97,15 @@ class BatchedPandaEnv:
         self._tcp = K.fk(q0)[0]
         for i, d in enumerate(self.datas):
             self.task.pre_step(self.model, d, self.states[i], self._tcp[i])
-        return self._observe()
+        self._obs = self._observe(np.arange(self.num_envs))
+        return self._obs.copy()
 
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        """Apply actions (B, 8) for one control period; returns obs (B, obs_dim) of the next step."""
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """Apply actions (B, 8) for one control period; returns obs (B, obs_dim) of the next step.
+
+        ``active`` (B,) bool: only these envs are simulated (e.g. skip envs whose outcome is
+        decided); the others keep their state, observation and command.
+        """
         if not self.states:
             raise RuntimeError("call reset(seeds) before step()")
         if self.done:
@@ -109,40 +115,50 @@ class BatchedPandaEnv:
             raise ValueError(f"actions must have shape (B, 8) = ({self.num_envs}, 8), got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or Inf")
+        if active is None:
+            act = np.ones(self.num_envs, dtype=bool)
+        else:
+            act = np.asarray(active, dtype=bool)
+            if act.shape != (self.num_envs,):
+                raise ValueError(f"active must have shape ({self.num_envs},), got {act.shape}")
         a = a.copy()
         a[:, :7] = np.clip(a[:, :7], self._q_lo, self._q_hi)
         a[:, 7] = np.clip(a[:, 7], 0.0, S.GRIPPER_MAX)
-        self.command = a
-        ctrl = S.command_to_ctrl(a)
-        for i, d in enumerate(self.datas):
-            d.ctrl[:] = ctrl[i]
-        if self._pool is None:
-            self._physics(self._slices[0])
+        self.command = np.where(act[:, None], a, self.command)
+        ctrl = S.command_to_ctrl(self.command)
+        idx = np.flatnonzero(act)
+        for i in idx:
+            self.datas[i].ctrl[:] = ctrl[i]
+        if self._pool is None or len(idx) < 2:
+            self._physics(idx)
         else:
-            list(self._pool.map(self._physics, self._slices))
-        q = np.stack([d.qpos[self.ids.arm_qpos] for d in self.datas])
-        self._tcp = K.fk(q)[0]
-        for i, d in enumerate(self.datas):
-            self.task.post_step(self.model, d, self.states[i], self._tcp[i])
+            list(self._pool.map(self._physics, np.array_split(idx, len(self._slices))))
+        q = np.stack([self.datas[i].qpos[self.ids.arm_qpos] for i in idx]) if len(idx) else np.zeros((0, 7))
+        if len(idx):
+            self._tcp[idx] = K.fk(q)[0]
+        for i in idx:
+            self.task.post_step(self.model, self.datas[i], self.states[i], self._tcp[i])
             self.states[i].t += 1
         self.t += 1
         if not self.done:
-            for i, d in enumerate(self.datas):
-                self.task.pre_step(self.model, d, self.states[i], self._tcp[i])
-        return self._observe()
+            for i in idx:
+                self.task.pre_step(self.model, self.datas[i], self.states[i], self._tcp[i])
+        self._obs[idx] = self._observe(idx)
+        return self._obs.copy()
 
-    def _physics(self, sl: slice) -> None:
-        for d in self.datas[sl]:
-            mujoco.mj_step(self.model, d, nstep=self._substeps)
+    def _physics(self, idx: np.ndarray) -> None:
+        for i in idx:
+            mujoco.mj_step(self.model, self.datas[i], nstep=self._substeps)
 
-    def _observe(self) -> np.ndarray:
-        obs = np.empty((self.num_envs, self.obs_dim))
-        for i, d in enumerate(self.datas):
-            obs[i, 0:7] = d.qpos[self.ids.arm_qpos]
-            obs[i, 7:14] = d.qvel[self.ids.arm_dof]
-            obs[i, 14] = d.qpos[self.ids.finger_qpos].sum()
-            obs[i, 15:18] = self._tcp[i]
-            obs[i, 18:] = self.task.task_obs(self.model, d, self.states[i])
+    def _observe(self, idx: np.ndarray) -> np.ndarray:
+        obs = np.empty((len(idx), self.obs_dim))
+        for j, i in enumerate(idx):
+            d = self.datas[i]
+            obs[j, 0:7] = d.qpos[self.ids.arm_qpos]
+            obs[j, 7:14] = d.qvel[self.ids.arm_dof]
+            obs[j, 14] = d.qpos[self.ids.finger_qpos].sum()
+            obs[j, 15:18] = self._tcp[i]
+            obs[j, 18:] = self.task.task_obs(self.model, d, self.states[i])
         return obs
 
     # ------------------------------------------------------------------ results
@@ -154,6 +170,10 @@ class BatchedPandaEnv:
     def tcp(self) -> np.ndarray:
         """TCP positions (B, 3) at the current step (forward kinematics of the measured joints)."""
         return self._tcp.copy()
+
+    def decided(self) -> np.ndarray:
+        """(B,) bool: the outcome of the episode is known (succeeded or failed)."""
+        return np.array([s.success_step >= 0 or s.failed for s in self.states], dtype=bool)
 
     def success(self) -> np.ndarray:
         return np.array([self.task.success(s) for s in self.states], dtype=bool)

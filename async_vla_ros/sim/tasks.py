@@ -40,6 +40,7 @@ pick_moving  grasp a 4 cm cube that is pushed (slides 6-10 cm in a random direct
 
 from __future__ import annotations
 
+import copy
 import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ from async_vla_ros.sim import scene as S
 
 COMMON_FIELDS: tuple[tuple[str, int], ...] = (("q", 7), ("qd", 7), ("gripper", 1), ("tcp", 3))
 N_COMMON = 18
+# Compiled scenes by (task class, config): compiling loads ~60 meshes (~0.6 s). Read-only use:
+# build_model hands out deep copies.
+_MODEL_CACHE: dict[tuple[str, str], mujoco.MjModel] = {}
 # Arm posture the IK pulls towards in its null space (elbow up, hand down).
 Q_REST = np.array([0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785])
 
@@ -119,8 +123,14 @@ class Task(ABC):
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> mujoco.MjModel:
-        spec = S.build_spec(self.add_objects, robot_contacts=self.robot_contacts)
-        model = spec.compile()
+        """Compile the task's scene (cached per task type and config; each call returns a copy)."""
+        key = (type(self).__name__, repr(getattr(self, "config", None)))
+        if key not in _MODEL_CACHE:
+            spec = S.build_spec(self.add_objects, robot_contacts=self.robot_contacts)
+            while len(_MODEL_CACHE) >= 8:
+                _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+            _MODEL_CACHE[key] = spec.compile()
+        model = copy.deepcopy(_MODEL_CACHE[key])
         self.bind(model)
         return model
 
@@ -161,7 +171,7 @@ class Task(ABC):
 # ====================================================================== track
 @dataclass(frozen=True)
 class TrackConfig:
-    episode_steps: int = 60  # 3 s
+    episode_steps: int = 50  # 2.5 s
     tol: float = 0.04  # m, tracking error counted as "on target"
     min_fraction: float = 0.8  # of the scored steps
     warmup: int = 4  # steps not scored at the start

@@ -1,0 +1,355 @@
+"""Lockstep (simulated-delay) benchmark runner: B envs, one batched policy call per inference.
+
+Timing (RTC Kinetix evaluation semantics, docs/architecture.md). Per control step t, for every
+env of the batch:
+
+1. chunks whose simulated arrival step is t are handed to the env's ``ChunkScheduler``
+   (``on_chunk(chunk, t)``);
+2. ``maybe_request(t)``: the envs that request (all at the same step: the delay is simulated and
+   identical) are answered by ONE batched ``policy.infer`` on their observations of step t; the
+   chunks become available at ``t + d``; with d = 0 they are delivered at once, before step t's
+   action is chosen;
+3. ``action_at(t)`` gives the base action (None = nothing planned: hold the last command, e.g.
+   while ``sync`` waits for inference or before the first chunk arrives); with a
+   ``CorrectionHead`` the executed action is ``base + residual(obs_t, base, k)`` (A2C2), k being
+   the base action's index in its chunk;
+4. the envs step.
+
+The scheduler's delay estimator is pinned to the simulated d (``d_init = d_min = d_max = d``),
+so its forecast is exact, as in the paper's simulated evaluation. ``s = max(d, s_min)``
+(``sync``: executes ``s_min`` actions per chunk, then holds for d steps; ``s_min = H`` runs
+whole chunks).
+
+Envs whose outcome is decided (success or failure known) stop simulating (``stop_when_decided``);
+their metrics cover the steps up to the decision.
+
+Determinism: episode ``i`` of a run with seed ``seed`` uses env seed ``episode_seeds(seed, n)[i]``
+(SeedSequence-derived, so eval seeds do not coincide with the small integers used for
+demonstrations); policy call ``j`` of batch ``b`` uses seed ``SeedSequence([seed, b, j])``.
+Results do not depend on wall time; ``infer_s`` and ``wall_s`` are measured (``perf_counter``).
+
+Per-episode smoothness is computed on the executed command stream ``c_t`` (7 joint targets, rad),
+with the two commands before t = 0 equal to the initial (resting) command:
+acceleration ``(c_t - 2 c_{t-1} + c_{t-2}) / dt^2``, jerk = third difference / dt^3 (max over
+joints and steps, and RMS over all entries); ``switch_jump_max`` is the largest
+``||c_t - c_{t-1}||_2`` at a step whose action comes from a different chunk than the step
+before (chunk switches after the first chunk).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from async_vla_ros.core.chunk import Chunk
+from async_vla_ros.core.delay import DelayConfig, DelayEstimator
+from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
+from async_vla_ros.core.strategies import STRATEGIES, make_strategy
+from async_vla_ros.sim.env import BatchedPandaEnv
+from async_vla_ros.sim.tasks import TASKS, make_task
+
+EVAL_SEED_SALT = 0x5EED_E7A1
+
+
+def episode_seeds(seed: int, n: int) -> list[int]:
+    """Env seeds of a lockstep run: n distinct 32-bit ints derived from ``seed``."""
+    return [int(x) for x in np.random.SeedSequence([int(seed), EVAL_SEED_SALT]).generate_state(n)]
+
+
+def _call_seed(seed: int, batch: int, call: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(batch), int(call)]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class LockstepConfig:
+    """One evaluation condition."""
+
+    task: str  # track | intercept | bifurcate | pick_moving
+    method: str = "naive"  # merge strategy name (core.strategies): sync naive te rtc rtc_hard remac bid
+    delay: int = 0  # simulated inference delay d, control steps
+    s_min: int = 1  # execution horizon floor, s = max(d, s_min) (sync: actions per chunk)
+    episodes: int = 50  # number of episodes
+    batch: int = 50  # envs stepped in lockstep (one batched infer per inference step)
+    seed: int = 0  # run seed (episode and policy seeds derive from it)
+    strategy_options: tuple[tuple[str, Any], ...] = ()  # extra kwargs of make_strategy
+    stop_when_decided: bool = True  # stop simulating an env once its outcome is known
+    threads: int | None = None  # physics threads (None: min(2, cpus))
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            make_task(self.task)  # raises with a did-you-mean
+        if self.method not in STRATEGIES:
+            make_strategy(self.method)  # raises with a did-you-mean
+        for name in ("delay", "s_min", "episodes", "batch", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"LockstepConfig.{name} must be an int, got {v!r}")
+        if self.delay < 0:
+            raise ValueError(f"delay must be >= 0, got {self.delay}")
+        if self.s_min < 1 or self.episodes < 1 or self.batch < 1:
+            raise ValueError("s_min, episodes and batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """Outcome and metrics of one episode."""
+
+    seed: int
+    success: bool
+    success_step: int  # -1 if not successful
+    time_to_success_s: float | None  # (success_step + 1) * dt
+    steps: int  # control steps simulated
+    acc_max: float  # rad/s^2, executed joint command stream
+    acc_rms: float
+    jerk_max: float  # rad/s^3
+    jerk_rms: float
+    switch_jump_max: float  # rad, largest ||c_t - c_{t-1}|| at a chunk switch (0 if none)
+    n_switches: int
+    hold_steps: int  # steps with nothing planned (held the last command)
+    infer_s: float  # this episode's share of the batch's inference wall time (batch time / B)
+    task_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LockstepResult:
+    config: LockstepConfig
+    episodes: tuple[EpisodeRecord, ...]
+    wall_s: float  # total wall time of the run
+    infer_s: float  # wall time inside policy.infer
+    correction_s: float  # wall time inside the correction head
+    infer_calls: int
+    horizon: int
+    dt: float
+
+    @property
+    def n(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(1, self.n)
+
+    @property
+    def episodes_per_s(self) -> float:
+        return self.n / self.wall_s if self.wall_s > 0 else float("inf")
+
+    @property
+    def sim_episodes_per_s(self) -> float:
+        """Episodes per second of everything except policy inference and correction."""
+        rest = self.wall_s - self.infer_s - self.correction_s
+        return self.n / rest if rest > 0 else float("inf")
+
+    def mean(self, name: str) -> float:
+        vals = [getattr(e, name) for e in self.episodes if getattr(e, name) is not None]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        ts = [e.time_to_success_s for e in self.episodes if e.time_to_success_s is not None]
+        return {
+            **{k: v for k, v in asdict(self.config).items() if k != "strategy_options"},
+            "strategy_options": dict(self.config.strategy_options),
+            "n": self.n, "successes": self.successes, "success_rate": self.success_rate,
+            "time_to_success_s": float(np.mean(ts)) if ts else None,
+            "acc_max": self.mean("acc_max"), "acc_rms": self.mean("acc_rms"),
+            "jerk_max": self.mean("jerk_max"), "jerk_rms": self.mean("jerk_rms"),
+            "switch_jump_max": self.mean("switch_jump_max"),
+            "wall_s": self.wall_s, "infer_s": self.infer_s, "correction_s": self.correction_s,
+            "infer_calls": self.infer_calls,
+            "infer_ms_per_call": 1e3 * self.infer_s / self.infer_calls if self.infer_calls else None,
+            "episodes_per_s": self.episodes_per_s, "sim_episodes_per_s": self.sim_episodes_per_s,
+        }
+
+
+def smoothness(commands: np.ndarray, dt: float) -> tuple[float, float, float, float]:
+    """(acc_max, acc_rms, jerk_max, jerk_rms) of a command stream (T, J) whose first two rows
+    are the resting command before the first step."""
+    c = np.asarray(commands, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] < 4:
+        return 0.0, 0.0, 0.0, 0.0
+    acc = np.diff(c, n=2, axis=0) / dt**2
+    jerk = np.diff(c, n=3, axis=0) / dt**3
+    return (float(np.abs(acc).max()), float(np.sqrt((acc**2).mean())),
+            float(np.abs(jerk).max()), float(np.sqrt((jerk**2).mean())))
+
+
+class LockstepRunner:
+    """Runs :class:`LockstepConfig` conditions for one policy (and optional correction head).
+
+    ``policy``: any ChunkPolicy (``infer(obs (B, obs_dim), sampler, prefix (B,H,A), weights
+    (B,H), n_frozen (B,), seed) -> (B,H,A)``). ``correction``: object with
+    ``residual(obs (B,obs_dim), base (B,A), k (B,), H, latent=None) -> (B,A)``; if its config has
+    ``latent_dim > 0`` the policy must offer ``latent(obs) -> (B, latent_dim)``.
+    ``progress``: optional callback ``(episodes_done, episodes_total)``.
+    """
+
+    def __init__(self, policy: Any, correction: Any | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        for attr in ("horizon", "action_dim", "obs_dim", "infer"):
+            if not hasattr(policy, attr):
+                raise TypeError(f"policy lacks {attr!r}: not a ChunkPolicy")
+        if correction is not None and not hasattr(correction, "residual"):
+            raise TypeError("correction must have residual(obs, base_action, k, H, latent=None)")
+        self.policy = policy
+        self.correction = correction
+        self.progress = progress
+        cfg = getattr(correction, "config", None)
+        self._latent = bool(cfg is not None and getattr(cfg, "latent_dim", 0) > 0)
+        if self._latent and not hasattr(policy, "latent"):
+            raise TypeError("the correction head takes a latent but the policy has no latent(obs)")
+
+    def run(self, config: LockstepConfig) -> LockstepResult:
+        task = make_task(config.task)
+        if self.policy.obs_dim != task.obs_dim or self.policy.action_dim != 8:
+            raise ValueError(f"policy dims (obs {self.policy.obs_dim}, action {self.policy.action_dim}) do not "
+                             f"match task {config.task!r} (obs {task.obs_dim}, action 8)")
+        seeds = episode_seeds(config.seed, config.episodes)
+        records: list[EpisodeRecord] = []
+        t0 = time.perf_counter()
+        timers = {"infer": 0.0, "corr": 0.0, "calls": 0}
+        batch = min(config.batch, config.episodes)
+        env = BatchedPandaEnv(task, batch, threads=config.threads)
+        try:
+            for b, start in enumerate(range(0, config.episodes, batch)):
+                part = seeds[start:start + batch]
+                if len(part) < batch:
+                    env.close()
+                    env = BatchedPandaEnv(task, len(part), threads=config.threads)
+                records.extend(self._run_batch(env, config, part, b, timers))
+                if self.progress is not None:
+                    self.progress(len(records), config.episodes)
+        finally:
+            env.close()
+        return LockstepResult(config, tuple(records), time.perf_counter() - t0, timers["infer"], timers["corr"],
+                              timers["calls"], int(self.policy.horizon), task.dt)
+
+    # ------------------------------------------------------------------ one batch
+    def _make_scheduler(self, config: LockstepConfig) -> ChunkScheduler:
+        h = int(self.policy.horizon)
+        opts = dict(config.strategy_options)
+        if config.method == "sync" and "s" not in opts:
+            opts["s"] = min(config.s_min, h)
+        delay = DelayEstimator(DelayConfig(warmup=0, d_init=config.delay, d_min=config.delay,
+                                           d_max=config.delay))
+        cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
+        return ChunkScheduler(cfg, config.method, delay=delay, **opts)
+
+    def _run_batch(self, env: BatchedPandaEnv, config: LockstepConfig, seeds: Sequence[int], b_idx: int,
+                   timers: dict) -> list[EpisodeRecord]:
+        n, h, d = len(seeds), int(self.policy.horizon), config.delay
+        scheds = [self._make_scheduler(config) for _ in range(n)]
+        obs = env.reset(seeds)
+        last_cmd = env.command.copy()
+        cmds = [[last_cmd[i, :7].copy(), last_cmd[i, :7].copy()] for i in range(n)]
+        pending: list[tuple[int, int, Chunk]] = []  # (arrival step, env index, chunk)
+        next_chunk_id = [0] * n
+        active = np.ones(n, dtype=bool)
+        holds = np.zeros(n, dtype=int)
+        steps = np.zeros(n, dtype=int)
+        infer_batch = 0.0
+        call = 0
+        for t in range(env.episode_steps):
+            if config.stop_when_decided:
+                active &= ~env.decided()
+            if not active.any():
+                break
+            # 1. arrivals
+            still = []
+            for arr, i, ch in pending:
+                if arr == t and active[i]:
+                    scheds[i].on_chunk(ch, t)
+                elif arr > t:
+                    still.append((arr, i, ch))
+            pending = still
+            # 2. requests: one batched call
+            specs = {i: scheds[i].maybe_request(t) for i in np.flatnonzero(active)}
+            req = [i for i, sp in specs.items() if sp is not None]
+            if req:
+                sp0 = specs[req[0]]
+                kw: dict[str, Any] = {}
+                if sp0.sampler in ("rtc", "prefix", "bid"):
+                    kw["prefix"] = np.stack([specs[i].prefix for i in req])
+                if sp0.sampler in ("rtc", "bid"):
+                    kw["weights"] = np.stack([specs[i].weights for i in req])
+                if sp0.sampler == "prefix":
+                    kw["n_frozen"] = np.array([specs[i].n_frozen for i in req], dtype=np.int64)
+                tic = time.perf_counter()
+                chunks = self.policy.infer(obs[req], sampler=sp0.sampler, seed=_call_seed(config.seed, b_idx, call), **kw)
+                dt_inf = time.perf_counter() - tic
+                timers["infer"] += dt_inf
+                timers["calls"] += 1
+                infer_batch += dt_inf
+                call += 1
+                chunks = np.asarray(chunks, dtype=np.float64)
+                if chunks.shape != (len(req), h, 8):
+                    raise ValueError(f"policy returned {chunks.shape}, expected {(len(req), h, 8)}")
+                for j, i in enumerate(req):
+                    ch = Chunk(next_chunk_id[i], specs[i].request_id, t, chunks[j])
+                    next_chunk_id[i] += 1
+                    if d == 0:
+                        scheds[i].on_chunk(ch, t)
+                    else:
+                        pending.append((t + d, i, ch))
+            # 3. actions
+            base = last_cmd.copy()
+            ks = np.full(n, -1, dtype=int)
+            for i in np.flatnonzero(active):
+                a = scheds[i].action_at(t)
+                if a is None:
+                    holds[i] += 1
+                else:
+                    base[i] = a
+                    ks[i] = scheds[i].timeline.last_executed().k
+            executed = base
+            if self.correction is not None:
+                sel = np.flatnonzero(active & (ks >= 0))
+                if len(sel):
+                    tic = time.perf_counter()
+                    lat = self.policy.latent(obs[sel]) if self._latent else None
+                    res = self.correction.residual(obs[sel], base[sel], ks[sel], h, latent=lat)
+                    timers["corr"] += time.perf_counter() - tic
+                    executed = base.copy()
+                    executed[sel] = base[sel] + np.asarray(res, dtype=np.float64)
+            obs = env.step(executed, active=active)
+            last_cmd = env.command.copy()
+            for i in np.flatnonzero(active):
+                cmds[i].append(last_cmd[i, :7].copy())
+                steps[i] += 1
+        out = []
+        succ, sstep = env.success(), env.success_step()
+        for i in range(n):
+            c = np.array(cmds[i])
+            acc_max, acc_rms, jerk_max, jerk_rms = smoothness(c, env.dt)
+            sw = scheds[i].timeline.switch_points
+            jumps = [float(np.linalg.norm(c[p.t + 2, :] - c[p.t + 1, :])) for p in sw
+                     if p.from_chunk is not None and p.t + 2 < len(c)]
+            info = {k: v for k, v in env.states[i].info.items() if k != "errors"}
+            out.append(EpisodeRecord(
+                seed=int(seeds[i]), success=bool(succ[i]), success_step=int(sstep[i]),
+                time_to_success_s=float((sstep[i] + 1) * env.dt) if succ[i] else None,
+                steps=int(steps[i]), acc_max=acc_max, acc_rms=acc_rms, jerk_max=jerk_max, jerk_rms=jerk_rms,
+                switch_jump_max=max(jumps) if jumps else 0.0, n_switches=len(jumps), hold_steps=int(holds[i]),
+                infer_s=infer_batch / n, task_info=_jsonable(info)))
+        return out
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, float)):
+            out[k] = float(v)
+        elif isinstance(v, (np.integer, int, bool, str)) or v is None:
+            out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def run_lockstep(policy: Any, config: LockstepConfig, correction: Any | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> LockstepResult:
+    """Convenience: ``LockstepRunner(policy, correction, progress).run(config)``."""
+    return LockstepRunner(policy, correction, progress).run(config)
