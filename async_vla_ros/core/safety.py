@@ -222,6 +222,10 @@ class SafetyFilter:
         # (small against what the next ticks can absorb: 5 % of one step's velocity / accel change)
         self._sync_tol_v = 0.05 * np.minimum(self.a_max * self.dt, self.j_max * self.dt**2)
         self._sync_tol_a = 0.05 * np.minimum(self.a_max, self.j_max * self.dt)
+        self._dt2, self._dt3 = self.dt**2, self.dt**3
+        self._jdt_tol = self.j_max * self.dt * (1 + _TOL)
+        self._amax_tol = self.a_max * (1 + _TOL)
+        self._vmax_tol = self.v_max * (1 + _TOL)
         self._ready = False
         self.counts = {"ticks": 0, "input_rejected": 0, "position_clamped": 0, "limited": 0,
                        "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0}
@@ -340,13 +344,13 @@ class SafetyFilter:
         else:
             input_rejected = True
             raw = self._target
-        clamped = np.clip(raw, self._lo, self._hi)
+        clamped = np.minimum(np.maximum(raw, self._lo), self._hi)
         position_clamped = bool(np.any(clamped != raw))
         target = clamped
         # the target stream's own discrete velocity / acceleration
         v_t_raw = (target - self._prev_target) / dt if valid else np.zeros(7)
         a_t_raw = (v_t_raw - self._prev_vt) / dt
-        v_t = np.clip(v_t_raw, -self.v_max, self.v_max)
+        v_t = np.minimum(np.maximum(v_t_raw, -self.v_max), self.v_max)
         target_before = self._prev_target  # the stream at the time of the current output q
         self._prev_target = target.copy()
         self._prev_vt = v_t_raw
@@ -355,23 +359,18 @@ class SafetyFilter:
         q, v, a = self.q, self.v, self.a
         amax, vmax, jmax = self.a_max, self.v_max, self.j_max
         # ---------------------------------------------------------- one-step jerk bounds
-        j_lo = np.maximum.reduce([
-            -jmax,
-            (-amax - a) / dt,
-            (-vmax - v - a * dt) / dt**2,
-            (self._lo - q - v * dt - a * dt**2) / dt**3,
-        ])
-        j_hi = np.minimum.reduce([
-            jmax,
-            (amax - a) / dt,
-            (vmax - v - a * dt) / dt**2,
-            (self._hi - q - v * dt - a * dt**2) / dt**3,
-        ])
+        dt2, dt3 = self._dt2, self._dt3
+        free_q = q + v * dt + a * dt2  # where the joint lands with zero jerk
+        v_free = v + a * dt
+        j_lo = np.maximum(np.maximum(-jmax, (-amax - a) / dt),
+                          np.maximum((-vmax - v_free) / dt2, (self._lo - free_q) / dt3))
+        j_hi = np.minimum(np.minimum(jmax, (amax - a) / dt),
+                          np.minimum((vmax - v_free) / dt2, (self._hi - free_q) / dt3))
         # ---------------------------------------------------------- candidate jerk
         # pass-through: only when landing on the target also matches its velocity and
         # acceleration (in sync with a feasible stream), else a stationary target would be hit
         # at speed and overshot
-        j_pass = (target - q - v * dt - a * dt**2) / dt**3
+        j_pass = (target - free_q) / dt3
         v_p = (target - q) / dt
         a_p = (v_p - v) / dt
         pass_ok = (
@@ -379,34 +378,39 @@ class SafetyFilter:
             & (np.abs(v_p - v_t_raw) <= self._sync_tol_v)
             & (np.abs(a_p - a_t_raw) <= self._sync_tol_a)
         )
-        # 3-step dead-beat stop on the target (u = accel increments)
-        u1 = (target - q) / dt**2 - v / dt - a
-        u2 = -v / dt - 2 * a - 2 * u1
-        u3 = -a - u1 - u2
-        a1, a2 = a + u1, a + u1 + u2
-        v1 = v + a1 * dt
-        v2 = v1 + a2 * dt
-        db_ok = (
-            (np.abs(v_t_raw) <= self._sync_tol_v)  # stationary target only
-            & (np.maximum.reduce([np.abs(u1), np.abs(u2), np.abs(u3)]) <= jmax * dt * (1 + _TOL))
-            & (np.maximum(np.abs(a1), np.abs(a2)) <= amax * (1 + _TOL))
-            & (np.maximum(np.abs(v1), np.abs(v2)) <= vmax * (1 + _TOL))
-        )
-        j_db = u1 / dt
         # a dead-beat started on an earlier tick continues while its target is unchanged
         committed = (self._commit_n > 0) & (target == self._commit_target)
-        j_commit = np.where(self._commit_n == 2, self._commit[:, 0], self._commit[:, 1])
-        # cascaded tracking law; the error compares output and stream at the same time index
-        # (target_before vs q), the target's own velocity / acceleration are fed forward
-        e = target_before - q
-        ae = np.abs(e)
-        v_fb = np.sign(e) * np.minimum(np.sqrt(2 * self._a_brake * ae), self._kp * ae)
-        v_ref = np.clip(v_t + v_fb, -vmax, vmax)
-        a_ff = np.clip(a_t_raw, -amax, amax) if valid else np.zeros(7)
-        a_ref = np.clip(a_ff + (v_ref - v) / self._t_v, -amax, amax)
-        j_trk = (a_ref - a) / dt
-        cand = np.where(committed, j_commit, np.where(pass_ok, j_pass, np.where(db_ok, j_db, j_trk)))
-        start_db = ~committed & ~pass_ok & db_ok
+        start_db = np.zeros(7, dtype=bool)
+        u2 = u3 = np.zeros(7)
+        if np.all(pass_ok & ~committed):  # common case: in sync with a feasible stream
+            cand = j_pass
+        else:
+            j_commit = np.where(self._commit_n == 2, self._commit[:, 0], self._commit[:, 1])
+            # 3-step dead-beat stop on the target (u = accel increments)
+            u1 = (target - q) / dt2 - v / dt - a
+            u2 = -v / dt - 2 * a - 2 * u1
+            u3 = -a - u1 - u2
+            a1, a2 = a + u1, a + u1 + u2
+            v1 = v + a1 * dt
+            v2 = v1 + a2 * dt
+            db_ok = (
+                (np.abs(v_t_raw) <= self._sync_tol_v)  # stationary target only
+                & (np.maximum(np.maximum(np.abs(u1), np.abs(u2)), np.abs(u3)) <= self._jdt_tol)
+                & (np.maximum(np.abs(a1), np.abs(a2)) <= self._amax_tol)
+                & (np.maximum(np.abs(v1), np.abs(v2)) <= self._vmax_tol)
+            )
+            j_db = u1 / dt
+            # cascaded tracking law; the error compares output and stream at the same time
+            # index (target_before vs q), the target's own velocity / acceleration are fed forward
+            e = target_before - q
+            ae = np.abs(e)
+            v_fb = np.sign(e) * np.minimum(np.sqrt(2 * self._a_brake * ae), self._kp * ae)
+            v_ref = np.minimum(np.maximum(v_t + v_fb, -vmax), vmax)
+            a_ff = np.minimum(np.maximum(a_t_raw, -amax), amax) if valid else 0.0
+            a_ref = np.minimum(np.maximum(a_ff + (v_ref - v) / self._t_v, -amax), amax)
+            j_trk = (a_ref - a) / dt
+            cand = np.where(committed, j_commit, np.where(pass_ok, j_pass, np.where(db_ok, j_db, j_trk)))
+            start_db = ~committed & ~pass_ok & db_ok
         cand = np.minimum(np.maximum(cand, j_lo), j_hi)
         # ---------------------------------------------------------- brake-ahead check
         cand_n = (q, v, a, cand)
@@ -439,12 +443,13 @@ class SafetyFilter:
         self.v = v + self.a * dt
         self.q = q + self.v * dt
         # dead-beat bookkeeping: a started one commits its two remaining jerks, if it ran as planned
-        ran = np.abs(chosen - cand) <= 1e-12 * np.maximum(1.0, np.abs(cand))
-        new_n = np.where(committed & ran, self._commit_n - 1, 0)
-        new_n = np.where(start_db & ran, 2, new_n)
-        self._commit = np.where(start_db[:, None], np.stack([u2 / dt, u3 / dt], axis=1), self._commit)
-        self._commit_n = new_n
-        self._commit_target = target.copy()
+        if start_db.any() or self._commit_n.any():
+            ran = np.abs(chosen - cand) <= 1e-12 * np.maximum(1.0, np.abs(cand))
+            new_n = np.where(committed & ran, self._commit_n - 1, 0)
+            new_n = np.where(start_db & ran, 2, new_n)
+            self._commit = np.where(start_db[:, None], np.stack([u2 / dt, u3 / dt], axis=1), self._commit)
+            self._commit_n = new_n
+            self._commit_target = target.copy()
         # stored brake plans: restart from the new state where a candidate was accepted,
         # advance one step where the plan was followed
         self._origin_q = np.where(accepted, self.q, self._origin_q)
