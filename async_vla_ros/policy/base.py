@@ -260,8 +260,7 @@ class FlowPolicyBackend:
         if n_frozen is None:
             raise ValueError("the prefix sampler needs n_frozen: (B,)")
         nf = np.asarray(n_frozen)
-        if nf.shape != (b,) or not (np.issubdtype(nf.dtype, np.integer) or
-                                    (np.issubdtype(nf.dtype, np.floating) and np.all(nf == np.round(nf)))):
+        if nf.shape != (b,) or not (nf.dtype.kind in "iu" or (nf.dtype.kind == "f" and np.all(nf == np.round(nf)))):
             raise ValueError(f"n_frozen must be (B,) = ({b},) integers, got shape {nf.shape} dtype {nf.dtype}")
         if (nf < 0).any() or (nf > self.horizon).any():
             raise ValueError(f"n_frozen must lie in [0, H={self.horizon}], got {nf.tolist()}")
@@ -328,9 +327,10 @@ class FlowPolicyBackend:
             if sampler == "vanilla":
                 out = S.sample_vanilla(v, self._noise((b, h, a), gen), st.n_steps)
             elif sampler == "rtc":
-                out = S.sample_rtc(v, self._noise((b, h, a), gen), st.n_steps, y, w, beta=st.beta)
+                out = S.sample_rtc(v, self._noise((b, h, a), gen), st.n_steps, y, w, beta=st.beta, validate=False)
             elif sampler == "prefix":
-                out = S.sample_prefix(v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode)
+                out = S.sample_prefix(v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode,
+                                      validate=False)
             else:
                 out, info = self._bid(obs_t, cond, y, w, gen, b, info)
         actions = self.normalizer.action.unnormalize(out.detach().cpu().numpy().astype(np.float64))

@@ -301,3 +301,14 @@ def test_sampler_input_validation(x0):
         S.sample_rtc(v, x0, 2, torch.zeros(B, H, A), -torch.ones(H))
     with pytest.raises(ValueError, match="weights"):
         S.sample_rtc(v, x0, 2, torch.zeros(B, H, A), torch.ones(H + 1))
+
+
+def test_unvalidated_fast_paths_match(x0):
+    v, _ = gaussian_field(torch.full((B, H, A), 0.1), 0.7)
+    prefix = torch.randn(B, H, A)
+    nf = np.array([0, 2, 5])
+    w = torch.rand(B, H)
+    torch.testing.assert_close(S.sample_prefix(v, x0, 4, prefix, nf, validate=False),
+                               S.sample_prefix(v, x0, 4, prefix, nf), rtol=0, atol=0)
+    torch.testing.assert_close(S.sample_rtc(v, x0, 4, prefix, w, validate=False),
+                               S.sample_rtc(v, x0, 4, prefix, w), rtol=0, atol=0)
