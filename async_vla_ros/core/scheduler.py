@@ -149,16 +149,24 @@ class ChunkScheduler:
         self.delay = delay if delay is not None else DelayEstimator()
         self.timeline = ActionTimeline(config.action_dim, history_len=config.history_len)
         self.reject_counts: Counter[str] = Counter()
+        # counters and request ids run across episodes (a late chunk from a previous episode
+        # answers an id that is no longer in flight and is rejected)
+        self._next_request_id = 0
+        self.n_requests = 0
+        self.n_accepted = 0
+        self.n_timeouts = 0
+        self.n_holds = 0
         self.reset(keep_delay_stats=True)
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self, keep_delay_stats: bool = True) -> None:
-        """Start a new episode: empty plan, no request in flight, counters kept."""
+        """Start a new episode: empty plan, no request in flight, step counter restarts (the
+        next call may use any step, e.g. 0 again); counters and the delay window are kept
+        unless ``keep_delay_stats=False``."""
         self.timeline.clear()
         self.strategy.reset()
         if not keep_delay_stats:
             self.delay.reset()
-        self._next_request_id = 0 if not hasattr(self, "_next_request_id") else self._next_request_id
         self._outstanding: RequestSpec | None = None
         self._issued: OrderedDict[int, RequestSpec] = OrderedDict()
         self._answered: set[int] = set()
@@ -169,10 +177,6 @@ class ChunkScheduler:
         self._k_start: int | None = None
         self._t_now: int | None = None
         self._last_exec_t: int | None = None
-        self.n_requests = getattr(self, "n_requests", 0)
-        self.n_accepted = getattr(self, "n_accepted", 0)
-        self.n_timeouts = getattr(self, "n_timeouts", 0)
-        self.n_holds = getattr(self, "n_holds", 0)
 
     # ------------------------------------------------------------------ helpers
     def _advance(self, t: int) -> None:

@@ -323,3 +323,18 @@ def test_scheduler_config_validation():
         SchedulerConfig(8, 2, request_timeout=0)
     with pytest.raises(TypeError):
         ChunkScheduler(SchedulerConfig(8, 2), 42)  # type: ignore[arg-type]
+
+
+def test_reset_starts_a_new_episode_and_rejects_late_chunks_of_the_old_one():
+    sched, _, specs, _ = simulate("rtc", d=2, s_min=4, steps=10)
+    old_spec = sched.outstanding
+    assert old_spec is not None
+    sched.reset()
+    assert sched.timeline.planned(10) is None and sched.outstanding is None
+    assert sched.delay.forecast() == 2  # delay statistics survive the episode boundary
+    r = sched.on_chunk(make_chunk(old_spec, chunk_id=500), 0)  # time may restart at 0
+    assert not r.accepted and r.reason == "unknown_request"
+    spec = sched.maybe_request(0)
+    assert spec.request_id == old_spec.request_id + 1 and spec.n_real == 0
+    sched.reset(keep_delay_stats=False)
+    assert sched.delay.samples == []
