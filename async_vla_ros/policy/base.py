@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from async_vla_ros.policy import samplers as S
-from async_vla_ros.policy.networks import FlowMixerNet, FlowNetConfig, ObsCond, build_network
+from async_vla_ros.policy.networks import FlowNetConfig, ObsCond, build_network
 from async_vla_ros.policy.normalize import Normalizer
 
 CHECKPOINT_FORMAT = "async_vla_ros.policy/1"
@@ -124,6 +124,9 @@ def _check_sampler(name: str) -> str:
 
 class FlowPolicyBackend:
     """:class:`ChunkPolicy` over a :class:`FlowMixerNet`, a :class:`Normalizer` and sampler settings.
+
+    Not thread-safe: one ``infer`` at a time (the policy node serialises requests); the
+    backend's own noise stream advances with every call made without a seed.
 
     ``network`` may be any module with ``encode(obs, cache)``, ``velocity(x, tau, cond)`` and a
     ``config`` (:class:`FlowNetConfig`), including a peft-wrapped one (merge before deployment:
