@@ -65,7 +65,7 @@ fi
 h=$(hash_of msg/*.msg msg/CMakeLists.txt msg/package.xml requirements.lock)
 if ! stamp_ok msgs "$h" || [[ ! -d "$VENV/share/async_vla_msgs" ]]; then
   log "building async_vla_msgs (CMake, ~30 s) ..."
-  rm -rf build/msgs
+  rm -rf build/msgs && mkdir -p build
   export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
   {
     cmake -S msg -B build/msgs -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF &&
