@@ -33,7 +33,7 @@ with the two commands before t = 0 equal to the initial (resting) command:
 acceleration ``(c_t - 2 c_{t-1} + c_{t-2}) / dt^2``, jerk = third difference / dt^3 (max over
 joints and steps, and RMS over all entries); ``switch_jump_max`` is the largest
 ``||c_t - c_{t-1}||_2`` at a step whose action comes from a different chunk than the step
-before (chunk switches after the first chunk).
+before, or the first step of a chunk after a hold (every chunk start except the first chunk's).
 """
 
 from __future__ import annotations
@@ -186,11 +186,14 @@ class LockstepRunner:
     (B,H), n_frozen (B,), seed) -> (B,H,A)``). ``correction``: object with
     ``residual(obs (B,obs_dim), base (B,A), k (B,), H, latent=None) -> (B,A)``; if its config has
     ``latent_dim > 0`` the policy must offer ``latent(obs) -> (B, latent_dim)``.
-    ``progress``: optional callback ``(episodes_done, episodes_total)``.
+    ``progress``: optional callback ``(episodes_done, episodes_total)``. ``env_factory(task,
+    num_envs, threads)`` builds the batched environment (default :class:`BatchedPandaEnv`; tests
+    pass a physics-free fake with the same interface).
     """
 
     def __init__(self, policy: Any, correction: Any | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None,
+                 env_factory: Callable[..., Any] | None = None):
         for attr in ("horizon", "action_dim", "obs_dim", "infer"):
             if not hasattr(policy, attr):
                 raise TypeError(f"policy lacks {attr!r}: not a ChunkPolicy")
@@ -199,6 +202,7 @@ class LockstepRunner:
         self.policy = policy
         self.correction = correction
         self.progress = progress
+        self.env_factory = env_factory or BatchedPandaEnv
         cfg = getattr(correction, "config", None)
         self._latent = bool(cfg is not None and getattr(cfg, "latent_dim", 0) > 0)
         if self._latent and not hasattr(policy, "latent"):
@@ -214,13 +218,13 @@ class LockstepRunner:
         t0 = time.perf_counter()
         timers = {"infer": 0.0, "corr": 0.0, "calls": 0}
         batch = min(config.batch, config.episodes)
-        env = BatchedPandaEnv(task, batch, threads=config.threads)
+        env = self.env_factory(task, batch, threads=config.threads)
         try:
             for b, start in enumerate(range(0, config.episodes, batch)):
                 part = seeds[start:start + batch]
                 if len(part) < batch:
                     env.close()
-                    env = BatchedPandaEnv(task, len(part), threads=config.threads)
+                    env = self.env_factory(task, len(part), threads=config.threads)
                 records.extend(self._run_batch(env, config, part, b, timers))
                 if self.progress is not None:
                     self.progress(len(records), config.episodes)
@@ -327,8 +331,7 @@ class LockstepRunner:
             c = np.array(cmds[i])
             acc_max, acc_rms, jerk_max, jerk_rms = smoothness(c, env.dt)
             sw = scheds[i].timeline.switch_points
-            jumps = [float(np.linalg.norm(c[p.t + 2, :] - c[p.t + 1, :])) for p in sw
-                     if p.from_chunk is not None and p.t + 2 < len(c)]
+            jumps = [float(np.linalg.norm(c[p.t + 2, :] - c[p.t + 1, :])) for p in sw[1:] if p.t + 2 < len(c)]
             info = {k: v for k, v in env.states[i].info.items() if k != "errors"}
             out.append(EpisodeRecord(
                 seed=int(seeds[i]), success=bool(succ[i]), success_step=int(sstep[i]),
