@@ -1,0 +1,145 @@
+"""Pieces shared by the trainers: seeding, run provenance, LR schedule, EMA, resumable state.
+
+Resume: next to every checkpoint ``X.pt`` a trainer writes ``X.pt.trainstate`` (torch file,
+``weights_only``-loadable) with the raw (non-EMA) weights, the EMA weights, the optimiser state,
+the step and the RNG states. ``--resume X.pt`` reloads both and continues to the configured
+number of steps; the resulting run is step-for-step identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+TRAINSTATE_SUFFIX = ".trainstate"
+TRAINSTATE_FORMAT = "async_vla_ros.trainstate/1"
+
+
+def set_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` (None: leave torch's default). One thread by default: the
+    machine's cores are shared with a control loop and other jobs."""
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_threads must be None or an int >= 1, got {n!r}")
+        torch.set_num_threads(n)
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str:
+    """``<sha>[+dirty]`` of the checkout holding this package, or "" when git is unavailable."""
+    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict[str, Any]:
+    """Where and with what a run was made (JSON-compatible)."""
+    return {"git_commit": git_commit(), "torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version(), "machine": platform.machine(),
+            "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int, min_ratio: float = 0.05) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio * base_lr`` at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            s = self.shadow[k]
+            if s.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) ^ set(sd)
+        if missing:
+            raise ValueError(f"EMA state does not match the module: {sorted(missing)[:5]}")
+        self.shadow = {k: v.detach().clone() for k, v in sd.items()}
+
+
+def rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
+    return {"numpy": np_rng.bit_generator.state, "torch_gen": gen.get_state(), "torch_global": torch.get_rng_state()}
+
+
+def set_rng_state(state: Mapping[str, Any], np_rng: np.random.Generator, gen: torch.Generator) -> None:
+    np_rng.bit_generator.state = state["numpy"]
+    gen.set_state(state["torch_gen"])
+    torch.set_rng_state(state["torch_global"])
+
+
+def trainstate_path(ckpt: str | os.PathLike) -> Path:
+    return Path(str(ckpt) + TRAINSTATE_SUFFIX)
+
+
+def save_trainstate(ckpt: str | os.PathLike, *, kind: str, step: int, model_state: Mapping[str, torch.Tensor],
+                    ema_state: Mapping[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer,
+                    rng: Mapping[str, Any], config: Mapping[str, Any], history: Iterable[Mapping[str, Any]]) -> Path:
+    """Write the resume file next to ``ckpt`` (atomic rename)."""
+    path = trainstate_path(ckpt)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"format": TRAINSTATE_FORMAT, "kind": kind, "step": int(step),
+                "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
+                "ema": None if ema_state is None else {k: v.detach().cpu().clone() for k, v in ema_state.items()},
+                "optimizer": optimizer.state_dict(), "rng": _rng_to_saveable(rng), "config": dict(config),
+                "history": [dict(h) for h in history]}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _rng_to_saveable(rng: Mapping[str, Any]) -> dict[str, Any]:
+    npst = rng["numpy"]
+    return {"numpy": {"bit_generator": npst["bit_generator"], "state": {k: int(v) for k, v in npst["state"].items()},
+                      "has_uint32": int(npst["has_uint32"]), "uinteger": int(npst["uinteger"])},
+            "torch_gen": rng["torch_gen"], "torch_global": rng["torch_global"]}
+
+
+def load_trainstate(ckpt: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """Read the resume file of ``ckpt`` and check it belongs to a ``kind`` trainer."""
+    path = trainstate_path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} not found (it is written next to every checkpoint)")
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(st, dict) or st.get("format") != TRAINSTATE_FORMAT:
+        raise ValueError(f"{path}: not a {TRAINSTATE_FORMAT} file")
+    if st.get("kind") != kind:
+        raise ValueError(f"{path}: written by the {st.get('kind')!r} trainer, not {kind!r}")
+    return st
+
+
+def progress(total: int, initial: int, desc: str, enabled: bool):
+    """A tqdm bar (disabled: a no-op object with the same methods)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)

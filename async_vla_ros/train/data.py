@@ -1,0 +1,206 @@
+"""Demonstrations as training data: episodes, (observation, action chunk) windows, splits.
+
+An :class:`Episode` is one demonstration: ``obs (T, obs_dim)`` (the observation of step t),
+``actions (T, A)`` (the expert's action of step t, robot units) and optionally
+``images (T, h, w, 3)`` uint8. :class:`ChunkWindows` turns episodes into training samples
+``(obs_t, actions[t : t + H])``; a window that runs past the episode end is padded with the
+episode's last action (the arm holds its last command when the demonstration stops).
+
+Windows keep their episode index and step so the REMAC and A2C2 trainers can look up the
+same episode at another step (``index_of(ep, t)``).
+
+Demonstrations on disk are read through the simulation package's loader
+(:func:`async_vla_ros.sim.demos.load_demos`); :func:`load_episodes` adapts whatever record type
+it returns (mapping or attributes ``obs``/``observations`` and ``actions``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """One demonstration (robot units)."""
+
+    obs: np.ndarray  # (T, obs_dim) observation of step t
+    actions: np.ndarray  # (T, A) expert action of step t
+    images: np.ndarray | None = None  # (T, h, w, 3) uint8 camera frames, optional
+    seed: int = -1  # episode seed (-1: unknown)
+    meta: Mapping[str, Any] = field(default_factory=dict)  # per-episode metadata (success, side, ...)
+
+    def __post_init__(self) -> None:
+        obs = np.asarray(self.obs, dtype=np.float64)
+        act = np.asarray(self.actions, dtype=np.float64)
+        if obs.ndim != 2 or act.ndim != 2 or obs.shape[0] != act.shape[0] or obs.shape[0] < 1:
+            raise ValueError(f"episode needs obs (T, obs_dim) and actions (T, A) with equal T >= 1, "
+                             f"got {obs.shape} and {act.shape}")
+        if not (np.isfinite(obs).all() and np.isfinite(act).all()):
+            raise ValueError("episode observations/actions contain NaN or Inf")
+        if self.images is not None:
+            img = np.asarray(self.images)
+            if img.ndim != 4 or img.shape[0] != obs.shape[0] or img.dtype != np.uint8:
+                raise ValueError(f"episode images must be (T, h, w, ch) uint8 with T = {obs.shape[0]}, "
+                                 f"got {img.shape} {img.dtype}")
+            object.__setattr__(self, "images", img)
+        object.__setattr__(self, "obs", obs)
+        object.__setattr__(self, "actions", act)
+
+    @property
+    def length(self) -> int:
+        return int(self.obs.shape[0])
+
+
+def _field(rec: Any, *names: str) -> Any:
+    for n in names:
+        if isinstance(rec, Mapping) and n in rec:
+            return rec[n]
+        if hasattr(rec, n):
+            return getattr(rec, n)
+    return None
+
+
+def episode_from_record(rec: Any) -> Episode:
+    """Adapt one loaded demonstration (mapping or object) to an :class:`Episode`."""
+    obs = _field(rec, "obs", "observations", "state")
+    act = _field(rec, "actions", "action")
+    if obs is None or act is None:
+        raise ValueError(f"demonstration record has no obs/actions fields: {type(rec).__name__}")
+    images = _field(rec, "images", "image")
+    seed = _field(rec, "seed")
+    meta = _field(rec, "meta", "metadata") or {}
+    if not isinstance(meta, Mapping):
+        meta = {}
+    return Episode(obs=obs, actions=act, images=images, seed=-1 if seed is None else int(seed), meta=dict(meta))
+
+
+@dataclass(frozen=True)
+class DemoSet:
+    """Episodes loaded from a demonstrations directory plus what the checkpoints record about it."""
+
+    episodes: tuple[Episode, ...]
+    path: str  # where they came from ("" for in-memory data)
+    task: str  # task name from the metadata ("" when unknown)
+    metadata: Mapping[str, Any]  # dataset metadata (obs fields, dt, ...)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(e.length for e in self.episodes)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-compatible summary for checkpoint configs."""
+        return {"path": self.path, "episodes": len(self.episodes), "steps": self.num_steps, "task": self.task,
+                "fingerprint": fingerprint(self.episodes)}
+
+
+def fingerprint(episodes: Sequence[Episode]) -> str:
+    """Short content hash of the episodes' observations and actions (detects a changed dataset)."""
+    h = hashlib.sha256()
+    for e in episodes:
+        h.update(np.ascontiguousarray(e.obs, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(e.actions, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_episodes(path: str | os.PathLike) -> DemoSet:
+    """Read demonstrations written by ``async-vla-ros demos`` (via ``sim.demos.load_demos``)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"demonstrations not found: {p} (write them with `async-vla-ros demos TASK`)")
+    try:
+        from async_vla_ros.sim.demos import load_demos
+    except ImportError as exc:  # pragma: no cover - depends on the checkout state
+        raise ImportError("reading demonstrations needs async_vla_ros.sim.demos.load_demos") from exc
+    loaded = load_demos(p)
+    records = _field(loaded, "episodes")
+    meta = _field(loaded, "metadata", "meta", "info") or {}
+    if records is None:
+        records = loaded
+    episodes = tuple(episode_from_record(r) for r in records)
+    if not episodes:
+        raise ValueError(f"{p}: no episodes")
+    if not isinstance(meta, Mapping):
+        meta = {}
+    task = str(meta.get("task", "")) if meta else ""
+    if not task:
+        task = str(episodes[0].meta.get("task", ""))
+    return DemoSet(episodes=episodes, path=str(p), task=task, metadata=dict(meta))
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Episode indices (train, val), split by whole episodes (no leakage of near-identical windows).
+
+    At least one episode stays in training; val is empty when ``val_fraction`` is 0 or n == 1.
+    """
+    if n < 1:
+        raise ValueError("need at least one episode")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(int(round(val_fraction * n)), n - 1)
+    if val_fraction > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class ChunkWindows:
+    """All (episode, step) windows of a set of episodes with horizon H.
+
+    Arrays (N = total steps): ``obs (N, obs_dim)``, ``chunks (N, H, A)`` (padded past the episode
+    end with its last action), ``ep (N,)``, ``t (N,)``, ``images (N, h, w, ch)`` uint8 or None.
+    """
+
+    def __init__(self, episodes: Sequence[Episode], horizon: int) -> None:
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+        if not episodes:
+            raise ValueError("need at least one episode")
+        dims = {(e.obs.shape[1], e.actions.shape[1]) for e in episodes}
+        if len(dims) != 1:
+            raise ValueError(f"episodes disagree on (obs_dim, A): {sorted(dims)}")
+        has_img = {e.images is not None for e in episodes}
+        if len(has_img) != 1:
+            raise ValueError("either every episode has images or none does")
+        self.horizon = int(horizon)
+        self.episodes = tuple(episodes)
+        self.obs_dim, self.action_dim = dims.pop()
+        obs, chunks, ep, ts, imgs = [], [], [], [], []
+        self._offsets = np.zeros(len(episodes) + 1, dtype=np.int64)
+        for i, e in enumerate(episodes):
+            t_len = e.length
+            idx = np.minimum(np.arange(t_len)[:, None] + np.arange(self.horizon)[None, :], t_len - 1)
+            obs.append(e.obs)
+            chunks.append(e.actions[idx])
+            ep.append(np.full(t_len, i, dtype=np.int64))
+            ts.append(np.arange(t_len, dtype=np.int64))
+            if e.images is not None:
+                imgs.append(e.images)
+            self._offsets[i + 1] = self._offsets[i] + t_len
+        self.obs = np.concatenate(obs)
+        self.chunks = np.concatenate(chunks)
+        self.ep = np.concatenate(ep)
+        self.t = np.concatenate(ts)
+        self.images = np.concatenate(imgs) if imgs else None
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def index_of(self, ep: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Flat window index of (episode, step) pairs (arrays of equal shape); steps must exist."""
+        ep = np.asarray(ep, dtype=np.int64)
+        t = np.asarray(t, dtype=np.int64)
+        lengths = self._offsets[1:] - self._offsets[:-1]
+        if (t < 0).any() or (t >= lengths[ep]).any():
+            raise IndexError("step outside its episode")
+        return self._offsets[ep] + t
+
+    def rows_of_episodes(self, episode_ids: Sequence[int]) -> np.ndarray:
+        """Flat indices of every window of the given episodes."""
+        parts = [np.arange(self._offsets[i], self._offsets[i + 1]) for i in episode_ids]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
