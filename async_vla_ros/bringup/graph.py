@@ -1,0 +1,273 @@
+"""The node graph as data: config/*.yaml + launch arguments -> the nodes to start.
+
+One function, :func:`build_graph`, turns a graph name and launch arguments (``sim:=mujoco
+method:=rtc ...``) into :class:`NodeLaunch` records (node name, module, console script,
+parameters, remappings, namespace). The built-in launcher (``async-vla-ros launch``) starts
+them as ``python -m MODULE --ros-args ...`` processes; ``launch/franka.launch.py`` turns the
+same records into ``launch_ros.actions.Node`` actions. Neither adds anything of its own, so the
+two cannot drift.
+
+Files (``config/``): ``graph.yaml`` (nodes per graph, conditions), ``params.yaml`` (node
+parameters keyed by node name, ROS params-file format), ``methods.yaml`` (method presets),
+``franka_bridge.yaml`` (parameter overrides for franka_ros2 hardware / Gazebo).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+__all__ = ["LaunchArg", "LAUNCH_ARGS", "NodeLaunch", "Graph", "GraphError", "config_dir", "load_config",
+           "parse_launch_args", "resolve_args", "build_graph", "PACKAGE"]
+
+PACKAGE = "async_vla_ros"
+
+
+class GraphError(ValueError):
+    """Bad launch arguments or graph configuration (message says what and how to fix it)."""
+
+
+def config_dir() -> Path:
+    """The ``config/`` folder: the repository's, else the installed share folder."""
+    repo = Path(__file__).resolve().parents[2] / "config"
+    if (repo / "graph.yaml").is_file():
+        return repo
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
+    for prefix in prefixes:
+        share = Path(prefix) / "share" / PACKAGE / "config"
+        if (share / "graph.yaml").is_file():
+            return share
+    raise GraphError(f"config/graph.yaml not found (looked in {repo} and share/{PACKAGE}/config of {prefixes})")
+
+
+def load_config(name: str, directory: Path | None = None) -> dict[str, Any]:
+    """A YAML file of ``config/`` as a dict."""
+    path = (directory or config_dir()) / name
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise GraphError(f"missing config file {path}") from exc
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GraphError(f"{path} must hold a mapping")
+    return data
+
+
+# ---------------------------------------------------------------------- launch arguments
+@dataclass(frozen=True)
+class LaunchArg:
+    """One launch argument: ``name:=value`` (strings, as ros2 launch passes them)."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+    kind: str = "str"  # str | float | int | bool
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, value: str) -> Any:
+        """Parsed value; GraphError with a clear message when invalid."""
+        if self.choices is not None and value not in self.choices:
+            close = difflib.get_close_matches(value, list(self.choices), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise GraphError(f"{self.name}:={value}: must be one of {', '.join(self.choices)}{hint}")
+        if self.kind == "str":
+            return value
+        if self.kind == "bool":
+            if value.lower() not in ("true", "false"):
+                raise GraphError(f"{self.name}:={value}: must be true or false")
+            return value.lower() == "true"
+        try:
+            v = int(value) if self.kind == "int" else float(value)
+        except ValueError as exc:
+            raise GraphError(f"{self.name}:={value}: must be a{'n integer' if self.kind == 'int' else ' number'}") from exc
+        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max) or v != v:
+            raise GraphError(f"{self.name}:={value}: must lie in [{self.min}, {self.max}]")
+        return v
+
+
+TASKS = ("track", "intercept", "bifurcate", "pick_moving")
+
+LAUNCH_ARGS: tuple[LaunchArg, ...] = (
+    LaunchArg("sim", "mujoco", "robot: the MuJoCo sim node, or none (franka_ros2 provides the topics)",
+              ("mujoco", "none")),
+    LaunchArg("bridge", "none", "parameter overlay for real robot topics (config/franka_bridge.yaml)",
+              ("none", "franka")),
+    LaunchArg("method", "rtc", "method preset (config/methods.yaml)"),
+    LaunchArg("policy", "default", "policy: default (shipped checkpoint of the task), expert (scripted), or a "
+              "checkpoint path"),
+    LaunchArg("a2c2", "default", "A2C2 head for presets that use one: default (shipped) or a path"),
+    LaunchArg("task", "track", "task (sim scene, expert, default checkpoints)", TASKS),
+    LaunchArg("control_hz", "20", "policy / scheduler control rate (the sim tasks run at 20 Hz)", kind="float",
+              min=1.0, max=1000.0),
+    LaunchArg("command_hz", "100", "correction (command) rate", kind="float", min=10.0, max=1000.0),
+    LaunchArg("latency_ms", "0", "latency injected into every chunk (experiments)", kind="float", min=0.0,
+              max=5000.0),
+    LaunchArg("namespace", "", "ROS namespace of every node"),
+    LaunchArg("episodes", "0", "sim: stop after this many episodes (0: run until stopped)", kind="int", min=0),
+    LaunchArg("seed", "0", "sim: seed of the first episode", kind="int", min=0),
+    LaunchArg("camera", "true", "sim: publish camera images", kind="bool"),
+    LaunchArg("command", "trajectory", "command interface: joint trajectory or forward position controller",
+              ("trajectory", "forward")),
+    LaunchArg("fifo", "true", "run the command loop under SCHED_FIFO when permitted", kind="bool"),
+)
+_ARGS_BY_NAME = {a.name: a for a in LAUNCH_ARGS}
+
+
+def parse_launch_args(tokens: Sequence[str]) -> dict[str, str]:
+    """``["sim:=mujoco", "method:=rtc"]`` -> ``{"sim": "mujoco", ...}`` (names checked)."""
+    out: dict[str, str] = {}
+    for tok in tokens:
+        if ":=" not in tok:
+            raise GraphError(f"launch arguments look like name:=value, got {tok!r}")
+        name, value = tok.split(":=", 1)
+        if name not in _ARGS_BY_NAME:
+            close = difflib.get_close_matches(name, list(_ARGS_BY_NAME), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise GraphError(f"unknown launch argument {name!r}{hint}; known: {', '.join(_ARGS_BY_NAME)}")
+        out[name] = value
+    return out
+
+
+def resolve_args(given: Mapping[str, str]) -> dict[str, Any]:
+    """Defaults filled in, every value validated and parsed."""
+    unknown = set(given) - set(_ARGS_BY_NAME)
+    if unknown:
+        raise GraphError(f"unknown launch arguments {sorted(unknown)}; known: {', '.join(_ARGS_BY_NAME)}")
+    return {a.name: a.check(str(given.get(a.name, a.default))) for a in LAUNCH_ARGS}
+
+
+# ---------------------------------------------------------------------- graph
+@dataclass(frozen=True)
+class NodeLaunch:
+    """Everything needed to start one node, by either launcher."""
+
+    name: str  # ROS node name (also its key in params.yaml)
+    module: str  # python -m target
+    executable: str  # console script (ros2 run / launch_ros)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    namespace: str = ""
+
+    def ros_arguments(self, params_file: str | None = None) -> list[str]:
+        """``--ros-args`` for a plain process: name, namespace, params file, remaps."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
+        if params_file is not None:
+            args += ["--params-file", params_file]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+    def command(self, params_file: str | None = None, python: str | None = None) -> list[str]:
+        """Full command line of the node process."""
+        return [python or sys.executable, "-m", self.module, *self.ros_arguments(params_file)]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The resolved graph: nodes in start order plus the launch arguments used."""
+
+    name: str
+    nodes: tuple[NodeLaunch, ...]
+    args: dict[str, Any]
+
+    def node(self, name: str) -> NodeLaunch:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def params_file_content(self) -> dict[str, Any]:
+        """All node parameters in ROS params-file form (keyed by node name)."""
+        return {n.name: {"ros__parameters": copy.deepcopy(n.parameters)} for n in self.nodes}
+
+
+def _checkpoint(task: str, kind: str) -> str:
+    from async_vla_ros.nodes.backends import CHECKPOINT_DIR
+
+    for cand in (CHECKPOINT_DIR / f"{task}_{kind}.pt", CHECKPOINT_DIR / task / f"{kind}.pt"):
+        if cand.is_file():
+            return str(cand)
+    raise GraphError(f"no shipped {kind} checkpoint for task {task!r} in {CHECKPOINT_DIR} "
+                     f"(expected {task}_{kind}.pt); pass policy:=expert or policy:=PATH")
+
+
+def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
+                directory: Path | None = None) -> Graph:
+    """The graph ``name`` for these launch arguments (see module docstring)."""
+    a = resolve_args(args or {})
+    graphs = load_config("graph.yaml", directory).get("graphs", {})
+    if name not in graphs:
+        close = difflib.get_close_matches(name, list(graphs), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphError(f"unknown graph {name!r}{hint}; known: {', '.join(graphs)}")
+    params = load_config("params.yaml", directory)
+    methods = load_config("methods.yaml", directory).get("methods", {})
+    if a["method"] not in methods:
+        close = difflib.get_close_matches(a["method"], list(methods), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise GraphError(f"method:={a['method']}: unknown preset{hint}; known: {', '.join(methods)}")
+    preset = methods[a["method"]]
+    overrides: dict[str, dict[str, Any]] = {}
+    if a["bridge"] == "franka":
+        overrides = load_config("franka_bridge.yaml", directory).get("overrides", {})
+        if a["sim"] == "mujoco":
+            raise GraphError("bridge:=franka drives franka_ros2 topics: use it with sim:=none")
+
+    def node_params(node: str) -> dict[str, Any]:
+        base = dict((params.get(node) or {}).get("ros__parameters", {}))
+        base.update(overrides.get(node, {}))
+        return base
+
+    # launch arguments -> node parameters
+    task, dt = a["task"], 1.0 / a["control_hz"]
+    per_node: dict[str, dict[str, Any]] = {
+        "sim": {"task": task, "seed": a["seed"], "episodes": a["episodes"]},
+        "camera_ingestion": {},
+        "policy": {"task": task, "injected_latency_s": a["latency_ms"] / 1000.0},
+        "scheduler": {"method": preset["strategy"], "dt": dt},
+        "correction": {"rate_hz": a["command_hz"], "command_interface": a["command"]},
+    }
+    if not a["camera"]:
+        per_node["sim"]["camera_rate_hz"] = 0.0
+        per_node["camera_ingestion"]["image_topic"] = ""
+    if not a["fifo"]:
+        per_node["correction"]["sched_fifo_priority"] = 0
+    if a["policy"] == "expert":
+        per_node["policy"].update(backend="expert", checkpoint="")
+    elif a["policy"] == "default":
+        per_node["policy"].update(backend="flow", checkpoint=_checkpoint(task, preset["checkpoint"]))
+    else:
+        if not Path(a["policy"]).expanduser().is_file():
+            raise GraphError(f"policy:={a['policy']}: no such checkpoint file")
+        per_node["policy"].update(backend="flow", checkpoint=str(Path(a["policy"]).expanduser().resolve()))
+    if preset.get("a2c2"):
+        head = _checkpoint(task, "a2c2") if a["a2c2"] == "default" else a["a2c2"]
+        if not Path(head).expanduser().is_file():
+            raise GraphError(f"a2c2:={a['a2c2']}: no such A2C2 head file")
+        per_node["correction"]["a2c2_head"] = str(Path(head).expanduser().resolve())
+
+    nodes = []
+    for spec in graphs[name].get("nodes", []):
+        when = spec.get("when") or {}
+        if any(str(a.get(k)) != str(v) for k, v in when.items()):
+            continue
+        node = spec["name"]
+        p = node_params(node)
+        p.update(per_node.get(node, {}))
+        remaps = tuple((str(s), str(d)) for s, d in (spec.get("remappings") or {}).items())
+        nodes.append(NodeLaunch(node, spec["module"], spec["executable"], p, remaps, a["namespace"]))
+    if not nodes:
+        raise GraphError(f"graph {name!r} has no node for these arguments")
+    return Graph(name, tuple(nodes), a)

@@ -1,0 +1,190 @@
+"""camera_ingestion node: joint states (+ task state) (+ camera image) -> ``Observation``.
+
+Subscribes to the configured topics (QoS configurable: franka_ros2's convenience state topics are
+BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
+
+* ``state`` = arm q (7) + arm qd (7) + gripper width (sum of the finger joints, 1) + the task
+  state's fields (on the sim: TCP (3) and the task fields), i.e. the layout of the sim tasks'
+  observations (``sim.tasks``: q, qd, gripper, tcp, task fields);
+* ``image`` = the camera frame nearest in time, resized (nearest-neighbour) to
+  ``image_size`` x ``image_size`` rgb8 (uint8; the policy backend scales to [0, 1]); missing or
+  older than ``max_image_age_s``: no image and ``STATUS_IMAGE_MISSING``.
+
+Trigger: with a task-state topic, one observation per task state (the task state fixes the
+observation time; the joint state nearest to it within ``max_pair_dt_s`` is used). Without one, a
+timer at ``rate_hz`` publishes the latest joint state. Stale data (older than ``max_state_age_s``
+when it would be published) and already-published stamps are dropped, never republished.
+"""
+
+from __future__ import annotations
+
+from async_vla_ros.nodes.common import DropCounter, Diagnostics, NS_PER_S, make_qos, run_node
+
+import numpy as np  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+
+from async_vla_msgs.msg import Observation  # noqa: E402
+from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
+from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+
+NODE_NAME = "camera_ingestion"
+QOS = ("reliable", "best_effort")
+
+PARAMS = (
+    Param("joint_state_topic", "joint_states", "sensor_msgs/JointState input"),
+    Param("joint_state_reliability", "reliable", "QoS reliability of the joint-state subscription", choices=QOS),
+    Param("image_topic", "camera/image_raw", "sensor_msgs/Image input ('' : no camera)"),
+    Param("image_reliability", "reliable", "QoS reliability of the image subscription", choices=QOS),
+    Param("task_state_topic", "sim/task_state", "async_vla_msgs/Observation with task fields ('' : none)"),
+    Param("qos_depth", 10, "history depth of every subscription", min=1, max=1000),
+    Param("arm_joint_names", [f"fr3_joint{i}" for i in range(1, 8)], "the 7 arm joints, in order"),
+    Param("finger_joint_names", ["fr3_finger_joint1", "fr3_finger_joint2"],
+          "finger joints summed into the gripper width (absent joints count 0)", elem=str),
+    Param("rate_hz", 20.0, "observation rate without a task-state topic", min=0.5, max=1000.0),
+    Param("max_state_age_s", 0.1, "drop an observation whose state is older than this when published",
+          min=0.001, max=10.0),
+    Param("max_pair_dt_s", 0.02, "max stamp difference between a task state and its joint state",
+          min=0.0, max=1.0),
+    Param("max_image_age_s", 0.3, "max stamp difference between the observation and its image",
+          min=0.0, max=10.0),
+    Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
+    Param("frame_id", "fr3_link0", "frame_id of the observations"),
+)
+
+
+class CameraIngestionNode(Node):
+    """See the module docstring."""
+
+    NODE_NAME = NODE_NAME
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        if len(p["arm_joint_names"]) != 7:
+            raise ValueError(f"arm_joint_names must list 7 joints, got {len(p['arm_joint_names'])}")
+        self.drops = DropCounter(self.get_logger())
+        self._js: StampedBuffer = StampedBuffer(64)
+        self._img: StampedBuffer = StampedBuffer(8)
+        self._task: StampedBuffer = StampedBuffer(8)
+        self._last_published_ns = -1
+        self.obs_id = 0
+        self.n_images_attached = 0
+        group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
+        depth = p["qos_depth"]
+        self.pub = self.create_publisher(Observation, "observation", 10)
+        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
+                                 make_qos(p["joint_state_reliability"], depth), callback_group=group)
+        if p["image_topic"] and p["image_size"] > 0:
+            self.create_subscription(Image, p["image_topic"], self._on_image,
+                                     make_qos(p["image_reliability"], min(depth, 4)), callback_group=group)
+        self.use_task = bool(p["task_state_topic"])
+        if self.use_task:
+            self.create_subscription(Observation, p["task_state_topic"], self._on_task_state,
+                                     make_qos("reliable", depth), callback_group=group)
+        else:
+            self.create_timer(1.0 / p["rate_hz"], self._on_timer, callback_group=group)
+        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ------------------------------------------------------------------ inputs (edge)
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q, qd, fingers = joint_arrays(msg.name, msg.position, msg.velocity, self.p["arm_joint_names"],
+                                          self.p["finger_joint_names"])
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp <= 0:
+                raise InputError("no_stamp", "joint state without a header stamp")
+            self._js.push(stamp, np.concatenate([q, qd, [sum(fingers.values())]]))
+        except InputError as exc:
+            self.drops.drop(f"joint_state.{exc.reason}", str(exc))
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp <= 0:
+                raise InputError("no_stamp", "image without a header stamp")
+            self._img.push(stamp, resize_nearest(rgb, self.p["image_size"]))
+        except InputError as exc:
+            self.drops.drop(f"image.{exc.reason}", str(exc))
+
+    def _on_task_state(self, msg: Observation) -> None:
+        try:
+            state = np.asarray(msg.state, dtype=np.float64)
+            if state.shape != (msg.state_dim,):
+                raise InputError("bad_shape", f"state has {state.size} values, state_dim says {msg.state_dim}")
+            if not np.all(np.isfinite(state)):
+                raise InputError("non_finite", "task state contains NaN or Inf")
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp <= 0:
+                raise InputError("no_stamp", "task state without a header stamp")
+            self._task.push(stamp, (state, int(msg.episode_id), msg.task, list(msg.state_names)))
+        except InputError as exc:
+            return self.drops.drop(f"task_state.{exc.reason}", str(exc))
+        self._publish(stamp)
+
+    def _on_timer(self) -> None:
+        latest = self._js.latest()
+        if latest is not None and latest[0] > self._last_published_ns:
+            self._publish(latest[0])
+
+    # ------------------------------------------------------------------ pairing + output
+    def _publish(self, ref_ns: int) -> None:
+        p = self.p
+        now = self.get_clock().now().nanoseconds
+        if now - ref_ns > p["max_state_age_s"] * NS_PER_S:
+            return self.drops.drop("stale_state", f"state is {(now - ref_ns) / 1e6:.1f} ms old")
+        if ref_ns <= self._last_published_ns:
+            return self.drops.drop("out_of_order", "observation time did not advance")
+        js = self._js.nearest(ref_ns, int(p["max_pair_dt_s"] * NS_PER_S) if self.use_task else None)
+        if js is None:
+            return self.drops.drop("unpaired", "no joint state close enough in time to the task state")
+        state_parts = [js[1]]
+        names = ([f"{n}.position" for n in p["arm_joint_names"]] + [f"{n}.velocity" for n in p["arm_joint_names"]]
+                 + ["gripper_width"])
+        msg = Observation()
+        if self.use_task:
+            task_state, episode_id, task, task_names = self._task.nearest(ref_ns)[1]
+            state_parts.append(task_state)
+            names += task_names if len(task_names) == task_state.size else [f"task_{i}" for i in range(task_state.size)]
+            msg.episode_id, msg.task = episode_id, task
+        state = np.concatenate(state_parts)
+        self.obs_id += 1
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ref_ns, NS_PER_S)
+        msg.header.frame_id = p["frame_id"]
+        msg.obs_id = self.obs_id
+        msg.status = Observation.STATUS_OK
+        msg.state_dim = state.size
+        msg.state_names = names
+        msg.state = state.tolist()
+        if self._img is not None and len(self._img):
+            img = self._img.nearest(ref_ns, int(p["max_image_age_s"] * NS_PER_S))
+            if img is not None:
+                msg.image.header.stamp.sec, msg.image.header.stamp.nanosec = divmod(img[0], NS_PER_S)
+                msg.image.height, msg.image.width = img[1].shape[:2]
+                msg.image.encoding = "rgb8"
+                msg.image.step = img[1].shape[1] * 3
+                msg.image.data = img[1].tobytes()
+                msg.image_age_s = abs(ref_ns - img[0]) / NS_PER_S
+                self.n_images_attached += 1
+            else:
+                msg.status = Observation.STATUS_IMAGE_MISSING
+        elif p["image_topic"] and p["image_size"] > 0:
+            msg.status = Observation.STATUS_IMAGE_MISSING
+        self._last_published_ns = ref_ns
+        self.pub.publish(msg)
+
+    def _diag_values(self) -> dict:
+        vals = {"observations": self.obs_id, "images_attached": self.n_images_attached, "dropped": self.drops.total()}
+        vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
+        return vals
+
+
+def main(args=None) -> int:
+    return run_node(CameraIngestionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Shared pieces of the ROS nodes: stamps, drop counting, diagnostics, the ``main`` runner.
+
+Import order matters: every node module calls :func:`async_vla_ros.rosenv.apply_ros_defaults`
+before it imports rclpy (this module does it too, so importing it first is enough).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+from async_vla_ros.rosenv import apply_ros_defaults
+
+apply_ros_defaults()
+
+import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy  # noqa: E402
+
+from async_vla_ros.nodes.params import ParamError  # noqa: E402
+
+NS_PER_S = 1_000_000_000
+
+__all__ = [
+    "NS_PER_S",
+    "stamp_to_ns",
+    "ns_to_stamp",
+    "RosClock",
+    "DropCounter",
+    "make_qos",
+    "Diagnostics",
+    "run_node",
+]
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    """Integer nanoseconds (>= 0) -> ``builtin_interfaces/Time``."""
+    ns = int(ns)
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+class RosClock:
+    """A :class:`async_vla_ros.core.clock.Clock` over a node's ROS clock (system time unless
+    ``use_sim_time``): the time base of every header stamp, so steps computed from stamps and
+    from ``now`` agree across processes. Not for pacing loops (see ``CycleTimer`` on monotonic)."""
+
+    def __init__(self, node) -> None:
+        self._clock = node.get_clock()
+
+    def now_ns(self) -> int:
+        return int(self._clock.now().nanoseconds)
+
+
+class DropCounter:
+    """Counts dropped inputs by reason; logs the first drop of each reason once (warning)."""
+
+    def __init__(self, logger) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def drop(self, reason: str, detail: str = "") -> None:
+        with self._lock:
+            self.counts[reason] += 1
+            first = self.counts[reason] == 1
+        if first:
+            self._logger.warning(f"dropped input ({reason}){': ' + detail if detail else ''} "
+                                 "[logged once per reason; see /diagnostics for counts]")
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+def make_qos(reliability: str = "reliable", depth: int = 10, transient_local: bool = False) -> QoSProfile:
+    """QoS from parameter strings (``reliable`` | ``best_effort``); franka_ros2's convenience
+    state topics are BEST_EFFORT: a RELIABLE subscriber would never match them."""
+    rel = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}[reliability]
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=rel,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE)
+
+
+class Diagnostics:
+    """Publishes one ``DiagnosticStatus`` per node on ``/diagnostics`` at a low rate.
+
+    ``collect()`` returns the key/values (numbers formatted with repr so they parse back exactly).
+    """
+
+    def __init__(self, node, collect: Callable[[], dict[str, Any]], period_s: float = 1.0,
+                 callback_group=None) -> None:
+        self._node = node
+        self._collect = collect
+        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = node.create_timer(period_s, self.publish, callback_group=callback_group)
+        self.level = DiagnosticStatus.OK
+        self.message = "ok"
+
+    def status(self) -> DiagnosticStatus:
+        values = self._collect()
+        kv = [KeyValue(key=str(k), value=repr(v) if isinstance(v, float) else str(v)) for k, v in values.items()]
+        return DiagnosticStatus(level=self.level, name=self._node.get_fully_qualified_name(),
+                                message=self.message, hardware_id="async_vla_ros", values=kv)
+
+    def publish(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self._node.get_clock().now().to_msg()
+        arr.status = [self.status()]
+        self._pub.publish(arr)
+
+
+def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None, *, threads: int = 2) -> int:
+    """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
+
+    A :class:`ParamError` (or any ``ValueError`` raised while building the node from its
+    parameters) prints a clear message and returns 2. Ctrl-C / SIGTERM end the spin and return 0.
+    A node may set ``exit_code`` (non-zero on a fatal worker error) and call ``request_shutdown``.
+    """
+    argv = list(sys.argv if args is None else args)
+    rclpy.init(args=argv)
+    node = None
+    try:
+        try:
+            node = factory()
+        except (ParamError, ValueError, FileNotFoundError) as exc:
+            print(f"[{getattr(factory, 'NODE_NAME', factory.__name__)}] cannot start: {exc}", file=sys.stderr, flush=True)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        try:
+            while rclpy.ok() and not getattr(node, "shutdown_requested", False):
+                executor.spin_once(timeout_sec=0.2)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return int(getattr(node, "exit_code", 0) or 0)
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - report, still shut down
+                    print(f"error while closing {node.get_name()}: {exc}", file=sys.stderr)
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def set_realtime(priority: int, logger) -> bool:
+    """SCHED_FIFO for the calling thread when permitted; warns and returns False otherwise."""
+    if priority <= 0:
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (PermissionError, OSError, AttributeError) as exc:
+        logger.warning(f"SCHED_FIFO priority {priority} not permitted ({exc}); running with the default scheduler")
+        return False

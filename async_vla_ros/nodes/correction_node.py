@@ -1,0 +1,310 @@
+"""correction node: the high-rate command loop (default 100 Hz) on its own thread.
+
+Every tick (paced by a :class:`~async_vla_ros.core.cycle_timer.CycleTimer` on the monotonic
+clock, optionally under SCHED_FIFO):
+
+1. sample the scheduler's plan at the current ROS time (:class:`~async_vla_ros.nodes.plan.PlanBuffer`:
+   ``linear`` interpolation between control steps, or ``hold``);
+2. when an A2C2 head is loaded (``a2c2_head``), add its residual computed from the latest
+   observation, the base action and the in-chunk index k (once per control step and
+   observation; ``policy.a2c2.CorrectionHead``);
+3. apply the core :class:`~async_vla_ros.core.safety.SafetyFilter` (FR3/Panda position,
+   velocity, acceleration, jerk limits at the command period; NaN/Inf rejected);
+4. publish the command: ``JointTrajectory`` (joint trajectory controller) or
+   ``Float64MultiArray`` (forward position controller); the gripper as a finger joint / 8th value
+   (sim), through franka_msgs actions (``franka_action``), or not at all.
+
+When the plan runs dry (nothing planned for the current step) it holds the last target. The
+filter starts (and restarts at every new episode id seen on ``/observation``) from the measured
+joints: the newest ``/joint_states`` at start, the observation's own joint positions (the first
+7 state values, see camera_ingestion) at an episode change. Plans of other episodes are dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, make_qos, run_node, set_realtime,
+                                        stamp_to_ns)
+
+import numpy as np  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+
+from async_vla_msgs.msg import ActionPlan, Observation  # noqa: E402
+from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
+from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
+from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter  # noqa: E402
+from async_vla_ros.nodes.ingest import InputError, joint_arrays  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.plan import INTERPOLATIONS, PlanBuffer  # noqa: E402
+
+NODE_NAME = "correction"
+FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+
+PARAMS = (
+    Param("rate_hz", 100.0, "command rate", min=10.0, max=1000.0),
+    Param("interpolation", "linear", "plan sampling between control steps", choices=INTERPOLATIONS),
+    Param("robot", "fr3", "joint limits of the safety filter (the MuJoCo scene is a Panda)",
+          choices=tuple(ROBOT_LIMITS)),
+    Param("position_margin", 0.01, "rad kept clear of the joint limits", min=0.0, max=0.5),
+    Param("scale_velocity", 1.0, "fraction of the velocity limits used", min=0.01, max=1.0),
+    Param("scale_acceleration", 1.0, "fraction of the acceleration limits used", min=0.01, max=1.0),
+    Param("scale_jerk", 1.0, "fraction of the jerk limits used", min=0.01, max=1.0),
+    Param("a2c2_head", "", "A2C2 correction head checkpoint ('' : no correction)"),
+    Param("arm_joint_names", FR3_JOINTS, "the 7 arm joints (joint states and commands)"),
+    Param("joint_state_topic", "joint_states", "measured joints (start pose of the filter)"),
+    Param("joint_state_reliability", "reliable", "QoS reliability of the joint states",
+          choices=("reliable", "best_effort")),
+    Param("command_interface", "trajectory", "trajectory: JointTrajectory; forward: Float64MultiArray",
+          choices=("trajectory", "forward")),
+    Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic"),
+    Param("forward_topic", "forward_position_controller/commands", "Float64MultiArray command topic"),
+    Param("gripper_mode", "joint", "joint: finger joint / 8th value (sim); franka_action: franka_msgs Move; none",
+          choices=("joint", "franka_action", "none")),
+    Param("gripper_joint_name", "fr3_finger_joint1", "finger joint carrying width/2 in trajectories (gripper_mode joint)"),
+    Param("gripper_action_ns", "/fr3_gripper", "franka_gripper action namespace (gripper_mode franka_action)"),
+    Param("sched_fifo_priority", 50, "SCHED_FIFO priority of the loop thread when permitted (0: off)", min=0, max=98),
+)
+
+
+class CorrectionNode(Node):
+    """See the module docstring."""
+
+    NODE_NAME = NODE_NAME
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        if len(p["arm_joint_names"]) != 7:
+            raise ValueError(f"arm_joint_names must list 7 joints, got {len(p['arm_joint_names'])}")
+        self.period_s = 1.0 / p["rate_hz"]
+        self.safety = SafetyFilter(SafetyConfig(robot=p["robot"], dt=self.period_s, position_margin=p["position_margin"],
+                                                scale_velocity=p["scale_velocity"],
+                                                scale_acceleration=p["scale_acceleration"], scale_jerk=p["scale_jerk"]))
+        self.head = None
+        if p["a2c2_head"]:
+            import torch
+
+            from async_vla_ros.policy.a2c2 import CorrectionHead
+
+            torch.set_num_threads(1)
+            self.head = CorrectionHead.load(p["a2c2_head"])
+            if self.head.config.latent_dim:
+                raise ValueError("the correction node runs heads without a base-policy latent (latent_dim must be 0)")
+        self.drops = DropCounter(self.get_logger())
+        self._lock = threading.Lock()  # guards plan, measured joints, observation, episode flags
+        self.plan = PlanBuffer(8, p["interpolation"])
+        self._plan_dim: int | None = None
+        self._q_meas: np.ndarray | None = None
+        self._grip_meas: float | None = None
+        self._obs: tuple[int, np.ndarray] | None = None  # (obs_id, state)
+        self.episode_id = 0
+        self._reset_to: tuple[np.ndarray, float | None] | None = None
+        self._ready = False
+        self._engaged = False  # a plan of the current episode has been sampled
+        self._target: np.ndarray | None = None  # last (A,) target handed to the filter
+        self._residual_key: tuple[int, int] | None = None
+        self._residual = None
+        self.n_ticks = self.n_holds = self.n_published = 0
+        self.fifo = False
+        self._intervals: deque[int] = deque(maxlen=5000)
+        self.timer: CycleTimer | None = None
+        self.exit_code = 0
+        self.shutdown_requested = False
+        self.gripper_bridge = None
+        if p["gripper_mode"] == "franka_action":
+            from async_vla_ros.nodes.franka_bridge import GripperBridge
+
+            self.gripper_bridge = GripperBridge(self, p["gripper_action_ns"])
+
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10, callback_group=group)
+        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
+                                 make_qos(p["joint_state_reliability"], 10), callback_group=group)
+        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
+        if p["command_interface"] == "trajectory":
+            self.pub_cmd = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
+        else:
+            self.pub_cmd = self.create_publisher(Float64MultiArray, p["forward_topic"], 10)
+        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="correction-loop", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ inputs (edge)
+    def _on_plan(self, msg: ActionPlan) -> None:
+        try:
+            if msg.episode_id != self.episode_id:
+                raise InputError("other_episode", f"plan of episode {msg.episode_id}, now {self.episode_id}")
+            n, a = int(msg.length), int(msg.action_dim)
+            acts = np.asarray(msg.actions, dtype=np.float64)
+            if a < 7 or acts.size != n * a or len(msg.chunk_ids) != n or len(msg.chunk_index) != n:
+                raise InputError("bad_shape", f"plan length {n} x {a} with {acts.size} values")
+            if not np.all(np.isfinite(acts)):
+                raise InputError("non_finite", "plan contains NaN or Inf")
+            if not (np.isfinite(msg.dt) and msg.dt > 0):
+                raise InputError("bad_dt", f"plan dt {msg.dt}")
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp <= 0:
+                raise InputError("no_stamp", "plan without a header stamp")
+            with self._lock:
+                if self._plan_dim != a:
+                    self.plan = PlanBuffer(a, self.p["interpolation"])
+                    self._plan_dim = a
+                if not self.plan.set_plan(int(msg.plan_id), stamp, int(msg.step), int(round(msg.dt * NS_PER_S)),
+                                          acts.reshape(n, a), np.asarray(msg.chunk_ids), np.asarray(msg.chunk_index),
+                                          int(msg.horizon)):
+                    raise InputError("old_plan", f"plan {msg.plan_id} is not newer than {self.plan.plan_id}")
+        except InputError as exc:
+            self.drops.drop(f"plan.{exc.reason}", str(exc))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q, _, fingers = joint_arrays(msg.name, msg.position, msg.velocity, self.p["arm_joint_names"],
+                                         [self.p["gripper_joint_name"]] if self.p["gripper_mode"] == "joint" else [])
+        except InputError as exc:
+            return self.drops.drop(f"joint_state.{exc.reason}", str(exc))
+        with self._lock:
+            self._q_meas = q
+            if fingers:
+                self._grip_meas = 2.0 * next(iter(fingers.values()))
+
+    def _on_observation(self, msg: Observation) -> None:
+        state = np.asarray(msg.state, dtype=np.float64)
+        if state.size < 7 or not np.all(np.isfinite(state)):
+            return self.drops.drop("observation.bad_state", "observation state must hold >= 7 finite joint positions")
+        with self._lock:
+            if msg.episode_id > self.episode_id:
+                self.episode_id = int(msg.episode_id)
+                self.plan.clear()
+                grip = float(state[14]) if state.size > 14 else None
+                self._reset_to = (state[:7].copy(), grip)
+            self._obs = (int(msg.obs_id), state)
+
+    # ------------------------------------------------------------------ loop thread
+    def _run(self) -> None:
+        try:
+            self.fifo = set_realtime(self.p["sched_fifo_priority"], self.get_logger())
+            self.timer = CycleTimer(self.period_s, MonotonicClock())
+            self.timer.start()
+            last = None
+            while not self._stop.is_set():
+                self.timer.wait()
+                now_mono = self.timer.clock.now_ns()
+                if last is not None:
+                    self._intervals.append(now_mono - last)
+                last = now_mono
+                self._tick()
+        except Exception as exc:  # noqa: BLE001 - a dead command loop is fatal: surface it
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down: publishers are gone
+            self.get_logger().error(f"command loop failed: {type(exc).__name__}: {exc}")
+            self.exit_code = 1
+            self.shutdown_requested = True
+
+    def _tick(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        with self._lock:
+            reset, self._reset_to = self._reset_to, None
+            if reset is None and not self._ready and self._q_meas is not None:
+                reset = (self._q_meas.copy(), self._grip_meas)
+            sample = self.plan.sample(now)
+            horizon = self.plan.horizon
+            obs = self._obs
+        if reset is not None:
+            q0, g0 = reset
+            self.safety.reset(np.clip(q0, self.safety.config.joint_limits.q_min, self.safety.config.joint_limits.q_max), g0)
+            self._target = np.concatenate([q0, [g0 if g0 is not None else self.safety.gripper]])
+            self._ready = True
+            self._engaged = False
+            self._residual_key = None
+        if not self._ready:
+            return  # no measured joints yet: nothing safe to command
+        if sample is not None:
+            self._engaged = True
+        if not self._engaged:
+            return  # no plan yet in this episode: leave the robot's controller holding on its own
+        self.n_ticks += 1
+        if sample is None:
+            self.n_holds += 1
+            target = self._target  # plan ran dry: hold the last target
+        else:
+            target = sample.action
+            if self.head is not None and obs is not None and horizon == self.head.config.horizon:
+                target = target + self._a2c2(sample, obs, horizon)
+            self._target = target
+        q_cmd, g_cmd, _flags = self.safety.filter(target[:7], target[7] if target.size > 7 else None)
+        self._publish(q_cmd, g_cmd)
+
+    def _a2c2(self, sample, obs: tuple[int, np.ndarray], horizon: int) -> np.ndarray:
+        """Residual (A,) for this control step and observation (cached between ticks)."""
+        key = (sample.step, obs[0])
+        if key != self._residual_key:
+            state = obs[1]
+            if state.size != self.head.config.obs_dim or sample.action.size != self.head.config.action_dim:
+                self.drops.drop("a2c2.shape", f"head needs obs_dim {self.head.config.obs_dim}, got {state.size}")
+                self._residual = np.zeros_like(sample.action)
+            else:
+                self._residual = self.head.residual(state[None], sample.action[None], np.array([sample.k]), horizon)[0]
+            self._residual_key = key
+        return self._residual
+
+    def _publish(self, q: np.ndarray, gripper: float) -> None:
+        p = self.p
+        if p["command_interface"] == "trajectory":
+            msg = JointTrajectory()
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.joint_names = list(p["arm_joint_names"])
+            positions = q.tolist()
+            if p["gripper_mode"] == "joint":
+                msg.joint_names.append(p["gripper_joint_name"])
+                positions.append(gripper / 2.0)
+            pt = JointTrajectoryPoint(positions=positions)
+            pt.time_from_start = Duration(nanoseconds=int(self.period_s * NS_PER_S)).to_msg()
+            msg.points = [pt]
+        else:
+            msg = Float64MultiArray()
+            msg.data = q.tolist() + ([gripper] if p["gripper_mode"] == "joint" else [])
+        self.pub_cmd.publish(msg)
+        if self.gripper_bridge is not None:
+            self.gripper_bridge.command(gripper)
+        self.n_published += 1
+
+    # ------------------------------------------------------------------ report / lifecycle
+    def period_errors(self) -> np.ndarray:
+        """|actual period - nominal| of the recent ticks (s)."""
+        iv = np.asarray(self._intervals, dtype=np.float64)
+        return np.abs(iv / NS_PER_S - self.period_s)
+
+    def _diag_values(self) -> dict:
+        vals = {"rate_hz": self.p["rate_hz"], "sched_fifo": self.fifo, "ticks": self.n_ticks, "holds": self.n_holds,
+                "commands": self.n_published, "episode_id": self.episode_id, "dropped": self.drops.total()}
+        err = self.period_errors()
+        if err.size:
+            vals.update({"period_error_median_s": float(np.median(err)),
+                         "period_error_p99_s": float(np.quantile(err, 0.99)), "period_error_max_s": float(err.max())})
+        if self.timer is not None:
+            st = self.timer.stats()
+            vals.update({"overruns": st.overruns, "missed_ticks": st.missed})
+        vals.update({f"safety.{k}": v for k, v in self.safety.counts.items()})
+        vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
+        return vals
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+
+def main(args=None) -> int:
+    return run_node(CorrectionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""policy node: serves ``ChunkRequest``s with a chunk policy backend, off the executor thread.
+
+Subscribes ``/observation`` (latest observations by id) and ``/policy/chunk_request``; publishes
+``/policy/action_chunk``. Each valid request goes to a single-slot worker thread
+(:class:`~async_vla_ros.nodes.worker.InferenceWorker`): one inference at a time, a request still
+waiting when a newer one arrives is answered with ``ERROR_STALE_REQUEST`` and never runs, so the
+executor never blocks and the model always works on the newest request. The backend runs with
+one torch thread (``torch.set_num_threads(1)``: two threads beside a real-time loop on a small
+machine give latency spikes).
+
+The request's ``method`` picks the sampler: ``vanilla``; ``rtc`` (guided towards the sent prefix
+with the sent weights); ``prefix`` (REMAC prefix-preserved: the first ``n_frozen`` actions held
+to the prefix); ``bid``. Without a prefix (first chunk) rtc/prefix fall back to vanilla and bid
+scores without backward coherence; the chunk's ``method`` says what ran.
+
+Every chunk carries the observation stamp (``header.stamp``), the ids and measured
+``ChunkTiming`` (received, inference start/end, queue and model time, injected delay).
+``injected_latency_s`` adds latency after the model (as the RTC/REMAC papers' +100/+200 ms
+experiments did); it is included in the timing and waits on the stop event (interruptible).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from async_vla_ros.nodes.common import DropCounter, Diagnostics, NS_PER_S, ns_to_stamp, run_node, stamp_to_ns
+
+import numpy as np  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.nodes.ingest import InputError  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
+
+NODE_NAME = "policy"
+METHODS = ("vanilla", "rtc", "prefix", "bid")
+DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+
+PARAMS = (
+    Param("backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert",
+          choices=("flow", "expert")),
+    Param("checkpoint", "", "flow checkpoint path ('' : the shipped default of `task`)"),
+    Param("task", "track", "task of the policy (expert choice; default checkpoint)",
+          choices=("track", "intercept", "bifurcate", "pick_moving")),
+    Param("horizon", 8, "H for the expert backend (flow checkpoints carry their own)", min=1, max=256),
+    Param("n_steps", 0, "denoising steps (0: the checkpoint's setting)", min=0, max=100),
+    Param("bid_n", 0, "BID samples per chunk (0: the checkpoint's setting)", min=0, max=64),
+    Param("guidance_beta", 0.0, "RTC guidance clip beta (<= 0: the checkpoint's; a request may override)",
+          min=0.0, max=100.0),
+    Param("seed", 0, "backend noise seed", min=0),
+    Param("injected_latency_s", 0.0, "extra latency added to every chunk (experiments)", min=0.0, max=5.0),
+    Param("max_obs_age_s", 0.5, "answer ERROR_NO_OBSERVATION when the newest observation is older",
+          min=0.001, max=60.0),
+    Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it",
+          min=0.0, max=5.0),
+    Param("obs_memory", 64, "observations remembered for requests that name an obs_id", min=1, max=10000),
+    Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
+    Param("warmup", True, "run one inference at start so the first real chunk is not slowed by warm-up"),
+    Param("max_consecutive_errors", 5, "stop the node (exit 1) after this many failed inferences in a row",
+          min=1, max=1000),
+    Param("torch_threads", 1, "torch intra-op threads (keep 1 beside a real-time loop)", min=1, max=64),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated request, converted to numpy at the edge."""
+
+    request_id: int
+    episode_id: int
+    obs_id: int
+    method: str
+    dt: float
+    prefix: np.ndarray | None  # (H, A) or None
+    weights: np.ndarray | None  # (H,) or None
+    n_frozen: int
+    beta: float
+    seed: int | None
+    request_ns: int
+    received_ns: int
+    warmup: bool = False
+
+
+class PolicyNode(Node):
+    """See the module docstring."""
+
+    NODE_NAME = NODE_NAME
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        import torch
+
+        torch.set_num_threads(p["torch_threads"])
+        from async_vla_ros.nodes.backends import BackendSpec, make_backend
+
+        spec = BackendSpec(p["backend"], p["task"], p["checkpoint"], p["horizon"], p["n_steps"], p["bid_n"],
+                           p["guidance_beta"], p["seed"])
+        self.backend = make_backend(spec)
+        torch.set_num_threads(p["torch_threads"])  # a backend may have set its own
+        self.H, self.A, self.obs_dim = int(self.backend.horizon), int(self.backend.action_dim), int(self.backend.obs_dim)
+        if len(p["action_names"]) != self.A:
+            raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
+        self.policy_name = f"{p['backend']}/{p['task']}" + (f"/{p['checkpoint']}" if p["checkpoint"] else "")
+        self.needs_image = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        self.drops = DropCounter(self.get_logger())
+        self._obs_cond = threading.Condition()
+        self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
+        self._last_obs_id = 0
+        self._last_request_id = 0
+        self._chunk_lock = threading.Lock()
+        self.chunk_id = 0
+        self.n_chunks_ok = 0
+        self.n_errors_by_code: dict[int, int] = {}
+        self.inference_s: list[float] = []
+        self.exit_code = 0
+        self.shutdown_requested = False
+        self.pub = self.create_publisher(ActionChunk, "policy/action_chunk", 10)
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
+        self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, 10, callback_group=group)
+        self.worker: InferenceWorker[Job] = InferenceWorker(self._run, self._on_worker_error, name="policy-inference",
+                                                            max_consecutive_errors=p["max_consecutive_errors"])
+        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(0.5, self._watch_worker, callback_group=MutuallyExclusiveCallbackGroup())
+        self.worker.start()
+        if p["warmup"]:
+            self.worker.submit(Job(0, 0, 0, "vanilla", 0.0, None, None, 0, 0.0, 0, 0, 0, warmup=True))
+        self.get_logger().info(f"serving {self.policy_name}: H={self.H} A={self.A} obs_dim={self.obs_dim}")
+
+    # ------------------------------------------------------------------ inputs (edge)
+    def _on_observation(self, msg: Observation) -> None:
+        try:
+            if msg.obs_id <= self._last_obs_id:
+                raise InputError("out_of_order" if msg.obs_id < self._last_obs_id else "duplicate",
+                                 f"obs_id {msg.obs_id} after {self._last_obs_id}")
+            state = np.asarray(msg.state, dtype=np.float64)
+            if state.shape != (self.obs_dim,) or msg.state_dim != self.obs_dim:
+                raise InputError("bad_shape", f"state has {state.size} values (state_dim {msg.state_dim}); "
+                                              f"the policy needs obs_dim = {self.obs_dim}")
+            if not np.all(np.isfinite(state)):
+                raise InputError("non_finite", "observation state contains NaN or Inf")
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp <= 0:
+                raise InputError("no_stamp", "observation without a header stamp")
+            image = None
+            if msg.image.height and msg.image.width:
+                if msg.image.encoding != "rgb8" or len(msg.image.data) != msg.image.height * msg.image.width * 3:
+                    raise InputError("bad_image", "observation image must be packed rgb8")
+                image = np.frombuffer(bytes(msg.image.data), np.uint8).reshape(msg.image.height, msg.image.width, 3)
+        except InputError as exc:
+            return self.drops.drop(f"observation.{exc.reason}", str(exc))
+        with self._obs_cond:
+            self._last_obs_id = msg.obs_id
+            self._obs[msg.obs_id] = (stamp, state, image, int(msg.episode_id))
+            while len(self._obs) > self.p["obs_memory"]:
+                self._obs.popitem(last=False)
+            self._obs_cond.notify_all()
+
+    def _on_request(self, msg: ChunkRequest) -> None:
+        received = self.get_clock().now().nanoseconds
+        if msg.request_id == 0 or msg.request_id <= self._last_request_id:
+            return self.drops.drop("request.stale_id", f"request_id {msg.request_id} after {self._last_request_id}")
+        self._last_request_id = msg.request_id
+        try:
+            job = self._validate(msg, received)
+        except InputError as exc:
+            self.drops.drop(f"request.{exc.reason}", str(exc))
+            return self._publish_error(msg.request_id, msg.episode_id, msg.obs_id, msg.method, msg.dt,
+                                       ActionChunk.ERROR_INVALID_REQUEST, str(exc), received)
+        old = self.worker.submit(job)
+        if old is not None and not old.warmup:
+            self._publish_error(old.request_id, old.episode_id, old.obs_id, old.method, old.dt,
+                                ActionChunk.ERROR_STALE_REQUEST, f"superseded by request {job.request_id}",
+                                old.received_ns, old.request_ns)
+
+    def _validate(self, msg: ChunkRequest, received: int) -> Job:
+        H, A = self.H, self.A
+        if msg.method not in METHODS:
+            raise InputError("bad_method", f"unknown method {msg.method!r}; known: {', '.join(METHODS)}")
+        if msg.horizon != H or msg.action_dim != A:
+            raise InputError("bad_shape", f"request for H={msg.horizon} A={msg.action_dim}; this policy has H={H} A={A}")
+        if not (np.isfinite(msg.dt) and msg.dt > 0):
+            raise InputError("bad_dt", f"dt must be > 0, got {msg.dt}")
+        prefix = weights = None
+        if len(msg.prefix):
+            prefix = np.asarray(msg.prefix, dtype=np.float64)
+            if prefix.size != H * A:
+                raise InputError("bad_shape", f"prefix has {prefix.size} values, expected H*A = {H * A}")
+            prefix = prefix.reshape(H, A)
+            if not np.all(np.isfinite(prefix)):
+                raise InputError("non_finite", "prefix contains NaN or Inf")
+        if len(msg.weights):
+            weights = np.asarray(msg.weights, dtype=np.float64)
+            if weights.shape != (H,) or not np.all(np.isfinite(weights)) or (weights < 0).any() or (weights > 1 + 1e-9).any():
+                raise InputError("bad_weights", f"weights must be H = {H} values in [0, 1]")
+        if msg.n_frozen > H:
+            raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
+        if msg.method == "rtc" and prefix is not None and weights is None:
+            raise InputError("bad_weights", "rtc with a prefix needs weights")
+        if msg.method == "bid" and (prefix is None) != (weights is None):
+            raise InputError("bad_weights", "bid needs both prefix and weights, or neither")
+        return Job(int(msg.request_id), int(msg.episode_id), int(msg.obs_id), msg.method, float(msg.dt), prefix,
+                   weights, int(msg.n_frozen), float(msg.guidance_beta), int(msg.seed) if msg.seed >= 0 else None,
+                   stamp_to_ns(msg.header.stamp), received)
+
+    # ------------------------------------------------------------------ worker thread
+    def _observation_for(self, job: Job):
+        """(stamp_ns, state, image, episode_id, obs_id) of the requested (or newest) observation."""
+        with self._obs_cond:
+            if job.obs_id:
+                oid = job.obs_id
+                # the request may overtake its observation on the way here: wait for it briefly
+                if oid > self._last_obs_id:
+                    self._obs_cond.wait_for(lambda: self._last_obs_id >= oid, timeout=self.p["obs_wait_s"])
+                entry = self._obs.get(oid)
+                if entry is None:
+                    return None, f"observation {oid} is not (or no longer) available"
+            elif self._obs:
+                oid = next(reversed(self._obs))
+                entry = self._obs[oid]
+            else:
+                return None, "no observation received yet"
+        return (*entry, oid), ""
+
+    def _run(self, job: Job) -> None:
+        if job.warmup:
+            self._warmup()
+            return
+        start = self.get_clock().now().nanoseconds
+        entry, why = self._observation_for(job)
+        if entry is None:
+            return self._publish_error(job.request_id, job.episode_id, job.obs_id, job.method, job.dt,
+                                       ActionChunk.ERROR_NO_OBSERVATION, why, job.received_ns, job.request_ns)
+        obs_ns, state, image, _episode, obs_id = entry
+        if start - obs_ns > self.p["max_obs_age_s"] * NS_PER_S:
+            return self._publish_error(job.request_id, job.episode_id, obs_id, job.method, job.dt,
+                                       ActionChunk.ERROR_NO_OBSERVATION,
+                                       f"newest observation is {(start - obs_ns) / 1e6:.0f} ms old", job.received_ns,
+                                       job.request_ns)
+        if self.needs_image and image is None:
+            return self._publish_error(job.request_id, job.episode_id, obs_id, job.method, job.dt,
+                                       ActionChunk.ERROR_NO_OBSERVATION, "image policy: observation has no image",
+                                       job.received_ns, job.request_ns)
+        method, kwargs = self._sampler_args(job)
+        obs = {"state": state[None], "image": image[None]} if self.needs_image else state[None]
+        t0 = self.get_clock().now().nanoseconds
+        actions = np.asarray(self.backend.infer(obs, method, **kwargs), dtype=np.float64)
+        t1 = self.get_clock().now().nanoseconds
+        if actions.shape != (1, self.H, self.A) or not np.all(np.isfinite(actions)):
+            raise FloatingPointError(f"backend returned shape {actions.shape} or non-finite actions")
+        injected = self.p["injected_latency_s"]
+        if injected > 0:
+            # experiment latency, after the model: interruptible by shutdown
+            if self.worker.stop_event.wait(injected):
+                return
+        self.inference_s.append((t1 - t0) / NS_PER_S)
+        del self.inference_s[:-1000]
+        self._publish_chunk(job, obs_id, obs_ns, method, actions[0], t0, t1)
+
+    def _sampler_args(self, job: Job) -> tuple[str, dict]:
+        kw: dict = {"seed": job.seed}
+        if job.method in ("rtc", "prefix") and job.prefix is None:
+            return "vanilla", kw  # first chunk: nothing to guide towards
+        if job.method == "rtc":
+            kw.update(prefix=job.prefix[None], weights=job.weights[None])
+        elif job.method == "prefix":
+            kw.update(prefix=job.prefix[None], n_frozen=np.array([job.n_frozen]))
+        elif job.method == "bid" and job.prefix is not None:
+            kw.update(prefix=job.prefix[None], weights=job.weights[None])
+        return job.method, kw
+
+    def _warmup(self) -> None:
+        t0 = time.perf_counter()
+        obs = np.zeros((1, self.obs_dim))
+        try:
+            self.backend.infer(obs if not self.needs_image else {"state": obs, "image": None}, "vanilla", seed=0)
+        except Exception as exc:  # noqa: BLE001 - an expert may reject an all-zero state; not fatal
+            self.get_logger().info(f"warm-up inference skipped: {exc}")
+            return
+        self.get_logger().info(f"warm-up inference took {1e3 * (time.perf_counter() - t0):.1f} ms")
+
+    def _on_worker_error(self, job: Job, exc: BaseException) -> None:
+        self.drops.drop(f"inference.{type(exc).__name__}", str(exc))
+        if not job.warmup:
+            self._publish_error(job.request_id, job.episode_id, job.obs_id, job.method, job.dt,
+                                ActionChunk.ERROR_INFERENCE_FAILED, f"{type(exc).__name__}: {exc}", job.received_ns,
+                                job.request_ns)
+
+    def _watch_worker(self) -> None:
+        if self.worker.fatal is not None and not self.shutdown_requested:
+            self.get_logger().error(f"inference failed {self.p['max_consecutive_errors']} times in a row "
+                                    f"(last: {self.worker.fatal!r}); stopping")
+            self.exit_code = 1
+            self.shutdown_requested = True
+
+    # ------------------------------------------------------------------ output
+    def _next_chunk_id(self) -> int:
+        with self._chunk_lock:
+            self.chunk_id += 1
+            return self.chunk_id
+
+    def _base_chunk(self, request_id: int, episode_id: int, obs_id: int, method: str, dt: float) -> ActionChunk:
+        msg = ActionChunk()
+        msg.chunk_id = self._next_chunk_id()
+        msg.request_id = request_id
+        msg.episode_id = episode_id
+        msg.obs_id = obs_id
+        msg.method = method
+        msg.policy_name = self.policy_name
+        msg.horizon = self.H
+        msg.action_dim = self.A
+        msg.dt = dt
+        msg.action_names = list(self.p["action_names"])
+        return msg
+
+    def _publish_chunk(self, job: Job, obs_id: int, obs_ns: int, method: str, actions: np.ndarray,
+                       t0: int, t1: int) -> None:
+        msg = self._base_chunk(job.request_id, job.episode_id, obs_id, method, job.dt)
+        msg.header.stamp = ns_to_stamp(obs_ns)
+        msg.actions = actions.reshape(-1).tolist()
+        msg.error_code = ActionChunk.ERROR_NONE
+        tm = msg.timing
+        tm.obs_stamp = ns_to_stamp(obs_ns)
+        tm.request_stamp = ns_to_stamp(job.request_ns)
+        tm.received_stamp = ns_to_stamp(job.received_ns)
+        tm.inference_start = ns_to_stamp(t0)
+        tm.inference_end = ns_to_stamp(t1)
+        tm.queue_s = (t0 - job.received_ns) / NS_PER_S
+        tm.inference_s = (t1 - t0) / NS_PER_S
+        tm.injected_delay_s = float(self.p["injected_latency_s"])
+        tm.obs_age_at_start_s = (t0 - obs_ns) / NS_PER_S
+        tm.header.stamp = self.get_clock().now().to_msg()
+        self.pub.publish(msg)
+        self.n_chunks_ok += 1
+
+    def _publish_error(self, request_id: int, episode_id: int, obs_id: int, method: str, dt: float, code: int,
+                       message: str, received_ns: int, request_ns: int = 0) -> None:
+        msg = self._base_chunk(request_id, episode_id, obs_id, method, dt if np.isfinite(dt) else 0.0)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.error_code = code
+        msg.error_message = message
+        msg.timing.request_stamp = ns_to_stamp(max(0, request_ns))
+        msg.timing.received_stamp = ns_to_stamp(max(0, received_ns))
+        msg.timing.header.stamp = msg.header.stamp
+        self.pub.publish(msg)
+        self.n_errors_by_code[code] = self.n_errors_by_code.get(code, 0) + 1
+
+    # ------------------------------------------------------------------ report / lifecycle
+    def _diag_values(self) -> dict:
+        inf = np.asarray(self.inference_s[-200:]) if self.inference_s else None
+        vals = {"chunks": self.n_chunks_ok, "superseded": self.worker.superseded, "dropped": self.drops.total(),
+                "inference_median_s": float(np.median(inf)) if inf is not None else -1.0,
+                "inference_p99_s": float(np.quantile(inf, 0.99)) if inf is not None else -1.0,
+                "injected_latency_s": float(self.p["injected_latency_s"]), "policy": self.policy_name}
+        vals.update({f"errors.{k}": v for k, v in self.n_errors_by_code.items()})
+        vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
+        return vals
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

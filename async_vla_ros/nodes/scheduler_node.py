@@ -1,0 +1,316 @@
+"""scheduler node: the core :class:`~async_vla_ros.core.scheduler.ChunkScheduler` on the ROS clock.
+
+Owns the action timeline and the merge strategy (``method``: sync | naive | te | rtc | rtc_hard |
+remac | bid). Control steps come from the node's ROS clock (``t = floor((now - t0) / dt)``, the
+same clock that stamps every message, so steps and stamps agree across processes). Per step
+(timer at ``dt``): ``maybe_request(t)`` -> ``/policy/chunk_request`` (prefix Y, weights W, d, s,
+n_frozen from the core), ``action_at(t)`` (records the step as executed), then the plan from
+step ``t`` on -> ``/scheduler/action_plan``. An arriving ``/policy/action_chunk`` is merged at
+once (``on_message`` at the arrival step), the plan republished, and a
+``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d). It
+never blocks: nothing here waits for inference.
+
+Episodes: ``/observation`` carries the episode id; a new one resets the scheduler (delay
+statistics kept) and drops chunks of older episodes. No request goes out before an observation of
+the current episode has been seen.
+
+Ids on the wire start at 1 (``ChunkRequest.request_id``); the core counts from 0: request
+``r`` on the wire is core request ``r - 1``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, RosClock, ns_to_stamp, run_node,
+                                        stamp_to_ns)
+
+import numpy as np  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.core.clock import StepClock  # noqa: E402
+from async_vla_ros.core.delay import DelayConfig, DelayEstimator  # noqa: E402
+from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
+from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+
+NODE_NAME = "scheduler"
+DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+
+PARAMS = (
+    Param("method", "rtc", "merge strategy (and the sampler it asks the policy for)", choices=tuple(STRATEGIES)),
+    Param("rtc_schedule", "exp", "RTC soft-mask schedule (method rtc)", choices=SCHEDULES),
+    Param("te_m", 0.01, "temporal ensembling weight decay m (method te)", min=0.0, max=10.0),
+    Param("bid_rho", 0.99, "BID backward-coherence decay (method bid)", min=1e-6, max=1.0),
+    Param("dt", 0.05, "control period: time between consecutive actions (s)", min=0.001, max=1.0),
+    Param("horizon", 8, "H: actions per chunk", min=1, max=256),
+    Param("action_dim", 8, "A: size of one action", min=1, max=64),
+    Param("s_min", 1, "minimum execution horizon (s = max(d, s_min))", min=1, max=256),
+    Param("request_timeout_steps", 0, "abandon an unanswered request after this many steps (0: 2*H)",
+          min=0, max=100000),
+    Param("delay_window", 20, "delay forecast: number of recent measured delays", min=1, max=10000),
+    Param("delay_quantile", 1.0, "delay forecast: quantile of the window (1: max)", min=0.0, max=1.0),
+    Param("delay_warmup", 1, "delay forecast: first samples ignored", min=0, max=1000),
+    Param("d_init", 0, "delay forecast before any sample (steps)", min=0, max=256),
+    Param("d_max", -1, "upper clamp of the forecast (steps; -1: H - 1)", min=-1, max=256),
+    Param("guidance_beta", 0.0, "RTC guidance clip sent with requests (<= 0: the policy's default)",
+          min=0.0, max=100.0),
+    Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
+    Param("align_to_observations", True, "phase-lock the step grid to observation stamps (each new episode)"),
+)
+
+
+class SchedulerNode(Node):
+    """See the module docstring."""
+
+    NODE_NAME = NODE_NAME
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = p = declare_params(self, PARAMS)
+        H, A = p["horizon"], p["action_dim"]
+        if len(p["action_names"]) != A:
+            raise ValueError(f"action_names has {len(p['action_names'])} names, action_dim is {A}")
+        if p["s_min"] > H:
+            raise ValueError(f"s_min ({p['s_min']}) must be <= horizon ({H})")
+        kw = {}
+        if p["method"] == "rtc":
+            kw["schedule"] = p["rtc_schedule"]
+        elif p["method"] == "te":
+            kw["m"] = p["te_m"]
+        elif p["method"] == "bid":
+            kw["rho"] = p["bid_rho"]
+        d_max = H - 1 if p["d_max"] < 0 else p["d_max"]
+        delay = DelayEstimator(DelayConfig(window=p["delay_window"], quantile=p["delay_quantile"],
+                                           warmup=p["delay_warmup"], d_init=min(p["d_init"], d_max), d_max=d_max),
+                               dt=p["dt"])
+        timeout = p["request_timeout_steps"] or 2 * H
+        self.sched = ChunkScheduler(SchedulerConfig(horizon=H, action_dim=A, s_min=p["s_min"], request_timeout=timeout),
+                                    p["method"], delay, **kw)
+        self.H, self.A = H, A
+        self.clock = RosClock(self)
+        self.steps = StepClock(self.clock, p["dt"])
+        self.drops = DropCounter(self.get_logger())
+        self.episode_id = 0
+        self._aligned = False
+        self._last_t: int | None = None  # last step recorded as executed (action_at)
+        self._core_t: int | None = None  # latest step handed to the core (never goes back)
+        self._requests: dict[int, tuple[int, int, int]] = {}  # core request id -> (t_obs, request_ns, d)
+        self.plan_id = 0
+        self.n_reports = 0
+        self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
+        group = MutuallyExclusiveCallbackGroup()  # scheduler state is touched only from this group
+        self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
+        self.pub_plan = self.create_publisher(ActionPlan, "scheduler/action_plan", 10)
+        self.pub_report = self.create_publisher(ChunkReport, "scheduler/chunk_report", 10)
+        self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 10, callback_group=group)
+        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
+        self.create_timer(p["dt"], self._tick, callback_group=group)
+        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+
+    # ------------------------------------------------------------------ time
+    def _core_step(self) -> int:
+        """The step the core is at: the last ticked one. A chunk arriving after the tick of step
+        t is merged from step t + 1 by the core (step t was already handed out), which is the
+        current step unless the timer runs late; the core's steps never go backwards."""
+        if self._core_t is not None:
+            return self._core_t
+        return self._last_t if self._last_t is not None else self.steps.step()
+
+    # ------------------------------------------------------------------ inputs (edge)
+    def _on_observation(self, msg: Observation) -> None:
+        eid = int(msg.episode_id)
+        stamp = stamp_to_ns(msg.header.stamp)
+        if eid < self.episode_id:
+            return self.drops.drop("observation.old_episode", f"episode {eid} after {self.episode_id}")
+        if stamp <= 0:
+            return self.drops.drop("observation.no_stamp", "observation without a header stamp")
+        if eid > self.episode_id or not self._aligned:
+            self._new_episode(eid, stamp)
+        # an observation marks the start of its control step (rounded: stamps jitter around it)
+        t_obs = (stamp - self.steps.t0_ns + self.steps.dt_ns // 2) // self.steps.dt_ns
+        if self._last_t is not None and t_obs < self._last_t:
+            self.drops.drop("observation.late", f"observation of step {t_obs} arrived in step {self._last_t}")
+            t_obs = self._last_t  # late: request from it anyway, its chunk is aligned one step late
+        self._execute_until(t_obs - 1)
+        self._core_t = max(t_obs, self._core_t if self._core_t is not None else t_obs)
+        spec = self.sched.maybe_request(self._core_t)
+        if spec is not None:
+            self._send_request(spec, int(msg.obs_id))
+
+    def _new_episode(self, eid: int, stamp: int) -> None:
+        if eid != self.episode_id:
+            self.get_logger().info(f"episode {eid}: scheduler reset (delay statistics kept)")
+        self.episode_id = eid
+        self.sched.reset(keep_delay_stats=True)
+        self._requests.clear()
+        if self.p["align_to_observations"]:
+            # phase-lock the step grid to the observations: this one starts a step
+            k = self.steps.step(stamp)
+            self.steps = StepClock(self.clock, self.p["dt"], t0_ns=stamp - k * self.steps.dt_ns)
+            self._last_t = None  # the core restarts its step bookkeeping after reset()
+            self._core_t = None
+        self._aligned = True
+        if self._last_t is not None:
+            self._publish_plan(self._last_t)
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        arrival = self.clock.now_ns()
+        if msg.episode_id != self.episode_id:
+            return self.drops.drop("chunk.other_episode", f"chunk of episode {msg.episode_id}, now {self.episode_id}")
+        if msg.error_code != ActionChunk.ERROR_NONE:
+            self.drops.drop(f"chunk.error_{msg.error_code}", msg.error_message)
+            return self._report(msg, arrival, None, None, "error")
+        if msg.request_id == 0:
+            return self.drops.drop("chunk.bad_request_id", "request_id 0")
+        rid = int(msg.request_id) - 1
+        info = self._requests.get(rid)
+        t_now = self._core_step()
+        actions = np.asarray(msg.actions, dtype=np.float64)
+        if actions.size == self.H * self.A and msg.horizon == self.H and msg.action_dim == self.A:
+            actions = actions.reshape(self.H, self.A)
+        t_obs = info[0] if info is not None else -1
+        latency = max(0.0, (arrival - stamp_to_ns(msg.header.stamp)) / NS_PER_S)
+        result = self.sched.on_message(int(msg.chunk_id), rid, t_obs, actions, t_now, latency)
+        if not result.accepted:
+            self.drops.drop(f"chunk.{result.reason}", f"chunk {msg.chunk_id} for request {msg.request_id}")
+        self._report(msg, arrival, result, info, result.reason or "")
+        if result.accepted:
+            self._publish_plan(t_now)
+
+    # ------------------------------------------------------------------ per step
+    def _execute_until(self, t: int) -> None:
+        """Record steps ``last_t + 1 .. t`` as executed (``action_at``), keeping the history whole
+        when a timer tick comes late."""
+        start = t if self._last_t is None else self._last_t + 1
+        for step in range(start, t + 1):
+            self.sched.action_at(step)
+        if self._last_t is None or t > self._last_t:
+            self._last_t = t
+        if self._core_t is None or t > self._core_t:
+            self._core_t = t
+
+    def _tick(self) -> None:
+        if not self._aligned:
+            return  # no observation yet: nothing to plan
+        t = self.steps.step()
+        if self._last_t is not None and t <= self._last_t:
+            return
+        self._execute_until(t)
+        self._publish_plan(t)
+
+    def _send_request(self, spec, obs_id: int) -> None:
+        now = self.clock.now_ns()
+        msg = ChunkRequest()
+        msg.header.stamp = ns_to_stamp(now)
+        msg.request_id = spec.request_id + 1
+        msg.episode_id = self.episode_id
+        msg.obs_id = obs_id  # the observation of step t_obs
+        msg.method = spec.sampler
+        msg.horizon = self.H
+        msg.action_dim = self.A
+        msg.dt = self.p["dt"]
+        msg.delay_steps = int(spec.d)
+        msg.execution_horizon = int(spec.s)
+        msg.n_frozen = int(spec.n_frozen)
+        if spec.n_real > 0:  # nothing planned (first chunk): no prefix, no guidance
+            msg.prefix = spec.prefix.reshape(-1).tolist()
+            msg.weights = spec.weights.tolist()
+        msg.guidance_beta = float(self.p["guidance_beta"])
+        msg.seed = -1
+        self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d))
+        for old in [r for r in self._requests if r < spec.request_id - 64]:
+            del self._requests[old]
+        self.pub_req.publish(msg)
+
+    # ------------------------------------------------------------------ output
+    def _publish_plan(self, t: int) -> None:
+        tl = self.sched.timeline
+        acts = tl.remaining(t)
+        n = acts.shape[0]
+        cids = np.zeros(n, dtype=np.int64)
+        ks = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            e = tl.planned(t + i)
+            cids[i], ks[i] = e.chunk_id, e.k
+        self.plan_id += 1
+        msg = ActionPlan()
+        msg.header.stamp = ns_to_stamp(self.steps.step_start_ns(t))
+        msg.plan_id = self.plan_id
+        msg.episode_id = self.episode_id
+        msg.step = int(t)
+        msg.merge_strategy = self.sched.strategy.name
+        msg.dt = self.p["dt"]
+        msg.length = n
+        msg.action_dim = self.A
+        msg.action_names = list(self.p["action_names"])
+        msg.actions = acts.reshape(-1).tolist()
+        msg.chunk_ids = [int(c) for c in cids]
+        msg.chunk_index = [int(k) for k in ks]
+        msg.horizon = self.H
+        self.pub_plan.publish(msg)
+
+    def _report(self, msg: ActionChunk, arrival: int, result, info, reason: str) -> None:
+        tm = msg.timing
+        obs_ns = stamp_to_ns(msg.header.stamp) if msg.error_code == ActionChunk.ERROR_NONE else 0
+        r = ChunkReport()
+        r.header.stamp = ns_to_stamp(arrival)
+        r.chunk_id = msg.chunk_id
+        r.request_id = msg.request_id
+        r.method = msg.method
+        r.merge_strategy = self.sched.strategy.name
+        r.accepted = bool(result is not None and result.accepted)
+        r.reject_reason = "" if r.accepted else reason
+        request_ns = info[1] if info is not None else stamp_to_ns(tm.request_stamp)
+        end_ns = stamp_to_ns(tm.inference_end)
+        r.obs_age_s = (request_ns - obs_ns) / NS_PER_S if obs_ns and request_ns else -1.0
+        r.inference_s = tm.inference_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
+        r.queue_s = tm.queue_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
+        r.injected_delay_s = tm.injected_delay_s
+        r.transport_s = (arrival - end_ns) / NS_PER_S - tm.injected_delay_s if end_ns else -1.0
+        r.total_latency_s = (arrival - obs_ns) / NS_PER_S if obs_ns else -1.0
+        r.predicted_delay_steps = info[2] if info is not None else -1
+        if result is not None and result.measured_d is not None:
+            r.measured_delay_steps = int(result.measured_d)
+        elif info is not None:
+            r.measured_delay_steps = int(self.steps.step(arrival) - info[0])
+        else:
+            r.measured_delay_steps = -1
+        if result is not None:
+            r.n_frozen, r.n_soft, r.n_free = result.n_frozen, result.n_soft, result.n_free
+            r.boundary_jump = float(result.boundary_jump) if result.boundary_jump is not None else 0.0
+        self.pub_report.publish(r)
+        self.n_reports += 1
+        if r.accepted and obs_ns and request_ns:
+            # observation-to-chunk-available minus model time, minus the observation's age when
+            # the request went out (sampling phase) and the injected latency: the pipeline overhead
+            overhead = (arrival - request_ns) / NS_PER_S - r.inference_s - r.injected_delay_s
+            self.arrivals.append((arrival, r.total_latency_s, overhead, r.measured_delay_steps))
+
+    def _diag_values(self) -> dict:
+        st = self.sched.stats()
+        vals = {"method": self.sched.strategy.name, "episode_id": self.episode_id, "requests": st["requests"],
+                "accepted": st["accepted"], "timeouts": st["timeouts"], "hold_steps": st["hold_steps"],
+                "delay_forecast": st["delay_forecast"], "dropped": self.drops.total()}
+        now = self.clock.now_ns()
+        recent = [a for a in self.arrivals if now - a[0] <= 5 * NS_PER_S]
+        vals["chunk_rate_hz"] = len(recent) / 5.0
+        if self.arrivals:
+            arr = np.asarray([a[1:] for a in self.arrivals])
+            vals["latency_median_s"] = float(np.median(arr[:, 0]))
+            vals["overhead_median_s"] = float(np.median(arr[:, 1]))
+            vals["overhead_p99_s"] = float(np.quantile(arr[:, 1], 0.99))
+            vals["measured_d_median"] = float(np.median(arr[:, 2]))
+        vals.update({f"rejected.{k}": v for k, v in st["rejected"].items()})
+        vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
+        return vals
+
+
+def main(args=None) -> int:
+    return run_node(SchedulerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
