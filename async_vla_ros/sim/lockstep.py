@@ -15,8 +15,8 @@ env of the batch:
    the base action's index in its chunk;
 4. the envs step.
 
-The scheduler's delay estimator is pinned to the simulated d (``d_init = d_min = d_max = d``),
-so its forecast is exact, as in the paper's simulated evaluation. ``s = max(d, s_min)``
+The scheduler's delay estimator is pinned to the simulated d (its forecast is always d),
+so it is exact, as in the paper's simulated evaluation. ``s = max(d, s_min)``
 (``sync``: executes ``s_min`` actions per chunk, then holds for d steps; ``s_min = H`` runs
 whole chunks).
 
@@ -57,6 +57,17 @@ EVAL_SEED_SALT = 0x5EED_E7A1
 def episode_seeds(seed: int, n: int) -> list[int]:
     """Env seeds of a lockstep run: n distinct 32-bit ints derived from ``seed``."""
     return [int(x) for x in np.random.SeedSequence([int(seed), EVAL_SEED_SALT]).generate_state(n)]
+
+
+class _FixedDelay(DelayEstimator):
+    """The simulated delay is known exactly: forecast d (measured delays are still recorded)."""
+
+    def __init__(self, d: int):
+        super().__init__(DelayConfig(warmup=0, d_init=d, d_min=d, d_max=d))
+        self._d = int(d)
+
+    def forecast(self) -> int:
+        return self._d
 
 
 def _call_seed(seed: int, batch: int, call: int) -> int:
@@ -239,8 +250,7 @@ class LockstepRunner:
         opts = dict(config.strategy_options)
         if config.method == "sync" and "s" not in opts:
             opts["s"] = min(config.s_min, h)
-        delay = DelayEstimator(DelayConfig(warmup=0, d_init=config.delay, d_min=config.delay,
-                                           d_max=config.delay))
+        delay = _FixedDelay(config.delay)
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.method, delay=delay, **opts)
 

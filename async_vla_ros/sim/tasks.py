@@ -216,8 +216,13 @@ class TrackTask(Task):
         c = self.config
         centre = np.array([rng.uniform(0.42, 0.52), rng.uniform(-0.10, 0.10), rng.uniform(0.18, 0.30)])
         t_end = c.episode_steps * self.dt
-        return {"centre": centre, "first": self._sinusoids(rng), "second": self._sinusoids(rng),
-                "t_switch": rng.uniform(*c.switch) * t_end}
+        params = {"centre": centre, "first": self._sinusoids(rng), "second": self._sinusoids(rng),
+                  "t_switch": rng.uniform(*c.switch) * t_end}
+        # The target at every step boundary, precomputed (the env looks it up ~3x per step).
+        path = [self.target(params, k * self.dt) for k in range(c.episode_steps + 1)]
+        params["path_pos"] = np.array([p for p, _ in path])
+        params["path_vel"] = np.array([v for _, v in path])
+        return params
 
     @staticmethod
     def _f(p: dict[str, np.ndarray], t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -246,14 +251,13 @@ class TrackTask(Task):
         return self.target(params, 0.0)[0], 0.0
 
     def pre_step(self, model, data, st, tcp):
-        data.mocap_pos[self._mocap] = self.target(st.params, st.t * self.dt)[0]
+        data.mocap_pos[self._mocap] = st.params["path_pos"][st.t]
 
     def task_obs(self, model, data, st):
-        pos, vel = self.target(st.params, st.t * self.dt)
-        return np.concatenate([pos, vel])
+        return np.concatenate([st.params["path_pos"][st.t], st.params["path_vel"][st.t]])
 
     def post_step(self, model, data, st, tcp):
-        pos, _ = self.target(st.params, (st.t + 1) * self.dt)
+        pos = st.params["path_pos"][st.t + 1]
         errs = st.info.setdefault("errors", [])
         errs.append(float(np.linalg.norm(tcp - pos)))
         c = self.config
