@@ -1,0 +1,167 @@
+"""``async-vla-ros bench pipeline``: what the ROS graph itself costs, measured on the running graph.
+
+Runs the Franka graph (built-in launcher, MuJoCo sim) twice for ``--duration`` seconds: once with
+the correction loop under SCHED_FIFO (when permitted) and once with the default scheduler, and
+prints, from the nodes' own measurements:
+
+* observation-to-chunk-available latency minus model time: ``arrival at the scheduler -
+  observation stamp - inference_s - injected delay`` per accepted chunk (target median <= 2 ms,
+  p99 <= 5 ms on loopback), and the request-to-chunk part of it (without the observation's trip
+  through camera_ingestion to the scheduler);
+* command period error of the correction loop: ``|actual tick interval - 1/rate|`` (median, p99,
+  max) as measured by the correction node;
+* CPU use per node (user + system time of each node process over the measurement window, in % of
+  one core), read from ``/proc/<pid>/stat`` of the processes the launcher started.
+
+The first ``--warmup`` seconds are excluded from the CPU figures and the latency samples.
+Not a timed test: numbers depend on the machine and its load (printed with the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import threading
+import time
+
+from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per run (default 20)")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds excluded at the start (default 4)")
+    parser.add_argument("--task", default="track", choices=TASKS)
+    parser.add_argument("--method", default="rtc")
+    parser.add_argument("--policy", default="default",
+                        help="default (shipped checkpoint, else the scripted expert), expert, or a checkpoint path")
+    parser.add_argument("--command-hz", type=float, default=100.0, help="correction rate (default 100)")
+    parser.add_argument("--fifo", choices=("both", "on", "off"), default="both",
+                        help="run with SCHED_FIFO on the command loop, without, or both (default)")
+    parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15 of stat)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _percentiles(x) -> tuple[float, float, float]:
+    import numpy as np
+
+    a = np.asarray(x, dtype=np.float64)
+    return float(np.median(a)), float(np.quantile(a, 0.99)), float(a.max())
+
+
+def run_once(args: dict, duration: float, warmup: float) -> dict:
+    """One graph run; returns the measurements (see module docstring)."""
+    import numpy as np
+
+    from async_vla_ros.bringup.launcher import Launcher
+    from async_vla_ros.bringup.monitor import GraphMonitor
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    graph = build_graph("franka", args)
+    log: list[str] = []
+    launcher = Launcher(graph, echo=log.append)
+    rclpy.init(args=[])
+    monitor = GraphMonitor()
+    ex = SingleThreadedExecutor()
+    ex.add_node(monitor)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        launcher.start()
+        t0 = time.monotonic()
+        cpu0 = None
+        while time.monotonic() - t0 < duration + warmup:
+            if not launcher.check():
+                raise RuntimeError("a node died: " + "; ".join(log[-20:]))
+            if cpu0 is None and time.monotonic() - t0 >= warmup:
+                cpu0 = ({n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes}, time.monotonic(),
+                        monitor.get_clock().now().nanoseconds)
+            time.sleep(0.1)
+        cpu1 = {n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes}
+        window = time.monotonic() - cpu0[1]
+        cpu = {k: 100.0 * (cpu1[k] - cpu0[0][k]) / hz / window for k in cpu1
+               if cpu1[k] is not None and cpu0[0].get(k) is not None}
+        t_from = cpu0[2]
+        from async_vla_ros.nodes.common import stamp_to_ns
+
+        reps = [r for r in monitor.accepted_reports() if stamp_to_ns(r.header.stamp) >= t_from]
+        corr = monitor.diag("correction")
+    finally:
+        launcher.stop()
+        ex.shutdown(timeout_sec=2.0)
+        monitor.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    if not reps:
+        raise RuntimeError("no chunks were accepted during the measurement window")
+    total = np.array([r.total_latency_s for r in reps])
+    inf = np.array([r.inference_s for r in reps])
+    inj = np.array([r.injected_delay_s for r in reps])
+    age = np.array([r.obs_age_s for r in reps])
+    return {"n_chunks": len(reps), "obs_to_chunk_minus_model": _percentiles(total - inf - inj),
+            "request_to_chunk_minus_model": _percentiles(total - age - inf - inj),
+            "model": _percentiles(inf), "cpu": cpu,
+            "period_error": (corr.get("period_error_median_s"), corr.get("period_error_p99_s"),
+                             corr.get("period_error_max_s")),
+            "fifo": bool(corr.get("sched_fifo")), "rate_hz": corr.get("rate_hz")}
+
+
+def run(ns: argparse.Namespace) -> int:
+    if ns.duration <= 0 or ns.warmup < 0:
+        print("bench pipeline: --duration must be > 0 and --warmup >= 0", file=sys.stderr)
+        return 2
+    policy = ns.policy
+    if policy == "default":
+        try:
+            build_graph("franka", {"task": ns.task, "method": ns.method, "policy": "default"})
+        except GraphError as exc:
+            print(f"note: {exc}; measuring with the scripted expert as the policy")
+            policy = "expert"
+    base = {"task": ns.task, "method": ns.method, "policy": policy, "command_hz": str(ns.command_hz),
+            "camera": "false" if ns.no_camera else "true"}
+    try:
+        build_graph("franka", base)
+    except GraphError as exc:
+        print(f"bench pipeline: {exc}", file=sys.stderr)
+        return 2
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[ns.fifo]
+    print(f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, command {ns.command_hz:g} Hz, "
+          f"{ns.duration:g} s per run after {ns.warmup:g} s warm-up; {platform.node()}, {os.cpu_count()} CPUs, "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    results = []
+    for fifo in modes:
+        print(f"  running with fifo:={'true' if fifo else 'false'} ...", flush=True)
+        try:
+            res = run_once(dict(base, fifo="true" if fifo else "false"), ns.duration, ns.warmup)
+        except RuntimeError as exc:
+            print(f"bench pipeline: {exc}", file=sys.stderr)
+            return 1
+        results.append((fifo, res))
+
+    def ms(x):
+        return "n/a" if x is None else f"{1e3 * x:.3f}"
+
+    for fifo, r in results:
+        label = "SCHED_FIFO" if r["fifo"] else ("default scheduler" + (" (FIFO not permitted)" if fifo else ""))
+        m1, m2 = r["obs_to_chunk_minus_model"], r["request_to_chunk_minus_model"]
+        md, pe = r["model"], r["period_error"]
+        print(f"\ncommand loop: {label}; {r['n_chunks']} chunks")
+        print(f"  obs -> chunk available, minus model time:     median {ms(m1[0])} ms  p99 {ms(m1[1])} ms  max {ms(m1[2])} ms"
+              "   (target median <= 2, p99 <= 5)")
+        print(f"  request -> chunk available, minus model time: median {ms(m2[0])} ms  p99 {ms(m2[1])} ms  max {ms(m2[2])} ms")
+        print(f"  model time:                                   median {ms(md[0])} ms  p99 {ms(md[1])} ms")
+        print(f"  command period error at {r['rate_hz']} Hz:       median {ms(pe[0])} ms  p99 {ms(pe[1])} ms  max {ms(pe[2])} ms")
+        print("  CPU per node (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()))
+    return 0

@@ -1,0 +1,58 @@
+"""ros2 launch async_vla_ros franka.launch.py [sim:=mujoco|none] [method:=rtc] [policy:=default|expert|PATH] ...
+
+The Franka graph for ROS 2 launch. The nodes, their parameters and remappings come from
+``async_vla_ros.bringup.graph.build_graph`` -- the same function the built-in launcher
+(``async-vla-ros launch franka ...``) uses -- so both start exactly the same graph. Launch
+arguments are the ones listed in ``async_vla_ros.bringup.graph.LAUNCH_ARGS`` (sim, bridge, method,
+policy, a2c2, task, control_hz, command_hz, latency_ms, namespace, episodes, seed, camera, command,
+fifo); they are validated there, with a clear error for a bad value.
+
+launch / launch_ros are imported inside :func:`generate_launch_description` only, so this file can
+be imported (and its graph tested) where ROS launch tools are not installed.
+"""
+
+from __future__ import annotations
+
+
+def node_actions(graph, Node):
+    """launch_ros ``Node`` actions for every node of ``graph`` (a bringup ``Graph``).
+
+    ``Node`` is the launch_ros class (passed in so this is testable without launch_ros).
+    """
+    return [
+        Node(
+            package="async_vla_ros",
+            executable=spec.executable,
+            name=spec.name,
+            namespace=spec.namespace or None,
+            parameters=[dict(spec.parameters)],
+            remappings=list(spec.remappings),
+            output="screen",
+            emulate_tty=True,
+        )
+        for spec in graph.nodes
+    ]
+
+
+def _build(context, *args, **kwargs):
+    from launch_ros.actions import Node
+
+    from async_vla_ros.bringup.graph import LAUNCH_ARGS, build_graph
+    from async_vla_ros.rosenv import apply_ros_defaults
+
+    apply_ros_defaults()
+    given = {a.name: context.launch_configurations[a.name] for a in LAUNCH_ARGS
+             if a.name in context.launch_configurations}
+    return node_actions(build_graph("franka", given), Node)
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from async_vla_ros.bringup.graph import LAUNCH_ARGS
+
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default,
+                                      description=a.description + (f" ({'|'.join(a.choices)})" if a.choices else ""))
+                for a in LAUNCH_ARGS]
+    return LaunchDescription([*declared, OpaqueFunction(function=_build)])
