@@ -26,6 +26,8 @@ class Command:
 # The registry. A command whose module is not importable yet is listed with the reason.
 _COMMANDS: tuple[Command, ...] = (
     Command("env", "async_vla_ros.cli_env", "show the ROS environment defaults in force"),
+    Command("replay", "async_vla_ros.eval.replay", "re-run methods on a recorded bag's observations (simulated or recorded delays) -> metrics, report"),
+    Command("report", "async_vla_ros.eval.report", "markdown/HTML report with plots from a bag or a replay result"),
     Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
     Command("demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"),
     Command("pipeline", "async_vla_ros.eval.bench_pipeline", "graph latency overhead, command period error, CPU per node", group="bench"),

@@ -1,0 +1,466 @@
+"""``async-vla-ros replay BAG``: evaluate chunking methods on a recorded observation stream.
+
+Re-runs the core :class:`~async_vla_ros.core.scheduler.ChunkScheduler` with a policy (a
+checkpoint, or the task's scripted expert as a ``ChunkPolicy``) on the ``/observation`` messages of
+a bag, in simulated control steps, with either a fixed simulated delay ``d`` or the delays the
+scheduler measured while recording (``/scheduler/chunk_report`` ``measured_delay_steps`` of the
+accepted chunks, replayed in order and cycled). Open loop: the recorded observations do not react
+to the replayed actions, so this compares how methods *stitch* chunks on identical inputs, not
+task success (use ``async-vla-ros eval`` in simulation for that).
+
+Step grid: ``t0`` = first observation stamp, step ``t`` covers ``[t0 + t*dt, t0 + (t+1)*dt)``;
+the observation of step ``t`` is the latest one stamped before the step ends. A request at step
+``t`` is answered at step ``t + d`` (d = 0: same step), exactly as in the lockstep runner.
+
+Metrics per (method, delay) condition, on the arm joints (the first 7 action dimensions when
+``A >= 7``, all of them otherwise):
+
+* boundary discontinuity at each switch to a new chunk (step ``t_s``): jump ``||a[t_s] -
+  a[t_s-1]||`` (rad), acceleration ``||a[t_s+1] - 2a[t_s] + a[t_s-1]|| / dt^2`` and jerk (third
+  difference centred on the switch, ``/ dt^3``); mean and max over switches; RMS acceleration and
+  jerk over the whole trajectory for reference;
+* intra-chunk staleness: for each executed step, its time minus the stamp of the observation its
+  chunk was computed from (s): mean, p95, max;
+* deviation from the recorded execution (the recorded ``/scheduler/action_plan`` sampled at each
+  step, else the recorded command topic): RMS and max joint difference (rad);
+* inference latency of the replayed policy (measured, ms) and of the recording (ChunkReport).
+
+Everything but the latency is deterministic (seeded policy noise): two runs give equal metrics.
+Outputs under ``--out``: ``replay.json`` (metrics and per-step series), ``report.md`` and PNG
+plots (see :mod:`async_vla_ros.eval.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from async_vla_ros.eval.bags import BagError, bag_info, read_messages
+
+__all__ = ["RecordedRun", "ReplayConfig", "ReplayResult", "load_recording", "replay", "add_arguments", "run"]
+
+OBS_TOPIC = "/observation"
+REPORT_TOPIC = "/scheduler/chunk_report"
+PLAN_TOPIC = "/scheduler/action_plan"
+REQUEST_TOPIC = "/policy/chunk_request"
+COMMAND_TOPICS = ("/forward_position_controller/commands", "/fr3_arm_controller/joint_trajectory")
+ARM_DIMS = 7
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+@dataclass
+class RecordedRun:
+    """What replay needs from a bag, as arrays.
+
+    obs_t_ns: (N,) observation stamps (ns); obs: (N, obs_dim); episode: (N,) episode ids;
+    delays: recorded measured delays (steps) of accepted chunks, in arrival order;
+    inference_s: recorded model times (s); plans: list of (stamp_ns, dt, actions (L, A));
+    commands: (M,) stamps and (M, A_cmd) command positions.
+    """
+
+    path: Path
+    obs_t_ns: np.ndarray
+    obs: np.ndarray
+    episode: np.ndarray
+    task: str
+    dt: float | None
+    delays: list[int] = field(default_factory=list)
+    inference_s: list[float] = field(default_factory=list)
+    plans: list[tuple[int, float, np.ndarray]] = field(default_factory=list)
+    cmd_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cmd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    merge_strategy: str = ""
+
+
+def load_recording(path: str | Path) -> RecordedRun:
+    """Read the topics replay uses; BagError if the bag lacks usable observations."""
+    info = bag_info(path)
+    if OBS_TOPIC not in info.topics:
+        raise BagError(f"bag {path} has no {OBS_TOPIC} topic (topics: {', '.join(sorted(info.topics)) or 'none'}); "
+                       "record the observation stream to replay it")
+    topics = [t for t in (OBS_TOPIC, REPORT_TOPIC, PLAN_TOPIC, REQUEST_TOPIC, *COMMAND_TOPICS) if t in info.topics]
+    stamps, states, episodes, tasks = [], [], [], []
+    delays, inf_s, plans, cmd_t, cmd = [], [], [], [], []
+    dt = None
+    strategy = ""
+    for m in read_messages(path, topics):
+        msg = m.msg
+        if m.topic == OBS_TOPIC:
+            st = np.asarray(msg.state, dtype=np.float64)
+            if st.ndim != 1 or st.size == 0 or (states and st.size != states[0].size):
+                raise BagError(f"bag {path}: observation {msg.obs_id} has state of size {st.size}, "
+                               f"expected {states[0].size if states else '> 0'}")
+            if not np.isfinite(st).all():
+                continue  # the live graph drops these too
+            stamps.append(_stamp_ns(msg.header))
+            states.append(st)
+            episodes.append(int(msg.episode_id))
+            tasks.append(msg.task)
+        elif m.topic == REPORT_TOPIC:
+            if msg.accepted and msg.measured_delay_steps >= 0:
+                delays.append(int(msg.measured_delay_steps))
+            if msg.inference_s >= 0:
+                inf_s.append(float(msg.inference_s))
+            strategy = strategy or msg.merge_strategy
+        elif m.topic == PLAN_TOPIC:
+            if msg.length and msg.action_dim:
+                a = np.asarray(msg.actions, dtype=np.float64).reshape(msg.length, msg.action_dim)
+                plans.append((_stamp_ns(msg.header), float(msg.dt), a))
+            if msg.dt > 0:
+                dt = dt or float(msg.dt)
+            strategy = strategy or msg.merge_strategy
+        elif m.topic == REQUEST_TOPIC:
+            if msg.dt > 0:
+                dt = dt or float(msg.dt)
+        elif m.topic == COMMAND_TOPICS[0]:
+            cmd_t.append(m.t_ns)
+            cmd.append(np.asarray(msg.data, dtype=np.float64))
+        elif m.topic == COMMAND_TOPICS[1] and len(msg.points):
+            cmd_t.append(m.t_ns)
+            cmd.append(np.asarray(msg.points[0].positions, dtype=np.float64))
+    if len(states) < 2:
+        raise BagError(f"bag {path} has {len(states)} usable observation(s) on {OBS_TOPIC}; replay needs at least 2")
+    order = np.argsort(np.asarray(stamps), kind="stable")
+    n_cmd = min((c.size for c in cmd), default=0)
+    return RecordedRun(
+        path=Path(path),
+        obs_t_ns=np.asarray(stamps, dtype=np.int64)[order],
+        obs=np.stack(states)[order],
+        episode=np.asarray(episodes, dtype=np.int64)[order],
+        task=next((t for t in tasks if t), ""),
+        dt=dt,
+        delays=delays,
+        inference_s=inf_s,
+        plans=sorted(plans, key=lambda p: p[0]),
+        cmd_t_ns=np.asarray(cmd_t, dtype=np.int64),
+        cmd=np.stack([c[:n_cmd] for c in cmd]) if cmd and n_cmd else np.zeros((0, 0)),
+        merge_strategy=strategy,
+    )
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """One replay condition."""
+
+    method: str  # merge strategy name (core.strategies.STRATEGIES)
+    delay: int | None  # simulated delay d in steps; None: the recorded delays
+    dt: float  # control period (s)
+    horizon: int  # H (the policy's)
+    s_min: int = 1  # execution horizon floor
+    seed: int = 0  # policy seed base (request r uses seed + r)
+
+    def __post_init__(self) -> None:
+        from async_vla_ros.core.strategies import STRATEGIES
+        from async_vla_ros.policy.base import did_you_mean
+
+        if self.method not in STRATEGIES:
+            raise ValueError(f"unknown method {self.method!r}{did_you_mean(self.method, STRATEGIES)}; "
+                             f"known: {', '.join(STRATEGIES)}")
+        if self.delay is not None and (isinstance(self.delay, bool) or not isinstance(self.delay, int)
+                                       or not 0 <= self.delay < self.horizon):
+            raise ValueError(f"delay must be an int in [0, H-1={self.horizon - 1}] or None (recorded), got {self.delay!r}")
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"dt must be > 0, got {self.dt!r}")
+        if not 1 <= self.s_min <= self.horizon:
+            raise ValueError(f"s_min must be in [1, H={self.horizon}], got {self.s_min}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} d={'rec' if self.delay is None else self.delay}"
+
+
+@dataclass
+class ReplayResult:
+    """Per-step series and metrics of one condition.
+
+    executed: (T, A) actions (NaN where nothing was planned: hold); staleness_s: (T,);
+    recorded: (T, A_rec) recorded actions (NaN where unknown); switches: steps of chunk switches.
+    """
+
+    config: ReplayConfig
+    t: np.ndarray
+    executed: np.ndarray
+    staleness_s: np.ndarray
+    recorded: np.ndarray
+    switches: list[int]
+    latency_ms: list[float]
+    delays_used: list[int]
+    metrics: dict[str, Any]
+    timing: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        def arr(x):
+            return [[None if not np.isfinite(v) else round(float(v), 9) for v in row] for row in x]
+
+        return {
+            "label": self.config.label, "method": self.config.method, "delay": self.config.delay,
+            "dt": self.config.dt, "horizon": self.config.horizon, "s_min": self.config.s_min, "seed": self.config.seed,
+            "metrics": self.metrics, "timing": self.timing, "switches": self.switches,
+            "delays_used": self.delays_used,
+            "series": {"t": self.t.tolist(), "executed": arr(self.executed),
+                       "staleness_s": [None if not np.isfinite(v) else float(v) for v in self.staleness_s],
+                       "recorded": arr(self.recorded)},
+        }
+
+
+def _stats(x: Sequence[float]) -> dict[str, float | None]:
+    a = np.asarray([v for v in x if v is not None and np.isfinite(v)], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, "mean": None, "p95": None, "max": None}
+    return {"n": int(a.size), "mean": float(a.mean()), "p95": float(np.quantile(a, 0.95)), "max": float(a.max())}
+
+
+def _recorded_actions(run: RecordedRun, t0_ns: int, n_steps: int, dt: float) -> np.ndarray:
+    """(T, A_rec) recorded executed action per step from the plans, else the commands; NaN unknown."""
+    dt_ns = dt * 1e9
+    times = t0_ns + np.arange(n_steps) * dt_ns
+    if run.plans:
+        a_dim = run.plans[0][2].shape[1]
+        out = np.full((n_steps, a_dim), np.nan)
+        p_stamps = np.asarray([p[0] for p in run.plans], dtype=np.float64)
+        for i, tau in enumerate(times):
+            j = int(np.searchsorted(p_stamps, tau + dt_ns / 2, side="right")) - 1
+            if j < 0:
+                continue
+            stamp, pdt, acts = run.plans[j]
+            k = int(round((tau - stamp) / (pdt * 1e9)))
+            if 0 <= k < len(acts) and acts.shape[1] == a_dim:
+                out[i] = acts[k]
+        return out
+    if run.cmd.size:
+        out = np.full((n_steps, run.cmd.shape[1]), np.nan)
+        for i, tau in enumerate(times):
+            j = int(np.searchsorted(run.cmd_t_ns, tau + dt_ns, side="left")) - 1  # last command before step end
+            if j >= 0:
+                out[i] = run.cmd[j]
+        return out
+    return np.full((n_steps, 0), np.nan)
+
+
+def _diffs(x: np.ndarray, i: int, dt: float) -> tuple[float, float, float]:
+    """jump, acceleration, jerk norms at switch step i of trajectory x (T, D) (NaN out of range)."""
+    def ok(*idx):
+        return all(0 <= j < len(x) and np.isfinite(x[j]).all() for j in idx)
+
+    jump = float(np.linalg.norm(x[i] - x[i - 1])) if ok(i - 1, i) else math.nan
+    acc = float(np.linalg.norm(x[i + 1] - 2 * x[i] + x[i - 1]) / dt**2) if ok(i - 1, i, i + 1) else math.nan
+    jerk = (float(np.linalg.norm(x[i + 1] - 3 * x[i] + 3 * x[i - 1] - x[i - 2]) / dt**3)
+            if ok(i - 2, i - 1, i, i + 1) else math.nan)
+    return jump, acc, jerk
+
+
+def _rms_deriv(x: np.ndarray, order: int, dt: float) -> float | None:
+    d = np.diff(x, n=order, axis=0)
+    d = d[np.isfinite(d).all(axis=1)]
+    if d.size == 0:
+        return None
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))) / dt**order)
+
+
+def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
+    """Replay ``run`` with ``policy`` (a ChunkPolicy) under ``config``; see the module docstring."""
+    from async_vla_ros.core.chunk import Chunk
+    from async_vla_ros.core.delay import DelayConfig, DelayEstimator
+    from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
+
+    H, A = int(policy.horizon), int(policy.action_dim)
+    if H != config.horizon:
+        raise ValueError(f"config.horizon {config.horizon} != policy horizon {H}")
+    if run.obs.shape[1] != int(policy.obs_dim):
+        raise ValueError(f"the bag's observations have {run.obs.shape[1]} values, the policy expects "
+                         f"{policy.obs_dim}: wrong policy/task for this recording")
+    if config.delay is None and not run.delays:
+        raise BagError(f"bag {run.path} has no accepted chunk reports on {REPORT_TOPIC}: "
+                       "no recorded delays to replay (use --delay D)")
+    dt, dt_ns = config.dt, config.dt * 1e9
+    t0 = int(run.obs_t_ns[0])
+    obs_step = np.floor((run.obs_t_ns - t0) / dt_ns).astype(np.int64)
+    n_steps = int(obs_step[-1]) + 1
+    d_max = H - 1
+    sched = ChunkScheduler(
+        SchedulerConfig(horizon=H, action_dim=A, s_min=config.s_min),
+        config.method,
+        DelayEstimator(DelayConfig(d_init=0 if config.delay is None else config.delay, d_max=d_max)),
+    )
+    pending: list[tuple[int, Chunk]] = []
+    chunk_obs_ns: dict[int, int] = {}
+    latency_ms: list[float] = []
+    delays_used: list[int] = []
+    executed = np.full((n_steps, A), np.nan)
+    staleness = np.full(n_steps, np.nan)
+    j = -1  # index of the current observation
+    episode = None
+    n_req = 0
+    for t in range(n_steps):
+        while j + 1 < len(obs_step) and obs_step[j + 1] <= t:
+            j += 1
+        if episode is not None and run.episode[j] != episode:
+            sched.reset(keep_delay_stats=True)
+            pending.clear()
+        episode = run.episode[j]
+        for item in [p for p in pending if p[0] <= t]:
+            pending.remove(item)
+            sched.on_chunk(item[1], t)
+        spec = sched.maybe_request(t)
+        if spec is not None:
+            if config.delay is None:
+                d = min(run.delays[n_req % len(run.delays)], d_max)
+            else:
+                d = config.delay
+            delays_used.append(d)
+            t_start = time.perf_counter()
+            acts = policy.infer(run.obs[j][None], sampler=spec.sampler, prefix=spec.prefix[None],
+                                weights=spec.weights[None], n_frozen=np.asarray([spec.n_frozen]),
+                                seed=config.seed + spec.request_id)
+            latency_ms.append((time.perf_counter() - t_start) * 1e3)
+            acts = np.asarray(acts, dtype=np.float64)
+            if acts.shape != (1, H, A):
+                raise ValueError(f"policy returned shape {acts.shape}, expected (1, {H}, {A})")
+            cid = spec.request_id + 1
+            chunk_obs_ns[cid] = int(run.obs_t_ns[j])
+            chunk = Chunk(cid, spec.request_id, spec.t_obs, acts[0])
+            n_req += 1
+            if d == 0:
+                sched.on_chunk(chunk, t)
+            else:
+                pending.append((t + d, chunk))
+        a = sched.action_at(t)
+        if a is not None:
+            executed[t] = a
+            last = sched.timeline.last_executed()
+            src = chunk_obs_ns.get(last.chunk_id) if last is not None and last.t == t else None
+            if src is not None:
+                staleness[t] = (t0 + (t + 1) * dt_ns - src) / 1e9  # age at the end of the step it executes in
+    switches = [sp.t for sp in sched.timeline.switch_points if sp.from_chunk is not None]
+    arm = executed[:, : min(ARM_DIMS, A)]
+    at_switch = [_diffs(arm, s, dt) for s in switches]
+    recorded = _recorded_actions(run, t0, n_steps, dt)
+    dims = min(arm.shape[1], recorded.shape[1])
+    dev = np.linalg.norm(arm[:, :dims] - recorded[:, :dims], axis=1) if dims else np.zeros(0)
+    dev = dev[np.isfinite(dev)]
+    metrics = {
+        "steps": n_steps,
+        "executed_steps": int(np.isfinite(executed).all(axis=1).sum()),
+        "chunks": sched.n_accepted,
+        "requests": sched.n_requests,
+        "rejected": dict(sched.reject_counts),
+        "switches": len(switches),
+        "jump": _stats([s[0] for s in at_switch]),
+        "accel_at_switch": _stats([s[1] for s in at_switch]),
+        "jerk_at_switch": _stats([s[2] for s in at_switch]),
+        "accel_rms": _rms_deriv(arm, 2, dt),
+        "jerk_rms": _rms_deriv(arm, 3, dt),
+        "staleness_s": _stats(staleness.tolist()),
+        "deviation_rms": float(np.sqrt(np.mean(dev**2))) if dev.size else None,
+        "deviation_max": float(dev.max()) if dev.size else None,
+        "deviation_steps": int(dev.size),
+        "delay_mean": float(np.mean(delays_used)) if delays_used else None,
+    }
+    timing = {"replay_inference_ms": _stats(latency_ms),
+              "recorded_inference_ms": _stats([1e3 * v for v in run.inference_s])}
+    return ReplayResult(config, np.arange(n_steps), executed, staleness, recorded, switches, latency_ms, delays_used,
+                        metrics, timing)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("bag", help="rosbag2 directory (MCAP) with /observation (and optionally chunk reports, plans)")
+    parser.add_argument("--method", nargs="+", default=["naive", "rtc"], metavar="M",
+                        help="merge strategies to compare (default: naive rtc)")
+    parser.add_argument("--delay", nargs="+", default=["recorded"], metavar="D",
+                        help="simulated delay(s) in steps, or 'recorded' for the bag's measured delays (default)")
+    parser.add_argument("--policy", default="expert",
+                        help="policy checkpoint (.pt), or 'expert' for the task's scripted expert (default)")
+    parser.add_argument("--task", default=None, help="task of the expert (default: the bag's Observation.task)")
+    parser.add_argument("--horizon", type=int, default=8, help="H of the expert (checkpoints carry theirs; default 8)")
+    parser.add_argument("--dt", type=float, default=None, help="control period (default: from the bag's plans/requests)")
+    parser.add_argument("--s-min", type=int, default=1, help="execution horizon floor (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="policy seed base (default 0)")
+    parser.add_argument("--out", default=None, help="output folder (default: <bag>_replay)")
+    parser.add_argument("--no-plots", action="store_true", help="write metrics only (no PNG/markdown)")
+    return parser
+
+
+def _make_policy(ns: argparse.Namespace, run: RecordedRun):
+    if ns.policy == "expert":
+        from async_vla_ros.sim.experts import ScriptedExpert
+        from async_vla_ros.sim.tasks import TASKS
+
+        task = ns.task or run.task
+        if not task:
+            raise ValueError("the bag's observations name no task: pass --task for the expert")
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+        return ScriptedExpert(task, horizon=ns.horizon)
+    path = Path(ns.policy)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy checkpoint {path} not found (or pass --policy expert)")
+    from async_vla_ros.policy.base import load_policy
+
+    return load_policy(path)
+
+
+def _parse_delays(values: Sequence[str]) -> list[int | None]:
+    out: list[int | None] = []
+    for v in values:
+        if v in ("recorded", "rec"):
+            out.append(None)
+            continue
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise ValueError(f"--delay takes integers (steps) or 'recorded', got {v!r}") from None
+    return out
+
+
+def run(ns: argparse.Namespace) -> int:
+    try:
+        rec = load_recording(ns.bag)
+        delays = _parse_delays(ns.delay)
+        policy = _make_policy(ns, rec)
+        dt = ns.dt or rec.dt or rec.dt
+        if dt is None:
+            gaps = np.diff(rec.obs_t_ns) / 1e9
+            dt = float(np.median(gaps))
+            print(f"note: no dt in the bag (no plans/requests): using the median observation period {dt:.4f} s")
+        configs = [ReplayConfig(m, d, dt, int(policy.horizon), ns.s_min, ns.seed) for m in ns.method for d in delays]
+    except (BagError, ValueError, FileNotFoundError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    results = []
+    for cfg in configs:
+        try:
+            results.append(replay(rec, policy, cfg))
+        except (BagError, ValueError) as exc:
+            print(f"replay: {cfg.label}: {exc}", file=sys.stderr)
+            return 2
+        m = results[-1].metrics
+        print(f"{cfg.label:16s} switches {m['switches']:4d}  jump mean {_fmt(m['jump']['mean'])} rad  "
+              f"staleness mean {_fmt(m['staleness_s']['mean'])} s  deviation rms {_fmt(m['deviation_rms'])} rad")
+    out = Path(ns.out) if ns.out else Path(str(Path(ns.bag).resolve()) + "_replay")
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"bag": str(Path(ns.bag).resolve()), "task": ns.task or rec.task, "policy": ns.policy, "dt": dt,
+           "recorded_strategy": rec.merge_strategy, "results": [r.to_json() for r in results]}
+    (out / "replay.json").write_text(json.dumps(doc, indent=1))
+    if not ns.no_plots:
+        from async_vla_ros.eval.report import write_replay_report
+
+        md = write_replay_report(doc, out)
+        print(f"report: {md}")
+    print(f"results: {out / 'replay.json'}")
+    return 0
+
+
+def _fmt(v) -> str:
+    return "   n/a" if v is None else f"{v:6.4f}"
