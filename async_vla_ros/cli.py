@@ -35,6 +35,7 @@ _COMMANDS: tuple[Command, ...] = (
     Command("base", "async_vla_ros.train.base", "train a base flow policy by behaviour cloning on demonstrations", group="train"),
     Command("remac", "async_vla_ros.train.remac", "REMAC LoRA fine-tuning of a base checkpoint (merged for deployment)", group="train"),
     Command("a2c2", "async_vla_ros.train.a2c2", "train an A2C2 correction head on a base checkpoint's chunks", group="train"),
+    Command("paper", "async_vla_ros.eval.bench_paper", "the papers' comparison on every task: success vs delay, smoothness, latency -> reports/benchmark.md", group="bench"),
 )
 
 

@@ -257,6 +257,8 @@ def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: s
                                 "val_mse_zero": val0, "seconds": round(time.perf_counter() - t_start, 2)})
                 bar.set_postfix(train=f"{running / max(n_run, 1):.5f}", val="-" if val is None else f"{val:.5f}",
                                 zero="-" if val0 is None else f"{val0:.5f}")
+                if not progress_bar:
+                    log(f"step {step}: train {history[-1]['train_mse']:.5f} val {val} (no correction {val0})")
                 running, n_run = 0.0, 0
             if step % config.ckpt_every == 0 or step == end:
                 write(step, val, val0)

@@ -52,6 +52,7 @@ class BaseTrainConfig:
     val_every: int = 250  # steps between validation passes
     val_max_windows: int = 2048  # cap on validation windows per pass
     ckpt_every: int = 1000  # steps between checkpoints (and at the end)
+    weak_at: int = 0  # also save the EMA weights of this step as <out>_weak.pt (BID's weak policy); 0: no
     seed: int = 0  # seeds the split, initialisation, batches and noise
     num_threads: int | None = 1  # torch threads (None: torch default)
     obs_norm: str = "meanstd"  # observation normalisation mode
@@ -82,6 +83,8 @@ class BaseTrainConfig:
             raise ValueError(f"BaseTrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"BaseTrainConfig.seed must be an int, got {self.seed!r}")
+        if isinstance(self.weak_at, bool) or not isinstance(self.weak_at, int) or not 0 <= self.weak_at < self.steps:
+            raise ValueError(f"BaseTrainConfig.weak_at must be an int in [0, steps), got {self.weak_at!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ValueError(f"BaseTrainConfig.num_threads must be None or an int >= 1, got {self.num_threads!r}")
         for name in ("obs_norm", "action_norm"):
@@ -208,10 +211,13 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
                 "dt": demos.metadata.get("dt"), "train_episodes": int(len(train_eps)),
                 "val_episodes": int(len(val_eps)), "num_params": count_params(net), "provenance": C.provenance()}
 
-    def write(step_now: int, val_loss: float | None) -> Path:
+    def write(step_now: int, val_loss: float | None, weak: bool = False) -> Path:
         eval_net.load_state_dict(ema.state_dict())
         rec = record()
-        rec.update(step=step_now, val_loss=val_loss)
+        rec.update(step=step_now, val_loss=val_loss, weak_snapshot=weak)
+        if weak:  # BID's weak policy: the same run, earlier
+            return save_checkpoint(weak_path(out), eval_net, norm, task=task, settings=SamplerSettings(),
+                                   train_config=rec, extra={"history": history})
         path = save_checkpoint(out, eval_net, norm, task=task, settings=SamplerSettings(), train_config=rec,
                                extra={"history": history})
         C.save_trainstate(out, kind=KIND, step=step_now, model_state=net.state_dict(), ema_state=ema.state_dict(),
@@ -247,7 +253,11 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
                                 "seconds": round(time.perf_counter() - t_start, 2)})
                 bar.set_postfix(train=f"{running / max(n_running, 1):.4f}",
                                 val="-" if val_loss is None else f"{val_loss:.4f}")
+                if not progress_bar:
+                    log(f"step {step}: train {history[-1]['train_loss']:.4f} val {val_loss}")
                 running, n_running = 0.0, 0
+            if config.weak_at and step == config.weak_at:
+                write(step, val_loss, weak=True)
             if step % config.ckpt_every == 0 or step == end:
                 write(step, val_loss)
     finally:
@@ -257,6 +267,12 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
     secs = time.perf_counter() - t_start
     log(f"train base: done at step {step}, val loss {val_loss}, {secs:.1f} s -> {out}")
     return TrainResult(path=out, step=step, val_loss=val_loss, history=tuple(history), seconds=secs)
+
+
+def weak_path(out: str | Path) -> Path:
+    """Where the weak snapshot of checkpoint ``out`` goes: ``<stem>_weak<suffix>``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_weak{out.suffix}")
 
 
 # ---------------------------------------------------------------------- CLI

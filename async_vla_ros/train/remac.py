@@ -376,6 +376,9 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
                 history.append(entry)
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}", val="-" if val is None else f"{val:.4f}",
                                 base="-" if val_base is None else f"{val_base:.4f}")
+                if not progress_bar:
+                    log(f"step {step}: sigma {entry['sigma']:.2f} loss {entry['train_loss']:.4f} "
+                        f"val {val} (base {val_base})")
                 agg = dict.fromkeys(agg, 0.0)
                 n_agg = 0
             if step % config.ckpt_every == 0 or step == end:

@@ -1,0 +1,65 @@
+"""PNG plots for the paper-style benchmark (matplotlib, Agg backend: no display needed).
+
+``success_vs_delay(results, task, path)``: one line per method, success rate against the
+simulated delay d with 95 % Wilson intervals as error bars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from async_vla_ros.eval.stats import wilson_interval  # noqa: E402
+
+# Fixed colours/markers per method so every task's plot reads the same way.
+_STYLE = {
+    "sync": ("#7f7f7f", "s", ":"), "naive": ("#000000", "o", "-"), "te": ("#8c564b", "v", "--"),
+    "bid": ("#9467bd", "^", "--"), "rtc_hard": ("#ff9896", "x", "--"), "rtc": ("#d62728", "o", "-"),
+    "remac": ("#1f77b4", "D", "-"), "a2c2": ("#2ca02c", "P", "-"), "remac+rtc": ("#17becf", "d", "-."),
+    "rtc+a2c2": ("#bcbd22", "*", "-."), "remac+a2c2": ("#e377c2", "h", "-."),
+}
+
+
+def success_vs_delay(counts: Mapping[str, Mapping[int, tuple[int, int]]], task: str, path: str | Path,
+                     methods: Sequence[str] | None = None, title_suffix: str = "") -> Path:
+    """Plot ``counts[method][d] = (successes, n)`` for one task; writes ``path`` (PNG)."""
+    methods = list(methods) if methods is not None else list(counts)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    n_m = max(1, len(methods))
+    for j, m in enumerate(methods):
+        per_d = counts.get(m, {})
+        ds = sorted(per_d)
+        if not ds:
+            continue
+        rates, lo, hi = [], [], []
+        for d in ds:
+            k, n = per_d[d]
+            p = k / n
+            a, b = wilson_interval(k, n)
+            rates.append(p)
+            lo.append(p - a)
+            hi.append(b - p)
+        color, marker, ls = _STYLE.get(m, (None, "o", "-"))
+        off = (j - (n_m - 1) / 2) * 0.025  # small horizontal jitter so error bars do not overlap
+        ax.errorbar([d + off for d in ds], rates, yerr=[lo, hi], label=m, color=color, marker=marker, ls=ls,
+                    lw=1.4, ms=4.5, capsize=2.5, alpha=0.9)
+    ax.set_xlabel("inference delay d (control steps, dt = 50 ms)")
+    ax.set_ylabel("success rate (95% Wilson CI)")
+    ax.set_ylim(-0.03, 1.03)
+    all_d = sorted({d for m in methods for d in counts.get(m, {})})
+    if all_d:
+        ax.set_xticks(all_d)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{task}: success vs delay{title_suffix}")
+    ax.legend(fontsize=7.5, ncol=2, loc="lower left", framealpha=0.85)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
