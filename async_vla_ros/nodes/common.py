@@ -19,7 +19,7 @@ apply_ros_defaults()
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy  # noqa: E402
 
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
@@ -122,7 +122,28 @@ class Diagnostics:
         self._pub.publish(arr)
 
 
-def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None, *, threads: int = 2) -> int:
+EXECUTORS = ("events", "single", "multi")
+
+
+def make_executor(kind: str | None = None):
+    """The executor nodes spin on: ``ASYNC_VLA_ROS_EXECUTOR`` = events (rclpy's EventsExecutor,
+    the cheapest on CPU; default where available) | single | multi. Heavy work never runs in
+    callbacks (inference, the command loop and physics have their own threads), so one
+    executor thread is enough."""
+    kind = kind or os.environ.get("ASYNC_VLA_ROS_EXECUTOR", "events")
+    if kind not in EXECUTORS:
+        raise ValueError(f"ASYNC_VLA_ROS_EXECUTOR={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+
+            return EventsExecutor()
+        except ImportError:
+            kind = "single"
+    return SingleThreadedExecutor() if kind == "single" else MultiThreadedExecutor(num_threads=2)
+
+
+def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
     A :class:`ParamError` (or any ``ValueError`` raised while building the node from its
@@ -138,7 +159,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None, *, 
         except (ParamError, ValueError, FileNotFoundError) as exc:
             print(f"[{getattr(factory, 'NODE_NAME', factory.__name__)}] cannot start: {exc}", file=sys.stderr, flush=True)
             return 2
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = make_executor()
         executor.add_node(node)
         try:
             while rclpy.ok() and not getattr(node, "shutdown_requested", False):

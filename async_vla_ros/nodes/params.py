@@ -165,7 +165,7 @@ def validate_values(node: str, table: Sequence[Param], values: Mapping[str, Any]
 
 
 def _descriptor(p: Param):
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+    from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 
     types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -174,14 +174,13 @@ def _descriptor(p: Param):
     d = ParameterDescriptor(description=p.describe(), read_only=True)
     d.type = arrays[p.element_type] if p.kind is list else types[p.kind]
     numeric = p.kind if p.kind is not list else p.element_type
-    # doubles (and double arrays) accept integer overrides: typed dynamically, checked by us
+    # doubles (and double arrays) accept integer overrides: typed dynamically, checked by us.
+    # Ranges are checked by validate_values (one message style for every problem) and shown in
+    # the description and additional_constraints rather than as rclpy range constraints.
     d.dynamic_typing = numeric is float
-    if numeric is int and (p.min is not None or p.max is not None):
-        d.integer_range = [IntegerRange(from_value=int(p.min if p.min is not None else -(2**62)),
-                                        to_value=int(p.max if p.max is not None else 2**62), step=0)]
-    elif numeric is float and (p.min is not None or p.max is not None):
-        d.floating_point_range = [FloatingPointRange(from_value=float(p.min if p.min is not None else -1e300),
-                                                     to_value=float(p.max if p.max is not None else 1e300), step=0.0)]
+    if p.min is not None or p.max is not None:
+        d.additional_constraints = (f"range [{'-inf' if p.min is None else p.min}, "
+                                    f"{'inf' if p.max is None else p.max}]")
     if p.choices:
         d.additional_constraints = "one of: " + ", ".join(p.choices)
     return d

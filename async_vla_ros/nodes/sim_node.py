@@ -183,6 +183,15 @@ class SimNode(Node):
     # ------------------------------------------------------------------ physics thread
     def _run(self) -> None:
         try:
+            self._run_loop()
+        finally:
+            try:
+                self.driver.close()  # here: the GL context of the renderer belongs to this thread
+            except Exception as exc:  # noqa: BLE001 - closing must not mask the loop's outcome
+                print(f"sim: closing the scene failed: {exc!r}")
+
+    def _run_loop(self) -> None:
+        try:
             self._loop()
         except Exception as exc:  # noqa: BLE001 - surface a fatal physics error, never swallow it
             if self._stop.is_set() or not self.context.ok():
@@ -353,7 +362,6 @@ class SimNode(Node):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
-        self.driver.close()
 
 
 def main(args=None) -> int:

@@ -1,0 +1,188 @@
+"""Pure helpers of the ROS nodes (no rclpy): parameter tables, plan sampling, pairing, images,
+the single-slot inference worker. Known answers, no sleeps."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest
+from async_vla_ros.nodes.params import Param, ParamError, validate_values
+from async_vla_ros.nodes.plan import PlanBuffer
+from async_vla_ros.nodes.worker import InferenceWorker
+
+TABLE = (
+    Param("rate_hz", 100.0, "rate", min=10.0, max=1000.0),
+    Param("method", "rtc", "method", choices=("rtc", "naive")),
+    Param("names", ["a", "b"], "names"),
+    Param("n", 3, "count", min=1),
+    Param("flag", True, "flag"),
+)
+
+
+# ---------------------------------------------------------------------- params
+def test_params_defaults_and_int_to_double():
+    v = validate_values("x", TABLE, {"rate_hz": 200})
+    assert v == {"rate_hz": 200.0, "method": "rtc", "names": ["a", "b"], "n": 3, "flag": True}
+    assert isinstance(v["rate_hz"], float)
+
+
+def test_params_every_problem_reported_with_hints():
+    with pytest.raises(ParamError) as exc:
+        validate_values("x", TABLE, {"rate_hz": 5.0, "method": "rtx", "n": 1.5, "flag": "yes", "nmae": 1})
+    text = str(exc.value)
+    assert "rate_hz: must be >= 10.0" in text
+    assert "did you mean 'rtc'" in text
+    assert "n: must be an integer" in text
+    assert "flag: must be a bool" in text
+    assert "nmae: unknown parameter (did you mean 'names'?)" in text
+    assert len(exc.value.problems) == 5
+
+
+def test_param_rejects_bad_default_and_nan():
+    with pytest.raises(ValueError):
+        Param("x", 5.0, "d", max=1.0)
+    with pytest.raises(ParamError, match="finite"):
+        validate_values("x", TABLE, {"rate_hz": float("nan")})
+
+
+# ---------------------------------------------------------------------- plan buffer
+def _plan(buf, plan_id, step, actions, dt_ns=100, t0=1000):
+    a = np.asarray(actions, dtype=float).reshape(len(actions), 1)
+    n = a.shape[0]
+    return buf.set_plan(plan_id, t0 + step * dt_ns, step, dt_ns, a, np.full(n, plan_id), np.arange(n), 8)
+
+
+def test_plan_hold_and_linear_known_answers():
+    hold, lin = PlanBuffer(1, "hold"), PlanBuffer(1, "linear")
+    for b in (hold, lin):
+        assert _plan(b, 1, 5, [1.0, 2.0, 4.0])
+    # step 6 spans [1600, 1700): hold gives 2; linear ramps 1 -> 2 over the step
+    assert hold.sample(1650).action[0] == pytest.approx(2.0)
+    assert lin.sample(1650).action[0] == pytest.approx(1.5)
+    assert lin.sample(1600).action[0] == pytest.approx(1.0)
+    assert lin.sample(1775).action[0] == pytest.approx(2.0 + 0.75 * 2.0)
+    s = lin.sample(1700)
+    assert (s.step, s.k, s.chunk_id) == (7, 2, 1)
+    # first planned step has no predecessor: its own action
+    assert lin.sample(1550).action[0] == pytest.approx(1.0)
+    # ran dry / before the plan
+    assert lin.sample(1800) is None and lin.sample(1400) is None
+
+
+def test_plan_newer_overwrites_from_its_step_and_keeps_history():
+    b = PlanBuffer(1, "linear")
+    _plan(b, 1, 0, [0.0, 1.0, 2.0, 3.0])
+    assert not _plan(b, 1, 2, [9.0])  # same id: ignored
+    assert _plan(b, 2, 2, [10.0, 20.0])
+    assert b.sample(1250).action[0] == pytest.approx(1.0 + 0.5 * 9.0)  # from old step 1 to new step 2
+    assert b.sample(1450) is None  # the new plan is shorter: step 4 is no longer planned
+    # a different grid (scheduler restart) drops everything
+    assert _plan(b, 3, 0, [5.0], t0=1050)
+    assert b.sample(1060).action[0] == pytest.approx(5.0)
+    assert b.sample(1250) is None
+
+
+def test_plan_rejects_bad_input():
+    b = PlanBuffer(2)
+    with pytest.raises(ValueError):
+        b.set_plan(1, 0, 0, 100, np.array([[np.nan, 0.0]]), [1], [0], 8)
+    with pytest.raises(ValueError):
+        b.set_plan(1, 0, 0, 100, np.zeros((2, 3)), [1, 1], [0, 1], 8)
+    with pytest.raises(ValueError):
+        PlanBuffer(2, "cubic")
+
+
+# ---------------------------------------------------------------------- ingestion helpers
+def test_stamped_buffer_nearest_and_order():
+    b = StampedBuffer(3)
+    for t in (10, 20, 30, 40):
+        b.push(t, t * 2)
+    assert len(b) == 3 and b.latest() == (40, 80)
+    assert b.nearest(26) == (30, 60)
+    assert b.nearest(25) == (20, 40)  # tie: the older
+    assert b.nearest(100, max_dt_ns=10) is None
+    with pytest.raises(InputError) as exc:
+        b.push(40, 0)
+    assert exc.value.reason == "out_of_order"
+
+
+def test_resize_nearest_known_answer():
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    out = resize_nearest(img, 2)
+    assert out[:, :, 0].tolist() == [[5, 7], [13, 15]]
+    assert resize_nearest(img, 8).shape == (8, 8, 1)
+
+
+def test_image_to_rgb_encodings_and_padding():
+    bgr = np.array([[[1, 2, 3], [4, 5, 6]]], dtype=np.uint8)  # 1 x 2
+    padded = np.concatenate([bgr.reshape(-1), [0, 0]]).astype(np.uint8)  # step 8 > 6
+    rgb = image_to_rgb("bgr8", 1, 2, 8, padded.tobytes())
+    assert rgb.tolist() == [[[3, 2, 1], [6, 5, 4]]]
+    mono = image_to_rgb("mono8", 1, 2, 2, bytes([7, 9]))
+    assert mono.tolist() == [[[7, 7, 7], [9, 9, 9]]]
+    with pytest.raises(InputError, match="bytes"):
+        image_to_rgb("rgb8", 2, 2, 6, bytes(5))
+    with pytest.raises(InputError) as exc:
+        image_to_rgb("yuv422", 1, 1, 2, bytes(2))
+    assert exc.value.reason == "bad_encoding"
+
+
+def test_joint_arrays_order_and_errors():
+    q, qd, extra = joint_arrays(["b", "f", "a"], [2.0, 0.02, 1.0], [], ["a", "b"], ["f", "g"])
+    assert q.tolist() == [1.0, 2.0] and qd.tolist() == [0.0, 0.0] and extra == {"f": 0.02}
+    for args, reason in (((["a"], [1.0, 2.0], [], ["a"]), "bad_shape"),
+                         ((["a"], [1.0], [], ["a", "b"]), "missing_joint"),
+                         ((["a"], [np.inf], [], ["a"]), "non_finite")):
+        with pytest.raises(InputError) as exc:
+            joint_arrays(*args)
+        assert exc.value.reason == reason
+
+
+# ---------------------------------------------------------------------- worker
+def test_worker_newest_request_supersedes_waiting_one():
+    gate = threading.Event()
+    started = threading.Event()
+    ran: list[int] = []
+
+    def run(job):
+        started.set()
+        if job == 1:
+            assert gate.wait(5.0)
+        ran.append(job)
+
+    w = InferenceWorker(run, lambda j, e: None)
+    w.start()
+    try:
+        assert w.submit(1) is None
+        assert started.wait(5.0)  # job 1 is running (blocked on the gate)
+        assert w.submit(2) is None
+        assert w.submit(3) == 2  # 2 was still waiting: superseded, never runs
+        gate.set()
+        for _ in range(500):  # deadline 5 s
+            if ran == [1, 3]:
+                break
+            threading.Event().wait(0.01)
+        assert ran == [1, 3]
+        assert w.superseded == 1 and w.completed == 2
+    finally:
+        w.stop()
+    assert not w.alive
+
+
+def test_worker_consecutive_errors_become_fatal():
+    errors: list[tuple[int, str]] = []
+    w = InferenceWorker(lambda j: (_ for _ in ()).throw(RuntimeError(f"bad {j}")), lambda j, e: errors.append((j, str(e))),
+                        max_consecutive_errors=2)
+    w.start()
+    w.submit(1)
+    for _ in range(500):
+        if errors:
+            break
+        threading.Event().wait(0.01)
+    w.submit(2)
+    w._thread.join(5.0)
+    assert not w.alive and isinstance(w.fatal, RuntimeError)
+    assert errors == [(1, "bad 1"), (2, "bad 2")]

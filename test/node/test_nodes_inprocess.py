@@ -1,0 +1,320 @@
+"""In-process node tests: each node built with ``parameter_overrides``, driven by a helper node.
+
+Waits are on received data (or matched endpoints) with deadlines, never fixed sleeps. The ROS
+environment (localhost discovery, a domain per test session) comes from test/conftest.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("async_vla_msgs.msg")
+
+from async_vla_ros.nodes.common import NS_PER_S, ns_to_stamp, stamp_to_ns  # noqa: E402
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
+from async_vla_ros.nodes.correction_node import CorrectionNode  # noqa: E402
+from async_vla_ros.nodes.params import ParamError  # noqa: E402
+from async_vla_ros.nodes.policy_node import PolicyNode  # noqa: E402
+from async_vla_ros.nodes.scheduler_node import SchedulerNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+P = Parameter
+ARM = [f"fr3_joint{i}" for i in range(1, 8)]
+Q0 = np.array([0.0, -0.2, 0.0, -2.3, 0.0, 2.1, 0.785])
+OBS_DIM = 24  # track: q, qd, gripper, tcp, target pos, target vel
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_context():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture()
+def run():
+    """Spin given nodes until ``cond()`` holds (deadline); destroys them afterwards."""
+    made: list[Node] = []
+    ex = SingleThreadedExecutor()
+
+    def spin_until(cond, timeout: float = 10.0, *nodes: Node) -> bool:
+        for n in nodes:
+            if n not in made:
+                made.append(n)
+                ex.add_node(n)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            ex.spin_once(timeout_sec=0.02)
+        return cond()
+
+    yield spin_until
+    for n in made:
+        getattr(n, "close", lambda: None)()
+        ex.remove_node(n)
+        n.destroy_node()
+
+
+def _obs_msg(node: Node, obs_id: int, state: np.ndarray, episode: int = 1) -> Observation:
+    m = Observation()
+    m.header.stamp = node.get_clock().now().to_msg()
+    m.obs_id = obs_id
+    m.episode_id = episode
+    m.task = "track"
+    m.state_dim = state.size
+    m.state = state.tolist()
+    return m
+
+
+def _track_state(node: Node) -> np.ndarray:
+    """A plausible track observation: arm at Q0 at rest, target at the current TCP."""
+    from async_vla_ros.sim.kinematics import fk
+
+    tcp = fk(Q0[None])[0][0]
+    return np.concatenate([Q0, np.zeros(7), [0.0], tcp, tcp + [0.02, 0.0, 0.0], [0.1, 0.0, 0.0]])
+
+
+# ---------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("cls, overrides, needle", [
+    (SchedulerNode, [P("method", value="rtx")], "did you mean 'rtc'"),
+    (SchedulerNode, [P("dt", value=-0.05)], "dt: must be >= 0.001"),
+    (SchedulerNode, [P("horizon", value=4), P("s_min", value=6)], "s_min (6) must be <= horizon (4)"),
+    (CorrectionNode, [P("rate_hz", value=5.0)], "rate_hz: must be >= 10.0"),
+    (CorrectionNode, [P("interpolation", value="cubic")], "interpolation: must be one of linear, hold"),
+    (PolicyNode, [P("backend", value="flo")], "did you mean 'flow'"),
+    (PolicyNode, [P("backend", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
+    (CameraIngestionNode, [P("joint_state_reliability", value="sometimes")], "joint_state_reliability"),
+    (CameraIngestionNode, [P("arm_joint_names", value=["a", "b"])], "7 joints"),
+])
+def test_bad_parameters_fail_at_start_with_a_clear_message(cls, overrides, needle):
+    with pytest.raises((ParamError, ValueError)) as exc:
+        cls(parameter_overrides=overrides)
+    assert needle in str(exc.value)
+
+
+def test_flow_backend_missing_checkpoint_is_a_clear_error(tmp_path):
+    from async_vla_ros.nodes.backends import default_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="checkpoint:=PATH"):
+        default_checkpoint("track", tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        PolicyNode(parameter_overrides=[P("checkpoint", value=str(tmp_path / "nope.pt"))])
+
+
+def test_node_executable_exits_2_on_bad_parameter():
+    out = subprocess.run([sys.executable, "-m", "async_vla_ros.nodes.scheduler_node", "--ros-args",
+                          "-p", "method:=rtx", "-p", "horizon:=0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "did you mean 'rtc'" in out.stderr and "horizon: must be >= 1" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------- policy node
+class Client(Node):
+    def __init__(self):
+        super().__init__("test_client")
+        self.chunks: list[ActionChunk] = []
+        self.pub_obs = self.create_publisher(Observation, "observation", 10)
+        self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
+        self.create_subscription(ActionChunk, "policy/action_chunk", self.chunks.append, 10)
+
+    def request(self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8):
+        m = ChunkRequest()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.request_id, m.episode_id, m.obs_id, m.method = rid, 1, obs_id, method
+        m.horizon, m.action_dim, m.dt, m.n_frozen = h, a, 0.05, n_frozen
+        m.prefix = [] if prefix is None else np.asarray(prefix).reshape(-1).tolist()
+        m.weights = [] if weights is None else list(weights)
+        m.seed = 7
+        self.pub_req.publish(m)
+
+
+def _ready(client: Client, policy: PolicyNode):
+    return lambda: (client.pub_req.get_subscription_count() > 0 and client.pub_obs.get_subscription_count() > 0
+                    and policy.pub.get_subscription_count() > 0)
+
+
+def test_policy_node_expert_serves_requests_and_rejects_bad_ones(run):
+    policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("task", value="track")])
+    client = Client()
+    assert run(_ready(client, policy), 10.0, policy, client)
+    state = _track_state(client)
+    obs = _obs_msg(client, 1, state)
+    client.pub_obs.publish(obs)
+    bad = _obs_msg(client, 2, np.zeros(5))  # wrong obs_dim: dropped, counted
+    client.pub_obs.publish(bad)
+    prefix = np.tile(np.concatenate([Q0, [0.0]]), (8, 1))
+    weights = np.r_[np.ones(2), np.zeros(6)]
+    client.request(1, "rtc", 1, prefix, weights)
+    assert run(lambda: len(client.chunks) >= 1, 10.0)
+    c = client.chunks[0]
+    assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
+    assert (c.request_id, c.obs_id, c.episode_id, c.method, c.horizon, c.action_dim) == (1, 1, 1, "rtc", 8, 8)
+    acts = np.asarray(c.actions).reshape(8, 8)
+    np.testing.assert_allclose(acts[:2], prefix[:2], atol=1e-12)  # weight-1 rows follow the prefix (expert blend)
+    assert stamp_to_ns(c.header.stamp) == stamp_to_ns(obs.header.stamp)
+    assert c.timing.inference_s > 0 and c.timing.queue_s >= 0
+    assert stamp_to_ns(c.timing.inference_end) >= stamp_to_ns(c.timing.inference_start)
+    # invalid requests are answered with an error chunk, never silently dropped
+    client.request(2, "magic", 1)
+    client.request(3, "vanilla", 1, h=4)
+    assert run(lambda: len(client.chunks) >= 3, 10.0)
+    errs = {ch.request_id: ch for ch in client.chunks[1:]}
+    assert errs[2].error_code == ActionChunk.ERROR_INVALID_REQUEST and "magic" in errs[2].error_message
+    assert errs[3].error_code == ActionChunk.ERROR_INVALID_REQUEST and "H=4" in errs[3].error_message
+    assert len(errs[2].actions) == 0
+    # a stale request id (not newer) is dropped and counted
+    client.request(3, "vanilla", 1)
+    assert run(lambda: policy.drops.as_dict().get("request.stale_id", 0) == 1, 5.0)
+    assert run(lambda: policy.drops.as_dict().get("observation.bad_shape", 0) == 1, 5.0)
+
+
+def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
+    from async_vla_ros.policy.base import make_flow_backend
+    from async_vla_ros.policy.networks import FlowNetConfig
+
+    cfg = FlowNetConfig(obs_dim=OBS_DIM, action_dim=8, horizon=8, hidden=32, channel_hidden=32, token_hidden=8,
+                        depth=1, obs_hidden=32)
+    ckpt = make_flow_backend(cfg, init_seed=1, task="track").save(tmp_path / "random_flow.pt")
+    policy = PolicyNode(parameter_overrides=[P("checkpoint", value=str(ckpt)), P("injected_latency_s", value=0.05),
+                                             P("n_steps", value=3)])
+    client = Client()
+    assert run(_ready(client, policy), 10.0, policy, client)
+    client.pub_obs.publish(_obs_msg(client, 1, _track_state(client)))
+    prefix = np.tile(np.concatenate([Q0, [0.04]]), (8, 1))
+    client.request(1, "rtc", 1, prefix, np.r_[np.ones(3), 0.5, np.zeros(4)])
+    client.request(2, "prefix", 1, prefix, None, n_frozen=3)
+    assert run(lambda: len(client.chunks) >= 2, 15.0)
+    by_id = {c.request_id: c for c in client.chunks}
+    for rid, method in ((1, "rtc"), (2, "prefix")):
+        c = by_id[rid]
+        if c.error_code == ActionChunk.ERROR_STALE_REQUEST:
+            continue  # request 2 may supersede request 1 while 1 waits: answered as stale
+        assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
+        assert c.method == method and c.timing.injected_delay_s == pytest.approx(0.05)
+        assert np.all(np.isfinite(c.actions)) and len(c.actions) == 64
+    c2 = by_id[2]
+    assert c2.error_code == ActionChunk.ERROR_NONE
+    np.testing.assert_allclose(np.asarray(c2.actions).reshape(8, 8)[:3], prefix[:3], atol=1e-5)  # frozen prefix
+    assert policy.policy_name.startswith("flow/track")
+
+
+# ---------------------------------------------------------------------- scheduler -> policy -> correction
+class Robot(Node):
+    """Stands in for the sim + ingestion: observations and joint states at 20 Hz, records commands."""
+
+    def __init__(self):
+        super().__init__("test_robot")
+        self.commands: list[JointTrajectory] = []
+        self.plans: list[ActionPlan] = []
+        self.pub_obs = self.create_publisher(Observation, "observation", 10)
+        self.pub_js = self.create_publisher(JointState, "joint_states", 10)
+        self.create_subscription(JointTrajectory, "fr3_arm_controller/joint_trajectory", self.commands.append, 10)
+        self.create_subscription(ActionPlan, "scheduler/action_plan", self.plans.append, 10)
+        self.obs_id = 0
+        self.state = _track_state(self)
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        js = JointState()
+        js.header.stamp = self.get_clock().now().to_msg()
+        js.name = ARM + ["fr3_finger_joint1"]
+        js.position = Q0.tolist() + [0.0]
+        self.pub_js.publish(js)
+        self.obs_id += 1
+        self.pub_obs.publish(_obs_msg(self, self.obs_id, self.state))
+
+
+def test_scheduler_policy_correction_chain(run):
+    policy = PolicyNode(parameter_overrides=[P("backend", value="expert")])
+    sched = SchedulerNode(parameter_overrides=[P("method", value="rtc")])
+    corr = CorrectionNode(parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0),
+                                               P("rate_hz", value=100.0)])
+    robot = Robot()
+    assert run(lambda: len(robot.commands) >= 20 and len(sched.arrivals) >= 3, 20.0, policy, sched, corr, robot)
+    st = sched.sched.stats()
+    assert st["accepted"] >= 3 and st["rejected"] == {}
+    assert any(p.length > 0 for p in robot.plans)
+    plan = next(p for p in reversed(robot.plans) if p.length > 0)
+    assert plan.merge_strategy == "rtc" and plan.episode_id == 1 and len(plan.chunk_ids) == plan.length
+    cmd = robot.commands[-1]
+    assert cmd.joint_names == ARM + ["fr3_finger_joint1"]
+    q = np.asarray(cmd.points[0].positions[:7])
+    assert np.all(np.isfinite(q)) and np.max(np.abs(q - Q0)) < 0.5  # the expert reaches just ahead of the arm
+    # measured latencies are sane: positive, well under a second on loopback
+    lat = [a[1] for a in sched.arrivals]
+    assert 0 < np.median(lat) < 0.5
+    # every command went through the safety filter
+    assert corr.safety.counts["ticks"] >= len(robot.commands)
+    # a new episode resets the scheduler and drops the old plan in the correction node
+    robot.state = robot.state.copy()
+    n_req = st["requests"]
+    for _ in range(2):
+        robot.obs_id += 1
+        robot.pub_obs.publish(_obs_msg(robot, robot.obs_id, robot.state, episode=2))
+    assert run(lambda: sched.episode_id == 2 and corr.episode_id == 2 and sched.sched.stats()["requests"] > n_req, 10.0)
+
+
+# ---------------------------------------------------------------------- camera ingestion
+class Sensors(Node):
+    def __init__(self):
+        super().__init__("test_sensors")
+        self.out: list[Observation] = []
+        self.pub_js = self.create_publisher(JointState, "joint_states", 10)
+        self.pub_img = self.create_publisher(Image, "camera/image_raw", 10)
+        self.pub_task = self.create_publisher(Observation, "sim/task_state", 10)
+        self.create_subscription(Observation, "observation", self.out.append, 10)
+
+
+def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
+    node = CameraIngestionNode(parameter_overrides=[P("image_size", value=16)])
+    s = Sensors()
+    assert run(lambda: all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_img, s.pub_task))
+               and node.pub.get_subscription_count() > 0, 10.0, node, s)
+    now = s.get_clock().now().nanoseconds
+    img = Image(height=32, width=48, encoding="rgb8", step=48 * 3)
+    img.header.stamp = ns_to_stamp(now - 5_000_000)
+    img.data = (np.arange(32 * 48 * 3) % 251).astype(np.uint8).tobytes()
+    s.pub_img.publish(img)
+    for dt_ms, q in ((-30, 0.1), (-2, 0.2)):  # two joint states; the task state is at `now`
+        js = JointState(name=ARM + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                        position=[q] * 7 + [0.01, 0.015], velocity=[0.5] * 9)
+        js.header.stamp = ns_to_stamp(now + dt_ms * 1_000_000)
+        s.pub_js.publish(js)
+    assert run(lambda: len(node._js) == 2 and len(node._img) == 1, 5.0)
+    task = Observation(episode_id=4, task="track", state_dim=3, state=[1.0, 2.0, 3.0], state_names=["a", "b", "c"])
+    task.header.stamp = ns_to_stamp(now)
+    s.pub_task.publish(task)
+    assert run(lambda: len(s.out) == 1, 5.0)
+    o = s.out[0]
+    st = np.asarray(o.state)
+    assert o.state_dim == 18 and st.size == 18
+    np.testing.assert_allclose(st[:7], 0.2)  # the joint state 2 ms from the task state, not the one 30 ms away
+    np.testing.assert_allclose(st[7:14], 0.5)
+    assert st[14] == pytest.approx(0.025) and st[15:].tolist() == [1.0, 2.0, 3.0]
+    assert (o.episode_id, o.task, o.obs_id, o.status) == (4, "track", 1, Observation.STATUS_OK)
+    assert stamp_to_ns(o.header.stamp) == now
+    assert (o.image.height, o.image.width, o.image.encoding) == (16, 16, "rgb8")
+    assert o.image_age_s == pytest.approx(0.005)
+    # a task state older than max_state_age_s (0.1 s) when it arrives is dropped (never published)
+    assert run(lambda: s.get_clock().now().nanoseconds > now + int(0.15 * NS_PER_S), 5.0)
+    old = Observation(state_dim=3, state=[1.0, 2.0, 3.0])
+    old.header.stamp = ns_to_stamp(now + 1_000_000)
+    s.pub_task.publish(old)
+    assert run(lambda: node.drops.as_dict().get("stale_state", 0) == 1, 5.0)
+    assert len(s.out) == 1
