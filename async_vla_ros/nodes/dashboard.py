@@ -84,6 +84,7 @@ class DashboardModel:
         self._plans: deque[tuple[int, float, np.ndarray, set[int]]] = deque(maxlen=8)  # recent plans
         self._chunks: deque[tuple[int, int, float, np.ndarray]] = deque(maxlen=16)  # (id, obs_ns, dt, (H,A))
         self.overlay: dict[str, Any] | None = None
+        self._pending: dict[int, tuple] = {}  # accepted chunk id -> (prev plan, n_frozen, n_soft, n_free)
         self.n_switches = 0
 
     # ------------------------------------------------------------------ inputs
@@ -97,30 +98,41 @@ class DashboardModel:
             if not accepted:
                 self.rejects[reason or "unknown"] += 1
                 return
-            chunk = next((c for c in self._chunks if c[0] == chunk_id), None)
             # the plan in force before the merge: the newest one that does not contain the new chunk
             prev = next((pl[:3] for pl in reversed(self._plans) if chunk_id not in pl[3]), None)
-            if chunk is None or prev is None:
+            if prev is None:
                 return
-            cid, obs_ns, dt, acts = chunk
-            j = min(self.joint, acts.shape[1] - 1)
-            x_new = [(obs_ns + k * dt * NS_PER_S - obs_ns) / NS_PER_S for k in range(len(acts))]
-            p_ns, p_dt, p_acts = prev
-            x_prev = [(p_ns + i * p_dt * NS_PER_S - obs_ns) / NS_PER_S for i in range(len(p_acts))]
-            self.n_switches += 1
-            self.overlay = {
-                "chunk_id": cid, "joint": j, "dt": dt,
-                "prev": [[x, float(a)] for x, a in zip(x_prev, p_acts[:, min(j, p_acts.shape[1] - 1)])],
-                "new": [[x, float(a)] for x, a in zip(x_new, acts[:, j])],
-                "regions": {"frozen": [0.0, n_frozen * dt], "soft": [n_frozen * dt, (n_frozen + n_soft) * dt],
-                            "free": [(n_frozen + n_soft) * dt, (n_frozen + n_soft + n_free) * dt]},
-                "n_frozen": n_frozen, "n_soft": n_soft, "n_free": n_free,
-            }
+            chunk = next((c for c in self._chunks if c[0] == chunk_id), None)
+            if chunk is None:  # topics are not ordered against each other: draw when the chunk comes
+                self._pending[chunk_id] = (prev, n_frozen, n_soft, n_free)
+                while len(self._pending) > 16:
+                    self._pending.pop(next(iter(self._pending)))
+                return
+            self._draw_overlay(chunk, prev, n_frozen, n_soft, n_free)
+
+    def _draw_overlay(self, chunk, prev, n_frozen: int, n_soft: int, n_free: int) -> None:
+        cid, obs_ns, dt, acts = chunk
+        j = min(self.joint, acts.shape[1] - 1)
+        x_new = [k * dt for k in range(len(acts))]
+        p_ns, p_dt, p_acts = prev
+        x_prev = [(p_ns - obs_ns) / NS_PER_S + i * p_dt for i in range(len(p_acts))]
+        self.n_switches += 1
+        self.overlay = {
+            "chunk_id": cid, "joint": j, "dt": dt,
+            "prev": [[x, float(a)] for x, a in zip(x_prev, p_acts[:, min(j, p_acts.shape[1] - 1)])],
+            "new": [[x, float(a)] for x, a in zip(x_new, acts[:, j])],
+            "regions": {"frozen": [0.0, n_frozen * dt], "soft": [n_frozen * dt, (n_frozen + n_soft) * dt],
+                        "free": [(n_frozen + n_soft) * dt, (n_frozen + n_soft + n_free) * dt]},
+            "n_frozen": n_frozen, "n_soft": n_soft, "n_free": n_free,
+        }
 
     def on_chunk(self, chunk_id: int, obs_ns: int, dt: float, actions: np.ndarray) -> None:
         """actions: (H, A)."""
         with self._lock:
             self._chunks.append((chunk_id, obs_ns, dt, np.array(actions, dtype=np.float64)))
+            pending = self._pending.pop(chunk_id, None)
+            if pending is not None:
+                self._draw_overlay(self._chunks[-1], *pending)
 
     def on_plan(self, stamp_ns: int, dt: float, actions: np.ndarray, chunk_ids: list[int]) -> None:
         """actions: (L, A), chunk_ids: (L,) source chunk per step (kept for the switch overlay)."""
