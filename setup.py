@@ -15,6 +15,8 @@ PACKAGE = "async_vla_ros"
 # Console scripts: the CLI plus one executable per ROS node (`ros2 run async_vla_ros <node>`).
 NODE_SCRIPTS = {
     # name -> module with a main(); extended as nodes land (see async_vla_ros/nodes/).
+    "recorder": f"{PACKAGE}.nodes.recorder",
+    "dashboard": f"{PACKAGE}.nodes.dashboard",
 }
 
 setup(
