@@ -176,7 +176,7 @@ class TrackConfig:
     min_fraction: float = 0.8  # of the scored steps
     warmup: int = 4  # steps not scored at the start
     amp: tuple[float, float] = (0.03, 0.07)  # m, per-axis sinusoid amplitude range (x, y); z uses 1/3
-    freq: tuple[float, float] = (0.35, 0.8)  # Hz
+    freq: tuple[float, float] = (0.3, 0.7)  # Hz
     switch: tuple[float, float] = (0.25, 0.75)  # switch time as a fraction of the episode
 
     def __post_init__(self) -> None:
