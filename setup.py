@@ -17,6 +17,11 @@ NODE_SCRIPTS = {
     # name -> module with a main(); extended as nodes land (see async_vla_ros/nodes/).
     "recorder": f"{PACKAGE}.nodes.recorder",
     "dashboard": f"{PACKAGE}.nodes.dashboard",
+    "sim_node": f"{PACKAGE}.nodes.sim_node",
+    "camera_ingestion": f"{PACKAGE}.nodes.camera_ingestion",
+    "policy_node": f"{PACKAGE}.nodes.policy_node",
+    "scheduler_node": f"{PACKAGE}.nodes.scheduler_node",
+    "correction_node": f"{PACKAGE}.nodes.correction_node",
 }
 
 setup(
