@@ -429,7 +429,7 @@ def run(ns: argparse.Namespace) -> int:
         rec = load_recording(ns.bag)
         delays = _parse_delays(ns.delay)
         policy = _make_policy(ns, rec)
-        dt = ns.dt or rec.dt or rec.dt
+        dt = ns.dt or rec.dt
         if dt is None:
             gaps = np.diff(rec.obs_t_ns) / 1e9
             dt = float(np.median(gaps))

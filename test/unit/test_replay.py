@@ -158,11 +158,8 @@ def test_config_and_bag_errors(tmp_path, track_bag, expert):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(B.BagError):
         R.load_recording(trunc)
-    from async_vla_ros.sim.experts import ScriptedExpert
-
     with pytest.raises(ValueError, match="policy expects"):
-        R.replay(R.load_recording(track_bag), ScriptedExpert("intercept", horizon=H) if
-                 ScriptedExpert("intercept", horizon=H).obs_dim != 24 else _WrongDim(), R.ReplayConfig("naive", 1, DT, H))
+        R.replay(R.load_recording(track_bag), _WrongDim(), R.ReplayConfig("naive", 1, DT, H))
 
 
 class _WrongDim:
