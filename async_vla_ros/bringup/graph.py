@@ -194,13 +194,12 @@ class Graph:
 
 
 def _checkpoint(task: str, kind: str) -> str:
-    from async_vla_ros.nodes.backends import CHECKPOINT_DIR
+    from async_vla_ros.nodes.backends import default_checkpoint
 
-    for cand in (CHECKPOINT_DIR / f"{task}_{kind}.pt", CHECKPOINT_DIR / task / f"{kind}.pt"):
-        if cand.is_file():
-            return str(cand)
-    raise GraphError(f"no shipped {kind} checkpoint for task {task!r} in {CHECKPOINT_DIR} "
-                     f"(expected {task}_{kind}.pt); pass policy:=expert or policy:=PATH")
+    try:
+        return str(default_checkpoint(task, kind=kind))
+    except FileNotFoundError as exc:
+        raise GraphError(f"{exc} (launch: policy:=expert or policy:=PATH)") from exc
 
 
 def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
@@ -248,6 +247,11 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
         per_node["policy"].update(backend="expert", checkpoint="")
     elif a["policy"] == "default":
         per_node["policy"].update(backend="flow", checkpoint=_checkpoint(task, preset["checkpoint"]))
+        if preset["strategy"] == "bid":  # BID's forward contrast with the shipped weak snapshot, if any
+            try:
+                per_node["policy"]["weak_checkpoint"] = _checkpoint(task, "base_weak")
+            except GraphError:
+                pass
     else:
         if not Path(a["policy"]).expanduser().is_file():
             raise GraphError(f"policy:={a['policy']}: no such checkpoint file")

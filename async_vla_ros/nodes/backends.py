@@ -38,6 +38,7 @@ class BackendSpec:
     bid_n: int = 0  # BID samples (0: the checkpoint's setting)
     beta: float = 0.0  # RTC guidance clip (<= 0: the checkpoint's setting)
     seed: int = 0  # backend noise seed
+    weak_checkpoint: str = ""  # BID forward contrast: a weaker flow checkpoint ('' : none)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -70,16 +71,16 @@ def make_backend(spec: BackendSpec) -> ChunkPolicy:
     return _REGISTRY[spec.name](spec)
 
 
-def default_checkpoint(task: str, directory: Path | None = None) -> Path:
-    """The shipped base checkpoint of ``task``; FileNotFoundError with what was looked for."""
-    root = Path(directory) if directory is not None else CHECKPOINT_DIR
-    candidates = [root / f"{task}_base.pt", root / task / "base.pt", root / f"{task}.pt"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(
-        f"no shipped checkpoint for task {task!r} (looked for {', '.join(str(c) for c in candidates)}); "
-        "pass checkpoint:=PATH, or use the scripted expert (backend 'expert')")
+def default_checkpoint(task: str, directory: Path | None = None, kind: str = "base") -> Path:
+    """The shipped ``kind`` checkpoint of ``task`` (``<task>_<kind>.pt``, see
+    ``async_vla_ros.checkpoints``); FileNotFoundError that says what to do instead."""
+    from async_vla_ros.checkpoints import checkpoint_path
+
+    try:
+        return checkpoint_path(task, kind, directory if directory is not None else CHECKPOINT_DIR)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no shipped {kind} checkpoint for task {task!r} ({exc}); pass checkpoint:=PATH, "
+                                "or use the scripted expert (backend 'expert')") from exc
 
 
 def _flow(spec: BackendSpec) -> ChunkPolicy:
@@ -99,7 +100,14 @@ def _flow(spec: BackendSpec) -> ChunkPolicy:
         changes["bid_n"] = int(spec.bid_n)
     if spec.beta > 0:
         changes["beta"] = float(spec.beta)
-    return FlowPolicyBackend.from_checkpoint(ckpt, settings=dataclasses.replace(settings, **changes))
+    weak = None
+    if spec.weak_checkpoint:
+        from async_vla_ros.policy.networks import FlowNetConfig, build_network
+
+        wck = load_checkpoint(Path(os.path.expanduser(spec.weak_checkpoint)))
+        weak = build_network(FlowNetConfig.from_dict(wck["network_config"]))
+        weak.load_state_dict(wck["state_dict"])
+    return FlowPolicyBackend.from_checkpoint(ckpt, settings=dataclasses.replace(settings, **changes), weak_network=weak)
 
 
 def _expert(spec: BackendSpec) -> ChunkPolicy:

@@ -14,10 +14,12 @@ clock, optionally under SCHED_FIFO):
    ``Float64MultiArray`` (forward position controller); the gripper as a finger joint / 8th value
    (sim), through franka_msgs actions (``franka_action``), or not at all.
 
-When the plan runs dry (nothing planned for the current step) it holds the last target. The
-filter starts (and restarts at every new episode id seen on ``/observation``) from the measured
-joints: the newest ``/joint_states`` at start, the observation's own joint positions (the first
-7 state values, see camera_ingestion) at an episode change. Plans of other episodes are dropped.
+Nothing is published before the first plan of an episode has been sampled (the robot's own
+controller keeps holding); after that, when the plan runs dry (nothing planned for the current
+step) it holds the last target. The filter starts (and restarts at every new episode id seen on
+``/observation``) from the measured joints: the newest ``/joint_states`` at start, the
+observation's own joint positions (the first 7 state values, see camera_ingestion) at an episode
+change. Plans of other episodes are dropped.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ PARAMS = (
     Param("backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert",
           choices=("flow", "expert")),
     Param("checkpoint", "", "flow checkpoint path ('' : the shipped default of `task`)"),
+    Param("weak_checkpoint", "", "BID forward contrast: weaker flow checkpoint of the same task ('' : none)"),
     Param("task", "track", "task of the policy (expert choice; default checkpoint)",
           choices=("track", "intercept", "bifurcate", "pick_moving")),
     Param("horizon", 8, "H for the expert backend (flow checkpoints carry their own)", min=1, max=256),
@@ -100,7 +101,7 @@ class PolicyNode(Node):
         from async_vla_ros.nodes.backends import BackendSpec, make_backend
 
         spec = BackendSpec(p["backend"], p["task"], p["checkpoint"], p["horizon"], p["n_steps"], p["bid_n"],
-                           p["guidance_beta"], p["seed"])
+                           p["guidance_beta"], p["seed"], p["weak_checkpoint"])
         self.backend = make_backend(spec)
         torch.set_num_threads(p["torch_threads"])  # a backend may have set its own
         self.H, self.A, self.obs_dim = int(self.backend.horizon), int(self.backend.action_dim), int(self.backend.obs_dim)

@@ -1,21 +1,24 @@
 """scheduler node: the core :class:`~async_vla_ros.core.scheduler.ChunkScheduler` on the ROS clock.
 
 Owns the action timeline and the merge strategy (``method``: sync | naive | te | rtc | rtc_hard |
-remac | bid). Control steps come from the node's ROS clock (``t = floor((now - t0) / dt)``, the
-same clock that stamps every message, so steps and stamps agree across processes). Per step
-(timer at ``dt``): ``maybe_request(t)`` -> ``/policy/chunk_request`` (prefix Y, weights W, d, s,
-n_frozen from the core), ``action_at(t)`` (records the step as executed), then the plan from
-step ``t`` on -> ``/scheduler/action_plan``. An arriving ``/policy/action_chunk`` is merged at
-once (``on_message`` at the arrival step), the plan republished, and a
-``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d). It
-never blocks: nothing here waits for inference.
+remac | bid). Control steps come from the node's ROS clock (``t = floor((now - t0) / dt)``: the
+clock that stamps every message, so steps and stamps agree across processes); with
+``align_to_observations`` the grid is phase-locked to the observation stamps at the start of each
+episode, so an observation marks the start of its step.
 
-Episodes: ``/observation`` carries the episode id; a new one resets the scheduler (delay
-statistics kept) and drops chunks of older episodes. No request goes out before an observation of
-the current episode has been seen.
+* ``/observation`` (one per control step): its step ``t_obs`` (stamp rounded to the grid) ->
+  ``maybe_request(t_obs)``; a request (prefix Y, weights W, d, s, n_frozen from the core) names
+  that observation's ``obs_id``, so the chunk's action k is for step ``t_obs + k`` exactly as in
+  the lockstep runner. A new episode id resets the scheduler (delay statistics kept).
+* timer at ``dt``: ``action_at`` for every step up to now (the executed history), then the plan
+  from the current step on -> ``/scheduler/action_plan``.
+* ``/policy/action_chunk``: merged at once (``on_message`` at the current core step; the core
+  merges from the next step when the current one was already handed out), the plan republished,
+  and a ``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d).
 
-Ids on the wire start at 1 (``ChunkRequest.request_id``); the core counts from 0: request
-``r`` on the wire is core request ``r - 1``.
+It never blocks: nothing here waits for inference. Ids on the wire start at 1
+(``ChunkRequest.request_id``); the core counts from 0: request ``r`` on the wire is core request
+``r - 1``.
 """
 
 from __future__ import annotations
