@@ -318,3 +318,21 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
     s.pub_task.publish(old)
     assert run(lambda: node.drops.as_dict().get("stale_state", 0) == 1, 5.0)
     assert len(s.out) == 1
+
+
+def test_correction_franka_gripper_bridge_says_arm_only_without_franka_msgs(run):
+    from async_vla_ros.nodes.franka_bridge import franka_msgs_available
+
+    ok, why = franka_msgs_available()
+    corr = CorrectionNode(parameter_overrides=[P("gripper_mode", value="franka_action"),
+                                               P("command_interface", value="forward"),
+                                               P("sched_fifo_priority", value=0)])
+    try:
+        assert corr.gripper_bridge is not None and corr.gripper_bridge.active == ok
+        if not ok:
+            assert "franka_msgs" in why
+            corr.gripper_bridge.command(0.04)  # inactive: a no-op, never an error
+            assert corr.gripper_bridge.goals_sent == 0
+    finally:
+        corr.close()
+        corr.destroy_node()
