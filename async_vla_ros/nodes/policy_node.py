@@ -287,6 +287,8 @@ class PolicyNode(Node):
         self.get_logger().info(f"warm-up inference took {1e3 * (time.perf_counter() - t0):.1f} ms")
 
     def _on_worker_error(self, job: Job, exc: BaseException) -> None:
+        if not self.context.ok():
+            return  # shutting down: the publisher is gone, nothing to answer
         self.drops.drop(f"inference.{type(exc).__name__}", str(exc))
         if not job.warmup:
             self._publish_error(job.request_id, job.episode_id, job.obs_id, job.method, job.dt,
@@ -337,8 +339,9 @@ class PolicyNode(Node):
         tm.injected_delay_s = float(self.p["injected_latency_s"])
         tm.obs_age_at_start_s = (t0 - obs_ns) / NS_PER_S
         tm.header.stamp = self.get_clock().now().to_msg()
-        self.pub.publish(msg)
-        self.n_chunks_ok += 1
+        if self.context.ok():
+            self.pub.publish(msg)
+            self.n_chunks_ok += 1
 
     def _publish_error(self, request_id: int, episode_id: int, obs_id: int, method: str, dt: float, code: int,
                        message: str, received_ns: int, request_ns: int = 0) -> None:
@@ -349,6 +352,8 @@ class PolicyNode(Node):
         msg.timing.request_stamp = ns_to_stamp(max(0, request_ns))
         msg.timing.received_stamp = ns_to_stamp(max(0, received_ns))
         msg.timing.header.stamp = msg.header.stamp
+        if not self.context.ok():
+            return
         self.pub.publish(msg)
         self.n_errors_by_code[code] = self.n_errors_by_code.get(code, 0) + 1
 
