@@ -146,27 +146,36 @@ def make_executor(kind: str | None = None):
 def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
-    A :class:`ParamError` (or any ``ValueError`` raised while building the node from its
-    parameters) prints a clear message and returns 2. Ctrl-C / SIGTERM end the spin and return 0.
-    A node may set ``exit_code`` (non-zero on a fatal worker error) and call ``request_shutdown``.
+    A :class:`ParamError` (or any ``ValueError`` / ``FileNotFoundError`` raised while building the
+    node from its parameters) prints a clear message and returns 2. Ctrl-C / SIGTERM -- also while
+    the node is still starting (importing torch, loading a checkpoint) -- end it cleanly with 0.
+    A node sets ``exit_code`` (non-zero on a fatal error in one of its threads) and
+    ``shutdown_requested`` to end the spin itself.
     """
     argv = list(sys.argv if args is None else args)
     rclpy.init(args=argv)
     node = None
+    name = getattr(factory, "NODE_NAME", factory.__name__)
     try:
         try:
             node = factory()
         except (ParamError, ValueError, FileNotFoundError) as exc:
-            print(f"[{getattr(factory, 'NODE_NAME', factory.__name__)}] cannot start: {exc}", file=sys.stderr, flush=True)
+            print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
             return 2
         executor = make_executor()
         executor.add_node(node)
         try:
             while rclpy.ok() and not getattr(node, "shutdown_requested", False):
                 executor.spin_once(timeout_sec=0.2)
-        except (KeyboardInterrupt, ExternalShutdownException):
+        except ExternalShutdownException:
             pass
+        except Exception:
+            if rclpy.ok():
+                raise  # a real error in a callback: exit non-zero with its traceback
+            # the context was shut down (SIGINT/SIGTERM) while a callback ran: a clean stop
         return int(getattr(node, "exit_code", 0) or 0)
+    except KeyboardInterrupt:
+        return int(getattr(node, "exit_code", 0) or 0) if node is not None else 0
     finally:
         if node is not None:
             close = getattr(node, "close", None)
@@ -174,8 +183,11 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
                 try:
                     close()
                 except Exception as exc:  # noqa: BLE001 - report, still shut down
-                    print(f"error while closing {node.get_name()}: {exc}", file=sys.stderr)
-            node.destroy_node()
+                    print(f"[{name}] error while closing: {exc}", file=sys.stderr)
+            try:
+                node.destroy_node()
+            except Exception as exc:  # noqa: BLE001 - already shutting down
+                print(f"[{name}] error while destroying the node: {exc}", file=sys.stderr)
         if rclpy.ok():
             rclpy.shutdown()
 
