@@ -139,6 +139,8 @@ class SchedulerNode(Node):
             t_obs = self._last_t  # late: request from it anyway, its chunk is aligned one step late
         self._execute_until(t_obs - 1)
         self._core_t = max(t_obs, self._core_t if self._core_t is not None else t_obs)
+        if self.pub_req.get_subscription_count() == 0:
+            return self.drops.drop("no_policy", "no policy node subscribes to the requests yet")
         spec = self.sched.maybe_request(self._core_t)
         if spec is not None:
             self._send_request(spec, int(msg.obs_id))
