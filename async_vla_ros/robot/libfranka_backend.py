@@ -1,0 +1,393 @@
+"""Drive a Franka FR3 / Panda over the real libfranka protocol (``pylibfranka``), without ROS.
+
+A thin adapter: all the logic (plan sampling, interpolation, the safety filter) lives in the
+pure :mod:`.session` / :mod:`.streamer` modules. This module only runs libfranka's 1 kHz
+joint-position loop (``start_joint_position_control`` + ``readOnce`` / ``writeOnce``) and asks a
+command source for each command.
+
+Time comes from the robot: ``readOnce`` reports how many 1 ms cycles passed since the previous
+read. When the loop was late (n > 1 cycles), the source is advanced n ticks and only the newest
+command is sent, so the stream stays on the robot's time line (the robot extrapolates the
+cycles it missed).
+
+Two ways to use it:
+
+* ``LibfrankaRobot.run(source, duration_s)``: blocking, the stack's plan from a
+  :class:`~.session.StreamingSession` (ChunkScheduler + policy), used by tests and
+  ``async-vla-ros bench franka``;
+* the :class:`~.base.Robot` interface: ``start_streaming()`` runs the loop on a thread, the
+  caller's control loop calls ``observe()`` and ``command(q_target)`` at the control rate, and
+  ``stop_streaming()`` brings the arm to rest and ends the motion.
+
+``pylibfranka`` is imported lazily (``module=`` injects a fake for unit tests). Connect only to
+the robot's FCI address; for franka-sim that is ``127.0.0.1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .base import MotionAborted, RobotError, RobotState
+from .session import CommandSource, TargetStream
+from .streamer import MotionMonitor, StreamerConfig
+
+__all__ = ["LibfrankaConfig", "RunReport", "LibfrankaRobot", "parse_reflex_reasons"]
+
+_REASON_RE = re.compile(r'"([a-z0-9_]+)"')
+
+
+def parse_reflex_reasons(text: str) -> tuple[str, ...]:
+    """Error names from a libfranka message or ``Errors`` string, e.g.
+    ``'... ["joint_motion_generator_velocity_discontinuity"]'`` -> that name."""
+    return tuple(dict.fromkeys(_REASON_RE.findall(str(text))))
+
+
+@dataclass(frozen=True)
+class LibfrankaConfig:
+    """Connection and loop settings."""
+
+    host: str = "127.0.0.1"  # FCI address of the robot (franka-sim: 127.0.0.1 only)
+    realtime: str = "enforce"  # "enforce" (hardware: needs an RT kernel) | "ignore" (franka-sim)
+    controller: str = "joint_impedance"  # robot-side controller: "joint_impedance" | "cartesian_impedance"
+    sched_fifo_priority: int | None = None  # SCHED_FIFO priority of the loop thread (1-99), None: leave
+    stop_timeout_s: float = 2.0  # longest wait for the arm to come to rest before the motion ends
+    command_dt: float = 0.001  # libfranka's cycle, s (fixed by the protocol)
+    start_hold_cycles: int = 20  # cycles q_d is sent unchanged before the source starts
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"LibfrankaConfig.host must be a non-empty address, got {self.host!r}")
+        if self.realtime not in ("enforce", "ignore"):
+            raise ValueError(f"LibfrankaConfig.realtime must be 'enforce' or 'ignore', got {self.realtime!r}")
+        if self.controller not in ("joint_impedance", "cartesian_impedance"):
+            raise ValueError(f"LibfrankaConfig.controller must be 'joint_impedance' or 'cartesian_impedance', got {self.controller!r}")
+        if self.sched_fifo_priority is not None and (
+                isinstance(self.sched_fifo_priority, bool) or not isinstance(self.sched_fifo_priority, int)
+                or not 1 <= self.sched_fifo_priority <= 99):
+            raise ValueError(f"LibfrankaConfig.sched_fifo_priority must be None or 1..99, got {self.sched_fifo_priority!r}")
+        if not (math.isfinite(self.stop_timeout_s) and self.stop_timeout_s > 0):
+            raise ValueError(f"LibfrankaConfig.stop_timeout_s must be > 0, got {self.stop_timeout_s!r}")
+        if isinstance(self.start_hold_cycles, bool) or not isinstance(self.start_hold_cycles, int) or self.start_hold_cycles < 0:
+            raise ValueError(f"LibfrankaConfig.start_hold_cycles must be an int >= 0, got {self.start_hold_cycles!r}")
+        if self.command_dt != 0.001:
+            raise ValueError("LibfrankaConfig.command_dt is fixed at 0.001 s by the libfranka protocol")
+
+
+@dataclass
+class RunReport:
+    """What one streamed motion did."""
+
+    aborted: bool = False  # the robot aborted the motion (reflex)
+    reasons: tuple[str, ...] = ()  # the robot's error names when aborted
+    message: str = ""  # the exception text when aborted
+    cycles: int = 0  # robot cycles (1 ms) covered, by the robot's own clock
+    loop_iterations: int = 0  # readOnce/writeOnce pairs
+    late_iterations: int = 0  # iterations that covered more than one cycle (loop was late)
+    max_cycles_per_iteration: int = 0
+    compute_ms_p50: float = 0.0  # our time per cycle computing the next command (ahead of time)
+    compute_ms_p99: float = 0.0
+    compute_ms_max: float = 0.0
+    respond_ms_p99: float = 0.0  # readOnce returned -> command written (catch-up included)
+    respond_ms_max: float = 0.0
+    wall_s: float = 0.0  # wall-clock duration of the loop
+    success_rate: float | None = None  # robot's control_command_success_rate at the end
+    settled: bool = False  # came to rest before the motion was finished
+    monitor: dict[str, Any] = field(default_factory=dict)  # MotionMonitor.summary() of the commands sent
+    source: dict[str, Any] = field(default_factory=dict)  # the source's stats()
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _MoveTo:
+    """Command source holding one target (a :class:`TargetStream` given ``q_goal`` at start)."""
+
+    def __init__(self, q_goal, streamer: StreamerConfig | None = None) -> None:
+        self.q_goal = np.array(q_goal, dtype=np.float64, copy=True)
+        if self.q_goal.shape != (7,) or not np.all(np.isfinite(self.q_goal)):
+            raise ValueError(f"q_goal must be 7 finite joint positions, got {q_goal!r}")
+        self.stream = TargetStream(streamer)
+
+    def start(self, q_init, gripper=None) -> None:
+        self.stream.start(q_init, gripper)
+        self.stream.submit(self.q_goal)
+
+    def advance(self, n_ticks: int = 1):
+        return self.stream.advance(n_ticks)
+
+    def stop(self) -> None:
+        # keep the goal (do not freeze on the way): the filter stops on it
+        self.stream.streamer.freeze(self.q_goal)
+
+    def settled(self) -> bool:
+        return self.stream.settled()
+
+    def stats(self):
+        return self.stream.stats()
+
+
+class LibfrankaRobot:
+    """A Franka over libfranka; implements :class:`~.base.Robot` (module docstring)."""
+
+    def __init__(self, config: LibfrankaConfig | None = None, module: Any = None) -> None:
+        self.config = config or LibfrankaConfig()
+        self._fr = module
+        self._robot = None
+        self._thread: threading.Thread | None = None
+        self._stream: TargetStream | None = None
+        self._stop_event = threading.Event()
+        self._state_lock = threading.Lock()
+        self._last_state: RobotState | None = None
+        self._thread_report: RunReport | None = None
+        self._thread_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def module(self):
+        if self._fr is None:
+            try:
+                self._fr = importlib.import_module("pylibfranka")
+            except ImportError as exc:
+                raise RobotError(f"pylibfranka is not installed ({exc}): pip install pylibfranka==0.21.3") from exc
+        return self._fr
+
+    def connect(self) -> None:
+        """Open the FCI connection (idempotent)."""
+        if self._robot is not None:
+            return
+        fr = self.module
+        rt = fr.RealtimeConfig.kEnforce if self.config.realtime == "enforce" else fr.RealtimeConfig.kIgnore
+        try:
+            self._robot = fr.Robot(self.config.host, rt)
+        except Exception as exc:  # libfranka raises NetworkException / IncompatibleVersionException / ...
+            raise RobotError(f"cannot connect to a Franka at {self.config.host}: {exc}") from exc
+
+    def close(self) -> None:
+        """Stop streaming (if running) and drop the connection."""
+        if self._thread is not None:
+            self.stop_streaming()
+        self._robot = None
+
+    def __enter__(self) -> "LibfrankaRobot":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _require(self):
+        if self._robot is None:
+            raise RobotError("not connected: call connect() first")
+        return self._robot
+
+    def _to_state(self, st) -> RobotState:
+        t = st.time
+        t_ns = int(round(t.to_sec() * 1e9)) if hasattr(t, "to_sec") else int(t)
+        return RobotState(q=np.asarray(st.q), dq=np.asarray(st.dq), q_cmd=np.asarray(st.q_d), gripper=None, time_ns=t_ns)
+
+    def read_state(self) -> RobotState:
+        """One state read outside a motion (``Robot::readOnce``)."""
+        return self._to_state(self._require().read_once())
+
+    def recover(self) -> None:
+        """Clear a reflex (``automatic_error_recovery``)."""
+        try:
+            self._require().automatic_error_recovery()
+        except Exception as exc:
+            raise RobotError(f"error recovery failed: {exc}") from exc
+
+    def last_errors(self) -> tuple[str, ...]:
+        """Error names of the last motion (``last_motion_errors``)."""
+        return parse_reflex_reasons(str(self._require().read_once().last_motion_errors))
+
+    # ------------------------------------------------------------------ the 1 kHz loop
+    def run(self, source: CommandSource, duration_s: float, monitor: MotionMonitor | None = None,
+            stop_event: threading.Event | None = None) -> RunReport:
+        """Stream ``source`` for ``duration_s`` seconds of robot time, then stop it and wait (at
+        most ``stop_timeout_s``) until the commands are at rest before finishing the motion.
+
+        An abort by the robot is returned in the report (``aborted``, ``reasons``), not raised;
+        connection errors raise :class:`~.base.RobotError`. Call :meth:`recover` after an abort.
+        """
+        if not (math.isfinite(duration_s) and duration_s > 0):
+            raise ValueError(f"duration_s must be > 0, got {duration_s!r}")
+        robot = self._require()
+        fr = self.module
+        mode = (fr.ControllerMode.JointImpedance if self.config.controller == "joint_impedance"
+                else fr.ControllerMode.CartesianImpedance)
+        monitor = monitor or MotionMonitor("fr3", dt=self.config.command_dt)
+        report = RunReport()
+        total = int(round(duration_s / self.config.command_dt))
+        stop_limit = int(round(self.config.stop_timeout_s / self.config.command_dt))
+        compute: list[float] = []  # per cycle: computing the next command (after writeOnce)
+        respond: list[float] = []  # per cycle: readOnce returned -> writeOnce called
+        old_sched = self._enter_fifo()
+        t_wall = time.perf_counter()
+        try:
+            ctrl = robot.start_joint_position_control(mode)
+            state, _ = ctrl.readOnce()
+            # the motion's q_d is where the robot's checks start from: begin there, at rest
+            q_start = np.asarray(state.q_d, dtype=np.float64)
+            source.start(q_start)
+            monitor.reset(q_start)
+            last_rate = getattr(state, "control_command_success_rate", None)
+            # hold the start exactly for a few cycles: the robot arms its checks from q_d
+            hold = fr.JointPositions(q_start.tolist())
+            for _ in range(self.config.start_hold_cycles):
+                ctrl.readOnce()
+                ctrl.writeOnce(hold)
+            stopping_at = None
+            cmd = source.advance(1)  # computed ahead: the command for the next cycle
+            while True:
+                state, dur = ctrl.readOnce()
+                t0 = time.perf_counter()
+                n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
+                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; catch up
+                    cmd = source.advance(n - 1)
+                    report.late_iterations += 1
+                report.cycles += n
+                report.loop_iterations += 1
+                report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
+                finished = stopping_at is not None and (
+                    source.settled() or report.cycles - stopping_at >= stop_limit)
+                jp = fr.JointPositions(cmd.q_cmd.tolist())
+                if finished:
+                    jp.motion_finished = True
+                    report.settled = source.settled()
+                ctrl.writeOnce(jp)
+                t1 = time.perf_counter()
+                monitor.update(cmd.q_cmd, n)
+                if finished:
+                    break
+                # off the critical path: state, stop decision, the next cycle's command
+                self._publish_state(state)
+                last_rate = getattr(state, "control_command_success_rate", last_rate)
+                if stopping_at is None and (report.cycles >= total or (stop_event is not None and stop_event.is_set())):
+                    source.stop()
+                    stopping_at = report.cycles
+                cmd = source.advance(1)
+                respond.append(t1 - t0)
+                compute.append(time.perf_counter() - t1)
+            report.success_rate = None if last_rate is None else float(last_rate)
+        except Exception as exc:
+            if not isinstance(exc, getattr(fr, "ControlException", ())):
+                raise RobotError(f"libfranka loop failed: {type(exc).__name__}: {exc}") from exc
+            report.aborted = True
+            report.message = str(exc)
+            reasons = parse_reflex_reasons(str(exc))
+            if not reasons:
+                try:
+                    reasons = self.last_errors()
+                except Exception:  # noqa: BLE001 - keep the original abort
+                    reasons = ()
+            report.reasons = reasons
+        finally:
+            self._leave_fifo(old_sched)
+            report.wall_s = time.perf_counter() - t_wall
+        if compute:
+            c = np.asarray(compute) * 1e3
+            report.compute_ms_p50 = float(np.percentile(c, 50))
+            report.compute_ms_p99 = float(np.percentile(c, 99))
+            report.compute_ms_max = float(c.max())
+            r = np.asarray(respond) * 1e3
+            report.respond_ms_p99 = float(np.percentile(r, 99))
+            report.respond_ms_max = float(r.max())
+        report.monitor = monitor.summary()
+        report.source = source.stats()
+        return report
+
+    def move_to(self, q_goal, duration_s: float = 4.0, streamer: StreamerConfig | None = None) -> RunReport:
+        """Bring the arm to ``q_goal (7,)`` through the safety filter (a held target), then
+        stop. Returns the report; check ``aborted``."""
+        return self.run(_MoveTo(q_goal, streamer), duration_s)
+
+    def _enter_fifo(self):
+        prio = self.config.sched_fifo_priority
+        if prio is None or not hasattr(os, "sched_setscheduler"):
+            return None
+        try:
+            old = (os.sched_getscheduler(0), os.sched_getparam(0))
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+            return old
+        except (PermissionError, OSError):
+            return None  # not allowed here: run at normal priority
+
+    @staticmethod
+    def _leave_fifo(old) -> None:
+        if old is not None:
+            try:
+                os.sched_setscheduler(0, old[0], old[1])
+            except OSError:
+                pass
+
+    def _publish_state(self, st) -> None:
+        try:
+            rs = self._to_state(st)
+        except ValueError:
+            return
+        with self._state_lock:
+            self._last_state = rs
+
+    # ------------------------------------------------------------------ Robot interface
+    def start_streaming(self, streamer: StreamerConfig | None = None, max_duration_s: float = 3600.0) -> None:
+        """Start the 1 kHz loop on a thread, following targets given to :meth:`command`."""
+        if self._thread is not None:
+            raise RobotError("already streaming")
+        self._require()
+        self._stream = TargetStream(streamer or StreamerConfig(control_dt=0.05, command_dt=self.config.command_dt))
+        self._stop_event.clear()
+        self._thread_report, self._thread_error = None, None
+
+        def _loop() -> None:
+            try:
+                self._thread_report = self.run(self._stream, max_duration_s, stop_event=self._stop_event)
+            except BaseException as exc:  # surfaced by stop_streaming / command
+                self._thread_error = exc
+
+        self._thread = threading.Thread(target=_loop, name="libfranka-1khz", daemon=True)
+        self._thread.start()
+
+    def command(self, q_target, gripper: float | None = None) -> None:
+        """Joint position target ``(7,)`` (rad) for the next control step (needs streaming)."""
+        if self._thread is None or self._stream is None:
+            raise RobotError("command() needs start_streaming() first")
+        if self._thread_error is not None:
+            raise RobotError(f"the 1 kHz loop failed: {self._thread_error}") from self._thread_error
+        if not self._thread.is_alive():
+            rep = self._thread_report
+            if rep is not None and rep.aborted:
+                raise MotionAborted(f"motion aborted: {rep.message}", rep.reasons)
+            raise RobotError("the 1 kHz loop has ended")
+        self._stream.submit(q_target, gripper)
+
+    def observe(self) -> RobotState:
+        """Latest state (from the running loop, else one read)."""
+        if self._thread is not None:
+            with self._state_lock:
+                if self._last_state is not None:
+                    return self._last_state
+        return self.read_state()
+
+    def stop_streaming(self, timeout_s: float = 10.0) -> RunReport:
+        """Bring the arm to rest, end the motion, join the loop thread; returns its report."""
+        if self._thread is None:
+            raise RobotError("not streaming")
+        self._stop_event.set()
+        self._thread.join(timeout_s)
+        alive = self._thread.is_alive()
+        self._thread = None
+        if alive:
+            raise RobotError(f"the 1 kHz loop did not stop within {timeout_s} s")
+        if self._thread_error is not None:
+            raise RobotError(f"the 1 kHz loop failed: {self._thread_error}") from self._thread_error
+        assert self._thread_report is not None
+        return self._thread_report
