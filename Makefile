@@ -21,8 +21,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not system" $(PYTEST_ARGS)
 
+# the main job; e.g. make demo DEMO_ARGS="--task intercept --method remac_rtc --duration 60"
+DEMO_ARGS ?=
 demo: setup
-	@echo "The main job (the ROS graph on MuJoCo with the shipped checkpoints) arrives with issue 6." ; exit 1
+	$(PY) -m async_vla_ros.cli demo $(DEMO_ARGS)
 
 clean-build:
 	rm -rf build install log
