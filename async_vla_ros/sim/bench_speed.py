@@ -1,6 +1,7 @@
 """Throughput of the lockstep benchmark: episodes per second with a small flow policy.
 
 ``python -m async_vla_ros.sim.bench_speed --task track --methods naive rtc --delays 0 4``
+``python -m async_vla_ros.sim.bench_speed --policy still`` (simulation + scheduling only)
 
 The policy is a default-size flow network (``FlowNetConfig`` defaults, random weights: inference
 time does not depend on the weights) whose normaliser is fitted on a few closed-loop expert
@@ -40,6 +41,23 @@ def _fitted_policy(task: str, n: int = 16):
     return make_flow_backend(cfg, norm, SamplerSettings(num_threads=1), task=task), norm, cfg
 
 
+class StillPolicy:
+    """ChunkPolicy that plans "stay where you are" (H copies of the measured joints, gripper as
+    measured): costs nothing, so a run measures simulation + scheduling alone."""
+
+    horizon, action_dim = 8, 8
+
+    def __init__(self, obs_dim: int):
+        self.obs_dim = obs_dim
+
+    def infer(self, obs, sampler="vanilla", prefix=None, weights=None, n_frozen=None, seed=None):
+        o = np.asarray(obs, dtype=np.float64)
+        a = np.empty((o.shape[0], self.horizon, 8))
+        a[:, :, :7] = o[:, None, :7]
+        a[:, :, 7] = o[:, None, 14]
+        return a
+
+
 def main(argv: list[str] | None = None) -> int:
     from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
 
@@ -50,16 +68,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--a2c2", action="store_true", help="add a correction head (zero residual)")
+    p.add_argument("--policy", choices=("flow", "still"), default="flow",
+                   help="flow: default-size flow network; still: free policy (simulation + scheduling only)")
     ns = p.parse_args(argv)
 
     policy, norm, cfg = _fitted_policy(ns.task)
+    if ns.policy == "still":
+        policy = StillPolicy(cfg.obs_dim)
     corr = None
     if ns.a2c2:
         from async_vla_ros.policy.a2c2 import CorrectionConfig, CorrectionHead
         corr = CorrectionHead(CorrectionConfig(obs_dim=cfg.obs_dim, action_dim=8, horizon=8), norm).eval()
     runner = LockstepRunner(policy, corr)
     total_eps, total_wall = 0, 0.0
-    print(f"task {ns.task}  episodes {ns.episodes}  batch {ns.batch}  a2c2 {ns.a2c2}")
+    print(f"task {ns.task}  policy {ns.policy}  episodes {ns.episodes}  batch {ns.batch}  a2c2 {ns.a2c2}")
     print(f"{'method':<9}{'d':>2}{'wall_s':>8}{'inf_ms/call':>12}{'calls':>7}{'ep/s':>7}{'sim_ep/s':>9}")
     for m in ns.methods:
         for d in ns.delays:

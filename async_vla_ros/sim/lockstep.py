@@ -277,7 +277,7 @@ class LockstepRunner:
             still = []
             for arr, i, ch in pending:
                 if arr == t and active[i]:
-                    scheds[i].on_chunk(ch, t)
+                    _merge(scheds[i], ch, t)
                 elif arr > t:
                     still.append((arr, i, ch))
             pending = still
@@ -307,7 +307,7 @@ class LockstepRunner:
                     ch = Chunk(next_chunk_id[i], specs[i].request_id, t, chunks[j])
                     next_chunk_id[i] += 1
                     if d == 0:
-                        scheds[i].on_chunk(ch, t)
+                        _merge(scheds[i], ch, t)
                     else:
                         pending.append((t + d, i, ch))
             # 3. actions
@@ -350,6 +350,14 @@ class LockstepRunner:
                 switch_jump_max=max(jumps) if jumps else 0.0, n_switches=len(jumps), hold_steps=int(holds[i]),
                 infer_s=infer_batch / n, task_info=_jsonable(info)))
         return out
+
+
+def _merge(sched: ChunkScheduler, chunk: Chunk, t: int) -> None:
+    """Deliver a chunk; in lockstep every chunk answers its request on time, so a reject is a bug."""
+    res = sched.on_chunk(chunk, t)
+    if not res.accepted:
+        raise RuntimeError(f"lockstep: chunk {chunk.chunk_id} (request {chunk.request_id}, t_obs {chunk.t_obs}) "
+                           f"rejected at step {t}: {res.reason}")
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -98,3 +98,20 @@ def test_expert_delay_sweep_full(task):
     assert rates[4] <= rates[0] - 0.2
     # Roughly monotone: no delay does better than a smaller one by more than sampling noise.
     assert all(rates[i + 1] <= rates[i] + 0.1 for i in range(4))
+
+
+def test_lockstep_deterministic_and_stop_when_decided_keeps_outcomes():
+    ex = ScriptedExpert("bifurcate", noise_std=0.02)  # noisy chunks: exercises the per-call seeds
+    cfg = LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4)
+    a, b = run_lockstep(ex, cfg), run_lockstep(ex, cfg)
+    key = lambda r: [(e.seed, e.success, e.success_step, e.acc_max, e.switch_jump_max) for e in r.episodes]  # noqa: E731
+    assert key(a) == key(b)
+    # Noise-free policy: stopping decided envs early changes no outcome (with a noisy policy the
+    # rows of a batched call, hence the noise, depend on which envs are still running).
+    clean = ScriptedExpert("bifurcate")
+    stop = run_lockstep(clean, cfg)
+    full = run_lockstep(clean, LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4,
+                                              stop_when_decided=False))
+    assert [(e.success, e.success_step) for e in full.episodes] == [(e.success, e.success_step) for e in stop.episodes]
+    assert all(e.steps == 40 for e in full.episodes)
+    assert any(e.steps < 40 for e in stop.episodes)
