@@ -26,6 +26,8 @@ class Command:
 # The registry. A command whose module is not importable yet is listed with the reason.
 _COMMANDS: tuple[Command, ...] = (
     Command("env", "async_vla_ros.cli_env", "show the ROS environment defaults in force"),
+    Command("demos", "async_vla_ros.sim.demos", "write scripted-expert demonstrations of a task (parquet dataset)"),
+    Command("eval", "async_vla_ros.eval.eval_cmd", "lockstep evaluation of a method under simulated delay: success (95%% Wilson), smoothness"),
     Command("replay", "async_vla_ros.eval.replay", "re-run methods on a recorded bag's observations (simulated or recorded delays) -> metrics, report"),
     Command("report", "async_vla_ros.eval.report", "markdown/HTML report with plots from a bag or a replay result"),
     Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
@@ -35,14 +37,19 @@ _COMMANDS: tuple[Command, ...] = (
     Command("base", "async_vla_ros.train.base", "train a base flow policy by behaviour cloning on demonstrations", group="train"),
     Command("remac", "async_vla_ros.train.remac", "REMAC LoRA fine-tuning of a base checkpoint (merged for deployment)", group="train"),
     Command("a2c2", "async_vla_ros.train.a2c2", "train an A2C2 correction head on a base checkpoint's chunks", group="train"),
+    Command("franka", "async_vla_ros.eval.bench_franka", "every merge strategy streamed at 1 kHz over libfranka to franka-sim: aborts, max vel/acc/jerk, with and without the safety filter", group="bench"),
     Command("paper", "async_vla_ros.eval.bench_paper", "the papers' comparison on every task: success vs delay, smoothness, latency -> reports/benchmark.md", group="bench"),
 )
 
 
-def _add_command(subparsers, cmd: Command) -> None:
+def _add_command(subparsers, cmd: Command, load: bool) -> None:
+    """Register ``cmd``; only a command that will run (``load``) imports its module."""
+    if not load:
+        subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help, add_help=False)
+        return
     try:
         module = importlib.import_module(cmd.module)
-    except ImportError as exc:  # a missing optional dependency must not break --help
+    except ImportError as exc:  # a missing optional dependency must not break the other commands
         p = subparsers.add_parser(cmd.name, help=f"{cmd.help} (unavailable: {exc})")
         p.set_defaults(_unavailable=f"`{cmd.name}` is unavailable: {exc}")
         return
@@ -51,7 +58,15 @@ def _add_command(subparsers, cmd: Command) -> None:
     p.set_defaults(_run=module.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _selected(argv: list[str]) -> tuple[str | None, str | None]:
+    """(command or group, sub-command) named on the command line, without importing anything."""
+    words = [a for a in argv if not a.startswith("-")]
+    return (words[0] if words else None, words[1] if len(words) > 1 else None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` only the selected command's module is imported (fast --help)."""
+    first, second = _selected(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="async-vla-ros",
         description="Real-time action chunking (RTC, REMAC, A2C2 and baselines) for Franka arms on ROS 2.",
@@ -60,19 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}
     for cmd in _COMMANDS:
         if cmd.group is None:
-            _add_command(top, cmd)
+            _add_command(top, cmd, load=first == cmd.name)
             continue
         if cmd.group not in groups:
             gp = top.add_parser(cmd.group, help=f"{cmd.group} commands")
             groups[cmd.group] = gp.add_subparsers(dest=f"{cmd.group}_command", metavar="WHAT")
             gp.set_defaults(_group_parser=gp)
-        _add_command(groups[cmd.group], cmd)
+        _add_command(groups[cmd.group], cmd, load=first == cmd.group and second == cmd.name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     apply_ros_defaults()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     ns = parser.parse_args(argv)
     if getattr(ns, "_unavailable", None):
         print(ns._unavailable, file=sys.stderr)
