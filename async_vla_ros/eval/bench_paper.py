@@ -566,7 +566,7 @@ def _latency_table(res: BenchResults) -> str:
 
 
 # ---------------------------------------------------------------------- CLI
-TINY = dict(tasks=("track",), delays=(0, 2), episodes=2, batch=2, latency_reps=2)
+TINY = dict(tasks=("track",), delays=(2, 4), episodes=2, batch=2, latency_reps=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -581,7 +581,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-reps", type=int, default=None, help="timed B=1 calls per method [30]")
     parser.add_argument("--ckpt-dir", default=None, help="checkpoint folder [the shipped async_vla_ros/checkpoints]")
     parser.add_argument("--tiny", action="store_true",
-                        help="smoke configuration: track, d in {0, 2}, 2 episodes (seconds, for tests)")
+                        help="smoke configuration: track, d in {2, 4}, 2 episodes (seconds, for tests)")
     parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
     parser.add_argument("--plots-dir", default=None, help="PNG folder [the report's folder]")
     parser.add_argument("--json", default=None, help="also write every summary as JSON")

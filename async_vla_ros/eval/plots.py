@@ -25,11 +25,11 @@ _STYLE = {
 }
 
 
-def success_vs_delay(counts: Mapping[str, Mapping[int, tuple[int, int]]], task: str, path: str | Path,
-                     methods: Sequence[str] | None = None, title_suffix: str = "") -> Path:
-    """Plot ``counts[method][d] = (successes, n)`` for one task; writes ``path`` (PNG)."""
-    methods = list(methods) if methods is not None else list(counts)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+PANEL_A = ("sync", "naive", "te", "bid", "rtc_hard", "rtc")  # baselines and RTC
+PANEL_B_REF = ("naive", "rtc")  # repeated in the second panel for reference
+
+
+def _draw(ax, counts: Mapping[str, Mapping[int, tuple[int, int]]], methods: Sequence[str]) -> None:
     n_m = max(1, len(methods))
     for j, m in enumerate(methods):
         per_d = counts.get(m, {})
@@ -45,18 +45,36 @@ def success_vs_delay(counts: Mapping[str, Mapping[int, tuple[int, int]]], task: 
             lo.append(p - a)
             hi.append(b - p)
         color, marker, ls = _STYLE.get(m, (None, "o", "-"))
-        off = (j - (n_m - 1) / 2) * 0.025  # small horizontal jitter so error bars do not overlap
+        off = (j - (n_m - 1) / 2) * 0.03  # small horizontal jitter so error bars do not overlap
         ax.errorbar([d + off for d in ds], rates, yerr=[lo, hi], label=m, color=color, marker=marker, ls=ls,
                     lw=1.4, ms=4.5, capsize=2.5, alpha=0.9)
-    ax.set_xlabel("inference delay d (control steps, dt = 50 ms)")
-    ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.set_ylim(-0.03, 1.03)
     all_d = sorted({d for m in methods for d in counts.get(m, {})})
     if all_d:
         ax.set_xticks(all_d)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("inference delay d (control steps of 50 ms)")
     ax.grid(alpha=0.3)
-    ax.set_title(f"{task}: success vs delay{title_suffix}")
-    ax.legend(fontsize=7.5, ncol=2, loc="lower left", framealpha=0.85)
+    ax.legend(fontsize=7.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), framealpha=0.9)
+
+
+def success_vs_delay(counts: Mapping[str, Mapping[int, tuple[int, int]]], task: str, path: str | Path,
+                     methods: Sequence[str] | None = None, title_suffix: str = "") -> Path:
+    """Plot ``counts[method][d] = (successes, n)`` for one task; writes ``path`` (PNG).
+
+    Two panels: baselines and RTC; REMAC, A2C2, combinations and ablations (with naive and RTC
+    repeated for reference). Error bars: 95 % Wilson intervals.
+    """
+    methods = list(methods) if methods is not None else list(counts)
+    a = [m for m in methods if m in PANEL_A]
+    b = [m for m in methods if m in PANEL_B_REF] + [m for m in methods if m not in PANEL_A]
+    panels = [(a, "baselines and RTC"), (b, "REMAC, A2C2, combinations")]
+    panels = [(ms, t) for ms, t in panels if ms]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), dpi=110, sharey=True, squeeze=False)
+    for ax, (ms, title) in zip(axes[0], panels):
+        _draw(ax, counts, ms)
+        ax.set_title(title, fontsize=10)
+    axes[0][0].set_ylabel("success rate (95% Wilson CI)")
+    fig.suptitle(f"{task}: success vs inference delay{title_suffix}", fontsize=11)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

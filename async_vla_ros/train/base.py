@@ -29,7 +29,7 @@ import torch
 
 from async_vla_ros.policy.base import SamplerSettings, save_checkpoint
 from async_vla_ros.policy.networks import FlowNetConfig, build_network, count_params, flow_matching_loss
-from async_vla_ros.policy.normalize import Normalizer
+from async_vla_ros.policy.normalize import DimNorm, Normalizer
 from async_vla_ros.train import common as C
 from async_vla_ros.train.data import ChunkWindows, DemoSet, load_episodes, split_episodes
 
@@ -57,6 +57,9 @@ class BaseTrainConfig:
     num_threads: int | None = 1  # torch threads (None: torch default)
     obs_norm: str = "meanstd"  # observation normalisation mode
     action_norm: str = "meanstd"  # action normalisation mode
+    ignore_obs: tuple[str, ...] = ("qd",)  # observation fields the network must not use (see ignore_fields)
+    obs_scale_min: float = 1e-2  # floor of the observation scale (robot units), see floor_scales
+    const_action_scale: float = 1e-3  # scale of action dims that never vary in the demos (robot units)
     # network (FlowNetConfig fields)
     encoder: str = "state"  # "state" or "image"
     hidden: int = 64  # mixer channel width C
@@ -71,7 +74,7 @@ class BaseTrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"BaseTrainConfig.{name} must be an int >= 1, got {v!r}")
-        for name in ("lr", "grad_clip"):
+        for name in ("lr", "grad_clip", "obs_scale_min", "const_action_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise ValueError(f"BaseTrainConfig.{name} must be > 0, got {v!r}")
@@ -92,6 +95,9 @@ class BaseTrainConfig:
                 raise ValueError(f"BaseTrainConfig.{name} must be meanstd, minmax or identity")
         if self.encoder not in ("state", "image"):
             raise ValueError(f"BaseTrainConfig.encoder must be 'state' or 'image', got {self.encoder!r}")
+        if isinstance(self.ignore_obs, str):
+            object.__setattr__(self, "ignore_obs", tuple(x for x in self.ignore_obs.split(",") if x))
+        object.__setattr__(self, "ignore_obs", tuple(str(x) for x in self.ignore_obs))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,6 +126,58 @@ class TrainResult:
     val_loss: float | None  # last validation loss (None without validation episodes)
     history: tuple[dict[str, Any], ...]  # per validation pass: step, train_loss, val_loss, seconds
     seconds: float  # wall time of this invocation
+
+
+IGNORED_SCALE = 1e6
+
+
+def floor_scales(norm: Normalizer, actions: np.ndarray, obs_scale_min: float,
+                 const_action_scale: float) -> Normalizer:
+    """Make the normaliser safe for closed-loop use.
+
+    * Observation scales are floored at ``obs_scale_min``: a feature that barely varies in the
+      demonstrations (e.g. the gripper width on tasks that never use the gripper: std ~1e-5 m)
+      would otherwise turn a harmless 5 mm deviation at run time into a 500-sigma input, and the
+      policy's output collapses (measured: the first ``track`` policies failed every episode).
+    * Action dimensions that are constant in the demonstrations (the gripper on ``track``) get
+      scale ``const_action_scale`` instead of 1, so sampling noise in that dimension stays tiny in
+      robot units instead of opening the gripper by centimetres.
+
+    ``actions``: (N, ..., A) training action chunks.
+    """
+    o_scale = np.maximum(norm.obs.scale, obs_scale_min)
+    spread = np.ptp(np.asarray(actions).reshape(-1, norm.action.dim), axis=0)
+    a_scale = np.where(spread < 1e-9, const_action_scale, norm.action.scale)
+    return Normalizer(DimNorm(norm.obs.mode, norm.obs.center, o_scale),
+                      DimNorm(norm.action.mode, norm.action.center, a_scale))
+
+
+def ignore_fields(norm: Normalizer, obs_fields, names) -> tuple[Normalizer, list[int]]:
+    """Blind the network to observation fields ``names``: their normaliser becomes centre 0, scale
+    1e6, so the normalised input is ~0 for any physical value while the checkpoint still takes
+    the full observation vector (same ``obs_dim`` as the environment).
+
+    Why: the scripted experts' actions do not depend on the joint velocities ``qd``, but with noisy
+    demonstrations ``qd`` carries the last step's execution noise, which a small network latches
+    onto; under its own (noise-free) control ``qd`` is then out of distribution and closed-loop
+    rollouts diverge (measured on ``track``, see docs/training.md). Returns the new normaliser and
+    the blinded dimensions.
+    """
+    if not names:
+        return norm, []
+    if not obs_fields:
+        raise ValueError(f"ignore_obs={list(names)} needs the demonstrations' obs_fields metadata")
+    slices, i = {}, 0
+    for name, n in obs_fields:
+        slices[str(name)] = range(i, i + int(n))
+        i += int(n)
+    missing = [n for n in names if n not in slices]
+    if missing:
+        raise ValueError(f"ignore_obs: unknown observation field(s) {missing}; fields: {list(slices)}")
+    dims = sorted(d for n in names for d in slices[n])
+    center, scale = norm.obs.center.copy(), norm.obs.scale.copy()
+    center[dims], scale[dims] = 0.0, IGNORED_SCALE
+    return Normalizer(DimNorm(norm.obs.mode, center, scale), norm.action), dims
 
 
 class _Batcher:
@@ -177,6 +235,8 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
                                                                          replace=False))
     norm = Normalizer.from_data(windows.obs[train_rows], windows.chunks[train_rows], config.obs_norm,
                                 config.action_norm)
+    norm = floor_scales(norm, windows.chunks[train_rows], config.obs_scale_min, config.const_action_scale)
+    norm, ignored_dims = ignore_fields(norm, demos.metadata.get("obs_fields"), config.ignore_obs)
     image_size = None if windows.images is None else tuple(int(v) for v in windows.images.shape[1:3])
     net_cfg = config.network_config(windows.obs_dim, windows.action_dim, image_size)
     torch.manual_seed(config.seed)
@@ -208,7 +268,7 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
         return {"kind": KIND, "task": task, "config": config.to_dict(), "network": net_cfg.to_dict(),
                 "horizon": config.horizon, "seed": config.seed, "demos": demos.describe(),
                 "obs_fields": demos.metadata.get("obs_fields"), "action_fields": demos.metadata.get("action_fields"),
-                "dt": demos.metadata.get("dt"), "train_episodes": int(len(train_eps)),
+                "dt": demos.metadata.get("dt"), "ignored_obs_dims": ignored_dims, "train_episodes": int(len(train_eps)),
                 "val_episodes": int(len(val_eps)), "num_params": count_params(net), "provenance": C.provenance()}
 
     def write(step_now: int, val_loss: float | None, weak: bool = False) -> Path:
@@ -295,9 +355,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        typ = type(default) if default is not None and not isinstance(default, bool) else int
         if isinstance(default, bool):
             continue  # booleans get explicit switches from the command
+        if isinstance(default, tuple):  # comma-separated list ("" for none)
+            g.add_argument(flag, dest=f.name, type=str, default=None, help=f"[{','.join(default)}] comma-separated")
+            continue
+        typ = type(default) if default is not None else int
         g.add_argument(flag, dest=f.name, type=typ, default=None, help=f"[{default}]")
 
 

@@ -37,7 +37,7 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     text = out.read_text()
     for m in B.METHODS:
         assert f"| {m} |" in text
-    assert "95 % Wilson" in text and "d=2" in text and "torch" in text and "bench paper" in text
+    assert "95 % Wilson" in text and "d=4" in text and "torch" in text and "bench paper" in text
     assert "## The papers' claims" in text and "B=1 chunk" in text
     png = out.parent / "benchmark_track.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

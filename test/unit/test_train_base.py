@@ -32,7 +32,7 @@ def synthetic_demos(n_eps: int = 12, T: int = 24, obs_dim: int = 4, A: int = 3, 
 
 
 TINY = dict(horizon=4, batch_size=32, hidden=16, channel_hidden=32, token_hidden=8, depth=1, obs_hidden=16,
-            warmup=5, ema_decay=0.0, val_fraction=0.25, lr=3e-3)
+            warmup=5, ema_decay=0.0, val_fraction=0.25, lr=3e-3, ignore_obs=())
 
 
 def test_windows_pad_with_last_action_and_index():
@@ -53,6 +53,36 @@ def test_split_is_by_episode_and_keeps_training_data():
     assert len(va) == 2 and len(tr) == 8 and not set(tr) & set(va)
     tr, va = split_episodes(1, 0.5, seed=0)
     assert list(tr) == [0] and len(va) == 0
+
+
+def test_ignored_fields_are_blinded_and_unknown_fields_rejected():
+    from async_vla_ros.policy.normalize import Normalizer
+    from async_vla_ros.train.base import IGNORED_SCALE, ignore_fields
+
+    obs = np.random.default_rng(0).normal(size=(50, 5)) * 3 + 1
+    norm = Normalizer.from_data(obs, np.zeros((50, 2)))
+    new, dims = ignore_fields(norm, [["a", 2], ["qd", 2], ["b", 1]], ("qd",))
+    assert dims == [2, 3]
+    z = new.obs.normalize(obs)
+    assert np.abs(z[:, 2:4]).max() < 20 / IGNORED_SCALE  # ~0 whatever the velocity
+    np.testing.assert_allclose(z[:, [0, 1, 4]], norm.obs.normalize(obs)[:, [0, 1, 4]])
+    with pytest.raises(ValueError, match="unknown observation field"):
+        ignore_fields(norm, [["a", 5]], ("qd",))
+    assert BaseTrainConfig(ignore_obs="qd,tcp").ignore_obs == ("qd", "tcp")
+    assert BaseTrainConfig(ignore_obs="").ignore_obs == ()
+
+
+def test_floor_scales_protects_near_constant_features():
+    from async_vla_ros.policy.normalize import Normalizer
+    from async_vla_ros.train.base import floor_scales
+
+    rng = np.random.default_rng(1)
+    obs = np.c_[rng.normal(size=100), 1e-5 * rng.normal(size=100)]  # second feature ~constant
+    acts = np.c_[rng.normal(size=100), np.zeros(100)]  # second action never varies
+    norm = floor_scales(Normalizer.from_data(obs, acts), acts, obs_scale_min=1e-2, const_action_scale=1e-3)
+    assert norm.obs.scale[1] == 1e-2 and norm.obs.scale[0] == pytest.approx(obs[:, 0].std())
+    assert abs(norm.obs.normalize(np.array([0.0, 0.005]))[1]) < 1.0  # 5 mm is not a 500-sigma input
+    assert norm.action.scale[1] == 1e-3 and norm.action.scale[0] == pytest.approx(acts[:, 0].std())
 
 
 def test_bad_config_is_rejected():
