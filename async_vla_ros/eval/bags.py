@@ -56,6 +56,14 @@ DEFAULT_TOPICS: dict[str, str] = {
     "/camera/image_raw": "sensor_msgs/msg/Image",
     "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+    "/sim/episode_result": "diagnostic_msgs/msg/DiagnosticStatus",
+    # metrics (async_vla_ros.nodes.metrics): every node's ~/metrics, the correction node's per-tick topic
+    "/sim/metrics": "async_vla_msgs/msg/NodeMetrics",
+    "/camera_ingestion/metrics": "async_vla_msgs/msg/NodeMetrics",
+    "/policy/metrics": "async_vla_msgs/msg/NodeMetrics",
+    "/scheduler/metrics": "async_vla_msgs/msg/NodeMetrics",
+    "/correction/metrics": "async_vla_msgs/msg/NodeMetrics",
+    "/correction/command_metrics": "async_vla_msgs/msg/CommandMetrics",
 }
 
 

@@ -8,7 +8,8 @@ msgs = pytest.importorskip("async_vla_msgs.msg")
 
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
-ALL = ["Observation", "ChunkRequest", "ChunkTiming", "ActionChunk", "ActionPlan", "ChunkReport"]
+ALL = ["Observation", "ChunkRequest", "ChunkTiming", "ActionChunk", "ActionPlan", "ChunkReport", "NodeMetrics",
+       "CommandMetrics"]
 
 
 @pytest.mark.parametrize("name", ALL)

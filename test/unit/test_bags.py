@@ -13,7 +13,7 @@ from async_vla_ros.eval import bags as B
 
 pytest.importorskip("rosbags")
 
-CUSTOM = ["Observation", "ChunkRequest", "ActionChunk", "ChunkTiming", "ActionPlan", "ChunkReport"]
+CUSTOM = sorted(p.stem for p in B.msg_dir().glob("*.msg"))  # every async_vla_msgs message
 STANDARD = ["sensor_msgs/msg/JointState", "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo",
             "trajectory_msgs/msg/JointTrajectory", "std_msgs/msg/Float64MultiArray",
             "diagnostic_msgs/msg/DiagnosticArray"]
