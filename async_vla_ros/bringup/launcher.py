@@ -13,6 +13,9 @@ stops the nodes in order), prefixes each output line with ``[node]``, and watche
   SIGINT (rclpy shuts down cleanly), then SIGTERM after ``grace_s``, then SIGKILL -- always by
   the pid this launcher started.
 
+:meth:`Launcher.restart` kills one node by its pid and starts it again (supervised restart; the
+fault-injection suite's "policy node killed mid-chunk" case); that death is not a failure.
+
 The environment of the children is this process's, after
 :func:`async_vla_ros.rosenv.apply_ros_defaults` (localhost discovery, own domain, temp log dir).
 """
@@ -84,15 +87,36 @@ class Launcher:
         with open(self.params_file, "w") as f:
             yaml.safe_dump(self.graph.params_file_content(), f, sort_keys=False)
         for spec in self.graph.nodes:
-            cmd = spec.command(self.params_file, self.python)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env, text=True, bufsize=1, start_new_session=True)
-            tail: deque = deque(maxlen=40)
-            reader = threading.Thread(target=self._pump, args=(spec.name, proc, tail), daemon=True,
-                                      name=f"log-{spec.name}")
-            reader.start()
-            self.nodes.append(NodeProcess(spec, proc, reader, tail, time.monotonic_ns()))
-            self._echo(f"[launcher] started {spec.name} (pid {proc.pid}): python -m {spec.module}")
+            self.nodes.append(self._spawn(spec))
+
+    def _spawn(self, spec: NodeLaunch) -> NodeProcess:
+        cmd = spec.command(self.params_file, self.python)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=self.env, text=True, bufsize=1, start_new_session=True)
+        tail: deque = deque(maxlen=40)
+        reader = threading.Thread(target=self._pump, args=(spec.name, proc, tail), daemon=True,
+                                  name=f"log-{spec.name}")
+        reader.start()
+        self._echo(f"[launcher] started {spec.name} (pid {proc.pid}): python -m {spec.module}")
+        return NodeProcess(spec, proc, reader, tail, time.monotonic_ns())
+
+    def restart(self, name: str, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> NodeProcess:
+        """Kill node ``name`` (by the pid this launcher started; SIGKILL by default: a crash) and
+        start it again with the same command. Fault injection and supervised restarts: the
+        node's death is not counted in ``failed``. Returns the new process record."""
+        if self._stopping:
+            raise RuntimeError("the launcher is stopping")
+        idx = next((i for i, n in enumerate(self.nodes) if n.spec.name == name), None)
+        if idx is None:
+            raise KeyError(f"no node {name!r} in this launch (nodes: {', '.join(n.spec.name for n in self.nodes)})")
+        old = self.nodes[idx]
+        if old.proc.poll() is None:
+            self._signal(old, sig)
+            old.proc.wait(timeout=timeout_s)
+        old.reader.join(timeout=2.0)
+        self._echo(f"[launcher] {name} (pid {old.pid}) ended with {old.proc.returncode}; restarting it")
+        self.nodes[idx] = self._spawn(old.spec)
+        return self.nodes[idx]
 
     def _pump(self, name: str, proc: subprocess.Popen, tail: deque) -> None:
         assert proc.stdout is not None

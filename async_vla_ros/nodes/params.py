@@ -7,6 +7,10 @@ values (defaults, ``--params-file``, ``-p k:=v`` or ``parameter_overrides``) and
 all. Every problem is collected and raised together as one :class:`ParamError`; the node's
 ``main`` turns it into a clear message and exit status 2 (never a traceback mid-run).
 
+Parameters are read-only once the node runs, except rows marked ``dynamic`` (experiment and
+fault-injection knobs): :func:`enable_runtime_updates` validates a runtime ``set_parameters``
+with the same rules and rejects a bad value with its reason.
+
 Doubles accept integer overrides (``-p rate_hz:=100`` types as an integer on the command line).
 This module imports rclpy lazily so its pure parts (``Param``, ``validate_values``) are usable
 without ROS.
@@ -18,9 +22,9 @@ import array
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["Param", "ParamError", "validate_values", "declare_params", "params_help"]
+__all__ = ["Param", "ParamError", "validate_values", "declare_params", "enable_runtime_updates", "params_help"]
 
 _SCALARS = (bool, int, float, str)
 
@@ -45,6 +49,7 @@ class Param:
     max: float | None = None  # inclusive upper bound
     choices: tuple[str, ...] | None = None  # allowed values (strings)
     elem: type | None = None  # element type for an empty list default
+    dynamic: bool = False  # may be changed at runtime (set_parameters, validated like at start)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -79,6 +84,8 @@ class Param:
             extra.append(f"range [{'-inf' if self.min is None else self.min}, {'inf' if self.max is None else self.max}]")
         if self.choices:
             extra.append("one of " + ", ".join(self.choices))
+        if self.dynamic:
+            extra.append("settable at runtime")
         return self.description + (f" ({'; '.join(extra)})" if extra else "")
 
 
@@ -171,7 +178,7 @@ def _descriptor(p: Param):
              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
     arrays = {bool: ParameterType.PARAMETER_BOOL_ARRAY, int: ParameterType.PARAMETER_INTEGER_ARRAY,
               float: ParameterType.PARAMETER_DOUBLE_ARRAY, str: ParameterType.PARAMETER_STRING_ARRAY}
-    d = ParameterDescriptor(description=p.describe(), read_only=True)
+    d = ParameterDescriptor(description=p.describe(), read_only=not p.dynamic)
     d.type = arrays[p.element_type] if p.kind is list else types[p.kind]
     numeric = p.kind if p.kind is not list else p.element_type
     # doubles (and double arrays) accept integer overrides: typed dynamically, checked by us.
@@ -224,6 +231,46 @@ def declare_params(node, table: Sequence[Param]) -> dict[str, Any]:
     if problems:
         raise ParamError(node.get_name(), problems)
     return values
+
+
+def enable_runtime_updates(node, table: Sequence[Param], values: dict[str, Any],
+                           on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Let ``set_parameters`` change the ``dynamic`` rows of ``table`` at runtime.
+
+    rclpy itself rejects read-only parameters ("Trying to set a read-only parameter") and wrong
+    types of non-dynamic-typed ones; this callback checks every requested value with the same
+    rules as at start (:func:`validate_values`: type, range, choices, finite) and rejects the
+    whole request with the reasons when one is bad. Accepted values are written into ``values``
+    (the node's parameter dict, read by its threads; one assignment per key) and handed to
+    ``on_change`` (name -> coerced value).
+    """
+    from rcl_interfaces.msg import SetParametersResult
+
+    by_name = {p.name: p for p in table}
+
+    def callback(params) -> SetParametersResult:
+        problems: list[str] = []
+        accepted: dict[str, Any] = {}
+        for param in params:
+            row = by_name.get(param.name)
+            if row is None:
+                continue  # use_sim_time and other rclpy parameters: rclpy's own rules
+            if not row.dynamic:
+                problems.append(f"{param.name}: read-only (set it at start)")
+                continue
+            errs = _check(row, param.value)
+            if errs:
+                problems.extend(f"{param.name}: {e}" for e in errs)
+            else:
+                accepted[param.name] = _coerce(row, param.value)[0]
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
+        values.update(accepted)
+        if on_change is not None and accepted:
+            on_change(accepted)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(callback)
 
 
 def params_help(table: Sequence[Param]) -> str:

@@ -16,6 +16,8 @@ Accepts
   ``/forward_position_controller/commands`` (std_msgs/Float64MultiArray, forward position
   controller style: 7 arm positions, optionally an 8th value = gripper width in m);
   ``/sim/episode_command`` (std_msgs/String): ``reset`` or ``reset <seed>``.
+Fault injection (runtime parameters, for ``async-vla-ros chaos``): ``pause_joint_states``,
+``pause_camera`` stop those streams; ``clock_offset_s`` shifts every published stamp (a clock jump).
 Runs physics in real time on its own thread (blocks of ``physics_block_ms``), paced by a
 monotonic :class:`~async_vla_ros.core.cycle_timer.CycleTimer`. After each reset the scene is held
 frozen for ``settle_s`` (commands ignored) so the graph sees the new episode before the task
@@ -29,7 +31,7 @@ import threading
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
-from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, ns_to_stamp, run_node,
+from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, ns_to_stamp, run_node,
                                         set_realtime)
 
 import numpy as np  # noqa: E402
@@ -43,12 +45,20 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from async_vla_msgs.msg import Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
 
 NODE_NAME = "sim"
 FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 FR3_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
 TASKS = ("track", "intercept", "bifurcate", "pick_moving")
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("realtime_lag_s", 0.05, 0.25, description="simulated time behind wall time (physics too slow)"),
+    Threshold("rejected_commands_per_s", 1.0, 10.0,
+              description="commands dropped per s as invalid (those ignored while the scene settles excluded)"),
+)
 
 PARAMS = (
     Param("task", "track", "task scene to simulate", choices=TASKS),
@@ -73,6 +83,12 @@ PARAMS = (
     Param("camera_frame_id", "camera_optical_frame", "frame of the camera images"),
     Param("sched_fifo_priority", 0, "SCHED_FIFO priority of the physics thread (0: default scheduler)",
           min=0, max=98),
+    # fault injection (async-vla-ros chaos, test/system/test_chaos.py): settable at runtime
+    Param("pause_joint_states", False, "fault injection: stop publishing /joint_states", dynamic=True),
+    Param("pause_camera", False, "fault injection: stop publishing camera images", dynamic=True),
+    Param("clock_offset_s", 0.0, "fault injection: added to every published header stamp (a clock jump)",
+          min=-3600.0, max=3600.0, dynamic=True),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -122,9 +138,15 @@ class SimNode(Node):
                                  callback_group=group)
         self.create_subscription(String, "sim/episode_command", self._on_episode_command, 10, callback_group=group)
         self.timer_stats = None
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("rejected_commands",),
+                              callback_group=MutuallyExclusiveCallbackGroup())
+        enable_runtime_updates(self, PARAMS, self.p)
         self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)
         self._thread.start()
+
+    def _stamp(self):
+        """Header stamp of a published message: now, plus the injected clock offset (normally 0)."""
+        return ns_to_stamp(max(0, self.get_clock().now().nanoseconds + int(self.p["clock_offset_s"] * NS_PER_S)))
 
     # ------------------------------------------------------------------ commands (edge)
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -288,10 +310,12 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ publishing
     def _publish_joint_states(self) -> None:
+        if self.p["pause_joint_states"]:
+            return
         with self._lock:
             q, qd, fq, fqd = self.driver.joints()
         msg = JointState()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp()
         msg.name = list(self.p["joint_names"]) + list(self.p["finger_joint_names"])
         msg.position = np.concatenate([q, fq]).tolist()
         msg.velocity = np.concatenate([qd, fqd]).tolist()
@@ -304,7 +328,7 @@ class SimNode(Node):
             eid = self.driver.episode_id
             step = self.driver.step_index
         msg = Observation()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp()
         msg.header.frame_id = self.p["frame_id"]
         msg.obs_id = eid * 1_000_000 + step + 1
         msg.episode_id = eid
@@ -317,9 +341,11 @@ class SimNode(Node):
 
     def _publish_image(self, groups: tuple[int, ...]) -> None:
         p = self.p
+        if p["pause_camera"]:
+            return
         with self._lock:
             rgb = self.driver.render(p["camera_name"], p["image_width"], p["image_height"], groups)
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._stamp()
         img = Image()
         img.header.stamp = stamp
         img.header.frame_id = p["camera_frame_id"]
@@ -351,6 +377,7 @@ class SimNode(Node):
         vals = {"episodes": self.episodes_done, "successes": self.successes, "episode_id": self.driver.episode_id,
                 "step": self.driver.step_index, "commands": self.n_commands, "dropped": self.drops.total(),
                 "realtime_lag_s": float(self.realtime_lag_s)}
+        vals["rejected_commands"] = vals["dropped"] - self.drops.as_dict().get("settling", 0)
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         if self.timer_stats is not None:
             s = self.timer_stats.stats()
