@@ -18,7 +18,9 @@ when it would be published) and already-published stamps are dropped, never repu
 
 from __future__ import annotations
 
-from async_vla_ros.nodes.common import DropCounter, Diagnostics, NS_PER_S, make_qos, run_node
+from collections import deque
+
+from async_vla_ros.nodes.common import DropCounter, NS_PER_S, make_qos, run_node
 
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
@@ -28,10 +30,17 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from async_vla_msgs.msg import Observation  # noqa: E402
 from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
 NODE_NAME = "camera_ingestion"
 QOS = ("reliable", "best_effort")
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
+    Threshold("obs_age_p95_s", 0.03, 0.08, description="age of the state when its observation is published, p95"),
+)
 
 PARAMS = (
     Param("joint_state_topic", "joint_states", "sensor_msgs/JointState input"),
@@ -52,6 +61,7 @@ PARAMS = (
           min=0.0, max=10.0),
     Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
     Param("frame_id", "fr3_link0", "frame_id of the observations"),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -72,6 +82,7 @@ class CameraIngestionNode(Node):
         self._last_published_ns = -1
         self.obs_id = 0
         self.n_images_attached = 0
+        self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
         self.pub = self.create_publisher(Observation, "observation", 10)
@@ -86,7 +97,7 @@ class CameraIngestionNode(Node):
                                      make_qos("reliable", depth), callback_group=group)
         else:
             self.create_timer(1.0 / p["rate_hz"], self._on_timer, callback_group=group)
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, callback_group=MutuallyExclusiveCallbackGroup())
 
     # ------------------------------------------------------------------ inputs (edge)
     def _on_joint_state(self, msg: JointState) -> None:
@@ -174,10 +185,14 @@ class CameraIngestionNode(Node):
         elif p["image_topic"] and p["image_size"] > 0:
             msg.status = Observation.STATUS_IMAGE_MISSING
         self._last_published_ns = ref_ns
+        self.obs_ages.append((now - ref_ns) / NS_PER_S)
         self.pub.publish(msg)
 
     def _diag_values(self) -> dict:
         vals = {"observations": self.obs_id, "images_attached": self.n_images_attached, "dropped": self.drops.total()}
+        ages = np.asarray(self.obs_ages)
+        if ages.size:
+            vals.update({"obs_age_median_s": float(np.median(ages)), "obs_age_p95_s": float(np.quantile(ages, 0.95))})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
 

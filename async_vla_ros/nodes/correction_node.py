@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, make_qos, run_node, set_realtime,
+from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, make_qos, run_node, set_realtime,
                                         stamp_to_ns)
 
 import numpy as np  # noqa: E402
@@ -38,16 +38,28 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from async_vla_msgs.msg import ActionPlan, Observation  # noqa: E402
+from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
 from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError, joint_arrays  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 from async_vla_ros.nodes.plan import INTERPOLATIONS, PlanBuffer  # noqa: E402
 
 NODE_NAME = "correction"
 FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("period_error_p99_s", 0.005, 0.02, description="|command period - nominal|, p99 of the last 5000 ticks"),
+    Threshold("interventions_per_s", 1.0, 20.0, description="ticks per s on which the safety filter changed the command"),
+    Threshold("holds_per_s", 5.0, 50.0, description="ticks per s that held the last target (plan ran dry)"),
+    Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
+)
+# SafetyFlags field -> CommandMetrics.SAFETY_* bit
+_SAFETY_BITS = (("input_rejected", 1), ("position_clamped", 2), ("limited", 4), ("braking", 8),
+                ("gripper_rejected", 16), ("gripper_clamped", 32))
 
 PARAMS = (
     Param("rate_hz", 100.0, "command rate", min=10.0, max=1000.0),
@@ -72,6 +84,8 @@ PARAMS = (
     Param("gripper_joint_name", "fr3_finger_joint1", "finger joint carrying width/2 in trajectories (gripper_mode joint)"),
     Param("gripper_action_ns", "/fr3_gripper", "franka_gripper action namespace (gripper_mode franka_action)"),
     Param("sched_fifo_priority", 50, "SCHED_FIFO priority of the loop thread when permitted (0: off)", min=0, max=98),
+    Param("command_metrics", True, "publish ~/command_metrics (CommandMetrics) on every commanding tick"),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -114,6 +128,8 @@ class CorrectionNode(Node):
         self._residual_key: tuple[int, int] | None = None
         self._residual = None
         self.n_ticks = self.n_holds = self.n_published = 0
+        self.n_interventions = 0  # ticks on which the safety filter intervened
+        self._last_period_ns: int | None = None  # measured period of the current tick (monotonic)
         self.fifo = False
         self._intervals: deque[int] = deque(maxlen=5000)
         self.timer: CycleTimer | None = None
@@ -134,7 +150,9 @@ class CorrectionNode(Node):
             self.pub_cmd = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
         else:
             self.pub_cmd = self.create_publisher(Float64MultiArray, p["forward_topic"], 10)
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped", "interventions", "holds"),
+                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.pub_tick = self.create_publisher(CommandMetrics, "~/command_metrics", 10) if p["command_metrics"] else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="correction-loop", daemon=True)
         self._thread.start()
@@ -201,6 +219,7 @@ class CorrectionNode(Node):
                 now_mono = self.timer.clock.now_ns()
                 if last is not None:
                     self._intervals.append(now_mono - last)
+                    self._last_period_ns = now_mono - last
                 last = now_mono
                 self._tick()
         except Exception as exc:  # noqa: BLE001 - a dead command loop is fatal: surface it
@@ -233,16 +252,42 @@ class CorrectionNode(Node):
         if not self._engaged:
             return  # no plan yet in this episode: leave the robot's controller holding on its own
         self.n_ticks += 1
+        residual_norm = 0.0
         if sample is None:
             self.n_holds += 1
             target = self._target  # plan ran dry: hold the last target
         else:
             target = sample.action
             if self.head is not None and obs is not None and horizon == self.head.config.horizon:
-                target = target + self._a2c2(sample, obs, horizon)
+                residual = self._a2c2(sample, obs, horizon)
+                target = target + residual
+                residual_norm = float(np.linalg.norm(residual))
             self._target = target
-        q_cmd, g_cmd, _flags = self.safety.filter(target[:7], target[7] if target.size > 7 else None)
+        q_cmd, g_cmd, flags = self.safety.filter(target[:7], target[7] if target.size > 7 else None)
         self._publish(q_cmd, g_cmd)
+        if flags.any:
+            self.n_interventions += 1
+        if self.pub_tick is not None:
+            self._publish_tick(sample, target, q_cmd, flags, residual_norm)
+
+    def _publish_tick(self, sample, target: np.ndarray, q_cmd: np.ndarray, flags, residual_norm: float) -> None:
+        """One CommandMetrics for this tick (period, hold, source chunk, A2C2 residual, safety)."""
+        m = CommandMetrics()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.tick = self.n_ticks
+        period = self._last_period_ns
+        m.period_s = period / NS_PER_S if period is not None else float("nan")
+        m.period_error_s = m.period_s - self.period_s
+        m.hold = sample is None
+        if sample is not None:
+            m.chunk_id, m.chunk_index = int(sample.chunk_id), int(sample.k)
+        m.residual_norm = residual_norm
+        m.safety_flags = sum(bit for name, bit in _SAFETY_BITS if getattr(flags, name))
+        dev = np.abs(q_cmd - target[:7])
+        m.safety_deviation = float(dev.max()) if np.all(np.isfinite(dev)) else float("nan")
+        m.safety_interventions = self.n_interventions
+        m.dropped_inputs = self.drops.total()
+        self.pub_tick.publish(m)
 
     def _a2c2(self, sample, obs: tuple[int, np.ndarray], horizon: int) -> np.ndarray:
         """Residual (A,) for this control step and observation (cached between ticks)."""
@@ -286,7 +331,8 @@ class CorrectionNode(Node):
 
     def _diag_values(self) -> dict:
         vals = {"rate_hz": self.p["rate_hz"], "sched_fifo": self.fifo, "ticks": self.n_ticks, "holds": self.n_holds,
-                "commands": self.n_published, "episode_id": self.episode_id, "dropped": self.drops.total()}
+                "commands": self.n_published, "episode_id": self.episode_id, "dropped": self.drops.total(),
+                "interventions": self.n_interventions}
         err = self.period_errors()
         if err.size:
             vals.update({"period_error_median_s": float(np.median(err)),

@@ -26,20 +26,28 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from async_vla_ros.nodes.common import DropCounter, Diagnostics, NS_PER_S, ns_to_stamp, run_node, stamp_to_ns
+from async_vla_ros.nodes.common import DropCounter, NS_PER_S, ns_to_stamp, run_node, stamp_to_ns
 
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
 
 NODE_NAME = "policy"
 METHODS = ("vanilla", "rtc", "prefix", "bid")
 DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("inference_p95_s", 0.1, 0.3, description="model time per chunk, p95 of the last 200"),
+    Threshold("failed_per_s", 0.2, 1.0, description="failed chunks per s (no observation, invalid request, inference error; superseded requests excluded)"),
+    Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
+)
 
 PARAMS = (
     Param("backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert",
@@ -65,6 +73,7 @@ PARAMS = (
     Param("max_consecutive_errors", 5, "stop the node (exit 1) after this many failed inferences in a row",
           min=1, max=1000),
     Param("torch_threads", 1, "torch intra-op threads (keep 1 beside a real-time loop)", min=1, max=64),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -127,7 +136,8 @@ class PolicyNode(Node):
         self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, 10, callback_group=group)
         self.worker: InferenceWorker[Job] = InferenceWorker(self._run, self._on_worker_error, name="policy-inference",
                                                             max_consecutive_errors=p["max_consecutive_errors"])
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped", "failed"),
+                              callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(0.5, self._watch_worker, callback_group=MutuallyExclusiveCallbackGroup())
         self.worker.start()
         if p["warmup"]:
@@ -362,7 +372,10 @@ class PolicyNode(Node):
         inf = np.asarray(self.inference_s[-200:]) if self.inference_s else None
         vals = {"chunks": self.n_chunks_ok, "superseded": self.worker.superseded, "dropped": self.drops.total(),
                 "inference_median_s": float(np.median(inf)) if inf is not None else -1.0,
+                "inference_p95_s": float(np.quantile(inf, 0.95)) if inf is not None else -1.0,
                 "inference_p99_s": float(np.quantile(inf, 0.99)) if inf is not None else -1.0,
+                "failed": sum(n for code, n in dict(self.n_errors_by_code).items()
+                              if code != ActionChunk.ERROR_STALE_REQUEST),
                 "injected_latency_s": float(self.p["injected_latency_s"]), "policy": self.policy_name}
         vals.update({f"errors.{k}": v for k, v in self.n_errors_by_code.items()})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})

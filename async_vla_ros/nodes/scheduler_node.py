@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, RosClock, ns_to_stamp, run_node,
+from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, RosClock, ns_to_stamp, run_node,
                                         stamp_to_ns)
 
 import numpy as np  # noqa: E402
@@ -37,10 +37,21 @@ from async_vla_ros.core.clock import StepClock  # noqa: E402
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator  # noqa: E402
 from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
 from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
 NODE_NAME = "scheduler"
 DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("latency_p95_s", 0.25, 0.5, description="observation -> chunk available, p95 of the last 200 chunks"),
+    Threshold("delay_underestimated_fraction", 0.25, 0.5,
+              description="share of the last 100 merged chunks whose measured d exceeded the forecast d"),
+    Threshold("hold_steps_per_s", 1.0, 5.0, description="control steps per s with nothing planned (robot holds)"),
+    Threshold("timeouts_per_s", 0.1, 1.0, description="requests abandoned unanswered per s"),
+    Threshold("dropped_inputs_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons but no_policy)"),
+)
 
 PARAMS = (
     Param("method", "rtc", "merge strategy (and the sampler it asks the policy for)", choices=tuple(STRATEGIES)),
@@ -62,6 +73,7 @@ PARAMS = (
           min=0.0, max=100.0),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("align_to_observations", True, "phase-lock the step grid to observation stamps (each new episode)"),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -104,6 +116,7 @@ class SchedulerNode(Node):
         self.plan_id = 0
         self.n_reports = 0
         self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
+        self.delay_errors: deque[int] = deque(maxlen=100)  # measured - forecast d of merged chunks (steps)
         group = MutuallyExclusiveCallbackGroup()  # scheduler state is touched only from this group
         self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
         self.pub_plan = self.create_publisher(ActionPlan, "scheduler/action_plan", 10)
@@ -111,7 +124,8 @@ class SchedulerNode(Node):
         self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 10, callback_group=group)
         self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
         self.create_timer(p["dt"], self._tick, callback_group=group)
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped_inputs", "hold_steps", "timeouts"),
+                              callback_group=MutuallyExclusiveCallbackGroup())
 
     # ------------------------------------------------------------------ time
     def _core_step(self) -> int:
@@ -271,6 +285,8 @@ class SchedulerNode(Node):
         request_ns = info[1] if info is not None else stamp_to_ns(tm.request_stamp)
         end_ns = stamp_to_ns(tm.inference_end)
         r.obs_age_s = (request_ns - obs_ns) / NS_PER_S if obs_ns and request_ns else -1.0
+        received_ns = stamp_to_ns(tm.received_stamp)
+        r.request_transport_s = (received_ns - request_ns) / NS_PER_S if received_ns and request_ns else -1.0
         r.inference_s = tm.inference_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
         r.queue_s = tm.queue_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
         r.injected_delay_s = tm.injected_delay_s
@@ -293,12 +309,16 @@ class SchedulerNode(Node):
             # the request went out (sampling phase) and the injected latency: the pipeline overhead
             overhead = (arrival - request_ns) / NS_PER_S - r.inference_s - r.injected_delay_s
             self.arrivals.append((arrival, r.total_latency_s, overhead, r.measured_delay_steps))
+            if r.predicted_delay_steps >= 0 and r.measured_delay_steps >= 0:
+                self.delay_errors.append(r.measured_delay_steps - r.predicted_delay_steps)
 
     def _diag_values(self) -> dict:
         st = self.sched.stats()
         vals = {"method": self.sched.strategy.name, "episode_id": self.episode_id, "requests": st["requests"],
                 "accepted": st["accepted"], "timeouts": st["timeouts"], "hold_steps": st["hold_steps"],
                 "delay_forecast": st["delay_forecast"], "dropped": self.drops.total()}
+        # waiting for the policy node to subscribe (start-up) is not an input problem
+        vals["dropped_inputs"] = vals["dropped"] - self.drops.as_dict().get("no_policy", 0)
         now = self.clock.now_ns()
         recent = [a for a in self.arrivals if now - a[0] <= 5 * NS_PER_S]
         vals["chunk_rate_hz"] = len(recent) / 5.0
@@ -308,6 +328,11 @@ class SchedulerNode(Node):
             vals["overhead_median_s"] = float(np.median(arr[:, 1]))
             vals["overhead_p99_s"] = float(np.quantile(arr[:, 1], 0.99))
             vals["measured_d_median"] = float(np.median(arr[:, 2]))
+            vals["latency_p95_s"] = float(np.quantile(arr[:, 0], 0.95))
+        if self.delay_errors:
+            err = np.asarray(self.delay_errors)
+            vals["delay_underestimated_fraction"] = float(np.mean(err > 0))
+            vals["delay_error_mean_steps"] = float(np.mean(err))
         vals.update({f"rejected.{k}": v for k, v in st["rejected"].items()})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals

@@ -31,7 +31,7 @@ import threading
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
-from async_vla_ros.nodes.common import (DropCounter, Diagnostics, NS_PER_S, ns_to_stamp, run_node,
+from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, ns_to_stamp, run_node,
                                         set_realtime)
 
 import numpy as np  # noqa: E402
@@ -45,12 +45,20 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from async_vla_msgs.msg import Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
+from async_vla_ros.nodes.health import Threshold  # noqa: E402
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
 
 NODE_NAME = "sim"
 FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 FR3_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
 TASKS = ("track", "intercept", "bifurcate", "pick_moving")
+# /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
+THRESHOLDS = (
+    Threshold("realtime_lag_s", 0.05, 0.25, description="simulated time behind wall time (physics too slow)"),
+    Threshold("rejected_commands_per_s", 1.0, 10.0,
+              description="commands dropped per s as invalid (those ignored while the scene settles excluded)"),
+)
 
 PARAMS = (
     Param("task", "track", "task scene to simulate", choices=TASKS),
@@ -80,6 +88,7 @@ PARAMS = (
     Param("pause_camera", False, "fault injection: stop publishing camera images", dynamic=True),
     Param("clock_offset_s", 0.0, "fault injection: added to every published header stamp (a clock jump)",
           min=-3600.0, max=3600.0, dynamic=True),
+    *telemetry_params(THRESHOLDS),
 )
 
 
@@ -129,7 +138,8 @@ class SimNode(Node):
                                  callback_group=group)
         self.create_subscription(String, "sim/episode_command", self._on_episode_command, 10, callback_group=group)
         self.timer_stats = None
-        self.diag = Diagnostics(self, self._diag_values, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("rejected_commands",),
+                              callback_group=MutuallyExclusiveCallbackGroup())
         enable_runtime_updates(self, PARAMS, self.p)
         self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)
         self._thread.start()
@@ -367,6 +377,7 @@ class SimNode(Node):
         vals = {"episodes": self.episodes_done, "successes": self.successes, "episode_id": self.driver.episode_id,
                 "step": self.driver.step_index, "commands": self.n_commands, "dropped": self.drops.total(),
                 "realtime_lag_s": float(self.realtime_lag_s)}
+        vals["rejected_commands"] = vals["dropped"] - self.drops.as_dict().get("settling", 0)
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         if self.timer_stats is not None:
             s = self.timer_stats.stats()
