@@ -62,6 +62,7 @@ class LibfrankaConfig:
     stop_timeout_s: float = 2.0  # longest wait for the arm to come to rest before the motion ends
     command_dt: float = 0.001  # libfranka's cycle, s (fixed by the protocol)
     start_hold_cycles: int = 20  # cycles q_d is sent unchanged before the source starts
+    resync_tol: float = 5e-6  # rad; q_d (float32 on the wire) further than this from our last command: diverged
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -78,6 +79,8 @@ class LibfrankaConfig:
             raise ValueError(f"LibfrankaConfig.stop_timeout_s must be > 0, got {self.stop_timeout_s!r}")
         if isinstance(self.start_hold_cycles, bool) or not isinstance(self.start_hold_cycles, int) or self.start_hold_cycles < 0:
             raise ValueError(f"LibfrankaConfig.start_hold_cycles must be an int >= 0, got {self.start_hold_cycles!r}")
+        if not (math.isfinite(self.resync_tol) and self.resync_tol > 0):
+            raise ValueError(f"LibfrankaConfig.resync_tol must be > 0, got {self.resync_tol!r}")
         if self.command_dt != 0.001:
             raise ValueError("LibfrankaConfig.command_dt is fixed at 0.001 s by the libfranka protocol")
 
@@ -92,6 +95,7 @@ class RunReport:
     cycles: int = 0  # robot cycles (1 ms) covered, by the robot's own clock
     loop_iterations: int = 0  # readOnce/writeOnce pairs
     late_iterations: int = 0  # iterations that covered more than one cycle (loop was late)
+    diverged: int = 0  # cycles whose reported q_d was not our last command (the robot substituted its own)
     max_cycles_per_iteration: int = 0
     compute_ms_p50: float = 0.0  # our time per cycle computing the next command (ahead of time)
     compute_ms_p99: float = 0.0
@@ -121,8 +125,9 @@ class _MoveTo:
         self.stream.start(q_init, gripper)
         self.stream.submit(self.q_goal)
 
-    def advance(self, n_ticks: int = 1):
-        return self.stream.advance(n_ticks)
+    def advance(self, n_ticks: int = 1, resync=None):
+        return self.stream.advance(n_ticks, resync)
+
 
     def stop(self) -> None:
         # keep the goal (do not freeze on the way): the filter stops on it
@@ -246,13 +251,24 @@ class LibfrankaRobot:
                 ctrl.readOnce()
                 ctrl.writeOnce(hold)
             stopping_at = None
+            sent = q_start
             cmd = source.advance(1)  # computed ahead: the command for the next cycle
             while True:
                 state, dur = ctrl.readOnce()
                 t0 = time.perf_counter()
                 n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
-                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; catch up
-                    cmd = source.advance(n - 1)
+                q_d = np.asarray(state.q_d, dtype=np.float64)
+                if np.max(np.abs(q_d - sent)) > self.config.resync_tol:
+                    # the robot reports a different last command than we sent: it substituted
+                    # its own (our packet was late or lost on its side). Counted: a transport /
+                    # timing fault, not something the command stream can see coming.
+                    report.diverged += 1
+                if n > 1:
+                    # we were late: the robot extrapolated n - 1 cycles. Continue from the
+                    # commanded state it reports (q_d, dq_d, ddq_d), as libfranka's own rate
+                    # limiter does, with plan time caught up to the robot's clock
+                    anchor = (q_d, np.asarray(state.dq_d, dtype=np.float64), np.asarray(state.ddq_d, dtype=np.float64))
+                    cmd = source.advance(n - 1, resync=anchor)
                     report.late_iterations += 1
                 report.cycles += n
                 report.loop_iterations += 1
@@ -264,6 +280,7 @@ class LibfrankaRobot:
                     jp.motion_finished = True
                     report.settled = source.settled()
                 ctrl.writeOnce(jp)
+                sent = cmd.q_cmd
                 t1 = time.perf_counter()
                 monitor.update(cmd.q_cmd, n)
                 if finished:

@@ -40,7 +40,7 @@ class CommandSource(Protocol):
 
     def start(self, q_init: np.ndarray, gripper: float | None = None) -> None: ...
 
-    def advance(self, n_ticks: int = 1) -> CommandTick: ...
+    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick: ...
 
     def stop(self) -> None: ...
 
@@ -53,6 +53,22 @@ def _check_ticks(n_ticks: Any) -> int:
     if isinstance(n_ticks, bool) or not isinstance(n_ticks, (int, np.integer)) or n_ticks < 1:
         raise ValueError(f"n_ticks must be an int >= 1, got {n_ticks!r}")
     return int(n_ticks)
+
+
+def _advance(streamer: PlanStreamer, n: int, resync, on_step_start) -> CommandTick:
+    """``n`` ticks; with ``resync = (q, v, a)`` the first ``n - 1`` only pass plan time and the
+    filter is re-anchored on the robot's reported state before the last one."""
+    out = None
+    for i in range(n):
+        if streamer.at_step_start:
+            on_step_start()
+        if resync is not None and i < n - 1:
+            streamer.skip()
+            continue
+        if resync is not None:
+            streamer.resync(*resync)
+        out = streamer.tick()
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,18 +167,15 @@ class StreamingSession:
             self.streamer.set_knot(t + 1, None if nxt is None else nxt.action)
         self.n_steps += 1
 
-    def advance(self, n_ticks: int = 1) -> CommandTick:
+    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick:
         """Run ``n_ticks`` command ticks (control steps run as their first tick comes up);
-        returns the last one (what to send now)."""
+        returns the last one (what to send now). ``resync = (q, v, a)``: the robot executed
+        something else meanwhile (it extrapolated missed cycles); see :meth:`PlanStreamer.resync`."""
         if not self._started:
             raise RuntimeError("StreamingSession.start(q_init) must be called first")
         n = _check_ticks(n_ticks)
-        out = None
-        for _ in range(n):
-            if self.streamer.at_step_start:
-                self._control_step(self.streamer.step)
-            out = self.streamer.tick()
-            self.n_ticks += 1
+        out = _advance(self.streamer, n, resync, lambda: self._control_step(self.streamer.step))
+        self.n_ticks += n
         return out
 
     def stop(self) -> None:
@@ -222,20 +235,17 @@ class TargetStream:
             self._latest = None
         self._started = True
 
-    def advance(self, n_ticks: int = 1) -> CommandTick:
+    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick:
         if not self._started:
             raise RuntimeError("TargetStream.start(q_init) must be called first")
-        n = _check_ticks(n_ticks)
-        out = None
-        for _ in range(n):
-            if self.streamer.at_step_start:
-                with self._lock:
-                    latest, self._latest = self._latest, None
-                if latest is not None:
-                    self.n_used += 1
-                self.streamer.set_knot(self.streamer.step, latest)
-            out = self.streamer.tick()
-        return out
+        return _advance(self.streamer, _check_ticks(n_ticks), resync, self._take_latest)
+
+    def _take_latest(self) -> None:
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is not None:
+            self.n_used += 1
+        self.streamer.set_knot(self.streamer.step, latest)
 
     def stop(self) -> None:
         self.streamer.freeze()

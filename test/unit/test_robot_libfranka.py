@@ -1,0 +1,226 @@
+"""robot.libfranka_backend against a fake pylibfranka (the adapter's logic, no simulator).
+
+The fake robot differences every command like the FCI does and raises libfranka's
+ControlException on the next read when one breaks the FR3 limits.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+
+import numpy as np
+import pytest
+
+from async_vla_ros.robot.base import MotionAborted, Robot, RobotError
+from async_vla_ros.robot.libfranka_backend import LibfrankaConfig, LibfrankaRobot, parse_reflex_reasons
+from async_vla_ros.robot.session import SessionConfig, StreamingSession
+from async_vla_ros.robot.streamer import MotionMonitor, StreamerConfig
+from async_vla_ros.robot.stress import FR3_HOME, StressPolicy
+
+HOME = np.asarray(FR3_HOME)
+
+
+class ControlException(RuntimeError):
+    pass
+
+
+class Duration:
+    def __init__(self, s: float) -> None:
+        self.s = s
+
+    def to_sec(self) -> float:
+        return self.s
+
+
+class JointPositions:
+    def __init__(self, q) -> None:
+        assert len(q) == 7
+        self.q = list(q)
+        self.motion_finished = False
+
+
+class State:
+    def __init__(self, q, t_ms, dq_d=None, ddq_d=None) -> None:
+        self.q = list(q)
+        self.q_d = list(q)
+        self.dq_d = [0.0] * 7 if dq_d is None else list(dq_d)
+        self.ddq_d = [0.0] * 7 if ddq_d is None else list(ddq_d)
+        self.dq = [0.0] * 7
+        self.time = Duration(t_ms / 1000)
+        self.control_command_success_rate = 1.0
+        self.last_motion_errors = "[]"
+
+
+class FakeControl:
+    def __init__(self, robot) -> None:
+        self.robot = robot
+        self.first = True
+
+    def readOnce(self):
+        r = self.robot
+        if r.pace_s:
+            time.sleep(r.pace_s)
+        if r.pending_error:
+            r.motion_errors = r.pending_error
+            raise ControlException(f'libfranka: Move command aborted: motion aborted by reflex! ["{r.pending_error}"]')
+        n = 0 if self.first else (r.durations.pop(0) if r.durations else 1)
+        self.first = False
+        m = r.monitor
+        for _ in range(n - 1):  # missed cycles: extrapolate at constant acceleration, like the FCI
+            v = m._v + m._a * 0.001
+            r.q = list(m._q + v * 0.001)
+            m.update(r.q)
+        r.t_ms += n
+        return State(r.q, r.t_ms, m._v, m._a), Duration(n / 1000)
+
+    def writeOnce(self, jp) -> None:
+        r = self.robot
+        r.commands.append(np.asarray(jp.q))
+        r.monitor.update(jp.q)
+        v = r.monitor.violations
+        if v["velocity"]:
+            r.pending_error = "joint_motion_generator_velocity_limits_violation"
+        elif v["acceleration"]:
+            r.pending_error = "joint_motion_generator_velocity_discontinuity"
+        elif v["jerk"]:
+            r.pending_error = "joint_motion_generator_acceleration_discontinuity"
+        r.q = list(jp.q)
+        if jp.motion_finished:
+            r.finished += 1
+
+
+class FakeRobot:
+    def __init__(self, host, rt) -> None:
+        self.host, self.rt = host, rt
+        self.q = list(HOME)
+        self.t_ms = 0
+        self.commands: list[np.ndarray] = []
+        self.durations: list[int] = []
+        self.pending_error = None
+        self.motion_errors = None
+        self.finished = 0
+        self.recovered = 0
+        self.pace_s = 0.0
+        self.monitor = MotionMonitor("fr3")
+        FAKE.last = self
+
+    def read_once(self):
+        st = State(self.q, self.t_ms)
+        if self.motion_errors:
+            st.last_motion_errors = f'["{self.motion_errors}"]'
+        return st
+
+    def start_joint_position_control(self, mode):
+        self.monitor.reset(self.q)
+        self.pending_error = None
+        return FakeControl(self)
+
+    def automatic_error_recovery(self) -> None:
+        self.recovered += 1
+        self.pending_error = None
+
+
+FAKE = types.SimpleNamespace(
+    Robot=FakeRobot, ControlException=ControlException, JointPositions=JointPositions,
+    RealtimeConfig=types.SimpleNamespace(kEnforce="enforce", kIgnore="ignore"),
+    ControllerMode=types.SimpleNamespace(JointImpedance="ji", CartesianImpedance="ci"), last=None)
+
+
+def _robot(**kw) -> LibfrankaRobot:
+    r = LibfrankaRobot(LibfrankaConfig(realtime="ignore", **kw), module=FAKE)
+    r.connect()
+    return r
+
+
+def _session(strategy="rtc", safety=True):
+    return StreamingSession(StressPolicy(), SessionConfig(strategy=strategy, delay_steps=4,
+                                                          streamer=StreamerConfig(safety=safety)))
+
+
+def test_filtered_session_runs_without_abort_and_ends_at_rest():
+    r = _robot(start_hold_cycles=5)
+    assert FAKE.last.host == "127.0.0.1" and FAKE.last.rt == "ignore"
+    rep = r.run(_session(), 1.0)
+    fake = FAKE.last
+    assert not rep.aborted and rep.reasons == ()
+    assert rep.settled and fake.finished == 1
+    assert rep.cycles >= 1000 and rep.late_iterations == 0
+    assert fake.monitor.total_violations == 0 and rep.monitor["violations"] == fake.monitor.violations
+    np.testing.assert_array_equal(np.asarray(fake.commands[:5]), np.broadcast_to(HOME, (5, 7)))  # start hold
+    assert rep.source["scheduler"]["accepted"] >= 3
+    assert isinstance(r, Robot)
+
+
+def test_unfiltered_session_is_aborted_and_reported():
+    r = _robot()
+    rep = r.run(_session(safety=False), 1.0)
+    assert rep.aborted
+    assert rep.reasons == ("joint_motion_generator_velocity_limits_violation",)
+    assert "aborted by reflex" in rep.message and rep.cycles < 1000
+    r.recover()
+    assert FAKE.last.recovered == 1
+    assert r.move_to(HOME, 0.5).aborted is False
+
+
+def test_late_cycles_are_caught_up_on_the_robot_clock():
+    r = _robot(start_hold_cycles=0)
+    # late twice while the filter is busy with a chunk switch (the first chunk arrives at 200 ms)
+    FAKE.last.durations = [1] * 205 + [3] + [1] * 100 + [2] + [1] * 2000
+    sess = _session()
+    rep = r.run(sess, 0.6)
+    assert rep.late_iterations == 2 and rep.max_cycles_per_iteration == 3
+    assert rep.cycles >= 600 and rep.loop_iterations == rep.cycles - 3
+    # the source ran on the robot's clock: exactly one tick per robot cycle
+    assert sess.n_ticks == rep.cycles
+    # re-anchored on the robot's extrapolation: the robot saw no limit broken
+    assert not rep.aborted and FAKE.last.monitor.total_violations == 0
+    assert sess.stats()["filter"]["limited"] > 0
+
+
+def test_reason_parsing_and_config_validation():
+    assert parse_reflex_reasons('aborted! ["a_b", "c1"] ["a_b"]') == ("a_b", "c1")
+    assert parse_reflex_reasons("no names") == ()
+    with pytest.raises(ValueError, match="realtime"):
+        LibfrankaConfig(realtime="maybe")
+    with pytest.raises(ValueError, match="sched_fifo_priority"):
+        LibfrankaConfig(sched_fifo_priority=120)
+    with pytest.raises(ValueError, match="command_dt"):
+        LibfrankaConfig(command_dt=0.002)
+    with pytest.raises(RobotError, match="connect"):
+        LibfrankaRobot(module=FAKE).run(_session(), 1.0)
+    with pytest.raises(ValueError, match="duration_s"):
+        _robot().run(_session(), 0.0)
+
+
+def test_robot_interface_streams_commands_from_another_thread():
+    r = _robot(start_hold_cycles=0)
+    FAKE.last.pace_s = 0.0002
+    with pytest.raises(RobotError, match="start_streaming"):
+        r.command(HOME)
+    r.start_streaming()
+    goal = HOME + 0.05
+    deadline = time.monotonic() + 5.0
+    while len(FAKE.last.commands) < 400 and time.monotonic() < deadline:
+        r.command(goal)
+        time.sleep(0.005)
+    obs = r.observe()
+    assert obs.q.shape == (7,)
+    rep = r.stop_streaming()
+    assert not rep.aborted and rep.settled
+    np.testing.assert_allclose(FAKE.last.commands[-1], goal, atol=1e-6)
+    assert rep.source["used"] >= 1
+
+
+def test_abort_while_streaming_surfaces_on_command():
+    r = _robot(start_hold_cycles=0)
+    FAKE.last.pace_s = 0.0002
+    r.start_streaming(StreamerConfig(safety=False))
+    r.command(HOME + 0.3)  # unfiltered jump: the fake aborts
+    deadline = time.monotonic() + 5.0
+    with pytest.raises(MotionAborted) as info:
+        while time.monotonic() < deadline:
+            r.command(HOME + 0.3)
+            time.sleep(0.005)
+    assert info.value.reasons
+    r._thread = None  # the loop already ended

@@ -1,0 +1,142 @@
+"""robot.streamer: interpolation, the 1 kHz plan streamer, the stream monitor (no robot)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from async_vla_ros.core.safety import FR3_LIMITS
+from async_vla_ros.robot.streamer import MotionMonitor, PlanStreamer, StreamerConfig, interpolate
+from async_vla_ros.robot.stress import FR3_HOME
+
+HOME = np.asarray(FR3_HOME)
+
+
+# ---------------------------------------------------------------------- interpolate
+def test_linear_and_hold_known_answers():
+    a, b = np.array([0.0, 1.0]), np.array([1.0, 3.0])
+    np.testing.assert_allclose(interpolate(a, a, b, b, 0.25, "linear"), [0.25, 1.5])
+    np.testing.assert_allclose(interpolate(a, a, b, b, 1.0, "linear"), b)
+    np.testing.assert_allclose(interpolate(a, a, b, b, 0.25, "hold"), b)
+
+
+def test_cubic_reproduces_a_quadratic_and_hits_knots():
+    f = lambda x: 0.3 * x**2 - 0.7 * x + 0.1  # noqa: E731
+    knots = [np.array([f(k)]) for k in (-2, -1, 0, 1)]  # a[t-2], a[t-1], a[t], a[t+1] with t = 0
+    for u in (0.0, 0.1, 0.5, 0.77, 1.0):
+        # phase u of step 0 lies at x = -1 + u between a[-1] and a[0]
+        assert interpolate(*knots, u, "cubic")[0] == pytest.approx(f(-1 + u), abs=1e-12)
+
+
+def test_interpolate_rejects_bad_input():
+    z = np.zeros(2)
+    with pytest.raises(ValueError, match="unknown interpolation"):
+        interpolate(z, z, z, z, 0.5, "spline")
+    with pytest.raises(ValueError, match="phase"):
+        interpolate(z, z, z, z, 1.5)
+
+
+# ---------------------------------------------------------------------- config
+def test_config_validation():
+    assert StreamerConfig(control_dt=0.05, command_dt=0.001).ticks_per_step == 50
+    with pytest.raises(ValueError, match="whole multiple"):
+        StreamerConfig(control_dt=0.0505)
+    with pytest.raises(ValueError, match="interpolation"):
+        StreamerConfig(interpolation="quintic")
+    with pytest.raises(ValueError, match="unknown robot"):
+        StreamerConfig(robot="fr4")
+    with pytest.raises(ValueError, match="scale_jerk"):
+        StreamerConfig(scale_jerk=1.5)
+
+
+# ---------------------------------------------------------------------- streamer
+def _raw(interp="linear", r=5):
+    return PlanStreamer(StreamerConfig(control_dt=0.001 * r, interpolation=interp, safety=False))
+
+
+def test_linear_ramp_reaches_each_knot_at_the_end_of_its_step():
+    s = _raw(r=5)
+    s.reset(HOME)
+    goal = HOME + 0.01
+    assert s.at_step_start and s.step == 0
+    s.set_knot(0, goal)
+    outs = [s.tick() for _ in range(5)]
+    for k, o in enumerate(outs):
+        np.testing.assert_allclose(o.q_cmd, HOME + 0.01 * (k + 1) / 5, atol=1e-15)
+        assert o.step == 0 and o.flags is None
+    assert s.at_step_start and s.step == 1
+    # no knot for step 1: hold the last one
+    s.set_knot(1, None)
+    for _ in range(5):
+        np.testing.assert_allclose(s.tick().q_cmd, goal)
+
+
+def test_gripper_rides_along_and_past_knots_are_rejected():
+    s = _raw(r=2)
+    s.reset(HOME, gripper=0.04)
+    s.set_knot(0, np.append(HOME, 0.02))
+    assert s.tick().gripper == pytest.approx(0.02)
+    s.tick()
+    s.set_knot(1, HOME)  # 7-d knot: gripper held
+    assert s.tick().gripper == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="in the past"):
+        s.set_knot(0, HOME)
+    with pytest.raises(ValueError, match="7 .* or 8"):
+        s.set_knot(2, np.zeros(6))
+    with pytest.raises(RuntimeError, match="reset"):
+        PlanStreamer().tick()
+
+
+def test_filtered_stream_keeps_the_limits_through_a_step_and_settles():
+    cfg = StreamerConfig()
+    s = PlanStreamer(cfg)
+    s.reset(HOME)
+    mon = MotionMonitor(FR3_LIMITS)
+    mon.reset(HOME)
+    goal = HOME + np.array([0.3, -0.2, 0.3, 0.2, -0.3, 0.2, 0.3])
+    for t in range(40):  # 2 s
+        s.set_knot(t, goal)
+        for _ in range(cfg.ticks_per_step):
+            mon.update(s.tick().q_cmd)
+    assert mon.total_violations == 0
+    summ = mon.summary()
+    assert summ["max_jerk_frac"] <= cfg.scale_jerk + 1e-9 and summ["max_acceleration_frac"] <= cfg.scale_acceleration + 1e-9
+    assert summ["max_jerk_frac"] > 0.9  # the step really was limited
+    np.testing.assert_allclose(s.last_command, goal, atol=1e-9)
+    s.freeze()
+    for _ in range(10):
+        s.tick()
+    assert s.settled()
+
+
+def test_unfiltered_step_breaks_the_limits():
+    s = _raw(r=50)
+    s.reset(HOME)
+    mon = MotionMonitor("fr3")
+    mon.reset(HOME)
+    s.set_knot(0, HOME + 0.2)
+    for _ in range(50):
+        mon.update(s.tick().q_cmd)
+    # 0.2 rad in 50 ms is 4 rad/s, from rest in one cycle
+    assert mon.violations["velocity"] == 50 and mon.violations["acceleration"] >= 1
+    assert mon.first_violation == (1, "velocity")
+
+
+# ---------------------------------------------------------------------- monitor
+def test_monitor_known_answers_and_late_cycles():
+    mon = MotionMonitor("fr3", dt=0.001)
+    mon.reset(np.zeros(7) + HOME)
+    mon.update(HOME + 0.001)  # 1 rad/s from rest: a = 1000, j = 1e6
+    s = mon.summary()
+    assert s["max_velocity"] == pytest.approx(1.0) and s["max_acceleration"] == pytest.approx(1000.0)
+    assert mon.violations == {"position": 0, "velocity": 0, "acceleration": 1, "jerk": 1}
+    mon.reset(HOME)
+    mon.update(HOME + 0.002, cycles=2)  # the same distance over 2 ms: half the velocity
+    assert mon.summary()["max_velocity"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cycles"):
+        mon.update(HOME, cycles=0)
+    bad = HOME.copy()
+    bad[3] = 0.0  # joint 4 must stay below -0.15 rad
+    mon.reset(HOME)
+    mon.update(bad)
+    assert mon.violations["position"] == 1
