@@ -62,7 +62,7 @@ class LibfrankaConfig:
     stop_timeout_s: float = 2.0  # longest wait for the arm to come to rest before the motion ends
     command_dt: float = 0.001  # libfranka's cycle, s (fixed by the protocol)
     start_hold_cycles: int = 20  # cycles q_d is sent unchanged before the source starts
-    resync_tol: float = 5e-6  # rad; q_d (float32 on the wire) further than this from our last command: diverged
+    diverge_tol: float = 5e-6  # rad; q_d (float32 on the wire) further than this from our last command: diverged
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -79,8 +79,8 @@ class LibfrankaConfig:
             raise ValueError(f"LibfrankaConfig.stop_timeout_s must be > 0, got {self.stop_timeout_s!r}")
         if isinstance(self.start_hold_cycles, bool) or not isinstance(self.start_hold_cycles, int) or self.start_hold_cycles < 0:
             raise ValueError(f"LibfrankaConfig.start_hold_cycles must be an int >= 0, got {self.start_hold_cycles!r}")
-        if not (math.isfinite(self.resync_tol) and self.resync_tol > 0):
-            raise ValueError(f"LibfrankaConfig.resync_tol must be > 0, got {self.resync_tol!r}")
+        if not (math.isfinite(self.diverge_tol) and self.diverge_tol > 0):
+            raise ValueError(f"LibfrankaConfig.diverge_tol must be > 0, got {self.diverge_tol!r}")
         if self.command_dt != 0.001:
             raise ValueError("LibfrankaConfig.command_dt is fixed at 0.001 s by the libfranka protocol")
 
@@ -125,8 +125,8 @@ class _MoveTo:
         self.stream.start(q_init, gripper)
         self.stream.submit(self.q_goal)
 
-    def advance(self, n_ticks: int = 1, resync=None):
-        return self.stream.advance(n_ticks, resync)
+    def advance(self, n_ticks: int = 1):
+        return self.stream.advance(n_ticks)
 
 
     def stop(self) -> None:
@@ -258,17 +258,13 @@ class LibfrankaRobot:
                 t0 = time.perf_counter()
                 n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
                 q_d = np.asarray(state.q_d, dtype=np.float64)
-                if np.max(np.abs(q_d - sent)) > self.config.resync_tol:
+                if np.max(np.abs(q_d - sent)) > self.config.diverge_tol:
                     # the robot reports a different last command than we sent: it substituted
                     # its own (our packet was late or lost on its side). Counted: a transport /
                     # timing fault, not something the command stream can see coming.
                     report.diverged += 1
-                if n > 1:
-                    # we were late: the robot extrapolated n - 1 cycles. Continue from the
-                    # commanded state it reports (q_d, dq_d, ddq_d), as libfranka's own rate
-                    # limiter does, with plan time caught up to the robot's clock
-                    anchor = (q_d, np.asarray(state.dq_d, dtype=np.float64), np.asarray(state.ddq_d, dtype=np.float64))
-                    cmd = source.advance(n - 1, resync=anchor)
+                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; catch up in plan time
+                    cmd = source.advance(n - 1)
                     report.late_iterations += 1
                 report.cycles += n
                 report.loop_iterations += 1

@@ -40,7 +40,7 @@ class CommandSource(Protocol):
 
     def start(self, q_init: np.ndarray, gripper: float | None = None) -> None: ...
 
-    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick: ...
+    def advance(self, n_ticks: int = 1) -> CommandTick: ...
 
     def stop(self) -> None: ...
 
@@ -55,18 +55,12 @@ def _check_ticks(n_ticks: Any) -> int:
     return int(n_ticks)
 
 
-def _advance(streamer: PlanStreamer, n: int, resync, on_step_start) -> CommandTick:
-    """``n`` ticks; with ``resync = (q, v, a)`` the first ``n - 1`` only pass plan time and the
-    filter is re-anchored on the robot's reported state before the last one."""
+def _advance(streamer: PlanStreamer, n: int, on_step_start) -> CommandTick:
+    """``n`` ticks (the filter runs on each); returns the last."""
     out = None
-    for i in range(n):
+    for _ in range(n):
         if streamer.at_step_start:
             on_step_start()
-        if resync is not None and i < n - 1:
-            streamer.skip()
-            continue
-        if resync is not None:
-            streamer.resync(*resync)
         out = streamer.tick()
     return out
 
@@ -167,14 +161,13 @@ class StreamingSession:
             self.streamer.set_knot(t + 1, None if nxt is None else nxt.action)
         self.n_steps += 1
 
-    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick:
+    def advance(self, n_ticks: int = 1) -> CommandTick:
         """Run ``n_ticks`` command ticks (control steps run as their first tick comes up);
-        returns the last one (what to send now). ``resync = (q, v, a)``: the robot executed
-        something else meanwhile (it extrapolated missed cycles); see :meth:`PlanStreamer.resync`."""
+        returns the last one (what to send now)."""
         if not self._started:
             raise RuntimeError("StreamingSession.start(q_init) must be called first")
         n = _check_ticks(n_ticks)
-        out = _advance(self.streamer, n, resync, lambda: self._control_step(self.streamer.step))
+        out = _advance(self.streamer, n, lambda: self._control_step(self.streamer.step))
         self.n_ticks += n
         return out
 
@@ -235,10 +228,10 @@ class TargetStream:
             self._latest = None
         self._started = True
 
-    def advance(self, n_ticks: int = 1, resync: tuple | None = None) -> CommandTick:
+    def advance(self, n_ticks: int = 1) -> CommandTick:
         if not self._started:
             raise RuntimeError("TargetStream.start(q_init) must be called first")
-        return _advance(self.streamer, _check_ticks(n_ticks), resync, self._take_latest)
+        return _advance(self.streamer, _check_ticks(n_ticks), self._take_latest)
 
     def _take_latest(self) -> None:
         with self._lock:

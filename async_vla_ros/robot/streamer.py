@@ -214,42 +214,6 @@ class PlanStreamer:
         on_target = self._frozen is None or bool(np.all(np.abs(q - self._frozen) <= tol))
         return on_target and bool(np.all(np.abs(v) <= tol)) and bool(np.all(np.abs(a) <= tol))
 
-    def skip(self) -> None:
-        """Let one tick of plan time pass without producing a command (catch-up after the
-        robot skipped cycles; follow with :meth:`resync`)."""
-        self._require_ready()
-        t, k = divmod(self._tick, self._r)
-        if k == 0:
-            self._prune(t)
-        if t in self._grip:
-            self._gripper = self._grip[t]
-        self._tick += 1
-
-    def resync(self, q, v, a) -> None:
-        """Re-anchor the filter on what the robot reports it executed: commanded position
-        ``q (7,)``, velocity ``v (7,)`` and acceleration ``a (7,)`` (libfranka's ``q_d``,
-        ``dq_d``, ``ddq_d``). After cycles the robot extrapolated on its own (our command was
-        late), the next command must continue from there, not from our unsent plan; libfranka's
-        own rate limiter works from the same fields. ``v`` and ``a`` are clipped to the filter's
-        limits. Without the filter only the last command is replaced."""
-        self._require_ready()
-        q = np.array(q, dtype=np.float64, copy=True)
-        v = np.array(v, dtype=np.float64, copy=True)
-        a = np.array(a, dtype=np.float64, copy=True)
-        for name, arr in (("q", q), ("v", v), ("a", a)):
-            if arr.shape != (7,) or not np.all(np.isfinite(arr)):
-                raise ValueError(f"resync {name} must be 7 finite numbers, got {arr!r}")
-        self._last_cmd = q.copy()
-        f = self.filter
-        if f is None:
-            return
-        f.reset(q, f.gripper)  # state at q, at rest; its target memory restarts from q
-        # then the motion state. SafetyFilter has no public setter yet (asked for): q, v, a are
-        # its output state, _origin_* the start of its stored brake plan (re-planned from here).
-        f.v = np.clip(v, -f.v_max, f.v_max)
-        f.a = np.clip(a, -f.a_max, f.a_max)
-        f._origin_v, f._origin_a = f.v.copy(), f.a.copy()  # noqa: SLF001
-
     # ------------------------------------------------------------------ knots
     def set_knot(self, step: int, action) -> None:
         """The plan's action for control ``step`` (reached at its end), or None: nothing planned

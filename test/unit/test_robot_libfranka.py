@@ -165,17 +165,15 @@ def test_unfiltered_session_is_aborted_and_reported():
 
 def test_late_cycles_are_caught_up_on_the_robot_clock():
     r = _robot(start_hold_cycles=0)
-    # late twice while the filter is busy with a chunk switch (the first chunk arrives at 200 ms)
-    FAKE.last.durations = [1] * 205 + [3] + [1] * 100 + [2] + [1] * 2000
+    # late twice while the stream holds (the first chunk arrives after 4 steps = 200 cycles)
+    FAKE.last.durations = [1] * 100 + [3] + [1] * 50 + [2] + [1] * 2000
     sess = _session()
     rep = r.run(sess, 0.6)
     assert rep.late_iterations == 2 and rep.max_cycles_per_iteration == 3
     assert rep.cycles >= 600 and rep.loop_iterations == rep.cycles - 3
     # the source ran on the robot's clock: exactly one tick per robot cycle
     assert sess.n_ticks == rep.cycles
-    # re-anchored on the robot's extrapolation: the robot saw no limit broken
     assert not rep.aborted and FAKE.last.monitor.total_violations == 0
-    assert sess.stats()["filter"]["limited"] > 0
 
 
 def test_reason_parsing_and_config_validation():
