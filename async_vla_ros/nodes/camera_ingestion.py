@@ -13,7 +13,8 @@ BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
 Trigger: with a task-state topic, one observation per task state (the task state fixes the
 observation time; the joint state nearest to it within ``max_pair_dt_s`` is used). Without one, a
 timer at ``rate_hz`` publishes the latest joint state. Stale data (older than ``max_state_age_s``
-when it would be published) and already-published stamps are dropped, never republished.
+when it would be published) and already-published stamps are dropped, never republished; inputs
+stamped more than ``max_future_s`` ahead (a sender's clock jumped) are dropped before buffering.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ PARAMS = (
           min=0.0, max=1.0),
     Param("max_image_age_s", 0.3, "max stamp difference between the observation and its image",
           min=0.0, max=10.0),
+    Param("max_future_s", 0.2, "drop inputs stamped further in the future than this (a sender's clock jumped)",
+          min=0.0, max=60.0),
     Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
     Param("frame_id", "fr3_link0", "frame_id of the observations"),
     *telemetry_params(THRESHOLDS),
@@ -100,13 +103,22 @@ class CameraIngestionNode(Node):
         self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, callback_group=MutuallyExclusiveCallbackGroup())
 
     # ------------------------------------------------------------------ inputs (edge)
+    def _checked_stamp(self, stamp_msg, what: str) -> int:
+        """Header stamp (ns); InputError when missing or from the future (a sender's clock jumped
+        ahead: buffering it would make every later, correct sample look out of order)."""
+        stamp = stamp_to_ns(stamp_msg)
+        if stamp <= 0:
+            raise InputError("no_stamp", f"{what} without a header stamp")
+        ahead = stamp - self.get_clock().now().nanoseconds
+        if ahead > self.p["max_future_s"] * NS_PER_S:
+            raise InputError("future_stamp", f"{what} stamped {ahead / 1e9:.3f} s in the future")
+        return stamp
+
     def _on_joint_state(self, msg: JointState) -> None:
         try:
             q, qd, fingers = joint_arrays(msg.name, msg.position, msg.velocity, self.p["arm_joint_names"],
                                           self.p["finger_joint_names"])
-            stamp = stamp_to_ns(msg.header.stamp)
-            if stamp <= 0:
-                raise InputError("no_stamp", "joint state without a header stamp")
+            stamp = self._checked_stamp(msg.header.stamp, "joint state")
             self._js.push(stamp, np.concatenate([q, qd, [sum(fingers.values())]]))
         except InputError as exc:
             self.drops.drop(f"joint_state.{exc.reason}", str(exc))
@@ -114,9 +126,7 @@ class CameraIngestionNode(Node):
     def _on_image(self, msg: Image) -> None:
         try:
             rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-            stamp = stamp_to_ns(msg.header.stamp)
-            if stamp <= 0:
-                raise InputError("no_stamp", "image without a header stamp")
+            stamp = self._checked_stamp(msg.header.stamp, "image")
             self._img.push(stamp, resize_nearest(rgb, self.p["image_size"]))
         except InputError as exc:
             self.drops.drop(f"image.{exc.reason}", str(exc))
@@ -128,9 +138,7 @@ class CameraIngestionNode(Node):
                 raise InputError("bad_shape", f"state has {state.size} values, state_dim says {msg.state_dim}")
             if not np.all(np.isfinite(state)):
                 raise InputError("non_finite", "task state contains NaN or Inf")
-            stamp = stamp_to_ns(msg.header.stamp)
-            if stamp <= 0:
-                raise InputError("no_stamp", "task state without a header stamp")
+            stamp = self._checked_stamp(msg.header.stamp, "task state")
             self._task.push(stamp, (state, int(msg.episode_id), msg.task, list(msg.state_names)))
         except InputError as exc:
             return self.drops.drop(f"task_state.{exc.reason}", str(exc))

@@ -19,7 +19,9 @@ controller keeps holding); after that, when the plan runs dry (nothing planned f
 step) it holds the last target. The filter starts (and restarts at every new episode id seen on
 ``/observation``) from the measured joints: the newest ``/joint_states`` at start, the
 observation's own joint positions (the first 7 state values, see camera_ingestion) at an episode
-change. Plans of other episodes are dropped.
+change. Plans of other episodes are dropped. Each such filter restart is announced on
+``/correction/command_segment`` (``std_msgs/Header``, stamped before the first command from the new
+start): commands on either side of it are not consecutive filter outputs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray, Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation  # noqa: E402
@@ -150,6 +152,9 @@ class CorrectionNode(Node):
             self.pub_cmd = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
         else:
             self.pub_cmd = self.create_publisher(Float64MultiArray, p["forward_topic"], 10)
+        # one Header each time the safety filter restarts from rest at the measured pose (start,
+        # new episode): the command stream's continuity checks (async-vla-ros chaos) split there
+        self.pub_segment = self.create_publisher(Header, "correction/command_segment", 10)
         self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped", "interventions", "holds"),
                               callback_group=MutuallyExclusiveCallbackGroup())
         self.pub_tick = self.create_publisher(CommandMetrics, "~/command_metrics", 10) if p["command_metrics"] else None
@@ -245,6 +250,7 @@ class CorrectionNode(Node):
             self._ready = True
             self._engaged = False
             self._residual_key = None
+            self.pub_segment.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id="filter_reset"))
         if not self._ready:
             return  # no measured joints yet: nothing safe to command
         if sample is not None:

@@ -16,7 +16,13 @@ scores without backward coherence; the chunk's ``method`` says what ran.
 Every chunk carries the observation stamp (``header.stamp``), the ids and measured
 ``ChunkTiming`` (received, inference start/end, queue and model time, injected delay).
 ``injected_latency_s`` adds latency after the model (as the RTC/REMAC papers' +100/+200 ms
-experiments did); it is included in the timing and waits on the stop event (interruptible).
+experiments did); it is included in the timing and waits on the stop event (interruptible). It
+can be changed at runtime (``set_parameters``; fault injection: latency spikes).
+
+Requests are taken in stamp order (a repeated id, an older stamp or one from the future is
+dropped as stale), not id order, so a restarted scheduler (ids from 1 again) or one stray
+request with a huge id cannot block the stream. Chunk ids start at the node's start time in
+microseconds: strictly increasing, and unique across restarts of the node.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
 from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
 
 NODE_NAME = "policy"
@@ -62,7 +68,10 @@ PARAMS = (
     Param("guidance_beta", 0.0, "RTC guidance clip beta (<= 0: the checkpoint's; a request may override)",
           min=0.0, max=100.0),
     Param("seed", 0, "backend noise seed", min=0),
-    Param("injected_latency_s", 0.0, "extra latency added to every chunk (experiments)", min=0.0, max=5.0),
+    Param("injected_latency_s", 0.0, "extra latency added to every chunk (experiments, fault injection)",
+          min=0.0, max=5.0, dynamic=True),
+    Param("max_future_s", 0.5, "drop a request stamped further in the future than this (clock jump, rogue)",
+          min=0.0, max=60.0),
     Param("max_obs_age_s", 0.5, "answer ERROR_NO_OBSERVATION when the newest observation is older",
           min=0.001, max=60.0),
     Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it",
@@ -123,8 +132,12 @@ class PolicyNode(Node):
         self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
         self._last_obs_id = 0
         self._last_request_id = 0
+        self._last_request_ns = 0  # stamp of the last request taken
         self._chunk_lock = threading.Lock()
-        self.chunk_id = 0
+        # chunk ids: strictly increasing, and unique across restarts of this node (a restarted
+        # policy that counted from 1 again would have its chunks rejected as duplicates by the
+        # scheduler): the counter starts at the start time in microseconds
+        self.chunk_id = self.get_clock().now().nanoseconds // 1000
         self.n_chunks_ok = 0
         self.n_errors_by_code: dict[int, int] = {}
         self.inference_s: list[float] = []
@@ -140,6 +153,7 @@ class PolicyNode(Node):
                               callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(0.5, self._watch_worker, callback_group=MutuallyExclusiveCallbackGroup())
         self.worker.start()
+        enable_runtime_updates(self, PARAMS, self.p)
         if p["warmup"]:
             self.worker.submit(Job(0, 0, 0, "vanilla", 0.0, None, None, 0, 0.0, 0, 0, 0, warmup=True))
         self.get_logger().info(f"serving {self.policy_name}: H={self.H} A={self.A} obs_dim={self.obs_dim}")
@@ -175,9 +189,18 @@ class PolicyNode(Node):
 
     def _on_request(self, msg: ChunkRequest) -> None:
         received = self.get_clock().now().nanoseconds
-        if msg.request_id == 0 or msg.request_id <= self._last_request_id:
-            return self.drops.drop("request.stale_id", f"request_id {msg.request_id} after {self._last_request_id}")
+        stamp = stamp_to_ns(msg.header.stamp)
+        # order by stamp, not by id: a restarted scheduler counts ids from 1 again, and one
+        # stray request with a huge id must not block every later one; a repeated id, an older
+        # stamp, or a stamp from the future (a clock jump, a rogue publisher) is dropped
+        if msg.request_id == 0 or msg.request_id == self._last_request_id or stamp <= self._last_request_ns:
+            return self.drops.drop("request.stale_id", f"request_id {msg.request_id} (stamp {stamp}) after "
+                                   f"{self._last_request_id} (stamp {self._last_request_ns})")
+        if stamp > received + self.p["max_future_s"] * NS_PER_S:
+            return self.drops.drop("request.future_stamp", f"request {msg.request_id} stamped "
+                                   f"{(stamp - received) / 1e9:.3f} s in the future")
         self._last_request_id = msg.request_id
+        self._last_request_ns = stamp
         try:
             job = self._validate(msg, received)
         except InputError as exc:
@@ -265,14 +288,14 @@ class PolicyNode(Node):
         t1 = self.get_clock().now().nanoseconds
         if actions.shape != (1, self.H, self.A) or not np.all(np.isfinite(actions)):
             raise FloatingPointError(f"backend returned shape {actions.shape} or non-finite actions")
-        injected = self.p["injected_latency_s"]
+        injected = self.p["injected_latency_s"]  # read once: may change at runtime
         if injected > 0:
             # experiment latency, after the model: interruptible by shutdown
             if self.worker.stop_event.wait(injected):
                 return
         self.inference_s.append((t1 - t0) / NS_PER_S)
         del self.inference_s[:-1000]
-        self._publish_chunk(job, obs_id, obs_ns, method, actions[0], t0, t1)
+        self._publish_chunk(job, obs_id, obs_ns, method, actions[0], t0, t1, injected)
 
     def _sampler_args(self, job: Job) -> tuple[str, dict]:
         kw: dict = {"seed": job.seed}
@@ -333,7 +356,7 @@ class PolicyNode(Node):
         return msg
 
     def _publish_chunk(self, job: Job, obs_id: int, obs_ns: int, method: str, actions: np.ndarray,
-                       t0: int, t1: int) -> None:
+                       t0: int, t1: int, injected_s: float = 0.0) -> None:
         msg = self._base_chunk(job.request_id, job.episode_id, obs_id, method, job.dt)
         msg.header.stamp = ns_to_stamp(obs_ns)
         msg.actions = actions.reshape(-1).tolist()
@@ -346,7 +369,7 @@ class PolicyNode(Node):
         tm.inference_end = ns_to_stamp(t1)
         tm.queue_s = (t0 - job.received_ns) / NS_PER_S
         tm.inference_s = (t1 - t0) / NS_PER_S
-        tm.injected_delay_s = float(self.p["injected_latency_s"])
+        tm.injected_delay_s = float(injected_s)
         tm.obs_age_at_start_s = (t0 - obs_ns) / NS_PER_S
         tm.header.stamp = self.get_clock().now().to_msg()
         if self.context.ok():

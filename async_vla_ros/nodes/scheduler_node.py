@@ -12,7 +12,9 @@ episode, so an observation marks the start of its step.
   the lockstep runner. A new episode id resets the scheduler (delay statistics kept).
 * timer at ``dt``: ``action_at`` for every step up to now (the executed history), then the plan
   from the current step on -> ``/scheduler/action_plan``.
-* ``/policy/action_chunk``: merged at once (``on_message`` at the current core step; the core
+* ``/policy/action_chunk``: validated at the edge (action names; the observation id and stamp of
+  the request it answers: a future or stale stamp is rejected), then merged at once
+  (``on_message`` at the current core step; the core
   merges from the next step when the current one was already handed out), the plan republished,
   and a ``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d).
 
@@ -73,6 +75,8 @@ PARAMS = (
           min=0.0, max=100.0),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("align_to_observations", True, "phase-lock the step grid to observation stamps (each new episode)"),
+    Param("max_future_s", 0.2, "drop observations stamped further in the future than this (a clock jumped)",
+          min=0.0, max=60.0),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -112,7 +116,8 @@ class SchedulerNode(Node):
         self._aligned = False
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
-        self._requests: dict[int, tuple[int, int, int]] = {}  # core request id -> (t_obs, request_ns, d)
+        # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns)
+        self._requests: dict[int, tuple[int, int, int, int, int]] = {}
         self.plan_id = 0
         self.n_reports = 0
         self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
@@ -144,6 +149,10 @@ class SchedulerNode(Node):
             return self.drops.drop("observation.old_episode", f"episode {eid} after {self.episode_id}")
         if stamp <= 0:
             return self.drops.drop("observation.no_stamp", "observation without a header stamp")
+        if stamp > self.clock.now_ns() + self.p["max_future_s"] * NS_PER_S:
+            # a clock jumped ahead: its step would move the whole timeline into the future
+            return self.drops.drop("observation.future_stamp", f"observation {msg.obs_id} stamped "
+                                   f"{(stamp - self.clock.now_ns()) / 1e9:.3f} s in the future")
         if eid > self.episode_id or not self._aligned:
             self._new_episode(eid, stamp)
         # an observation marks the start of its control step (rounded: stamps jitter around it)
@@ -157,7 +166,7 @@ class SchedulerNode(Node):
             return self.drops.drop("no_policy", "no policy node subscribes to the requests yet")
         spec = self.sched.maybe_request(self._core_t)
         if spec is not None:
-            self._send_request(spec, int(msg.obs_id))
+            self._send_request(spec, int(msg.obs_id), stamp)
 
     def _new_episode(self, eid: int, stamp: int) -> None:
         if eid != self.episode_id:
@@ -186,6 +195,17 @@ class SchedulerNode(Node):
             return self.drops.drop("chunk.bad_request_id", "request_id 0")
         rid = int(msg.request_id) - 1
         info = self._requests.get(rid)
+        if list(msg.action_names) != list(self.p["action_names"]):
+            self.drops.drop("chunk.bad_action_names", f"chunk {msg.chunk_id} names {list(msg.action_names)}, "
+                                                      f"expected {list(self.p['action_names'])}")
+            return self._report(msg, arrival, None, info, "bad_action_names")
+        if info is not None and (int(msg.obs_id) != info[3] or stamp_to_ns(msg.header.stamp) != info[4]):
+            # a chunk answers a request from the observation the request named: its stamp is
+            # that observation's stamp; anything else (future / stale stamp) is not that answer
+            self.drops.drop("chunk.stamp_mismatch", f"chunk {msg.chunk_id}: obs {msg.obs_id} stamped "
+                                                    f"{stamp_to_ns(msg.header.stamp)}, request {msg.request_id} "
+                                                    f"named obs {info[3]} stamped {info[4]}")
+            return self._report(msg, arrival, None, info, "stamp_mismatch")
         t_now = self._core_step()
         actions = np.asarray(msg.actions, dtype=np.float64)
         if actions.size == self.H * self.A and msg.horizon == self.H and msg.action_dim == self.A:
@@ -220,7 +240,7 @@ class SchedulerNode(Node):
         self._execute_until(t)
         self._publish_plan(t)
 
-    def _send_request(self, spec, obs_id: int) -> None:
+    def _send_request(self, spec, obs_id: int, obs_ns: int) -> None:
         now = self.clock.now_ns()
         msg = ChunkRequest()
         msg.header.stamp = ns_to_stamp(now)
@@ -239,7 +259,7 @@ class SchedulerNode(Node):
             msg.weights = spec.weights.tolist()
         msg.guidance_beta = float(self.p["guidance_beta"])
         msg.seed = -1
-        self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d))
+        self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d), obs_id, obs_ns)
         for old in [r for r in self._requests if r < spec.request_id - 64]:
             del self._requests[old]
         self.pub_req.publish(msg)
