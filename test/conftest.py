@@ -15,3 +15,16 @@ _LOG_DIR = tempfile.mkdtemp(prefix="async_vla_ros_test_logs_")
 apply_ros_defaults(domain_id=session_domain_id(), log_dir=_LOG_DIR, force_domain=True)
 os.environ["ROS_LOG_DIR"] = _LOG_DIR
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`realtime` tests run a hard 1 kHz peer (franka-sim) whose deadlines a shared, loaded
+    machine cannot promise; they are on demand (ASYNC_VLA_RUN_REALTIME=1), like benchmarks."""
+    if os.environ.get("ASYNC_VLA_RUN_REALTIME") == "1":
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="real-time peer test: on demand with ASYNC_VLA_RUN_REALTIME=1 (see docs/libfranka.md)")
+    for item in items:
+        if "realtime" in item.keywords:
+            item.add_marker(skip)

@@ -12,7 +12,7 @@ import pytest
 
 from async_vla_ros.core.strategies import STRATEGIES
 
-pytestmark = [pytest.mark.slow, pytest.mark.system]
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.realtime]
 
 SESSION_S = 5.0
 
