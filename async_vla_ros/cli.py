@@ -33,6 +33,7 @@ _COMMANDS: tuple[Command, ...] = (
     Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
     Command("demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"),
     Command("pipeline", "async_vla_ros.eval.bench_pipeline", "graph latency overhead, command period error, CPU per node", group="bench"),
+    Command("record", "async_vla_ros.eval.bench_record", "the recorder in the running graph: per-topic counts, no message lost (recorder vs publishers' sequence ids)", group="bench"),
     Command("samplers", "async_vla_ros.eval.bench_samplers", "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head", group="bench"),
     Command("base", "async_vla_ros.train.base", "train a base flow policy by behaviour cloning on demonstrations", group="train"),
     Command("remac", "async_vla_ros.train.remac", "REMAC LoRA fine-tuning of a base checkpoint (merged for deployment)", group="train"),

@@ -5,7 +5,8 @@ ingestion, policy (the shipped checkpoint of the task), scheduler, correction --
 time, prints a live one-line status (task, successes, chunk rate, measured latency and delay d,
 command-loop jitter), then a summary, and exits 0 when the graph ran and data flowed end to end
 (non-zero if a node died or nothing flowed). Node logs go to a file (its path is printed);
-warnings and errors are echoed.
+warnings and errors are echoed. ``--record BAG_DIR`` adds the recorder node to the graph (a
+rosbag2 MCAP of the graph's topics) and checks at the end that no message was lost.
 
 Every number printed comes from the nodes' own measurements (``/diagnostics``, chunk reports,
 episode results), collected by :class:`async_vla_ros.bringup.monitor.GraphMonitor`.
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--no-camera", action="store_true", help="do not render camera images")
     parser.add_argument("--log-dir", default=None, help="where node logs go (default: a temp folder)")
+    parser.add_argument("--record", default=None, metavar="BAG_DIR",
+                        help="also run the recorder node: a rosbag2 (MCAP) of the graph's topics into this new "
+                             "directory (per-topic counts in BAG_DIR.counts.json; docs/observability.md)")
 
 
 def _resolve_policy(ns: argparse.Namespace) -> tuple[str, str]:
@@ -57,6 +61,8 @@ def run(ns: argparse.Namespace) -> int:
     policy, note = _resolve_policy(ns)
     args = {"task": ns.task, "method": ns.method, "policy": policy, "latency_ms": str(ns.latency_ms),
             "seed": str(ns.seed), "camera": "false" if ns.no_camera else "true"}
+    if ns.record:
+        args["record"] = ns.record
     try:
         graph = build_graph("franka", args)
     except GraphError as exc:
@@ -137,7 +143,29 @@ def run(ns: argparse.Namespace) -> int:
     if not summary["flowed"]:
         print(f"demo: FAILED, no chunks / commands flowed end to end; see {log_path}", file=sys.stderr)
         return 1
+    if ns.record:
+        return _report_recording(graph.node("recorder").parameters["output"])
     del codes
+    return 0
+
+
+def _report_recording(bag: str) -> int:
+    """Counts of the recorded bag (recorder vs publishers); non-zero when a message was lost."""
+    from async_vla_ros.eval.bags import BagError
+    from async_vla_ros.eval.bench_record import check_recording
+
+    try:
+        check = check_recording(bag)
+    except BagError as exc:
+        print(f"demo: FAILED, the recording is not usable: {exc}", file=sys.stderr)
+        return 1
+    print(f"  recording: {bag} ({check.total_in_bag} messages on {sum(t.in_bag > 0 for t in check.topics)} topics, "
+          f"{check.duration_s:.1f} s, {check.total_lost} lost); replay: async-vla-ros replay {bag}; "
+          f"report: async-vla-ros report {bag}")
+    if check.total_lost:
+        print(check.table())
+        print(f"demo: FAILED, {check.total_lost} message(s) lost in the recording", file=sys.stderr)
+        return 1
     return 0
 
 

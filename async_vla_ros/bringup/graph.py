@@ -119,6 +119,10 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("command", "trajectory", "command interface: joint trajectory or forward position controller",
               ("trajectory", "forward")),
     LaunchArg("fifo", "true", "run the command loop under SCHED_FIFO when permitted", kind="bool"),
+    LaunchArg("record", "", "record a rosbag2 (MCAP) of the graph's topics into this new directory ('' : no "
+              "recorder); per-topic counts go beside it in <dir>.counts.json"),
+    LaunchArg("dashboard", "false", "serve the live dashboard (http://127.0.0.1:<dashboard_port>/)", kind="bool"),
+    LaunchArg("dashboard_port", "8765", "dashboard web server port (loopback only)", kind="int", min=1, max=65535),
 )
 _ARGS_BY_NAME = {a.name: a for a in LAUNCH_ARGS}
 
@@ -202,6 +206,22 @@ def _checkpoint(task: str, kind: str) -> str:
         raise GraphError(f"{exc} (launch: policy:=expert or policy:=PATH)") from exc
 
 
+def _when_matches(when: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
+    """A node's ``when`` condition: every launch argument equals the value given, or differs from
+    it for ``{not: value}`` (e.g. ``record: {not: ""}``: only when a bag directory is given)."""
+    for k, v in when.items():
+        if k not in args:
+            raise GraphError(f"graph.yaml: `when` names an unknown launch argument {k!r}")
+        if isinstance(v, Mapping):
+            if set(v) != {"not"}:
+                raise GraphError(f"graph.yaml: `when: {{{k}: {dict(v)}}}` must be a value or {{not: value}}")
+            if str(args[k]) == str(v["not"]):
+                return False
+        elif str(args[k]) != str(v):
+            return False
+    return True
+
+
 def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
                 directory: Path | None = None) -> Graph:
     """The graph ``name`` for these launch arguments (see module docstring)."""
@@ -243,6 +263,15 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
         per_node["camera_ingestion"]["image_topic"] = ""
     if not a["fifo"]:
         per_node["correction"]["sched_fifo_priority"] = 0
+    if a["record"]:
+        bag = Path(a["record"]).expanduser().resolve()
+        if bag.exists():
+            raise GraphError(f"record:={a['record']}: {bag} already exists (rosbag2 never overwrites): choose a new name")
+        per_node["recorder"] = {"output": str(bag), "stats_file": str(bag) + ".counts.json"}
+    per_node["dashboard"] = {"port": a["dashboard_port"],
+                             "command_topic": "forward_position_controller/commands" if a["command"] == "forward" else "",
+                             "trajectory_topic": "fr3_arm_controller/joint_trajectory" if a["command"] == "trajectory"
+                             else ""}
     if a["policy"] == "expert":
         per_node["policy"].update(backend="expert", checkpoint="")
     elif a["policy"] == "default":
@@ -264,8 +293,7 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
 
     nodes = []
     for spec in graphs[name].get("nodes", []):
-        when = spec.get("when") or {}
-        if any(str(a.get(k)) != str(v) for k, v in when.items()):
+        if not _when_matches(spec.get("when") or {}, a):
             continue
         node = spec["name"]
         p = node_params(node)

@@ -55,7 +55,9 @@ FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("period_error_p99_s", 0.005, 0.02, description="|command period - nominal|, p99 of the last 5000 ticks"),
-    Threshold("interventions_per_s", 1.0, 20.0, description="ticks per s on which the safety filter changed the command"),
+    Threshold("large_interventions_per_s", 5.0, 50.0,
+              description="ticks per s on which the safety filter rejected or clamped the target, or moved the "
+                          "command more than safety_tolerance_rad from it"),
     Threshold("holds_per_s", 5.0, 50.0, description="ticks per s that held the last target (plan ran dry)"),
     Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
 )
@@ -87,6 +89,8 @@ PARAMS = (
     Param("gripper_action_ns", "/fr3_gripper", "franka_gripper action namespace (gripper_mode franka_action)"),
     Param("sched_fifo_priority", 50, "SCHED_FIFO priority of the loop thread when permitted (0: off)", min=0, max=98),
     Param("command_metrics", True, "publish ~/command_metrics (CommandMetrics) on every commanding tick"),
+    Param("safety_tolerance_rad", 0.01, "a filter change larger than this counts as a large intervention "
+          "(diagnostics; smaller ones are ordinary rate limiting)", min=0.0, max=10.0),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -130,7 +134,8 @@ class CorrectionNode(Node):
         self._residual_key: tuple[int, int] | None = None
         self._residual = None
         self.n_ticks = self.n_holds = self.n_published = 0
-        self.n_interventions = 0  # ticks on which the safety filter intervened
+        self.n_interventions = 0  # ticks on which the safety filter intervened (any flag)
+        self.n_large_interventions = 0  # ... rejected / clamped, or changed the command > safety_tolerance_rad
         self._last_period_ns: int | None = None  # measured period of the current tick (monotonic)
         self.fifo = False
         self._intervals: deque[int] = deque(maxlen=5000)
@@ -155,7 +160,8 @@ class CorrectionNode(Node):
         # one Header each time the safety filter restarts from rest at the measured pose (start,
         # new episode): the command stream's continuity checks (async-vla-ros chaos) split there
         self.pub_segment = self.create_publisher(Header, "correction/command_segment", 10)
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped", "interventions", "holds"),
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p,
+                              rate_keys=("dropped", "large_interventions", "holds"),
                               callback_group=MutuallyExclusiveCallbackGroup())
         self.pub_tick = self.create_publisher(CommandMetrics, "~/command_metrics", 10) if p["command_metrics"] else None
         self._stop = threading.Event()
@@ -271,12 +277,16 @@ class CorrectionNode(Node):
             self._target = target
         q_cmd, g_cmd, flags = self.safety.filter(target[:7], target[7] if target.size > 7 else None)
         self._publish(q_cmd, g_cmd)
+        deviation = float(np.max(np.abs(q_cmd - target[:7]))) if np.all(np.isfinite(target[:7])) else float("nan")
         if flags.any:
             self.n_interventions += 1
+            if (flags.input_rejected or flags.position_clamped or flags.gripper_rejected
+                    or not deviation <= self.p["safety_tolerance_rad"]):
+                self.n_large_interventions += 1
         if self.pub_tick is not None:
-            self._publish_tick(sample, target, q_cmd, flags, residual_norm)
+            self._publish_tick(sample, deviation, flags, residual_norm)
 
-    def _publish_tick(self, sample, target: np.ndarray, q_cmd: np.ndarray, flags, residual_norm: float) -> None:
+    def _publish_tick(self, sample, deviation: float, flags, residual_norm: float) -> None:
         """One CommandMetrics for this tick (period, hold, source chunk, A2C2 residual, safety)."""
         m = CommandMetrics()
         m.header.stamp = self.get_clock().now().to_msg()
@@ -289,8 +299,7 @@ class CorrectionNode(Node):
             m.chunk_id, m.chunk_index = int(sample.chunk_id), int(sample.k)
         m.residual_norm = residual_norm
         m.safety_flags = sum(bit for name, bit in _SAFETY_BITS if getattr(flags, name))
-        dev = np.abs(q_cmd - target[:7])
-        m.safety_deviation = float(dev.max()) if np.all(np.isfinite(dev)) else float("nan")
+        m.safety_deviation = deviation
         m.safety_interventions = self.n_interventions
         m.dropped_inputs = self.drops.total()
         self.pub_tick.publish(m)
@@ -338,7 +347,7 @@ class CorrectionNode(Node):
     def _diag_values(self) -> dict:
         vals = {"rate_hz": self.p["rate_hz"], "sched_fifo": self.fifo, "ticks": self.n_ticks, "holds": self.n_holds,
                 "commands": self.n_published, "episode_id": self.episode_id, "dropped": self.drops.total(),
-                "interventions": self.n_interventions}
+                "interventions": self.n_interventions, "large_interventions": self.n_large_interventions}
         err = self.period_errors()
         if err.size:
             vals.update({"period_error_median_s": float(np.median(err)),

@@ -81,6 +81,7 @@ class DashboardModel:
         self.n_commands = 0
         self.n_joint_states = 0
         self.diag_counters: dict[str, float] = {}
+        self.health: dict[str, tuple[int, str]] = {}  # node -> (diagnostic level, message)
         self._plans: deque[tuple[int, float, np.ndarray, set[int]]] = deque(maxlen=8)  # recent plans
         self._chunks: deque[tuple[int, int, float, np.ndarray]] = deque(maxlen=16)  # (id, obs_ns, dt, (H,A))
         self.overlay: dict[str, Any] | None = None
@@ -150,10 +151,14 @@ class DashboardModel:
         with self._lock:
             self.n_joint_states += 1
 
-    def on_diagnostic(self, name: str, values: dict[str, str]) -> None:
+    def on_diagnostic(self, name: str, values: dict[str, str], level: int | None = None, message: str = "") -> None:
+        """One node's DiagnosticStatus: counters (keys naming drops, interventions, ...; rates
+        ``*_per_s`` left out) and, when given, its level (0 OK, 1 WARN, 2 ERROR, 3 STALE)."""
         with self._lock:
+            if level is not None:
+                self.health[name] = (int(level), str(message))
             for k, v in values.items():
-                if _COUNTER_KEY.search(k):
+                if _COUNTER_KEY.search(k) and not k.endswith("_per_s"):
                     try:
                         self.diag_counters[f"{name}: {k}"] = float(v)
                     except ValueError:
@@ -169,6 +174,7 @@ class DashboardModel:
                 "counts": {"reports": self.n_reports, "commands": self.n_commands, "joint_states": self.n_joint_states,
                            "switches": self.n_switches},
                 "rejects": dict(self.rejects), "diag_counters": dict(self.diag_counters),
+                "health": {n: {"level": lv, "message": msg} for n, (lv, msg) in sorted(self.health.items())},
                 "overlay": self.overlay,
             }
         now = max([r[0] for r in reports[-1:]] + [c[0] for c in commands[-1:]] + [0])
@@ -311,7 +317,7 @@ class DashboardNode(Node):
 
     def _on_diag(self, m: DiagnosticArray) -> None:
         for s in m.status:
-            self.model.on_diagnostic(s.name, {kv.key: kv.value for kv in s.values})
+            self.model.on_diagnostic(s.name, {kv.key: kv.value for kv in s.values}, s.level[0], s.message)
 
     def close(self) -> None:
         self.server.shutdown()

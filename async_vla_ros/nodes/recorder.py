@@ -41,9 +41,16 @@ from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
 NODE_NAME = "recorder"
 
+
+def _relative(topic: str) -> str:
+    """A default topic as the nodes name it: relative (resolved in the recorder's namespace, like
+    the graph's own), except ``/diagnostics``, which every node publishes absolute."""
+    return topic if topic == "/diagnostics" else topic.lstrip("/")
+
+
 PARAMS = (
     Param("output", "", "rosbag2 directory to create (must not exist); '' : ./bags/run_<local time>"),
-    Param("topics", [t.lstrip("/") for t in DEFAULT_TOPICS], "topics to record (relative names resolve in the "
+    Param("topics", [_relative(t) for t in DEFAULT_TOPICS], "topics to record (relative names resolve in the "
           "node's namespace)"),
     Param("record_all", False, "also record every other topic in the graph whose type is known"),
     Param("best_effort_topics", [], "topics to subscribe BEST_EFFORT (franka_ros2 convenience topics)", elem=str),
@@ -88,7 +95,7 @@ class RecorderNode(Node):
         self._subs: dict[str, object] = {}
         self._best_effort = {self.resolve_topic_name(t) for t in p["best_effort_topics"]}
         self._cb_group = ReentrantCallbackGroup()
-        defaults = {self.resolve_topic_name(t.lstrip("/")): ty for t, ty in DEFAULT_TOPICS.items()}
+        defaults = {self.resolve_topic_name(_relative(t)): ty for t, ty in DEFAULT_TOPICS.items()}
         self._wanted: dict[str, str | None] = {}
         for t in p["topics"]:
             name = self.resolve_topic_name(t)
@@ -134,7 +141,12 @@ class RecorderNode(Node):
         clock = self.get_clock()
 
         def on_message(data: bytes) -> None:
-            t_ns = clock.now().nanoseconds
+            try:
+                t_ns = clock.now().nanoseconds
+            except Exception:  # noqa: BLE001 - the context went down under a callback (shutdown)
+                if self.context.ok():
+                    raise
+                return
             with self._lock:
                 self.received[topic] += 1
             try:

@@ -55,7 +55,8 @@ FR3_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
 TASKS = ("track", "intercept", "bifurcate", "pick_moving")
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
-    Threshold("realtime_lag_s", 0.05, 0.25, description="simulated time behind wall time (physics too slow)"),
+    Threshold("physics_missed_ticks_per_s", 1.0, 20.0,
+              description="physics blocks per s skipped by the pacing timer (the simulation fell behind real time)"),
     Threshold("rejected_commands_per_s", 1.0, 10.0,
               description="commands dropped per s as invalid (those ignored while the scene settles excluded)"),
 )
@@ -138,7 +139,8 @@ class SimNode(Node):
                                  callback_group=group)
         self.create_subscription(String, "sim/episode_command", self._on_episode_command, 10, callback_group=group)
         self.timer_stats = None
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("rejected_commands",),
+        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p,
+                              rate_keys=("rejected_commands", "physics_missed_ticks"),
                               callback_group=MutuallyExclusiveCallbackGroup())
         enable_runtime_updates(self, PARAMS, self.p)
         self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)

@@ -59,6 +59,13 @@ function counterRows(s) {
   return rows.map(([k, v]) => `<tr><td>${k.replace(/</g, "&lt;")}</td><td class="n">${v}</td></tr>`).join("");
 }
 
+const LEVELS = ["OK", "WARN", "ERROR", "STALE"];
+function esc(t) { return String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;"); }
+function healthRows(s) {
+  return Object.entries(s.health || {}).map(([n, h]) =>
+    `<tr><td>${esc(n)}</td><td class="lv${h.level}">${LEVELS[h.level] || h.level}</td><td>${esc(h.message)}</td></tr>`).join("");
+}
+
 function update(s) {
   const L = s.latency;
   charts.latency.data.datasets[0].data = xy(L.t, L.total_ms);
@@ -87,6 +94,7 @@ function update(s) {
   }
   for (const ch of Object.values(charts)) ch.update("none");
   document.getElementById("t_counters").innerHTML = counterRows(s);
+  document.getElementById("t_health").innerHTML = healthRows(s);
   const pts = {};
   for (const [k, ch] of Object.entries(charts)) pts[k] = ch.data.datasets.reduce((n, d) => n + d.data.length, 0);
   const st = document.getElementById("status");
