@@ -38,7 +38,7 @@ from async_vla_ros.nodes.common import NS_PER_S, make_qos, run_node, stamp_to_ns
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
-from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport  # noqa: E402
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -60,6 +60,8 @@ PARAMS = (
     Param("command_topic", "forward_position_controller/commands", "Float64MultiArray command topic ('' : none)"),
     Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic ('' : none)"),
     Param("joint_state_topic", "joint_states", "measured joints"),
+    Param("command_metrics_topic", "correction/command_metrics",
+          "CommandMetrics of the correction loop: its own period error for the jitter chart ('' : from arrivals)"),
 )
 
 
@@ -78,6 +80,7 @@ class DashboardModel:
         self.rejects: Counter[str] = Counter()
         self.n_reports = 0
         self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=max_points)
+        self.ticks: deque[tuple[int, float]] = deque(maxlen=max_points)  # (t, loop period error s) from CommandMetrics
         self.n_commands = 0
         self.n_joint_states = 0
         self.diag_counters: dict[str, float] = {}
@@ -147,6 +150,13 @@ class DashboardModel:
             self.n_commands += 1
             self.commands.append((t_ns, np.array(q, dtype=np.float64)))
 
+    def on_command_metrics(self, t_ns: int, period_error_s: float) -> None:
+        """The correction loop's own measured period error of one tick (``CommandMetrics``): the
+        jitter chart shows it instead of the command arrival times (which add transport)."""
+        if np.isfinite(period_error_s):
+            with self._lock:
+                self.ticks.append((t_ns, float(period_error_s)))
+
     def on_joint_state(self) -> None:
         with self._lock:
             self.n_joint_states += 1
@@ -170,6 +180,7 @@ class DashboardModel:
         with self._lock:
             reports = list(self.reports)
             commands = list(self.commands)
+            ticks = list(self.ticks)
             out: dict[str, Any] = {
                 "counts": {"reports": self.n_reports, "commands": self.n_commands, "joint_states": self.n_joint_states,
                            "switches": self.n_switches},
@@ -215,7 +226,15 @@ class DashboardModel:
                 "t_jerk": [round(float(v), 4) for v in tt[2:-1]], "jerk": [round(float(v), 3) for v in jerk],
                 "t_period": [round(float(v), 4) for v in tt[1:]], "period_err_ms": [round(float(v - nominal), 4) for v in period],
                 "nominal_ms": nominal, "jitter_p99_ms": float(np.quantile(np.abs(period - nominal), 0.99)),
+                "period_source": "command arrival at the dashboard",
             }
+            tk = [k for k in ticks if k[0] >= lo]
+            if len(tk) >= 2:  # the loop's own measurement (CommandMetrics)
+                err = np.asarray([k[1] * 1e3 for k in tk])
+                out["command"].update({"t_period": [round((k[0] - now) / NS_PER_S, 4) for k in tk],
+                                       "period_err_ms": [round(float(v), 4) for v in err],
+                                       "jitter_p99_ms": float(np.quantile(np.abs(err), 0.99)),
+                                       "period_source": "correction loop (CommandMetrics)"})
         else:
             out["command"] = None
         return out
@@ -289,6 +308,10 @@ class DashboardNode(Node):
                                      lambda m: self.model.on_command(self._now(), np.asarray(m.data)), 50, callback_group=g)
         if p["trajectory_topic"]:
             self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_traj, 50, callback_group=g)
+        if p["command_metrics_topic"]:
+            self.create_subscription(CommandMetrics, p["command_metrics_topic"],
+                                     lambda m: self.model.on_command_metrics(stamp_to_ns(m.header.stamp), m.period_error_s),
+                                     100, callback_group=g)
         self.get_logger().info(f"dashboard on {self.url} (bound to {host}; no authentication)")
 
     def _now(self) -> int:

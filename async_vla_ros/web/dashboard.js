@@ -44,7 +44,7 @@ const charts = {
   traj: new Chart(document.getElementById("c_traj"), {type: "line", data: {datasets:
     [0, 1, 2, 3, 4, 5, 6].map(j => line("j" + (j + 1), COLORS[j]))}, options: opts()}),
   jitter: new Chart(document.getElementById("c_jitter"), {type: "line", data: {datasets: [
-    line("period - median", COLORS[4], {pointRadius: 1})]}, options: opts()}),
+    line("period error", COLORS[4], {pointRadius: 1})]}, options: opts()}),
   accjerk: new Chart(document.getElementById("c_accjerk"), {type: "line", data: {datasets: [
     line("|accel|", COLORS[1], {yAxisID: "y"}), line("|jerk|", COLORS[3], {yAxisID: "y1"})]},
     options: opts({scales: {x: {type: "linear", title: {display: true, text: "s (0 = newest)"}},
@@ -89,6 +89,7 @@ function update(s) {
   if (c) {
     charts.traj.data.datasets.forEach((d, j) => { d.data = j < c.q.length ? xy(c.t, c.q[j]) : []; });
     charts.jitter.data.datasets[0].data = xy(c.t_period, c.period_err_ms);
+    document.getElementById("jitter_title").textContent = "Command period error (ms): " + c.period_source;
     charts.accjerk.data.datasets[0].data = xy(c.t_acc, c.acc);
     charts.accjerk.data.datasets[1].data = xy(c.t_jerk, c.jerk);
   }

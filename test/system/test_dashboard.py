@@ -169,3 +169,20 @@ def test_dashboard_in_headless_chromium(ros, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000
     dash.destroy_node()
     pub.destroy_node()
+
+
+def test_model_prefers_the_loops_own_period_error():
+    """With CommandMetrics the jitter chart shows the correction loop's measured period error, not
+    the command arrival times at the dashboard (which add transport jitter)."""
+    m = DashboardModel(max_points=100, window_s=10.0)
+    for i in range(10):
+        m.on_command(i * 10_000_000 + (3_000_000 if i == 5 else 0), np.zeros(7))  # one late arrival
+    s = m.snapshot()
+    assert s["command"]["period_source"].startswith("command arrival") and max(s["command"]["period_err_ms"]) > 2.9
+    for i in range(10):
+        m.on_command_metrics(i * 10_000_000, 0.0005 * (i % 2))
+    m.on_command_metrics(11, float("nan"))  # first tick of a loop: no period yet, ignored
+    s = m.snapshot()
+    assert s["command"]["period_source"] == "correction loop (CommandMetrics)"
+    assert s["command"]["period_err_ms"] == [0.0, 0.5] * 5
+    assert s["command"]["jitter_p99_ms"] == pytest.approx(0.5)
