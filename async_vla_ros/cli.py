@@ -32,6 +32,8 @@ _COMMANDS: tuple[Command, ...] = (
     Command("report", "async_vla_ros.eval.report", "markdown/HTML report with plots from a bag or a replay result"),
     Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
     Command("demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"),
+    Command("chaos", "async_vla_ros.eval.chaos", "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md"),
+    Command("soak", "async_vla_ros.eval.soak", "the graph + recorder under CPU stress for a bounded time: memory growth, period error, drops, bag vs published"),
     Command("pipeline", "async_vla_ros.eval.bench_pipeline", "graph latency overhead, command period error, CPU per node", group="bench"),
     Command("record", "async_vla_ros.eval.bench_record", "the recorder in the running graph: per-topic counts, no message lost (recorder vs publishers' sequence ids)", group="bench"),
     Command("samplers", "async_vla_ros.eval.bench_samplers", "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head", group="bench"),
