@@ -42,8 +42,8 @@ def _draw(ax, counts: Mapping[str, Mapping[int, tuple[int, int]]], methods: Sequ
             p = k / n
             a, b = wilson_interval(k, n)
             rates.append(p)
-            lo.append(p - a)
-            hi.append(b - p)
+            lo.append(max(0.0, p - a))  # round-off at k = 0 or k = n
+            hi.append(max(0.0, b - p))
         color, marker, ls = _STYLE.get(m, (None, "o", "-"))
         off = (j - (n_m - 1) / 2) * 0.03  # small horizontal jitter so error bars do not overlap
         ax.errorbar([d + off for d in ds], rates, yerr=[lo, hi], label=m, color=color, marker=marker, ls=ls,

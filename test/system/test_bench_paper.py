@@ -32,7 +32,7 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     _write_tiny_checkpoints(tmp_path)
     out = tmp_path / "rep" / "benchmark.md"
     rc = main(["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(out), "--no-progress",
-               "--json", str(tmp_path / "b.json")])
+               "--json", str(tmp_path / "b.json"), "--ablations"])
     assert rc == 0
     text = out.read_text()
     for m in B.METHODS:
@@ -42,6 +42,7 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     png = out.parent / "benchmark_track.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "benchmark_track.png" in text
+    assert "remac-nomask on track (no track_remac_nomask.pt)" in text  # absent ablations are reported, not run
 
 
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):
