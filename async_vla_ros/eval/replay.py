@@ -28,6 +28,9 @@ Metrics per (method, delay) condition, on the arm joints (the first 7 action dim
 Everything but the latency is deterministic (seeded policy noise): two runs give equal metrics.
 Outputs under ``--out``: ``replay.json`` (metrics and per-step series), ``report.md`` and PNG
 plots (see :mod:`async_vla_ros.eval.report`).
+
+``--republish`` instead plays the bag into the running ROS graph at its original timing (the
+robot's topics by default, stamps shifted to now; :mod:`async_vla_ros.eval.republish`).
 """
 
 from __future__ import annotations
@@ -389,6 +392,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="policy seed base (default 0)")
     parser.add_argument("--out", default=None, help="output folder (default: <bag>_replay)")
     parser.add_argument("--no-plots", action="store_true", help="write metrics only (no PNG/markdown)")
+    g = parser.add_argument_group("republishing into a live graph (instead of the evaluation)")
+    g.add_argument("--republish", action="store_true",
+                   help="publish the bag's messages at their original timing into the running ROS graph")
+    g.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
+                   help="topics to republish (default: the robot's: /joint_states /camera/image_raw "
+                        "/camera/camera_info /sim/task_state; 'all': every topic of the bag)")
+    g.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
+    g.add_argument("--keep-stamps", action="store_true",
+                   help="publish the recorded header stamps (default: shifted to now, as live data)")
+    g.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish a bag topic under another name")
+    g.add_argument("--wait-subscribers", type=float, default=5.0,
+                   help="wait up to this long for subscribers before playing (default 5 s)")
     return parser
 
 
@@ -424,7 +439,44 @@ def _parse_delays(values: Sequence[str]) -> list[int | None]:
     return out
 
 
+def _run_republish(ns: argparse.Namespace) -> int:
+    from async_vla_ros.eval.republish import ROBOT_TOPICS, parse_remaps, republish
+    from async_vla_ros.rosenv import apply_ros_defaults
+
+    apply_ros_defaults()
+    import rclpy
+
+    topics = None if ns.topics == ["all"] else (ns.topics or list(ROBOT_TOPICS))
+    try:
+        remap = parse_remaps(ns.remap)
+    except ValueError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    rclpy.init(args=[])
+    node = rclpy.create_node("bag_player")
+    try:
+        res = republish(node, ns.bag, topics, ns.rate, not ns.keep_stamps, remap, ns.wait_subscribers)
+    except (BagError, ValueError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("replay: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    for topic, n in res.counts.items():
+        print(f"  {topic:<40} {n:8d} messages")
+    print(f"republished {sum(res.counts.values())} messages in {res.duration_s:.1f} s; publish time after schedule: "
+          f"median {res.lateness_ms['median']:.2f} ms, p99 {res.lateness_ms['p99']:.2f} ms, "
+          f"max {res.lateness_ms['max']:.2f} ms")
+    return 0
+
+
 def run(ns: argparse.Namespace) -> int:
+    if getattr(ns, "republish", False):
+        return _run_republish(ns)
     try:
         rec = load_recording(ns.bag)
         delays = _parse_delays(ns.delay)

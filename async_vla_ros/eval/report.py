@@ -269,7 +269,8 @@ def write_bag_report(bag: Path, out: Path) -> Path:
         table = [["rejected: reason", "chunks"]] + [[k, str(v)] for k, v in sorted(reasons.items())] if reasons else None
         sections.append(Section("Latency", text, table, ["latency.png", "delay.png"]))
 
-    cmd_topic = next((c for c in COMMAND_TOPICS if c in info.topics), None)
+    # the command topic that carries messages (the graph records both interfaces; one stays empty)
+    cmd_topic = next((c for c in COMMAND_TOPICS if info.counts.get(c, 0)), None)
     if cmd_topic is not None:
         ts, qs = [], []
         for m in read_messages(bag, [cmd_topic]):
@@ -309,9 +310,82 @@ def write_bag_report(bag: Path, out: Path) -> Path:
                 f"{np.quantile(err, 0.99):.2f} ms, max {err.max():.2f} ms (receive times at the recorder); "
                 f"RMS joint acceleration {np.sqrt(np.mean(np.sum(acc_**2, 1))):.3f} rad/s², RMS jerk "
                 f"{np.sqrt(np.mean(np.sum(jerk**2, 1))):.1f} rad/s³."], images=["command.png"]))
+    if info.counts.get(TICK_TOPIC, 0):
+        sections.append(_command_loop_section(bag, info, out, plt))
+    if info.counts.get(DIAG_TOPIC, 0):
+        sections.append(_health_section(bag))
     if PLAN_TOPIC in info.topics and REPORT_TOPIC not in info.topics and cmd_topic is None:
         sections.append(Section("Plans", [f"{info.counts[PLAN_TOPIC]} plans recorded (no reports or commands to plot)."]))
     return write_report(f"Run report: {Path(bag).name}", sections, out)
+
+
+TICK_TOPIC = "/correction/command_metrics"
+DIAG_TOPIC = "/diagnostics"
+_LEVELS = ("OK", "WARN", "ERROR", "STALE")
+
+
+def _command_loop_section(bag: Path, info, out: Path, plt) -> Section:
+    """The correction loop's own per-tick measurements (CommandMetrics): period error, safety."""
+    from async_vla_ros.eval.bags import read_messages
+
+    rows = [(m.t_ns, m.msg.period_error_s, m.msg.safety_deviation, int(m.msg.safety_flags), bool(m.msg.hold))
+            for m in read_messages(bag, [TICK_TOPIC])]
+    t = (np.asarray([r[0] for r in rows], dtype=np.float64) - info.start_ns) / 1e9
+    err = np.asarray([r[1] for r in rows], dtype=np.float64) * 1e3
+    dev = np.asarray([r[2] for r in rows], dtype=np.float64)
+    flags = np.asarray([r[3] for r in rows])
+    holds = int(sum(r[4] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
+    ok = np.isfinite(err)
+    axes[0].plot(t[ok], err[ok], lw=0.6, color=COLORS[0])
+    axes[0].set_ylabel("period error (ms)")
+    axes[0].set_xlabel("time (s)")
+    axes[0].set_title("command loop period error (measured in the loop)")
+    okd = np.isfinite(dev)
+    axes[1].plot(t[okd], dev[okd], lw=0.6, color=COLORS[3])
+    axes[1].set_ylabel("rad")
+    axes[1].set_xlabel("time (s)")
+    axes[1].set_title("safety filter change of the command (max over joints)")
+    fig.tight_layout()
+    fig.savefig(out / "command_loop.png")
+    plt.close(fig)
+    names = ("input rejected", "position clamped", "rate limited", "braking", "gripper rejected", "gripper clamped")
+    table = [["safety flag", "ticks", "share"]] + [[n, str(int(np.sum(flags & (1 << i) > 0))),
+                                                   f"{100.0 * np.mean(flags & (1 << i) > 0):.1f} %"]
+                                                  for i, n in enumerate(names)]
+    a = np.abs(err[ok])
+    text = [f"{len(rows)} commanding ticks; |period error| median {_f(np.median(a) if a.size else None, digits=3)} ms, "
+            f"p99 {_f(np.quantile(a, 0.99) if a.size else None, digits=3)} ms, max {_f(a.max() if a.size else None, digits=3)} ms "
+            f"(the loop's own clock); {holds} ticks held the last target (plan ran dry).",
+            f"Safety filter change of the command: median {_f(np.median(dev[okd]) if okd.any() else None, digits=4)} rad, "
+            f"p99 {_f(np.quantile(dev[okd], 0.99) if okd.any() else None, digits=4)} rad, "
+            f"max {_f(dev[okd].max() if okd.any() else None, digits=4)} rad."]
+    return Section("Command loop (CommandMetrics)", text, table, ["command_loop.png"])
+
+
+def _health_section(bag: Path) -> Section:
+    """Per node: share of /diagnostics reports at each level and the most frequent breaches."""
+    from collections import Counter
+
+    from async_vla_ros.eval.bags import read_messages
+
+    levels: dict[str, Counter] = {}
+    breaches: dict[str, Counter] = {}
+    for m in read_messages(bag, [DIAG_TOPIC]):
+        for st in m.msg.status:
+            lv = int(st.level[0] if isinstance(st.level, (bytes, bytearray)) else st.level)
+            levels.setdefault(st.name, Counter())[_LEVELS[lv] if 0 <= lv < 4 else str(lv)] += 1
+            if lv in (1, 2):
+                for part in str(st.message).split("; "):
+                    breaches.setdefault(st.name, Counter())[part.split(" ")[0]] += 1
+    table = [["node", "reports", "OK", "WARN", "ERROR", "most frequent breaches"]]
+    for name in sorted(levels):
+        c = levels[name]
+        n = sum(c.values())
+        top = ", ".join(f"{k} ({v})" for k, v in breaches.get(name, Counter()).most_common(3)) or "-"
+        table.append([name, str(n)] + [f"{100.0 * c.get(k, 0) / n:.0f} %" for k in ("OK", "WARN", "ERROR")] + [top])
+    return Section("Node health (/diagnostics)", ["Share of each node's diagnostics reports at each level; the "
+                                                  "thresholds are the nodes' diag.<key>.warn / .error parameters."], table)
 
 
 # --------------------------------------------------------------------------------------- CLI
