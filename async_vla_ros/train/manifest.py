@@ -1,8 +1,10 @@
 """``manifest.json`` of a checkpoint folder: what each file is, how it was made, what it measured.
 
-``python -m async_vla_ros.train.manifest [DIR]`` rewrites ``DIR/manifest.json`` (default: the
-shipped ``async_vla_ros/checkpoints``) from the ``train_config`` recorded inside every file, so the
-manifest cannot drift from the checkpoints.
+``python -m async_vla_ros.train.manifest [DIR] [--keep-fp32]`` first stores every checkpoint's
+weights as float16 (halves the shipped size; idempotent; loaders copy them into the float32
+networks, and every benchmark number is measured on these stored weights), then rewrites
+``DIR/manifest.json`` (default: the shipped ``async_vla_ros/checkpoints``) from the
+``train_config`` recorded inside every file, so the manifest cannot drift from the checkpoints.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _entry(path: Path) -> dict[str, Any]:
         "demos": tc.get("demos"), "git_commit": (tc.get("provenance") or {}).get("git_commit"),
         "date_utc": (tc.get("provenance") or {}).get("date_utc"),
         "train_seconds": hist[-1].get("seconds") if hist else None,
+        "stored_dtype": (d.get("extra") or {}).get("stored_dtype", "float32"),
         "params": tc.get("num_params") or tc.get("lora_trainable_params"),
     }
     if kind == "base":
@@ -62,6 +65,28 @@ def _entry(path: Path) -> dict[str, Any]:
     return e
 
 
+def compact_fp16(path: str | Path) -> bool:
+    """Store the floating-point weights of checkpoint ``path`` as float16 in place; False if they were already."""
+    import os
+
+    path = Path(path)
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    sd = d.get("state_dict")
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: no state_dict")
+    todo = [k for k, v in sd.items() if v.is_floating_point() and v.dtype != torch.float16]
+    if not todo:
+        return False
+    for k in todo:
+        sd[k] = sd[k].to(torch.float16)
+    extra = d.setdefault("extra", {})
+    extra["stored_dtype"] = "float16"
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(d, tmp)
+    os.replace(tmp, path)
+    return True
+
+
 def write_manifest(directory: str | Path | None = None) -> Path:
     from async_vla_ros.checkpoints import DIR
 
@@ -74,5 +99,23 @@ def write_manifest(directory: str | Path | None = None) -> Path:
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from async_vla_ros.checkpoints import DIR
+
+    ap = argparse.ArgumentParser(prog="python -m async_vla_ros.train.manifest", description=__doc__.splitlines()[0])
+    ap.add_argument("directory", nargs="?", default=None, help="checkpoint folder [async_vla_ros/checkpoints]")
+    ap.add_argument("--keep-fp32", action="store_true", help="do not convert the weights to float16")
+    ns = ap.parse_args(argv)
+    root = Path(ns.directory) if ns.directory else DIR
+    if not ns.keep_fp32:
+        for p in sorted(root.glob("*.pt")):
+            if compact_fp16(p):
+                print(f"stored {p.name} as float16")
+    print(write_manifest(root))
+    return 0
+
+
 if __name__ == "__main__":
-    print(write_manifest(sys.argv[1] if len(sys.argv) > 1 else None))
+    sys.exit(main())
