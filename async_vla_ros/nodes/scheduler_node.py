@@ -349,7 +349,7 @@ class SchedulerNode(Node):
             vals["overhead_p99_s"] = float(np.quantile(arr[:, 1], 0.99))
             vals["measured_d_median"] = float(np.median(arr[:, 2]))
             vals["latency_p95_s"] = float(np.quantile(arr[:, 0], 0.95))
-        if self.delay_errors:
+        if len(self.delay_errors) >= 10:  # a share of fewer chunks is noise (the first chunk alone: 0 or 1)
             err = np.asarray(self.delay_errors)
             vals["delay_underestimated_fraction"] = float(np.mean(err > 0))
             vals["delay_error_mean_steps"] = float(np.mean(err))
