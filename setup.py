@@ -33,7 +33,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.perspective")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.perspective") + glob("config/*.xml")),
     ],
     python_requires=">=3.10",
     install_requires=["numpy", "pyyaml"],

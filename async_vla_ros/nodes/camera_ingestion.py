@@ -88,7 +88,9 @@ class CameraIngestionNode(Node):
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
-        self.pub = self.create_publisher(Observation, "observation", 10)
+        # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
+        # of 10 let a reliable reader (the recorder) lose observations in that burst.
+        self.pub = self.create_publisher(Observation, "observation", 100)
         self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
                                  make_qos(p["joint_state_reliability"], depth), callback_group=group)
         if p["image_topic"] and p["image_size"] > 0:

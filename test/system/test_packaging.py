@@ -39,7 +39,7 @@ def test_colcon_builds_both_packages(tmp_path):
     assert (share / "ament_index" / "resource_index" / "packages" / "async_vla_ros").exists()
     assert (share / "async_vla_ros" / "package.xml").exists()
     for sub in ("launch", "config"):
-        src = sorted(p.name for p in (ROOT / sub).glob("*") if p.suffix in {".py", ".yaml", ".perspective"})
+        src = sorted(p.name for p in (ROOT / sub).glob("*") if p.suffix in {".py", ".yaml", ".perspective", ".xml"})
         got = sorted(p.name for p in (share / "async_vla_ros" / sub).glob("*")) if src else []
         assert got == src, f"share/async_vla_ros/{sub} does not match the repo's {sub}/"
     assert (inst / "async_vla_ros" / "lib" / "async_vla_ros" / "async-vla-ros").exists()
