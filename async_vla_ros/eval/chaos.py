@@ -86,6 +86,7 @@ class StreamCheck:
     max_jerk_ratio: float
     min_position_margin: float  # rad to the nearest position limit (negative: outside)
     violations: tuple[str, ...]  # first few violations, human-readable
+    missed: int = 0  # commands the listener did not receive (publication sequence gaps): not checked
 
     @property
     def ok(self) -> bool:
@@ -94,20 +95,23 @@ class StreamCheck:
     def summary(self) -> str:
         return (f"max |v|/v_max {self.max_velocity_ratio:.2f}, |a|/a_max {self.max_acceleration_ratio:.2f}, "
                 f"|j|/j_max {self.max_jerk_ratio:.2f}, position margin >= {self.min_position_margin:.3f} rad "
-                f"({self.n_commands} commands)")
+                f"({self.n_commands} commands" + (f"; {self.missed} not received" if self.missed else "") + ")")
 
 
 def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits: JointLimits,
                          segment_starts_ns: Sequence[int] = (), rel_tol: float = 1e-6,
-                         max_report: int = 5) -> StreamCheck:
+                         max_report: int = 5, seq: np.ndarray | None = None) -> StreamCheck:
     """Check a joint command stream against joint limits, as discrete differences.
 
     ``stamps_ns (N,)``: publication stamps of the commands, in order; ``q (N, 7)``: commanded joint
     positions; ``dt``: the command period (the safety filter guarantees its limits for
     ``v[k] = (q[k] - q[k-1]) / dt``, ``a[k] = (v[k] - v[k-1]) / dt``, ``j[k] = (a[k] - a[k-1]) / dt``
     between consecutive outputs, whatever the tick jitter); ``segment_starts_ns``: stamps at which
-    the stream restarts from rest at a measured pose (differences never span one). A value counts
-    as a violation when it exceeds its limit by more than ``rel_tol`` (relative).
+    the stream restarts from rest at a measured pose (differences never span one); ``seq (N,)``:
+    the publisher's sequence numbers (DDS publication sequence) when known: a gap means the
+    listener missed commands (under load), and differences never span it either (counted in
+    ``missed``). A value counts as a violation when it exceeds its limit by more than ``rel_tol``
+    (relative).
     """
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
     q = np.asarray(q, dtype=np.float64)
@@ -126,7 +130,16 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
         bad = int(np.flatnonzero(~np.all(np.isfinite(q), axis=1))[0])
         violations.append(f"command {bad} is not finite")
     seg = np.searchsorted(np.asarray(sorted(segment_starts_ns), dtype=np.int64), stamps, side="right")
-    bounds = np.flatnonzero(np.diff(seg)) + 1
+    breaks = np.diff(seg) != 0
+    missed = 0
+    if seq is not None:
+        sq = np.asarray(seq, dtype=np.int64).reshape(-1)
+        if sq.shape != stamps.shape:
+            raise ValueError(f"seq must have one entry per command ({stamps.size}), got {sq.shape}")
+        step = np.diff(sq)
+        breaks |= step != 1
+        missed = int(np.sum(step[step > 1] - 1))
+    bounds = np.flatnonzero(breaks) + 1
     segments = np.split(np.arange(stamps.size), bounds)
     fin = np.where(np.isfinite(q), q, 0.0)
     margin = float(np.min(np.minimum(fin - lo, hi - fin)))
@@ -146,7 +159,7 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
                 violations.append(f"command {idx[k + order]}: joint {j + 1} {name} = {d[k, j]:.4g} "
                                   f"(limit {lim[j]:.4g})")
     return StreamCheck(int(stamps.size), len(segments), ratios["v"], ratios["a"], ratios["j"], margin,
-                       tuple(violations[:max_report]))
+                       tuple(violations[:max_report]), missed)
 
 
 # ====================================================================== configuration and results
@@ -289,6 +302,7 @@ def make_probe_class():
             self.cmd_t: list[int] = []
             self.cmd_q: list[np.ndarray] = []
             self.cmd_g: list[float] = []
+            self.cmd_seq: list[int] = []  # DDS publication sequence numbers (-1: unknown)
             self.segments: list[int] = []
             self.reports: list[tuple[int, int, bool, str, float, int]] = []  # arrival, chunk, ok, why, latency, d
             self.chunks: deque = deque(maxlen=50)  # real chunks (ActionChunk) with ERROR_NONE
@@ -349,22 +363,24 @@ def make_probe_class():
         def now(self) -> int:
             return int(self.get_clock().now().nanoseconds)
 
-        def _add_cmd(self, stamp: int, q: Sequence[float], g: float) -> None:
+        def _add_cmd(self, stamp: int, q: Sequence[float], g: float, info) -> None:
+            seq = info.get("publication_sequence_number") if info else None
             with self._lock:
                 self.cmd_t.append(stamp)
                 self.cmd_q.append(np.asarray(q[:7], dtype=np.float64))
                 self.cmd_g.append(g)
+                self.cmd_seq.append(-1 if seq is None else int(seq))
 
-        def _on_traj(self, msg) -> None:
+        def _on_traj(self, msg, info) -> None:
             if not msg.points:
                 return
             pos = list(msg.points[0].positions)
             g = 2.0 * pos[7] if len(pos) > 7 else float("nan")
-            self._add_cmd(stamp_ns(msg.header.stamp), pos, g)
+            self._add_cmd(stamp_ns(msg.header.stamp), pos, g, info)
 
-        def _on_fwd(self, msg) -> None:
+        def _on_fwd(self, msg, info) -> None:
             d = list(msg.data)
-            self._add_cmd(self.now(), d, d[7] if len(d) > 7 else float("nan"))
+            self._add_cmd(self.now(), d, d[7] if len(d) > 7 else float("nan"), info)
 
         def _on_segment(self, msg) -> None:
             with self._lock:
@@ -406,12 +422,15 @@ def make_probe_class():
                 return len(self.cmd_t)
 
         def commands(self, t0: int = 0, t1: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Stamps (N,), joint commands (N, 7), publication sequence numbers (N,) (None when
+            the middleware gave none) of the commands stamped in [t0, t1]."""
             with self._lock:
                 t = np.asarray(self.cmd_t, dtype=np.int64)
                 q = np.asarray(self.cmd_q, dtype=np.float64).reshape(-1, 7)
-                g = np.asarray(self.cmd_g, dtype=np.float64)
+                sq = np.asarray(self.cmd_seq, dtype=np.int64)
             sel = (t >= t0) & (t <= (t1 if t1 is not None else np.iinfo(np.int64).max))
-            return t[sel], q[sel], g[sel]
+            sq = sq[sel]
+            return t[sel], q[sel], (None if np.any(sq < 0) else sq)
 
         def segment_starts(self) -> list[int]:
             with self._lock:
@@ -648,9 +667,9 @@ class ChaosRun:
                     # a little normal running after the case: the stream after recovery is checked too
                     n1 = self.probe.n_commands()
                     self._wait(lambda: self.probe.n_commands() - n1 >= int(0.5 * self.config.command_hz), 5.0)
-                    t, q, _ = self.probe.commands(t0)
+                    t, q, sq = self.probe.commands(t0)
                     res.safety = check_command_stream(t, q, self.dt_cmd, self.limits, self.probe.segment_starts(),
-                                                      self.config.rel_tol)
+                                                      self.config.rel_tol, seq=sq)
                     if not res.safety.ok:
                         res.fail("command limits violated: " + "; ".join(res.safety.violations))
                     if res.safety.n_commands == 0:
@@ -751,12 +770,23 @@ class ChaosRun:
             # (the scheduler's subscription keeps the last 10 messages: a faster burst would be
             # dropped by DDS before the node sees it)
             self._wait(lambda: all(i in verdicts()[1] for i in sent), 5.0)
-            ep = self.probe.latest_episode()
-            if not self._wait(lambda: (c := self.probe.latest_chunk()) is not None and c.episode_id == ep
-                              and int(c.chunk_id) != last_real and self.probe.latest_chunk(3) is not None, 10.0):
-                res.fail("no real chunk of the current episode to imitate")
+            def pair():
+                """(latest real chunk, one 2+ chunks older) of the episode now running, or None:
+                chunks of another episode are dropped before any check (no verdict to see)."""
+                ep = self.probe.latest_episode()
+                real = self.probe.latest_chunk()
+                if real is None or real.episode_id != ep or int(real.chunk_id) == last_real:
+                    return None
+                for back in (4, 3, 2):
+                    older = self.probe.latest_chunk(back)
+                    if older is not None and older.episode_id == ep:
+                        return real, older
+                return None
+
+            if not self._wait(lambda: pair() is not None, 15.0):
+                res.fail("no two real chunks of the current episode to imitate")
                 return
-            real, older = self.probe.latest_chunk(), self.probe.latest_chunk(3)
+            real, older = pair()
             last_real = int(real.chunk_id)
             H, A = int(real.horizon), int(real.action_dim)
             for kind in expect:

@@ -255,18 +255,22 @@ def _memory(res: SoakResult, samples: dict[str, list[tuple[float, int]]], warmup
 
 
 def _commands(res: SoakResult, probe, t0: int, t1: int, dt: float, robot: str, corr_diag: dict) -> None:
-    t, q, _ = probe.commands(t0, t1)
+    t, q, sq = probe.commands(t0, t1)
     if t.size < 2:
         res.problems.append("no command stream during the soak")
         return
     segs = probe.segment_starts()
-    res.safety = check_command_stream(t, q, dt, ROBOT_LIMITS[robot], segs)
+    res.safety = check_command_stream(t, q, dt, ROBOT_LIMITS[robot], segs, seq=sq)
     if not res.safety.ok:
         res.problems.append("command limits violated: " + "; ".join(res.safety.violations))
-    # period error from stamps, excluding the gaps at filter restarts (episode changes)
+    # period error from stamps, excluding the gaps at filter restarts (episode changes) and
+    # around commands the probe did not receive
     iv = np.diff(t) / NS
     seg_id = np.searchsorted(np.asarray(sorted(segs), dtype=np.int64), t, side="right")
-    iv = iv[np.diff(seg_id) == 0]
+    keep = np.diff(seg_id) == 0
+    if sq is not None:
+        keep &= np.diff(sq) == 1
+    iv = iv[keep]
     err = np.abs(iv - dt)
     res.period = {"n": float(err.size), "median_s": float(np.median(err)), "p99_s": float(np.quantile(err, 0.99)),
                   "max_s": float(err.max()), "late_over_1ms": float(np.mean(err > 1e-3)),

@@ -93,3 +93,16 @@ def test_with_overrides_replaces_only_the_named_parameters():
     assert g2.node("policy").parameters == g.node("policy").parameters
     with pytest.raises(ValueError, match="no node"):
         with_overrides(g, {"nope": {}})
+
+
+def test_publication_sequence_gaps_are_not_differences():
+    """Commands the listener missed (sequence gap) must not turn into a fake jump: 20 commands of a
+    1 rad/s ramp with 10 in the middle lost look like 11 rad/s across the hole without ``seq``."""
+    q = np.tile(Q0, (30, 1))
+    q[:, 0] += 1.0 * DT * np.arange(30)
+    keep = np.r_[0:10, 20:30]
+    t, qk, seq = _stamps(30)[keep], q[keep], np.arange(1, 31)[keep]
+    assert not check_command_stream(t, qk, DT, FR3_LIMITS).ok
+    r = check_command_stream(t, qk, DT, FR3_LIMITS, seq=seq)
+    assert r.ok and r.missed == 10 and r.n_segments == 2
+    assert r.max_velocity_ratio == pytest.approx(1.0 / 2.62, rel=1e-9)
