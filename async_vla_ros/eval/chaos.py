@@ -1156,7 +1156,11 @@ def write_report(results: Sequence[CaseResult], path: str | Path, config: ChaosC
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        rec = _fmt_s(r.recovery_s) + (f" ({r.recovery_note})" if r.recovery_note else "")
+        if r.recovery_s is None:
+            never = any(p.startswith("no chunk merged within") for p in r.problems)
+            rec = "never" if never else (r.recovery_note or "-")
+        else:
+            rec = _fmt_s(r.recovery_s) + (f" ({r.recovery_note})" if r.recovery_note else "")
         saf = "-" if r.safety is None else (
             f"v {r.safety.max_velocity_ratio:.2f}, a {r.safety.max_acceleration_ratio:.2f}, "
             f"j {r.safety.max_jerk_ratio:.2f} ({r.safety.n_commands} cmds)")
