@@ -338,7 +338,7 @@ def format_report(res: SoakResult, command: str = "") -> str:
     c = res.config
     out = ["# Soak test", ""]
     if command:
-        out += [f"Command: `{command}`, run {time.strftime('%Y-%m-%d %H:%M %Z')}; {res.elapsed_s:.0f} s in total "
+        out += [f"Command: `{command}`, finished {time.strftime('%Y-%m-%d %H:%M %Z')}; {res.elapsed_s:.0f} s in total "
                 f"(graph start and shutdown included).", ""]
     out += [f"Graph `franka` (MuJoCo sim + camera, task `{c.task}`, method `{c.method}`, policy `{c.policy}`, commands at "
             f"{c.command_hz:.0f} Hz) + recorder, {c.duration_s:.0f} s under {c.stress} CPU stress process(es) "
@@ -373,7 +373,8 @@ def format_report(res: SoakResult, command: str = "") -> str:
         out.append(f"- {node}: " + (", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"))
     out += ["", "## Bag vs published", "",
             "Published: the publisher's own counter in its last diagnostics before shutdown; in bag: messages the "
-            "recorder received up to that diagnostics stamp (the difference is what was in flight at that instant).",
+            "recorder received up to that diagnostics stamp (the difference is what was in flight at that instant; "
+            "negative when the counter was read between a publish and its increment).",
             "", "| topic | published | in bag (same instant) | missing | in bag (whole run) |", "|---|---|---|---|---|"]
     for topic, b in res.bag.items():
         pub = "n/a" if b["published"] is None else str(b["published"])
