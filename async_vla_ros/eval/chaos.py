@@ -722,12 +722,13 @@ class ChaosRun:
         t_b = self.probe.now() - 3 * NS
         lat0 = [r[4] for r in self.probe.reports_since(t_b) if r[2] and r[4] > 0]
         base = float(np.median(lat0)) if len(lat0) >= 5 else base
-        injected = min(5.0, 9.0 * base)  # model + pipeline + injected ~ 10x the measured latency
+        before = float(self._get_param("policy", "injected_latency_s") or 0.0)  # a launch may set one
+        injected = min(5.0, before + 9.0 * base)  # model + pipeline + injected ~ 10x the measured latency
         self._require(res, "policy", "injected_latency_s", injected)
         t0 = self.probe.now()
         self._fault_window()
-        self._require(res, "policy", "injected_latency_s", 0.0)
-        t_end = self.probe.now()
+        t_end = self.probe.now()  # before the restore request: recovery includes its round trip
+        self._require(res, "policy", "injected_latency_s", before)
         spike = [r for r in self.probe.reports_since(t0) if r[0] <= t_end and r[2] and r[4] > injected]
         if not spike:
             res.fail("no chunk merged during the latency spike")
@@ -898,8 +899,8 @@ class ChaosRun:
         self._require(res, "sim", "pause_camera", True)
         t0 = self.probe.now()
         self._fault_window()
-        self._require(res, "sim", "pause_camera", False)
         t_end = self.probe.now()
+        self._require(res, "sim", "pause_camera", False)
         grace = int(0.5 * NS)  # images up to max_image_age_s old still attach
         during = [o for o in self.probe.obs_since(t0 + grace) if o[0] <= t_end]
         with_img = sum(o[2] for o in during)
@@ -924,8 +925,8 @@ class ChaosRun:
         self._require(res, "sim", param, on)
         t0 = self.probe.now()
         self._fault_window()
-        self._require(res, "sim", param, off)
         t_end = self.probe.now()
+        self._require(res, "sim", param, off)
         grace = int(0.3 * NS)
         obs = [o for o in self.probe.obs_since(t0 + grace) if o[0] <= t_end]
         merged = [r for r in self.probe.reports_since(t0 + grace) if r[0] <= t_end and r[2]]
