@@ -927,7 +927,9 @@ class ChaosRun:
         self._fault_window()
         t_end = self.probe.now()
         self._require(res, "sim", param, off)
-        grace = int(0.3 * NS)
+        # in flight at the fault start: the ingestion may still pair data from before it while that
+        # data is younger than its max age, and a loaded 2-core machine delays delivery further
+        grace = int(0.6 * NS)
         obs = [o for o in self.probe.obs_since(t0 + grace) if o[0] <= t_end]
         merged = [r for r in self.probe.reports_since(t0 + grace) if r[0] <= t_end and r[2]]
         self._recovery(res, t_end)

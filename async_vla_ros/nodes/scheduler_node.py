@@ -125,8 +125,10 @@ class SchedulerNode(Node):
         group = MutuallyExclusiveCallbackGroup()  # scheduler state is touched only from this group
         self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
         self.pub_plan = self.create_publisher(ActionPlan, "scheduler/action_plan", 10)
-        self.pub_report = self.create_publisher(ChunkReport, "scheduler/chunk_report", 10)
-        self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 10, callback_group=group)
+        # Deep queues for chunks and their reports: a burst (rogue or after a stall) must reach the
+        # validation and the monitors, not be overwritten in a depth-10 DDS history first.
+        self.pub_report = self.create_publisher(ChunkReport, "scheduler/chunk_report", 100)
+        self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 100, callback_group=group)
         self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
         self.create_timer(p["dt"], self._tick, callback_group=group)
         self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped_inputs", "hold_steps", "timeouts"),
