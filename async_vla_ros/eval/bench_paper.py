@@ -95,7 +95,7 @@ class BenchConfig:
     methods: tuple[str, ...] = tuple(METHODS)  # methods (see METHODS / ABLATIONS)
     delays: tuple[int, ...] = (0, 1, 2, 3, 4)  # simulated delays d
     s_min: int = 1  # s = max(d, s_min)
-    episodes: int = 80  # N per (task, method, delay): the default run took ~15 min on the 2-core dev machine
+    episodes: int = 80  # N per (task, method, delay): the default run took 10.7 min on the 2-core dev machine
     batch: int = 40  # envs in lockstep
     seed: int = 0  # run seed (same episode seeds for every method)
     latency_reps: int = 100  # timed B = 1 inference calls per method
