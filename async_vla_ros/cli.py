@@ -56,7 +56,7 @@ def _add_command(subparsers, cmd: Command, load: bool) -> None:
         p = subparsers.add_parser(cmd.name, help=f"{cmd.help} (unavailable: {exc})")
         p.set_defaults(_unavailable=f"`{cmd.name}` is unavailable: {exc}")
         return
-    p = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+    p = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.help.replace("%%", "%"))
     module.add_arguments(p)
     p.set_defaults(_run=module.run)
 
