@@ -34,3 +34,29 @@ def test_fp16_storage_is_idempotent_loadable_and_recorded(tmp_path):
     assert entry["command"].startswith("async-vla-ros train base --task synthetic")
     assert available(tmp_path) == {"synthetic": ["base"]}
     assert checkpoint_path("synthetic", "base", tmp_path) == res.path
+
+
+def test_shipped_checkpoints_load_match_their_tasks_and_the_manifest():
+    import hashlib
+
+    from async_vla_ros.checkpoints import DIR
+    from async_vla_ros.policy.a2c2 import CorrectionHead
+    from async_vla_ros.sim.tasks import make_task
+
+    man = {e["file"]: e for e in json.loads((DIR / "manifest.json").read_text())["files"]}
+    for task in ("track", "intercept", "bifurcate", "pick_moving"):
+        for kind in ("base", "base_weak", "remac", "a2c2"):
+            path = checkpoint_path(task, kind)
+            entry = man[path.name]
+            assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # manifest is current
+            assert entry["task"] == task and entry["seed"] == 0
+            if kind == "a2c2":
+                head = CorrectionHead.load(path)
+                assert head.config.obs_dim == make_task(task).obs_dim
+                continue
+            tc = load_checkpoint(path)["train_config"]
+            assert tc["kind"] == ("base" if kind.startswith("base") else "remac")
+            assert tc["demos"]["episodes"] == 400 and tc["horizon"] == 8 and tc["provenance"]["git_commit"]
+            pol = load_policy(path)
+            assert (pol.obs_dim, pol.action_dim, pol.horizon) == (make_task(task).obs_dim, 8, 8)
+    assert sum(p.stat().st_size for p in DIR.glob("*.pt")) < 8e6  # "a few MB"
