@@ -41,7 +41,7 @@ from rclpy.node import Node  # noqa: E402
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray, Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
@@ -79,7 +79,8 @@ class DashboardModel:
         self.reports: deque[tuple] = deque(maxlen=max_points)  # (t, total, inference, transport, queue, pred, meas, jump)
         self.rejects: Counter[str] = Counter()
         self.n_reports = 0
-        self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=max_points)
+        self.commands: deque[tuple[int, np.ndarray, bool]] = deque(maxlen=max_points)  # (t, q, opens a segment)
+        self._segment_pending = False
         self.ticks: deque[tuple[int, float]] = deque(maxlen=max_points)  # (t, loop period error s) from CommandMetrics
         self.n_commands = 0
         self.n_joint_states = 0
@@ -148,7 +149,14 @@ class DashboardModel:
     def on_command(self, t_ns: int, q: np.ndarray) -> None:
         with self._lock:
             self.n_commands += 1
-            self.commands.append((t_ns, np.array(q, dtype=np.float64)))
+            self.commands.append((t_ns, np.array(q, dtype=np.float64), self._segment_pending))
+            self._segment_pending = False
+
+    def on_segment(self) -> None:
+        """The correction node restarted its filter (episode reset, start): the next command opens a
+        new segment, and no acceleration/jerk is computed across the boundary (the sim teleports)."""
+        with self._lock:
+            self._segment_pending = True
 
     def on_command_metrics(self, t_ns: int, period_error_s: float) -> None:
         """The correction loop's own measured period error of one tick (``CommandMetrics``): the
@@ -219,11 +227,16 @@ class DashboardModel:
             dt = max(nominal / 1e3, 1e-6)
             acc = np.linalg.norm(np.diff(q, 2, axis=0), axis=1) / dt**2
             jerk = np.linalg.norm(np.diff(q, 3, axis=0), axis=1) / dt**3
+            opens = np.asarray([c[2] for c in cmd], dtype=bool)  # differences never span a segment start
+            acc = np.where([opens[i + 1:i + 3].any() for i in range(len(acc))], np.nan, acc)
+            jerk = np.where([opens[i + 1:i + 4].any() for i in range(len(jerk))], np.nan, jerk)
             tt = (ts - now) / NS_PER_S
             out["command"] = {
                 "t": [round(float(v), 4) for v in tt], "q": [[round(float(v), 5) for v in col] for col in q.T],
-                "t_acc": [round(float(v), 4) for v in tt[1:-1]], "acc": [round(float(v), 4) for v in acc],
-                "t_jerk": [round(float(v), 4) for v in tt[2:-1]], "jerk": [round(float(v), 3) for v in jerk],
+                "t_acc": [round(float(v), 4) for v in tt[1:-1]],
+                "acc": [round(float(v), 4) if np.isfinite(v) else None for v in acc],
+                "t_jerk": [round(float(v), 4) for v in tt[2:-1]],
+                "jerk": [round(float(v), 3) if np.isfinite(v) else None for v in jerk],
                 "t_period": [round(float(v), 4) for v in tt[1:]], "period_err_ms": [round(float(v - nominal), 4) for v in period],
                 "nominal_ms": nominal, "jitter_p99_ms": float(np.quantile(np.abs(period - nominal), 0.99)),
                 "period_source": "command arrival at the dashboard",
@@ -308,6 +321,8 @@ class DashboardNode(Node):
                                      lambda m: self.model.on_command(self._now(), np.asarray(m.data)), 50, callback_group=g)
         if p["trajectory_topic"]:
             self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_traj, 50, callback_group=g)
+        self.create_subscription(Header, "correction/command_segment", lambda _m: self.model.on_segment(), 10,
+                                 callback_group=g)
         if p["command_metrics_topic"]:
             self.create_subscription(CommandMetrics, p["command_metrics_topic"],
                                      lambda m: self.model.on_command_metrics(stamp_to_ns(m.header.stamp), m.period_error_s),

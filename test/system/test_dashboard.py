@@ -124,6 +124,23 @@ def test_model_known_answers():
         DashboardModel(max_points=1)
 
 
+def test_model_does_not_difference_across_a_command_segment():
+    """An episode reset teleports the arm: acceleration/jerk are not computed across it."""
+    m = DashboardModel(max_points=100, window_s=10.0)
+    for i in range(6):
+        m.on_command(i * 10_000_000, np.full(7, 0.1 * i))  # constant velocity: zero acceleration
+    m.on_segment()
+    for i in range(6, 12):
+        m.on_command(i * 10_000_000, np.full(7, 2.0 + 0.1 * i))  # jump of 2 rad at the reset
+    c = m.snapshot()["command"]
+    acc, jerk = c["acc"], c["jerk"]
+    # command 6 opens the segment: acc rows 4 and 5 (commands 4-6, 5-7) and jerk rows 3-5 span it
+    assert [i for i, v in enumerate(acc) if v is None] == [4, 5]
+    assert [i for i, v in enumerate(jerk) if v is None] == [3, 4, 5]
+    np.testing.assert_allclose([v for v in acc if v is not None], 0.0, atol=1e-3)
+    np.testing.assert_allclose([v for v in jerk if v is not None], 0.0, atol=1e-1)
+
+
 @pytest.fixture
 def ros():
     rclpy.init()
