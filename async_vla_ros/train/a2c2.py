@@ -21,11 +21,10 @@ normaliser; MSE loss, AdamW, cosine schedule. Validation reports the residual MS
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ KIND = "a2c2"
 
 
 @dataclass(frozen=True)
-class A2C2Config:
+class A2C2Config(C.DictConfig):
     """Correction-head run."""
 
     steps: int = 3000  # optimiser steps
@@ -78,16 +77,6 @@ class A2C2Config:
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ValueError(f"A2C2Config.num_threads must be None or an int >= 1, got {self.num_threads!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "A2C2Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown A2C2Config fields: {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,12 +191,7 @@ def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: s
     gen = torch.Generator().manual_seed(config.seed + 3)
     step, history = 0, []
     if resume:
-        st = C.load_trainstate(out, KIND)
-        saved = A2C2Config.from_dict(st["config"]["config"])
-        if dataclasses.replace(saved, steps=config.steps) != config:
-            raise ValueError("cannot resume: the run's config differs from the saved one (only --steps may change)")
-        if st["config"]["demos"]["fingerprint"] != demos.describe()["fingerprint"]:
-            raise ValueError("cannot resume: the demonstrations differ from the ones the run started with")
+        st = C.resume_state(out, KIND, A2C2Config, config, demos)
         head.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         C.set_rng_state(st["rng"], np_rng, gen)

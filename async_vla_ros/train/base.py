@@ -22,7 +22,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ KIND = "base"
 
 
 @dataclass(frozen=True)
-class BaseTrainConfig:
+class BaseTrainConfig(C.DictConfig):
     """Behaviour-cloning run. Network defaults are the shipped size (~0.16M parameters)."""
 
     horizon: int = 8  # H, actions per chunk
@@ -99,16 +99,6 @@ class BaseTrainConfig:
             object.__setattr__(self, "ignore_obs", tuple(x for x in self.ignore_obs.split(",") if x))
         object.__setattr__(self, "ignore_obs", tuple(str(x) for x in self.ignore_obs))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BaseTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown BaseTrainConfig fields: {sorted(unknown)}")
-        return cls(**dict(d))
 
     def network_config(self, obs_dim: int, action_dim: int, image_size: tuple[int, int] | None) -> FlowNetConfig:
         return FlowNetConfig(obs_dim=obs_dim, action_dim=action_dim, horizon=self.horizon, hidden=self.hidden,
@@ -248,12 +238,7 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
     gen = torch.Generator().manual_seed(config.seed + 3)
     step, history = 0, []
     if resume:
-        st = C.load_trainstate(out, KIND)
-        saved = BaseTrainConfig.from_dict(st["config"]["config"])
-        if dataclasses.replace(saved, steps=config.steps) != config:
-            raise ValueError("cannot resume: the run's config differs from the saved one (only --steps may change)")
-        if st["config"]["demos"]["fingerprint"] != demos.describe()["fingerprint"]:
-            raise ValueError("cannot resume: the demonstrations differ from the ones the run started with")
+        st = C.resume_state(out, KIND, BaseTrainConfig, config, demos)
         net.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["optimizer"])

@@ -8,6 +8,7 @@ number of steps; the resulting run is step-for-step identical to an uninterrupte
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -135,6 +136,34 @@ def load_trainstate(ckpt: str | os.PathLike, kind: str) -> dict[str, Any]:
         raise ValueError(f"{path}: not a {TRAINSTATE_FORMAT} file")
     if st.get("kind") != kind:
         raise ValueError(f"{path}: written by the {st.get('kind')!r} trainer, not {kind!r}")
+    return st
+
+
+class DictConfig:
+    """Mixin for the trainers' frozen config dataclasses: a plain dict in the checkpoint and back,
+    refusing fields this version does not know."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+def resume_state(ckpt: str | os.PathLike, kind: str, config_cls: Any, config: Any, demos: Any) -> dict[str, Any]:
+    """Load the resume file of ``ckpt`` and check it continues the same run: same config (only
+    ``steps`` may change) and the same demonstrations (content fingerprint)."""
+    st = load_trainstate(ckpt, kind)
+    saved = config_cls.from_dict(st["config"]["config"])
+    if dataclasses.replace(saved, steps=config.steps) != config:
+        raise ValueError("cannot resume: the run's config differs from the saved one (only --steps may change)")
+    if st["config"]["demos"]["fingerprint"] != demos.describe()["fingerprint"]:
+        raise ValueError("cannot resume: the demonstrations differ from the ones the run started with")
     return st
 
 

@@ -45,7 +45,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ KIND = "remac"
 
 
 @dataclass(frozen=True)
-class RemacConfig:
+class RemacConfig(C.DictConfig):
     """REMAC fine-tuning run."""
 
     steps: int = 2000  # optimiser steps in total
@@ -126,16 +126,6 @@ class RemacConfig:
     def effective_lambdas(self) -> tuple[float, float]:
         return (self.lambda_m, self.lambda_delta) if self.align else (0.0, 0.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RemacConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown RemacConfig fields: {sorted(unknown)}")
-        return cls(**dict(d))
 
 
 # ---------------------------------------------------------------------- the loss
@@ -277,12 +267,7 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
     lam_m, lam_d = config.effective_lambdas
     step, history = 0, []
     if resume:
-        st = C.load_trainstate(out, KIND)
-        saved = RemacConfig.from_dict(st["config"]["config"])
-        if dataclasses.replace(saved, steps=config.steps) != config:
-            raise ValueError("cannot resume: the run's config differs from the saved one (only --steps may change)")
-        if st["config"]["demos"]["fingerprint"] != demos.describe()["fingerprint"]:
-            raise ValueError("cannot resume: the demonstrations differ from the ones the run started with")
+        st = C.resume_state(out, KIND, RemacConfig, config, demos)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         C.set_rng_state(st["rng"], np_rng, gen)
