@@ -32,6 +32,7 @@ _COMMANDS: tuple[Command, ...] = (
     Command("report", "async_vla_ros.eval.report", "markdown/HTML report with plots from a bag or a replay result"),
     Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
     Command("demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"),
+    Command("snapshot", "async_vla_ros.eval.headless", "screenshot of a running dashboard once every chart has data (headless Chromium)"),
     Command("chaos", "async_vla_ros.eval.chaos", "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md"),
     Command("soak", "async_vla_ros.eval.soak", "the graph + recorder under CPU stress for a bounded time: memory growth, period error, drops, bag vs published"),
     Command("pipeline", "async_vla_ros.eval.bench_pipeline", "graph latency overhead, command period error, CPU per node", group="bench"),

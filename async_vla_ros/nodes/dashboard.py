@@ -277,7 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser closed the tab or moved on mid-answer: nothing to report
 
     def log_message(self, *args) -> None:  # quiet: one line per poll would flood the log
         return

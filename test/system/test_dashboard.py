@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,8 +23,9 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
 from async_vla_ros.nodes.dashboard import DashboardModel, DashboardNode  # noqa: E402
+from async_vla_ros.eval.headless import dashboard_snapshot, find_chromium  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = find_chromium()
 H, A, DT = 8, 8, 0.05
 SCREENSHOT_DIR = Path(os.environ.get("ASYNC_VLA_TEST_ARTIFACTS", tempfile.gettempdir())) / "async_vla_dashboard"
 
@@ -148,8 +146,8 @@ def ros():
     rclpy.shutdown()
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed")
-def test_dashboard_in_headless_chromium(ros, tmp_path):
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make setup installs it)")
+def test_dashboard_in_headless_chromium(ros):
     dash = DashboardNode(parameter_overrides=[Parameter("port", value=0), Parameter("poll_ms", value=200)])
     assert dash.url.startswith("http://127.0.0.1:")
     pub = rclpy.create_node("dashboard_test_graph")
@@ -165,25 +163,16 @@ def test_dashboard_in_headless_chromium(ros, tmp_path):
         state = json.loads(urllib.request.urlopen(dash.url + "api/state", timeout=5).read())
         assert state["overlay"]["n_frozen"] == 2 and len(state["overlay"]["new"]) == H
         assert state["rejects"].get("stale", 0) >= 1
-        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        shot = SCREENSHOT_DIR / "dashboard.png"
-        base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000", "--window-size=1500,1100"]
-        dom = subprocess.run(base + ["--dump-dom", dash.url], capture_output=True, text=True, timeout=90).stdout
-        subprocess.run(base + [f"--screenshot={shot}", dash.url], capture_output=True, timeout=90)
+        shot = dashboard_snapshot(dash.url, SCREENSHOT_DIR / "dashboard.png", size=(1500, 1100), timeout_s=30.0)
     finally:
         ex.shutdown()
         spin.join(5.0)
         dash.close()
-    match = re.search(r'id="status" data-ready="1" data-points="([^"]+)"', dom) or \
-        re.search(r'id="status" data-ready="1"[^>]*data-points="([^"]+)"', dom)
-    assert match, f"page did not render data: {dom[:2000]}"
-    points = json.loads(match.group(1).replace("&quot;", '"'))
     for chart in ("latency", "hist", "delay", "overlay", "traj", "jitter", "accjerk"):
-        assert points[chart] > 0, (chart, points)
-    assert "safety interventions" in dom and "rejected chunks: stale" in dom
-    assert shot.is_file() and shot.stat().st_size > 20_000
+        assert shot.points[chart] > 0, (chart, shot.points)
+    assert "safety interventions" in shot.html and "rejected chunks: stale" in shot.html
+    assert not shot.console, shot.console  # no script errors in the page
+    assert shot.png.is_file() and shot.png.stat().st_size > 20_000
     dash.destroy_node()
     pub.destroy_node()
 

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -26,10 +23,11 @@ pytest.importorskip("async_vla_msgs.msg")
 from async_vla_ros.bringup.graph import build_graph  # noqa: E402
 from async_vla_ros.bringup.launcher import Launcher  # noqa: E402
 from async_vla_ros.eval.bench_record import SEQUENCED, check_recording  # noqa: E402
+from async_vla_ros.eval.headless import dashboard_snapshot, find_chromium  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = find_chromium()
 RUN_S = 25.0  # seconds of running graph recorded
 ARTIFACTS = Path(os.environ.get("ASYNC_VLA_TEST_ARTIFACTS", tempfile.gettempdir())) / "async_vla_dashboard"
 # where the screenshot goes; `ASYNC_VLA_DASHBOARD_PNG=reports/dashboard.png` refreshes the committed one
@@ -101,20 +99,13 @@ def test_graph_with_recorder_and_dashboard(tmp_path):
         assert procs["recorder"].wait(timeout=30) == 0, "\n".join(log)
         _check_recording(bag)
 
-        # (3) the page in headless Chromium (dump the DOM and take the screenshot in one run)
-        if os.path.exists(CHROMIUM):
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000", "--window-size=1500,1150",
-                   f"--screenshot={SCREENSHOT}", "--dump-dom", url]
-            dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-            match = re.search(r'id="status"[^>]*data-points="([^"]+)"', dom)
-            assert match and 'data-ready="1"' in dom, f"page did not render data: {dom[:2000]}"
-            points = json.loads(match.group(1).replace("&quot;", '"'))
+        # (3) the page in headless Chromium: every chart drawn with data, then the screenshot
+        if CHROMIUM:
+            shot = dashboard_snapshot(url, SCREENSHOT, size=(1500, 1150), timeout_s=60.0)
             for chart in ("latency", "hist", "delay", "overlay", "traj", "jitter", "accjerk"):
-                assert points[chart] > 0, (chart, points)
-            assert "/scheduler" in dom and "/correction" in dom  # the health table
+                assert shot.points[chart] > 0, (chart, shot.points)
+            assert "/scheduler" in shot.html and "/correction" in shot.html  # the health table
+            assert not shot.console, shot.console
             assert SCREENSHOT.is_file() and SCREENSHOT.stat().st_size > 20_000
         assert alive(skip=("recorder",))(), "\n".join(log)
     finally:
