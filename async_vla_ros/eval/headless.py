@@ -143,6 +143,8 @@ class HeadlessPage:
         answer = self.call("Page.navigate", {"url": self.url})
         if answer.get("errorText"):
             raise BrowserError(f"could not load {self.url}: {answer['errorText']}")
+        # navigate answers once the new document is committed, before it has loaded
+        self.wait_for("document.readyState === 'complete'", timeout_s=self.command_timeout_s)
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
