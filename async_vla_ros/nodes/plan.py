@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_vla_ros.core.interpolation import interpolate
+
 __all__ = ["PlanSample", "PlanBuffer", "INTERPOLATIONS"]
 
-INTERPOLATIONS = ("linear", "hold")
+INTERPOLATIONS = ("linear", "hold")  # the modes of core.interpolation that need no look-ahead
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,12 @@ class PlanBuffer:
         if entry is None:
             return None
         action, cid, k = entry
-        if self.interpolation == "linear":
-            prev = self._steps.get(step - 1)
-            if prev is not None:
-                action = prev[0] + frac * (action - prev[0])
-        return PlanSample(action.copy(), step, frac, cid, k)
+        prev = self._steps.get(step - 1) if self.interpolation == "linear" else None
+        if prev is None:  # hold, or the first planned step (nothing to ramp from): its own action
+            target = interpolate(action, action, action, action, frac, "hold")
+        else:  # frac in [0, 1) is the phase: the ramp reaches this step's action at the step's end
+            target = interpolate(prev[0], prev[0], action, action, frac, "linear")
+        return PlanSample(target, step, frac, cid, k)
 
     def planned_until(self) -> int | None:
         """Last planned step, or None."""

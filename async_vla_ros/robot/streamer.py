@@ -7,7 +7,8 @@ streamer is ticked at the command rate (``command_dt``, 1 ms for libfranka); the
 ``R = control_dt / command_dt`` ticks per step, and tick ``i`` (0-based) of step ``t`` has phase
 ``u = (i + 1) / R`` in ``(0, 1]``, so the last tick of a step commands its knot exactly.
 
-Interpolation between ``a[t-1]`` (``u = 0``) and ``a[t]`` (``u = 1``), see :func:`interpolate`:
+Interpolation between ``a[t-1]`` (``u = 0``) and ``a[t]`` (``u = 1``), see
+:func:`async_vla_ros.core.interpolation.interpolate` (re-exported here):
 
 * ``linear`` (default): ``a[t-1] + u (a[t] - a[t-1])``. Position is continuous; velocity steps at
   every knot, which the safety filter turns into a jerk-limited change.
@@ -35,42 +36,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_vla_ros.core.interpolation import INTERPOLATIONS, interpolate
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 
 __all__ = [
-    "INTERPOLATIONS",
+    "INTERPOLATIONS",  # re-exported from core.interpolation
     "interpolate",
     "StreamerConfig",
     "CommandTick",
     "PlanStreamer",
     "MotionMonitor",
 ]
-
-INTERPOLATIONS = ("linear", "cubic", "hold")
-
-
-def interpolate(a_m2: np.ndarray, a_m1: np.ndarray, a_0: np.ndarray, a_p1: np.ndarray, u: float,
-                mode: str = "linear") -> np.ndarray:
-    """Target at phase ``u`` in ``[0, 1]`` of step ``t``: between ``a_m1 = a[t-1]`` (``u = 0``)
-    and ``a_0 = a[t]`` (``u = 1``). ``a_m2 = a[t-2]`` and ``a_p1 = a[t+1]`` shape the cubic's
-    tangents only. All arrays ``(J,)``; returns a new ``(J,)`` array."""
-    if not (0.0 <= u <= 1.0):
-        raise ValueError(f"phase u must be in [0, 1], got {u!r}")
-    if mode == "linear":
-        return a_m1 + u * (a_0 - a_m1)
-    if mode == "hold":
-        return np.array(a_0, dtype=np.float64, copy=True)
-    if mode == "cubic":
-        m1 = 0.5 * (a_0 - a_m2)
-        m2 = 0.5 * (a_p1 - a_m1)
-        u2, u3 = u * u, u * u * u
-        h00 = 2 * u3 - 3 * u2 + 1
-        h10 = u3 - 2 * u2 + u
-        h01 = -2 * u3 + 3 * u2
-        h11 = u3 - u2
-        return h00 * a_m1 + h10 * m1 + h01 * a_0 + h11 * m2
-    raise ValueError(f"unknown interpolation {mode!r} (known: {', '.join(INTERPOLATIONS)})")
-
 
 @dataclass(frozen=True)
 class StreamerConfig:
