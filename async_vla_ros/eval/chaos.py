@@ -62,6 +62,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds, position_margin
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits
 from async_vla_ros.rosenv import apply_ros_defaults
 
@@ -120,7 +121,6 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
     if not (dt > 0 and math.isfinite(dt)):
         raise ValueError(f"dt must be > 0, got {dt}")
     lo, hi = np.asarray(limits.q_min), np.asarray(limits.q_max)
-    vmax, amax, jmax = np.asarray(limits.v_max), np.asarray(limits.a_max), np.asarray(limits.j_max)
     violations: list[str] = []
     ratios = {"v": 0.0, "a": 0.0, "j": 0.0}
     margin = math.inf
@@ -142,19 +142,20 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
     bounds = np.flatnonzero(breaks) + 1
     segments = np.split(np.arange(stamps.size), bounds)
     fin = np.where(np.isfinite(q), q, 0.0)
-    margin = float(np.min(np.minimum(fin - lo, hi - fin)))
+    pos = position_margin(fin, limits)
+    margin = float(np.min(pos))
     if margin < -rel_tol:
-        k, j = np.unravel_index(np.argmin(np.minimum(fin - lo, hi - fin)), fin.shape)
+        k, j = np.unravel_index(np.argmin(pos), fin.shape)
         violations.append(f"command {k}: joint {j + 1} at {fin[k, j]:.4f} rad outside [{lo[j]}, {hi[j]}]")
+    lims = limit_bounds(limits)
     for idx in segments:
-        x = fin[idx]
-        for name, order, lim in (("v", 1, vmax), ("a", 2, amax), ("j", 3, jmax)):
-            if x.shape[0] <= order:
+        chk = check_differences(fin[idx], dt, limits, rel_tol)
+        for (kind, order), name in zip(DERIVATIVES, ("v", "a", "j")):
+            d, r, lim = chk.diffs[kind], chk.ratios[kind], lims[kind]
+            if d.shape[0] == 0:
                 continue
-            d = np.diff(x, n=order, axis=0) / dt**order
-            r = np.abs(d) / lim
             ratios[name] = max(ratios[name], float(r.max()))
-            over = np.argwhere(r > 1.0 + rel_tol)
+            over = np.argwhere(chk.over[kind])
             for k, j in over[: max(0, max_report - len(violations))]:
                 violations.append(f"command {idx[k + order]}: joint {j + 1} {name} = {d[k, j]:.4g} "
                                   f"(limit {lim[j]:.4g})")

@@ -26,7 +26,7 @@ hardware with it.
 
 Time is injected: the streamer counts ticks, it never reads a clock. :class:`MotionMonitor`
 measures a command stream's backward differences the way the robot does, independently of the
-filter.
+filter (the differencing and limit comparison are :mod:`async_vla_ros.core.motion_check`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from async_vla_ros.core.interpolation import INTERPOLATIONS, interpolate
+from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 
 __all__ = [
@@ -286,9 +287,7 @@ class MotionMonitor:
         self.limits = lim
         self.dt = float(dt)
         self.tol = float(tol)
-        self._q_lo, self._q_hi = np.asarray(lim.q_min), np.asarray(lim.q_max)
-        self._bounds = {"velocity": np.asarray(lim.v_max), "acceleration": np.asarray(lim.a_max),
-                        "jerk": np.asarray(lim.j_max)}
+        self._bounds = limit_bounds(lim)
         self._ready = False
 
     def reset(self, q0) -> None:
@@ -310,19 +309,16 @@ class MotionMonitor:
         if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)) or cycles < 1:
             raise ValueError(f"cycles must be an int >= 1, got {cycles!r}")
         q = np.asarray(q, dtype=np.float64)
-        h = cycles * self.dt
-        v = (q - self._q) / h
-        a = (v - self._v) / h
-        j = (a - self._a) / h
+        chk = check_differences(np.stack((self._q, q)), cycles * self.dt, self.limits, self.tol,
+                                v0=self._v, a0=self._a)
         self.n += 1
-        for kind, val in (("velocity", v), ("acceleration", a), ("jerk", j)):
-            mag = np.abs(val)
-            np.maximum(self.max_abs[kind], mag, out=self.max_abs[kind])
-            if np.any(mag > self._bounds[kind] * (1 + self.tol)):
+        for kind, _ in DERIVATIVES:
+            np.maximum(self.max_abs[kind], np.abs(chk.diffs[kind][0]), out=self.max_abs[kind])
+            if chk.over[kind].any():
                 self._violate(kind)
-        if np.any(q < self._q_lo) or np.any(q > self._q_hi):
+        if (chk.margin[1] < 0).any():
             self._violate("position")
-        self._q, self._v, self._a = q.copy(), v, a
+        self._q, self._v, self._a = q.copy(), chk.diffs["velocity"][0], chk.diffs["acceleration"][0]
 
     def _violate(self, kind: str) -> None:
         self.violations[kind] += 1
