@@ -16,10 +16,14 @@ clock, optionally under SCHED_FIFO):
 
 Nothing is published before the first plan of an episode has been sampled (the robot's own
 controller keeps holding); after that, when the plan runs dry (nothing planned for the current
-step) it holds the last target. The filter starts (and restarts at every new episode id seen on
-``/observation``) from the measured joints: the newest ``/joint_states`` at start, the
-observation's own joint positions (the first 7 state values, see camera_ingestion) at an episode
-change. Plans of other episodes are dropped. Each such filter restart is announced on
+step) it holds the last target. The filter starts from the measured joints: the newest
+``/joint_states`` at start, and at every new episode seen on ``/observation`` the first
+``/joint_states`` received after that observation (until then nothing is published: the robot's
+controller holds). It never restarts from an observation's state: a wrong or rogue observation must
+not be able to move the point the command stream starts from away from where the arm is. Episode ids
+and plan ids follow :class:`~async_vla_ros.core.sequence.SequenceTracker` (an older id is dropped
+unless ``rewind_after`` arrive in a row: its sender restarted). Plans of other episodes are dropped.
+Each filter restart is announced on
 ``/correction/command_segment`` (``std_msgs/Header``, stamped before the first command from the new
 start): commands on either side of it are not consecutive filter outputs.
 """
@@ -43,6 +47,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter  # noqa: E402
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError, joint_arrays  # noqa: E402
@@ -77,6 +82,8 @@ PARAMS = (
     Param("a2c2_head", "", "A2C2 correction head checkpoint ('' : no correction)"),
     Param("arm_joint_names", FR3_JOINTS, "the 7 arm joints (joint states and commands)"),
     Param("joint_state_topic", "joint_states", "measured joints (start pose of the filter)"),
+    Param("rewind_after", 10, "follow an older episode or plan id after this many in a row (its sender restarted, or a "
+          "bad message carried a huge id; core/sequence.py)", min=1, max=100000),
     Param("joint_state_reliability", "reliable", "QoS reliability of the joint states",
           choices=("reliable", "best_effort")),
     Param("command_interface", "trajectory", "trajectory: JointTrajectory; forward: Float64MultiArray",
@@ -127,6 +134,9 @@ class CorrectionNode(Node):
         self._grip_meas: float | None = None
         self._obs: tuple[int, np.ndarray] | None = None  # (obs_id, state)
         self.episode_id = 0
+        self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
+        self.plan_ids = SequenceTracker("plan_id", p["rewind_after"])
+        self._reset_pending = False  # a new episode waits for its first measured joints
         self._reset_to: tuple[np.ndarray, float | None] | None = None
         self._ready = False
         self._engaged = False  # a plan of the current episode has been sampled
@@ -185,6 +195,12 @@ class CorrectionNode(Node):
             if stamp <= 0:
                 raise InputError("no_stamp", "plan without a header stamp")
             with self._lock:
+                order = self.plan_ids.update(int(msg.plan_id))
+                if not order.accepted:
+                    raise InputError("old_plan", order.describe())
+                if order.kind is SeqEvent.REWIND:  # the scheduler restarted: its plan ids start again
+                    self.get_logger().warning(order.describe())
+                    self.plan.clear()
                 if self._plan_dim != a:
                     self.plan = PlanBuffer(a, self.p["interpolation"])
                     self._plan_dim = a
@@ -205,17 +221,27 @@ class CorrectionNode(Node):
             self._q_meas = q
             if fingers:
                 self._grip_meas = 2.0 * next(iter(fingers.values()))
+            if self._reset_pending:  # a new episode started: the filter restarts from here
+                self._reset_pending = False
+                self._reset_to = (q.copy(), self._grip_meas)
 
     def _on_observation(self, msg: Observation) -> None:
         state = np.asarray(msg.state, dtype=np.float64)
         if state.size < 7 or not np.all(np.isfinite(state)):
             return self.drops.drop("observation.bad_state", "observation state must hold >= 7 finite joint positions")
         with self._lock:
-            if msg.episode_id > self.episode_id:
-                self.episode_id = int(msg.episode_id)
+            episode = self.episodes.update(int(msg.episode_id))
+            if episode.kind is SeqEvent.STALE:
+                return self.drops.drop("observation.old_episode", episode.describe())
+            if episode.starts_new:
+                if episode.kind is SeqEvent.REWIND:
+                    self.get_logger().warning(episode.describe())
+                self.episode_id = episode.current
                 self.plan.clear()
-                grip = float(state[14]) if state.size > 14 else None
-                self._reset_to = (state[:7].copy(), grip)
+                self.plan_ids.reset()
+                # restart from the arm's measured joints, read after this observation (module docstring)
+                self._reset_pending = True
+                self._reset_to = None
             self._obs = (int(msg.obs_id), state)
 
     # ------------------------------------------------------------------ loop thread
@@ -246,6 +272,8 @@ class CorrectionNode(Node):
             reset, self._reset_to = self._reset_to, None
             if reset is None and not self._ready and self._q_meas is not None:
                 reset = (self._q_meas.copy(), self._grip_meas)
+            if self._reset_pending:
+                self._engaged = False  # new episode, no measured joints since: publish nothing yet
             sample = self.plan.sample(now)
             horizon = self.plan.horizon
             obs = self._obs
@@ -346,7 +374,9 @@ class CorrectionNode(Node):
 
     def _diag_values(self) -> dict:
         vals = {"rate_hz": self.p["rate_hz"], "sched_fifo": self.fifo, "ticks": self.n_ticks, "holds": self.n_holds,
-                "commands": self.n_published, "episode_id": self.episode_id, "dropped": self.drops.total(),
+                "commands": self.n_published, "episode_id": self.episode_id,
+                "rewinds": self.episodes.rewinds + self.plan_ids.rewinds,
+                "dropped": self.drops.total(),
                 "interventions": self.n_interventions, "large_interventions": self.n_large_interventions}
         err = self.period_errors()
         if err.size:

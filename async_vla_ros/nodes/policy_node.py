@@ -39,6 +39,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
@@ -76,6 +77,8 @@ PARAMS = (
           min=0.001, max=60.0),
     Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it",
           min=0.0, max=5.0),
+    Param("rewind_after", 10, "follow an older obs_id after this many in a row (camera ingestion restarted, "
+          "or a bad message carried a huge id; core/sequence.py)", min=1, max=100000),
     Param("obs_memory", 64, "observations remembered for requests that name an obs_id", min=1, max=10000),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("warmup", True, "run one inference at start so the first real chunk is not slowed by warm-up"),
@@ -130,7 +133,7 @@ class PolicyNode(Node):
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
         self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
-        self._last_obs_id = 0
+        self.obs_ids = SequenceTracker("obs_id", p["rewind_after"])
         self._last_request_id = 0
         self._last_request_ns = 0  # stamp of the last request taken
         self._chunk_lock = threading.Lock()
@@ -161,9 +164,6 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ inputs (edge)
     def _on_observation(self, msg: Observation) -> None:
         try:
-            if msg.obs_id <= self._last_obs_id:
-                raise InputError("out_of_order" if msg.obs_id < self._last_obs_id else "duplicate",
-                                 f"obs_id {msg.obs_id} after {self._last_obs_id}")
             state = np.asarray(msg.state, dtype=np.float64)
             if state.shape != (self.obs_dim,) or msg.state_dim != self.obs_dim:
                 raise InputError("bad_shape", f"state has {state.size} values (state_dim {msg.state_dim}); "
@@ -181,8 +181,16 @@ class PolicyNode(Node):
         except InputError as exc:
             return self.drops.drop(f"observation.{exc.reason}", str(exc))
         with self._obs_cond:
-            self._last_obs_id = msg.obs_id
-            self._obs[msg.obs_id] = (stamp, state, image, int(msg.episode_id))
+            order = self.obs_ids.update(int(msg.obs_id))  # core/sequence.py: restarts and rogue ids
+            if order.accepted:
+                self._obs.pop(msg.obs_id, None)  # a reused id (sender restarted) goes to the newest end
+                self._obs[msg.obs_id] = (stamp, state, image, int(msg.episode_id))
+        if not order.accepted:
+            return self.drops.drop("observation.duplicate" if order.kind is SeqEvent.DUPLICATE
+                                   else "observation.out_of_order", order.describe())
+        if order.kind is SeqEvent.REWIND:
+            self.get_logger().warning(order.describe())
+        with self._obs_cond:
             while len(self._obs) > self.p["obs_memory"]:
                 self._obs.popitem(last=False)
             self._obs_cond.notify_all()
@@ -250,8 +258,9 @@ class PolicyNode(Node):
             if job.obs_id:
                 oid = job.obs_id
                 # the request may overtake its observation on the way here: wait for it briefly
-                if oid > self._last_obs_id:
-                    self._obs_cond.wait_for(lambda: self._last_obs_id >= oid, timeout=self.p["obs_wait_s"])
+                if oid not in self._obs and oid > self.obs_ids.current:
+                    self._obs_cond.wait_for(lambda: oid in self._obs or self.obs_ids.current >= oid,
+                                            timeout=self.p["obs_wait_s"])
                 entry = self._obs.get(oid)
                 if entry is None:
                     return None, f"observation {oid} is not (or no longer) available"

@@ -9,7 +9,9 @@ episode, so an observation marks the start of its step.
 * ``/observation`` (one per control step): its step ``t_obs`` (stamp rounded to the grid) ->
   ``maybe_request(t_obs)``; a request (prefix Y, weights W, d, s, n_frozen from the core) names
   that observation's ``obs_id``, so the chunk's action k is for step ``t_obs + k`` exactly as in
-  the lockstep runner. A new episode id resets the scheduler (delay statistics kept).
+  the lockstep runner. A new episode id resets the scheduler (delay statistics kept); an older one
+  is dropped, unless ``rewind_after`` of them arrive in a row (a restarted source, or a
+  bad message that carried a huge id: :mod:`async_vla_ros.core.sequence`).
 * timer at ``dt``: ``action_at`` for every step up to now (the executed history), then the plan
   from the current step on -> ``/scheduler/action_plan``.
 * ``/policy/action_chunk``: validated at the edge (action names; the observation id and stamp of
@@ -37,6 +39,7 @@ from rclpy.node import Node  # noqa: E402
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation  # noqa: E402
 from async_vla_ros.core.clock import StepClock  # noqa: E402
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator  # noqa: E402
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
 from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES  # noqa: E402
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
@@ -75,6 +78,8 @@ PARAMS = (
           min=0.0, max=100.0),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("align_to_observations", True, "phase-lock the step grid to observation stamps (each new episode)"),
+    Param("rewind_after", 10, "follow an older episode id after this many in a row (its sender restarted, or a "
+          "bad message carried a huge id; core/sequence.py)", min=1, max=100000),
     Param("max_future_s", 0.2, "drop observations stamped further in the future than this (a clock jumped)",
           min=0.0, max=60.0),
     *telemetry_params(THRESHOLDS),
@@ -112,6 +117,7 @@ class SchedulerNode(Node):
         self.clock = RosClock(self)
         self.steps = StepClock(self.clock, p["dt"])
         self.drops = DropCounter(self.get_logger())
+        self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self.episode_id = 0
         self._aligned = False
         self._last_t: int | None = None  # last step recorded as executed (action_at)
@@ -147,15 +153,18 @@ class SchedulerNode(Node):
     def _on_observation(self, msg: Observation) -> None:
         eid = int(msg.episode_id)
         stamp = stamp_to_ns(msg.header.stamp)
-        if eid < self.episode_id:
-            return self.drops.drop("observation.old_episode", f"episode {eid} after {self.episode_id}")
         if stamp <= 0:
             return self.drops.drop("observation.no_stamp", "observation without a header stamp")
         if stamp > self.clock.now_ns() + self.p["max_future_s"] * NS_PER_S:
             # a clock jumped ahead: its step would move the whole timeline into the future
             return self.drops.drop("observation.future_stamp", f"observation {msg.obs_id} stamped "
                                    f"{(stamp - self.clock.now_ns()) / 1e9:.3f} s in the future")
-        if eid > self.episode_id or not self._aligned:
+        episode = self.episodes.update(eid)  # core/sequence.py: new, same, stale, or rewound
+        if episode.kind is SeqEvent.STALE:
+            return self.drops.drop("observation.old_episode", episode.describe())
+        if episode.kind is SeqEvent.REWIND:
+            self.get_logger().warning(episode.describe())
+        if episode.starts_new or not self._aligned:
             self._new_episode(eid, stamp)
         # an observation marks the start of its control step (rounded: stamps jitter around it)
         t_obs = (stamp - self.steps.t0_ns + self.steps.dt_ns // 2) // self.steps.dt_ns
@@ -336,7 +345,8 @@ class SchedulerNode(Node):
 
     def _diag_values(self) -> dict:
         st = self.sched.stats()
-        vals = {"method": self.sched.strategy.name, "episode_id": self.episode_id, "requests": st["requests"],
+        vals = {"method": self.sched.strategy.name, "episode_id": self.episode_id,
+                "rewinds": self.episodes.rewinds, "requests": st["requests"],
                 "accepted": st["accepted"], "timeouts": st["timeouts"], "hold_steps": st["hold_steps"],
                 "delay_forecast": st["delay_forecast"], "dropped": self.drops.total()}
         # waiting for the policy node to subscribe (start-up) is not an input problem

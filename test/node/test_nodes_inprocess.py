@@ -22,6 +22,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkRequest, Observation  # noqa: E402
@@ -227,7 +228,11 @@ class Robot(Node):
         self.create_subscription(JointTrajectory, "fr3_arm_controller/joint_trajectory", self.commands.append, 10)
         self.create_subscription(ActionPlan, "scheduler/action_plan", self.plans.append, 10)
         self.obs_id = 0
+        self.episode = 1
         self.state = _track_state(self)
+        self.segments: list[int] = []  # arrival index in self.commands of each filter restart
+        self.create_subscription(Header, "correction/command_segment",
+                                 lambda _m: self.segments.append(len(self.commands)), 10)
         self.create_timer(0.05, self.tick)
 
     def tick(self):
@@ -237,7 +242,7 @@ class Robot(Node):
         js.position = Q0.tolist() + [0.0]
         self.pub_js.publish(js)
         self.obs_id += 1
-        self.pub_obs.publish(_obs_msg(self, self.obs_id, self.state))
+        self.pub_obs.publish(_obs_msg(self, self.obs_id, self.state, self.episode))
 
 
 def test_scheduler_policy_correction_chain(run):
@@ -262,12 +267,40 @@ def test_scheduler_policy_correction_chain(run):
     # every command went through the safety filter
     assert corr.safety.counts["ticks"] >= len(robot.commands)
     # a new episode resets the scheduler and drops the old plan in the correction node
-    robot.state = robot.state.copy()
     n_req = st["requests"]
-    for _ in range(2):
-        robot.obs_id += 1
-        robot.pub_obs.publish(_obs_msg(robot, robot.obs_id, robot.state, episode=2))
+    robot.episode = 2
     assert run(lambda: sched.episode_id == 2 and corr.episode_id == 2 and sched.sched.stats()["requests"] > n_req, 10.0)
+
+
+def test_rogue_observation_with_huge_episode_id(run):
+    """One observation with a huge episode id, a huge obs_id and a state far from the arm: the
+    command stream restarts from the arm's measured joints (never from the rogue state), and once
+    the real observations keep coming (rewind_after in a row) the scheduler, the correction node and
+    the policy node follow them back and chunks merge again."""
+    policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("rewind_after", value=5)])
+    sched = SchedulerNode(parameter_overrides=[P("method", value="rtc"), P("rewind_after", value=5)])
+    corr = CorrectionNode(parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0),
+                                               P("rate_hz", value=100.0), P("rewind_after", value=5)])
+    robot = Robot()
+    assert run(lambda: len(robot.commands) >= 20 and len(sched.arrivals) >= 2, 20.0, policy, sched, corr, robot)
+    rogue_state = robot.state.copy()
+    rogue_state[:7] += 1.0  # a pose 1 rad away on every joint
+    huge = 2**62
+    robot.pub_obs.publish(_obs_msg(robot, 10**9, rogue_state, episode=huge))
+    assert run(lambda: sched.episodes.rewinds == 1 and corr.episodes.rewinds == 1 and policy.obs_ids.rewinds == 1, 10.0)
+    assert sched.episode_id == corr.episode_id == robot.episode == 1
+    assert sched.drops.as_dict()["observation.old_episode"] == 4  # the 5th in a row rewinds
+    accepted = sched.sched.stats()["accepted"]
+    n_cmd = len(robot.commands)
+    assert run(lambda: sched.sched.stats()["accepted"] > accepted + 2 and len(robot.commands) > n_cmd + 20, 10.0)
+    # every restart of the command stream began at the measured joints (Q0), not at the rogue pose
+    assert len(robot.segments) >= 2, robot.segments
+    for i in robot.segments:
+        if i < len(robot.commands):
+            q = np.asarray(robot.commands[i].points[0].positions[:7])
+            assert np.max(np.abs(q - Q0)) < 0.01, (i, q)
+    far = [np.max(np.abs(np.asarray(c.points[0].positions[:7]) - Q0)) for c in robot.commands]
+    assert max(far) < 0.5  # never drawn towards the rogue pose beyond what the expert does near Q0
 
 
 # ---------------------------------------------------------------------- camera ingestion
