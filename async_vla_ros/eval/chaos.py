@@ -10,7 +10,8 @@ the fault cases one after the other on it. Every case checks three things:
    :data:`async_vla_ros.core.safety.FR3_LIMITS`, computed as discrete differences of consecutive
    commands at the command period (the filter's own guarantee), with a relative tolerance of
    ``1e-6`` for float round-off. The stream is split where the correction node announces a filter
-   restart (``/correction/command_segment``: start, new episode: the sim resets the arm);
+   restart (``/correction/command_segment``: start, new episode: the sim resets the arm), and
+   each restart must begin at the arm's measured joints (:func:`check_restarts`);
 2. **no crash**: every node process is alive after the case (the one killed on purpose was
    restarted and is alive);
 3. **recovery**: the graph recovers by itself after the fault ends: the time from the end of the
@@ -23,6 +24,9 @@ Cases (``CASES``; each one's expected behaviour is in its ``expected`` text):
   the chunk latency is ~10x the measured baseline, then restored;
 * ``rogue_chunks``: a rogue publisher on ``/policy/action_chunk`` sends chunks with NaN, Inf,
   wrong shape, wrong joint names, future and stale stamps, duplicate and out-of-order ids;
+* ``rogue_observations``: a rogue publisher on ``/observation`` sends malformed observations, then
+  one well-formed with a huge episode id and obs_id and a pose 1 rad away (the nodes must follow the
+  real ids back, and the command stream restart at the measured joints);
 * ``camera_stops`` / ``joint_states_stop``: the sim stops publishing images / joint states
   (runtime fault parameters of the sim node);
 * ``clock_jump_forward`` / ``clock_jump_back``: the sim's stamps jump 5 s ahead / behind;
@@ -66,13 +70,14 @@ from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limi
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits
 from async_vla_ros.rosenv import apply_ros_defaults
 
-__all__ = ["StreamCheck", "check_command_stream", "ChaosConfig", "CaseResult", "CASES", "run_chaos", "make_probe_class",
+__all__ = ["StreamCheck", "check_command_stream", "check_restarts", "ChaosConfig", "CaseResult", "CASES", "run_chaos", "make_probe_class",
            "write_report", "with_overrides", "add_arguments", "run"]
 
 NS = 1_000_000_000
 ROGUE_NAME = "chaos/rogue"
 ROGUE_CHUNK_BASE = 1 << 60  # chunk ids of rogue chunks (the policy's ids are microseconds since 1970)
 ROGUE_REQUEST_BASE = 1 << 40  # request ids of the rogue request flood
+ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))  # the sim's arm joints in /joint_states
 
 
 # ====================================================================== command-stream check (pure)
@@ -164,6 +169,33 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
 
 
 # ====================================================================== configuration and results
+def check_restarts(segment_starts_ns: Sequence[int], cmd_t: np.ndarray, cmd_q: np.ndarray, js_t: np.ndarray,
+                   js_q: np.ndarray, tol_rad: float = 0.05, t0: int = 0) -> tuple[list[str], float]:
+    """Each restart of the command stream (``segment_starts_ns`` at or after ``t0``) must begin at the
+    arm's measured joints: the first command stamped at or after the restart is compared with the
+    newest joint state stamped at or before that command. Returns (problems, largest distance in
+    rad, NaN when no restart could be checked). ``tol_rad`` allows for the arm's motion between two
+    joint states (10 ms at the sim's 100 Hz)."""
+    cmd_t, js_t = np.asarray(cmd_t, dtype=np.int64), np.asarray(js_t, dtype=np.int64)
+    cmd_q, js_q = np.asarray(cmd_q, dtype=np.float64).reshape(-1, 7), np.asarray(js_q, dtype=np.float64).reshape(-1, 7)
+    problems: list[str] = []
+    worst = float("nan")
+    for seg in sorted(s for s in segment_starts_ns if s >= t0):
+        after = np.flatnonzero(cmd_t >= seg)
+        if after.size == 0:
+            continue
+        i = int(after[0])
+        before = np.flatnonzero(js_t <= cmd_t[i])
+        if before.size == 0:
+            continue
+        dist = float(np.max(np.abs(cmd_q[i] - js_q[int(before[-1])])))
+        worst = dist if not np.isfinite(worst) else max(worst, dist)
+        if not dist <= tol_rad:
+            problems.append(f"the command stream restarted {dist:.3f} rad away from the measured joints "
+                            f"(restart at {seg / NS:.3f} s; allowed {tol_rad} rad)")
+    return problems, worst
+
+
 @dataclass(frozen=True)
 class ChaosConfig:
     """Settings of one chaos run."""
@@ -239,6 +271,11 @@ CASES: tuple[Case, ...] = (
          "(no traceback); the launcher rejects a bad launch argument the same way", needs_graph=False),
     Case("rogue_chunks", "every rogue chunk rejected with its reason (non_finite, bad_shape, bad_action_names, "
          "stamp_mismatch, duplicate / out_of_order), none merged; real chunks keep merging"),
+    Case("rogue_observations", "malformed observations dropped with their reason (non_finite, bad_shape, no_stamp, "
+         "future_stamp); one well-formed observation with a huge episode id, a huge obs_id and every joint 1 rad "
+         "away is followed at first (topics are not authenticated), but the command stream restarts from the "
+         "arm's measured joints, never from the rogue pose, and the scheduler, correction and policy nodes "
+         "follow the real ids again after rewind_after (10) observations; chunks merge again"),
     Case("bad_params_runtime", "set_parameters refused with a reason (out of range, wrong type, not finite, "
          "read-only, undeclared); values unchanged; the graph keeps running"),
     Case("latency_spike_x10", "delay forecast grows, chunks keep merging (the plan may run dry: the correction "
@@ -284,6 +321,7 @@ def make_probe_class():
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+    from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray, Header
     from trajectory_msgs.msg import JointTrajectory
 
@@ -311,6 +349,8 @@ def make_probe_class():
             self.obs: list[tuple[int, int, bool, int]] = []  # arrival, episode, has image, status
             self.requests: list[tuple[int, int]] = []  # arrival, request_id (real ones)
             self.diag: dict[str, tuple[int, dict]] = {}  # node -> (stamp, values)
+            self.js: deque = deque(maxlen=20000)  # (stamp, (7,) arm joints) of /joint_states
+            self.last_obs = None  # the latest real Observation message
             deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
             if command_interface == "trajectory":
                 self.create_subscription(JointTrajectory, "fr3_arm_controller/joint_trajectory", self._on_traj, deep)
@@ -322,13 +362,17 @@ def make_probe_class():
             self.create_subscription(Observation, "observation", self._on_obs, deep)
             self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, deep)
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
+            # best effort matches a reliable or a best-effort publisher
+            self.create_subscription(JointState, "joint_states", self._on_joint_state,
+                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
             self.pub_chunk = self.create_publisher(ActionChunk, "policy/action_chunk", 100)
+            self.pub_obs = self.create_publisher(Observation, "observation", 100)
             self.pub_request = self.create_publisher(ChunkRequest, "policy/chunk_request", 100)
             self._bag = None
             self._bag_lock = threading.Lock()
             if record_bag:
                 self._start_bag(record_bag)
-            self.msgs = {"ActionChunk": ActionChunk, "ChunkRequest": ChunkRequest}
+            self.msgs = {"ActionChunk": ActionChunk, "ChunkRequest": ChunkRequest, "Observation": Observation}
 
         # -------------------------------------------------------------- recording (raw CDR)
         def _start_bag(self, path: str) -> None:
@@ -402,8 +446,28 @@ def make_probe_class():
                     self.chunk_errors[int(msg.error_code)] = self.chunk_errors.get(int(msg.error_code), 0) + 1
 
         def _on_obs(self, msg) -> None:
+            if msg.task == ROGUE_NAME:
+                return
             with self._lock:
                 self.obs.append((self.now(), int(msg.episode_id), bool(msg.image.height), int(msg.status)))
+                self.last_obs = msg
+
+        def _on_joint_state(self, msg) -> None:
+            pos = dict(zip(msg.name, msg.position))
+            if all(n in pos for n in ARM_JOINTS):
+                with self._lock:
+                    self.js.append((stamp_ns(msg.header.stamp), np.asarray([pos[n] for n in ARM_JOINTS])))
+
+        def joint_states(self, t0: int = 0) -> tuple[np.ndarray, np.ndarray]:
+            """Stamps (N,) and arm joints (N, 7) of the joint states stamped at or after ``t0``."""
+            with self._lock:
+                rows = [r for r in self.js if r[0] >= t0]
+            return (np.asarray([r[0] for r in rows], dtype=np.int64),
+                    np.asarray([r[1] for r in rows], dtype=np.float64).reshape(-1, 7))
+
+        def latest_observation(self):
+            with self._lock:
+                return copy_module.deepcopy(self.last_obs) if self.last_obs is not None else None
 
         def _on_request(self, msg) -> None:
             if msg.request_id >= ROGUE_REQUEST_BASE:
@@ -675,6 +739,12 @@ class ChaosRun:
                         res.fail("command limits violated: " + "; ".join(res.safety.violations))
                     if res.safety.n_commands == 0:
                         res.fail("no command received during the case")
+                    js_t, js_q = self.probe.joint_states(t0 - NS)
+                    problems, worst = check_restarts(self.probe.segment_starts(), t, q, js_t, js_q, t0=t0)
+                    for problem in problems:
+                        res.fail(problem)
+                    if np.isfinite(worst):
+                        res.details["restart_offset_rad"] = round(worst, 4)
                     res.alive = self._alive()
                     if not res.alive:
                         dead = sorted({n.name for n in self.graph.nodes} - set(self.launcher.alive()))
@@ -955,6 +1025,69 @@ class ChaosRun:
     def _case_clock_jump_back(self, res: CaseResult) -> None:
         j = self.config.clock_jump_s
         self._stream_fault(res, "clock_offset_s", -float(j), 0.0, f"sim clock -{j:.0f} s")
+
+    def _case_rogue_observations(self, res: CaseResult) -> None:
+        Observation = self.probe.msgs["Observation"]
+        if not self._wait(lambda: self.probe.latest_observation() is not None, 10.0):
+            res.fail("no real observation to imitate")
+            return
+        nodes = ("policy", "scheduler", "correction")
+        d0 = {n: self.probe.diag_of(n) for n in nodes}
+        base = self.probe.latest_observation()
+        state = np.asarray(base.state, dtype=np.float64)
+
+        def rogue(kind: str, **fields) -> Any:
+            m = copy_module.deepcopy(base)
+            m.task = ROGUE_NAME  # the probe's own view of the graph ignores these
+            m.obs_id = 1 + len(sent)  # below the real ids: never taken in place of a real observation
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(self.probe.now(), NS)
+            for k, v in fields.items():
+                setattr(m, k, v)
+            sent.append(kind)
+            return m
+
+        sent: list[str] = []
+        bad = state.copy()
+        bad[0] = np.nan
+        msgs = [rogue("nan", state=bad.tolist()),
+                rogue("wrong_shape", state=state[:5].tolist(), state_dim=5),
+                rogue("no_stamp"), rogue("future_stamp")]
+        msgs[2].header.stamp.sec, msgs[2].header.stamp.nanosec = 0, 0
+        future = self.probe.now() + 10 * NS
+        msgs[3].header.stamp.sec, msgs[3].header.stamp.nanosec = divmod(future, NS)
+        for m in msgs:
+            self.probe.pub_obs.publish(m)
+            time.sleep(0.01)
+        # the hijack: well formed, huge ids, every joint 1 rad away from where the arm is
+        far = state.copy()
+        far[:7] += 1.0
+        t_hijack = self.probe.now()
+        self.probe.pub_obs.publish(rogue("hijack", state=far.tolist(), episode_id=1 << 62, obs_id=1 << 62))
+
+        def rewinds(node: str) -> int:
+            return int(self.probe.diag_of(node).get("rewinds", 0) or 0) - int(d0[node].get("rewinds", 0) or 0)
+
+        followed = self._wait(lambda: all(rewinds(n) >= 1 for n in nodes), 15.0)
+        t_back = self.probe.now()
+        if not followed:
+            res.fail("not every node followed the real ids back: rewinds " + str({n: rewinds(n) for n in nodes}))
+        self._recovery(res, t_back)
+        if res.recovery_s is not None:
+            res.recovery_s += (t_back - t_hijack) / NS  # from the hijack, rewinds included
+        self._wait(lambda: all(self.probe.diag_stamped(n)[0] > t_back for n in nodes), 5.0)
+        drops = {n: _counter_delta(d0[n], self.probe.diag_of(n), "dropped.observation.") for n in nodes}
+        expect = {"policy": {"non_finite", "bad_shape", "no_stamp"}, "scheduler": {"no_stamp", "future_stamp"},
+                  "correction": {"bad_state"}}
+        for node, reasons in expect.items():
+            missing = reasons - set(drops[node])
+            if missing:
+                res.fail(f"{node} did not count a drop for: {', '.join(sorted(missing))} (counted {drops[node]})")
+        res.details.update(sent=sent, drops=drops, rewinds={n: rewinds(n) for n in nodes})
+        res.recovery_note = "rogue observation -> every node back on the real ids -> first chunk merged"
+        res.observed = (f"{len(sent)} rogue observations; dropped: "
+                        + "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in sorted(drops[n].items()))
+                                    for n in nodes)
+                        + f"; rewinds {', '.join(f'{n} {rewinds(n)}' for n in nodes)}")
 
     def _case_request_flood(self, res: CaseResult) -> None:
         ChunkRequest = self.probe.msgs["ChunkRequest"]

@@ -403,6 +403,7 @@ class PolicyNode(Node):
     def _diag_values(self) -> dict:
         inf = np.asarray(self.inference_s[-200:]) if self.inference_s else None
         vals = {"chunks": self.n_chunks_ok, "superseded": self.worker.superseded, "dropped": self.drops.total(),
+                "rewinds": self.obs_ids.rewinds,
                 "inference_median_s": float(np.median(inf)) if inf is not None else -1.0,
                 "inference_p95_s": float(np.quantile(inf, 0.95)) if inf is not None else -1.0,
                 "inference_p99_s": float(np.quantile(inf, 0.99)) if inf is not None else -1.0,

@@ -44,7 +44,8 @@ def test_case_passes(results, case):
 
 def test_faults_that_interrupt_service_recover_quickly(results):
     # measured: 0.1-1 s for the stream faults; the restarted policy needs its own start-up
-    for name in ("joint_states_stop", "clock_jump_forward", "clock_jump_back", "request_flood", "camera_stops"):
+    for name in ("joint_states_stop", "clock_jump_forward", "clock_jump_back", "request_flood", "camera_stops",
+                 "rogue_observations"):
         r = results[name]
         assert r.recovery_s is not None and r.recovery_s < 10.0, _explain(r)
     assert results["policy_killed"].recovery_s is not None, _explain(results["policy_killed"])
@@ -58,3 +59,7 @@ def test_faults_actually_happened(results):
     assert results["latency_spike_x10"].details["latency_ratio"] > 4.0, _explain(results["latency_spike_x10"])
     assert results["request_flood"].details["policy"].get("superseded", 0) > 0, _explain(results["request_flood"])
     assert results["policy_killed"].details["scheduler_timeouts"] >= 1, _explain(results["policy_killed"])
+    rogue = results["rogue_observations"]
+    # the hijack was taken and undone by every node, and the command stream restarted at the arm
+    assert rogue.details["rewinds"] == {"policy": 1, "scheduler": 1, "correction": 1}, _explain(rogue)
+    assert rogue.details["restart_offset_rad"] < 0.05, _explain(rogue)

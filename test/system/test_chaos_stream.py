@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from async_vla_ros.core.safety import FR3_LIMITS, SafetyConfig, SafetyFilter
-from async_vla_ros.eval.chaos import ChaosConfig, check_command_stream, with_overrides
+from async_vla_ros.eval.chaos import ChaosConfig, check_command_stream, check_restarts, with_overrides
 
 DT = 0.01
 Q0 = np.array([0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.7])
@@ -106,3 +106,25 @@ def test_publication_sequence_gaps_are_not_differences():
     r = check_command_stream(t, qk, DT, FR3_LIMITS, seq=seq)
     assert r.ok and r.missed == 10 and r.n_segments == 2
     assert r.max_velocity_ratio == pytest.approx(1.0 / 2.62, rel=1e-9)
+
+
+def test_restarts_must_begin_at_the_measured_joints():
+    ms = 1_000_000
+    q_arm = np.zeros((5, 7))
+    q_arm[:, 0] = [0.0, 0.1, 0.2, 0.3, 0.4]  # the arm moving on joint 1, joint states every 10 ms
+    js_t = np.arange(5) * 10 * ms
+    # commands every 10 ms starting at 5 ms; restarts announced at 15 ms and 35 ms
+    cmd_t = np.arange(5) * 10 * ms + 5 * ms
+    cmd_q = q_arm.copy()
+    cmd_q[:, 0] += 0.01  # 0.01 rad ahead of the last joint state: fine
+    problems, worst = check_restarts([15 * ms, 35 * ms], cmd_t, cmd_q, js_t, q_arm)
+    assert problems == [] and worst == pytest.approx(0.01)
+    # the restart at 35 ms begins 1 rad away (e.g. at a rogue observation's pose): reported
+    cmd_q[3, 2] += 1.0
+    problems, worst = check_restarts([15 * ms, 35 * ms], cmd_t, cmd_q, js_t, q_arm)
+    assert len(problems) == 1 and "1.000 rad away" in problems[0] and worst == pytest.approx(1.0)
+    # restarts before t0, or with no command / no joint state to compare, are not judged
+    assert check_restarts([35 * ms], cmd_t, cmd_q, js_t, q_arm, t0=40 * ms)[0] == []
+    assert check_restarts([100 * ms], cmd_t, cmd_q, js_t, q_arm)[0] == []
+    problems, worst = check_restarts([0], cmd_t, cmd_q, js_t[3:], q_arm[3:])
+    assert problems == [] and np.isnan(worst)  # first command (5 ms) precedes every joint state kept
