@@ -18,9 +18,10 @@ Nothing is published before the first plan of an episode has been sampled (the r
 controller keeps holding); after that, when the plan runs dry (nothing planned for the current
 step) it holds the last target. The filter starts from the measured joints: the newest
 ``/joint_states`` at start, and at every new episode seen on ``/observation`` the first
-``/joint_states`` received after that observation (until then nothing is published: the robot's
-controller holds). It never restarts from an observation's state: a wrong or rogue observation must
-not be able to move the point the command stream starts from away from where the arm is. Episode ids
+``/joint_states`` measured at or after that observation (by stamp: a queued older message is not
+where the arm is) whose joints agree with the observation's within ``episode_start_tol_rad``. Until
+then nothing is published (the robot's controller holds). It never restarts from an observation's
+state, and an episode whose observation disagrees with the arm (rogue, or stale) never engages. Episode ids
 and plan ids follow :class:`~async_vla_ros.core.sequence.SequenceTracker` (an older id is dropped
 unless ``rewind_after`` arrive in a row: its sender restarted). Plans of other episodes are dropped.
 Each filter restart is announced on
@@ -96,6 +97,9 @@ PARAMS = (
     Param("gripper_action_ns", "/fr3_gripper", "franka_gripper action namespace (gripper_mode franka_action)"),
     Param("sched_fifo_priority", 50, "SCHED_FIFO priority of the loop thread when permitted (0: off)", min=0, max=98),
     Param("command_metrics", True, "publish ~/command_metrics (CommandMetrics) on every commanding tick"),
+    Param("episode_start_tol_rad", 0.1, "a new episode engages only once a joint state measured after its first "
+          "observation agrees with that observation's joints within this (a rogue or stale observation never "
+          "engages)", min=0.0, max=10.0),
     Param("safety_tolerance_rad", 0.01, "a filter change larger than this counts as a large intervention "
           "(diagnostics; smaller ones are ordinary rate limiting)", min=0.0, max=10.0),
     *telemetry_params(THRESHOLDS),
@@ -136,7 +140,10 @@ class CorrectionNode(Node):
         self.episode_id = 0
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self.plan_ids = SequenceTracker("plan_id", p["rewind_after"])
-        self._reset_pending = False  # a new episode waits for its first measured joints
+        # a new episode waits for a measurement of the joints: (observation stamp, its joints) or None
+        self._reset_pending: tuple[int, np.ndarray] | None = None
+        self._mismatch_reported = False
+        self._pair_tol_ns = int(0.02 * NS_PER_S)  # joint states this much older than the observation still count
         self._reset_to: tuple[np.ndarray, float | None] | None = None
         self._ready = False
         self._engaged = False  # a plan of the current episode has been sampled
@@ -221,9 +228,20 @@ class CorrectionNode(Node):
             self._q_meas = q
             if fingers:
                 self._grip_meas = 2.0 * next(iter(fingers.values()))
-            if self._reset_pending:  # a new episode started: the filter restarts from here
-                self._reset_pending = False
-                self._reset_to = (q.copy(), self._grip_meas)
+            pending = self._reset_pending
+            if pending is not None:  # a new episode started: restart from the first fitting measurement
+                obs_ns, obs_q = pending
+                # measured at or after the observation (a queued older message is not where the arm is)
+                if stamp_to_ns(msg.header.stamp) >= obs_ns - self._pair_tol_ns:
+                    gap = float(np.max(np.abs(q - obs_q)))
+                    if gap <= self.p["episode_start_tol_rad"]:
+                        self._reset_pending = None
+                        self._reset_to = (q.copy(), self._grip_meas)
+                    elif not self._mismatch_reported:
+                        self._mismatch_reported = True
+                        self.drops.drop("observation.state_mismatch",
+                                        f"episode {self.episode_id} starts from joints {gap:.3f} rad away from the "
+                                        f"measured ones (> episode_start_tol_rad); not engaging until they agree")
 
     def _on_observation(self, msg: Observation) -> None:
         state = np.asarray(msg.state, dtype=np.float64)
@@ -239,8 +257,10 @@ class CorrectionNode(Node):
                 self.episode_id = episode.current
                 self.plan.clear()
                 self.plan_ids.reset()
-                # restart from the arm's measured joints, read after this observation (module docstring)
-                self._reset_pending = True
+                # restart from the arm's measured joints, measured after this observation and agreeing
+                # with it (module docstring)
+                self._reset_pending = (stamp_to_ns(msg.header.stamp), state[:7].copy())
+                self._mismatch_reported = False
                 self._reset_to = None
             self._obs = (int(msg.obs_id), state)
 
@@ -272,8 +292,8 @@ class CorrectionNode(Node):
             reset, self._reset_to = self._reset_to, None
             if reset is None and not self._ready and self._q_meas is not None:
                 reset = (self._q_meas.copy(), self._grip_meas)
-            if self._reset_pending:
-                self._engaged = False  # new episode, no measured joints since: publish nothing yet
+            if self._reset_pending is not None:
+                self._engaged = False  # new episode, no fitting measurement yet: publish nothing
             sample = self.plan.sample(now)
             horizon = self.plan.horizon
             obs = self._obs

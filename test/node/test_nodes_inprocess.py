@@ -274,9 +274,10 @@ def test_scheduler_policy_correction_chain(run):
 
 def test_rogue_observation_with_huge_episode_id(run):
     """One observation with a huge episode id, a huge obs_id and a state far from the arm: the
-    command stream restarts from the arm's measured joints (never from the rogue state), and once
-    the real observations keep coming (rewind_after in a row) the scheduler, the correction node and
-    the policy node follow them back and chunks merge again."""
+    correction node does not engage on that episode (its joints disagree with the measured ones),
+    the command stream restarts only from the arm's measured joints, and once the real observations
+    keep coming (rewind_after in a row) the scheduler, the correction node and the policy node follow
+    them back and chunks merge again."""
     policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("rewind_after", value=5)])
     sched = SchedulerNode(parameter_overrides=[P("method", value="rtc"), P("rewind_after", value=5)])
     corr = CorrectionNode(parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0),
@@ -290,6 +291,8 @@ def test_rogue_observation_with_huge_episode_id(run):
     assert run(lambda: sched.episodes.rewinds == 1 and corr.episodes.rewinds == 1 and policy.obs_ids.rewinds == 1, 10.0)
     assert sched.episode_id == corr.episode_id == robot.episode == 1
     assert sched.drops.as_dict()["observation.old_episode"] == 4  # the 5th in a row rewinds
+    # the correction node never engaged on the rogue episode: its joints disagree with the measured ones
+    assert corr.drops.as_dict()["observation.state_mismatch"] == 1
     accepted = sched.sched.stats()["accepted"]
     n_cmd = len(robot.commands)
     assert run(lambda: sched.sched.stats()["accepted"] > accepted + 2 and len(robot.commands) > n_cmd + 20, 10.0)

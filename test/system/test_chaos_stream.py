@@ -116,15 +116,20 @@ def test_restarts_must_begin_at_the_measured_joints():
     # commands every 10 ms starting at 5 ms; restarts announced at 15 ms and 35 ms
     cmd_t = np.arange(5) * 10 * ms + 5 * ms
     cmd_q = q_arm.copy()
-    cmd_q[:, 0] += 0.01  # 0.01 rad ahead of the last joint state: fine
+    cmd_q[:, 0] += 0.01  # 0.01 rad from a joint state of the window: fine
     problems, worst = check_restarts([15 * ms, 35 * ms], cmd_t, cmd_q, js_t, q_arm)
     assert problems == [] and worst == pytest.approx(0.01)
-    # the restart at 35 ms begins 1 rad away (e.g. at a rogue observation's pose): reported
+    # the restart at 35 ms begins 1 rad away from every recent joint state (a rogue pose): reported
     cmd_q[3, 2] += 1.0
     problems, worst = check_restarts([15 * ms, 35 * ms], cmd_t, cmd_q, js_t, q_arm)
     assert len(problems) == 1 and "1.000 rad away" in problems[0] and worst == pytest.approx(1.0)
-    # restarts before t0, or with no command / no joint state to compare, are not judged
+    # a pose the arm had only long before the command is outside the window
+    cmd_q = q_arm.copy()
+    cmd_q[4] = q_arm[0]  # the command at 45 ms restarts where the arm was at 0 ms
+    problems, _ = check_restarts([45 * ms], cmd_t, cmd_q, js_t, q_arm, window_ns=20 * ms)
+    assert len(problems) == 1 and "0.300 rad away" in problems[0]
+    # restarts before t0, or with no command / no joint state in the window, are not judged
     assert check_restarts([35 * ms], cmd_t, cmd_q, js_t, q_arm, t0=40 * ms)[0] == []
     assert check_restarts([100 * ms], cmd_t, cmd_q, js_t, q_arm)[0] == []
     problems, worst = check_restarts([0], cmd_t, cmd_q, js_t[3:], q_arm[3:])
-    assert problems == [] and np.isnan(worst)  # first command (5 ms) precedes every joint state kept
+    assert problems == [] and np.isnan(worst)  # the first command (5 ms) precedes every joint state kept
