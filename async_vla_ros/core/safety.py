@@ -228,7 +228,7 @@ class SafetyFilter:
         self._vmax_tol = self.v_max * (1 + _TOL)
         self._ready = False
         self.counts = {"ticks": 0, "input_rejected": 0, "position_clamped": 0, "limited": 0,
-                       "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0}
+                       "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0, "extrapolated": 0}
 
     # ------------------------------------------------------------------ state
     def reset(self, q_init, gripper_init: float | None = None) -> None:
@@ -273,6 +273,48 @@ class SafetyFilter:
     def _require_ready(self) -> None:
         if not self._ready:
             raise RuntimeError("SafetyFilter.reset(q_init) must be called before use")
+
+    # names of the attributes that change from tick to tick (everything else is configuration)
+    _STATE = ("q", "v", "a", "_target", "_prev_target", "_prev_vt", "_commit", "_commit_n", "_commit_target",
+              "_origin_q", "_origin_v", "_origin_a", "_plan_pos", "_lo", "_hi", "gripper", "counts")
+
+    def save(self) -> tuple:
+        """A copy of the filter's state, for :meth:`restore` (a command computed ahead and never sent)."""
+        self._require_ready()
+        return tuple(dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v)
+                     for v in (getattr(self, k) for k in self._STATE))
+
+    def restore(self, saved: tuple) -> None:
+        """Go back to a state from :meth:`save`."""
+        if len(saved) != len(self._STATE):
+            raise ValueError("not a SafetyFilter.save() state")
+        for k, v in zip(self._STATE, saved):
+            setattr(self, k, dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v))
+
+    def extrapolate(self, targets) -> np.ndarray:
+        """The robot did not get the next ``len(targets)`` commands and extrapolated them itself; go on
+        from where it is. Franka's controller "keeps acceleration constant and integrates" for each
+        missed cycle (``v += a dt`` then ``q += v dt``), and differences the next command it receives
+        against that extrapolation, so the filter takes the same steps; ``targets (m, 7)`` are the
+        plan's targets of the missed cycles (they keep the target stream's own velocity and
+        acceleration right for the next tick). Dead-beat stops and stored brake plans restart from
+        the new state. Returns the extrapolated position."""
+        self._require_ready()
+        tg = np.asarray(targets, dtype=np.float64).reshape(-1, 7)
+        dt = self.dt
+        for t in tg:
+            self.v = self.v + self.a * dt
+            self.q = self.q + self.v * dt
+            if np.all(np.isfinite(t)):
+                t = np.minimum(np.maximum(t, self._lo), self._hi)
+                self._prev_vt = (t - self._prev_target) / dt
+                self._prev_target = t.copy()
+                self._target = t.copy()
+        self._commit_n = np.zeros(7, dtype=np.int64)
+        self._origin_q, self._origin_v, self._origin_a = self.q.copy(), self.v.copy(), self.a.copy()
+        self._plan_pos = np.zeros(7, dtype=np.int64)
+        self.counts["extrapolated"] += len(tg)
+        return self.q.copy()
 
     # ------------------------------------------------------------------ brake check
     def _brake_ok(self, q, v, a, idx) -> np.ndarray:

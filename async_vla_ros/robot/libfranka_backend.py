@@ -6,9 +6,11 @@ joint-position loop (``start_joint_position_control`` + ``readOnce`` / ``writeOn
 command source for each command.
 
 Time comes from the robot: ``readOnce`` reports how many 1 ms cycles passed since the previous
-read. When the loop was late (n > 1 cycles), the source is advanced n ticks and only the newest
-command is sent, so the stream stays on the robot's time line (the robot extrapolates the
-cycles it missed).
+read. When the loop was late (n > 1 cycles), the robot has extrapolated the n - 1 cycles it
+missed (constant acceleration); the command computed ahead is dropped, the source continues from
+the robot's extrapolation (``source.resync(n - 1)``) and the command for the current cycle is
+computed, so the stream stays on the robot's time line and is differenced against what the robot
+actually did.
 
 Two ways to use it:
 
@@ -128,6 +130,8 @@ class _MoveTo:
     def advance(self, n_ticks: int = 1):
         return self.stream.advance(n_ticks)
 
+    def resync(self, missed: int) -> None:
+        self.stream.resync(missed)
 
     def stop(self) -> None:
         # keep the goal (do not freeze on the way): the filter stops on it
@@ -263,8 +267,9 @@ class LibfrankaRobot:
                     # its own (our packet was late or lost on its side). Counted: a transport /
                     # timing fault, not something the command stream can see coming.
                     report.diverged += 1
-                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; catch up in plan time
-                    cmd = source.advance(n - 1)
+                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; go on from there
+                    source.resync(n - 1)  # the command computed ahead was never sent
+                    cmd = source.advance(1)
                     report.late_iterations += 1
                 report.cycles += n
                 report.loop_iterations += 1

@@ -42,6 +42,10 @@ class CommandSource(Protocol):
 
     def advance(self, n_ticks: int = 1) -> CommandTick: ...
 
+    def resync(self, missed: int) -> None:
+        """The last command was never sent; the robot extrapolated ``missed`` cycles
+        (:meth:`PlanStreamer.resync`)."""
+
     def stop(self) -> None: ...
 
     def settled(self) -> bool: ...
@@ -171,6 +175,14 @@ class StreamingSession:
         self.n_ticks += n
         return out
 
+    def resync(self, missed: int) -> None:
+        """The last command computed was never sent and the robot extrapolated ``missed`` cycles:
+        continue from there (:meth:`PlanStreamer.resync`; control steps crossed still run)."""
+        if not self._started:
+            raise RuntimeError("StreamingSession.start(q_init) must be called first")
+        self.streamer.resync(_check_ticks(missed), lambda: self._control_step(self.streamer.step))
+        self.n_ticks += int(missed) - 1
+
     def stop(self) -> None:
         """Stop following the plan: hold the last command; the filter brings the arm to rest."""
         self.streamer.freeze()
@@ -232,6 +244,11 @@ class TargetStream:
         if not self._started:
             raise RuntimeError("TargetStream.start(q_init) must be called first")
         return _advance(self.streamer, _check_ticks(n_ticks), self._take_latest)
+
+    def resync(self, missed: int) -> None:
+        if not self._started:
+            raise RuntimeError("TargetStream.start(q_init) must be called first")
+        self.streamer.resync(_check_ticks(missed), self._take_latest)
 
     def _take_latest(self) -> None:
         with self._lock:

@@ -137,6 +137,7 @@ class PlanStreamer:
         self._tick = int(start_step) * self._r  # index of the NEXT tick
         self._last_cmd = q.copy()
         self._frozen: np.ndarray | None = None
+        self._undo = None
         self._ready = True
 
     def _require_ready(self) -> None:
@@ -235,9 +236,8 @@ class PlanStreamer:
             self._gripper = self._grip.pop(s)
 
     # ------------------------------------------------------------------ tick
-    def tick(self) -> CommandTick:
-        """Produce the next command tick."""
-        self._require_ready()
+    def _next_target(self) -> tuple[int, int, np.ndarray]:
+        """(tick, step, interpolated target) of the next tick; moves the tick counter on."""
         i = self._tick
         t, k = divmod(i, self._r)
         if k == 0:
@@ -253,14 +253,50 @@ class PlanStreamer:
             target = interpolate(a_m1, a_m1, a_0, a_0, u, self.config.interpolation)
         if t in self._grip:
             self._gripper = self._grip[t]
+        self._tick += 1
+        return i, t, target
+
+    def tick(self) -> CommandTick:
+        """Produce the next command tick."""
+        self._require_ready()
+        i, t, target = self._next_target()
         if self.filter is not None:
+            self._undo = (self.filter.save(), target)  # for resync(): this command may never be sent
             q_cmd, g_cmd, flags = self.filter.filter(target, self._gripper)
             gripper = g_cmd if self._gripper is not None else None
         else:
             q_cmd, gripper, flags = target.copy(), self._gripper, None
-        self._tick += 1
         self._last_cmd = q_cmd.copy()
         return CommandTick(tick=i, step=t, q_target=target, q_cmd=q_cmd, gripper=gripper, flags=flags)
+
+    def resync(self, missed: int, on_step_start=None) -> None:
+        """The command of the last :meth:`tick` was never sent, and the robot extrapolated ``missed``
+        (>= 1) cycles after the command before it (the loop was late). Go on from the robot's
+        extrapolation instead of from our own path: the filter's state goes back to before that tick
+        and takes the robot's steps for the missed cycles (:meth:`SafetyFilter.extrapolate`), and plan
+        time moves on so that the next :meth:`tick` is the cycle after them. ``on_step_start`` is
+        called at each control-step boundary crossed, as before a tick.
+
+        Catching up on our own path instead, the first command after a 2-cycle gap in motion was
+        differenced by the robot against its extrapolation as a 1.8x acceleration limit (a reflex
+        abort); see test_robot_libfranka. Without the filter, only plan time moves on."""
+        self._require_ready()
+        if isinstance(missed, bool) or not isinstance(missed, (int, np.integer)) or missed < 1:
+            raise ValueError(f"missed must be an int >= 1, got {missed!r}")
+        targets = []
+        if self.filter is not None:
+            if getattr(self, "_undo", None) is None:
+                raise RuntimeError("resync() needs a tick() whose command was not sent")
+            saved, first = self._undo
+            targets.append(first)
+        for _ in range(int(missed) - 1):  # the last tick stands for the first missed cycle
+            if on_step_start is not None and self.at_step_start:
+                on_step_start()
+            targets.append(self._next_target()[2])
+        if self.filter is not None:
+            self.filter.restore(saved)
+            self._last_cmd = self.filter.extrapolate(targets)
+            self._undo = None
 
     def _has_before(self, step: int) -> bool:
         return any(s <= step for s in self._knots)

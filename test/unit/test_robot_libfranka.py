@@ -176,6 +176,29 @@ def test_late_cycles_are_caught_up_on_the_robot_clock():
     assert not rep.aborted and FAKE.last.monitor.total_violations == 0
 
 
+@pytest.mark.parametrize("durations", [
+    [1] * 400 + [2] + [1] * 3000,  # one missed cycle in motion
+    [1] * 400 + [5] + [1] * 3000,  # four in a row
+    [1] * 300 + ([1] * 37 + [2]) * 20 + [1] * 3000,  # a late iteration every 38 ms
+    [1] * 250 + ([1] * 9 + [3]) * 40 + [1] * 3000,  # and every 10 ms, two missed each time
+], ids=["one", "four_in_a_row", "every_38ms", "every_10ms"])
+def test_late_cycles_in_motion_continue_from_the_robots_extrapolation(durations):
+    """The fake robot does what the FCI does for a missed cycle (keep acceleration constant and
+    integrate) and differences the next command against that. Catching up on our own path made
+    the first command after a single 2-cycle gap a 1.8x acceleration (reflex abort); resyncing on
+    the robot's extrapolation keeps every command within the filter's limits."""
+    r = _robot(start_hold_cycles=0)
+    FAKE.last.durations = list(durations)
+    sess = _session()
+    rep = r.run(sess, 1.0)
+    fake = FAKE.last
+    assert rep.late_iterations >= 1 and not rep.aborted, rep.reasons
+    assert fake.monitor.total_violations == 0, fake.monitor.summary()
+    assert fake.monitor.summary()["max_acceleration_frac"] <= 0.9 + 1e-9  # the filter's own scale
+    assert sess.n_ticks == rep.cycles  # plan time stayed on the robot's clock
+    assert rep.source["filter"]["extrapolated"] == rep.cycles - rep.loop_iterations  # every missed cycle
+
+
 def test_reason_parsing_and_config_validation():
     assert parse_reflex_reasons('aborted! ["a_b", "c1"] ["a_b"]') == ("a_b", "c1")
     assert parse_reflex_reasons("no names") == ()

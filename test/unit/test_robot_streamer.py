@@ -140,3 +140,84 @@ def test_monitor_known_answers_and_late_cycles():
     mon.reset(HOME)
     mon.update(bad)
     assert mon.violations["position"] == 1
+
+
+# ---------------------------------------------------------------------- late cycles (resync)
+def _moving_streamer():
+    s = PlanStreamer(StreamerConfig(control_dt=0.05, command_dt=0.001))
+    s.reset(HOME)
+    for t in range(0, 40):
+        s.set_knot(t, HOME + 0.02 * t * np.array([1, -1, 1, 1, -1, 1, 1]))
+    for _ in range(180):  # well into the motion
+        s.tick()
+    return s
+
+
+def test_filter_save_restore_repeats_the_same_outputs():
+    s = _moving_streamer()
+    f = s.filter
+    saved = f.save()
+    targets = [HOME + 0.5 + 0.001 * k for k in range(20)]
+    first = [f.filter(t)[0] for t in targets]
+    f.restore(saved)
+    again = [f.filter(t)[0] for t in targets]
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+
+
+def test_extrapolate_keeps_acceleration_constant_and_integrates():
+    s = _moving_streamer()
+    f = s.filter
+    q0, v0, a0 = f.state
+    m = 4
+    q = f.extrapolate(np.broadcast_to(HOME, (m, 7)))
+    # v_k = v0 + k a dt, q_m = q0 + sum_k v_k dt (the FCI law: v += a dt, then q += v dt)
+    dt = 0.001
+    np.testing.assert_allclose(q, q0 + dt * sum(v0 + k * a0 * dt for k in range(1, m + 1)), rtol=0, atol=1e-12)
+    q1, v1, a1 = f.state
+    np.testing.assert_allclose(v1, v0 + m * a0 * dt, atol=1e-12)
+    np.testing.assert_array_equal(a1, a0)
+    assert f.counts["extrapolated"] == m
+
+
+def test_resync_continues_from_the_robots_extrapolation_on_the_robots_clock():
+    s = _moving_streamer()
+    ref = _moving_streamer()  # the same stream without the gap, for plan time
+    before = s.filter.state
+    s.tick()  # computed ahead, never sent
+    steps = []
+    s.resync(3, on_step_start=lambda: steps.append(s.step))
+    # three missed cycles: the unsent tick stood for the first, two more were skipped
+    for _ in range(3):
+        ref.tick()
+    assert s.next_tick == ref.next_tick == 180 + 3
+    q, v, a = s.filter.state
+    dt = 0.001
+    q0, v0, a0 = before
+    np.testing.assert_allclose(q, q0 + dt * sum(v0 + k * a0 * dt for k in range(1, 4)), atol=1e-12)
+    np.testing.assert_allclose(s.last_command, q)
+    # the next command is one ordinary filter step from there: within the limits over one cycle
+    nxt = s.tick().q_cmd
+    v_n = (nxt - q) / dt
+    a_n = (v_n - v) / dt
+    j_n = (a_n - a) / dt
+    lim = s.filter
+    assert np.all(np.abs(v_n) <= lim.v_max * (1 + 1e-9)) and np.all(np.abs(a_n) <= lim.a_max * (1 + 1e-9))
+    assert np.all(np.abs(j_n) <= lim.j_max * (1 + 1e-9))
+    assert steps == []  # no control-step boundary in cycles 181..182
+    # a gap across a step boundary still runs that step's hook (tick 199 -> step 4 starts at 200)
+    while s.next_tick < 199:
+        s.tick()
+    s.tick()
+    s.resync(3, on_step_start=lambda: steps.append(s.step))
+    assert steps == [4] and s.next_tick == 202
+
+
+def test_resync_rejects_bad_use():
+    s = PlanStreamer(StreamerConfig())
+    s.reset(HOME)
+    with pytest.raises(RuntimeError, match="tick"):
+        s.resync(1)
+    s.tick()
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="missed"):
+            s.resync(bad)
