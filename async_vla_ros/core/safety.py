@@ -310,11 +310,22 @@ class SafetyFilter:
                 self._prev_vt = (t - self._prev_target) / dt
                 self._prev_target = t.copy()
                 self._target = t.copy()
-        self._commit_n = np.zeros(7, dtype=np.int64)
-        self._origin_q, self._origin_v, self._origin_a = self.q.copy(), self.v.copy(), self.a.copy()
-        self._plan_pos = np.zeros(7, dtype=np.int64)
+        self.rebase(self.q, self.v, self.a)
         self.counts["extrapolated"] += len(tg)
         return self.q.copy()
+
+    def rebase(self, q, v, a) -> None:
+        """Continue from the commanded state ``(q, v, a)`` (e.g. the robot's own backward
+        differences of what it applied, when they differ from the filter's). The target history is
+        kept; dead-beat stops and stored brake plans restart from the new state."""
+        self._require_ready()
+        q, v, a = (np.array(x, dtype=np.float64, copy=True).reshape(-1) for x in (q, v, a))
+        if not (q.shape == v.shape == a.shape == (7,)) or not all(np.all(np.isfinite(x)) for x in (q, v, a)):
+            raise ValueError("rebase needs finite (7,) q, v and a")
+        self.q, self.v, self.a = q, v, a
+        self._commit_n = np.zeros(7, dtype=np.int64)
+        self._origin_q, self._origin_v, self._origin_a = q.copy(), v.copy(), a.copy()
+        self._plan_pos = np.zeros(7, dtype=np.int64)
 
     # ------------------------------------------------------------------ brake check
     def _brake_ok(self, q, v, a, idx) -> np.ndarray:

@@ -6,11 +6,19 @@ joint-position loop (``start_joint_position_control`` + ``readOnce`` / ``writeOn
 command source for each command.
 
 Time comes from the robot: ``readOnce`` reports how many 1 ms cycles passed since the previous
-read. When the loop was late (n > 1 cycles), the robot has extrapolated the n - 1 cycles it
-missed (constant acceleration); the command computed ahead is dropped, the source continues from
-the robot's extrapolation (``source.resync(n - 1)``) and the command for the current cycle is
-computed, so the stream stays on the robot's time line and is differenced against what the robot
-actually did.
+read. When n > 1 cycles passed, the command computed ahead is stale and plan time moves on n
+ticks; what the next command is differenced against depends on what the robot did, which its
+``q_d`` (the last command it applied) tells:
+
+* ``q_d`` is not our last command: the robot filled the missed cycles in itself (the FCI keeps
+  the acceleration constant and integrates), so the source continues from that extrapolation
+  (``source.resync(n - 1)``, then the command for this cycle);
+* ``q_d`` is still our last command: nothing was filled in (franka-sim when its own loop, not
+  ours, fell behind) and the next command is differenced over the n cycles, so the source stays
+  on its own path (``source.advance(n - 1)``).
+
+The :class:`MotionMonitor` of the run mirrors the robot's differencing either way, so its
+summary is what the robot judged.
 
 Two ways to use it:
 
@@ -97,6 +105,7 @@ class RunReport:
     cycles: int = 0  # robot cycles (1 ms) covered, by the robot's own clock
     loop_iterations: int = 0  # readOnce/writeOnce pairs
     late_iterations: int = 0  # iterations that covered more than one cycle (loop was late)
+    resynced: int = 0  # ... after which the robot reported its own extrapolation: continued from it
     diverged: int = 0  # cycles whose reported q_d was not our last command (the robot substituted its own)
     max_cycles_per_iteration: int = 0
     compute_ms_p50: float = 0.0  # our time per cycle computing the next command (ahead of time)
@@ -262,15 +271,27 @@ class LibfrankaRobot:
                 t0 = time.perf_counter()
                 n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
                 q_d = np.asarray(state.q_d, dtype=np.float64)
-                if np.max(np.abs(q_d - sent)) > self.config.diverge_tol:
+                substituted = bool(np.max(np.abs(q_d - sent)) > self.config.diverge_tol)
+                if substituted:
                     # the robot reports a different last command than we sent: it substituted
                     # its own (our packet was late or lost on its side). Counted: a transport /
                     # timing fault, not something the command stream can see coming.
                     report.diverged += 1
-                if n > 1:  # we were late: the robot extrapolated n - 1 cycles; go on from there
-                    source.resync(n - 1)  # the command computed ahead was never sent
-                    cmd = source.advance(1)
+                gap = 1  # cycles the robot differences this command over
+                if n > 1:  # n - 1 cycles passed without a command of ours; the one computed ahead is stale
                     report.late_iterations += 1
+                    if substituted:
+                        # the robot filled them in (FCI: constant acceleration) and will difference the
+                        # next command against that: continue from its extrapolation
+                        monitor.extrapolate(n - 1)
+                        source.resync(n - 1)
+                        cmd = source.advance(1)
+                        report.resynced += 1
+                    else:
+                        # its last applied command is still ours: it differences the next one against
+                        # it over the n cycles; stay on our own (smooth) path, plan time on its clock
+                        cmd = source.advance(n - 1)
+                        gap = n
                 report.cycles += n
                 report.loop_iterations += 1
                 report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
@@ -283,7 +304,7 @@ class LibfrankaRobot:
                 ctrl.writeOnce(jp)
                 sent = cmd.q_cmd
                 t1 = time.perf_counter()
-                monitor.update(cmd.q_cmd, n)
+                monitor.update(cmd.q_cmd, gap)
                 if finished:
                     break
                 # off the critical path: state, stop decision, the next cycle's command

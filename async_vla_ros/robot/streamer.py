@@ -356,6 +356,16 @@ class MotionMonitor:
             self._violate("position")
         self._q, self._v, self._a = q.copy(), chk.diffs["velocity"][0], chk.diffs["acceleration"][0]
 
+    def extrapolate(self, cycles: int) -> None:
+        """The robot filled ``cycles`` missed commands in itself (FCI: keep the acceleration constant
+        and integrate, ``v += a dt`` then ``q += v dt``): the next command is differenced against
+        that. Not counted as commands."""
+        if not self._ready:
+            raise RuntimeError("MotionMonitor.reset(q0) must be called first")
+        for _ in range(int(cycles)):
+            self._v = self._v + self._a * self.dt
+            self._q = self._q + self._v * self.dt
+
     def _violate(self, kind: str) -> None:
         self.violations[kind] += 1
         if self.first_violation is None:

@@ -67,19 +67,25 @@ class FakeControl:
         n = 0 if self.first else (r.durations.pop(0) if r.durations else 1)
         self.first = False
         m = r.monitor
-        for _ in range(n - 1):  # missed cycles: extrapolate at constant acceleration, like the FCI
-            v = m._v + m._a * 0.001
-            r.q = list(m._q + v * 0.001)
-            m.update(r.q)
+        r.gap = 1
+        if r.extrapolate_missed:
+            for _ in range(n - 1):  # missed cycles: extrapolate at constant acceleration, like the FCI
+                v = m._v + m._a * 0.001
+                r.q = list(m._q + v * 0.001)
+                m.update(r.q)
+        else:  # nothing filled in (a simulator whose own loop fell behind): next command differenced over n
+            r.gap = max(1, n)
         r.t_ms += n
         return State(r.q, r.t_ms, m._v, m._a), Duration(n / 1000)
 
     def writeOnce(self, jp) -> None:
         r = self.robot
         r.commands.append(np.asarray(jp.q))
-        r.monitor.update(jp.q)
+        r.monitor.update(jp.q, r.gap)
         v = r.monitor.violations
-        if v["velocity"]:
+        if not r.enforce_limits:
+            pass
+        elif v["velocity"]:
             r.pending_error = "joint_motion_generator_velocity_limits_violation"
         elif v["acceleration"]:
             r.pending_error = "joint_motion_generator_velocity_discontinuity"
@@ -102,6 +108,9 @@ class FakeRobot:
         self.finished = 0
         self.recovered = 0
         self.pace_s = 0.0
+        self.extrapolate_missed = True  # the FCI's behaviour; False: differences over the real interval
+        self.enforce_limits = True  # abort on a limit violation, like the robot
+        self.gap = 1
         self.monitor = MotionMonitor("fr3")
         FAKE.last = self
 
@@ -183,20 +192,45 @@ def test_late_cycles_are_caught_up_on_the_robot_clock():
     [1] * 250 + ([1] * 9 + [3]) * 40 + [1] * 3000,  # and every 10 ms, two missed each time
 ], ids=["one", "four_in_a_row", "every_38ms", "every_10ms"])
 def test_late_cycles_in_motion_continue_from_the_robots_extrapolation(durations):
-    """The fake robot does what the FCI does for a missed cycle (keep acceleration constant and
-    integrate) and differences the next command against that. Catching up on our own path made
-    the first command after a single 2-cycle gap a 1.8x acceleration (reflex abort); resyncing on
-    the robot's extrapolation keeps every command within the filter's limits."""
+    """The fake does what the FCI does for a missed cycle (keep acceleration constant and
+    integrate; its q_d then is that extrapolation, not our command) and differences the next
+    command against that. Catching up on our own path made the first command after a single
+    2-cycle gap a 1.8x acceleration (reflex abort); resyncing on the extrapolation keeps every
+    command within the filter's limits."""
     r = _robot(start_hold_cycles=0)
     FAKE.last.durations = list(durations)
     sess = _session()
     rep = r.run(sess, 1.0)
     fake = FAKE.last
-    assert rep.late_iterations >= 1 and not rep.aborted, rep.reasons
+    assert rep.late_iterations >= 1 and not rep.aborted, (rep.reasons, fake.monitor.summary())
     assert fake.monitor.total_violations == 0, fake.monitor.summary()
     assert fake.monitor.summary()["max_acceleration_frac"] <= 0.9 + 1e-9  # the filter's own scale
     assert sess.n_ticks == rep.cycles  # plan time stayed on the robot's clock
+    assert rep.resynced == rep.late_iterations
     assert rep.source["filter"]["extrapolated"] == rep.cycles - rep.loop_iterations  # every missed cycle
+    # the run's own monitor mirrored the robot's differencing
+    assert rep.monitor["violations"] == fake.monitor.violations
+
+
+def test_late_cycles_without_substitution_stay_on_our_own_path():
+    """When the robot's q_d is still our last command (it filled nothing in: franka-sim when its
+    own loop fell behind), the loop keeps to its own path on the robot's clock: the commands sent
+    are exactly those of an uninterrupted run at the same robot cycles."""
+    durations = [1] * 400 + [3] + [1] * 100 + [2] + [1] * 3000
+    runs = {}
+    for name, extrapolate, ds in (("gap", False, durations), ("ref", True, [])):
+        r = _robot(start_hold_cycles=0)
+        FAKE.last.durations = list(ds)
+        FAKE.last.extrapolate_missed = extrapolate
+        FAKE.last.enforce_limits = False  # this test compares paths, not limits
+        rep = r.run(_session(), 0.7)
+        runs[name] = (rep, np.asarray(FAKE.last.commands))
+    rep, sent = runs["gap"]
+    _, ref = runs["ref"]
+    assert rep.late_iterations == 2 and rep.resynced == 0 and rep.source["filter"]["extrapolated"] == 0
+    cycles = np.cumsum([1] * 400 + [3] + [1] * 100 + [2] + [1] * (len(sent) - 502))[: len(sent)] - 1
+    n = min(len(sent), int(np.searchsorted(cycles, len(ref))))
+    np.testing.assert_allclose(sent[:n], ref[cycles[:n]], rtol=0, atol=1e-12)
 
 
 def test_reason_parsing_and_config_validation():
