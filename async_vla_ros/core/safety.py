@@ -200,6 +200,17 @@ def brake_profile(v0: np.ndarray, a0: np.ndarray, a_max: np.ndarray, j_max: np.n
     return acc, n
 
 
+def fci_extrapolate(q: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, cycles: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where Franka's controller puts a joint-position stream over ``cycles`` missed commands: it
+    "keeps acceleration constant and integrates", ``v += a dt`` then ``q += v dt`` per cycle, from
+    the last command ``q`` and its backward differences ``v``, ``a``. Returns the new ``(q, v)``."""
+    q, v = np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    for _ in range(int(cycles)):
+        v = v + a * dt
+        q = q + v * dt
+    return q, v
+
+
 class SafetyFilter:
     """Stateful per-tick filter: ``filter(q_target (7,), gripper) -> (q_cmd (7,), gripper_cmd,
     SafetyFlags)``. Call :meth:`reset` with the measured joint positions first."""
@@ -292,40 +303,25 @@ class SafetyFilter:
             setattr(self, k, dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v))
 
     def extrapolate(self, targets) -> np.ndarray:
-        """The robot did not get the next ``len(targets)`` commands and extrapolated them itself; go on
-        from where it is. Franka's controller "keeps acceleration constant and integrates" for each
-        missed cycle (``v += a dt`` then ``q += v dt``), and differences the next command it receives
-        against that extrapolation, so the filter takes the same steps; ``targets (m, 7)`` are the
-        plan's targets of the missed cycles (they keep the target stream's own velocity and
-        acceleration right for the next tick). Dead-beat stops and stored brake plans restart from
-        the new state. Returns the extrapolated position."""
+        """The robot did not get the next ``len(targets)`` commands and filled them in itself
+        (:func:`fci_extrapolate`); go on from there, since it differences the next command it
+        receives against that. ``targets (m, 7)`` are the plan's targets of the missed cycles (they
+        keep the target stream's own velocity and acceleration right for the next tick). Dead-beat
+        stops and stored brake plans restart from the new state. Returns the extrapolated position."""
         self._require_ready()
         tg = np.asarray(targets, dtype=np.float64).reshape(-1, 7)
-        dt = self.dt
+        self.q, self.v = fci_extrapolate(self.q, self.v, self.a, self.dt, len(tg))
         for t in tg:
-            self.v = self.v + self.a * dt
-            self.q = self.q + self.v * dt
             if np.all(np.isfinite(t)):
                 t = np.minimum(np.maximum(t, self._lo), self._hi)
-                self._prev_vt = (t - self._prev_target) / dt
+                self._prev_vt = (t - self._prev_target) / self.dt
                 self._prev_target = t.copy()
                 self._target = t.copy()
-        self.rebase(self.q, self.v, self.a)
+        self._commit_n = np.zeros(7, dtype=np.int64)
+        self._origin_q, self._origin_v, self._origin_a = self.q.copy(), self.v.copy(), self.a.copy()
+        self._plan_pos = np.zeros(7, dtype=np.int64)
         self.counts["extrapolated"] += len(tg)
         return self.q.copy()
-
-    def rebase(self, q, v, a) -> None:
-        """Continue from the commanded state ``(q, v, a)`` (e.g. the robot's own backward
-        differences of what it applied, when they differ from the filter's). The target history is
-        kept; dead-beat stops and stored brake plans restart from the new state."""
-        self._require_ready()
-        q, v, a = (np.array(x, dtype=np.float64, copy=True).reshape(-1) for x in (q, v, a))
-        if not (q.shape == v.shape == a.shape == (7,)) or not all(np.all(np.isfinite(x)) for x in (q, v, a)):
-            raise ValueError("rebase needs finite (7,) q, v and a")
-        self.q, self.v, self.a = q, v, a
-        self._commit_n = np.zeros(7, dtype=np.int64)
-        self._origin_q, self._origin_v, self._origin_a = q.copy(), v.copy(), a.copy()
-        self._plan_pos = np.zeros(7, dtype=np.int64)
 
     # ------------------------------------------------------------------ brake check
     def _brake_ok(self, q, v, a, idx) -> np.ndarray:

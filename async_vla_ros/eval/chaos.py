@@ -266,6 +266,9 @@ class Case:
     name: str
     expected: str
     needs_graph: bool = True
+    # a restart of the command stream away from the measured joints fails the case (else it is
+    # reported in the details: an intermittent 0.35 rad in policy_killed under load is unexplained)
+    strict_restarts: bool = False
 
 
 CASES: tuple[Case, ...] = (
@@ -278,7 +281,7 @@ CASES: tuple[Case, ...] = (
          "away is taken as a new episode by the scheduler and the policy (topics are not authenticated), but the "
          "correction node does not engage on it (state_mismatch: its joints disagree with the measured ones) and "
          "the robot holds; every node follows the real ids again after rewind_after (10) observations, the "
-         "command stream restarts at the measured joints and chunks merge again"),
+         "command stream restarts at the measured joints and chunks merge again", strict_restarts=True),
     Case("bad_params_runtime", "set_parameters refused with a reason (out of range, wrong type, not finite, "
          "read-only, undeclared); values unchanged; the graph keeps running"),
     Case("latency_spike_x10", "delay forecast grows, chunks keep merging (the plan may run dry: the correction "
@@ -746,14 +749,11 @@ class ChaosRun:
                     problems, worst = check_restarts(self.probe.segment_starts(), t, q, js_t, js_q, t0=t0)
                     if np.isfinite(worst):
                         res.details["restart_offset_rad"] = round(worst, 4)
-                    if problems:
-                        # a failure where the case is about restarts; elsewhere reported (an
-                        # intermittent 0.35 rad in policy_killed under load is not explained yet)
-                        if name == "rogue_observations":
-                            for problem in problems:
-                                res.fail(problem)
-                        else:
-                            res.details["restart_problems"] = problems
+                    if problems and case.strict_restarts:
+                        for problem in problems:
+                            res.fail(problem)
+                    elif problems:
+                        res.details["restart_problems"] = problems
                     res.alive = self._alive()
                     if not res.alive:
                         dead = sorted({n.name for n in self.graph.nodes} - set(self.launcher.alive()))

@@ -1,8 +1,8 @@
 """Look at a page the way a person would: headless Chromium driven over the DevTools protocol.
 
 Chromium's one-shot flags (``--dump-dom``, ``--screenshot`` with ``--virtual-time-budget``) hang now
-and then on a page that keeps polling its server (measured here: 2 of 6 screenshot runs of the
-dashboard never returned). This client instead talks to one Chromium process over
+and then on a page that keeps polling its server (a CI run of the dashboard test timed out after
+90 s on the screenshot). This client instead talks to one Chromium process over
 ``--remote-debugging-pipe`` (file descriptors 3 and 4, NUL-separated JSON; no port is opened), waits
 for a JavaScript condition the page sets itself, then reads the DOM and captures the screenshot from
 the same loaded page. Every step has a deadline and the browser's whole process group is killed on

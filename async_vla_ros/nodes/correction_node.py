@@ -137,7 +137,6 @@ class CorrectionNode(Node):
         self._q_meas: np.ndarray | None = None
         self._grip_meas: float | None = None
         self._obs: tuple[int, np.ndarray] | None = None  # (obs_id, state)
-        self.episode_id = 0
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self.plan_ids = SequenceTracker("plan_id", p["rewind_after"])
         # a new episode waits for a measurement of the joints: (observation stamp, its joints) or None
@@ -184,6 +183,10 @@ class CorrectionNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="correction-loop", daemon=True)
         self._thread.start()
+
+    @property
+    def episode_id(self) -> int:
+        return self.episodes.current
 
     # ------------------------------------------------------------------ inputs (edge)
     def _on_plan(self, msg: ActionPlan) -> None:
@@ -254,7 +257,6 @@ class CorrectionNode(Node):
             if episode.starts_new:
                 if episode.kind is SeqEvent.REWIND:
                     self.get_logger().warning(episode.describe())
-                self.episode_id = episode.current
                 self.plan.clear()
                 self.plan_ids.reset()
                 # restart from the arm's measured joints, measured after this observation and agreeing

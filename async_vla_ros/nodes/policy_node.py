@@ -185,15 +185,14 @@ class PolicyNode(Node):
             if order.accepted:
                 self._obs.pop(msg.obs_id, None)  # a reused id (sender restarted) goes to the newest end
                 self._obs[msg.obs_id] = (stamp, state, image, int(msg.episode_id))
+                while len(self._obs) > self.p["obs_memory"]:
+                    self._obs.popitem(last=False)
+                self._obs_cond.notify_all()
         if not order.accepted:
             return self.drops.drop("observation.duplicate" if order.kind is SeqEvent.DUPLICATE
                                    else "observation.out_of_order", order.describe())
         if order.kind is SeqEvent.REWIND:
             self.get_logger().warning(order.describe())
-        with self._obs_cond:
-            while len(self._obs) > self.p["obs_memory"]:
-                self._obs.popitem(last=False)
-            self._obs_cond.notify_all()
 
     def _on_request(self, msg: ChunkRequest) -> None:
         received = self.get_clock().now().nanoseconds

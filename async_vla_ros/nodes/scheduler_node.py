@@ -118,7 +118,6 @@ class SchedulerNode(Node):
         self.steps = StepClock(self.clock, p["dt"])
         self.drops = DropCounter(self.get_logger())
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
-        self.episode_id = 0
         self._aligned = False
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
@@ -165,7 +164,7 @@ class SchedulerNode(Node):
         if episode.kind is SeqEvent.REWIND:
             self.get_logger().warning(episode.describe())
         if episode.starts_new or not self._aligned:
-            self._new_episode(eid, stamp)
+            self._new_episode(stamp, announce=episode.starts_new)
         # an observation marks the start of its control step (rounded: stamps jitter around it)
         t_obs = (stamp - self.steps.t0_ns + self.steps.dt_ns // 2) // self.steps.dt_ns
         if self._last_t is not None and t_obs < self._last_t:
@@ -179,10 +178,13 @@ class SchedulerNode(Node):
         if spec is not None:
             self._send_request(spec, int(msg.obs_id), stamp)
 
-    def _new_episode(self, eid: int, stamp: int) -> None:
-        if eid != self.episode_id:
-            self.get_logger().info(f"episode {eid}: scheduler reset (delay statistics kept)")
-        self.episode_id = eid
+    @property
+    def episode_id(self) -> int:
+        return self.episodes.current
+
+    def _new_episode(self, stamp: int, announce: bool) -> None:
+        if announce:
+            self.get_logger().info(f"episode {self.episode_id}: scheduler reset (delay statistics kept)")
         self.sched.reset(keep_delay_stats=True)
         self._requests.clear()
         if self.p["align_to_observations"]:

@@ -38,7 +38,8 @@ import numpy as np
 
 from async_vla_ros.core.interpolation import INTERPOLATIONS, interpolate
 from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds
-from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
+from async_vla_ros.core.safety import (ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags,
+                                      fci_extrapolate)
 
 __all__ = [
     "INTERPOLATIONS",  # re-exported from core.interpolation
@@ -285,7 +286,7 @@ class PlanStreamer:
             raise ValueError(f"missed must be an int >= 1, got {missed!r}")
         targets = []
         if self.filter is not None:
-            if getattr(self, "_undo", None) is None:
+            if self._undo is None:
                 raise RuntimeError("resync() needs a tick() whose command was not sent")
             saved, first = self._undo
             targets.append(first)
@@ -357,14 +358,11 @@ class MotionMonitor:
         self._q, self._v, self._a = q.copy(), chk.diffs["velocity"][0], chk.diffs["acceleration"][0]
 
     def extrapolate(self, cycles: int) -> None:
-        """The robot filled ``cycles`` missed commands in itself (FCI: keep the acceleration constant
-        and integrate, ``v += a dt`` then ``q += v dt``): the next command is differenced against
-        that. Not counted as commands."""
+        """The robot filled ``cycles`` missed commands in itself (:func:`fci_extrapolate`): the next
+        command is differenced against that. Not counted as commands."""
         if not self._ready:
             raise RuntimeError("MotionMonitor.reset(q0) must be called first")
-        for _ in range(int(cycles)):
-            self._v = self._v + self._a * self.dt
-            self._q = self._q + self._v * self.dt
+        self._q, self._v = fci_extrapolate(self._q, self._v, self._a, self.dt, cycles)
 
     def _violate(self, kind: str) -> None:
         self.violations[kind] += 1
