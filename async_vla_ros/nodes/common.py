@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Sequence
 
@@ -35,6 +36,7 @@ __all__ = [
     "make_qos",
     "Diagnostics",
     "run_node",
+    "shutting_down",
 ]
 
 
@@ -143,6 +145,24 @@ def make_executor(kind: str | None = None):
     return SingleThreadedExecutor() if kind == "single" else MultiThreadedExecutor(num_threads=2)
 
 
+def shutting_down(context=None, wait_s: float = 1.0) -> bool:
+    """True when the ROS ``context`` is shut down or becomes so within ``wait_s``.
+
+    rclpy handles SIGINT/SIGTERM on a thread of its own: an executor or a publisher can fail
+    (``RuntimeError``, "publisher's context is invalid", a pybind11 conversion error) a moment
+    *before* ``context.ok()`` turns False. Code that must tell such a stop from a real error asks
+    this instead of ``context.ok()``: a real error leaves the context up and costs ``wait_s``
+    before it is reported.
+    """
+    ok = rclpy.ok if context is None else context.ok
+    deadline = time.monotonic() + wait_s
+    while ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
@@ -170,9 +190,9 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
         except ExternalShutdownException:
             pass
         except Exception:
-            if rclpy.ok():
+            if not shutting_down():
                 raise  # a real error in a callback: exit non-zero with its traceback
-            # the context was shut down (SIGINT/SIGTERM) while a callback ran: a clean stop
+            # the context was (being) shut down by SIGINT/SIGTERM while the executor ran: a clean stop
         return int(getattr(node, "exit_code", 0) or 0)
     except KeyboardInterrupt:
         return int(getattr(node, "exit_code", 0) or 0) if node is not None else 0

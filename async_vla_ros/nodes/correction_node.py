@@ -35,7 +35,7 @@ import threading
 from collections import deque
 
 from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, make_qos, run_node, set_realtime,
-                                        stamp_to_ns)
+                                        shutting_down, stamp_to_ns)
 
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
@@ -282,7 +282,7 @@ class CorrectionNode(Node):
                 last = now_mono
                 self._tick()
         except Exception as exc:  # noqa: BLE001 - a dead command loop is fatal: surface it
-            if self._stop.is_set() or not self.context.ok():
+            if self._stop.is_set() or shutting_down(self.context):
                 return  # shutting down: publishers are gone
             self.get_logger().error(f"command loop failed: {type(exc).__name__}: {exc}")
             self.exit_code = 1

@@ -32,7 +32,7 @@ import threading
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
 from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, ns_to_stamp, run_node,
-                                        set_realtime)
+                                        set_realtime, shutting_down)
 
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue  # noqa: E402
@@ -218,7 +218,7 @@ class SimNode(Node):
         try:
             self._loop()
         except Exception as exc:  # noqa: BLE001 - surface a fatal physics error, never swallow it
-            if self._stop.is_set() or not self.context.ok():
+            if self._stop.is_set() or shutting_down(self.context):
                 return  # shutting down: publishers are gone
             self.get_logger().error(f"physics thread failed: {type(exc).__name__}: {exc}")
             self.exit_code = 1
@@ -275,7 +275,7 @@ class SimNode(Node):
                 try:
                     self._publish_image(groups)
                 except Exception as exc:  # noqa: BLE001 - no GL here: run without a camera, say so once
-                    if not self.context.ok():
+                    if self._stop.is_set() or shutting_down(self.context):
                         raise  # shutting down, not a rendering problem
                     self.get_logger().error(f"camera disabled, rendering failed: {type(exc).__name__}: {exc}")
                     cam_every = 0

@@ -150,6 +150,26 @@ def _ready(client: Client, policy: PolicyNode):
                     and policy.pub.get_subscription_count() > 0)
 
 
+def test_shutting_down_waits_for_a_stop_already_under_way():
+    """A node that sees an executor/publisher error asks ``shutting_down``: a context being shut
+    down (rclpy's signal thread) counts as a clean stop, a context that stays up as a real error."""
+    import threading
+
+    from async_vla_ros.nodes.common import shutting_down
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        assert not shutting_down(ctx, wait_s=0.05)  # stays up: a real error
+        threading.Timer(0.15, ctx.shutdown).start()  # the signal thread, a moment later
+        t0 = time.monotonic()
+        assert shutting_down(ctx, wait_s=5.0)
+        assert time.monotonic() - t0 < 4.0  # returned when the stop landed, not at the deadline
+        assert shutting_down(ctx, wait_s=0.0)
+    finally:
+        ctx.try_shutdown()
+
+
 def test_policy_node_expert_serves_requests_and_rejects_bad_ones(run):
     policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("task", value="track")])
     client = Client()

@@ -133,4 +133,4 @@ def test_every_server_of_the_graph_binds_loopback_and_dds_stays_local(tmp_path):
     assert ("tcp", "127.0.0.1", port) in listeners["dashboard"], found["dashboard"]
     exposed = {name: [s for s in ls if not _is_loopback(s[1])] for name, ls in listeners.items()}
     assert not any(exposed.values()), f"servers listening beyond loopback: {exposed}"
-    assert all(c == 0 for c in codes.values()), codes
+    assert all(c == 0 for c in codes.values()), f"{codes}\n" + "\n".join(lines[-60:])
