@@ -182,6 +182,12 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
         except (ParamError, ValueError, FileNotFoundError) as exc:
             print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
             return 2
+        except Exception:
+            # SIGINT while a C extension initialises (mujoco, torch) surfaces as
+            # "ImportError: initialization failed", not as KeyboardInterrupt
+            if not shutting_down():
+                raise
+            return 0
         executor = make_executor()
         executor.add_node(node)
         try:

@@ -125,6 +125,30 @@ def test_node_executable_exits_2_on_bad_parameter():
     assert "Traceback" not in out.stderr
 
 
+
+_STARTING_NODE = """
+import os, signal, sys, time
+from async_vla_ros.nodes.common import run_node
+
+def factory():  # a node still importing a C extension when the launcher stops the graph
+    if sys.argv[1] == "signal":
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2.0)
+        except KeyboardInterrupt:
+            pass  # what an extension's init does with it: it fails differently
+    raise ImportError("initialization failed")
+
+raise SystemExit(run_node(factory, sys.argv[:1]))
+"""
+
+
+@pytest.mark.parametrize("how, code", [("signal", 0), ("plain", 1)])
+def test_node_stopped_while_starting_exits_cleanly_but_real_start_errors_do_not(how, code):
+    out = subprocess.run([sys.executable, "-c", _STARTING_NODE, how], capture_output=True, text=True, timeout=60)
+    assert out.returncode == code, out.stderr
+    assert ("ImportError: initialization failed" in out.stderr) == (how == "plain"), out.stderr
+
 # ---------------------------------------------------------------------- policy node
 class Client(Node):
     def __init__(self):
