@@ -10,6 +10,7 @@ docs/security.md says how to expose the dashboard safely.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.request
@@ -118,6 +119,15 @@ def test_every_server_of_the_graph_binds_loopback_and_dds_stays_local(tmp_path):
             except OSError:
                 time.sleep(0.2)
         assert page == 200, "dashboard did not answer:\n" + "\n".join(lines[-40:])
+        # every node up and publishing (its diagnostics reached the dashboard): the sockets read
+        # below are those of running nodes, and the stop below is a stop, not an interrupted start
+        want, health = {"/sim", "/policy", "/scheduler", "/correction"}, set()
+        while time.monotonic() < deadline and not want <= health:
+            assert launcher.check(), "a node exited:\n" + "\n".join(lines[-40:])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=2.0) as r:
+                health = set(json.loads(r.read())["health"])
+            time.sleep(0.25)
+        assert want <= health, (health, lines[-40:])
         found = {}
         for n in launcher.nodes:
             assert n.proc.poll() is None, n.spec.name
