@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import platform
 import shlex
 import sys
@@ -113,8 +114,18 @@ def timing_fault(rep) -> bool:
     return rep.late_iterations > 0 or rep.diverged > 0
 
 
+def pin_cpus() -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """(server cores, loop cores): the last available core for franka-sim, the others for our 1 kHz
+    loop, so neither preempts the other; (None, None) on a single core."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None, None
+    return (cpus[-1],), tuple(cpus[:-1])
+
+
 def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "linear", horizon: int = 10,
               jitter: int = 0, seed: int = 0, retry_late: bool = True, rt_priority: int | None = None,
+              pin: bool = True,
               log=print) -> dict[str, Any]:
     """Start franka-sim (limits enforced), run ``cases``, stop it. Returns ``{"rows": [...],
     "server_log": path}``. A filtered run that aborts after a timing fault (late loop iterations,
@@ -125,8 +136,12 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
     from async_vla_ros.robot.stress import FR3_HOME
 
     rows: list[dict[str, Any]] = []
-    with FrankaSimServer(enforce_motion_limits=True, rt_priority=rt_priority) as server:
-        robot = LibfrankaRobot(LibfrankaConfig(host=server.host, realtime="ignore", sched_fifo_priority=rt_priority))
+    server_cpus, loop_cpus = pin_cpus() if pin else (None, None)
+    if server_cpus:
+        log(f"pinned: franka-sim on CPU {list(server_cpus)}, the 1 kHz loop on CPU {list(loop_cpus)}")
+    with FrankaSimServer(enforce_motion_limits=True, rt_priority=rt_priority, cpus=server_cpus) as server:
+        robot = LibfrankaRobot(LibfrankaConfig(host=server.host, realtime="ignore", sched_fifo_priority=rt_priority,
+                                               cpus=loop_cpus))
         robot.connect()
         try:
             for case in cases:
@@ -200,6 +215,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpolation", default="linear", choices=("linear", "cubic", "hold"))
     p.add_argument("--no-unfiltered", action="store_true", help="skip the runs with the safety filter off")
     p.add_argument("--rt-priority", type=int, default=None, help="SCHED_FIFO priority for the loop and the server")
+    p.add_argument("--pin", choices=("auto", "off"), default="auto",
+                   help="auto (default): the server on the last CPU core, the 1 kHz loop on the others "
+                        "(needs >= 2 cores); off: let the scheduler place them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", type=Path, default=None, help="write the markdown table here (e.g. reports/franka_sim.md)")
     p.add_argument("--json", type=Path, default=None, help="write the raw rows as JSON here")
@@ -280,7 +298,7 @@ def run(ns: argparse.Namespace) -> int:
     print(f"franka-sim bench: {len(cases)} sessions of {ns.duration:g} s")
     try:
         result = run_bench(cases, ns.duration, ns.interpolation, ns.horizon, ns.jitter, ns.seed,
-                           rt_priority=ns.rt_priority)
+                           rt_priority=ns.rt_priority, pin=ns.pin == "auto")
     except FrankaSimUnavailable as exc:
         print(f"error: franka-sim unavailable: {exc}", file=sys.stderr)
         return 3

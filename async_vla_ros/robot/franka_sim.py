@@ -60,6 +60,20 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _check_cpus(cpus, name: str) -> tuple[int, ...] | None:
+    """``cpus`` as a tuple of available CPU indices (or None); a clear error otherwise."""
+    if cpus is None:
+        return None
+    try:
+        out = tuple(int(c) for c in cpus)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of CPU indices, got {cpus!r}") from None
+    avail = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    if not out or any(c not in avail for c in out):
+        raise ValueError(f"{name} {list(out)} must be a non-empty subset of this process's CPUs {sorted(avail)}")
+    return out
+
+
 class FrankaSimServer:
     """A franka-sim server process on 127.0.0.1:1337 (context manager).
 
@@ -67,11 +81,14 @@ class FrankaSimServer:
     acceleration / jerk limits, like the real robot (on by default here; franka-sim's own
     default is off). ``enforce_comm_constraints``: abort after 20 consecutive lost cycles.
     ``rt_priority``: run the server under SCHED_FIFO with this priority (``chrt``), where allowed.
+    ``cpus``: CPU cores the server may run on (its own core(s), away from the client's 1 kHz
+    loop, see :attr:`LibfrankaConfig.cpus`); None: any.
     """
 
     def __init__(self, enforce_motion_limits: bool = True, enforce_comm_constraints: bool = False,
                  venv: Path | None = None, log_path: Path | None = None, startup_timeout_s: float = 90.0,
-                 lock_timeout_s: float = 600.0, rt_priority: int | None = None) -> None:
+                 lock_timeout_s: float = 600.0, rt_priority: int | None = None,
+                 cpus: tuple[int, ...] | None = None) -> None:
         self.enforce_motion_limits = bool(enforce_motion_limits)
         self.enforce_comm_constraints = bool(enforce_comm_constraints)
         self.venv = venv
@@ -81,6 +98,7 @@ class FrankaSimServer:
         if rt_priority is not None and not (isinstance(rt_priority, int) and 1 <= rt_priority <= 99):
             raise ValueError(f"rt_priority must be None or 1..99, got {rt_priority!r}")
         self.rt_priority = rt_priority
+        self.cpus = _check_cpus(cpus, "cpus")
         self.proc: subprocess.Popen | None = None
         self._lock_fd: int | None = None
         self.host = _HOST
@@ -138,7 +156,9 @@ class FrankaSimServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(self.log_path, "w")
             try:
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                cpus = self.cpus
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
             finally:
                 log.close()
             deadline = time.monotonic() + self.startup_timeout_s

@@ -242,6 +242,12 @@ def test_reason_parsing_and_config_validation():
         LibfrankaConfig(sched_fifo_priority=120)
     with pytest.raises(ValueError, match="command_dt"):
         LibfrankaConfig(command_dt=0.002)
+    with pytest.raises(ValueError, match="gc_every"):
+        LibfrankaConfig(gc_every=-1)
+    with pytest.raises(ValueError, match="cpus"):
+        LibfrankaConfig(cpus=(10_000,))
+    with pytest.raises(ValueError, match="cpus"):
+        LibfrankaConfig(cpus=())
     with pytest.raises(RobotError, match="connect"):
         LibfrankaRobot(module=FAKE).run(_session(), 1.0)
     with pytest.raises(ValueError, match="duration_s"):
@@ -279,3 +285,46 @@ def test_abort_while_streaming_surfaces_on_command():
             time.sleep(0.005)
     assert info.value.reasons
     r._thread = None  # the loop already ended
+
+
+def test_loop_pins_its_thread_and_pauses_automatic_gc_only_while_streaming():
+    import gc
+    import os
+
+    cpu = min(os.sched_getaffinity(0))
+    seen = {}
+
+    class Source:  # records where and how each cycle ran
+        def __init__(self):
+            self.inner = _session()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def advance(self, n=1):
+            seen.setdefault("affinity", os.sched_getaffinity(0))
+            seen.setdefault("gc", gc.isenabled())
+            return self.inner.advance(n)
+
+    before = os.sched_getaffinity(0)
+    assert gc.isenabled()
+    rep = _robot(start_hold_cycles=0, cpus=(cpu,), gc_every=50).run(Source(), 0.3)
+    assert not rep.aborted
+    assert seen == {"affinity": {cpu}, "gc": False}
+    assert os.sched_getaffinity(0) == before and gc.isenabled()  # both restored afterwards
+
+
+def test_bench_pins_server_and_loop_to_separate_cores():
+    import os
+
+    from async_vla_ros.eval.bench_franka import pin_cpus
+    from async_vla_ros.robot.franka_sim import FrankaSimServer
+
+    server, loop = pin_cpus()
+    avail = os.sched_getaffinity(0)
+    if len(avail) < 2:
+        assert (server, loop) == (None, None)
+    else:
+        assert set(server) | set(loop) == avail and not set(server) & set(loop)
+    with pytest.raises(ValueError, match="cpus"):
+        FrankaSimServer(cpus=(max(avail) + 1,))
