@@ -1004,8 +1004,10 @@ class ChaosRun:
         d0 = {n: self.probe.diag_of(n) for n in ("camera_ingestion", "correction")}
         self._require(res, "sim", param, on)
         t0 = self.probe.now()
+        n0 = self.probe.n_commands()
         self._fault_window()
         t_end = self.probe.now()
+        n_during = self.probe.n_commands() - n0
         self._require(res, "sim", param, off)
         # in flight at the fault start: the ingestion may still pair data from before it while that
         # data is younger than its max age, and a loaded 2-core machine delays delivery further
@@ -1014,14 +1016,22 @@ class ChaosRun:
         merged = [r for r in self.probe.reports_since(t0 + grace) if r[0] <= t_end and r[2]]
         self._recovery(res, t_end)
         # the counters a node publishes once per second: wait for a report from after the fault
-        self._wait(lambda: self.probe.diag_stamped("camera_ingestion")[0] > t_end
-                   and self.probe.diag_stamped("correction")[0] > t_end, 5.0)
+        # (a loaded machine delays them by seconds; counting from a stale one reads as nothing)
+        fresh = self._wait(lambda: self.probe.diag_stamped("camera_ingestion")[0] > t_end
+                           and self.probe.diag_stamped("correction")[0] > t_end, 20.0)
+        if not fresh:
+            res.fail("no diagnostics from camera_ingestion / correction within 20 s after the fault")
         drops = _counter_delta(d0["camera_ingestion"], self.probe.diag_of("camera_ingestion"), "dropped.")
         holds = _counter_delta(d0["correction"], self.probe.diag_of("correction"), "holds").get("", 0)
         if obs:
             res.fail(f"{len(obs)} observations published during the fault")
-        res.details.update(ingestion_drops=drops, holds=holds, merged_during=len(merged))
-        res.observed = (f"{what}; observations stopped, correction held {holds} ticks; ingestion dropped "
+        res.details.update(ingestion_drops=drops, holds=holds, merged_during=len(merged), commands_during=n_during)
+        # the robot held: the correction node repeated its last target, or (a new episode began
+        # just before the fault, so it never engaged) it published nothing and the robot's own
+        # controller held
+        held = (f"correction held {holds} ticks" if holds else
+                "correction published nothing (robot's controller held)" if n_during == 0 else "correction did not hold")
+        res.observed = (f"{what}; observations stopped, {held}; ingestion dropped "
                         + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "nothing"))
 
     def _case_joint_states_stop(self, res: CaseResult) -> None:
