@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
 import sys
@@ -118,15 +117,6 @@ def timing_fault(rep) -> bool:
 HOMING_TRIES = 6  # moves home before a case is given up (each aborts only on a timing fault)
 
 
-def pin_cpus() -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-    """(server cores, loop cores): the last available core for franka-sim, the others for our 1 kHz
-    loop, so neither preempts the other; (None, None) on a single core."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cpus) < 2:
-        return None, None
-    return (cpus[-1],), tuple(cpus[:-1])
-
-
 def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "linear", horizon: int = 10,
               jitter: int = 0, seed: int = 0, retry_late: bool = True, rt_priority: int | None = None,
               pin: bool = True,
@@ -140,7 +130,9 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
     from async_vla_ros.robot.stress import FR3_HOME
 
     rows: list[dict[str, Any]] = []
-    server_cpus, loop_cpus = pin_cpus() if pin else (None, None)
+    from async_vla_ros.robot.cpus import split_cpus
+
+    server_cpus, loop_cpus = split_cpus() if pin else (None, None)
     if server_cpus:
         log(f"pinned: franka-sim on CPU {list(server_cpus)}, the 1 kHz loop on CPU {list(loop_cpus)}")
     with FrankaSimServer(enforce_motion_limits=True, rt_priority=rt_priority, cpus=server_cpus) as server:

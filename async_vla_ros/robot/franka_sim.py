@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .cpus import check_cpus
+
 __all__ = ["FrankaSimUnavailable", "ensure_franka_sim_venv", "FrankaSimServer", "FRANKA_PORT"]
 
 FRANKA_PORT = 1337  # libfranka's command port (not configurable on the client side)
@@ -60,20 +62,6 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _check_cpus(cpus, name: str) -> tuple[int, ...] | None:
-    """``cpus`` as a tuple of available CPU indices (or None); a clear error otherwise."""
-    if cpus is None:
-        return None
-    try:
-        out = tuple(int(c) for c in cpus)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of CPU indices, got {cpus!r}") from None
-    avail = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    if not out or any(c not in avail for c in out):
-        raise ValueError(f"{name} {list(out)} must be a non-empty subset of this process's CPUs {sorted(avail)}")
-    return out
-
-
 class FrankaSimServer:
     """A franka-sim server process on 127.0.0.1:1337 (context manager).
 
@@ -98,7 +86,7 @@ class FrankaSimServer:
         if rt_priority is not None and not (isinstance(rt_priority, int) and 1 <= rt_priority <= 99):
             raise ValueError(f"rt_priority must be None or 1..99, got {rt_priority!r}")
         self.rt_priority = rt_priority
-        self.cpus = _check_cpus(cpus, "cpus")
+        self.cpus = check_cpus(cpus, "cpus")
         self.proc: subprocess.Popen | None = None
         self._lock_fd: int | None = None
         self.host = _HOST

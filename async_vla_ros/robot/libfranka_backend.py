@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .base import MotionAborted, RobotError, RobotState
+from .cpus import check_cpus
 from .session import CommandSource, TargetStream
 from .streamer import MotionMonitor, StreamerConfig
 
@@ -95,8 +96,7 @@ class LibfrankaConfig:
         if not (math.isfinite(self.diverge_tol) and self.diverge_tol > 0):
             raise ValueError(f"LibfrankaConfig.diverge_tol must be > 0, got {self.diverge_tol!r}")
         if self.cpus is not None:
-            from .franka_sim import _check_cpus
-            object.__setattr__(self, "cpus", _check_cpus(self.cpus, "LibfrankaConfig.cpus"))
+            object.__setattr__(self, "cpus", check_cpus(self.cpus, "LibfrankaConfig.cpus"))
         if isinstance(self.gc_every, bool) or not isinstance(self.gc_every, int) or self.gc_every < 0:
             raise ValueError(f"LibfrankaConfig.gc_every must be an int >= 0, got {self.gc_every!r}")
         if self.command_dt != 0.001:

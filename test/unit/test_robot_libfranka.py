@@ -317,10 +317,10 @@ def test_loop_pins_its_thread_and_pauses_automatic_gc_only_while_streaming():
 def test_bench_pins_server_and_loop_to_separate_cores():
     import os
 
-    from async_vla_ros.eval.bench_franka import pin_cpus
+    from async_vla_ros.robot.cpus import split_cpus
     from async_vla_ros.robot.franka_sim import FrankaSimServer
 
-    server, loop = pin_cpus()
+    server, loop = split_cpus()
     avail = os.sched_getaffinity(0)
     if len(avail) < 2:
         assert (server, loop) == (None, None)
