@@ -211,6 +211,28 @@ def fci_extrapolate(q: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, cycl
     return q, v
 
 
+def history_step(q, v, a, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The next command with zero jerk against a robot's differencing history (last command ``q``,
+    its backward differences ``v``, ``a``) when the robot differences it over ``step`` seconds:
+    ``q + step (v + a step)``, whose first difference is ``v + a step``, second ``a``, third 0.
+    Returns that command's history ``(q', v', a)``."""
+    q, v, a = (np.asarray(x, dtype=np.float64) for x in (q, v, a))
+    v2 = v + a * step
+    return q + step * v2, v2, a.copy()
+
+
+def steps_since(q_sent, q, v, a, dt: float, max_steps: int, tol: float) -> int | None:
+    """How many fill-in steps (:func:`fci_extrapolate`) a robot's reported history ``(q, v, a)`` is
+    beyond a command ``q_sent`` it applied, 0..``max_steps``; None when none matches within ``tol``
+    (rad). Going back ``s`` steps at constant ``a`` from ``(q, v)`` lands on
+    ``q - s dt v + a dt^2 s (s - 1) / 2``. Where several match (the arm barely moving), the largest."""
+    q_sent, q, v, a = (np.asarray(x, dtype=np.float64) for x in (q_sent, q, v, a))
+    s = np.arange(int(max_steps) + 1, dtype=np.float64)[:, None]
+    back = q - s * dt * v + a * dt * dt * (s * (s - 1) / 2)
+    match = np.flatnonzero(np.max(np.abs(back - q_sent), axis=1) <= tol)
+    return int(match[-1]) if match.size else None
+
+
 class SafetyFilter:
     """Stateful per-tick filter: ``filter(q_target (7,), gripper) -> (q_cmd (7,), gripper_cmd,
     SafetyFlags)``. Call :meth:`reset` with the measured joint positions first."""
@@ -239,7 +261,8 @@ class SafetyFilter:
         self._vmax_tol = self.v_max * (1 + _TOL)
         self._ready = False
         self.counts = {"ticks": 0, "input_rejected": 0, "position_clamped": 0, "limited": 0,
-                       "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0, "extrapolated": 0}
+                       "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0, "extrapolated": 0,
+                       "rebased": 0, "history_clipped": 0}
 
     # ------------------------------------------------------------------ state
     def reset(self, q_init, gripper_init: float | None = None) -> None:
@@ -302,15 +325,32 @@ class SafetyFilter:
         for k, v in zip(self._STATE, saved):
             setattr(self, k, dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v))
 
-    def extrapolate(self, targets) -> np.ndarray:
+    def extrapolate(self, targets, robot=None) -> np.ndarray:
         """The robot did not get the next ``len(targets)`` commands and filled them in itself
         (:func:`fci_extrapolate`); go on from there, since it differences the next command it
         receives against that. ``targets (m, 7)`` are the plan's targets of the missed cycles (they
         keep the target stream's own velocity and acceleration right for the next tick). Dead-beat
-        stops and stored brake plans restart from the new state. Returns the extrapolated position."""
+        stops and stored brake plans restart from the new state. Returns the extrapolated position.
+
+        ``robot = (q, v, a)``: the robot's own differencing history after the last of those cycles
+        (its last applied command and that command's backward differences), taken instead of the
+        filter's model of the fill-in. A history beyond the robot's own limits (one it aborts on
+        anyway) is clipped to them, so the filter's brake plans stay bounded."""
         self._require_ready()
         tg = np.asarray(targets, dtype=np.float64).reshape(-1, 7)
-        self.q, self.v = fci_extrapolate(self.q, self.v, self.a, self.dt, len(tg))
+        if robot is None:
+            self.q, self.v = fci_extrapolate(self.q, self.v, self.a, self.dt, len(tg))
+        else:
+            q, v, a = (np.array(x, dtype=np.float64, copy=True).reshape(-1) for x in robot)
+            if not all(x.shape == (7,) and np.all(np.isfinite(x)) for x in (q, v, a)):
+                raise ValueError("robot history must be three finite (7,) arrays (q, v, a)")
+            lim = self.config.joint_limits
+            v_lim, a_lim = np.asarray(lim.v_max, dtype=np.float64), np.asarray(lim.a_max, dtype=np.float64)
+            if np.any(np.abs(v) > v_lim) or np.any(np.abs(a) > a_lim):
+                self.counts["history_clipped"] += 1
+            self.q, self.v, self.a = q, np.clip(v, -v_lim, v_lim), np.clip(a, -a_lim, a_lim)
+            self._lo, self._hi = np.minimum(self._lo, self.q), np.maximum(self._hi, self.q)
+            self.counts["rebased"] += 1
         for t in tg:
             if np.all(np.isfinite(t)):
                 t = np.minimum(np.maximum(t, self._lo), self._hi)

@@ -57,27 +57,39 @@ def default_cases(strategies: list[str], delay: int, high_delay: int | None, unf
     return cases
 
 
-def make_session(case: Case, interpolation: str = "linear", horizon: int = 10, jitter: int = 0, seed: int = 0):
-    """The streaming session of ``case`` (stress policy, simulated delay)."""
+# Fractions of the FR3 acceleration and jerk limits the filter uses against franka-sim on a shared,
+# non-real-time machine. franka-sim applies an answer that missed its cycle, rewinds the cycles it
+# filled in and differences the answer over all of them: that reads a commanded acceleration a as
+# up to (k + 1) a / 2 after k cycles, with a jerk of the same order over one cycle (traced with
+# `_franka_sim_server.py --trace`, docs/libfranka.md). The filter's own default (0.9) is for a
+# robot whose controller keeps time.
+FRANKA_SIM_SCALES = (0.25, 0.5)
+
+
+def make_session(case: Case, interpolation: str = "linear", horizon: int = 10, jitter: int = 0, seed: int = 0,
+                 scales: tuple[float, float] = FRANKA_SIM_SCALES):
+    """The streaming session of ``case`` (stress policy, simulated delay); ``scales``: the
+    filter's fractions of the acceleration and jerk limits."""
     from async_vla_ros.robot.session import SessionConfig, StreamingSession
     from async_vla_ros.robot.streamer import StreamerConfig
     from async_vla_ros.robot.stress import StressConfig, StressPolicy
 
     policy = StressPolicy(StressConfig(horizon=horizon, seed=seed))
     cfg = SessionConfig(strategy=case.strategy, delay_steps=case.delay_steps, delay_jitter=jitter, seed=seed,
-                        streamer=StreamerConfig(interpolation=interpolation, safety=case.safety))
+                        streamer=StreamerConfig(interpolation=interpolation, safety=case.safety,
+                                                scale_acceleration=scales[0], scale_jerk=scales[1]))
     return StreamingSession(policy, cfg)
 
 
 def offline_violations(case: Case, duration_s: float, interpolation: str = "linear", horizon: int = 10,
-                       jitter: int = 0, seed: int = 0) -> dict[str, int]:
+                       jitter: int = 0, seed: int = 0, scales: tuple[float, float] = FRANKA_SIM_SCALES) -> dict[str, int]:
     """Cycles whose command breaks the FR3 limits over a whole session, replayed without a robot
     (fake 1 ms clock, from rest at home): what the robot would have to reject had it not aborted
     at the first one."""
     from async_vla_ros.robot.streamer import MotionMonitor
     from async_vla_ros.robot.stress import FR3_HOME
 
-    sess = make_session(case, interpolation, horizon, jitter, seed)
+    sess = make_session(case, interpolation, horizon, jitter, seed, scales)
     sess.start(np.asarray(FR3_HOME))
     mon = MotionMonitor("fr3")
     mon.reset(FR3_HOME)
@@ -119,7 +131,7 @@ HOMING_TRIES = 6  # moves home before a case is given up (each aborts only on a 
 
 def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "linear", horizon: int = 10,
               jitter: int = 0, seed: int = 0, retry_late: bool = True, rt_priority: int | None = None,
-              pin: bool = True,
+              pin: bool = True, scales: tuple[float, float] = FRANKA_SIM_SCALES,
               log=print) -> dict[str, Any]:
     """Start franka-sim (limits enforced), run ``cases``, stop it. Returns ``{"rows": [...],
     "server_log": path}``. A filtered run that aborts after a timing fault (late loop iterations,
@@ -127,9 +139,11 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
     command) is retried, at most twice; every attempt is kept. The check is never relaxed."""
     from async_vla_ros.robot.franka_sim import FrankaSimServer
     from async_vla_ros.robot.libfranka_backend import LibfrankaConfig, LibfrankaRobot
+    from async_vla_ros.robot.streamer import StreamerConfig
     from async_vla_ros.robot.stress import FR3_HOME
 
     rows: list[dict[str, Any]] = []
+    homing = StreamerConfig(scale_acceleration=scales[0], scale_jerk=scales[1])
     from async_vla_ros.robot.cpus import split_cpus
 
     server_cpus, loop_cpus = split_cpus() if pin else (None, None)
@@ -143,7 +157,7 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
             for case in cases:
                 for attempt in (1, 2, 3):
                     for _ in range(HOMING_TRIES):
-                        home = robot.move_to(np.asarray(FR3_HOME))
+                        home = robot.move_to(np.asarray(FR3_HOME), streamer=homing)
                         if not home.aborted:
                             break
                         log(f"  homing aborted ({', '.join(home.reasons)}; late={home.late_iterations} "
@@ -157,11 +171,11 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
                         rows.append(row)
                         log(_line(row) + f"  (homing failed {HOMING_TRIES} times)")
                         break
-                    rep = robot.run(make_session(case, interpolation, horizon, jitter, seed), duration_s)
+                    rep = robot.run(make_session(case, interpolation, horizon, jitter, seed, scales), duration_s)
                     if rep.aborted:
                         robot.recover()
                     row = _row(case, rep, attempt)
-                    row["offline_violations"] = offline_violations(case, duration_s, interpolation, horizon, jitter, seed)
+                    row["offline_violations"] = offline_violations(case, duration_s, interpolation, horizon, jitter, seed, scales)
                     rows.append(row)
                     log(_line(row))
                     if not (retry_late and case.safety and rep.aborted and timing_fault(rep)) or attempt == 3:
@@ -220,6 +234,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin", choices=("auto", "off"), default="auto",
                    help="auto (default): the server on the last CPU core, the 1 kHz loop on the others "
                         "(needs >= 2 cores); off: let the scheduler place them")
+    p.add_argument("--scale-acceleration", type=float, default=FRANKA_SIM_SCALES[0],
+                   help=f"the filter's fraction of the acceleration limits (default {FRANKA_SIM_SCALES[0]}: "
+                        "franka-sim's late-answer artefacts scale with it, see docs/libfranka.md)")
+    p.add_argument("--scale-jerk", type=float, default=FRANKA_SIM_SCALES[1],
+                   help=f"the filter's fraction of the jerk limits (default {FRANKA_SIM_SCALES[1]})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", type=Path, default=None, help="write the markdown table here (e.g. reports/franka_sim.md)")
     p.add_argument("--json", type=Path, default=None, help="write the raw rows as JSON here")
@@ -255,13 +274,16 @@ def _write_report(path: Path, result: dict[str, Any], ns: argparse.Namespace, ar
         f"Each session: {ns.duration:g} s of robot time, ChunkScheduler at 20 Hz (H={ns.horizon}), deterministic "
         f"stress chunks (sinusoids plus a random offset per chunk, so every switch is a position step), "
         f"simulated inference delay d steps (jitter {ns.jitter}), {ns.interpolation} interpolation to 1 kHz, "
-        "core SafetyFilter (FR3 limits, dt = 1 ms, 95 % of the velocity and 90 % of the acceleration/jerk limits) on every cycle; "
+        f"core SafetyFilter (FR3 limits, dt = 1 ms, 95 % of the velocity, {ns.scale_acceleration:.0%} of the acceleration "
+        f"and {ns.scale_jerk:.0%} of the jerk limits: franka-sim's handling of late answers scales the commanded "
+        "acceleration by up to (k + 1) / 2 after k filled-in cycles, see docs/libfranka.md) on every cycle; "
         "streamed with pylibfranka 0.21.3 (`start_joint_position_control`, readOnce/writeOnce) to franka-sim 1.1.7 "
         "(MuJoCo, `--enforce-motion-limits`, bound to 127.0.0.1). Fractions are of the FR3 datasheet limits "
         "(2.62-5.26 rad/s, 10 rad/s^2, 5000 rad/s^3), measured on the commands sent. 'late iterations': loop "
         "iterations that covered more than one 1 ms robot cycle; 'diverged': cycles where the robot reported a "
         "different last command than we sent (it substituted its own extrapolation because our packet reached it "
-        "late: franka-sim runs below real time on this loaded 2-core machine). A filtered session that aborts after "
+        "late: franka-sim runs below real time on this loaded 2-core machine); after missed cycles the loop answers "
+        "from the history the robot reports (q_d, dq_d, ddq_d). A filtered session that aborts after "
         "such a timing fault is retried (at most twice); every attempt is listed, the last one per case counts.",
         "",
         f"**With the filter: {sum(int(r['aborted']) for r in final.values())} aborts in {len(final)} sessions.**"
@@ -294,13 +316,17 @@ def run(ns: argparse.Namespace) -> int:
     if high is not None and high >= ns.horizon:
         print("error: --high-delay must be < --horizon", file=sys.stderr)
         return 2
+    if not (0 < ns.scale_acceleration <= 1 and 0 < ns.scale_jerk <= 1):
+        print("error: --scale-acceleration and --scale-jerk must be in (0, 1]", file=sys.stderr)
+        return 2
     cases = default_cases(strategies, ns.delay, high, not ns.no_unfiltered)
     from async_vla_ros.robot.franka_sim import FrankaSimUnavailable
 
     print(f"franka-sim bench: {len(cases)} sessions of {ns.duration:g} s")
     try:
         result = run_bench(cases, ns.duration, ns.interpolation, ns.horizon, ns.jitter, ns.seed,
-                           rt_priority=ns.rt_priority, pin=ns.pin == "auto")
+                           rt_priority=ns.rt_priority, pin=ns.pin == "auto",
+                           scales=(ns.scale_acceleration, ns.scale_jerk))
     except FrankaSimUnavailable as exc:
         print(f"error: franka-sim unavailable: {exc}", file=sys.stderr)
         return 3

@@ -29,9 +29,14 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=1337)
     parser.add_argument("--enforce-motion-limits", action="store_true")
     parser.add_argument("--enforce-comm-constraints", action="store_true")
+    parser.add_argument("--trace", default=None,
+                        help="write every limit-checker event (published state, received command, "
+                             "extrapolated cycle) as JSON lines to this file when the server stops")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from franka_sim import FrankaSimServer  # imported here: slow, and only in the sim venv
+
+    events = _install_trace() if args.trace else None
 
     server = FrankaSimServer(
         host=args.host,
@@ -63,7 +68,71 @@ def main() -> int:
         server.start()
     finally:
         server.stop()
+        if events is not None:
+            _dump_trace(events, args.trace)
     return 0
+
+
+def _install_trace() -> list:
+    """Record what franka-sim's limit checker sees and decides, per event, in memory.
+
+    Wraps three methods of ``MotionLimitChecker`` (the object whose verdicts abort motions):
+    ``note_published`` (a state goes out), ``absorb_command`` (a client datagram: fresh or not,
+    rewound or not, the interval it was differenced over, the violation) and ``extrapolate``
+    (a missed cycle filled in). Times are ``time.perf_counter_ns()`` (CLOCK_MONOTONIC, the same
+    clock as the client's ``RunReport.trace``). A list append per event; dumped at stop.
+    """
+    import time
+
+    from franka_sim.limits.checker import MotionLimitChecker
+
+    events: list = []
+    now = time.perf_counter_ns
+
+    def joint(checker) -> list:
+        j = checker._joint
+        return [list(j.value), list(j.first), list(j.second)]
+
+    def violation(v) -> list | None:
+        return None if v is None else [v.signal, v.axis, float(v.value), float(v.limit)]
+
+    orig_pub, orig_absorb, orig_extra = (MotionLimitChecker.note_published, MotionLimitChecker.absorb_command,
+                                         MotionLimitChecker.extrapolate)
+
+    def note_published(self, published_id):
+        events.append({"t": now(), "ev": "pub", "id": int(published_id)})
+        return orig_pub(self, published_id)
+
+    def absorb_command(self, command, joint_positions=None, *, fresh, enforce=False):
+        t, before = now(), self._applied_id
+        out = orig_absorb(self, command, joint_positions, fresh=fresh, enforce=enforce)
+        events.append({"t": t, "t_done": now(), "ev": "cmd", "id": int(command.get("message_id", 0)),
+                       "fresh": bool(fresh), "applied_before": before, "applied_after": self._applied_id,
+                       "rewound": bool(out.rewound), "recorded": bool(out.recorded), "accepted": bool(out.accepted),
+                       "q_c": list(command["q_c"]), "violation": violation(out.violation), "history": joint(self)})
+        return out
+
+    def extrapolate(self, message_id):
+        t = now()
+        out = orig_extra(self, message_id)
+        if out is not None:
+            cmd, v = out
+            events.append({"t": t, "ev": "extra", "id": int(message_id), "applied_after": self._applied_id,
+                           "q_c": list(cmd["q_c"]), "violation": violation(v), "history": joint(self)})
+        return out
+
+    MotionLimitChecker.note_published = note_published
+    MotionLimitChecker.absorb_command = absorb_command
+    MotionLimitChecker.extrapolate = extrapolate
+    return events
+
+
+def _dump_trace(events: list, path: str) -> None:
+    import json
+
+    with open(path, "w") as f:
+        for e in list(events):
+            f.write(json.dumps(e) + "\n")
 
 
 if __name__ == "__main__":

@@ -70,13 +70,15 @@ class FrankaSimServer:
     default is off). ``enforce_comm_constraints``: abort after 20 consecutive lost cycles.
     ``rt_priority``: run the server under SCHED_FIFO with this priority (``chrt``), where allowed.
     ``cpus``: CPU cores the server may run on (its own core(s), away from the client's 1 kHz
-    loop, see :attr:`LibfrankaConfig.cpus`); None: any.
+    loop, see :attr:`LibfrankaConfig.cpus`); None: any. ``trace_path``: the server writes every
+    limit-checker event (state published, command received with its verdict, cycle
+    extrapolated) there as JSON lines when it stops (``_franka_sim_server.py --trace``).
     """
 
     def __init__(self, enforce_motion_limits: bool = True, enforce_comm_constraints: bool = False,
                  venv: Path | None = None, log_path: Path | None = None, startup_timeout_s: float = 90.0,
                  lock_timeout_s: float = 600.0, rt_priority: int | None = None,
-                 cpus: tuple[int, ...] | None = None) -> None:
+                 cpus: tuple[int, ...] | None = None, trace_path: Path | None = None) -> None:
         self.enforce_motion_limits = bool(enforce_motion_limits)
         self.enforce_comm_constraints = bool(enforce_comm_constraints)
         self.venv = venv
@@ -87,6 +89,7 @@ class FrankaSimServer:
             raise ValueError(f"rt_priority must be None or 1..99, got {rt_priority!r}")
         self.rt_priority = rt_priority
         self.cpus = check_cpus(cpus, "cpus")
+        self.trace_path = Path(trace_path) if trace_path else None
         self.proc: subprocess.Popen | None = None
         self._lock_fd: int | None = None
         self.host = _HOST
@@ -135,6 +138,8 @@ class FrankaSimServer:
                 cmd.append("--enforce-motion-limits")
             if self.enforce_comm_constraints:
                 cmd.append("--enforce-comm-constraints")
+            if self.trace_path is not None:
+                cmd += ["--trace", str(self.trace_path)]
             if self.rt_priority is not None and os.geteuid() == 0:
                 cmd = ["chrt", "-f", str(self.rt_priority)] + cmd
             env = dict(os.environ)

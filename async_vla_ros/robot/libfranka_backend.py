@@ -6,19 +6,20 @@ joint-position loop (``start_joint_position_control`` + ``readOnce`` / ``writeOn
 command source for each command.
 
 Time comes from the robot: ``readOnce`` reports how many 1 ms cycles passed since the previous
-read. When n > 1 cycles passed, the command computed ahead is stale and plan time moves on n
-ticks; what the next command is differenced against depends on what the robot did, which its
-``q_d`` (the last command it applied) tells:
+read, and the robot fills in every cycle we do not answer (the FCI keeps the acceleration
+constant and integrates) and reports, in ``q_d``/``dq_d``/``ddq_d``, the history it differences
+the next answer against: its last applied command and that command's backward differences.
 
-* ``q_d`` is not our last command: the robot filled the missed cycles in itself (the FCI keeps
-  the acceleration constant and integrates), so the source continues from that extrapolation
-  (``source.resync(n - 1)``, then the command for this cycle);
-* ``q_d`` is still our last command: nothing was filled in (franka-sim when its own loop, not
-  ours, fell behind) and the next command is differenced over the n cycles, so the source stays
-  on its own path (``source.advance(n - 1)``).
-
-The :class:`MotionMonitor` of the run mirrors the robot's differencing either way, so its
-summary is what the robot judged.
+After missed cycles (``n > 1``) the command computed ahead is stale. The answer is then the
+robot's own next step from its reported history (zero jerk against it), written at once, with no
+catch-up computing before it; the source then takes that history (``source.resync(n,
+robot=...)``) and plans on from there. The interval the robot will difference the answer over is
+found in the report too (:func:`~async_vla_ros.core.safety.steps_since`: how many fill-in steps
+its history is beyond our last answer): the FCI fills in every cycle, so one; franka-sim, after it
+applied a late answer of ours, can have filled in fewer, and then differences over more.
+Continuing from our own model of the fill-in instead, and assuming one cycle, were each traced
+ending in franka-sim aborts (docs/libfranka.md). :class:`MotionMonitor` mirrors the robot's
+differencing, so its summary is what the robot judged.
 
 Two ways to use it:
 
@@ -35,6 +36,7 @@ the robot's FCI address; for franka-sim that is ``127.0.0.1``.
 
 from __future__ import annotations
 
+import collections
 import gc
 import importlib
 import math
@@ -51,9 +53,11 @@ from .base import MotionAborted, RobotError, RobotState
 from .cpus import check_cpus
 from .session import CommandSource, TargetStream
 from .streamer import MotionMonitor, StreamerConfig
+from ..core.safety import history_step, steps_since
 
 __all__ = ["LibfrankaConfig", "RunReport", "LibfrankaRobot", "parse_reflex_reasons"]
 
+_MAX_FILL_IN = 64  # cycles: past this, a robot's reported history is not searched for our last answer
 _REASON_RE = re.compile(r'"([a-z0-9_]+)"')
 
 
@@ -77,6 +81,7 @@ class LibfrankaConfig:
     diverge_tol: float = 5e-6  # rad; q_d (float32 on the wire) further than this from our last command: diverged
     cpus: tuple[int, ...] | None = None  # CPU cores for the 1 kHz loop thread (keep the robot/sim off them); None: any
     gc_every: int = 100  # cycles between young-generation collections in the loop (automatic GC off); 0: leave GC on
+    trace_cycles: int = 0  # keep the last N loop iterations in RunReport.trace (timing, ids, commands); 0: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -99,6 +104,8 @@ class LibfrankaConfig:
             object.__setattr__(self, "cpus", check_cpus(self.cpus, "LibfrankaConfig.cpus"))
         if isinstance(self.gc_every, bool) or not isinstance(self.gc_every, int) or self.gc_every < 0:
             raise ValueError(f"LibfrankaConfig.gc_every must be an int >= 0, got {self.gc_every!r}")
+        if isinstance(self.trace_cycles, bool) or not isinstance(self.trace_cycles, int) or self.trace_cycles < 0:
+            raise ValueError(f"LibfrankaConfig.trace_cycles must be an int >= 0, got {self.trace_cycles!r}")
         if self.command_dt != 0.001:
             raise ValueError("LibfrankaConfig.command_dt is fixed at 0.001 s by the libfranka protocol")
 
@@ -114,6 +121,7 @@ class RunReport:
     loop_iterations: int = 0  # readOnce/writeOnce pairs
     late_iterations: int = 0  # iterations that covered more than one cycle (loop was late)
     resynced: int = 0  # ... after which the robot reported its own extrapolation: continued from it
+    unmatched: int = 0  # answers after fill-ins whose reported history did not extend our last answer
     diverged: int = 0  # cycles whose reported q_d was not our last command (the robot substituted its own)
     max_cycles_per_iteration: int = 0
     compute_ms_p50: float = 0.0  # our time per cycle computing the next command (ahead of time)
@@ -126,6 +134,9 @@ class RunReport:
     settled: bool = False  # came to rest before the motion was finished
     monitor: dict[str, Any] = field(default_factory=dict)  # MotionMonitor.summary() of the commands sent
     source: dict[str, Any] = field(default_factory=dict)  # the source's stats()
+    # the last LibfrankaConfig.trace_cycles iterations, oldest first: t_read / t_write
+    # (perf_counter_ns), id (robot time in ms: the state's message id), n, diverged, q_d, q_cmd
+    trace: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -147,8 +158,10 @@ class _MoveTo:
     def advance(self, n_ticks: int = 1):
         return self.stream.advance(n_ticks)
 
-    def resync(self, missed: int) -> None:
-        self.stream.resync(missed)
+    def resync(self, missed: int, robot=None) -> None:
+        self.stream.resync(missed, robot)
+
+
 
     def stop(self) -> None:
         # keep the goal (do not freeze on the way): the filter stops on it
@@ -164,9 +177,11 @@ class _MoveTo:
 class LibfrankaRobot:
     """A Franka over libfranka; implements :class:`~.base.Robot` (module docstring)."""
 
-    def __init__(self, config: LibfrankaConfig | None = None, module: Any = None) -> None:
+    def __init__(self, config: LibfrankaConfig | None = None, module: Any = None, clock=None) -> None:
         self.config = config or LibfrankaConfig()
         self._fr = module
+        # seconds, monotonic; the loop's timing rules read it (a fake robot injects its own)
+        self._clock = clock or time.perf_counter
         self._robot = None
         self._thread: threading.Thread | None = None
         self._stream: TargetStream | None = None
@@ -267,7 +282,9 @@ class LibfrankaRobot:
         if self.config.gc_every:
             gc.collect()
             gc.disable()
-        t_wall = time.perf_counter()
+        clock = self._clock
+        t_wall = clock()
+        trace = None
         try:
             ctrl = robot.start_joint_position_control(mode)
             state, _ = ctrl.readOnce()
@@ -282,47 +299,54 @@ class LibfrankaRobot:
                 ctrl.readOnce()
                 ctrl.writeOnce(hold)
             stopping_at = None
-            sent = q_start
+            trace = collections.deque(maxlen=self.config.trace_cycles) if self.config.trace_cycles else None
+            sent, sent_id = q_start, None  # our last answer and the robot cycle it answered
             cmd = source.advance(1)  # computed ahead: the command for the next cycle
             while True:
+                t_call = clock()
                 state, dur = ctrl.readOnce()
-                t0 = time.perf_counter()
+                t0 = clock()
+                state_id = self._time_ms(state)
                 n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
                 q_d = np.asarray(state.q_d, dtype=np.float64)
-                substituted = bool(np.max(np.abs(q_d - sent)) > self.config.diverge_tol)
-                if substituted:
-                    # the robot reports a different last command than we sent: it substituted
-                    # its own (our packet was late or lost on its side). Counted: a transport /
-                    # timing fault, not something the command stream can see coming.
-                    report.diverged += 1
-                gap = 1  # cycles the robot differences this command over
-                if n > 1:  # n - 1 cycles passed without a command of ours; the one computed ahead is stale
-                    report.late_iterations += 1
-                    if substituted:
-                        # the robot filled them in (FCI: constant acceleration) and will difference the
-                        # next command against that: continue from its extrapolation
-                        monitor.extrapolate(n - 1)
-                        source.resync(n - 1)
-                        cmd = source.advance(1)
-                        report.resynced += 1
-                    else:
-                        # its last applied command is still ours: it differences the next one against
-                        # it over the n cycles; stay on our own (smooth) path, plan time on its clock
-                        cmd = source.advance(n - 1)
-                        gap = n
+                if np.max(np.abs(q_d - sent)) > self.config.diverge_tol:
+                    report.diverged += 1  # the robot's last applied command is not our last answer
                 report.cycles += n
                 report.loop_iterations += 1
                 report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
                 finished = stopping_at is not None and (
                     source.settled() or report.cycles - stopping_at >= stop_limit)
-                jp = fr.JointPositions(cmd.q_cmd.tolist())
+                follow = None
+                if n > 1:
+                    # cycles passed without an answer of ours: the command computed ahead is stale.
+                    # Answer against the history the robot reports, over the interval it will
+                    # difference the answer over: its own next step (zero jerk against it), at once;
+                    # the source takes the same history after the write
+                    report.late_iterations += 1
+                    hist = (q_d, np.asarray(state.dq_d, dtype=np.float64), np.asarray(state.ddq_d, dtype=np.float64))
+                    gap = self._interval(sent, sent_id, hist, state_id, report)
+                    follow = history_step(*hist, gap * self.config.command_dt)
+                    q_cmd = follow[0]
+                else:
+                    q_cmd, gap = cmd.q_cmd, 1
+                jp = fr.JointPositions(q_cmd.tolist())
                 if finished:
                     jp.motion_finished = True
                     report.settled = source.settled()
+                t_write = int(clock() * 1e9) if trace is not None else 0
                 ctrl.writeOnce(jp)
-                sent = cmd.q_cmd
-                t1 = time.perf_counter()
-                monitor.update(cmd.q_cmd, gap)
+                sent, sent_id = q_cmd, state_id
+                t1 = clock()
+                if follow is not None:  # off the critical path
+                    monitor.rebase(*hist)
+                    source.resync(n, robot=follow)
+                    report.resynced += 1
+                monitor.update(q_cmd, gap)
+                if trace is not None:
+                    trace.append({"t_read": int(t0 * 1e9), "wait_us": (t0 - t_call) * 1e6, "t_write": t_write, "id": state_id,
+                                  "n": n, "gap": gap, "t_sent": int(t1 * 1e9), "q_d": q_d.tolist(),
+                                  "dq_d": list(state.dq_d), "ddq_d": list(state.ddq_d),
+                                  "q_cmd": q_cmd.tolist()})
                 if finished:
                     break
                 # off the critical path: state, stop decision, the next cycle's command
@@ -333,7 +357,7 @@ class LibfrankaRobot:
                     stopping_at = report.cycles
                 cmd = source.advance(1)
                 respond.append(t1 - t0)
-                compute.append(time.perf_counter() - t1)
+                compute.append(clock() - t1)
                 if self.config.gc_every and report.loop_iterations % self.config.gc_every == 0:
                     gc.collect(0)
             report.success_rate = None if last_rate is None else float(last_rate)
@@ -355,7 +379,9 @@ class LibfrankaRobot:
                 os.sched_setaffinity(0, old_cpus)
             if gc_was_enabled:
                 gc.enable()
-            report.wall_s = time.perf_counter() - t_wall
+            report.wall_s = clock() - t_wall
+            if trace is not None:
+                report.trace = list(trace)
         if compute:
             c = np.asarray(compute) * 1e3
             report.compute_ms_p50 = float(np.percentile(c, 50))
@@ -391,6 +417,30 @@ class LibfrankaRobot:
                 os.sched_setscheduler(0, old[0], old[1])
             except OSError:
                 pass
+
+    def _interval(self, sent, sent_id, hist, state_id: int, report: RunReport) -> int:
+        """Robot cycles over which the robot will difference the answer to state ``state_id``:
+        from the last command it applied. That is our last answer (``sent`` for cycle ``sent_id``)
+        plus the cycles it filled in since, which its reported history ``hist`` tells
+        (:func:`steps_since`). The FCI fills in every cycle, so 1; franka-sim may have filled in
+        fewer after it applied a late answer (module docstring). 1 when nothing matches."""
+        if sent_id is None:
+            return 1
+        span = state_id - sent_id  # cycles from our last answer to this one
+        if span > _MAX_FILL_IN:  # the robot stops filling in (and aborts) long before this
+            report.unmatched += 1
+            return 1
+        s = steps_since(sent, *hist, self.config.command_dt, span - 1, self.config.diverge_tol)
+        if s is None:
+            report.unmatched += 1
+            return 1
+        return span - s
+
+    @staticmethod
+    def _time_ms(st) -> int:
+        """The state's robot time in ms (libfranka: the state's message id)."""
+        t = st.time
+        return int(round(t.to_sec() * 1e3)) if hasattr(t, "to_sec") else int(t)
 
     def _publish_state(self, st) -> None:
         try:

@@ -42,9 +42,9 @@ class CommandSource(Protocol):
 
     def advance(self, n_ticks: int = 1) -> CommandTick: ...
 
-    def resync(self, missed: int) -> None:
+    def resync(self, missed: int, robot=None) -> None:
         """The last command was never sent; the robot extrapolated ``missed`` cycles
-        (:meth:`PlanStreamer.resync`)."""
+        (:meth:`PlanStreamer.resync`; ``robot``: its differencing history after the last of them)."""
 
     def stop(self) -> None: ...
 
@@ -175,12 +175,12 @@ class StreamingSession:
         self.n_ticks += n
         return out
 
-    def resync(self, missed: int) -> None:
+    def resync(self, missed: int, robot=None) -> None:
         """The last command computed was never sent and the robot extrapolated ``missed`` cycles:
         continue from there (:meth:`PlanStreamer.resync`; control steps crossed still run)."""
         if not self._started:
             raise RuntimeError("StreamingSession.start(q_init) must be called first")
-        self.streamer.resync(_check_ticks(missed), lambda: self._control_step(self.streamer.step))
+        self.streamer.resync(_check_ticks(missed), lambda: self._control_step(self.streamer.step), robot)
         self.n_ticks += int(missed) - 1
 
     def stop(self) -> None:
@@ -245,10 +245,10 @@ class TargetStream:
             raise RuntimeError("TargetStream.start(q_init) must be called first")
         return _advance(self.streamer, _check_ticks(n_ticks), self._take_latest)
 
-    def resync(self, missed: int) -> None:
+    def resync(self, missed: int, robot=None) -> None:
         if not self._started:
             raise RuntimeError("TargetStream.start(q_init) must be called first")
-        self.streamer.resync(_check_ticks(missed), self._take_latest)
+        self.streamer.resync(_check_ticks(missed), self._take_latest, robot)
 
     def _take_latest(self) -> None:
         with self._lock:

@@ -270,13 +270,16 @@ class PlanStreamer:
         self._last_cmd = q_cmd.copy()
         return CommandTick(tick=i, step=t, q_target=target, q_cmd=q_cmd, gripper=gripper, flags=flags)
 
-    def resync(self, missed: int, on_step_start=None) -> None:
+    def resync(self, missed: int, on_step_start=None, robot=None) -> None:
         """The command of the last :meth:`tick` was never sent, and the robot extrapolated ``missed``
         (>= 1) cycles after the command before it (the loop was late). Go on from the robot's
         extrapolation instead of from our own path: the filter's state goes back to before that tick
         and takes the robot's steps for the missed cycles (:meth:`SafetyFilter.extrapolate`), and plan
         time moves on so that the next :meth:`tick` is the cycle after them. ``on_step_start`` is
-        called at each control-step boundary crossed, as before a tick.
+        called at each control-step boundary crossed, as before a tick. ``robot = (q, v, a)``: the
+        robot's differencing history after the last of the missed cycles (e.g. its reported one
+        continued by the answer sent for that cycle), taken instead of modelling the fill-in
+        (:meth:`SafetyFilter.extrapolate`).
 
         Catching up on our own path instead, the first command after a 2-cycle gap in motion was
         differenced by the robot against its extrapolation as a 1.8x acceleration limit (a reflex
@@ -296,7 +299,7 @@ class PlanStreamer:
             targets.append(self._next_target()[2])
         if self.filter is not None:
             self.filter.restore(saved)
-            self._last_cmd = self.filter.extrapolate(targets)
+            self._last_cmd = self.filter.extrapolate(targets, robot)
             self._undo = None
 
     def _has_before(self, step: int) -> bool:
@@ -363,6 +366,13 @@ class MotionMonitor:
         if not self._ready:
             raise RuntimeError("MotionMonitor.reset(q0) must be called first")
         self._q, self._v = fci_extrapolate(self._q, self._v, self._a, self.dt, cycles)
+
+    def rebase(self, q, v, a) -> None:
+        """The robot reports the history it differences the next command against (its last
+        applied command and that command's backward differences): take it. Not a command."""
+        if not self._ready:
+            raise RuntimeError("MotionMonitor.reset(q0) must be called first")
+        self._q, self._v, self._a = (np.array(x, dtype=np.float64, copy=True).reshape(7) for x in (q, v, a))
 
     def _violate(self, kind: str) -> None:
         self.violations[kind] += 1

@@ -64,22 +64,31 @@ class FakeControl:
         if r.pending_error:
             r.motion_errors = r.pending_error
             raise ControlException(f'libfranka: Move command aborted: motion aborted by reflex! ["{r.pending_error}"]')
-        n = 0 if self.first else (r.durations.pop(0) if r.durations else 1)
-        self.first = False
+        first, self.first = self.first, False
+        n = 0 if first else (r.durations.pop(0) if r.durations else 1)
         m = r.monitor
+        # cycles without an answer: the ones not read, and the last one read if it went unanswered
+        # (the motion's first state is read before any command is due)
+        fill = 0 if first else max(0, n - 1) + (0 if r.answered else 1)
+        r.answered = first
+        if not first:
+            r.now += r.waits.pop(0) if r.waits else 0.0005  # the loop's clock: how long readOnce blocked
         r.gap = 1
         if r.extrapolate_missed:
-            for _ in range(n - 1):  # missed cycles: extrapolate at constant acceleration, like the FCI
+            for _ in range(fill):  # missed cycles: extrapolate at constant acceleration, like the FCI
                 v = m._v + m._a * 0.001
                 r.q = list(m._q + v * 0.001)
                 m.update(r.q)
+                r.filled += 1
         else:  # nothing filled in (a simulator whose own loop fell behind): next command differenced over n
-            r.gap = max(1, n)
+            r.gap = max(1, fill + 1)
         r.t_ms += n
         return State(r.q, r.t_ms, m._v, m._a), Duration(n / 1000)
 
     def writeOnce(self, jp) -> None:
         r = self.robot
+        r.now += r.write_s
+        r.answered = True
         r.commands.append(np.asarray(jp.q))
         r.monitor.update(jp.q, r.gap)
         v = r.monitor.violations
@@ -112,6 +121,11 @@ class FakeRobot:
         self.enforce_limits = True  # abort on a limit violation, like the robot
         self.gap = 1
         self.monitor = MotionMonitor("fr3")
+        self.now = 0.0  # the loop's clock (s), advanced by readOnce (waits) and writeOnce (write_s)
+        self.waits: list[float] = []  # per readOnce: how long it blocks (default 0.5 ms: a fresh state)
+        self.write_s = 2e-5
+        self.answered = True
+        self.filled = 0  # cycles the fake filled in itself
         FAKE.last = self
 
     def read_once(self):
@@ -137,7 +151,7 @@ FAKE = types.SimpleNamespace(
 
 
 def _robot(**kw) -> LibfrankaRobot:
-    r = LibfrankaRobot(LibfrankaConfig(realtime="ignore", **kw), module=FAKE)
+    r = LibfrankaRobot(LibfrankaConfig(realtime="ignore", **kw), module=FAKE, clock=lambda: FAKE.last.now)
     r.connect()
     return r
 
@@ -206,31 +220,57 @@ def test_late_cycles_in_motion_continue_from_the_robots_extrapolation(durations)
     assert fake.monitor.total_violations == 0, fake.monitor.summary()
     assert fake.monitor.summary()["max_acceleration_frac"] <= 0.9 + 1e-9  # the filter's own scale
     assert sess.n_ticks == rep.cycles  # plan time stayed on the robot's clock
-    assert rep.resynced == rep.late_iterations
-    assert rep.source["filter"]["extrapolated"] == rep.cycles - rep.loop_iterations  # every missed cycle
+    assert rep.resynced == rep.late_iterations == rep.source["filter"]["rebased"]
+    assert fake.filled == rep.cycles - rep.loop_iterations  # it filled in exactly the missed cycles
     # the run's own monitor mirrored the robot's differencing
     assert rep.monitor["violations"] == fake.monitor.violations
 
 
-def test_late_cycles_without_substitution_stay_on_our_own_path():
-    """When the robot's q_d is still our last command (it filled nothing in: franka-sim when its
-    own loop fell behind), the loop keeps to its own path on the robot's clock: the commands sent
-    are exactly those of an uninterrupted run at the same robot cycles."""
-    durations = [1] * 400 + [3] + [1] * 100 + [2] + [1] * 3000
-    runs = {}
-    for name, extrapolate, ds in (("gap", False, durations), ("ref", True, [])):
-        r = _robot(start_hold_cycles=0)
-        FAKE.last.durations = list(ds)
-        FAKE.last.extrapolate_missed = extrapolate
-        FAKE.last.enforce_limits = False  # this test compares paths, not limits
-        rep = r.run(_session(), 0.7)
-        runs[name] = (rep, np.asarray(FAKE.last.commands))
-    rep, sent = runs["gap"]
-    _, ref = runs["ref"]
-    assert rep.late_iterations == 2 and rep.resynced == 0 and rep.source["filter"]["extrapolated"] == 0
-    cycles = np.cumsum([1] * 400 + [3] + [1] * 100 + [2] + [1] * (len(sent) - 502))[: len(sent)] - 1
-    n = min(len(sent), int(np.searchsorted(cycles, len(ref))))
-    np.testing.assert_allclose(sent[:n], ref[cycles[:n]], rtol=0, atol=1e-12)
+def test_late_cycles_without_fill_in_are_answered_over_the_whole_interval():
+    """A robot that did not fill the missed cycles in (its q_d still our last answer) differences
+    the next answer over all of them: the loop finds that interval in the reported history and
+    answers with the robot's own next step over it (zero jerk), then continues on the plan."""
+    r = _robot(start_hold_cycles=0)
+    fake = FAKE.last
+    fake.durations = [1] * 400 + [3] + [1] * 100 + [2] + [1] * 3000
+    fake.extrapolate_missed = False
+    rep = r.run(_session(), 0.7)
+    assert rep.late_iterations == 2 and rep.resynced == 2 and rep.unmatched == 0
+    assert not rep.aborted and fake.monitor.total_violations == 0, fake.monitor.summary()
+    assert rep.monitor["violations"] == fake.monitor.violations
+
+
+def _gaps(rep):
+    return [c["gap"] for c in rep.trace if c["gap"] != 1]
+
+
+def test_history_behind_the_cycles_passed_is_answered_over_its_own_interval():
+    """franka-sim, after applying a late answer, can fill in fewer cycles than passed: its history
+    then sits a cycle behind, and it differences the next answer over two cycles. The loop counts
+    the fill-in steps in the reported history (steps_since) and answers over that interval."""
+    r = _robot(start_hold_cycles=0, trace_cycles=5000)
+    fake = FAKE.last
+    fake.durations = [1] * 400 + [3] + [1] * 3000
+    real_read = FakeControl.readOnce
+
+    def lagging(self):
+        st, d = real_read(self)
+        if d.to_sec() > 0.0025 and fake.extrapolate_missed:  # undo one of the two fill-in steps
+            m = fake.monitor
+            v = m._v - m._a * 0.001
+            m._q, m._v = m._q - m._v * 0.001, v
+            fake.q = list(m._q)
+            fake.gap = 2  # it differences the next answer over two cycles
+            st = State(fake.q, fake.t_ms, m._v, m._a)
+        return st, d
+
+    FakeControl.readOnce = lagging
+    try:
+        rep = r.run(_session(), 0.8)
+    finally:
+        FakeControl.readOnce = real_read
+    assert _gaps(rep) == [2]
+    assert not rep.aborted and fake.monitor.total_violations == 0, fake.monitor.summary()
 
 
 def test_reason_parsing_and_config_validation():

@@ -221,3 +221,52 @@ def test_resync_rejects_bad_use():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="missed"):
             s.resync(bad)
+
+
+def test_steps_since_counts_fill_in_steps_and_history_step_has_zero_jerk():
+    from async_vla_ros.core.safety import fci_extrapolate, history_step, steps_since
+
+    dt = 0.001
+    q0 = HOME.copy()
+    v0 = np.array([0.3, -0.2, 0.1, 0.4, -0.5, 0.2, 0.6])
+    a0 = np.array([2.0, -3.0, 1.0, 0.5, -1.0, 4.0, -2.0])
+    for s in range(6):
+        q, v = fci_extrapolate(q0, v0, a0, dt, s)
+        # a history s fill-in steps beyond our command q0 (v is the last fill-in's velocity)
+        assert steps_since(q0, q, v, a0, dt, 8, 1e-9) == s
+    assert steps_since(q0 + 1e-3, q0, v0, a0, dt, 8, 5e-6) is None  # not an extension of q0
+    # at rest every count matches: the largest is taken (the robot filled every cycle in)
+    assert steps_since(q0, q0, np.zeros(7), np.zeros(7), dt, 4, 5e-6) == 4
+    # over T the next command's backward differences are v + a T, a, 0
+    T = 2 * dt
+    qn, vn, an = history_step(q0, v0, a0, T)
+    first = (qn - q0) / T
+    np.testing.assert_allclose(first, v0 + a0 * T, atol=1e-12)
+    np.testing.assert_allclose((first - v0) / T, a0, atol=1e-9)
+    np.testing.assert_allclose(vn, first, atol=1e-12)
+    np.testing.assert_array_equal(an, a0)
+
+
+def test_resync_takes_the_robots_reported_history():
+    s = _moving_streamer()
+    s.tick()  # computed ahead, never sent
+    q, v, a = s.filter.state
+    robot = (q + 1e-5, v * 0.9, a * 0.5)  # the robot's history after the missed cycles
+    s.resync(2, robot=robot)
+    np.testing.assert_array_equal(s.filter.state[0], robot[0])
+    np.testing.assert_allclose(s.filter.state[1], robot[1])
+    np.testing.assert_allclose(s.filter.state[2], robot[2])
+    assert s.filter.counts["rebased"] == 1 and s.filter.counts["extrapolated"] == 2
+    # the next command is one filter step from it: within the filter's limits over one cycle
+    dt = 0.001
+    lim = s.filter.config.joint_limits
+    nxt = s.tick().q_cmd
+    v_n = (nxt - robot[0]) / dt
+    a_n = (v_n - robot[1]) / dt
+    assert np.all(np.abs((a_n - robot[2]) / dt) <= np.asarray(lim.j_max) * 0.9 + 1e-3)
+    # a history beyond the robot's limits is clipped into them (the brake plans stay bounded)
+    s2 = _moving_streamer()
+    s2.tick()
+    s2.resync(1, robot=(q, np.full(7, 100.0), np.full(7, 1e4)))
+    assert s2.filter.counts["history_clipped"] == 1
+    assert np.all(np.abs(s2.filter.state[1]) <= np.asarray(lim.v_max) + 1e-12)
