@@ -45,7 +45,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the interpreter
     sys.exit(f"run this with the franka-sim venv's python (scripts/setup_franka_sim.sh): {exc}")
 
-from async_vla_ros.eval.bench_franka import Case, make_session  # noqa: E402
+from async_vla_ros.eval.bench_franka import FRANKA_SIM_SCALES, Case, make_session  # noqa: E402
 from async_vla_ros.robot.libfranka_backend import LibfrankaConfig, LibfrankaRobot  # noqa: E402
 from async_vla_ros.robot.stress import FR3_HOME  # noqa: E402
 
@@ -244,12 +244,13 @@ def _module(sim: SimModel):
                                  ControllerMode=types.SimpleNamespace(JointImpedance=0, CartesianImpedance=1))
 
 
-def session(faults: Faults, strategy: str = "naive", delay: int = 4, duration_s: float = 1.5):
+def session(faults: Faults, strategy: str = "naive", delay: int = 4, duration_s: float = 1.5,
+            scales: tuple[float, float] = FRANKA_SIM_SCALES):
     """One streamed session against the model; returns (RunReport, SimModel)."""
     sim = SimModel(faults)
     robot = LibfrankaRobot(LibfrankaConfig(realtime="ignore", gc_every=0), module=_module(sim))
     robot.connect()
-    return robot.run(make_session(Case(strategy, delay, True)), duration_s), sim
+    return robot.run(make_session(Case(strategy, delay, True), scales=scales), duration_s), sim
 
 
 # ---------------------------------------------------------------------- CLI
@@ -266,7 +267,13 @@ def main(argv=None) -> int:
     r.add_argument("--rate", type=float, default=0.0007, help="stall probability per timing point (default 0.0007)")
     r.add_argument("--strategy", default="naive")
     r.add_argument("--duration", type=float, default=6.0)
+    for p in (s, r):
+        p.add_argument("--scales", default=",".join(map(str, FRANKA_SIM_SCALES)),
+                       help="the filter's fractions of the acceleration and jerk limits (default: the bench's)")
     ns = ap.parse_args(argv)
+    scales = tuple(float(x) for x in ns.scales.split(","))
+    if len(scales) != 2:
+        ap.error("--scales takes two numbers: acceleration,jerk")
     if ns.mode == "single":
         lengths = [float(x) for x in ns.lengths.split(",")]
         positions = [400 + i * 1000 // max(1, ns.positions) for i in range(ns.positions)]  # in motion
@@ -278,14 +285,14 @@ def main(argv=None) -> int:
             for length in lengths:
                 bad, example = 0, "-"
                 for at in positions:
-                    _, sim = session(OneFault(kind, at, length), ns.strategy)
+                    _, sim = session(OneFault(kind, at, length), ns.strategy, scales=scales)
                     if sim.violations:
                         bad += 1
                         example = sim.violations[0][1]
                 print(f"| {kind} | {length:g} | {bad} / {len(positions)} | {example} |", flush=True)
     else:
         for seed in range(ns.sessions):
-            rep, sim = session(RandomFaults(seed, ns.rate), ns.strategy, duration_s=ns.duration)
+            rep, sim = session(RandomFaults(seed, ns.rate), ns.strategy, duration_s=ns.duration, scales=scales)
             first = sim.violations[0] if sim.violations else None
             print(f"seed {seed}: late iterations {rep.late_iterations}, substituted {rep.diverged}, "
                   f"sim: {sim.counts}, violations {len(sim.violations)}; first: {first}", flush=True)

@@ -298,6 +298,12 @@ def _write_report(path: Path, result: dict[str, Any], ns: argparse.Namespace, ar
         "filter every chunk switch and most knots do; with it none does. 'compute' is our time per cycle to "
         "compute the next command, done ahead of the robot's next state packet.",
         "",
+        f"Filtered attempts that aborted and were retried after a timing fault: "
+        f"{sum(1 for r in rows if r['filter'] and r['aborted'] and r is not final.get((r['strategy'], r['delay_steps'])))}"
+        f" of {sum(1 for r in rows if r['filter'])} (every attempt is a row above). How franka-sim turns a late "
+        "answer into an abort, and why the filter runs at reduced acceleration and jerk here: docs/libfranka.md, "
+        "\"What franka-sim does with a late answer (traced)\".",
+        "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))

@@ -120,7 +120,7 @@ class RunReport:
     cycles: int = 0  # robot cycles (1 ms) covered, by the robot's own clock
     loop_iterations: int = 0  # readOnce/writeOnce pairs
     late_iterations: int = 0  # iterations that covered more than one cycle (loop was late)
-    resynced: int = 0  # ... after which the robot reported its own extrapolation: continued from it
+    resynced: int = 0  # ... answered from the history the robot reported (it filled the cycles in)
     unmatched: int = 0  # answers after fill-ins whose reported history did not extend our last answer
     diverged: int = 0  # cycles whose reported q_d was not our last command (the robot substituted its own)
     max_cycles_per_iteration: int = 0
@@ -135,7 +135,8 @@ class RunReport:
     monitor: dict[str, Any] = field(default_factory=dict)  # MotionMonitor.summary() of the commands sent
     source: dict[str, Any] = field(default_factory=dict)  # the source's stats()
     # the last LibfrankaConfig.trace_cycles iterations, oldest first: t_read / t_write
-    # (perf_counter_ns), id (robot time in ms: the state's message id), n, diverged, q_d, q_cmd
+    # (ns, the loop's clock), id (robot time in ms: the state's message id), n, gap (interval the
+    # answer is differenced over), q_d, dq_d, ddq_d, q_cmd
     trace: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

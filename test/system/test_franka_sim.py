@@ -38,10 +38,13 @@ def robot():
 
 
 def _home(robot) -> None:
+    from async_vla_ros.eval.bench_franka import FRANKA_SIM_SCALES
+    from async_vla_ros.robot.streamer import StreamerConfig
     from async_vla_ros.robot.stress import FR3_HOME
 
+    homing = StreamerConfig(scale_acceleration=FRANKA_SIM_SCALES[0], scale_jerk=FRANKA_SIM_SCALES[1])
     for _ in range(3):
-        rep = robot.move_to(np.asarray(FR3_HOME))
+        rep = robot.move_to(np.asarray(FR3_HOME), streamer=homing)
         if not rep.aborted:
             return
         robot.recover()

@@ -292,6 +292,8 @@ def test_reason_parsing_and_config_validation():
         LibfrankaRobot(module=FAKE).run(_session(), 1.0)
     with pytest.raises(ValueError, match="duration_s"):
         _robot().run(_session(), 0.0)
+    with pytest.raises(ValueError, match="trace_cycles"):
+        LibfrankaConfig(trace_cycles=-1)
 
 
 def test_robot_interface_streams_commands_from_another_thread():
