@@ -66,18 +66,23 @@ def default_cases(strategies: list[str], delay: int, high_delay: int | None, unf
 FRANKA_SIM_SCALES = (0.25, 0.5)
 
 
+def sim_streamer(scales: tuple[float, float] = FRANKA_SIM_SCALES, **kw):
+    """The StreamerConfig used against franka-sim: the filter at ``scales`` (acceleration, jerk)."""
+    from async_vla_ros.robot.streamer import StreamerConfig
+
+    return StreamerConfig(scale_acceleration=scales[0], scale_jerk=scales[1], **kw)
+
+
 def make_session(case: Case, interpolation: str = "linear", horizon: int = 10, jitter: int = 0, seed: int = 0,
                  scales: tuple[float, float] = FRANKA_SIM_SCALES):
     """The streaming session of ``case`` (stress policy, simulated delay); ``scales``: the
     filter's fractions of the acceleration and jerk limits."""
     from async_vla_ros.robot.session import SessionConfig, StreamingSession
-    from async_vla_ros.robot.streamer import StreamerConfig
     from async_vla_ros.robot.stress import StressConfig, StressPolicy
 
     policy = StressPolicy(StressConfig(horizon=horizon, seed=seed))
     cfg = SessionConfig(strategy=case.strategy, delay_steps=case.delay_steps, delay_jitter=jitter, seed=seed,
-                        streamer=StreamerConfig(interpolation=interpolation, safety=case.safety,
-                                                scale_acceleration=scales[0], scale_jerk=scales[1]))
+                        streamer=sim_streamer(scales, interpolation=interpolation, safety=case.safety))
     return StreamingSession(policy, cfg)
 
 
@@ -138,13 +143,12 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
     or cycles where the robot reports having executed its own extrapolation instead of our
     command) is retried, at most twice; every attempt is kept. The check is never relaxed."""
     from async_vla_ros.robot.franka_sim import FrankaSimServer
+    from async_vla_ros.robot.cpus import split_cpus
     from async_vla_ros.robot.libfranka_backend import LibfrankaConfig, LibfrankaRobot
-    from async_vla_ros.robot.streamer import StreamerConfig
     from async_vla_ros.robot.stress import FR3_HOME
 
     rows: list[dict[str, Any]] = []
-    homing = StreamerConfig(scale_acceleration=scales[0], scale_jerk=scales[1])
-    from async_vla_ros.robot.cpus import split_cpus
+    homing = sim_streamer(scales)
 
     server_cpus, loop_cpus = split_cpus() if pin else (None, None)
     if server_cpus:

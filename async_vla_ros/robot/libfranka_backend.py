@@ -162,8 +162,6 @@ class _MoveTo:
     def resync(self, missed: int, robot=None) -> None:
         self.stream.resync(missed, robot)
 
-
-
     def stop(self) -> None:
         # keep the goal (do not freeze on the way): the filter stops on it
         self.stream.streamer.freeze(self.q_goal)
@@ -304,7 +302,7 @@ class LibfrankaRobot:
             sent, sent_id = q_start, None  # our last answer and the robot cycle it answered
             cmd = source.advance(1)  # computed ahead: the command for the next cycle
             while True:
-                t_call = clock()
+                t_call = clock() if trace is not None else 0.0
                 state, dur = ctrl.readOnce()
                 t0 = clock()
                 state_id = self._time_ms(state)

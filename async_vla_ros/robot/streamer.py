@@ -38,8 +38,7 @@ import numpy as np
 
 from async_vla_ros.core.interpolation import INTERPOLATIONS, interpolate
 from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds
-from async_vla_ros.core.safety import (ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags,
-                                      fci_extrapolate)
+from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 
 __all__ = [
     "INTERPOLATIONS",  # re-exported from core.interpolation
@@ -359,13 +358,6 @@ class MotionMonitor:
         if (chk.margin[1] < 0).any():
             self._violate("position")
         self._q, self._v, self._a = q.copy(), chk.diffs["velocity"][0], chk.diffs["acceleration"][0]
-
-    def extrapolate(self, cycles: int) -> None:
-        """The robot filled ``cycles`` missed commands in itself (:func:`fci_extrapolate`): the next
-        command is differenced against that. Not counted as commands."""
-        if not self._ready:
-            raise RuntimeError("MotionMonitor.reset(q0) must be called first")
-        self._q, self._v = fci_extrapolate(self._q, self._v, self._a, self.dt, cycles)
 
     def rebase(self, q, v, a) -> None:
         """The robot reports the history it differences the next command against (its last

@@ -38,11 +38,10 @@ def robot():
 
 
 def _home(robot) -> None:
-    from async_vla_ros.eval.bench_franka import FRANKA_SIM_SCALES
-    from async_vla_ros.robot.streamer import StreamerConfig
+    from async_vla_ros.eval.bench_franka import sim_streamer
     from async_vla_ros.robot.stress import FR3_HOME
 
-    homing = StreamerConfig(scale_acceleration=FRANKA_SIM_SCALES[0], scale_jerk=FRANKA_SIM_SCALES[1])
+    homing = sim_streamer()
     for _ in range(3):
         rep = robot.move_to(np.asarray(FR3_HOME), streamer=homing)
         if not rep.aborted:
