@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench clean-build help
+.PHONY: setup test test-fast lint demo bench clean-build help
 
 help:
 	@grep -E '^#   ' Makefile | sed 's/^#   //'
@@ -14,8 +14,13 @@ help:
 setup:
 	@bash scripts/setup.sh
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff: lint rules and formatting as configured in pyproject.toml
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # unit tests only (no ROS processes, no slow tests)
 test-fast: setup

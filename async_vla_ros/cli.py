@@ -27,22 +27,85 @@ class Command:
 _COMMANDS: tuple[Command, ...] = (
     Command("env", "async_vla_ros.cli_env", "show the ROS environment defaults in force"),
     Command("demos", "async_vla_ros.sim.demos", "write scripted-expert demonstrations of a task (parquet dataset)"),
-    Command("eval", "async_vla_ros.eval.eval_cmd", "lockstep evaluation of a method under simulated delay: success (95%% Wilson), smoothness"),
-    Command("replay", "async_vla_ros.eval.replay", "re-run methods on a recorded bag's observations (simulated or recorded delays) -> metrics, report"),
+    Command(
+        "eval",
+        "async_vla_ros.eval.eval_cmd",
+        "lockstep evaluation of a method under simulated delay: success (95%% Wilson), smoothness",
+    ),
+    Command(
+        "replay",
+        "async_vla_ros.eval.replay",
+        "re-run methods on a recorded bag's observations (simulated or recorded delays) -> metrics, report",
+    ),
     Command("report", "async_vla_ros.eval.report", "markdown/HTML report with plots from a bag or a replay result"),
-    Command("launch", "async_vla_ros.bringup.launch_cmd", "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)"),
-    Command("demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"),
-    Command("snapshot", "async_vla_ros.eval.headless", "screenshot of a running dashboard once every chart has data (headless Chromium)"),
-    Command("chaos", "async_vla_ros.eval.chaos", "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md"),
-    Command("soak", "async_vla_ros.eval.soak", "the graph + recorder under CPU stress for a bounded time: memory growth, period error, drops, bag vs published"),
-    Command("pipeline", "async_vla_ros.eval.bench_pipeline", "graph latency overhead, command period error, CPU per node", group="bench"),
-    Command("record", "async_vla_ros.eval.bench_record", "the recorder in the running graph: per-topic counts, no message lost (recorder vs publishers' sequence ids)", group="bench"),
-    Command("samplers", "async_vla_ros.eval.bench_samplers", "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head", group="bench"),
-    Command("base", "async_vla_ros.train.base", "train a base flow policy by behaviour cloning on demonstrations", group="train"),
-    Command("remac", "async_vla_ros.train.remac", "REMAC LoRA fine-tuning of a base checkpoint (merged for deployment)", group="train"),
-    Command("a2c2", "async_vla_ros.train.a2c2", "train an A2C2 correction head on a base checkpoint's chunks", group="train"),
-    Command("franka", "async_vla_ros.eval.bench_franka", "every merge strategy streamed at 1 kHz over libfranka to franka-sim: aborts, max vel/acc/jerk, with and without the safety filter", group="bench"),
-    Command("paper", "async_vla_ros.eval.bench_paper", "the papers' comparison on every task: success vs delay, smoothness, latency -> reports/benchmark.md", group="bench"),
+    Command(
+        "launch",
+        "async_vla_ros.bringup.launch_cmd",
+        "start a node graph (e.g. `launch franka sim:=mujoco method:=rtc`)",
+    ),
+    Command(
+        "demo", "async_vla_ros.demo", "the main job: the whole ROS graph on MuJoCo for a bounded time, live status"
+    ),
+    Command(
+        "snapshot",
+        "async_vla_ros.eval.headless",
+        "screenshot of a running dashboard once every chart has data (headless Chromium)",
+    ),
+    Command(
+        "chaos",
+        "async_vla_ros.eval.chaos",
+        "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md",
+    ),
+    Command(
+        "soak",
+        "async_vla_ros.eval.soak",
+        "the graph + recorder under CPU stress for a bounded time: memory growth, period error, drops, bag vs published",
+    ),
+    Command(
+        "pipeline",
+        "async_vla_ros.eval.bench_pipeline",
+        "graph latency overhead, command period error, CPU per node",
+        group="bench",
+    ),
+    Command(
+        "record",
+        "async_vla_ros.eval.bench_record",
+        "the recorder in the running graph: per-topic counts, no message lost (recorder vs publishers' sequence ids)",
+        group="bench",
+    ),
+    Command(
+        "samplers",
+        "async_vla_ros.eval.bench_samplers",
+        "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head",
+        group="bench",
+    ),
+    Command(
+        "base",
+        "async_vla_ros.train.base",
+        "train a base flow policy by behaviour cloning on demonstrations",
+        group="train",
+    ),
+    Command(
+        "remac",
+        "async_vla_ros.train.remac",
+        "REMAC LoRA fine-tuning of a base checkpoint (merged for deployment)",
+        group="train",
+    ),
+    Command(
+        "a2c2", "async_vla_ros.train.a2c2", "train an A2C2 correction head on a base checkpoint's chunks", group="train"
+    ),
+    Command(
+        "franka",
+        "async_vla_ros.eval.bench_franka",
+        "every merge strategy streamed at 1 kHz over libfranka to franka-sim: aborts, max vel/acc/jerk, with and without the safety filter",
+        group="bench",
+    ),
+    Command(
+        "paper",
+        "async_vla_ros.eval.bench_paper",
+        "the papers' comparison on every task: success vs delay, smoothness, latency -> reports/benchmark.md",
+        group="bench",
+    ),
 )
 
 

@@ -30,16 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="track", choices=TASKS, help="task (default: track)")
     parser.add_argument("--method", default="rtc", choices=methods, help="method preset (default: rtc)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds to run the graph (default: 30)")
-    parser.add_argument("--policy", default="default",
-                        help="default (shipped checkpoint; falls back to the scripted expert, with a note, when the "
-                             "task has none yet), expert, or a checkpoint path")
+    parser.add_argument(
+        "--policy",
+        default="default",
+        help="default (shipped checkpoint; falls back to the scripted expert, with a note, when the "
+        "task has none yet), expert, or a checkpoint path",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="latency injected into every chunk")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--no-camera", action="store_true", help="do not render camera images")
     parser.add_argument("--log-dir", default=None, help="where node logs go (default: a temp folder)")
-    parser.add_argument("--record", default=None, metavar="BAG_DIR",
-                        help="also run the recorder node: a rosbag2 (MCAP) of the graph's topics into this new "
-                             "directory (per-topic counts in BAG_DIR.counts.json; docs/observability.md)")
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="BAG_DIR",
+        help="also run the recorder node: a rosbag2 (MCAP) of the graph's topics into this new "
+        "directory (per-topic counts in BAG_DIR.counts.json; docs/observability.md)",
+    )
 
 
 def _resolve_policy(ns: argparse.Namespace) -> tuple[str, str]:
@@ -50,8 +57,10 @@ def _resolve_policy(ns: argparse.Namespace) -> tuple[str, str]:
         build_graph("franka", {"task": ns.task, "method": ns.method, "policy": "default", "camera": "false"})
         return "default", ""
     except GraphError as exc:
-        return "expert", (f"note: {exc}.\n      Running the scripted expert as the chunk policy instead "
-                          "(the shipped checkpoints arrive with the training issue).")
+        return "expert", (
+            f"note: {exc}.\n      Running the scripted expert as the chunk policy instead "
+            "(the shipped checkpoints arrive with the training issue)."
+        )
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -59,8 +68,14 @@ def run(ns: argparse.Namespace) -> int:
         print("demo: --duration must be > 0", file=sys.stderr)
         return 2
     policy, note = _resolve_policy(ns)
-    args = {"task": ns.task, "method": ns.method, "policy": policy, "latency_ms": str(ns.latency_ms),
-            "seed": str(ns.seed), "camera": "false" if ns.no_camera else "true"}
+    args = {
+        "task": ns.task,
+        "method": ns.method,
+        "policy": policy,
+        "latency_ms": str(ns.latency_ms),
+        "seed": str(ns.seed),
+        "camera": "false" if ns.no_camera else "true",
+    }
     if ns.record:
         args["record"] = ns.record
     try:
@@ -73,15 +88,17 @@ def run(ns: argparse.Namespace) -> int:
     log_dir = Path(ns.log_dir or tempfile.mkdtemp(prefix="async_vla_ros_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "nodes.log"
-    print(f"demo: task {ns.task}, method {ns.method}, policy {graph.node('policy').parameters.get('backend')}"
-          f"{' ' + graph.node('policy').parameters['checkpoint'] if graph.node('policy').parameters.get('checkpoint') else ''},"
-          f" {ns.duration:.0f} s; node logs: {log_path}")
-
-    from async_vla_ros.bringup.launcher import Launcher
-    from async_vla_ros.bringup.monitor import GraphMonitor
+    print(
+        f"demo: task {ns.task}, method {ns.method}, policy {graph.node('policy').parameters.get('backend')}"
+        f"{' ' + graph.node('policy').parameters['checkpoint'] if graph.node('policy').parameters.get('checkpoint') else ''},"
+        f" {ns.duration:.0f} s; node logs: {log_path}"
+    )
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
+    from async_vla_ros.bringup.launcher import Launcher
+    from async_vla_ros.bringup.monitor import GraphMonitor
 
     log_file = open(log_path, "w", buffering=1)
     tty = sys.stdout.isatty()
@@ -159,9 +176,11 @@ def _report_recording(bag: str) -> int:
     except BagError as exc:
         print(f"demo: FAILED, the recording is not usable: {exc}", file=sys.stderr)
         return 1
-    print(f"  recording: {bag} ({check.total_in_bag} messages on {sum(t.in_bag > 0 for t in check.topics)} topics, "
-          f"{check.duration_s:.1f} s, {check.total_lost} lost); replay: async-vla-ros replay {bag}; "
-          f"report: async-vla-ros report {bag}")
+    print(
+        f"  recording: {bag} ({check.total_in_bag} messages on {sum(t.in_bag > 0 for t in check.topics)} topics, "
+        f"{check.duration_s:.1f} s, {check.total_lost} lost); replay: async-vla-ros replay {bag}; "
+        f"report: async-vla-ros report {bag}"
+    )
     if check.total_lost:
         print(check.table())
         print(f"demo: FAILED, {check.total_lost} message(s) lost in the recording", file=sys.stderr)
@@ -176,31 +195,45 @@ def _summary(monitor, graph, elapsed: float) -> dict:
     sched = monitor.diag("scheduler")
     pol = monitor.diag("policy")
     lines = [f"summary ({elapsed:.1f} s, method {graph.args['method']}, task {graph.args['task']}):"]
-    lines.append(f"  episodes: {len(eps)} finished, {sum(e.success for e in eps)} succeeded"
-                 + (f" ({100.0 * sum(e.success for e in eps) / len(eps):.0f} %)" if eps else ""))
+    lines.append(
+        f"  episodes: {len(eps)} finished, {sum(e.success for e in eps)} succeeded"
+        + (f" ({100.0 * sum(e.success for e in eps) / len(eps):.0f} %)" if eps else "")
+    )
     if lat:
-        lines.append(f"  chunks accepted: {int(lat['n'])}; latency obs->chunk median {1e3 * lat['latency_median_s']:.1f} ms, "
-                     f"p99 {1e3 * lat['latency_p99_s']:.1f} ms; model median {1e3 * lat['inference_median_s']:.1f} ms; "
-                     f"pipeline overhead median {1e3 * lat['overhead_median_s']:.2f} ms, p99 {1e3 * lat['overhead_p99_s']:.2f} ms")
-        lines.append(f"  delay d (steps): measured median {lat['d_measured_median']:.0f}, max {lat['d_measured_max']:.0f}; "
-                     f"forecast median {lat['d_predicted_median']:.0f}")
+        lines.append(
+            f"  chunks accepted: {int(lat['n'])}; latency obs->chunk median {1e3 * lat['latency_median_s']:.1f} ms, "
+            f"p99 {1e3 * lat['latency_p99_s']:.1f} ms; model median {1e3 * lat['inference_median_s']:.1f} ms; "
+            f"pipeline overhead median {1e3 * lat['overhead_median_s']:.2f} ms, p99 {1e3 * lat['overhead_p99_s']:.2f} ms"
+        )
+        lines.append(
+            f"  delay d (steps): measured median {lat['d_measured_median']:.0f}, max {lat['d_measured_max']:.0f}; "
+            f"forecast median {lat['d_predicted_median']:.0f}"
+        )
     else:
         lines.append("  chunks accepted: 0")
     if sched:
-        rej = {k.split('.', 1)[1]: v for k, v in sched.items() if k.startswith("rejected.")}
-        lines.append(f"  scheduler: {sched.get('requests', 0)} requests, {sched.get('accepted', 0)} merged, "
-                     f"{sched.get('timeouts', 0)} timeouts, {sched.get('hold_steps', 0)} hold steps, rejected {rej or 0}")
+        rej = {k.split(".", 1)[1]: v for k, v in sched.items() if k.startswith("rejected.")}
+        lines.append(
+            f"  scheduler: {sched.get('requests', 0)} requests, {sched.get('accepted', 0)} merged, "
+            f"{sched.get('timeouts', 0)} timeouts, {sched.get('hold_steps', 0)} hold steps, rejected {rej or 0}"
+        )
     if corr:
         jit = ""
         if "period_error_median_s" in corr:
-            jit = (f"; period error median {1e3 * corr['period_error_median_s']:.3f} ms, p99 "
-                   f"{1e3 * corr['period_error_p99_s']:.3f} ms, max {1e3 * corr['period_error_max_s']:.3f} ms")
-        lines.append(f"  commands: {corr.get('commands', 0)} at {corr.get('rate_hz', '?')} Hz "
-                     f"({'SCHED_FIFO' if corr.get('sched_fifo') else 'default scheduler'}){jit}; "
-                     f"plan ran dry {corr.get('holds', 0)} ticks")
+            jit = (
+                f"; period error median {1e3 * corr['period_error_median_s']:.3f} ms, p99 "
+                f"{1e3 * corr['period_error_p99_s']:.3f} ms, max {1e3 * corr['period_error_max_s']:.3f} ms"
+            )
+        lines.append(
+            f"  commands: {corr.get('commands', 0)} at {corr.get('rate_hz', '?')} Hz "
+            f"({'SCHED_FIFO' if corr.get('sched_fifo') else 'default scheduler'}){jit}; "
+            f"plan ran dry {corr.get('holds', 0)} ticks"
+        )
     if pol:
-        lines.append(f"  policy {pol.get('policy', '?')}: {pol.get('chunks', 0)} chunks, "
-                     f"{pol.get('superseded', 0)} superseded requests")
+        lines.append(
+            f"  policy {pol.get('policy', '?')}: {pol.get('chunks', 0)} chunks, "
+            f"{pol.get('superseded', 0)} superseded requests"
+        )
     flowed = bool(lat) and int(corr.get("commands", 0) or 0) > 0 and monitor.n_plans > 0
     return {"text": "\n".join(lines), "flowed": flowed}
 

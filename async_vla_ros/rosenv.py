@@ -79,9 +79,7 @@ def check_ros_env(env: MutableMapping[str, str] | None = None) -> list[str]:
     problems = []
     rng = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
     if rng != "LOCALHOST":
-        problems.append(
-            f"ROS_AUTOMATIC_DISCOVERY_RANGE={rng or '<unset>'}: discovery is not limited to this host"
-        )
+        problems.append(f"ROS_AUTOMATIC_DISCOVERY_RANGE={rng or '<unset>'}: discovery is not limited to this host")
     if "ROS_DOMAIN_ID" not in env:
         problems.append("ROS_DOMAIN_ID is unset")
     return problems

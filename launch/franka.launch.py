@@ -41,18 +41,24 @@ def _build(context, *args, **kwargs):
     from async_vla_ros.rosenv import apply_ros_defaults
 
     apply_ros_defaults()
-    given = {a.name: context.launch_configurations[a.name] for a in LAUNCH_ARGS
-             if a.name in context.launch_configurations}
+    given = {
+        a.name: context.launch_configurations[a.name] for a in LAUNCH_ARGS if a.name in context.launch_configurations
+    }
     return node_actions(build_graph("franka", given), Node)
 
 
 def generate_launch_description():
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 
     from async_vla_ros.bringup.graph import LAUNCH_ARGS
+    from launch import LaunchDescription
 
-    declared = [DeclareLaunchArgument(a.name, default_value=a.default,
-                                      description=a.description + (f" ({'|'.join(a.choices)})" if a.choices else ""))
-                for a in LAUNCH_ARGS]
+    declared = [
+        DeclareLaunchArgument(
+            a.name,
+            default_value=a.default,
+            description=a.description + (f" ({'|'.join(a.choices)})" if a.choices else ""),
+        )
+        for a in LAUNCH_ARGS
+    ]
     return LaunchDescription([*declared, OpaqueFunction(function=_build)])

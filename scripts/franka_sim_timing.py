@@ -201,10 +201,23 @@ class SimModel:
         stall = self.faults.receive(mid)
         if stall:
             self.rx_busy_until = max(self.rx_busy_until, t + stall)
-        self.socket.append((t, {"message_id": mid, "q_c": list(q), "dq_c": [0.0] * 7, "O_T_EE_c": [0.0] * 16,
-                                "O_dP_EE_c": [0.0] * 6, "elbow_c": [0.0] * 2, "valid_elbow": False,
-                                "motion_generation_finished": finished, "tau_J_d": [0.0] * 7,
-                                "torque_command_finished": False}))
+        self.socket.append(
+            (
+                t,
+                {
+                    "message_id": mid,
+                    "q_c": list(q),
+                    "dq_c": [0.0] * 7,
+                    "O_T_EE_c": [0.0] * 16,
+                    "O_dP_EE_c": [0.0] * 6,
+                    "elbow_c": [0.0] * 2,
+                    "valid_elbow": False,
+                    "motion_generation_finished": finished,
+                    "tau_J_d": [0.0] * 7,
+                    "torque_command_finished": False,
+                },
+            )
+        )
 
 
 class _Control:
@@ -239,13 +252,22 @@ def _module(sim: SimModel):
             sim.start()
             return _Control(sim)
 
-    return types.SimpleNamespace(Robot=Robot, ControlException=ControlException, JointPositions=_JointPositions,
-                                 RealtimeConfig=types.SimpleNamespace(kEnforce=0, kIgnore=1),
-                                 ControllerMode=types.SimpleNamespace(JointImpedance=0, CartesianImpedance=1))
+    return types.SimpleNamespace(
+        Robot=Robot,
+        ControlException=ControlException,
+        JointPositions=_JointPositions,
+        RealtimeConfig=types.SimpleNamespace(kEnforce=0, kIgnore=1),
+        ControllerMode=types.SimpleNamespace(JointImpedance=0, CartesianImpedance=1),
+    )
 
 
-def session(faults: Faults, strategy: str = "naive", delay: int = 4, duration_s: float = 1.5,
-            scales: tuple[float, float] = FRANKA_SIM_SCALES):
+def session(
+    faults: Faults,
+    strategy: str = "naive",
+    delay: int = 4,
+    duration_s: float = 1.5,
+    scales: tuple[float, float] = FRANKA_SIM_SCALES,
+):
     """One streamed session against the model; returns (RunReport, SimModel)."""
     sim = SimModel(faults)
     robot = LibfrankaRobot(LibfrankaConfig(realtime="ignore", gc_every=0), module=_module(sim))
@@ -268,8 +290,11 @@ def main(argv=None) -> int:
     r.add_argument("--strategy", default="naive")
     r.add_argument("--duration", type=float, default=6.0)
     for p in (s, r):
-        p.add_argument("--scales", default=",".join(map(str, FRANKA_SIM_SCALES)),
-                       help="the filter's fractions of the acceleration and jerk limits (default: the bench's)")
+        p.add_argument(
+            "--scales",
+            default=",".join(map(str, FRANKA_SIM_SCALES)),
+            help="the filter's fractions of the acceleration and jerk limits (default: the bench's)",
+        )
     ns = ap.parse_args(argv)
     scales = tuple(float(x) for x in ns.scales.split(","))
     if len(scales) != 2:
@@ -277,7 +302,7 @@ def main(argv=None) -> int:
     if ns.mode == "single":
         lengths = [float(x) for x in ns.lengths.split(",")]
         positions = [400 + i * 1000 // max(1, ns.positions) for i in range(ns.positions)]  # in motion
-        print(f"| fault | length (ms) | sessions with a violation | first violation (example) |")
+        print("| fault | length (ms) | sessions with a violation | first violation (example) |")
         print("|---|---|---|---|")
         for kind in ns.kinds.split(","):
             if kind not in ("T1", "T2", "T3"):
@@ -294,8 +319,11 @@ def main(argv=None) -> int:
         for seed in range(ns.sessions):
             rep, sim = session(RandomFaults(seed, ns.rate), ns.strategy, duration_s=ns.duration, scales=scales)
             first = sim.violations[0] if sim.violations else None
-            print(f"seed {seed}: late iterations {rep.late_iterations}, substituted {rep.diverged}, "
-                  f"sim: {sim.counts}, violations {len(sim.violations)}; first: {first}", flush=True)
+            print(
+                f"seed {seed}: late iterations {rep.late_iterations}, substituted {rep.diverged}, "
+                f"sim: {sim.counts}, violations {len(sim.violations)}; first: {first}",
+                flush=True,
+            )
     return 0
 
 

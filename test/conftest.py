@@ -24,7 +24,9 @@ def pytest_collection_modifyitems(config, items):
         return
     import pytest
 
-    skip = pytest.mark.skip(reason="real-time peer test: on demand with ASYNC_VLA_RUN_REALTIME=1 (see docs/libfranka.md)")
+    skip = pytest.mark.skip(
+        reason="real-time peer test: on demand with ASYNC_VLA_RUN_REALTIME=1 (see docs/libfranka.md)"
+    )
     for item in items:
         if "realtime" in item.keywords:
             item.add_marker(skip)

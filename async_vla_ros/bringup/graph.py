@@ -18,14 +18,26 @@ import copy
 import difflib
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-__all__ = ["LaunchArg", "LAUNCH_ARGS", "NodeLaunch", "Graph", "GraphError", "config_dir", "load_config",
-           "parse_launch_args", "resolve_args", "build_graph", "PACKAGE"]
+__all__ = [
+    "LaunchArg",
+    "LAUNCH_ARGS",
+    "NodeLaunch",
+    "Graph",
+    "GraphError",
+    "config_dir",
+    "load_config",
+    "parse_launch_args",
+    "resolve_args",
+    "build_graph",
+    "PACKAGE",
+]
 
 PACKAGE = "async_vla_ros"
 
@@ -89,7 +101,9 @@ class LaunchArg:
         try:
             v = int(value) if self.kind == "int" else float(value)
         except ValueError as exc:
-            raise GraphError(f"{self.name}:={value}: must be a{'n integer' if self.kind == 'int' else ' number'}") from exc
+            raise GraphError(
+                f"{self.name}:={value}: must be a{'n integer' if self.kind == 'int' else ' number'}"
+            ) from exc
         if (self.min is not None and v < self.min) or (self.max is not None and v > self.max) or v != v:
             raise GraphError(f"{self.name}:={value}: must lie in [{self.min}, {self.max}]")
         return v
@@ -98,29 +112,45 @@ class LaunchArg:
 TASKS = ("track", "intercept", "bifurcate", "pick_moving")
 
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
-    LaunchArg("sim", "mujoco", "robot: the MuJoCo sim node, or none (franka_ros2 provides the topics)",
-              ("mujoco", "none")),
-    LaunchArg("bridge", "none", "parameter overlay for real robot topics (config/franka_bridge.yaml)",
-              ("none", "franka")),
+    LaunchArg(
+        "sim", "mujoco", "robot: the MuJoCo sim node, or none (franka_ros2 provides the topics)", ("mujoco", "none")
+    ),
+    LaunchArg(
+        "bridge", "none", "parameter overlay for real robot topics (config/franka_bridge.yaml)", ("none", "franka")
+    ),
     LaunchArg("method", "rtc", "method preset (config/methods.yaml)"),
-    LaunchArg("policy", "default", "policy: default (shipped checkpoint of the task), expert (scripted), or a "
-              "checkpoint path"),
+    LaunchArg(
+        "policy", "default", "policy: default (shipped checkpoint of the task), expert (scripted), or a checkpoint path"
+    ),
     LaunchArg("a2c2", "default", "A2C2 head for presets that use one: default (shipped) or a path"),
     LaunchArg("task", "track", "task (sim scene, expert, default checkpoints)", TASKS),
-    LaunchArg("control_hz", "20", "policy / scheduler control rate (the sim tasks run at 20 Hz)", kind="float",
-              min=1.0, max=1000.0),
+    LaunchArg(
+        "control_hz",
+        "20",
+        "policy / scheduler control rate (the sim tasks run at 20 Hz)",
+        kind="float",
+        min=1.0,
+        max=1000.0,
+    ),
     LaunchArg("command_hz", "100", "correction (command) rate", kind="float", min=10.0, max=1000.0),
-    LaunchArg("latency_ms", "0", "latency injected into every chunk (experiments)", kind="float", min=0.0,
-              max=5000.0),
+    LaunchArg("latency_ms", "0", "latency injected into every chunk (experiments)", kind="float", min=0.0, max=5000.0),
     LaunchArg("namespace", "", "ROS namespace of every node"),
     LaunchArg("episodes", "0", "sim: stop after this many episodes (0: run until stopped)", kind="int", min=0),
     LaunchArg("seed", "0", "sim: seed of the first episode", kind="int", min=0),
     LaunchArg("camera", "true", "sim: publish camera images", kind="bool"),
-    LaunchArg("command", "trajectory", "command interface: joint trajectory or forward position controller",
-              ("trajectory", "forward")),
+    LaunchArg(
+        "command",
+        "trajectory",
+        "command interface: joint trajectory or forward position controller",
+        ("trajectory", "forward"),
+    ),
     LaunchArg("fifo", "true", "run the command loop under SCHED_FIFO when permitted", kind="bool"),
-    LaunchArg("record", "", "record a rosbag2 (MCAP) of the graph's topics into this new directory ('' : no "
-              "recorder); per-topic counts go beside it in <dir>.counts.json"),
+    LaunchArg(
+        "record",
+        "",
+        "record a rosbag2 (MCAP) of the graph's topics into this new directory ('' : no "
+        "recorder); per-topic counts go beside it in <dir>.counts.json",
+    ),
     LaunchArg("dashboard", "false", "serve the live dashboard (http://127.0.0.1:<dashboard_port>/)", kind="bool"),
     LaunchArg("dashboard_port", "8765", "dashboard web server port (loopback only)", kind="int", min=1, max=65535),
 )
@@ -222,8 +252,7 @@ def _when_matches(when: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
     return True
 
 
-def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
-                directory: Path | None = None) -> Graph:
+def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, directory: Path | None = None) -> Graph:
     """The graph ``name`` for these launch arguments (see module docstring)."""
     a = resolve_args(args or {})
     graphs = load_config("graph.yaml", directory).get("graphs", {})
@@ -266,12 +295,15 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None,
     if a["record"]:
         bag = Path(a["record"]).expanduser().resolve()
         if bag.exists():
-            raise GraphError(f"record:={a['record']}: {bag} already exists (rosbag2 never overwrites): choose a new name")
+            raise GraphError(
+                f"record:={a['record']}: {bag} already exists (rosbag2 never overwrites): choose a new name"
+            )
         per_node["recorder"] = {"output": str(bag), "stats_file": str(bag) + ".counts.json"}
-    per_node["dashboard"] = {"port": a["dashboard_port"],
-                             "command_topic": "forward_position_controller/commands" if a["command"] == "forward" else "",
-                             "trajectory_topic": "fr3_arm_controller/joint_trajectory" if a["command"] == "trajectory"
-                             else ""}
+    per_node["dashboard"] = {
+        "port": a["dashboard_port"],
+        "command_topic": "forward_position_controller/commands" if a["command"] == "forward" else "",
+        "trajectory_topic": "fr3_arm_controller/joint_trajectory" if a["command"] == "trajectory" else "",
+    }
     if a["policy"] == "expert":
         per_node["policy"].update(backend="expert", checkpoint="")
     elif a["policy"] == "default":

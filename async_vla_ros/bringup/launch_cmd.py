@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "launch arguments (name:=value):\n" + "\n".join(
         f"  {a.name:<11} default {a.default or repr('')}: {a.description}"
-        + (f" ({'|'.join(a.choices)})" if a.choices else "") for a in LAUNCH_ARGS)
+        + (f" ({'|'.join(a.choices)})" if a.choices else "")
+        for a in LAUNCH_ARGS
+    )
     parser.add_argument("graph", nargs="?", default="franka", help="graph in config/graph.yaml (default: franka)")
     parser.add_argument("args", nargs="*", metavar="name:=value", help="launch arguments")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")

@@ -30,9 +30,9 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -60,8 +60,16 @@ class NodeProcess:
 class Launcher:
     """Starts, watches and stops the nodes of a :class:`~async_vla_ros.bringup.graph.Graph`."""
 
-    def __init__(self, graph: Graph, *, echo: Callable[[str], None] | None = None, python: str | None = None,
-                 grace_s: float = 8.0, env: dict[str, str] | None = None, workdir: str | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        echo: Callable[[str], None] | None = None,
+        python: str | None = None,
+        grace_s: float = 8.0,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+    ) -> None:
         self.graph = graph
         self._echo = echo if echo is not None else self._print
         self._print_lock = threading.Lock()
@@ -91,11 +99,18 @@ class Launcher:
 
     def _spawn(self, spec: NodeLaunch) -> NodeProcess:
         cmd = spec.command(self.params_file, self.python)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self.env, text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         tail: deque = deque(maxlen=40)
-        reader = threading.Thread(target=self._pump, args=(spec.name, proc, tail), daemon=True,
-                                  name=f"log-{spec.name}")
+        reader = threading.Thread(target=self._pump, args=(spec.name, proc, tail), daemon=True, name=f"log-{spec.name}")
         reader.start()
         self._echo(f"[launcher] started {spec.name} (pid {proc.pid}): python -m {spec.module}")
         return NodeProcess(spec, proc, reader, tail, time.monotonic_ns())

@@ -15,13 +15,12 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from async_vla_ros.nodes.common import NS_PER_S, stamp_to_ns
-
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_msgs.msg import ActionPlan, ChunkReport  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, stamp_to_ns
 
 __all__ = ["GraphMonitor", "EpisodeResult", "parse_value"]
 
@@ -71,8 +70,13 @@ class GraphMonitor(Node):
 
     def _on_episode(self, msg: DiagnosticStatus) -> None:
         v = {kv.key: parse_value(kv.value) for kv in msg.values}
-        res = EpisodeResult(int(v.get("episode_id", 0)), str(v.get("task", "")), bool(v.get("success", False)),
-                            int(v.get("seed", -1)), v)
+        res = EpisodeResult(
+            int(v.get("episode_id", 0)),
+            str(v.get("task", "")),
+            bool(v.get("success", False)),
+            int(v.get("seed", -1)),
+            v,
+        )
         with self._lock:
             self.episodes.append(res)
 
@@ -103,8 +107,9 @@ class GraphMonitor(Node):
         """Accepted chunks per second over the last ``window_s`` (arrival stamps)."""
         now = self.get_clock().now().nanoseconds
         with self._lock:
-            n = sum(1 for r, t in zip(self.reports, self.report_arrivals)
-                    if r.accepted and now - t <= window_s * NS_PER_S)
+            n = sum(
+                1 for r, t in zip(self.reports, self.report_arrivals) if r.accepted and now - t <= window_s * NS_PER_S
+            )
         return n / window_s
 
     def latency_stats(self) -> dict[str, float]:
@@ -119,11 +124,18 @@ class GraphMonitor(Node):
         overhead = total - obs_age - inf - inj  # request -> chunk available, minus model and injected time
         d = np.array([r.measured_delay_steps for r in reps], dtype=np.float64)
         dp = np.array([r.predicted_delay_steps for r in reps], dtype=np.float64)
-        return {"n": float(len(reps)), "latency_median_s": float(np.median(total)),
-                "latency_p99_s": float(np.quantile(total, 0.99)), "inference_median_s": float(np.median(inf)),
-                "overhead_median_s": float(np.median(overhead)), "overhead_p99_s": float(np.quantile(overhead, 0.99)),
-                "overhead_max_s": float(overhead.max()), "d_measured_median": float(np.median(d)),
-                "d_measured_max": float(d.max()), "d_predicted_median": float(np.median(dp))}
+        return {
+            "n": float(len(reps)),
+            "latency_median_s": float(np.median(total)),
+            "latency_p99_s": float(np.quantile(total, 0.99)),
+            "inference_median_s": float(np.median(inf)),
+            "overhead_median_s": float(np.median(overhead)),
+            "overhead_p99_s": float(np.quantile(overhead, 0.99)),
+            "overhead_max_s": float(overhead.max()),
+            "d_measured_median": float(np.median(d)),
+            "d_measured_max": float(d.max()),
+            "d_predicted_median": float(np.median(dp)),
+        }
 
     def status_line(self) -> str:
         """One line: task, successes, chunk rate, latency and d, command-loop jitter."""
@@ -132,12 +144,19 @@ class GraphMonitor(Node):
         corr = self.diag("correction")
         lat = self.latency_stats()
         task = eps[-1].task if eps else str(self.diag("policy").get("policy", "?")).split("/")[-1]
-        parts = [f"task {task}", f"episodes {sum(e.success for e in eps)}/{len(eps)} ok",
-                 f"step {sim.get('step', '-')}", f"chunks {self.chunk_rate_hz():.1f}/s"]
+        parts = [
+            f"task {task}",
+            f"episodes {sum(e.success for e in eps)}/{len(eps)} ok",
+            f"step {sim.get('step', '-')}",
+            f"chunks {self.chunk_rate_hz():.1f}/s",
+        ]
         if lat:
-            parts.append(f"latency {1e3 * lat['latency_median_s']:.0f} ms (model {1e3 * lat['inference_median_s']:.1f})")
+            parts.append(
+                f"latency {1e3 * lat['latency_median_s']:.0f} ms (model {1e3 * lat['inference_median_s']:.1f})"
+            )
             parts.append(f"d {lat['d_measured_median']:.0f} (max {lat['d_measured_max']:.0f})")
         if "period_error_p99_s" in corr:
-            parts.append(f"cmd jitter p99 {1e3 * corr['period_error_p99_s']:.2f} ms"
-                         f"{' FIFO' if corr.get('sched_fifo') else ''}")
+            parts.append(
+                f"cmd jitter p99 {1e3 * corr['period_error_p99_s']:.2f} ms{' FIFO' if corr.get('sched_fifo') else ''}"
+            )
         return " | ".join(parts)

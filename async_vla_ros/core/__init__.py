@@ -11,9 +11,9 @@ from .chunk import Chunk, ChunkError
 from .clock import Clock, FakeClock, MonotonicClock, StepClock
 from .cycle_timer import CycleInfo, CycleTimer, TimerStats
 from .delay import DelayConfig, DelayEstimator, latency_to_steps
+from .safety import FR3_LIMITS, PANDA_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 from .scheduler import ChunkScheduler, MergeResult, RejectReason, RequestSpec, SchedulerConfig
 from .strategies import SCHEDULES, STRATEGIES, MergeStrategy, make_strategy, prefix_weights
-from .safety import FR3_LIMITS, PANDA_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
 from .timeline import ActionTimeline, PlanEntry
 
 __all__ = [

@@ -24,8 +24,9 @@ __all__ = ["INTERPOLATIONS", "interpolate"]
 INTERPOLATIONS = ("linear", "cubic", "hold")
 
 
-def interpolate(a_m2: np.ndarray, a_m1: np.ndarray, a_0: np.ndarray, a_p1: np.ndarray, u: float,
-                mode: str = "linear") -> np.ndarray:
+def interpolate(
+    a_m2: np.ndarray, a_m1: np.ndarray, a_0: np.ndarray, a_p1: np.ndarray, u: float, mode: str = "linear"
+) -> np.ndarray:
     """Target at phase ``u`` in ``[0, 1]`` of step ``t``: between ``a_m1 = a[t-1]`` (``u = 0``)
     and ``a_0 = a[t]`` (``u = 1``). ``a_m2 = a[t-2]`` and ``a_p1 = a[t+1]`` shape the cubic's
     tangents only. All arrays ``(J,)``; returns a new ``(J,)`` array."""

@@ -28,8 +28,14 @@ import numpy as np
 
 from async_vla_ros.core.safety import JointLimits
 
-__all__ = ["DERIVATIVES", "DifferenceCheck", "backward_differences", "check_differences", "limit_bounds",
-           "position_margin"]
+__all__ = [
+    "DERIVATIVES",
+    "DifferenceCheck",
+    "backward_differences",
+    "check_differences",
+    "limit_bounds",
+    "position_margin",
+]
 
 # (name, order): the derivatives checked, in the order they are reported
 DERIVATIVES: tuple[tuple[str, int], ...] = (("velocity", 1), ("acceleration", 2), ("jerk", 3))
@@ -39,7 +45,9 @@ DERIVATIVES: tuple[tuple[str, int], ...] = (("velocity", 1), ("acceleration", 2)
 def _limit_arrays(limits: JointLimits) -> tuple[np.ndarray, ...]:
     """q_min, q_max, v_max, a_max, j_max as read-only (J,) arrays (cached: the monitor calls this
     at the command rate)."""
-    arrays = tuple(np.asarray(getattr(limits, f), dtype=np.float64) for f in ("q_min", "q_max", "v_max", "a_max", "j_max"))
+    arrays = tuple(
+        np.asarray(getattr(limits, f), dtype=np.float64) for f in ("q_min", "q_max", "v_max", "a_max", "j_max")
+    )
     for arr in arrays:
         arr.setflags(write=False)
     return arrays
@@ -59,8 +67,9 @@ def position_margin(q: np.ndarray, limits: JointLimits) -> np.ndarray:
     return np.minimum(q - q_min, q_max - q)
 
 
-def backward_differences(q: np.ndarray, h: float | np.ndarray, v0: np.ndarray | None = None,
-                         a0: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def backward_differences(
+    q: np.ndarray, h: float | np.ndarray, v0: np.ndarray | None = None, a0: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Velocity, acceleration and jerk of ``q (N, J)`` (see module docstring).
 
     ``h``: seconds between consecutive samples, a number or ``(N-1,)`` (``h[i]`` between ``q[i]``
@@ -108,8 +117,14 @@ class DifferenceCheck:
     margin: np.ndarray  # (N, J) position_margin of q
 
 
-def check_differences(q: np.ndarray, h: float | np.ndarray, limits: JointLimits, rel_tol: float = 1e-6,
-                      v0: np.ndarray | None = None, a0: np.ndarray | None = None) -> DifferenceCheck:
+def check_differences(
+    q: np.ndarray,
+    h: float | np.ndarray,
+    limits: JointLimits,
+    rel_tol: float = 1e-6,
+    v0: np.ndarray | None = None,
+    a0: np.ndarray | None = None,
+) -> DifferenceCheck:
     """Backward differences of ``q (N, J)`` (see :func:`backward_differences` for ``h, v0, a0``)
     compared with ``limits``: which values exceed their limit by more than ``rel_tol`` (relative),
     and the position margin of every sample."""

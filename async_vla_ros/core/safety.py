@@ -141,7 +141,9 @@ class SafetyConfig:
         half = min(hi - lo for lo, hi in zip(lim.q_min, lim.q_max)) / 2
         if not (math.isfinite(self.position_margin) and 0 <= self.position_margin < half):
             raise ValueError(f"SafetyConfig.position_margin must be in [0, {half:.3f}), got {self.position_margin!r}")
-        if not (math.isfinite(self.gripper_min) and math.isfinite(self.gripper_max) and self.gripper_min < self.gripper_max):
+        if not (
+            math.isfinite(self.gripper_min) and math.isfinite(self.gripper_max) and self.gripper_min < self.gripper_max
+        ):
             raise ValueError("SafetyConfig.gripper_min must be < gripper_max (finite)")
 
     @property
@@ -164,8 +166,16 @@ class SafetyFlags:
     @property
     def any(self) -> bool:
         """True when the filter intervened in any way."""
-        return any((self.input_rejected, self.position_clamped, self.limited, self.braking,
-                    self.gripper_rejected, self.gripper_clamped))
+        return any(
+            (
+                self.input_rejected,
+                self.position_clamped,
+                self.limited,
+                self.braking,
+                self.gripper_rejected,
+                self.gripper_clamped,
+            )
+        )
 
 
 def brake_profile(v0: np.ndarray, a0: np.ndarray, a_max: np.ndarray, j_max: np.ndarray, dt: float):
@@ -200,7 +210,9 @@ def brake_profile(v0: np.ndarray, a0: np.ndarray, a_max: np.ndarray, j_max: np.n
     return acc, n
 
 
-def fci_extrapolate(q: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, cycles: int) -> tuple[np.ndarray, np.ndarray]:
+def fci_extrapolate(
+    q: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, cycles: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Where Franka's controller puts a joint-position stream over ``cycles`` missed commands: it
     "keeps acceleration constant and integrates", ``v += a dt`` then ``q += v dt`` per cycle, from
     the last command ``q`` and its backward differences ``v``, ``a``. Returns the new ``(q, v)``."""
@@ -260,9 +272,18 @@ class SafetyFilter:
         self._amax_tol = self.a_max * (1 + _TOL)
         self._vmax_tol = self.v_max * (1 + _TOL)
         self._ready = False
-        self.counts = {"ticks": 0, "input_rejected": 0, "position_clamped": 0, "limited": 0,
-                       "braking": 0, "gripper_rejected": 0, "gripper_clamped": 0, "extrapolated": 0,
-                       "rebased": 0, "history_clipped": 0}
+        self.counts = {
+            "ticks": 0,
+            "input_rejected": 0,
+            "position_clamped": 0,
+            "limited": 0,
+            "braking": 0,
+            "gripper_rejected": 0,
+            "gripper_clamped": 0,
+            "extrapolated": 0,
+            "rebased": 0,
+            "history_clipped": 0,
+        }
 
     # ------------------------------------------------------------------ state
     def reset(self, q_init, gripper_init: float | None = None) -> None:
@@ -309,14 +330,33 @@ class SafetyFilter:
             raise RuntimeError("SafetyFilter.reset(q_init) must be called before use")
 
     # names of the attributes that change from tick to tick (everything else is configuration)
-    _STATE = ("q", "v", "a", "_target", "_prev_target", "_prev_vt", "_commit", "_commit_n", "_commit_target",
-              "_origin_q", "_origin_v", "_origin_a", "_plan_pos", "_lo", "_hi", "gripper", "counts")
+    _STATE = (
+        "q",
+        "v",
+        "a",
+        "_target",
+        "_prev_target",
+        "_prev_vt",
+        "_commit",
+        "_commit_n",
+        "_commit_target",
+        "_origin_q",
+        "_origin_v",
+        "_origin_a",
+        "_plan_pos",
+        "_lo",
+        "_hi",
+        "gripper",
+        "counts",
+    )
 
     def save(self) -> tuple:
         """A copy of the filter's state, for :meth:`restore` (a command computed ahead and never sent)."""
         self._require_ready()
-        return tuple(dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v)
-                     for v in (getattr(self, k) for k in self._STATE))
+        return tuple(
+            dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v)
+            for v in (getattr(self, k) for k in self._STATE)
+        )
 
     def restore(self, saved: tuple) -> None:
         """Go back to a state from :meth:`save`."""
@@ -451,10 +491,12 @@ class SafetyFilter:
         dt2, dt3 = self._dt2, self._dt3
         free_q = q + v * dt + a * dt2  # where the joint lands with zero jerk
         v_free = v + a * dt
-        j_lo = np.maximum(np.maximum(-jmax, (-amax - a) / dt),
-                          np.maximum((-vmax - v_free) / dt2, (self._lo - free_q) / dt3))
-        j_hi = np.minimum(np.minimum(jmax, (amax - a) / dt),
-                          np.minimum((vmax - v_free) / dt2, (self._hi - free_q) / dt3))
+        j_lo = np.maximum(
+            np.maximum(-jmax, (-amax - a) / dt), np.maximum((-vmax - v_free) / dt2, (self._lo - free_q) / dt3)
+        )
+        j_hi = np.minimum(
+            np.minimum(jmax, (amax - a) / dt), np.minimum((vmax - v_free) / dt2, (self._hi - free_q) / dt3)
+        )
         # ---------------------------------------------------------- candidate jerk
         # pass-through: only when landing on the target also matches its velocity and
         # acceleration (in sync with a feasible stream), else a stationary target would be hit
@@ -463,7 +505,8 @@ class SafetyFilter:
         v_p = (target - q) / dt
         a_p = (v_p - v) / dt
         pass_ok = (
-            (j_pass >= j_lo) & (j_pass <= j_hi)
+            (j_pass >= j_lo)
+            & (j_pass <= j_hi)
             & (np.abs(v_p - v_t_raw) <= self._sync_tol_v)
             & (np.abs(a_p - a_t_raw) <= self._sync_tol_a)
         )
@@ -509,10 +552,11 @@ class SafetyFilter:
         remaining = np.flatnonzero(~ok)
         if remaining.size:
             j_plan = self._plan_jerk(remaining)
+            j_plan_r = j_plan
             for alpha in (1.0, 0.5, 0.25, 0.125, 0.0625, 1.0 / 64):
                 if remaining.size == 0:
                     break
-                jp = j_plan[: remaining.size] if alpha == 1.0 else j_plan_r
+                jp = j_plan_r
                 jj = jp + alpha * (cand[remaining] - jp)
                 jj = np.minimum(np.maximum(jj, j_lo[remaining]), j_hi[remaining])
                 a_n = a[remaining] + jj * dt
@@ -560,9 +604,14 @@ class SafetyFilter:
                 g_clamp = gc != g
                 self.gripper = gc
         flags = SafetyFlags(input_rejected, position_clamped, limited, braking, g_rej, g_clamp)
-        for key, val in (("input_rejected", input_rejected), ("position_clamped", position_clamped),
-                         ("limited", limited), ("braking", braking), ("gripper_rejected", g_rej),
-                         ("gripper_clamped", g_clamp)):
+        for key, val in (
+            ("input_rejected", input_rejected),
+            ("position_clamped", position_clamped),
+            ("limited", limited),
+            ("braking", braking),
+            ("gripper_rejected", g_rej),
+            ("gripper_clamped", g_clamp),
+        ):
             if val:
                 self.counts[key] += 1
         return self.q.copy(), self.gripper, flags

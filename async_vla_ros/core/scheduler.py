@@ -38,7 +38,7 @@ from .timeline import ActionTimeline
 __all__ = ["SchedulerConfig", "RequestSpec", "MergeResult", "RejectReason", "ChunkScheduler"]
 
 
-class RejectReason(str, enum.Enum):
+class RejectReason(enum.StrEnum):
     """Why an arriving chunk was dropped."""
 
     BAD_FIELD = "bad_field"  # ids / t_obs not valid ints
@@ -71,9 +71,13 @@ class SchedulerConfig:
         if self.s_min > self.horizon:
             raise ValueError(f"SchedulerConfig.s_min ({self.s_min}) > horizon ({self.horizon})")
         if self.request_timeout is not None and (
-            isinstance(self.request_timeout, bool) or not isinstance(self.request_timeout, int) or self.request_timeout < 1
+            isinstance(self.request_timeout, bool)
+            or not isinstance(self.request_timeout, int)
+            or self.request_timeout < 1
         ):
-            raise ValueError(f"SchedulerConfig.request_timeout must be a positive int or None, got {self.request_timeout!r}")
+            raise ValueError(
+                f"SchedulerConfig.request_timeout must be a positive int or None, got {self.request_timeout!r}"
+            )
 
     @property
     def timeout_steps(self) -> int:
@@ -201,8 +205,9 @@ class ChunkScheduler:
         return self._outstanding
 
     # ------------------------------------------------------------------ 1. arrivals
-    def on_message(self, chunk_id: Any, request_id: Any, t_obs: Any, actions: Any, t_now: int,
-                   latency_s: float | None = None) -> MergeResult:
+    def on_message(
+        self, chunk_id: Any, request_id: Any, t_obs: Any, actions: Any, t_now: int, latency_s: float | None = None
+    ) -> MergeResult:
         """Like :meth:`on_chunk` for raw fields (a node's message): construction errors become
         rejects with their reason instead of exceptions."""
         try:
@@ -231,7 +236,11 @@ class ChunkScheduler:
         self._remember(self._seen_chunks, cid)
         spec = self._issued.get(rid)
         if spec is None:
-            if rid < self._next_request_id and self._last_accepted_request is not None and rid < self._last_accepted_request:
+            if (
+                rid < self._next_request_id
+                and self._last_accepted_request is not None
+                and rid < self._last_accepted_request
+            ):
                 return self._reject(RejectReason.OUT_OF_ORDER, cid, rid)
             return self._reject(RejectReason.UNKNOWN_REQUEST, cid, rid)
         if rid in self._answered:

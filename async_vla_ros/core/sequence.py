@@ -60,8 +60,10 @@ class SeqDecision:
 
     def describe(self) -> str:
         if self.kind is SeqEvent.REWIND:
-            return (f"{self.what} went back from {self.previous} to {self.seen} and kept going from there: "
-                    f"its sender restarted, or {self.previous} came from a bad message; following it")
+            return (
+                f"{self.what} went back from {self.previous} to {self.seen} and kept going from there: "
+                f"its sender restarted, or {self.previous} came from a bad message; following it"
+            )
         if self.kind is SeqEvent.STALE:
             return f"{self.what} {self.seen} after {self.previous} ({self.streak} older in a row)"
         if self.kind is SeqEvent.DUPLICATE:

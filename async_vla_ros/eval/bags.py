@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 __all__ = [
     "BagError",
@@ -150,8 +151,9 @@ class BagWriter:
                 raise BagError(f"topic {topic} already added with type {self._connections[topic].msgtype}")
             return
         if msgtype not in self.typestore.fielddefs:
-            raise BagError(f"unknown message type {msgtype!r} for {topic} (not a Kilted standard type "
-                           f"nor {CUSTOM_PACKAGE})")
+            raise BagError(
+                f"unknown message type {msgtype!r} for {topic} (not a Kilted standard type nor {CUSTOM_PACKAGE})"
+            )
         self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
 
     @property
@@ -186,7 +188,7 @@ class BagWriter:
             self.closed = True
             self._writer.close()
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -204,9 +206,19 @@ def normalize_type(msgtype: str) -> str:
 
 
 _NUMPY_DTYPES = {
-    "bool": "bool", "byte": "uint8", "char": "uint8", "int8": "int8", "uint8": "uint8", "int16": "int16",
-    "uint16": "uint16", "int32": "int32", "uint32": "uint32", "int64": "int64", "uint64": "uint64",
-    "float32": "float32", "float64": "float64",
+    "bool": "bool",
+    "byte": "uint8",
+    "char": "uint8",
+    "int8": "int8",
+    "uint8": "uint8",
+    "int16": "int16",
+    "uint16": "uint16",
+    "int32": "int32",
+    "uint32": "uint32",
+    "int64": "int64",
+    "uint64": "uint64",
+    "float32": "float32",
+    "float64": "float64",
 }
 
 
@@ -303,14 +315,14 @@ def bag_info(path: str | os.PathLike) -> BagInfo:
         for c in reader.connections:
             counts[c.topic] += int(c.msgcount)
         storage = "mcap" if any(Path(path).glob("*.mcap")) else "sqlite3"
-        return BagInfo(Path(path), storage, int(reader.start_time), int(reader.end_time), topics,
-                       dict(counts))
+        return BagInfo(Path(path), storage, int(reader.start_time), int(reader.end_time), topics, dict(counts))
     finally:
         reader.close()
 
 
-def read_messages(path: str | os.PathLike, topics: Iterable[str] | None = None,
-                  raw: bool = False) -> Iterator[BagMessage]:
+def read_messages(
+    path: str | os.PathLike, topics: Iterable[str] | None = None, raw: bool = False
+) -> Iterator[BagMessage]:
     """Messages of ``topics`` (all if None) in log-time order. ``raw=True``: ``msg`` is the CDR
     bytes. Raises :class:`BagError` for a missing, malformed or truncated bag, and for a topic
     asked for that the bag does not hold."""
@@ -322,8 +334,10 @@ def read_messages(path: str | os.PathLike, topics: Iterable[str] | None = None,
             wanted = set(topics)
             missing = wanted - {c.topic for c in conns}
             if missing:
-                raise BagError(f"bag {path} has no topic(s) {', '.join(sorted(missing))}; it has "
-                               f"{', '.join(sorted({c.topic for c in conns})) or 'none'}")
+                raise BagError(
+                    f"bag {path} has no topic(s) {', '.join(sorted(missing))}; it has "
+                    f"{', '.join(sorted({c.topic for c in conns})) or 'none'}"
+                )
             conns = [c for c in conns if c.topic in wanted]
         for c in conns:
             if not raw and c.msgtype not in store.fielddefs:
@@ -338,8 +352,9 @@ def read_messages(path: str | os.PathLike, topics: Iterable[str] | None = None,
         except BagError:
             raise
         except Exception as exc:  # truncated chunks, bad CDR, ...
-            raise BagError(f"bag {path} is malformed or truncated after {n} messages: "
-                           f"{type(exc).__name__}: {exc}") from exc
+            raise BagError(
+                f"bag {path} is malformed or truncated after {n} messages: {type(exc).__name__}: {exc}"
+            ) from exc
         if n != n_expected:
             raise BagError(f"bag {path} is truncated: metadata lists {n_expected} messages, read {n}")
     finally:

@@ -73,21 +73,39 @@ def sim_streamer(scales: tuple[float, float] = FRANKA_SIM_SCALES, **kw):
     return StreamerConfig(scale_acceleration=scales[0], scale_jerk=scales[1], **kw)
 
 
-def make_session(case: Case, interpolation: str = "linear", horizon: int = 10, jitter: int = 0, seed: int = 0,
-                 scales: tuple[float, float] = FRANKA_SIM_SCALES):
+def make_session(
+    case: Case,
+    interpolation: str = "linear",
+    horizon: int = 10,
+    jitter: int = 0,
+    seed: int = 0,
+    scales: tuple[float, float] = FRANKA_SIM_SCALES,
+):
     """The streaming session of ``case`` (stress policy, simulated delay); ``scales``: the
     filter's fractions of the acceleration and jerk limits."""
     from async_vla_ros.robot.session import SessionConfig, StreamingSession
     from async_vla_ros.robot.stress import StressConfig, StressPolicy
 
     policy = StressPolicy(StressConfig(horizon=horizon, seed=seed))
-    cfg = SessionConfig(strategy=case.strategy, delay_steps=case.delay_steps, delay_jitter=jitter, seed=seed,
-                        streamer=sim_streamer(scales, interpolation=interpolation, safety=case.safety))
+    cfg = SessionConfig(
+        strategy=case.strategy,
+        delay_steps=case.delay_steps,
+        delay_jitter=jitter,
+        seed=seed,
+        streamer=sim_streamer(scales, interpolation=interpolation, safety=case.safety),
+    )
     return StreamingSession(policy, cfg)
 
 
-def offline_violations(case: Case, duration_s: float, interpolation: str = "linear", horizon: int = 10,
-                       jitter: int = 0, seed: int = 0, scales: tuple[float, float] = FRANKA_SIM_SCALES) -> dict[str, int]:
+def offline_violations(
+    case: Case,
+    duration_s: float,
+    interpolation: str = "linear",
+    horizon: int = 10,
+    jitter: int = 0,
+    seed: int = 0,
+    scales: tuple[float, float] = FRANKA_SIM_SCALES,
+) -> dict[str, int]:
     """Cycles whose command breaks the FR3 limits over a whole session, replayed without a robot
     (fake 1 ms clock, from rest at home): what the robot would have to reject had it not aborted
     at the first one."""
@@ -109,18 +127,30 @@ def _row(case: Case, rep, attempt: int) -> dict[str, Any]:
     flt = src.get("filter") or {}
     sched = src.get("scheduler") or {}
     return {
-        "strategy": case.strategy, "delay_steps": case.delay_steps, "filter": case.safety,
-        "aborted": rep.aborted, "reasons": list(rep.reasons), "abort_cycle": rep.cycles if rep.aborted else None,
-        "cycles": rep.cycles, "settled": rep.settled,
-        "max_v_frac": mon.get("max_velocity_frac"), "max_a_frac": mon.get("max_acceleration_frac"),
+        "strategy": case.strategy,
+        "delay_steps": case.delay_steps,
+        "filter": case.safety,
+        "aborted": rep.aborted,
+        "reasons": list(rep.reasons),
+        "abort_cycle": rep.cycles if rep.aborted else None,
+        "cycles": rep.cycles,
+        "settled": rep.settled,
+        "max_v_frac": mon.get("max_velocity_frac"),
+        "max_a_frac": mon.get("max_acceleration_frac"),
         "max_j_frac": mon.get("max_jerk_frac"),
-        "max_v": mon.get("max_velocity"), "max_a": mon.get("max_acceleration"), "max_j": mon.get("max_jerk"),
+        "max_v": mon.get("max_velocity"),
+        "max_a": mon.get("max_acceleration"),
+        "max_j": mon.get("max_jerk"),
         "own_violations": mon.get("violations"),
-        "late_iterations": rep.late_iterations, "max_cycles_per_iteration": rep.max_cycles_per_iteration,
+        "late_iterations": rep.late_iterations,
+        "max_cycles_per_iteration": rep.max_cycles_per_iteration,
         "diverged": rep.diverged,
-        "compute_ms_p99": rep.compute_ms_p99, "compute_ms_max": rep.compute_ms_max, "wall_s": rep.wall_s,
+        "compute_ms_p99": rep.compute_ms_p99,
+        "compute_ms_max": rep.compute_ms_max,
+        "wall_s": rep.wall_s,
         "filter_limited_frac": (flt.get("limited", 0) / flt["ticks"]) if flt.get("ticks") else None,
-        "chunks_accepted": sched.get("accepted"), "max_switch_jump": src.get("max_switch_jump"),
+        "chunks_accepted": sched.get("accepted"),
+        "max_switch_jump": src.get("max_switch_jump"),
         "attempt": attempt,
     }
 
@@ -134,16 +164,25 @@ def timing_fault(rep) -> bool:
 HOMING_TRIES = 6  # moves home before a case is given up (each aborts only on a timing fault)
 
 
-def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "linear", horizon: int = 10,
-              jitter: int = 0, seed: int = 0, retry_late: bool = True, rt_priority: int | None = None,
-              pin: bool = True, scales: tuple[float, float] = FRANKA_SIM_SCALES,
-              log=print) -> dict[str, Any]:
+def run_bench(
+    cases: list[Case],
+    duration_s: float = 6.0,
+    interpolation: str = "linear",
+    horizon: int = 10,
+    jitter: int = 0,
+    seed: int = 0,
+    retry_late: bool = True,
+    rt_priority: int | None = None,
+    pin: bool = True,
+    scales: tuple[float, float] = FRANKA_SIM_SCALES,
+    log=print,
+) -> dict[str, Any]:
     """Start franka-sim (limits enforced), run ``cases``, stop it. Returns ``{"rows": [...],
     "server_log": path}``. A filtered run that aborts after a timing fault (late loop iterations,
     or cycles where the robot reports having executed its own extrapolation instead of our
     command) is retried, at most twice; every attempt is kept. The check is never relaxed."""
-    from async_vla_ros.robot.franka_sim import FrankaSimServer
     from async_vla_ros.robot.cpus import split_cpus
+    from async_vla_ros.robot.franka_sim import FrankaSimServer
     from async_vla_ros.robot.libfranka_backend import LibfrankaConfig, LibfrankaRobot
     from async_vla_ros.robot.stress import FR3_HOME
 
@@ -154,8 +193,9 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
     if server_cpus:
         log(f"pinned: franka-sim on CPU {list(server_cpus)}, the 1 kHz loop on CPU {list(loop_cpus)}")
     with FrankaSimServer(enforce_motion_limits=True, rt_priority=rt_priority, cpus=server_cpus) as server:
-        robot = LibfrankaRobot(LibfrankaConfig(host=server.host, realtime="ignore", sched_fifo_priority=rt_priority,
-                                               cpus=loop_cpus))
+        robot = LibfrankaRobot(
+            LibfrankaConfig(host=server.host, realtime="ignore", sched_fifo_priority=rt_priority, cpus=loop_cpus)
+        )
         robot.connect()
         try:
             for case in cases:
@@ -164,8 +204,10 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
                         home = robot.move_to(np.asarray(FR3_HOME), streamer=homing)
                         if not home.aborted:
                             break
-                        log(f"  homing aborted ({', '.join(home.reasons)}; late={home.late_iterations} "
-                            f"diverged={home.diverged}); recovering")
+                        log(
+                            f"  homing aborted ({', '.join(home.reasons)}; late={home.late_iterations} "
+                            f"diverged={home.diverged}); recovering"
+                        )
                         robot.recover()
                         time.sleep(0.5)  # let a loaded machine catch up before the next try
                     if home.aborted:  # the case cannot run: an abort in the table, and on to the next
@@ -179,7 +221,9 @@ def run_bench(cases: list[Case], duration_s: float = 6.0, interpolation: str = "
                     if rep.aborted:
                         robot.recover()
                     row = _row(case, rep, attempt)
-                    row["offline_violations"] = offline_violations(case, duration_s, interpolation, horizon, jitter, seed, scales)
+                    row["offline_violations"] = offline_violations(
+                        case, duration_s, interpolation, horizon, jitter, seed, scales
+                    )
                     rows.append(row)
                     log(_line(row))
                     if not (retry_late and case.safety and rep.aborted and timing_fault(rep)) or attempt == 3:
@@ -197,9 +241,11 @@ def _fmt(v, spec: str = ".2f") -> str:
 
 def _line(r: dict[str, Any]) -> str:
     ab = f"ABORT@{r['abort_cycle']} {','.join(r['reasons'])}" if r["aborted"] else "ok"
-    return (f"{r['strategy']:>8} d={r['delay_steps']} filter={'on ' if r['filter'] else 'off'} {ab:<60} "
-            f"v={_fmt(r['max_v_frac'])} a={_fmt(r['max_a_frac'])} j={_fmt(r['max_j_frac'])} (x limit) "
-            f"late={r['late_iterations']} diverged={r['diverged']} p99={_fmt(r['compute_ms_p99'])}ms")
+    return (
+        f"{r['strategy']:>8} d={r['delay_steps']} filter={'on ' if r['filter'] else 'off'} {ab:<60} "
+        f"v={_fmt(r['max_v_frac'])} a={_fmt(r['max_a_frac'])} j={_fmt(r['max_j_frac'])} (x limit) "
+        f"late={r['late_iterations']} diverged={r['diverged']} p99={_fmt(r['compute_ms_p99'])}ms"
+    )
 
 
 def _offline(r: dict[str, Any]) -> str:
@@ -209,9 +255,11 @@ def _offline(r: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the rows."""
-    head = ("| strategy | delay d (steps) | safety filter | aborts | abort reason (cycle) | max \\|v\\| / limit "
-            "| max \\|a\\| / limit | max \\|j\\| / limit | robot cycles | late iterations | compute p99 / max (ms) "
-            "| chunks merged | largest switch jump (rad) | offline: cycles over a v / a / j limit |")
+    head = (
+        "| strategy | delay d (steps) | safety filter | aborts | abort reason (cycle) | max \\|v\\| / limit "
+        "| max \\|a\\| / limit | max \\|j\\| / limit | robot cycles | late iterations | compute p99 / max (ms) "
+        "| chunks merged | largest switch jump (rad) | offline: cycles over a v / a / j limit |"
+    )
     sep = "|" + "---|" * 14
     lines = [head, sep]
     for r in rows:
@@ -221,7 +269,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {_fmt(r['max_v_frac'])} | {_fmt(r['max_a_frac'], '.3g')} | {_fmt(r['max_j_frac'], '.3g')} | {r['cycles']} "
             f"| {r['late_iterations']} / {r['diverged']} | {_fmt(r['compute_ms_p99'])} / {_fmt(r['compute_ms_max'])} "
             f"| {_fmt(r['chunks_accepted'], 'd') if r['chunks_accepted'] is not None else '-'} | {_fmt(r['max_switch_jump'], '.3f')} "
-            f"| {_offline(r)} |")
+            f"| {_offline(r)} |"
+        )
     return "\n".join(lines)
 
 
@@ -235,16 +284,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpolation", default="linear", choices=("linear", "cubic", "hold"))
     p.add_argument("--no-unfiltered", action="store_true", help="skip the runs with the safety filter off")
     p.add_argument("--rt-priority", type=int, default=None, help="SCHED_FIFO priority for the loop and the server")
-    p.add_argument("--pin", choices=("auto", "off"), default="auto",
-                   help="auto (default): the server on the last CPU core, the 1 kHz loop on the others "
-                        "(needs >= 2 cores); off: let the scheduler place them")
-    p.add_argument("--scale-acceleration", type=float, default=FRANKA_SIM_SCALES[0],
-                   help=f"the filter's fraction of the acceleration limits (default {FRANKA_SIM_SCALES[0]}: "
-                        "franka-sim's late-answer artefacts scale with it, see docs/libfranka.md)")
-    p.add_argument("--scale-jerk", type=float, default=FRANKA_SIM_SCALES[1],
-                   help=f"the filter's fraction of the jerk limits (default {FRANKA_SIM_SCALES[1]})")
+    p.add_argument(
+        "--pin",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto (default): the server on the last CPU core, the 1 kHz loop on the others "
+        "(needs >= 2 cores); off: let the scheduler place them",
+    )
+    p.add_argument(
+        "--scale-acceleration",
+        type=float,
+        default=FRANKA_SIM_SCALES[0],
+        help=f"the filter's fraction of the acceleration limits (default {FRANKA_SIM_SCALES[0]}: "
+        "franka-sim's late-answer artefacts scale with it, see docs/libfranka.md)",
+    )
+    p.add_argument(
+        "--scale-jerk",
+        type=float,
+        default=FRANKA_SIM_SCALES[1],
+        help=f"the filter's fraction of the jerk limits (default {FRANKA_SIM_SCALES[1]})",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report", type=Path, default=None, help="write the markdown table here (e.g. reports/franka_sim.md)")
+    p.add_argument(
+        "--report", type=Path, default=None, help="write the markdown table here (e.g. reports/franka_sim.md)"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the raw rows as JSON here")
 
 
@@ -268,7 +331,7 @@ def _write_report(path: Path, result: dict[str, Any], ns: argparse.Namespace, ar
     text = [
         "# libfranka backend on franka-sim: aborts per merge strategy",
         "",
-        f"Measured {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on "
+        f"Measured {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} on "
         f"{platform.node() or 'this machine'} ({platform.machine()}, Python {platform.python_version()}), with",
         "",
         "```",
@@ -306,7 +369,7 @@ def _write_report(path: Path, result: dict[str, Any], ns: argparse.Namespace, ar
         f"{sum(1 for r in rows if r['filter'] and r['aborted'] and r is not final.get((r['strategy'], r['delay_steps'])))}"
         f" of {sum(1 for r in rows if r['filter'])} (every attempt is a row above). How franka-sim turns a late "
         "answer into an abort, and why the filter runs at reduced acceleration and jerk here: docs/libfranka.md, "
-        "\"What franka-sim does with a late answer (traced)\".",
+        '"What franka-sim does with a late answer (traced)".',
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,9 +397,17 @@ def run(ns: argparse.Namespace) -> int:
 
     print(f"franka-sim bench: {len(cases)} sessions of {ns.duration:g} s")
     try:
-        result = run_bench(cases, ns.duration, ns.interpolation, ns.horizon, ns.jitter, ns.seed,
-                           rt_priority=ns.rt_priority, pin=ns.pin == "auto",
-                           scales=(ns.scale_acceleration, ns.scale_jerk))
+        result = run_bench(
+            cases,
+            ns.duration,
+            ns.interpolation,
+            ns.horizon,
+            ns.jitter,
+            ns.seed,
+            rt_priority=ns.rt_priority,
+            pin=ns.pin == "auto",
+            scales=(ns.scale_acceleration, ns.scale_jerk),
+        )
     except FrankaSimUnavailable as exc:
         print(f"error: franka-sim unavailable: {exc}", file=sys.stderr)
         return 3
@@ -344,7 +415,7 @@ def run(ns: argparse.Namespace) -> int:
     print()
     print(format_table(rows))
     print(f"\nserver log: {result['server_log']}")
-    argv = sys.argv[sys.argv.index("franka") + 1:] if "franka" in sys.argv else []
+    argv = sys.argv[sys.argv.index("franka") + 1 :] if "franka" in sys.argv else []
     if ns.report:
         _write_report(ns.report, result, ns, argv)
         print(f"wrote {ns.report}")

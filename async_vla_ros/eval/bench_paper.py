@@ -45,10 +45,11 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -180,8 +181,9 @@ def load_task_models(task: str, kinds: set[str], need_head: bool, ckpt_dir: str 
 
 
 # ---------------------------------------------------------------------- latency
-def measure_latencies(calls: Mapping[str, tuple[Any, Any | None, MethodSpec]], obs: np.ndarray, reps: int,
-                      d: int = 2) -> dict[str, dict[str, float]]:
+def measure_latencies(
+    calls: Mapping[str, tuple[Any, Any | None, MethodSpec]], obs: np.ndarray, reps: int, d: int = 2
+) -> dict[str, dict[str, float]]:
     """B = 1 chunk latency (ms) per method on ``obs`` (1, obs_dim), and the head's per-step time.
 
     ``calls``: method -> (policy, head or None, spec). Each method is timed in short blocks of
@@ -294,22 +296,28 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
             specs = {m: method_spec(m) for m in config.methods}
             for m in [m for m in specs if m in ABLATIONS]:
                 # ablation checkpoints are optional per task: skipped (and reported) when absent
-                if not (Path(config.ckpt_dir) if config.ckpt_dir else _ckpt_root()).joinpath(
-                        f"{task}_{specs[m].policy}.pt").is_file():
+                if (
+                    not (Path(config.ckpt_dir) if config.ckpt_dir else _ckpt_root())
+                    .joinpath(f"{task}_{specs[m].policy}.pt")
+                    .is_file()
+                ):
                     res.skipped.append(f"{m} on {task} (no {task}_{specs[m].policy}.pt)")
                     total -= len(config.delays) * config.episodes
                     if bar is not None:
                         bar.total = total
                     del specs[m]
-            models = load_task_models(task, {s.policy for s in specs.values()}, any(s.head for s in specs.values()),
-                                      config.ckpt_dir)
+            models = load_task_models(
+                task, {s.policy for s in specs.values()}, any(s.head for s in specs.values()), config.ckpt_dir
+            )
             res.files[task] = models.files
             env = BatchedPandaEnv(task, 1, threads=1)
             obs1 = env.reset([config.seed])
             env.close()
             res.latency[task] = measure_latencies(
                 {m: (models.policies[sp.policy], models.head if sp.head else None, sp) for m, sp in specs.items()},
-                obs1, config.latency_reps)
+                obs1,
+                config.latency_reps,
+            )
             for m, spec in specs.items():
                 pol = models.policies[spec.policy]
                 head = models.head if spec.head else None
@@ -318,15 +326,28 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
                     if d >= pol.horizon:
                         raise ValueError(f"delay {d} must be < H = {pol.horizon}")
                     s_exec = max(d, config.s_min)
-                    lc = LockstepConfig(task=task, method=spec.strategy, delay=d, s_min=config.s_min,
-                                        episodes=config.episodes, batch=config.batch, seed=config.seed,
-                                        strategy_options=(("s", s_exec),) if spec.strategy == "sync" else ())
+                    lc = LockstepConfig(
+                        task=task,
+                        method=spec.strategy,
+                        delay=d,
+                        s_min=config.s_min,
+                        episodes=config.episodes,
+                        batch=config.batch,
+                        seed=config.seed,
+                        strategy_options=(("s", s_exec),) if spec.strategy == "sync" else (),
+                    )
                     r = runner.run(lc)
                     s = r.summary()
-                    s.update(bench_method=m, policy_kind=spec.policy, head=spec.head, s=s_exec,
-                             per_episode={k: [getattr(e, k) for e in r.episodes]
-                                          for k in ("success", "switch_jump_max", "jerk_rms", "acc_rms",
-                                                    "hold_steps")})
+                    s.update(
+                        bench_method=m,
+                        policy_kind=spec.policy,
+                        head=spec.head,
+                        s=s_exec,
+                        per_episode={
+                            k: [getattr(e, k) for e in r.episodes]
+                            for k in ("success", "switch_jump_max", "jerk_rms", "acc_rms", "hold_steps")
+                        },
+                    )
                     res.summaries.append(s)
                     done += config.episodes
                     if bar is not None:
@@ -401,8 +422,14 @@ def check_claims(res: BenchResults) -> list[Claim]:
     if "naive" in counts and 0 in counts["naive"] and max(cfg.delays) > 0:
         dmax = max(cfg.delays)
         v, ev = _verdict_rates(counts["naive"][0], counts["naive"][dmax])
-        claims.append(Claim("RTC", f"naive async success drops as the delay grows (d=0 vs d={dmax})",
-                            f"naive d=0 {ev.split(' vs ')[0]} vs d={dmax} {ev.split(' vs ')[1]}", v))
+        claims.append(
+            Claim(
+                "RTC",
+                f"naive async success drops as the delay grows (d=0 vs d={dmax})",
+                f"naive d=0 {ev.split(' vs ')[0]} vs d={dmax} {ev.split(' vs ')[1]}",
+                v,
+            )
+        )
     cmp_rates("RTC", f"RTC (soft mask) beats naive async under delay ({dl})", "rtc", "naive", delayed)
     cmp_rates("RTC", f"the soft mask beats the hard mask ({dl})", "rtc", "rtc_hard", delayed)
     cmp_rates("RTC", f"RTC beats BID ({dl})", "rtc", "bid", delayed)
@@ -410,18 +437,25 @@ def check_claims(res: BenchResults) -> list[Claim]:
     cmp_rates("RTC", f"RTC beats synchronous inference ({dl})", "rtc", "sync", delayed)
     cmp_rates("REMAC", f"REMAC beats naive async ({dl})", "remac", "naive", delayed)
     cmp_rates("REMAC", f"REMAC beats RTC ({dl})", "remac", "rtc", delayed)
-    cmp_rates("REMAC", f"temporal ensembling can be worse than naive async ({dl}; claim = TE < naive)",
-              "naive", "te", delayed)
-    cmp_rates("ours", f"REMAC + RTC beats REMAC alone ({dl}; a combination the papers do not test)",
-              "remac+rtc", "remac", delayed)
+    cmp_rates(
+        "REMAC", f"temporal ensembling can be worse than naive async ({dl}; claim = TE < naive)", "naive", "te", delayed
+    )
+    cmp_rates(
+        "ours",
+        f"REMAC + RTC beats REMAC alone ({dl}; a combination the papers do not test)",
+        "remac+rtc",
+        "remac",
+        delayed,
+    )
     for abl in ABLATIONS:
         if abl in counts:
             cmp_rates("REMAC", f"full REMAC beats the ablation {abl} ({dl})", "remac", abl, delayed)
     cmp_rates("A2C2", f"naive + A2C2 head beats naive async ({dl})", "a2c2", "naive", delayed)
     cmp_rates("A2C2", f"naive + A2C2 beats RTC ({dl})", "a2c2", "rtc", delayed)
     cmp_rates("A2C2", f"RTC + A2C2 beats RTC ({dl})", "rtc+a2c2", "rtc", delayed)
-    cmp_rates("ours", f"REMAC + A2C2 beats REMAC ({dl}; a combination the papers do not test)",
-              "remac+a2c2", "remac", delayed)
+    cmp_rates(
+        "ours", f"REMAC + A2C2 beats REMAC ({dl}; a combination the papers do not test)", "remac+a2c2", "remac", delayed
+    )
 
     # smoothness: largest command jump at chunk switches (per-episode values, mean +- sem)
     def cmp_jump(src: str, text: str, a: str, b: str) -> None:
@@ -434,8 +468,11 @@ def check_claims(res: BenchResults) -> list[Claim]:
         z = (mb - ma) / se if se > 0 else 0.0
         p = 2 * (1 - NormalDist().cdf(abs(z)))
         ev = f"{a} {ma:.4f} +- {sa:.4f} rad vs {b} {mb:.4f} +- {sb:.4f} rad (Welch z p = {p:.3g})"
-        v = ("supported" if ma < mb else "not supported (significantly the opposite)") if p < 0.05 else \
-            "not resolved (difference not significant at 5 %)"
+        v = (
+            ("supported" if ma < mb else "not supported (significantly the opposite)")
+            if p < 0.05
+            else "not resolved (difference not significant at 5 %)"
+        )
         claims.append(Claim(src, text, ev, v))
 
     cmp_jump("RTC", f"RTC gives smaller jumps at chunk switches than naive async ({dl})", "rtc", "naive")
@@ -443,25 +480,42 @@ def check_claims(res: BenchResults) -> list[Claim]:
 
     # latency
     lat = res.latency
+
     def mean_lat(m: str, key: str = "chunk_ms_median") -> float | None:
         vals = [lat[t][m][key] for t in lat if m in lat[t] and key in lat[t][m]]
         return float(np.mean(vals)) if vals else None
+
     base_ms, rtc_ms, remac_ms = mean_lat("naive"), mean_lat("rtc"), mean_lat("remac")
     if base_ms and rtc_ms:
         r = rtc_ms / base_ms
-        claims.append(Claim("RTC/REMAC", "RTC guidance costs extra inference time over vanilla sampling",
-                            f"B=1 chunk: rtc {rtc_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
-                            "supported" if r > 1.2 else "not supported (ratio <= 1.2)"))
+        claims.append(
+            Claim(
+                "RTC/REMAC",
+                "RTC guidance costs extra inference time over vanilla sampling",
+                f"B=1 chunk: rtc {rtc_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
+                "supported" if r > 1.2 else "not supported (ratio <= 1.2)",
+            )
+        )
     if base_ms and remac_ms:
         r = remac_ms / base_ms
-        claims.append(Claim("REMAC", "REMAC's prefix-preserved sampling adds no inference latency",
-                            f"B=1 chunk: remac {remac_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
-                            "supported" if r <= 1.15 else "not supported (ratio > 1.15)"))
+        claims.append(
+            Claim(
+                "REMAC",
+                "REMAC's prefix-preserved sampling adds no inference latency",
+                f"B=1 chunk: remac {remac_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
+                "supported" if r <= 1.15 else "not supported (ratio > 1.15)",
+            )
+        )
     head_ms = mean_lat("a2c2", "head_ms_median")
     if head_ms is not None and base_ms:
-        claims.append(Claim("A2C2", "the A2C2 head is cheap next to chunk inference",
-                            f"head {head_ms:.3f} ms per step vs chunk {base_ms:.2f} ms",
-                            "supported" if head_ms < 0.25 * base_ms else "not supported (head >= 25 % of a chunk)"))
+        claims.append(
+            Claim(
+                "A2C2",
+                "the A2C2 head is cheap next to chunk inference",
+                f"head {head_ms:.3f} ms per step vs chunk {base_ms:.2f} ms",
+                "supported" if head_ms < 0.25 * base_ms else "not supported (head >= 25 % of a chunk)",
+            )
+        )
     return claims
 
 
@@ -480,10 +534,17 @@ def machine_info() -> dict[str, str]:
         pass
     from async_vla_ros.train.common import git_commit
 
-    return {"cpu": cpu or "unknown", "cores": str(os.cpu_count()), "torch": str(torch.__version__),
-            "torch_threads": str(torch.get_num_threads()), "mujoco": mujoco.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-            "git": git_commit() or "unknown"}
+    return {
+        "cpu": cpu or "unknown",
+        "cores": str(os.cpu_count()),
+        "torch": str(torch.__version__),
+        "torch_threads": str(torch.get_num_threads()),
+        "mujoco": mujoco.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "git": git_commit() or "unknown",
+    }
 
 
 def _rate_cell(k: int, n: int) -> str:
@@ -491,26 +552,33 @@ def _rate_cell(k: int, n: int) -> str:
     return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def write_report(res: BenchResults, path: str | Path, command: str, plots: Mapping[str, str],
-                 notes: str = "") -> Path:
+def write_report(res: BenchResults, path: str | Path, command: str, plots: Mapping[str, str], notes: str = "") -> Path:
     """Markdown report of ``res``."""
     cfg = res.config
     info = machine_info()
     L: list[str] = []
     L.append("# Paper-style benchmark: success vs inference delay (lockstep simulation)\n")
-    L.append(f"Generated by `{command}` on {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
-             f"the sweep took {res.wall_s / 60:.1f} min.\n")
-    L.append(f"- Machine: {info['cpu']}, {info['cores']} cores (shared with other jobs during the run), "
-             f"{info['os']}; Python {info['python']}, torch {info['torch']} ({info['torch_threads']} thread), "
-             f"mujoco {info['mujoco']}, numpy {info['numpy']}; git {info['git']}.")
-    L.append(f"- Setting: H = 8, s = max(d, {cfg.s_min}) for every method (sync executes s actions of a chunk, "
-             f"then stands still for the d steps of inference), dt = 50 ms, delays d = {list(cfg.delays)}, N = {cfg.episodes} episodes per cell "
-             f"(same {cfg.episodes} episode seeds for every method), run seed {cfg.seed}, {cfg.batch} envs in "
-             "lockstep, one batched policy call per inference.")
-    L.append("- Success: rate [95 % Wilson interval]. Smoothness: mean over episodes of the largest joint-command "
-             "jump at a chunk switch (rad) and RMS jerk of the command stream (rad/s^3). Latency: one chunk for "
-             "one observation (B = 1), median / p90 over "
-             f"{cfg.latency_reps} calls, measured in this run.")
+    L.append(
+        f"Generated by `{command}` on {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; "
+        f"the sweep took {res.wall_s / 60:.1f} min.\n"
+    )
+    L.append(
+        f"- Machine: {info['cpu']}, {info['cores']} cores (shared with other jobs during the run), "
+        f"{info['os']}; Python {info['python']}, torch {info['torch']} ({info['torch_threads']} thread), "
+        f"mujoco {info['mujoco']}, numpy {info['numpy']}; git {info['git']}."
+    )
+    L.append(
+        f"- Setting: H = 8, s = max(d, {cfg.s_min}) for every method (sync executes s actions of a chunk, "
+        f"then stands still for the d steps of inference), dt = 50 ms, delays d = {list(cfg.delays)}, N = {cfg.episodes} episodes per cell "
+        f"(same {cfg.episodes} episode seeds for every method), run seed {cfg.seed}, {cfg.batch} envs in "
+        "lockstep, one batched policy call per inference."
+    )
+    L.append(
+        "- Success: rate [95 % Wilson interval]. Smoothness: mean over episodes of the largest joint-command "
+        "jump at a chunk switch (rad) and RMS jerk of the command stream (rad/s^3). Latency: one chunk for "
+        "one observation (B = 1), median / p90 over "
+        f"{cfg.latency_reps} calls, measured in this run."
+    )
     if res.skipped:
         L.append("- Not run (ablation checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
     L.append("- Checkpoints:")
@@ -533,8 +601,10 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
     L.append("\n## Inference latency per method (measured in this run)\n")
     L.append(_latency_table(res))
     L.append("\n## The papers' claims against these numbers\n")
-    L.append("Pooled over tasks; 'under delay' pools d >= 1. Verdicts come from the numbers by a fixed rule "
-             "(two-sided test at 5 %), not from expectations.\n")
+    L.append(
+        "Pooled over tasks; 'under delay' pools d >= 1. Verdicts come from the numbers by a fixed rule "
+        "(two-sided test at 5 %), not from expectations.\n"
+    )
     L.append("| source | claim | our numbers | verdict |")
     L.append("|---|---|---|---|")
     for c in check_claims(res):
@@ -551,8 +621,14 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
     return path
 
 
-PER_TASK_PAIRS = (("rtc", "naive"), ("rtc", "rtc_hard"), ("bid", "naive"), ("remac", "naive"), ("remac", "rtc"),
-                  ("a2c2", "naive"))
+PER_TASK_PAIRS = (
+    ("rtc", "naive"),
+    ("rtc", "rtc_hard"),
+    ("bid", "naive"),
+    ("remac", "naive"),
+    ("remac", "rtc"),
+    ("a2c2", "naive"),
+)
 
 
 def _per_task_claims(res: BenchResults) -> str:
@@ -561,8 +637,12 @@ def _per_task_claims(res: BenchResults) -> str:
     delayed = [d for d in cfg.delays if d >= 1]
     pairs = [(a, b) for a, b in PER_TASK_PAIRS if a in cfg.methods and b in cfg.methods]
     rows = ["| claim | " + " | ".join(cfg.tasks) + " |", "|---|" + "---|" * len(cfg.tasks)]
-    short = {"supported": "supported", "not resolved (difference not significant at 5 %)": "n.s.",
-             "not supported (significantly the opposite)": "opposite", "not run": "not run"}
+    short = {
+        "supported": "supported",
+        "not resolved (difference not significant at 5 %)": "n.s.",
+        "not supported (significantly the opposite)": "opposite",
+        "not run": "not run",
+    }
     for a, b in pairs:
         cells = []
         for task in cfg.tasks:
@@ -580,8 +660,7 @@ def _per_task_claims(res: BenchResults) -> str:
 
 def _success_table(counts: Mapping[str, Mapping[int, tuple[int, int]]], cfg: BenchConfig) -> str:
     ds = list(cfg.delays)
-    rows = ["| method | " + " | ".join(f"d={d}" for d in ds) + " | mean d>=1 |",
-            "|---|" + "---|" * (len(ds) + 1)]
+    rows = ["| method | " + " | ".join(f"d={d}" for d in ds) + " | mean d>=1 |", "|---|" + "---|" * (len(ds) + 1)]
     for m in cfg.methods:
         if m not in counts:
             continue
@@ -606,8 +685,11 @@ def _smooth_table(res: BenchResults, task: str) -> str:
 
 
 def _latency_table(res: BenchResults) -> str:
-    rows = ["| method | sampler | B=1 chunk ms (median / p90), mean over tasks | head ms/step | "
-            "batched lockstep call ms (mean over cells) |", "|---|---|---|---|---|"]
+    rows = [
+        "| method | sampler | B=1 chunk ms (median / p90), mean over tasks | head ms/step | "
+        "batched lockstep call ms (mean over cells) |",
+        "|---|---|---|---|---|",
+    ]
     for m in res.config.methods:
         spec = method_spec(m)
         ls = [res.latency[t][m] for t in res.latency if m in res.latency[t]]
@@ -617,8 +699,10 @@ def _latency_table(res: BenchResults) -> str:
         p90 = np.mean([x["chunk_ms_p90"] for x in ls])
         head = np.mean([x["head_ms_median"] for x in ls]) if "head_ms_median" in ls[0] else None
         calls = [s["infer_ms_per_call"] for s in res.summaries if s["bench_method"] == m and s["infer_ms_per_call"]]
-        rows.append(f"| {m} | {spec.sampler} | {med:.2f} / {p90:.2f} | "
-                    f"{'-' if head is None else f'{head:.3f}'} | {np.mean(calls) if calls else float('nan'):.1f} |")
+        rows.append(
+            f"| {m} | {spec.sampler} | {med:.2f} / {p90:.2f} | "
+            f"{'-' if head is None else f'{head:.3f}'} | {np.mean(calls) if calls else float('nan'):.1f} |"
+        )
     return "\n".join(rows)
 
 
@@ -637,8 +721,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="run seed [0]")
     parser.add_argument("--latency-reps", type=int, default=None, help="timed B=1 calls per method [100]")
     parser.add_argument("--ckpt-dir", default=None, help="checkpoint folder [the shipped async_vla_ros/checkpoints]")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke configuration: track, d in {2, 4}, 2 episodes (seconds, for tests)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="smoke configuration: track, d in {2, 4}, 2 episodes (seconds, for tests)"
+    )
     parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
     parser.add_argument("--plots-dir", default=None, help="PNG folder [the report's folder]")
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
@@ -669,9 +754,11 @@ def run(ns: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"bench paper: {exc}", file=sys.stderr)
         return 2
-    command = "async-vla-ros bench paper" + (" " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-                                             if len(sys.argv) > 3 and sys.argv[1:3] == ["bench", "paper"] else
-                                             _argv_from_ns(ns))
+    command = "async-vla-ros bench paper" + (
+        " " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+        if len(sys.argv) > 3 and sys.argv[1:3] == ["bench", "paper"]
+        else _argv_from_ns(ns)
+    )
     try:
         res = run_bench(cfg, progress=not ns.no_progress)
     except (FileNotFoundError, ValueError) as exc:
@@ -681,15 +768,31 @@ def run(ns: argparse.Namespace) -> int:
     if ns.json:  # first, so that the measurements survive any later failure
         jp = Path(ns.json)
         jp.parent.mkdir(parents=True, exist_ok=True)
-        jp.write_text(json.dumps({"config": cfg.__dict__, "summaries": res.summaries, "latency": res.latency,
-                                  "files": res.files, "wall_s": res.wall_s}, indent=1, default=str))
+        jp.write_text(
+            json.dumps(
+                {
+                    "config": cfg.__dict__,
+                    "summaries": res.summaries,
+                    "latency": res.latency,
+                    "files": res.files,
+                    "wall_s": res.wall_s,
+                },
+                indent=1,
+                default=str,
+            )
+        )
     plots_dir = Path(ns.plots_dir) if ns.plots_dir else out.parent
     from async_vla_ros.eval.plots import success_vs_delay
 
     plots = {}
     for task in cfg.tasks:
-        p = success_vs_delay(res.counts(task), task, plots_dir / f"benchmark_{task}.png", methods=cfg.methods,
-                             title_suffix=f" (N={cfg.episodes}, H=8, s=max(d,{cfg.s_min}))")
+        p = success_vs_delay(
+            res.counts(task),
+            task,
+            plots_dir / f"benchmark_{task}.png",
+            methods=cfg.methods,
+            title_suffix=f" (N={cfg.episodes}, H=8, s=max(d,{cfg.s_min}))",
+        )
         plots[task] = os.path.relpath(p, out.parent)
     notes = Path(ns.notes).read_text() if ns.notes else ""
     write_report(res, out, command, plots, notes)

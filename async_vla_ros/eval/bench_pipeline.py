@@ -34,11 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds excluded at the start (default 4)")
     parser.add_argument("--task", default="track", choices=TASKS)
     parser.add_argument("--method", default="rtc")
-    parser.add_argument("--policy", default="default",
-                        help="default (shipped checkpoint, else the scripted expert), expert, or a checkpoint path")
+    parser.add_argument(
+        "--policy",
+        default="default",
+        help="default (shipped checkpoint, else the scripted expert), expert, or a checkpoint path",
+    )
     parser.add_argument("--command-hz", type=float, default=100.0, help="correction rate (default 100)")
-    parser.add_argument("--fifo", choices=("both", "on", "off"), default="both",
-                        help="run with SCHED_FIFO on the command loop, without, or both (default)")
+    parser.add_argument(
+        "--fifo",
+        choices=("both", "on", "off"),
+        default="both",
+        help="run with SCHED_FIFO on the command loop, without, or both (default)",
+    )
     parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
 
 
@@ -61,12 +68,11 @@ def _percentiles(x) -> tuple[float, float, float]:
 def run_once(args: dict, duration: float, warmup: float) -> dict:
     """One graph run; returns the measurements (see module docstring)."""
     import numpy as np
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
 
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     graph = build_graph("franka", args)
     log: list[str] = []
@@ -86,13 +92,19 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
             if not launcher.check():
                 raise RuntimeError("a node died: " + "; ".join(log[-20:]))
             if cpu0 is None and time.monotonic() - t0 >= warmup:
-                cpu0 = ({n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes}, time.monotonic(),
-                        monitor.get_clock().now().nanoseconds)
+                cpu0 = (
+                    {n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes},
+                    time.monotonic(),
+                    monitor.get_clock().now().nanoseconds,
+                )
             time.sleep(0.1)
         cpu1 = {n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes}
         window = time.monotonic() - cpu0[1]
-        cpu = {k: 100.0 * (cpu1[k] - cpu0[0][k]) / hz / window for k in cpu1
-               if cpu1[k] is not None and cpu0[0].get(k) is not None}
+        cpu = {
+            k: 100.0 * (cpu1[k] - cpu0[0][k]) / hz / window
+            for k in cpu1
+            if cpu1[k] is not None and cpu0[0].get(k) is not None
+        }
         t_from = cpu0[2]
         from async_vla_ros.nodes.common import stamp_to_ns
 
@@ -110,12 +122,20 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
     inf = np.array([r.inference_s for r in reps])
     inj = np.array([r.injected_delay_s for r in reps])
     age = np.array([r.obs_age_s for r in reps])
-    return {"n_chunks": len(reps), "obs_to_chunk_minus_model": _percentiles(total - inf - inj),
-            "request_to_chunk_minus_model": _percentiles(total - age - inf - inj),
-            "model": _percentiles(inf), "cpu": cpu,
-            "period_error": (corr.get("period_error_median_s"), corr.get("period_error_p99_s"),
-                             corr.get("period_error_max_s")),
-            "fifo": bool(corr.get("sched_fifo")), "rate_hz": corr.get("rate_hz")}
+    return {
+        "n_chunks": len(reps),
+        "obs_to_chunk_minus_model": _percentiles(total - inf - inj),
+        "request_to_chunk_minus_model": _percentiles(total - age - inf - inj),
+        "model": _percentiles(inf),
+        "cpu": cpu,
+        "period_error": (
+            corr.get("period_error_median_s"),
+            corr.get("period_error_p99_s"),
+            corr.get("period_error_max_s"),
+        ),
+        "fifo": bool(corr.get("sched_fifo")),
+        "rate_hz": corr.get("rate_hz"),
+    }
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -129,17 +149,24 @@ def run(ns: argparse.Namespace) -> int:
         except GraphError as exc:
             print(f"note: {exc}; measuring with the scripted expert as the policy")
             policy = "expert"
-    base = {"task": ns.task, "method": ns.method, "policy": policy, "command_hz": str(ns.command_hz),
-            "camera": "false" if ns.no_camera else "true"}
+    base = {
+        "task": ns.task,
+        "method": ns.method,
+        "policy": policy,
+        "command_hz": str(ns.command_hz),
+        "camera": "false" if ns.no_camera else "true",
+    }
     try:
         build_graph("franka", base)
     except GraphError as exc:
         print(f"bench pipeline: {exc}", file=sys.stderr)
         return 2
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[ns.fifo]
-    print(f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, command {ns.command_hz:g} Hz, "
-          f"{ns.duration:g} s per run after {ns.warmup:g} s warm-up; {platform.node()}, {os.cpu_count()} CPUs, "
-          f"load avg {os.getloadavg()[0]:.2f}")
+    print(
+        f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, command {ns.command_hz:g} Hz, "
+        f"{ns.duration:g} s per run after {ns.warmup:g} s warm-up; {platform.node()}, {os.cpu_count()} CPUs, "
+        f"load avg {os.getloadavg()[0]:.2f}"
+    )
     results = []
     for fifo in modes:
         print(f"  running with fifo:={'true' if fifo else 'false'} ...", flush=True)
@@ -158,10 +185,16 @@ def run(ns: argparse.Namespace) -> int:
         m1, m2 = r["obs_to_chunk_minus_model"], r["request_to_chunk_minus_model"]
         md, pe = r["model"], r["period_error"]
         print(f"\ncommand loop: {label}; {r['n_chunks']} chunks")
-        print(f"  obs -> chunk available, minus model time:     median {ms(m1[0])} ms  p99 {ms(m1[1])} ms  max {ms(m1[2])} ms"
-              "   (target median <= 2, p99 <= 5)")
-        print(f"  request -> chunk available, minus model time: median {ms(m2[0])} ms  p99 {ms(m2[1])} ms  max {ms(m2[2])} ms")
+        print(
+            f"  obs -> chunk available, minus model time:     median {ms(m1[0])} ms  p99 {ms(m1[1])} ms  max {ms(m1[2])} ms"
+            "   (target median <= 2, p99 <= 5)"
+        )
+        print(
+            f"  request -> chunk available, minus model time: median {ms(m2[0])} ms  p99 {ms(m2[1])} ms  max {ms(m2[2])} ms"
+        )
         print(f"  model time:                                   median {ms(md[0])} ms  p99 {ms(md[1])} ms")
-        print(f"  command period error at {r['rate_hz']} Hz:       median {ms(pe[0])} ms  p99 {ms(pe[1])} ms  max {ms(pe[2])} ms")
+        print(
+            f"  command period error at {r['rate_hz']} Hz:       median {ms(pe[0])} ms  p99 {ms(pe[1])} ms  max {ms(pe[2])} ms"
+        )
         print("  CPU per node (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()))
     return 0

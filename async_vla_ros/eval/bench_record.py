@@ -80,17 +80,36 @@ class RecordCheck:
         for t in self.topics:
             pub = str(t.published) if t.published >= 0 else "-"
             miss = str(t.missing) if t.missing >= 0 else "-"
-            rows.append(f"{t.topic:<40} {t.in_bag:>8} {t.rate_hz:>7.1f} {t.received:>8} {t.written:>8} {t.dropped:>7} "
-                        f"{pub:>9} {miss:>7}")
+            rows.append(
+                f"{t.topic:<40} {t.in_bag:>8} {t.rate_hz:>7.1f} {t.received:>8} {t.written:>8} {t.dropped:>7} "
+                f"{pub:>9} {miss:>7}"
+            )
         rows.append(f"total: {self.total_in_bag} messages in {self.duration_s:.1f} s, lost {self.total_lost}")
         return "\n".join(rows)
 
     def as_dict(self) -> dict:
-        return {"bag": self.bag, "duration_s": self.duration_s, "total_in_bag": self.total_in_bag,
-                "total_lost": self.total_lost, "topics": {t.topic: {k: getattr(t, k) for k in
-                                                                     ("in_bag", "rate_hz", "received", "written", "dropped",
-                                                                      "published", "missing", "duplicates")}
-                                                          for t in self.topics}}
+        return {
+            "bag": self.bag,
+            "duration_s": self.duration_s,
+            "total_in_bag": self.total_in_bag,
+            "total_lost": self.total_lost,
+            "topics": {
+                t.topic: {
+                    k: getattr(t, k)
+                    for k in (
+                        "in_bag",
+                        "rate_hz",
+                        "received",
+                        "written",
+                        "dropped",
+                        "published",
+                        "missing",
+                        "duplicates",
+                    )
+                }
+                for t in self.topics
+            },
+        }
 
 
 def check_recording(bag: str | Path, counts_file: str | Path | None = None) -> RecordCheck:
@@ -117,19 +136,34 @@ def check_recording(bag: str | Path, counts_file: str | Path | None = None) -> R
             published = max(uniq) - min(uniq) + 1
             missing = published - len(uniq)
             dups = len(ids) - len(uniq)
-        out.append(TopicCount(topic, n, int(r.get("received", 0)), int(r.get("written", 0)), int(r.get("dropped", 0)),
-                              n / duration, published, missing, dups))
+        out.append(
+            TopicCount(
+                topic,
+                n,
+                int(r.get("received", 0)),
+                int(r.get("written", 0)),
+                int(r.get("dropped", 0)),
+                n / duration,
+                published,
+                missing,
+                dups,
+            )
+        )
     return RecordCheck(str(bag), info.duration_s, tuple(out))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds to run the graph (default: 600)")
-    parser.add_argument("--policy", default="default",
-                        help="default (shipped checkpoint, else the scripted expert), expert, or a checkpoint path")
+    parser.add_argument(
+        "--policy",
+        default="default",
+        help="default (shipped checkpoint, else the scripted expert), expert, or a checkpoint path",
+    )
     parser.add_argument("--task", default="track", help="task (default: track)")
     parser.add_argument("--method", default="rtc", help="method preset (default: rtc)")
-    parser.add_argument("--bag", default=None, help="bag directory to write (default: a temp folder, removed unless "
-                                                     "--keep)")
+    parser.add_argument(
+        "--bag", default=None, help="bag directory to write (default: a temp folder, removed unless --keep)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bag")
     parser.add_argument("--json", default=None, help="also write the counts here as JSON")
 
@@ -157,8 +191,11 @@ def run(ns: argparse.Namespace) -> int:
         print(f"bench record: {exc}", file=sys.stderr)
         return 2
     log = (tmp or bag.parent) / (bag.name + ".nodes.log")
-    print(f"bench record: {ns.duration:.0f} s of the default graph ({policy} policy, {ns.method}) recorded into {bag}; "
-          f"node logs: {log}", flush=True)
+    print(
+        f"bench record: {ns.duration:.0f} s of the default graph ({policy} policy, {ns.method}) recorded into {bag}; "
+        f"node logs: {log}",
+        flush=True,
+    )
     with open(log, "w", buffering=1) as f:
         launcher = Launcher(graph, echo=lambda line: f.write(line + "\n"))
         t0 = time.monotonic()

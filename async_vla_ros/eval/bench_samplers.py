@@ -15,7 +15,7 @@ import argparse
 import random
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -68,13 +68,18 @@ def measure(ns: argparse.Namespace) -> dict[str, dict[str, float]]:
     "step fwd+vjp" (one Euler step without / with RTC's vector-Jacobian product).
     """
     _check(ns)
-    cfg = FlowNetConfig(obs_dim=ns.obs_dim, action_dim=ns.action_dim, horizon=ns.horizon, hidden=ns.hidden,
-                        depth=ns.depth)
-    settings = SamplerSettings(n_steps=ns.steps, bid_n=ns.bid_n, num_threads=ns.threads,
-                               cache_conditioning=not ns.no_cache, seed=ns.seed)
+    cfg = FlowNetConfig(
+        obs_dim=ns.obs_dim, action_dim=ns.action_dim, horizon=ns.horizon, hidden=ns.hidden, depth=ns.depth
+    )
+    settings = SamplerSettings(
+        n_steps=ns.steps, bid_n=ns.bid_n, num_threads=ns.threads, cache_conditioning=not ns.no_cache, seed=ns.seed
+    )
     backend = make_flow_backend(cfg, settings=settings, init_seed=ns.seed)
-    head = CorrectionHead(CorrectionConfig(obs_dim=ns.obs_dim, action_dim=ns.action_dim, horizon=ns.horizon,
-                                           latent_dim=backend.latent_dim)).eval()
+    head = CorrectionHead(
+        CorrectionConfig(
+            obs_dim=ns.obs_dim, action_dim=ns.action_dim, horizon=ns.horizon, latent_dim=backend.latent_dim
+        )
+    ).eval()
 
     rng = np.random.default_rng(ns.seed)
     h, a, d = ns.horizon, ns.action_dim, ns.delay
@@ -133,15 +138,19 @@ def measure(ns: argparse.Namespace) -> dict[str, dict[str, float]]:
         paired = float(np.median(np.asarray(times[m], dtype=np.float64) / van))
         results[m] = {"median_ms": med, "p99_ms": p99, "ratio": med / med_v, "paired_ratio": paired}
 
-    print(f"sampler latency, one chunk per call: B=1, obs_dim={ns.obs_dim}, H={h}, A={a}, n={ns.steps}, "
-          f"d={d}, BID N={ns.bid_n}, torch threads={torch.get_num_threads()}, "
-          f"cache={'off' if ns.no_cache else 'on'}, params={count_params(backend.network)}, "
-          f"A2C2 head params={count_params(head)}, reps={ns.reps} (+{ns.warmup} warm-up), interleaved")
+    print(
+        f"sampler latency, one chunk per call: B=1, obs_dim={ns.obs_dim}, H={h}, A={a}, n={ns.steps}, "
+        f"d={d}, BID N={ns.bid_n}, torch threads={torch.get_num_threads()}, "
+        f"cache={'off' if ns.no_cache else 'on'}, params={count_params(backend.network)}, "
+        f"A2C2 head params={count_params(head)}, reps={ns.reps} (+{ns.warmup} warm-up), interleaved"
+    )
     print(f"{'method':<14}{'median ms':>11}{'p99 ms':>10}{'median/vanilla':>16}{'paired ratio':>14}")
     for m, r in results.items():
         if m in METHODS or m == "a2c2":
             label = "a2c2 head" if m == "a2c2" else m
-            print(f"{label:<14}{r['median_ms']:>11.3f}{r['p99_ms']:>10.3f}{r['ratio']:>16.2f}{r['paired_ratio']:>14.2f}")
+            print(
+                f"{label:<14}{r['median_ms']:>11.3f}{r['p99_ms']:>10.3f}{r['ratio']:>16.2f}{r['paired_ratio']:>14.2f}"
+            )
     print("paired ratio: median over repetitions of (method time / vanilla time in the same repetition)")
     fwd, vjp = results["step fwd"]["median_ms"], results["step fwd+vjp"]["median_ms"]
     print(f"one Euler step: forward {fwd:.3f} ms, forward + VJP (RTC) {vjp:.3f} ms, ratio {vjp / fwd:.2f}")
@@ -159,7 +168,9 @@ def order_sorted(calls) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="async-vla-ros bench samplers", description=__doc__.split("\n")[0]))
+    parser = add_arguments(
+        argparse.ArgumentParser(prog="async-vla-ros bench samplers", description=__doc__.split("\n")[0])
+    )
     return run(parser.parse_args(argv))
 
 

@@ -60,9 +60,10 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,20 @@ from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limi
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits
 from async_vla_ros.rosenv import apply_ros_defaults
 
-__all__ = ["StreamCheck", "check_command_stream", "check_restarts", "ChaosConfig", "CaseResult", "CASES", "run_chaos", "make_probe_class",
-           "write_report", "with_overrides", "add_arguments", "run"]
+__all__ = [
+    "StreamCheck",
+    "check_command_stream",
+    "check_restarts",
+    "ChaosConfig",
+    "CaseResult",
+    "CASES",
+    "run_chaos",
+    "make_probe_class",
+    "write_report",
+    "with_overrides",
+    "add_arguments",
+    "run",
+]
 
 NS = 1_000_000_000
 ROGUE_NAME = "chaos/rogue"
@@ -99,14 +112,23 @@ class StreamCheck:
         return not self.violations
 
     def summary(self) -> str:
-        return (f"max |v|/v_max {self.max_velocity_ratio:.2f}, |a|/a_max {self.max_acceleration_ratio:.2f}, "
-                f"|j|/j_max {self.max_jerk_ratio:.2f}, position margin >= {self.min_position_margin:.3f} rad "
-                f"({self.n_commands} commands" + (f"; {self.missed} not received" if self.missed else "") + ")")
+        return (
+            f"max |v|/v_max {self.max_velocity_ratio:.2f}, |a|/a_max {self.max_acceleration_ratio:.2f}, "
+            f"|j|/j_max {self.max_jerk_ratio:.2f}, position margin >= {self.min_position_margin:.3f} rad "
+            f"({self.n_commands} commands" + (f"; {self.missed} not received" if self.missed else "") + ")"
+        )
 
 
-def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits: JointLimits,
-                         segment_starts_ns: Sequence[int] = (), rel_tol: float = 1e-6,
-                         max_report: int = 5, seq: np.ndarray | None = None) -> StreamCheck:
+def check_command_stream(
+    stamps_ns: np.ndarray,
+    q: np.ndarray,
+    dt: float,
+    limits: JointLimits,
+    segment_starts_ns: Sequence[int] = (),
+    rel_tol: float = 1e-6,
+    max_report: int = 5,
+    seq: np.ndarray | None = None,
+) -> StreamCheck:
     """Check a joint command stream against joint limits, as discrete differences.
 
     ``stamps_ns (N,)``: publication stamps of the commands, in order; ``q (N, 7)``: commanded joint
@@ -162,16 +184,32 @@ def check_command_stream(stamps_ns: np.ndarray, q: np.ndarray, dt: float, limits
             ratios[name] = max(ratios[name], float(r.max()))
             over = np.argwhere(chk.over[kind])
             for k, j in over[: max(0, max_report - len(violations))]:
-                violations.append(f"command {idx[k + order]}: joint {j + 1} {name} = {d[k, j]:.4g} "
-                                  f"(limit {lim[j]:.4g})")
-    return StreamCheck(int(stamps.size), len(segments), ratios["v"], ratios["a"], ratios["j"], margin,
-                       tuple(violations[:max_report]), missed)
+                violations.append(
+                    f"command {idx[k + order]}: joint {j + 1} {name} = {d[k, j]:.4g} (limit {lim[j]:.4g})"
+                )
+    return StreamCheck(
+        int(stamps.size),
+        len(segments),
+        ratios["v"],
+        ratios["a"],
+        ratios["j"],
+        margin,
+        tuple(violations[:max_report]),
+        missed,
+    )
 
 
 # ====================================================================== configuration and results
-def check_restarts(segment_starts_ns: Sequence[int], cmd_t: np.ndarray, cmd_q: np.ndarray, js_t: np.ndarray,
-                   js_q: np.ndarray, tol_rad: float = 0.05, t0: int = 0,
-                   window_ns: int = 100_000_000) -> tuple[list[str], float]:
+def check_restarts(
+    segment_starts_ns: Sequence[int],
+    cmd_t: np.ndarray,
+    cmd_q: np.ndarray,
+    js_t: np.ndarray,
+    js_q: np.ndarray,
+    tol_rad: float = 0.05,
+    t0: int = 0,
+    window_ns: int = 100_000_000,
+) -> tuple[list[str], float]:
     """Each restart of the command stream (``segment_starts_ns`` at or after ``t0``) must begin where
     the arm was measured: the first command stamped at or after the restart is compared with the
     joint states stamped in the ``window_ns`` before it, and the closest one counts (the node may
@@ -193,8 +231,10 @@ def check_restarts(segment_starts_ns: Sequence[int], cmd_t: np.ndarray, cmd_q: n
         dist = float(np.min(np.max(np.abs(js_q[near] - cmd_q[i]), axis=1)))
         worst = dist if not np.isfinite(worst) else max(worst, dist)
         if not dist <= tol_rad:
-            problems.append(f"the command stream restarted {dist:.3f} rad away from the measured joints "
-                            f"(restart at {seg / NS:.3f} s; allowed {tol_rad} rad)")
+            problems.append(
+                f"the command stream restarted {dist:.3f} rad away from the measured joints "
+                f"(restart at {seg / NS:.3f} s; allowed {tol_rad} rad)"
+            )
     return problems, worst
 
 
@@ -223,13 +263,24 @@ class ChaosConfig:
         if unknown:
             import difflib
 
-            hints = [f"{c!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(c, CASE_NAMES, n=1))
-                                 else "") for c in unknown]
+            hints = [
+                f"{c!r}"
+                + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(c, CASE_NAMES, n=1)) else "")
+                for c in unknown
+            ]
             raise ValueError(f"unknown chaos case(s) {', '.join(hints)}; known: {', '.join(CASE_NAMES)}")
         if self.robot not in ROBOT_LIMITS:
             raise ValueError(f"robot must be one of {', '.join(ROBOT_LIMITS)}, got {self.robot!r}")
-        for name in ("command_hz", "fault_s", "recovery_timeout_s", "restart_timeout_s", "start_timeout_s",
-                     "flood_max_s", "clock_jump_s", "rel_tol"):
+        for name in (
+            "command_hz",
+            "fault_s",
+            "recovery_timeout_s",
+            "restart_timeout_s",
+            "start_timeout_s",
+            "flood_max_s",
+            "clock_jump_s",
+            "rel_tol",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"ChaosConfig.{name} must be a positive number, got {v!r}")
@@ -272,35 +323,74 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case("bad_params_start", "every node exits with status 2 and a one-line reason naming the parameter "
-         "(no traceback); the launcher rejects a bad launch argument the same way", needs_graph=False),
-    Case("rogue_chunks", "every rogue chunk rejected with its reason (non_finite, bad_shape, bad_action_names, "
-         "stamp_mismatch, duplicate / out_of_order), none merged; real chunks keep merging"),
-    Case("rogue_observations", "malformed observations dropped with their reason (non_finite, bad_shape, no_stamp, "
-         "future_stamp); one well-formed observation with a huge episode id, a huge obs_id and every joint 1 rad "
-         "away is taken as a new episode by the scheduler and the policy (topics are not authenticated), but the "
-         "correction node does not engage on it (state_mismatch: its joints disagree with the measured ones) and "
-         "the robot holds; every node follows the real ids again after rewind_after (10) observations, the "
-         "command stream restarts at the measured joints and chunks merge again", strict_restarts=True),
-    Case("bad_params_runtime", "set_parameters refused with a reason (out of range, wrong type, not finite, "
-         "read-only, undeclared); values unchanged; the graph keeps running"),
-    Case("latency_spike_x10", "delay forecast grows, chunks keep merging (the plan may run dry: the correction "
-         "node holds), commands within limits; latency back to baseline after the spike"),
-    Case("camera_stops", "observations continue flagged IMAGE_MISSING (a state-only policy keeps serving; "
-         "an image policy answers NO_OBSERVATION and the robot holds); images attached again after"),
-    Case("joint_states_stop", "observations stop (no joint state to pair), no requests, the plan runs dry and the "
-         "correction node holds the last target; chunks merge again when joint states return"),
-    Case("clock_jump_forward", "inputs stamped in the future dropped at ingestion (future_stamp), the robot holds; "
-         "normal service right after the clock is back"),
-    Case("clock_jump_back", "inputs stamped in the past dropped (out of order / stale), the robot holds; normal "
-         "service right after the clock is back"),
-    Case("request_flood", "the policy serves only the newest request (the rest answered STALE_REQUEST), the "
-         "scheduler rejects answers to requests it never sent; real requests resume after the flood"),
-    Case("policy_killed", "the policy node dies mid-chunk and is restarted: the plan runs dry and the correction "
-         "node holds, the scheduler abandons the request after its timeout and re-requests; chunks of the "
-         "restarted node merge"),
-    Case("bad_bags", "replay on the recorded bag succeeds; on truncated, malformed, incomplete or missing bags it "
-         "exits 2 with a clear reason (no traceback)", needs_graph=False),
+    Case(
+        "bad_params_start",
+        "every node exits with status 2 and a one-line reason naming the parameter "
+        "(no traceback); the launcher rejects a bad launch argument the same way",
+        needs_graph=False,
+    ),
+    Case(
+        "rogue_chunks",
+        "every rogue chunk rejected with its reason (non_finite, bad_shape, bad_action_names, "
+        "stamp_mismatch, duplicate / out_of_order), none merged; real chunks keep merging",
+    ),
+    Case(
+        "rogue_observations",
+        "malformed observations dropped with their reason (non_finite, bad_shape, no_stamp, "
+        "future_stamp); one well-formed observation with a huge episode id, a huge obs_id and every joint 1 rad "
+        "away is taken as a new episode by the scheduler and the policy (topics are not authenticated), but the "
+        "correction node does not engage on it (state_mismatch: its joints disagree with the measured ones) and "
+        "the robot holds; every node follows the real ids again after rewind_after (10) observations, the "
+        "command stream restarts at the measured joints and chunks merge again",
+        strict_restarts=True,
+    ),
+    Case(
+        "bad_params_runtime",
+        "set_parameters refused with a reason (out of range, wrong type, not finite, "
+        "read-only, undeclared); values unchanged; the graph keeps running",
+    ),
+    Case(
+        "latency_spike_x10",
+        "delay forecast grows, chunks keep merging (the plan may run dry: the correction "
+        "node holds), commands within limits; latency back to baseline after the spike",
+    ),
+    Case(
+        "camera_stops",
+        "observations continue flagged IMAGE_MISSING (a state-only policy keeps serving; "
+        "an image policy answers NO_OBSERVATION and the robot holds); images attached again after",
+    ),
+    Case(
+        "joint_states_stop",
+        "observations stop (no joint state to pair), no requests, the plan runs dry and the "
+        "correction node holds the last target; chunks merge again when joint states return",
+    ),
+    Case(
+        "clock_jump_forward",
+        "inputs stamped in the future dropped at ingestion (future_stamp), the robot holds; "
+        "normal service right after the clock is back",
+    ),
+    Case(
+        "clock_jump_back",
+        "inputs stamped in the past dropped (out of order / stale), the robot holds; normal "
+        "service right after the clock is back",
+    ),
+    Case(
+        "request_flood",
+        "the policy serves only the newest request (the rest answered STALE_REQUEST), the "
+        "scheduler rejects answers to requests it never sent; real requests resume after the flood",
+    ),
+    Case(
+        "policy_killed",
+        "the policy node dies mid-chunk and is restarted: the plan runs dry and the correction "
+        "node holds, the scheduler abandons the request after its timeout and re-requests; chunks of the "
+        "restarted node merge",
+    ),
+    Case(
+        "bad_bags",
+        "replay on the recorded bag succeeds; on truncated, malformed, incomplete or missing bags it "
+        "exits 2 with a clear reason (no traceback)",
+        needs_graph=False,
+    ),
 )
 CASE_NAMES: tuple[str, ...] = tuple(c.name for c in CASES)
 _CASE_BY_NAME = {c.name: c for c in CASES}
@@ -326,7 +416,7 @@ def make_probe_class():
     """The probe node class (imports rclpy: call after apply_ros_defaults)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray, Header
     from trajectory_msgs.msg import JointTrajectory
@@ -369,8 +459,12 @@ def make_probe_class():
             self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, deep)
             self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
             # best effort matches a reliable or a best-effort publisher
-            self.create_subscription(JointState, "joint_states", self._on_joint_state,
-                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
+            self.create_subscription(
+                JointState,
+                "joint_states",
+                self._on_joint_state,
+                QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+            )
             self.pub_chunk = self.create_publisher(ActionChunk, "policy/action_chunk", 100)
             self.pub_obs = self.create_publisher(Observation, "observation", 100)
             self.pub_request = self.create_publisher(ChunkRequest, "policy/chunk_request", 100)
@@ -382,19 +476,24 @@ def make_probe_class():
 
         # -------------------------------------------------------------- recording (raw CDR)
         def _start_bag(self, path: str) -> None:
-            from async_vla_ros.eval.bags import BagWriter, DEFAULT_TOPICS
+            from async_vla_ros.eval.bags import DEFAULT_TOPICS, BagWriter
 
             self._bag = BagWriter(path)
             topics = ("/observation", "/scheduler/chunk_report", "/scheduler/action_plan", "/policy/chunk_request")
             from async_vla_msgs.msg import ActionPlan
 
-            classes = {"/observation": Observation, "/scheduler/chunk_report": ChunkReport,
-                       "/scheduler/action_plan": ActionPlan, "/policy/chunk_request": ChunkRequest}
+            classes = {
+                "/observation": Observation,
+                "/scheduler/chunk_report": ChunkReport,
+                "/scheduler/action_plan": ActionPlan,
+                "/policy/chunk_request": ChunkRequest,
+            }
             self._bag_subs = []
             for t in topics:
                 self._bag.add_topic(t, DEFAULT_TOPICS[t])
-                self._bag_subs.append(self.create_subscription(
-                    classes[t], t, lambda data, t=t: self._write_raw(t, data), 1000, raw=True))
+                self._bag_subs.append(
+                    self.create_subscription(classes[t], t, lambda data, t=t: self._write_raw(t, data), 1000, raw=True)
+                )
 
         def _write_raw(self, topic: str, data: bytes) -> None:
             with self._bag_lock:
@@ -439,8 +538,16 @@ def make_probe_class():
 
         def _on_report(self, msg) -> None:
             with self._lock:
-                self.reports.append((stamp_ns(msg.header.stamp), int(msg.chunk_id), bool(msg.accepted),
-                                     msg.reject_reason, float(msg.total_latency_s), int(msg.measured_delay_steps)))
+                self.reports.append(
+                    (
+                        stamp_ns(msg.header.stamp),
+                        int(msg.chunk_id),
+                        bool(msg.accepted),
+                        msg.reject_reason,
+                        float(msg.total_latency_s),
+                        int(msg.measured_delay_steps),
+                    )
+                )
 
         def _on_chunk(self, msg) -> None:
             if msg.policy_name == ROGUE_NAME:
@@ -468,8 +575,10 @@ def make_probe_class():
             """Stamps (N,) and arm joints (N, 7) of the joint states stamped at or after ``t0``."""
             with self._lock:
                 rows = [r for r in self.js if r[0] >= t0]
-            return (np.asarray([r[0] for r in rows], dtype=np.int64),
-                    np.asarray([r[1] for r in rows], dtype=np.float64).reshape(-1, 7))
+            return (
+                np.asarray([r[0] for r in rows], dtype=np.int64),
+                np.asarray([r[1] for r in rows], dtype=np.float64).reshape(-1, 7),
+            )
 
         def latest_observation(self):
             with self._lock:
@@ -557,7 +666,7 @@ def _counter_delta(before: dict, after: dict, prefix: str) -> dict[str, int]:
         if k.startswith(prefix) and isinstance(v, int) and not isinstance(v, bool):
             d = v - int(before.get(k, 0) or 0)
             if d:
-                out[k[len(prefix):]] = d
+                out[k[len(prefix) :]] = d
     return out
 
 
@@ -593,8 +702,10 @@ class ChaosRun:
         from async_vla_ros.bringup.launcher import Launcher
 
         c = self.config
-        graph = build_graph("franka", {"policy": c.policy, "method": c.method, "task": c.task, "camera": "true",
-                                       "command_hz": str(c.command_hz)})
+        graph = build_graph(
+            "franka",
+            {"policy": c.policy, "method": c.method, "task": c.task, "camera": "true", "command_hz": str(c.command_hz)},
+        )
         self.graph = with_overrides(graph, {"correction": {"robot": c.robot}})
         self._ctx = rclpy.Context()
         rclpy.init(context=self._ctx)
@@ -610,8 +721,10 @@ class ChaosRun:
         self.launcher.start()
         t0 = time.monotonic()
         if not self._wait(lambda: self._accepted_within(1.0) and self.probe.n_commands() > 50, c.start_timeout_s):
-            raise RuntimeError("the graph did not start serving chunks within "
-                               f"{c.start_timeout_s:.0f} s:\n" + "\n".join(list(self.node_lines)[-40:]))
+            raise RuntimeError(
+                "the graph did not start serving chunks within "
+                f"{c.start_timeout_s:.0f} s:\n" + "\n".join(list(self.node_lines)[-40:])
+            )
         self.echo(f"[chaos] graph serving after {time.monotonic() - t0:.1f} s")
         # a clean baseline: recorded into the bag that the bad_bags case corrupts
         t_base = self.probe.now()
@@ -709,10 +822,12 @@ class ChaosRun:
         if not ok:
             res.fail(f"could not set {node}.{name}={value!r}: {why}")
 
-    def _recovery(self, res: CaseResult, t_end: int, timeout: float | None = None,
-                  pred: Callable[[tuple], bool] | None = None) -> None:
-        ok = self._wait(lambda: self.probe.first_accept_after(t_end, pred) is not None,
-                        timeout or self.config.recovery_timeout_s)
+    def _recovery(
+        self, res: CaseResult, t_end: int, timeout: float | None = None, pred: Callable[[tuple], bool] | None = None
+    ) -> None:
+        ok = self._wait(
+            lambda: self.probe.first_accept_after(t_end, pred) is not None, timeout or self.config.recovery_timeout_s
+        )
         if ok:
             res.recovery_s = (self.probe.first_accept_after(t_end, pred) - t_end) / NS
         else:
@@ -732,15 +847,18 @@ class ChaosRun:
                     res.fail("the graph was not serving chunks before the case")
                 if not res.problems:
                     t0 = self.probe.now()
-                    diag0 = {n: self.probe.diag_of(n) for n in ("correction", "scheduler", "policy",
-                                                               "camera_ingestion", "sim")}
+                    diag0 = {
+                        n: self.probe.diag_of(n)
+                        for n in ("correction", "scheduler", "policy", "camera_ingestion", "sim")
+                    }
                     getattr(self, f"_case_{name}")(res)
                     # a little normal running after the case: the stream after recovery is checked too
                     n1 = self.probe.n_commands()
                     self._wait(lambda: self.probe.n_commands() - n1 >= int(0.5 * self.config.command_hz), 5.0)
                     t, q, sq = self.probe.commands(t0)
-                    res.safety = check_command_stream(t, q, self.dt_cmd, self.limits, self.probe.segment_starts(),
-                                                      self.config.rel_tol, seq=sq)
+                    res.safety = check_command_stream(
+                        t, q, self.dt_cmd, self.limits, self.probe.segment_starts(), self.config.rel_tol, seq=sq
+                    )
                     if not res.safety.ok:
                         res.fail("command limits violated: " + "; ".join(res.safety.violations))
                     if res.safety.n_commands == 0:
@@ -766,8 +884,10 @@ class ChaosRun:
             res.fail(f"{type(exc).__name__}: {exc}")
         res.duration_s = time.monotonic() - t_wall
         res.passed = not res.problems
-        self.echo(f"[chaos] case {name}: {'PASS' if res.passed else 'FAIL'} {res.observed}"
-                  + (f" | problems: {'; '.join(res.problems)}" if res.problems else ""))
+        self.echo(
+            f"[chaos] case {name}: {'PASS' if res.passed else 'FAIL'} {res.observed}"
+            + (f" | problems: {'; '.join(res.problems)}" if res.problems else "")
+        )
         return res
 
     # -------------------------------------------------------------- the cases
@@ -791,11 +911,13 @@ class ChaosRun:
         rejected = _counter_delta(d0, self.probe.diag_of("scheduler"), "rejected.")
         res.details.update(restart_s=(t_started - t_kill) / NS, scheduler_timeouts=timeouts, rejected=rejected)
         res.recovery_note = "kill -> first chunk of the restarted node (includes its start-up)"
-        res.observed = (f"killed mid-chunk (pid restarted); scheduler timed out {timeouts} request(s)"
-                        + (", rejected " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else "")
-                        + "; "
-                        f"first chunk of the new node merged "
-                        + (f"{res.recovery_s:.2f} s after the kill" if res.recovery_s is not None else "never"))
+        res.observed = (
+            f"killed mid-chunk (pid restarted); scheduler timed out {timeouts} request(s)"
+            + (", rejected " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else "")
+            + "; "
+            "first chunk of the new node merged "
+            + (f"{res.recovery_s:.2f} s after the kill" if res.recovery_s is not None else "never")
+        )
 
     def _case_latency_spike_x10(self, res: CaseResult) -> None:
         base = self.baseline_latency_s or 0.02
@@ -818,16 +940,25 @@ class ChaosRun:
             dmax = max(r[5] for r in spike)
         self._recovery(res, t_end, pred=lambda r: 0 < r[4] < 2.0 * base)
         res.recovery_note = "spike end -> first chunk at baseline latency (< 2x)"
-        res.details.update(baseline_latency_s=base, injected_s=injected, latency_ratio=ratio, d_max=dmax,
-                           merged_during=len(spike))
-        res.observed = (f"latency {1e3 * base:.0f} -> {1e3 * base * ratio:.0f} ms (x{ratio:.1f}), measured d up to "
-                        f"{dmax}; {len(spike)} chunks merged during the spike")
+        res.details.update(
+            baseline_latency_s=base, injected_s=injected, latency_ratio=ratio, d_max=dmax, merged_during=len(spike)
+        )
+        res.observed = (
+            f"latency {1e3 * base:.0f} -> {1e3 * base * ratio:.0f} ms (x{ratio:.1f}), measured d up to "
+            f"{dmax}; {len(spike)} chunks merged during the spike"
+        )
 
     def _case_rogue_chunks(self, res: CaseResult) -> None:
-        expect = {"nan": {"non_finite"}, "inf": {"non_finite"}, "wrong_shape": {"bad_shape"},
-                  "wrong_names": {"bad_action_names"}, "future_stamp": {"stamp_mismatch"},
-                  "stale_stamp": {"stamp_mismatch"}, "duplicate": {"duplicate"},
-                  "out_of_order": {"duplicate", "out_of_order", "stale", "expired"}}
+        expect = {
+            "nan": {"non_finite"},
+            "inf": {"non_finite"},
+            "wrong_shape": {"bad_shape"},
+            "wrong_names": {"bad_action_names"},
+            "future_stamp": {"stamp_mismatch"},
+            "stale_stamp": {"stamp_mismatch"},
+            "duplicate": {"duplicate"},
+            "out_of_order": {"duplicate", "out_of_order", "stale", "expired"},
+        }
         sent: dict[int, str] = {}  # rogue chunk id -> kind
         dup_ids: dict[int, str] = {}
         next_id = ROGUE_CHUNK_BASE + (self.probe.now() // 1000) % (1 << 40)
@@ -851,12 +982,13 @@ class ChaosRun:
             # (the scheduler's subscription keeps the last 10 messages: a faster burst would be
             # dropped by DDS before the node sees it)
             self._wait(lambda: all(i in verdicts()[1] for i in sent), 5.0)
+
             def pair():
                 """(latest real chunk, one 2+ chunks older) of the episode now running, or None:
                 chunks of another episode are dropped before any check (no verdict to see)."""
                 ep = self.probe.latest_episode()
                 real = self.probe.latest_chunk()
-                if real is None or real.episode_id != ep or int(real.chunk_id) == last_real:
+                if real is None or real.episode_id != ep or int(real.chunk_id) == last_real:  # noqa: B023 (called within this round)
                     return None
                 for back in (4, 3, 2):
                     older = self.probe.latest_chunk(back)
@@ -900,8 +1032,13 @@ class ChaosRun:
                 self.probe.pub_chunk.publish(m)
         n_rogue = len(sent) + 2 * 3
 
-        self._wait(lambda: all(i in verdicts()[1] for i in sent)
-                   and all(any(not r[2] for r in verdicts()[1].get(i, [])) for i in dup_ids), 10.0)
+        self._wait(
+            lambda: (
+                all(i in verdicts()[1] for i in sent)
+                and all(any(not r[2] for r in verdicts()[1].get(i, [])) for i in dup_ids)
+            ),
+            10.0,
+        )
         reps, by_id = verdicts()
         wrong = []
         reasons: dict[str, int] = {}
@@ -938,8 +1075,11 @@ class ChaosRun:
         res.recovery_s = None
         res.recovery_note = f"no interruption (largest gap between merged real chunks {gap:.2f} s)"
         res.details.update(reasons=reasons, n_rogue=n_rogue, real_merged=len(real_ok))
-        res.observed = (f"{n_rogue} rogue chunks, all rejected (" + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-                        + f"); {len(real_ok)} real chunks merged meanwhile")
+        res.observed = (
+            f"{n_rogue} rogue chunks, all rejected ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+            + f"); {len(real_ok)} real chunks merged meanwhile"
+        )
 
     def _case_bad_params_runtime(self, res: CaseResult) -> None:
         attempts = [
@@ -994,11 +1134,15 @@ class ChaosRun:
             res.fail("no image attached after the camera resumed")
         self._recovery(res, t_end)
         img_back = next((o[0] for o in self.probe.obs_since(t_end) if o[2]), None)
-        res.details.update(obs_during=len(during), merged_during=len(merged),
-                           image_back_s=(img_back - t_end) / NS if img_back else None)
-        res.observed = (f"{len(during)} observations without image (IMAGE_MISSING), {len(merged)} chunks merged "
-                        f"meanwhile; images back after "
-                        + (f"{(img_back - t_end) / NS:.2f} s" if img_back else "never"))
+        res.details.update(
+            obs_during=len(during),
+            merged_during=len(merged),
+            image_back_s=(img_back - t_end) / NS if img_back else None,
+        )
+        res.observed = (
+            f"{len(during)} observations without image (IMAGE_MISSING), {len(merged)} chunks merged "
+            f"meanwhile; images back after " + (f"{(img_back - t_end) / NS:.2f} s" if img_back else "never")
+        )
 
     def _stream_fault(self, res: CaseResult, param: str, on, off, what: str) -> None:
         d0 = {n: self.probe.diag_of(n) for n in ("camera_ingestion", "correction")}
@@ -1017,8 +1161,13 @@ class ChaosRun:
         self._recovery(res, t_end)
         # the counters a node publishes once per second: wait for a report from after the fault
         # (a loaded machine delays them by seconds; counting from a stale one reads as nothing)
-        fresh = self._wait(lambda: self.probe.diag_stamped("camera_ingestion")[0] > t_end
-                           and self.probe.diag_stamped("correction")[0] > t_end, 20.0)
+        fresh = self._wait(
+            lambda: (
+                self.probe.diag_stamped("camera_ingestion")[0] > t_end
+                and self.probe.diag_stamped("correction")[0] > t_end
+            ),
+            20.0,
+        )
         if not fresh:
             res.fail("no diagnostics from camera_ingestion / correction within 20 s after the fault")
         drops = _counter_delta(d0["camera_ingestion"], self.probe.diag_of("camera_ingestion"), "dropped.")
@@ -1029,10 +1178,16 @@ class ChaosRun:
         # the robot held: the correction node repeated its last target, or (a new episode began
         # just before the fault, so it never engaged) it published nothing and the robot's own
         # controller held
-        held = (f"correction held {holds} ticks" if holds else
-                "correction published nothing (robot's controller held)" if n_during == 0 else "correction did not hold")
-        res.observed = (f"{what}; observations stopped, {held}; ingestion dropped "
-                        + (", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "nothing"))
+        held = (
+            f"correction held {holds} ticks"
+            if holds
+            else "correction published nothing (robot's controller held)"
+            if n_during == 0
+            else "correction did not hold"
+        )
+        res.observed = f"{what}; observations stopped, {held}; ingestion dropped " + (
+            ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "nothing"
+        )
 
     def _case_joint_states_stop(self, res: CaseResult) -> None:
         self._stream_fault(res, "pause_joint_states", True, False, "joint states paused")
@@ -1046,7 +1201,7 @@ class ChaosRun:
         self._stream_fault(res, "clock_offset_s", -float(j), 0.0, f"sim clock -{j:.0f} s")
 
     def _case_rogue_observations(self, res: CaseResult) -> None:
-        Observation = self.probe.msgs["Observation"]
+        self.probe.msgs["Observation"]
         if not self._wait(lambda: self.probe.latest_observation() is not None, 10.0):
             res.fail("no real observation to imitate")
             return
@@ -1068,9 +1223,12 @@ class ChaosRun:
         sent: list[str] = []
         bad = state.copy()
         bad[0] = np.nan
-        msgs = [rogue("nan", state=bad.tolist()),
-                rogue("wrong_shape", state=state[:5].tolist(), state_dim=5),
-                rogue("no_stamp"), rogue("future_stamp")]
+        msgs = [
+            rogue("nan", state=bad.tolist()),
+            rogue("wrong_shape", state=state[:5].tolist(), state_dim=5),
+            rogue("no_stamp"),
+            rogue("future_stamp"),
+        ]
         msgs[2].header.stamp.sec, msgs[2].header.stamp.nanosec = 0, 0
         future = self.probe.now() + 10 * NS
         msgs[3].header.stamp.sec, msgs[3].header.stamp.nanosec = divmod(future, NS)
@@ -1095,18 +1253,22 @@ class ChaosRun:
             res.recovery_s += (t_back - t_hijack) / NS  # from the hijack, rewinds included
         self._wait(lambda: all(self.probe.diag_stamped(n)[0] > t_back for n in nodes), 5.0)
         drops = {n: _counter_delta(d0[n], self.probe.diag_of(n), "dropped.observation.") for n in nodes}
-        expect = {"policy": {"non_finite", "bad_shape", "no_stamp"}, "scheduler": {"no_stamp", "future_stamp"},
-                  "correction": {"bad_state", "state_mismatch"}}
+        expect = {
+            "policy": {"non_finite", "bad_shape", "no_stamp"},
+            "scheduler": {"no_stamp", "future_stamp"},
+            "correction": {"bad_state", "state_mismatch"},
+        }
         for node, reasons in expect.items():
             missing = reasons - set(drops[node])
             if missing:
                 res.fail(f"{node} did not count a drop for: {', '.join(sorted(missing))} (counted {drops[node]})")
         res.details.update(sent=sent, drops=drops, rewinds={n: rewinds(n) for n in nodes})
         res.recovery_note = "rogue observation -> every node back on the real ids -> first chunk merged"
-        res.observed = (f"{len(sent)} rogue observations; dropped: "
-                        + "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in sorted(drops[n].items()))
-                                    for n in nodes)
-                        + f"; rewinds {', '.join(f'{n} {rewinds(n)}' for n in nodes)}")
+        res.observed = (
+            f"{len(sent)} rogue observations; dropped: "
+            + "; ".join(f"{n} " + ", ".join(f"{k} {v}" for k, v in sorted(drops[n].items())) for n in nodes)
+            + f"; rewinds {', '.join(f'{n} {rewinds(n)}' for n in nodes)}"
+        )
 
     def _case_request_flood(self, res: CaseResult) -> None:
         ChunkRequest = self.probe.msgs["ChunkRequest"]
@@ -1133,33 +1295,43 @@ class ChaosRun:
         t_end = self.probe.now()
         rate = sent / max(1e-9, (t_end - t0) / NS)
         self._recovery(res, t_end)
-        self._wait(lambda: self.probe.diag_stamped("policy")[0] > t_end and self.probe.diag_stamped("scheduler")[0] > t_end,
-                   5.0)
+        self._wait(
+            lambda: self.probe.diag_stamped("policy")[0] > t_end and self.probe.diag_stamped("scheduler")[0] > t_end,
+            5.0,
+        )
         pol = _counter_delta(d0["policy"], self.probe.diag_of("policy"), "")
         sch = _counter_delta(d0["scheduler"], self.probe.diag_of("scheduler"), "rejected.")
         res.details.update(sent=sent, rate_hz=rate, policy=pol, scheduler_rejected=sch)
         res.recovery_note = "flood end -> first chunk merged"
-        res.observed = (f"{sent} requests at {rate:.0f}/s; policy superseded {pol.get('superseded', 0)}, "
-                        f"scheduler rejected " + (", ".join(f"{k} {v}" for k, v in sorted(sch.items())) or "none"))
+        res.observed = (
+            f"{sent} requests at {rate:.0f}/s; policy superseded {pol.get('superseded', 0)}, "
+            f"scheduler rejected " + (", ".join(f"{k} {v}" for k, v in sorted(sch.items())) or "none")
+        )
 
     def _case_bad_params_start(self, res: CaseResult) -> None:
         from async_vla_ros.bringup.graph import build_graph
 
         graph = build_graph("franka", {"policy": "expert"})
-        bad = {"sim": ("camera_rate_hz:=-1.0", "camera_rate_hz"), "camera_ingestion": ("image_size:=9999", "image_size"),
-               "policy": ("backend:=flo", "did you mean 'flow'"), "scheduler": ("horizn:=8", "did you mean 'horizon'"),
-               "correction": ("rate_hz:=0.5", "rate_hz")}
+        bad = {
+            "sim": ("camera_rate_hz:=-1.0", "camera_rate_hz"),
+            "camera_ingestion": ("image_size:=9999", "image_size"),
+            "policy": ("backend:=flo", "did you mean 'flow'"),
+            "scheduler": ("horizn:=8", "did you mean 'horizon'"),
+            "correction": ("rate_hz:=0.5", "rate_hz"),
+        }
         env = dict(os.environ)
         apply_ros_defaults(env)
         procs = {}
         for spec in graph.nodes:
             arg, _needle = bad[spec.name]
             cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "-p", arg]
-            procs[spec.name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                                env=env, stdin=subprocess.DEVNULL)
+            procs[spec.name] = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
+            )
         cli = [sys.executable, "-m", "async_vla_ros.cli", "launch", "franka", "latency_ms:=-5", "policy:=expert"]
-        procs["launcher"] = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                             stdin=subprocess.DEVNULL)
+        procs["launcher"] = subprocess.Popen(
+            cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
+        )
         bad["launcher"] = ("latency_ms:=-5", "latency_ms")
         lines = []
         for name, p in procs.items():
@@ -1182,8 +1354,10 @@ class ChaosRun:
             lines.append(f"{name}: {first.strip()}")
         res.details["messages"] = lines
         res.recovery_note = "n/a (process start)"
-        res.observed = (f"{sum(p.returncode == 2 for p in procs.values())}/{len(procs)} exited 2 with the reason, "
-                        f"e.g. `{lines[0] if lines else ''}`")
+        res.observed = (
+            f"{sum(p.returncode == 2 for p in procs.values())}/{len(procs)} exited 2 with the reason, "
+            f"e.g. `{lines[0] if lines else ''}`"
+        )
 
     def _case_bad_bags(self, res: CaseResult) -> None:
         from async_vla_ros.cli import main as cli_main
@@ -1226,8 +1400,21 @@ class ChaosRun:
             err, out = io.StringIO(), io.StringIO()
             try:
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-                    rc = cli_main(["replay", str(bag), "--policy", "expert", "--method", "naive", "--delay", "1",
-                                   "--no-plots", "--out", str(root / (bag.name + "_out"))])
+                    rc = cli_main(
+                        [
+                            "replay",
+                            str(bag),
+                            "--policy",
+                            "expert",
+                            "--method",
+                            "naive",
+                            "--delay",
+                            "1",
+                            "--no-plots",
+                            "--out",
+                            str(root / (bag.name + "_out")),
+                        ]
+                    )
             except BaseException as exc:  # noqa: BLE001 - an escaping exception is the failure we look for
                 return f"raised {type(exc).__name__}", str(exc)
             return rc, err.getvalue().strip()
@@ -1245,8 +1432,9 @@ class ChaosRun:
                 res.fail(f"{name}: unclear message {msg[-200:]!r}")
         res.details["messages"] = msgs
         res.recovery_note = "n/a (offline)"
-        res.observed = (f"good bag replayed (exit 0); {len(variants)} broken bags exit 2, e.g. "
-                        f"`{msgs.get('truncated', '')[:140]}`")
+        res.observed = (
+            f"good bag replayed (exit 0); {len(variants)} broken bags exit 2, e.g. `{msgs.get('truncated', '')[:140]}`"
+        )
 
 
 def run_chaos(config: ChaosConfig | None = None, echo: Callable[[str], None] | None = None) -> list[CaseResult]:
@@ -1288,8 +1476,9 @@ def _fmt_s(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} s"
 
 
-def write_report(results: Sequence[CaseResult], path: str | Path, config: ChaosConfig, command: str,
-                 elapsed_s: float) -> Path:
+def write_report(
+    results: Sequence[CaseResult], path: str | Path, config: ChaosConfig, command: str, elapsed_s: float
+) -> Path:
     """The results table (markdown) from an actual run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1317,29 +1506,42 @@ def write_report(results: Sequence[CaseResult], path: str | Path, config: ChaosC
             rec = "never" if never else (r.recovery_note or "-")
         else:
             rec = _fmt_s(r.recovery_s) + (f" ({r.recovery_note})" if r.recovery_note else "")
-        saf = "-" if r.safety is None else (
-            f"v {r.safety.max_velocity_ratio:.2f}, a {r.safety.max_acceleration_ratio:.2f}, "
-            f"j {r.safety.max_jerk_ratio:.2f} ({r.safety.n_commands} cmds)")
+        saf = (
+            "-"
+            if r.safety is None
+            else (
+                f"v {r.safety.max_velocity_ratio:.2f}, a {r.safety.max_acceleration_ratio:.2f}, "
+                f"j {r.safety.max_jerk_ratio:.2f} ({r.safety.n_commands} cmds)"
+            )
+        )
         verdict = "PASS" if r.passed else "FAIL: " + "; ".join(r.problems)
         cells = [r.name, r.expected, r.observed, rec, saf, verdict]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
-    lines += ["", "Safety column: the largest |velocity|, |acceleration| and |jerk| over all joints and commands "
-              "during the case, as a fraction of the limit (1.00 = at the limit; the filter may ride it)."]
+    lines += [
+        "",
+        "Safety column: the largest |velocity|, |acceleration| and |jerk| over all joints and commands "
+        "during the case, as a fraction of the limit (1.00 = at the limit; the filter may ride it).",
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 # ====================================================================== CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--cases", nargs="+", default=[], metavar="CASE",
-                        help=f"cases to run (default: all): {', '.join(CASE_NAMES)}")
+    parser.add_argument(
+        "--cases", nargs="+", default=[], metavar="CASE", help=f"cases to run (default: all): {', '.join(CASE_NAMES)}"
+    )
     parser.add_argument("--method", default="rtc", help="method preset of the graph (default rtc)")
-    parser.add_argument("--policy", default="expert",
-                        help="expert (default; no checkpoint needed), default (shipped checkpoint) or a path")
+    parser.add_argument(
+        "--policy",
+        default="expert",
+        help="expert (default; no checkpoint needed), default (shipped checkpoint) or a path",
+    )
     parser.add_argument("--task", default="track", help="task (default track)")
     parser.add_argument("--fault-s", type=float, default=2.5, help="duration of each timed fault (default 2.5 s)")
-    parser.add_argument("--out", default="reports/reliability.md", help="results table (default reports/reliability.md;"
-                        " '' : none)")
+    parser.add_argument(
+        "--out", default="reports/reliability.md", help="results table (default reports/reliability.md; '' : none)"
+    )
     return parser
 
 
@@ -1360,9 +1562,12 @@ def run(ns: argparse.Namespace) -> int:
         if r.safety is not None:
             print(f"      safety: {r.safety.summary()}")
     if ns.out:
-        command = "async-vla-ros chaos" + (f" --cases {' '.join(ns.cases)}" if ns.cases else "") + (
-            f" --policy {ns.policy}" if ns.policy != "expert" else "") + (
-            f" --method {ns.method}" if ns.method != "rtc" else "")
+        command = (
+            "async-vla-ros chaos"
+            + (f" --cases {' '.join(ns.cases)}" if ns.cases else "")
+            + (f" --policy {ns.policy}" if ns.policy != "expert" else "")
+            + (f" --method {ns.method}" if ns.method != "rtc" else "")
+        )
         out = write_report(results, ns.out, cfg, command, elapsed)
         print(f"report: {out}")
     return 0 if all(r.passed for r in results) else 1

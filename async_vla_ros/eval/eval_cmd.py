@@ -33,16 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from async_vla_ros.sim.tasks import TASKS
 
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="simulation task")
-    parser.add_argument("--method", nargs="+", default=["naive"], metavar="M",
-                        help=f"merge strategy/ies: {', '.join(STRATEGIES)} (default naive)")
-    parser.add_argument("--delay", nargs="+", type=int, default=[0], metavar="D",
-                        help="simulated inference delay(s) d in control steps (default 0)")
-    parser.add_argument("--horizon", type=int, default=1, metavar="S",
-                        help="execution horizon floor s_min: s = max(d, S); sync executes S actions per chunk "
-                             "(default 1)")
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        default=["naive"],
+        metavar="M",
+        help=f"merge strategy/ies: {', '.join(STRATEGIES)} (default naive)",
+    )
+    parser.add_argument(
+        "--delay",
+        nargs="+",
+        type=int,
+        default=[0],
+        metavar="D",
+        help="simulated inference delay(s) d in control steps (default 0)",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=1,
+        metavar="S",
+        help="execution horizon floor s_min: s = max(d, S); sync executes S actions per chunk (default 1)",
+    )
     parser.add_argument("--episodes", type=int, default=100, help="episodes per condition (default 100)")
-    parser.add_argument("--policy", default="expert",
-                        help="policy checkpoint (.pt) or 'expert' for the scripted expert (default)")
+    parser.add_argument(
+        "--policy", default="expert", help="policy checkpoint (.pt) or 'expert' for the scripted expert (default)"
+    )
     parser.add_argument("--correction", default=None, metavar="CKPT", help="A2C2 correction head checkpoint")
     parser.add_argument("--batch", type=int, default=50, help="environments stepped in lockstep (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (episode and policy seeds derive from it)")
@@ -55,11 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _load_policy(ns: argparse.Namespace, task: str) -> Any:
     if ns.policy == "expert":
         from async_vla_ros.sim.experts import ScriptedExpert
+
         return ScriptedExpert(task)
     path = Path(ns.policy)
     if not path.is_file():
         raise SystemExit(f"--policy: no such checkpoint {path} (or use --policy expert)")
     from async_vla_ros.policy.base import load_policy
+
     policy = load_policy(path)
     ckpt_task = getattr(policy, "task", "")
     if ckpt_task and ckpt_task != task:
@@ -74,6 +92,7 @@ def _load_correction(ns: argparse.Namespace) -> Any:
     if not path.is_file():
         raise SystemExit(f"--correction: no such checkpoint {path}")
     from async_vla_ros.policy.a2c2 import CorrectionHead
+
     return CorrectionHead.load(path)
 
 
@@ -104,6 +123,7 @@ def run(ns: argparse.Namespace) -> int:
     bar = None
     if not ns.no_progress:
         from tqdm import tqdm
+
         bar = tqdm(total=len(ns.method) * len(ns.delay) * ns.episodes, unit="ep", file=sys.stderr, leave=False)
     done_before = 0
 
@@ -114,36 +134,56 @@ def run(ns: argparse.Namespace) -> int:
 
     runner = LockstepRunner(policy, correction, progress=progress)
     name = "expert" if ns.policy == "expert" else Path(ns.policy).name
-    print(f"task {ns.task}  policy {name}{'  +A2C2 ' + Path(ns.correction).name if correction else ''}  "
-          f"H {policy.horizon}  s = max(d, {ns.horizon})  episodes {ns.episodes}  batch {ns.batch}  seed {ns.seed}")
-    header = (f"{'method':<9}{'d':>2}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
-              f"{'jerk_rms':>10}{'jump_max':>9}{'inf_ms':>8}{'ep/s':>7}{'sim_ep/s':>9}")
+    print(
+        f"task {ns.task}  policy {name}{'  +A2C2 ' + Path(ns.correction).name if correction else ''}  "
+        f"H {policy.horizon}  s = max(d, {ns.horizon})  episodes {ns.episodes}  batch {ns.batch}  seed {ns.seed}"
+    )
+    header = (
+        f"{'method':<9}{'d':>2}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
+        f"{'jerk_rms':>10}{'jump_max':>9}{'inf_ms':>8}{'ep/s':>7}{'sim_ep/s':>9}"
+    )
     summaries = []
     rows = []
     try:
         for m in ns.method:
             for d in ns.delay:
-                cfg = LockstepConfig(task=ns.task, method=m, delay=d, s_min=ns.horizon, episodes=ns.episodes,
-                                     batch=ns.batch, seed=ns.seed, threads=ns.threads)
+                cfg = LockstepConfig(
+                    task=ns.task,
+                    method=m,
+                    delay=d,
+                    s_min=ns.horizon,
+                    episodes=ns.episodes,
+                    batch=ns.batch,
+                    seed=ns.seed,
+                    threads=ns.threads,
+                )
                 res = runner.run(cfg)
                 done_before += ns.episodes
                 s = res.summary()
                 lo, hi = wilson_interval(res.successes, res.n)
-                s.update(success_ci95=[lo, hi], s=max(d, ns.horizon) if m != "sync" else ns.horizon,
-                         policy=name, correction=ns.correction)
+                s.update(
+                    success_ci95=[lo, hi],
+                    s=max(d, ns.horizon) if m != "sync" else ns.horizon,
+                    policy=name,
+                    correction=ns.correction,
+                )
                 summaries.append(s)
-                rows.append(f"{m:<9}{d:>2}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
-                            f"{_fmt(s['time_to_success_s'], '.2f'):>7}{s['acc_rms']:>9.1f}{s['acc_max']:>9.1f}"
-                            f"{s['jerk_rms']:>10.0f}{s['switch_jump_max']:>9.3f}{_fmt(s['infer_ms_per_call'], '.2f'):>8}"
-                            f"{res.episodes_per_s:>7.1f}{res.sim_episodes_per_s:>9.1f}")
+                rows.append(
+                    f"{m:<9}{d:>2}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
+                    f"{_fmt(s['time_to_success_s'], '.2f'):>7}{s['acc_rms']:>9.1f}{s['acc_max']:>9.1f}"
+                    f"{s['jerk_rms']:>10.0f}{s['switch_jump_max']:>9.3f}{_fmt(s['infer_ms_per_call'], '.2f'):>8}"
+                    f"{res.episodes_per_s:>7.1f}{res.sim_episodes_per_s:>9.1f}"
+                )
     finally:
         if bar is not None:
             bar.close()
     print(header)
     for r in rows:
         print(r)
-    print("units: t_succ s; acc rad/s^2; jerk rad/s^3; jump rad (||c_t - c_t-1|| at chunk switches); "
-          "inf_ms per batched policy call; sim_ep/s excludes policy inference")
+    print(
+        "units: t_succ s; acc rad/s^2; jerk rad/s^3; jump rad (||c_t - c_t-1|| at chunk switches); "
+        "inf_ms per batched policy call; sim_ep/s excludes policy inference"
+    )
     if ns.json:
         out = Path(ns.json)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,16 +31,28 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["BrowserError", "DashboardSnapshot", "HeadlessPage", "dashboard_snapshot", "find_chromium"]
 
-_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-          "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
-          "--disable-breakpad", "--disable-crash-reporter")
+_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+)
 
 
 class BrowserError(RuntimeError):
@@ -66,8 +78,14 @@ def _above_9(fd: int) -> int:
 class HeadlessPage:
     """One headless Chromium with one page open at ``url``. Use as a context manager."""
 
-    def __init__(self, url: str, *, size: tuple[int, int] = (1500, 1100), chromium: str | None = None,
-                 command_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        size: tuple[int, int] = (1500, 1100),
+        chromium: str | None = None,
+        command_timeout_s: float = 30.0,
+    ) -> None:
         self.url = url
         self.size = size
         self.command_timeout_s = command_timeout_s
@@ -93,7 +111,7 @@ class HeadlessPage:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> "HeadlessPage":
+    def __enter__(self) -> HeadlessPage:
         self.open()
         return self
 
@@ -105,16 +123,27 @@ class HeadlessPage:
         cmd_r, cmd_w = os.pipe()  # we write commands, the browser reads them on fd 3
         out_r, out_w = os.pipe()  # the browser writes answers on fd 4
         cmd_r, out_w = _above_9(cmd_r), _above_9(out_w)
-        argv = [self.chromium, *_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
-                f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
+        argv = [
+            self.chromium,
+            *_FLAGS,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile}",
+            f"--window-size={self.size[0]},{self.size[1]}",
+            "about:blank",
+        ]
         # bash places our pipe ends on the fixed descriptors 3 and 4 the protocol uses, then execs
         # (subprocess cannot renumber descriptors, and dash cannot redirect from descriptors above 9)
         shell = f'exec "$0" "$@" 3<&{cmd_r} 4>&{out_w} {cmd_r}<&- {out_w}>&-'
         bash = shutil.which("bash") or "/bin/bash"
         try:
-            self._proc = subprocess.Popen([bash, "-c", shell, *argv], pass_fds=(cmd_r, out_w),
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, start_new_session=True)
+            self._proc = subprocess.Popen(
+                [bash, "-c", shell, *argv],
+                pass_fds=(cmd_r, out_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as exc:
             for fd in (cmd_r, cmd_w, out_r, out_w):
                 os.close(fd)
@@ -134,12 +163,15 @@ class HeadlessPage:
 
     def _load(self) -> None:
         target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
-                                  session=False)["sessionId"]
+        self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)[
+            "sessionId"
+        ]
         self.call("Page.enable")
         self.call("Runtime.enable")
-        self.call("Emulation.setDeviceMetricsOverride", {"width": self.size[0], "height": self.size[1],
-                                                         "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.size[0], "height": self.size[1], "deviceScaleFactor": 1, "mobile": False},
+        )
         answer = self.call("Page.navigate", {"url": self.url})
         if answer.get("errorText"):
             raise BrowserError(f"could not load {self.url}: {answer['errorText']}")
@@ -179,8 +211,7 @@ class HeadlessPage:
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (JSON-serialisable values only)."""
-        answer = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        answer = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in answer:
             raise BrowserError(f"page raised evaluating {expression!r}: {answer['exceptionDetails'].get('text')}")
         return answer.get("result", {}).get("value")
@@ -200,8 +231,10 @@ class HeadlessPage:
             if value:
                 return value
             time.sleep(poll_s)
-        raise BrowserError(f"{expression!r} still false after {timeout_s} s at {self.url} "
-                           f"(last value {value!r}; page console: {self.console[-5:]})")
+        raise BrowserError(
+            f"{expression!r} still false after {timeout_s} s at {self.url} "
+            f"(last value {value!r}; page console: {self.console[-5:]})"
+        )
 
     def html(self) -> str:
         """The page's current DOM, serialised."""
@@ -217,8 +250,9 @@ class HeadlessPage:
 
     # -- protocol ----------------------------------------------------------------------------------
 
-    def call(self, method: str, params: dict | None = None, *, session: bool = True,
-             timeout_s: float | None = None) -> dict:
+    def call(
+        self, method: str, params: dict | None = None, *, session: bool = True, timeout_s: float | None = None
+    ) -> dict:
         """Send one DevTools command and wait for its answer."""
         if self._to_browser is None:
             raise BrowserError("browser is not running")
@@ -294,11 +328,13 @@ class HeadlessPage:
 
 # dashboard.js sets data-ready and data-points (points drawn per chart) on #status after each draw;
 # this is the JSON of data-points once every chart has points, else null
-CHARTS_DRAWN_JS = ("(() => { const s = document.getElementById('status');"
-                   " if (!s || s.dataset.ready !== '1') return null;"
-                   " const p = JSON.parse(s.dataset.points || '{}');"
-                   " const n = Object.values(p);"
-                   " return n.length && n.every(v => v > 0) ? s.dataset.points : null; })()")
+CHARTS_DRAWN_JS = (
+    "(() => { const s = document.getElementById('status');"
+    " if (!s || s.dataset.ready !== '1') return null;"
+    " const p = JSON.parse(s.dataset.points || '{}');"
+    " const n = Object.values(p);"
+    " return n.length && n.every(v => v > 0) ? s.dataset.points : null; })()"
+)
 
 
 @dataclass
@@ -309,8 +345,9 @@ class DashboardSnapshot:
     console: list[str]  # the page's script errors (none expected)
 
 
-def dashboard_snapshot(url: str, png: Path, *, size: tuple[int, int] = (1500, 1100),
-                       timeout_s: float = 30.0) -> DashboardSnapshot:
+def dashboard_snapshot(
+    url: str, png: Path, *, size: tuple[int, int] = (1500, 1100), timeout_s: float = 30.0
+) -> DashboardSnapshot:
     """Open the dashboard at ``url``, wait until every chart shows data, save a PNG of it."""
     with HeadlessPage(url, size=size) as page:
         points = json.loads(page.wait_for(CHARTS_DRAWN_JS, timeout_s=timeout_s))
@@ -321,12 +358,17 @@ def dashboard_snapshot(url: str, png: Path, *, size: tuple[int, int] = (1500, 11
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("url", nargs="?", default="http://127.0.0.1:8765/",
-                        help="the dashboard's address (default: the dashboard node's default, %(default)s)")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:8765/",
+        help="the dashboard's address (default: the dashboard node's default, %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=Path("dashboard.png"), help="PNG to write (default %(default)s)")
     parser.add_argument("--size", default="1500x1100", help="viewport WIDTHxHEIGHT in pixels (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for every chart to have data (default %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for every chart to have data (default %(default)s)"
+    )
     return parser
 
 

@@ -6,8 +6,8 @@ simulated delay d with 95 % Wilson intervals as error bars.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -18,10 +18,17 @@ from async_vla_ros.eval.stats import wilson_interval  # noqa: E402
 
 # Fixed colours/markers per method so every task's plot reads the same way.
 _STYLE = {
-    "sync": ("#7f7f7f", "s", ":"), "naive": ("#000000", "o", "-"), "te": ("#8c564b", "v", "--"),
-    "bid": ("#9467bd", "^", "--"), "rtc_hard": ("#ff9896", "x", "--"), "rtc": ("#d62728", "o", "-"),
-    "remac": ("#1f77b4", "D", "-"), "a2c2": ("#2ca02c", "P", "-"), "remac+rtc": ("#17becf", "d", "-."),
-    "rtc+a2c2": ("#bcbd22", "*", "-."), "remac+a2c2": ("#e377c2", "h", "-."),
+    "sync": ("#7f7f7f", "s", ":"),
+    "naive": ("#000000", "o", "-"),
+    "te": ("#8c564b", "v", "--"),
+    "bid": ("#9467bd", "^", "--"),
+    "rtc_hard": ("#ff9896", "x", "--"),
+    "rtc": ("#d62728", "o", "-"),
+    "remac": ("#1f77b4", "D", "-"),
+    "a2c2": ("#2ca02c", "P", "-"),
+    "remac+rtc": ("#17becf", "d", "-."),
+    "rtc+a2c2": ("#bcbd22", "*", "-."),
+    "remac+a2c2": ("#e377c2", "h", "-."),
 }
 
 
@@ -46,8 +53,19 @@ def _draw(ax, counts: Mapping[str, Mapping[int, tuple[int, int]]], methods: Sequ
             hi.append(max(0.0, b - p))
         color, marker, ls = _STYLE.get(m, (None, "o", "-"))
         off = (j - (n_m - 1) / 2) * 0.03  # small horizontal jitter so error bars do not overlap
-        ax.errorbar([d + off for d in ds], rates, yerr=[lo, hi], label=m, color=color, marker=marker, ls=ls,
-                    lw=1.4, ms=4.5, capsize=2.5, alpha=0.9)
+        ax.errorbar(
+            [d + off for d in ds],
+            rates,
+            yerr=[lo, hi],
+            label=m,
+            color=color,
+            marker=marker,
+            ls=ls,
+            lw=1.4,
+            ms=4.5,
+            capsize=2.5,
+            alpha=0.9,
+        )
     all_d = sorted({d for m in methods for d in counts.get(m, {})})
     if all_d:
         ax.set_xticks(all_d)
@@ -57,8 +75,13 @@ def _draw(ax, counts: Mapping[str, Mapping[int, tuple[int, int]]], methods: Sequ
     ax.legend(fontsize=7.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), framealpha=0.9)
 
 
-def success_vs_delay(counts: Mapping[str, Mapping[int, tuple[int, int]]], task: str, path: str | Path,
-                     methods: Sequence[str] | None = None, title_suffix: str = "") -> Path:
+def success_vs_delay(
+    counts: Mapping[str, Mapping[int, tuple[int, int]]],
+    task: str,
+    path: str | Path,
+    methods: Sequence[str] | None = None,
+    title_suffix: str = "",
+) -> Path:
     """Plot ``counts[method][d] = (successes, n)`` for one task; writes ``path`` (PNG).
 
     Two panels: baselines and RTC; REMAC, A2C2, combinations and ablations (with naive and RTC

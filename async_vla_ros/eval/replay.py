@@ -40,9 +40,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,8 +91,10 @@ def load_recording(path: str | Path) -> RecordedRun:
     """Read the topics replay uses; BagError if the bag lacks usable observations."""
     info = bag_info(path)
     if OBS_TOPIC not in info.topics:
-        raise BagError(f"bag {path} has no {OBS_TOPIC} topic (topics: {', '.join(sorted(info.topics)) or 'none'}); "
-                       "record the observation stream to replay it")
+        raise BagError(
+            f"bag {path} has no {OBS_TOPIC} topic (topics: {', '.join(sorted(info.topics)) or 'none'}); "
+            "record the observation stream to replay it"
+        )
     topics = [t for t in (OBS_TOPIC, REPORT_TOPIC, PLAN_TOPIC, REQUEST_TOPIC, *COMMAND_TOPICS) if t in info.topics]
     stamps, states, episodes, tasks = [], [], [], []
     delays, inf_s, plans, cmd_t, cmd = [], [], [], [], []
@@ -102,8 +105,10 @@ def load_recording(path: str | Path) -> RecordedRun:
         if m.topic == OBS_TOPIC:
             st = np.asarray(msg.state, dtype=np.float64)
             if st.ndim != 1 or st.size == 0 or (states and st.size != states[0].size):
-                raise BagError(f"bag {path}: observation {msg.obs_id} has state of size {st.size}, "
-                               f"expected {states[0].size if states else '> 0'}")
+                raise BagError(
+                    f"bag {path}: observation {msg.obs_id} has state of size {st.size}, "
+                    f"expected {states[0].size if states else '> 0'}"
+                )
             if not np.isfinite(st).all():
                 continue  # the live graph drops these too
             stamps.append(_stamp_ns(msg.header))
@@ -168,11 +173,15 @@ class ReplayConfig:
         from async_vla_ros.policy.base import did_you_mean
 
         if self.method not in STRATEGIES:
-            raise ValueError(f"unknown method {self.method!r}{did_you_mean(self.method, STRATEGIES)}; "
-                             f"known: {', '.join(STRATEGIES)}")
-        if self.delay is not None and (isinstance(self.delay, bool) or not isinstance(self.delay, int)
-                                       or not 0 <= self.delay < self.horizon):
-            raise ValueError(f"delay must be an int in [0, H-1={self.horizon - 1}] or None (recorded), got {self.delay!r}")
+            raise ValueError(
+                f"unknown method {self.method!r}{did_you_mean(self.method, STRATEGIES)}; known: {', '.join(STRATEGIES)}"
+            )
+        if self.delay is not None and (
+            isinstance(self.delay, bool) or not isinstance(self.delay, int) or not 0 <= self.delay < self.horizon
+        ):
+            raise ValueError(
+                f"delay must be an int in [0, H-1={self.horizon - 1}] or None (recorded), got {self.delay!r}"
+            )
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ValueError(f"dt must be > 0, got {self.dt!r}")
         if not 1 <= self.s_min <= self.horizon:
@@ -207,13 +216,23 @@ class ReplayResult:
             return [[None if not np.isfinite(v) else round(float(v), 9) for v in row] for row in x]
 
         return {
-            "label": self.config.label, "method": self.config.method, "delay": self.config.delay,
-            "dt": self.config.dt, "horizon": self.config.horizon, "s_min": self.config.s_min, "seed": self.config.seed,
-            "metrics": self.metrics, "timing": self.timing, "switches": self.switches,
+            "label": self.config.label,
+            "method": self.config.method,
+            "delay": self.config.delay,
+            "dt": self.config.dt,
+            "horizon": self.config.horizon,
+            "s_min": self.config.s_min,
+            "seed": self.config.seed,
+            "metrics": self.metrics,
+            "timing": self.timing,
+            "switches": self.switches,
             "delays_used": self.delays_used,
-            "series": {"t": self.t.tolist(), "executed": arr(self.executed),
-                       "staleness_s": [None if not np.isfinite(v) else float(v) for v in self.staleness_s],
-                       "recorded": arr(self.recorded)},
+            "series": {
+                "t": self.t.tolist(),
+                "executed": arr(self.executed),
+                "staleness_s": [None if not np.isfinite(v) else float(v) for v in self.staleness_s],
+                "recorded": arr(self.recorded),
+            },
         }
 
 
@@ -253,13 +272,17 @@ def _recorded_actions(run: RecordedRun, t0_ns: int, n_steps: int, dt: float) -> 
 
 def _diffs(x: np.ndarray, i: int, dt: float) -> tuple[float, float, float]:
     """jump, acceleration, jerk norms at switch step i of trajectory x (T, D) (NaN out of range)."""
+
     def ok(*idx):
         return all(0 <= j < len(x) and np.isfinite(x[j]).all() for j in idx)
 
     jump = float(np.linalg.norm(x[i] - x[i - 1])) if ok(i - 1, i) else math.nan
     acc = float(np.linalg.norm(x[i + 1] - 2 * x[i] + x[i - 1]) / dt**2) if ok(i - 1, i, i + 1) else math.nan
-    jerk = (float(np.linalg.norm(x[i + 1] - 3 * x[i] + 3 * x[i - 1] - x[i - 2]) / dt**3)
-            if ok(i - 2, i - 1, i, i + 1) else math.nan)
+    jerk = (
+        float(np.linalg.norm(x[i + 1] - 3 * x[i] + 3 * x[i - 1] - x[i - 2]) / dt**3)
+        if ok(i - 2, i - 1, i, i + 1)
+        else math.nan
+    )
     return jump, acc, jerk
 
 
@@ -281,11 +304,15 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
     if H != config.horizon:
         raise ValueError(f"config.horizon {config.horizon} != policy horizon {H}")
     if run.obs.shape[1] != int(policy.obs_dim):
-        raise ValueError(f"the bag's observations have {run.obs.shape[1]} values, the policy expects "
-                         f"{policy.obs_dim}: wrong policy/task for this recording")
+        raise ValueError(
+            f"the bag's observations have {run.obs.shape[1]} values, the policy expects "
+            f"{policy.obs_dim}: wrong policy/task for this recording"
+        )
     if config.delay is None and not run.delays:
-        raise BagError(f"bag {run.path} has no accepted chunk reports on {REPORT_TOPIC}: "
-                       "no recorded delays to replay (use --delay D)")
+        raise BagError(
+            f"bag {run.path} has no accepted chunk reports on {REPORT_TOPIC}: "
+            "no recorded delays to replay (use --delay D)"
+        )
     dt, dt_ns = config.dt, config.dt * 1e9
     t0 = int(run.obs_t_ns[0])
     obs_step = np.floor((run.obs_t_ns - t0) / dt_ns).astype(np.int64)
@@ -323,9 +350,14 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
                 d = config.delay
             delays_used.append(d)
             t_start = time.perf_counter()
-            acts = policy.infer(run.obs[j][None], sampler=spec.sampler, prefix=spec.prefix[None],
-                                weights=spec.weights[None], n_frozen=np.asarray([spec.n_frozen]),
-                                seed=config.seed + spec.request_id)
+            acts = policy.infer(
+                run.obs[j][None],
+                sampler=spec.sampler,
+                prefix=spec.prefix[None],
+                weights=spec.weights[None],
+                n_frozen=np.asarray([spec.n_frozen]),
+                seed=config.seed + spec.request_id,
+            )
             latency_ms.append((time.perf_counter() - t_start) * 1e3)
             acts = np.asarray(acts, dtype=np.float64)
             if acts.shape != (1, H, A):
@@ -370,40 +402,73 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
         "deviation_steps": int(dev.size),
         "delay_mean": float(np.mean(delays_used)) if delays_used else None,
     }
-    timing = {"replay_inference_ms": _stats(latency_ms),
-              "recorded_inference_ms": _stats([1e3 * v for v in run.inference_s])}
-    return ReplayResult(config, np.arange(n_steps), executed, staleness, recorded, switches, latency_ms, delays_used,
-                        metrics, timing)
+    timing = {
+        "replay_inference_ms": _stats(latency_ms),
+        "recorded_inference_ms": _stats([1e3 * v for v in run.inference_s]),
+    }
+    return ReplayResult(
+        config, np.arange(n_steps), executed, staleness, recorded, switches, latency_ms, delays_used, metrics, timing
+    )
 
 
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("bag", help="rosbag2 directory (MCAP) with /observation (and optionally chunk reports, plans)")
-    parser.add_argument("--method", nargs="+", default=["naive", "rtc"], metavar="M",
-                        help="merge strategies to compare (default: naive rtc)")
-    parser.add_argument("--delay", nargs="+", default=["recorded"], metavar="D",
-                        help="simulated delay(s) in steps, or 'recorded' for the bag's measured delays (default)")
-    parser.add_argument("--policy", default="expert",
-                        help="policy checkpoint (.pt), or 'expert' for the task's scripted expert (default)")
+    parser.add_argument(
+        "--method",
+        nargs="+",
+        default=["naive", "rtc"],
+        metavar="M",
+        help="merge strategies to compare (default: naive rtc)",
+    )
+    parser.add_argument(
+        "--delay",
+        nargs="+",
+        default=["recorded"],
+        metavar="D",
+        help="simulated delay(s) in steps, or 'recorded' for the bag's measured delays (default)",
+    )
+    parser.add_argument(
+        "--policy",
+        default="expert",
+        help="policy checkpoint (.pt), or 'expert' for the task's scripted expert (default)",
+    )
     parser.add_argument("--task", default=None, help="task of the expert (default: the bag's Observation.task)")
     parser.add_argument("--horizon", type=int, default=8, help="H of the expert (checkpoints carry theirs; default 8)")
-    parser.add_argument("--dt", type=float, default=None, help="control period (default: from the bag's plans/requests)")
+    parser.add_argument(
+        "--dt", type=float, default=None, help="control period (default: from the bag's plans/requests)"
+    )
     parser.add_argument("--s-min", type=int, default=1, help="execution horizon floor (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="policy seed base (default 0)")
     parser.add_argument("--out", default=None, help="output folder (default: <bag>_replay)")
     parser.add_argument("--no-plots", action="store_true", help="write metrics only (no PNG/markdown)")
     g = parser.add_argument_group("republishing into a live graph (instead of the evaluation)")
-    g.add_argument("--republish", action="store_true",
-                   help="publish the bag's messages at their original timing into the running ROS graph")
-    g.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
-                   help="topics to republish (default: the robot's: /joint_states /camera/image_raw "
-                        "/camera/camera_info /sim/task_state; 'all': every topic of the bag)")
+    g.add_argument(
+        "--republish",
+        action="store_true",
+        help="publish the bag's messages at their original timing into the running ROS graph",
+    )
+    g.add_argument(
+        "--topics",
+        nargs="+",
+        default=None,
+        metavar="TOPIC",
+        help="topics to republish (default: the robot's: /joint_states /camera/image_raw "
+        "/camera/camera_info /sim/task_state; 'all': every topic of the bag)",
+    )
     g.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
-    g.add_argument("--keep-stamps", action="store_true",
-                   help="publish the recorded header stamps (default: shifted to now, as live data)")
+    g.add_argument(
+        "--keep-stamps",
+        action="store_true",
+        help="publish the recorded header stamps (default: shifted to now, as live data)",
+    )
     g.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO", help="publish a bag topic under another name")
-    g.add_argument("--wait-subscribers", type=float, default=5.0,
-                   help="wait up to this long for subscribers before playing (default 5 s)")
+    g.add_argument(
+        "--wait-subscribers",
+        type=float,
+        default=5.0,
+        help="wait up to this long for subscribers before playing (default 5 s)",
+    )
     return parser
 
 
@@ -468,9 +533,11 @@ def _run_republish(ns: argparse.Namespace) -> int:
             rclpy.shutdown()
     for topic, n in res.counts.items():
         print(f"  {topic:<40} {n:8d} messages")
-    print(f"republished {sum(res.counts.values())} messages in {res.duration_s:.1f} s; publish time after schedule: "
-          f"median {res.lateness_ms['median']:.2f} ms, p99 {res.lateness_ms['p99']:.2f} ms, "
-          f"max {res.lateness_ms['max']:.2f} ms")
+    print(
+        f"republished {sum(res.counts.values())} messages in {res.duration_s:.1f} s; publish time after schedule: "
+        f"median {res.lateness_ms['median']:.2f} ms, p99 {res.lateness_ms['p99']:.2f} ms, "
+        f"max {res.lateness_ms['max']:.2f} ms"
+    )
     return 0
 
 
@@ -498,12 +565,20 @@ def run(ns: argparse.Namespace) -> int:
             print(f"replay: {cfg.label}: {exc}", file=sys.stderr)
             return 2
         m = results[-1].metrics
-        print(f"{cfg.label:16s} switches {m['switches']:4d}  jump mean {_fmt(m['jump']['mean'])} rad  "
-              f"staleness mean {_fmt(m['staleness_s']['mean'])} s  deviation rms {_fmt(m['deviation_rms'])} rad")
+        print(
+            f"{cfg.label:16s} switches {m['switches']:4d}  jump mean {_fmt(m['jump']['mean'])} rad  "
+            f"staleness mean {_fmt(m['staleness_s']['mean'])} s  deviation rms {_fmt(m['deviation_rms'])} rad"
+        )
     out = Path(ns.out) if ns.out else Path(str(Path(ns.bag).resolve()) + "_replay")
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"bag": str(Path(ns.bag).resolve()), "task": ns.task or rec.task, "policy": ns.policy, "dt": dt,
-           "recorded_strategy": rec.merge_strategy, "results": [r.to_json() for r in results]}
+    doc = {
+        "bag": str(Path(ns.bag).resolve()),
+        "task": ns.task or rec.task,
+        "policy": ns.policy,
+        "dt": dt,
+        "recorded_strategy": rec.merge_strategy,
+        "results": [r.to_json() for r in results],
+    }
     (out / "replay.json").write_text(json.dumps(doc, indent=1))
     if not ns.no_plots:
         from async_vla_ros.eval.report import write_replay_report

@@ -20,9 +20,10 @@ import html
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +38,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                         "axes.spines.right": False, "font.size": 9})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "font.size": 9,
+        }
+    )
     return plt
 
 
@@ -78,11 +87,15 @@ def write_report(title: str, sections: Sequence[Section], out: Path) -> Path:
             data = base64.b64encode((out / img).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,{data}">')
     (out / "report.md").write_text("\n".join(md))
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}")
-    (out / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-                                     f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
+    )
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    )
     return out / "report.md"
 
 
@@ -109,29 +122,59 @@ def write_replay_report(doc: dict[str, Any], out: Path) -> Path:
     dt = float(doc["dt"])
 
     # metrics table
-    head = ["condition", "switches", "jump mean / max (rad)", "accel@switch mean (rad/s²)", "jerk@switch mean (rad/s³)",
-            "jerk RMS (rad/s³)", "staleness mean / p95 (ms)", "deviation RMS / max (rad)", "inference p50-ish mean (ms)"]
+    head = [
+        "condition",
+        "switches",
+        "jump mean / max (rad)",
+        "accel@switch mean (rad/s²)",
+        "jerk@switch mean (rad/s³)",
+        "jerk RMS (rad/s³)",
+        "staleness mean / p95 (ms)",
+        "deviation RMS / max (rad)",
+        "inference p50-ish mean (ms)",
+    ]
     rows = [head]
     for r in results:
         m, tm = r["metrics"], r["timing"]
-        rows.append([r["label"], str(m["switches"]), f"{_f(m['jump']['mean'])} / {_f(m['jump']['max'])}",
-                     _f(m["accel_at_switch"]["mean"], digits=1), _f(m["jerk_at_switch"]["mean"], digits=0),
-                     _f(m["jerk_rms"], digits=0),
-                     f"{_f(m['staleness_s']['mean'], 1e3, 0)} / {_f(m['staleness_s']['p95'], 1e3, 0)}",
-                     f"{_f(m['deviation_rms'])} / {_f(m['deviation_max'])}",
-                     _f(tm["replay_inference_ms"]["mean"], digits=2)])
+        rows.append(
+            [
+                r["label"],
+                str(m["switches"]),
+                f"{_f(m['jump']['mean'])} / {_f(m['jump']['max'])}",
+                _f(m["accel_at_switch"]["mean"], digits=1),
+                _f(m["jerk_at_switch"]["mean"], digits=0),
+                _f(m["jerk_rms"], digits=0),
+                f"{_f(m['staleness_s']['mean'], 1e3, 0)} / {_f(m['staleness_s']['p95'], 1e3, 0)}",
+                f"{_f(m['deviation_rms'])} / {_f(m['deviation_max'])}",
+                _f(tm["replay_inference_ms"]["mean"], digits=2),
+            ]
+        )
     rows[0][-1] = "replay inference mean (ms)"
 
     # bar charts
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
-    panels = [("boundary jump (rad)", [r["metrics"]["jump"]["mean"] for r in results],
-               [r["metrics"]["jump"]["max"] for r in results]),
-              ("jerk at switch (rad/s³)", [r["metrics"]["jerk_at_switch"]["mean"] for r in results],
-               [r["metrics"]["jerk_at_switch"]["max"] for r in results]),
-              ("staleness (ms)", [_scale(r["metrics"]["staleness_s"]["mean"], 1e3) for r in results],
-               [_scale(r["metrics"]["staleness_s"]["p95"], 1e3) for r in results]),
-              ("deviation from recording (rad)", [r["metrics"]["deviation_rms"] for r in results],
-               [r["metrics"]["deviation_max"] for r in results])]
+    panels = [
+        (
+            "boundary jump (rad)",
+            [r["metrics"]["jump"]["mean"] for r in results],
+            [r["metrics"]["jump"]["max"] for r in results],
+        ),
+        (
+            "jerk at switch (rad/s³)",
+            [r["metrics"]["jerk_at_switch"]["mean"] for r in results],
+            [r["metrics"]["jerk_at_switch"]["max"] for r in results],
+        ),
+        (
+            "staleness (ms)",
+            [_scale(r["metrics"]["staleness_s"]["mean"], 1e3) for r in results],
+            [_scale(r["metrics"]["staleness_s"]["p95"], 1e3) for r in results],
+        ),
+        (
+            "deviation from recording (rad)",
+            [r["metrics"]["deviation_rms"] for r in results],
+            [r["metrics"]["deviation_max"] for r in results],
+        ),
+    ]
     x = np.arange(len(results))
     for ax, (name, mean, hi) in zip(axes, panels):
         mean = [np.nan if v is None else v for v in mean]
@@ -155,7 +198,9 @@ def write_replay_report(doc: dict[str, Any], out: Path) -> Path:
             ax.plot(np.arange(len(rec)) * dt, rec[:, j], color="0.6", lw=3, alpha=0.6, label="recorded")
         for i, r in enumerate(results):
             ex = _arr(r["series"]["executed"])
-            ax.plot(np.asarray(r["series"]["t"]) * dt, ex[:, j], color=COLORS[i % len(COLORS)], lw=1.1, label=r["label"])
+            ax.plot(
+                np.asarray(r["series"]["t"]) * dt, ex[:, j], color=COLORS[i % len(COLORS)], lw=1.1, label=r["label"]
+            )
             sw = np.asarray(r["switches"], dtype=int)
             if sw.size:
                 ax.plot(sw * dt, ex[sw, j], "|", color=COLORS[i % len(COLORS)], ms=8)
@@ -173,7 +218,9 @@ def write_replay_report(doc: dict[str, Any], out: Path) -> Path:
         st = np.asarray([v for v in r["series"]["staleness_s"] if v is not None]) * 1e3
         if st.size:
             xs = np.sort(st)
-            ax.step(xs, np.arange(1, xs.size + 1) / xs.size, where="post", color=COLORS[i % len(COLORS)], label=r["label"])
+            ax.step(
+                xs, np.arange(1, xs.size + 1) / xs.size, where="post", color=COLORS[i % len(COLORS)], label=r["label"]
+            )
     ax.set_xlabel("age of the observation behind each executed action (ms)")
     ax.set_ylabel("fraction of steps")
     ax.set_title("intra-chunk staleness (CDF)")
@@ -182,14 +229,20 @@ def write_replay_report(doc: dict[str, Any], out: Path) -> Path:
     fig.savefig(out / "staleness.png")
     plt.close(fig)
 
-    intro = [f"Bag: {doc.get('bag')}", f"Policy: {doc.get('policy')}, task: {doc.get('task') or 'n/a'}, dt = {dt} s, "
-             f"recorded with strategy: {doc.get('recorded_strategy') or 'n/a'}.",
-             "Open-loop replay of the recorded observations: methods are compared on identical inputs; "
-             "'d=rec' replays the delays measured while recording. Lower is smoother / fresher / closer."]
-    sections = [Section("Summary", intro, rows, ["metrics.png"]),
-                Section("Executed trajectories", ["Grey: what the robot was commanded in the recording."],
-                        images=["trajectory.png"]),
-                Section("Staleness", images=["staleness.png"])]
+    intro = [
+        f"Bag: {doc.get('bag')}",
+        f"Policy: {doc.get('policy')}, task: {doc.get('task') or 'n/a'}, dt = {dt} s, "
+        f"recorded with strategy: {doc.get('recorded_strategy') or 'n/a'}.",
+        "Open-loop replay of the recorded observations: methods are compared on identical inputs; "
+        "'d=rec' replays the delays measured while recording. Lower is smoother / fresher / closer.",
+    ]
+    sections = [
+        Section("Summary", intro, rows, ["metrics.png"]),
+        Section(
+            "Executed trajectories", ["Grey: what the robot was commanded in the recording."], images=["trajectory.png"]
+        ),
+        Section("Staleness", images=["staleness.png"]),
+    ]
     return write_report("Replay evaluation", sections, out)
 
 
@@ -208,18 +261,30 @@ def write_bag_report(bag: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     info = bag_info(bag)
     t0 = info.start_ns
-    sections = [Section("Recording", [f"Bag: {bag} ({info.storage}), {info.duration_s:.1f} s, "
-                                      f"{info.n_messages} messages."],
-                        [["topic", "type", "messages", "rate (Hz)"]] +
-                        [[t, info.topics[t], str(info.counts.get(t, 0)),
-                          _f(info.counts.get(t, 0) / info.duration_s if info.duration_s > 0 else None, digits=1)]
-                         for t in sorted(info.topics)])]
+    sections = [
+        Section(
+            "Recording",
+            [f"Bag: {bag} ({info.storage}), {info.duration_s:.1f} s, {info.n_messages} messages."],
+            [["topic", "type", "messages", "rate (Hz)"]]
+            + [
+                [
+                    t,
+                    info.topics[t],
+                    str(info.counts.get(t, 0)),
+                    _f(info.counts.get(t, 0) / info.duration_s if info.duration_s > 0 else None, digits=1),
+                ]
+                for t in sorted(info.topics)
+            ],
+        )
+    ]
 
     if REPORT_TOPIC in info.topics:
         rep = [m for m in read_messages(bag, [REPORT_TOPIC])]
         t = np.asarray([(m.t_ns - t0) / 1e9 for m in rep])
-        lat = {k: np.asarray([getattr(m.msg, k) for m in rep], dtype=np.float64)
-               for k in ("total_latency_s", "inference_s", "queue_s", "transport_s", "obs_age_s")}
+        lat = {
+            k: np.asarray([getattr(m.msg, k) for m in rep], dtype=np.float64)
+            for k in ("total_latency_s", "inference_s", "queue_s", "transport_s", "obs_age_s")
+        }
         acc = np.asarray([m.msg.accepted for m in rep], dtype=bool)
         pred = np.asarray([m.msg.predicted_delay_steps for m in rep])
         meas = np.asarray([m.msg.measured_delay_steps for m in rep])
@@ -228,8 +293,15 @@ def write_bag_report(bag: Path, out: Path) -> Path:
         for i, k in enumerate(("total_latency_s", "inference_s", "transport_s", "queue_s")):
             v = lat[k]
             ok = v >= 0
-            axes[0].plot(t[ok], v[ok] * 1e3, ".-" if k == "total_latency_s" else "-", lw=1, ms=3,
-                         color=COLORS[i], label=k.replace("_s", ""))
+            axes[0].plot(
+                t[ok],
+                v[ok] * 1e3,
+                ".-" if k == "total_latency_s" else "-",
+                lw=1,
+                ms=3,
+                color=COLORS[i],
+                label=k.replace("_s", ""),
+            )
         axes[0].set_xlabel("time (s)")
         axes[0].set_ylabel("ms")
         axes[0].set_title("per-chunk latency")
@@ -263,10 +335,14 @@ def write_bag_report(bag: Path, out: Path) -> Path:
             if not m.msg.accepted:
                 reasons[m.msg.reject_reason or "unknown"] = reasons.get(m.msg.reject_reason or "unknown", 0) + 1
         tl = lat["total_latency_s"][ok] * 1e3
-        text = [f"{len(rep)} chunks, {int(acc.sum())} merged; total latency median {_f(np.median(tl) if tl.size else None, digits=1)} ms, "
-                f"p95 {_f(np.quantile(tl, 0.95) if tl.size else None, digits=1)} ms, max {_f(tl.max() if tl.size else None, digits=1)} ms.",
-                f"Delay under-predicted (measured > predicted) for {under} of {int(okm.sum())} chunks."]
-        table = [["rejected: reason", "chunks"]] + [[k, str(v)] for k, v in sorted(reasons.items())] if reasons else None
+        text = [
+            f"{len(rep)} chunks, {int(acc.sum())} merged; total latency median {_f(np.median(tl) if tl.size else None, digits=1)} ms, "
+            f"p95 {_f(np.quantile(tl, 0.95) if tl.size else None, digits=1)} ms, max {_f(tl.max() if tl.size else None, digits=1)} ms.",
+            f"Delay under-predicted (measured > predicted) for {under} of {int(okm.sum())} chunks.",
+        ]
+        table = (
+            [["rejected: reason", "chunks"]] + [[k, str(v)] for k, v in sorted(reasons.items())] if reasons else None
+        )
         sections.append(Section("Latency", text, table, ["latency.png", "delay.png"]))
 
     # the command topic that carries messages (the graph records both interfaces; one stays empty)
@@ -274,7 +350,11 @@ def write_bag_report(bag: Path, out: Path) -> Path:
     if cmd_topic is not None:
         ts, qs = [], []
         for m in read_messages(bag, [cmd_topic]):
-            q = m.msg.data if cmd_topic == COMMAND_TOPICS[0] else (m.msg.points[0].positions if len(m.msg.points) else None)
+            q = (
+                m.msg.data
+                if cmd_topic == COMMAND_TOPICS[0]
+                else (m.msg.points[0].positions if len(m.msg.points) else None)
+            )
             if q is not None and len(q):
                 ts.append(m.t_ns)
                 qs.append(np.asarray(q, dtype=np.float64)[:7])
@@ -305,17 +385,26 @@ def write_bag_report(bag: Path, out: Path) -> Path:
             fig.savefig(out / "command.png")
             plt.close(fig)
             err = np.abs(period - nominal)
-            sections.append(Section("Command stream", [
-                f"{len(ts)} commands, median period {nominal:.2f} ms, |period error| p99 "
-                f"{np.quantile(err, 0.99):.2f} ms, max {err.max():.2f} ms (receive times at the recorder); "
-                f"RMS joint acceleration {np.sqrt(np.mean(np.sum(acc_**2, 1))):.3f} rad/s², RMS jerk "
-                f"{np.sqrt(np.mean(np.sum(jerk**2, 1))):.1f} rad/s³."], images=["command.png"]))
+            sections.append(
+                Section(
+                    "Command stream",
+                    [
+                        f"{len(ts)} commands, median period {nominal:.2f} ms, |period error| p99 "
+                        f"{np.quantile(err, 0.99):.2f} ms, max {err.max():.2f} ms (receive times at the recorder); "
+                        f"RMS joint acceleration {np.sqrt(np.mean(np.sum(acc_**2, 1))):.3f} rad/s², RMS jerk "
+                        f"{np.sqrt(np.mean(np.sum(jerk**2, 1))):.1f} rad/s³."
+                    ],
+                    images=["command.png"],
+                )
+            )
     if info.counts.get(TICK_TOPIC, 0):
         sections.append(_command_loop_section(bag, info, out, plt))
     if info.counts.get(DIAG_TOPIC, 0):
         sections.append(_health_section(bag))
     if PLAN_TOPIC in info.topics and REPORT_TOPIC not in info.topics and cmd_topic is None:
-        sections.append(Section("Plans", [f"{info.counts[PLAN_TOPIC]} plans recorded (no reports or commands to plot)."]))
+        sections.append(
+            Section("Plans", [f"{info.counts[PLAN_TOPIC]} plans recorded (no reports or commands to plot)."])
+        )
     return write_report(f"Run report: {Path(bag).name}", sections, out)
 
 
@@ -328,8 +417,10 @@ def _command_loop_section(bag: Path, info, out: Path, plt) -> Section:
     """The correction loop's own per-tick measurements (CommandMetrics): period error, safety."""
     from async_vla_ros.eval.bags import read_messages
 
-    rows = [(m.t_ns, m.msg.period_error_s, m.msg.safety_deviation, int(m.msg.safety_flags), bool(m.msg.hold))
-            for m in read_messages(bag, [TICK_TOPIC])]
+    rows = [
+        (m.t_ns, m.msg.period_error_s, m.msg.safety_deviation, int(m.msg.safety_flags), bool(m.msg.hold))
+        for m in read_messages(bag, [TICK_TOPIC])
+    ]
     t = (np.asarray([r[0] for r in rows], dtype=np.float64) - info.start_ns) / 1e9
     err = np.asarray([r[1] for r in rows], dtype=np.float64) * 1e3
     dev = np.asarray([r[2] for r in rows], dtype=np.float64)
@@ -350,16 +441,19 @@ def _command_loop_section(bag: Path, info, out: Path, plt) -> Section:
     fig.savefig(out / "command_loop.png")
     plt.close(fig)
     names = ("input rejected", "position clamped", "rate limited", "braking", "gripper rejected", "gripper clamped")
-    table = [["safety flag", "ticks", "share"]] + [[n, str(int(np.sum(flags & (1 << i) > 0))),
-                                                   f"{100.0 * np.mean(flags & (1 << i) > 0):.1f} %"]
-                                                  for i, n in enumerate(names)]
+    table = [["safety flag", "ticks", "share"]] + [
+        [n, str(int(np.sum(flags & (1 << i) > 0))), f"{100.0 * np.mean(flags & (1 << i) > 0):.1f} %"]
+        for i, n in enumerate(names)
+    ]
     a = np.abs(err[ok])
-    text = [f"{len(rows)} commanding ticks; |period error| median {_f(np.median(a) if a.size else None, digits=3)} ms, "
-            f"p99 {_f(np.quantile(a, 0.99) if a.size else None, digits=3)} ms, max {_f(a.max() if a.size else None, digits=3)} ms "
-            f"(the loop's own clock); {holds} ticks held the last target (plan ran dry).",
-            f"Safety filter change of the command: median {_f(np.median(dev[okd]) if okd.any() else None, digits=4)} rad, "
-            f"p99 {_f(np.quantile(dev[okd], 0.99) if okd.any() else None, digits=4)} rad, "
-            f"max {_f(dev[okd].max() if okd.any() else None, digits=4)} rad."]
+    text = [
+        f"{len(rows)} commanding ticks; |period error| median {_f(np.median(a) if a.size else None, digits=3)} ms, "
+        f"p99 {_f(np.quantile(a, 0.99) if a.size else None, digits=3)} ms, max {_f(a.max() if a.size else None, digits=3)} ms "
+        f"(the loop's own clock); {holds} ticks held the last target (plan ran dry).",
+        f"Safety filter change of the command: median {_f(np.median(dev[okd]) if okd.any() else None, digits=4)} rad, "
+        f"p99 {_f(np.quantile(dev[okd], 0.99) if okd.any() else None, digits=4)} rad, "
+        f"max {_f(dev[okd].max() if okd.any() else None, digits=4)} rad.",
+    ]
     return Section("Command loop (CommandMetrics)", text, table, ["command_loop.png"])
 
 
@@ -384,14 +478,23 @@ def _health_section(bag: Path) -> Section:
         n = sum(c.values())
         top = ", ".join(f"{k} ({v})" for k, v in breaches.get(name, Counter()).most_common(3)) or "-"
         table.append([name, str(n)] + [f"{100.0 * c.get(k, 0) / n:.0f} %" for k in ("OK", "WARN", "ERROR")] + [top])
-    return Section("Node health (/diagnostics)", ["Share of each node's diagnostics reports at each level; the "
-                                                  "thresholds are the nodes' diag.<key>.warn / .error parameters."], table)
+    return Section(
+        "Node health (/diagnostics)",
+        [
+            "Share of each node's diagnostics reports at each level; the "
+            "thresholds are the nodes' diag.<key>.warn / .error parameters."
+        ],
+        table,
+    )
 
 
 # --------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("run", metavar="RUN_OR_BAG",
-                        help="a rosbag2 directory, or a replay output (folder with replay.json, or the file)")
+    parser.add_argument(
+        "run",
+        metavar="RUN_OR_BAG",
+        help="a rosbag2 directory, or a replay output (folder with replay.json, or the file)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <bag>_report, or the replay folder)")
     return parser
 

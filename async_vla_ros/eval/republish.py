@@ -20,14 +20,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ROBOT_TOPICS", "PlaybackItem", "PlaybackResult", "playback_plan", "shift_stamps", "restamp", "republish",
-           "parse_remaps"]
+__all__ = [
+    "ROBOT_TOPICS",
+    "PlaybackItem",
+    "PlaybackResult",
+    "playback_plan",
+    "shift_stamps",
+    "restamp",
+    "republish",
+    "parse_remaps",
+]
 
 ROBOT_TOPICS = ("/joint_states", "/camera/image_raw", "/camera/camera_info", "/sim/task_state")
 _TIME = "builtin_interfaces/msg/Time"
@@ -73,8 +82,9 @@ def shift_stamps(msg: Any, delta_ns: int) -> int:
     return n
 
 
-def playback_plan(bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS,
-                  rate: float = 1.0) -> tuple[list[PlaybackItem], dict[str, str], int]:
+def playback_plan(
+    bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS, rate: float = 1.0
+) -> tuple[list[PlaybackItem], dict[str, str], int]:
     """The messages to publish, in order, with their offsets ``(t_log - t_first) / rate``; the
     type of each played topic; ``t_first`` (ns, log time of the first message). ``topics``: bag
     topics to play (those absent from the bag are skipped; None: all). Raises ``BagError`` for a
@@ -86,8 +96,10 @@ def playback_plan(bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS,
     info = bag_info(bag)
     wanted = [t for t in (info.topics if topics is None else topics) if t in info.topics and info.counts.get(t, 0)]
     if not wanted:
-        raise ValueError(f"bag {bag} holds none of the topics to republish ({', '.join(topics or [])}); "
-                         f"it has {', '.join(sorted(info.topics))}")
+        raise ValueError(
+            f"bag {bag} holds none of the topics to republish ({', '.join(topics or [])}); "
+            f"it has {', '.join(sorted(info.topics))}"
+        )
     items: list[PlaybackItem] = []
     t_first = None
     for m in read_messages(bag, wanted, raw=True):
@@ -114,9 +126,16 @@ def _message_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
 
 
-def republish(node, bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS, rate: float = 1.0,
-              restamp_stamps: bool = True, remap: Mapping[str, str] | None = None,
-              wait_for_subscribers_s: float = 0.0, stop: threading.Event | None = None) -> PlaybackResult:
+def republish(
+    node,
+    bag: str | Path,
+    topics: Sequence[str] | None = ROBOT_TOPICS,
+    rate: float = 1.0,
+    restamp_stamps: bool = True,
+    remap: Mapping[str, str] | None = None,
+    wait_for_subscribers_s: float = 0.0,
+    stop: threading.Event | None = None,
+) -> PlaybackResult:
     """Publish the bag's messages from ``node`` at their original timing (blocking: run it in its
     own thread when the node spins elsewhere). ``remap``: bag topic -> published topic.
     ``wait_for_subscribers_s``: first wait (up to this long) until every publisher is matched.
@@ -128,8 +147,12 @@ def republish(node, bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS
     remap = dict(remap or {})
     stop = stop or threading.Event()
     items, types, t_first = playback_plan(bag, topics, rate)
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.VOLATILE)
+    qos = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=100,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
     pubs = {t: node.create_publisher(_message_class(ty), remap.get(t, t), qos) for t, ty in types.items()}
     deadline = time.monotonic() + wait_for_subscribers_s
     while time.monotonic() < deadline and not all(p.get_subscription_count() > 0 for p in pubs.values()):
@@ -156,8 +179,12 @@ def republish(node, bag: str | Path, topics: Sequence[str] | None = ROBOT_TOPICS
         for p in pubs.values():
             node.destroy_publisher(p)
     arr = np.asarray(late or [0.0])
-    return PlaybackResult(counts, {"median": float(np.median(arr)), "p99": float(np.quantile(arr, 0.99)),
-                                   "max": float(arr.max())}, (time.monotonic_ns() - start) / NS_PER_S, stopped)
+    return PlaybackResult(
+        counts,
+        {"median": float(np.median(arr)), "p99": float(np.quantile(arr, 0.99)), "max": float(arr.max())},
+        (time.monotonic_ns() - start) / NS_PER_S,
+        stopped,
+    )
 
 
 def parse_remaps(values: Iterable[str]) -> dict[str, str]:

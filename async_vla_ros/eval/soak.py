@@ -35,9 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,7 @@ from async_vla_ros.core.safety import ROBOT_LIMITS
 from async_vla_ros.eval.chaos import NS, StreamCheck, check_command_stream, make_probe_class
 from async_vla_ros.rosenv import apply_ros_defaults
 
-__all__ = ["SoakConfig", "SoakResult", "run_soak", "format_report", "read_rss_kb", "read_cpu_s", "add_arguments",
-           "run"]
+__all__ = ["SoakConfig", "SoakResult", "run_soak", "format_report", "read_rss_kb", "read_cpu_s", "add_arguments", "run"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -78,7 +78,7 @@ def read_cpu_s(pid: int) -> float | None:
             text = f.read()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15 of stat)
 
 
@@ -150,8 +150,17 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
     work = Path(config.workdir or tempfile.mkdtemp(prefix="async_vla_ros_soak_"))
     work.mkdir(parents=True, exist_ok=True)
     bag = work / "bag"
-    graph = build_graph("franka", {"policy": config.policy, "method": config.method, "task": config.task,
-                                   "camera": "true", "command_hz": str(config.command_hz), "record": str(bag)})
+    graph = build_graph(
+        "franka",
+        {
+            "policy": config.policy,
+            "method": config.method,
+            "task": config.task,
+            "camera": "true",
+            "command_hz": str(config.command_hz),
+            "record": str(bag),
+        },
+    )
     stats_file = Path(graph.node("recorder").parameters["stats_file"])
     robot = graph.node("correction").parameters.get("robot", "fr3")
     ctx = rclpy.Context()
@@ -179,8 +188,10 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
             time.sleep(0.05)
         if probe.first_accept_after(probe.now() - NS) is None:
             raise RuntimeError("the graph did not serve chunks:\n" + "\n".join(lines[-40:]))
-        echo(f"[soak] graph serving after {time.monotonic() - t_start:.1f} s; running {config.duration_s:.0f} s "
-             f"with {config.stress} stress process(es)")
+        echo(
+            f"[soak] graph serving after {time.monotonic() - t_start:.1f} s; running {config.duration_s:.0f} s "
+            f"with {config.stress} stress process(es)"
+        )
         for _ in range(config.stress):
             stress.append(subprocess.Popen(_stress_cmd(config.duration_s + 60.0), stdin=subprocess.DEVNULL))
         pids = {n.spec.name: n.pid for n in launcher.nodes}
@@ -199,20 +210,25 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
                         samples[name].append((now, rss))
             if sorted(launcher.alive()) != sorted(n.name for n in graph.nodes):
                 res.alive_to_end = False
-                res.problems.append("a node exited during the soak: " + ", ".join(
-                    sorted({n.name for n in graph.nodes} - set(launcher.alive()))))
+                res.problems.append(
+                    "a node exited during the soak: "
+                    + ", ".join(sorted({n.name for n in graph.nodes} - set(launcher.alive())))
+                )
                 break
             if now >= config.duration_s:
                 break
             if time.monotonic() >= next_report:
                 next_report += 60.0
-                echo(f"[soak] {now:.0f}/{config.duration_s:.0f} s: " + ", ".join(
-                    f"{k} {v[-1][1] / 1024:.0f} MB" for k, v in samples.items() if v))
+                echo(
+                    f"[soak] {now:.0f}/{config.duration_s:.0f} s: "
+                    + ", ".join(f"{k} {v[-1][1] / 1024:.0f} MB" for k, v in samples.items() if v)
+                )
             stop.wait(min(config.sample_s, max(0.01, config.duration_s - now)))
         elapsed_run = time.monotonic() - t_run0
         cpu1 = {k: read_cpu_s(p) for k, p in pids.items()}
-        res.cpu_pct = {k: 100.0 * ((cpu1[k] or 0.0) - cpu0.get(k, 0.0)) / elapsed_run for k in pids
-                       if cpu1.get(k) is not None}
+        res.cpu_pct = {
+            k: 100.0 * ((cpu1[k] or 0.0) - cpu0.get(k, 0.0)) / elapsed_run for k in pids if cpu1.get(k) is not None
+        }
         # counters, aligned on each publisher's last diagnostics (before anything stops)
         diag_end = {n.name: probe.diag_stamped(n.name) for n in graph.nodes}
         t_cmd1 = probe.now()
@@ -249,9 +265,14 @@ def _memory(res: SoakResult, samples: dict[str, list[tuple[float, int]]], warmup
         t = np.array([a[0] for a in after])
         mb = np.array([a[1] for a in after]) / 1024.0
         slope = float(np.polyfit(t / 60.0, mb, 1)[0]) if len(t) >= 3 and np.ptp(t) > 0 else float("nan")
-        res.memory[name] = {"start_mb": float(mb[0]), "end_mb": float(mb[-1]), "growth_mb": float(mb[-1] - mb[0]),
-                            "peak_mb": float(max(kb for _, kb in s) / 1024.0), "slope_mb_per_min": slope,
-                            "samples": float(len(s))}
+        res.memory[name] = {
+            "start_mb": float(mb[0]),
+            "end_mb": float(mb[-1]),
+            "growth_mb": float(mb[-1] - mb[0]),
+            "peak_mb": float(max(kb for _, kb in s) / 1024.0),
+            "slope_mb_per_min": slope,
+            "samples": float(len(s)),
+        }
 
 
 def _commands(res: SoakResult, probe, t0: int, t1: int, dt: float, robot: str, corr_diag: dict) -> None:
@@ -272,9 +293,14 @@ def _commands(res: SoakResult, probe, t0: int, t1: int, dt: float, robot: str, c
         keep &= np.diff(sq) == 1
     iv = iv[keep]
     err = np.abs(iv - dt)
-    res.period = {"n": float(err.size), "median_s": float(np.median(err)), "p99_s": float(np.quantile(err, 0.99)),
-                  "max_s": float(err.max()), "late_over_1ms": float(np.mean(err > 1e-3)),
-                  "rate_hz": float(1.0 / np.mean(iv)) if iv.size else float("nan")}
+    res.period = {
+        "n": float(err.size),
+        "median_s": float(np.median(err)),
+        "p99_s": float(np.quantile(err, 0.99)),
+        "max_s": float(err.max()),
+        "late_over_1ms": float(np.mean(err > 1e-3)),
+        "rate_hz": float(1.0 / np.mean(iv)) if iv.size else float("nan"),
+    }
     for k in ("period_error_median_s", "period_error_p99_s", "period_error_max_s", "overruns", "missed_ticks"):
         if k in corr_diag:
             res.period[f"node_{k}"] = float(corr_diag[k])
@@ -282,8 +308,11 @@ def _commands(res: SoakResult, probe, t0: int, t1: int, dt: float, robot: str, c
 
 def _drops(res: SoakResult, diag_end: dict[str, tuple[int, dict]]) -> None:
     for node, (_t, vals) in diag_end.items():
-        d = {k[len("dropped."):]: int(v) for k, v in vals.items()
-             if k.startswith("dropped.") and isinstance(v, int) and not isinstance(v, bool)}
+        d = {
+            k[len("dropped.") :]: int(v)
+            for k, v in vals.items()
+            if k.startswith("dropped.") and isinstance(v, int) and not isinstance(v, bool)
+        }
         d.update({k: int(v) for k, v in vals.items() if k.endswith(" dropped") and isinstance(v, int) and v})
         res.dropped[node] = d
 
@@ -338,52 +367,79 @@ def format_report(res: SoakResult, command: str = "") -> str:
     c = res.config
     out = ["# Soak test", ""]
     if command:
-        out += [f"Command: `{command}`, finished {time.strftime('%Y-%m-%d %H:%M %Z')}; {res.elapsed_s:.0f} s in total "
-                f"(graph start and shutdown included).", ""]
-    out += [f"Graph `franka` (MuJoCo sim + camera, task `{c.task}`, method `{c.method}`, policy `{c.policy}`, commands at "
-            f"{c.command_hz:.0f} Hz) + recorder, {c.duration_s:.0f} s under {c.stress} CPU stress process(es) "
-            f"(Python busy loop). Result: " + ("healthy" if not res.problems else "PROBLEMS: " + "; ".join(res.problems)),
-            "", "## Memory (RSS) and CPU per node", "",
-            f"| node | RSS after warm-up ({c.warmup_s:.0f} s) | RSS at end | growth | slope | peak | CPU (% of a core) |",
-            "|---|---|---|---|---|---|---|"]
+        out += [
+            f"Command: `{command}`, finished {time.strftime('%Y-%m-%d %H:%M %Z')}; {res.elapsed_s:.0f} s in total "
+            f"(graph start and shutdown included).",
+            "",
+        ]
+    out += [
+        f"Graph `franka` (MuJoCo sim + camera, task `{c.task}`, method `{c.method}`, policy `{c.policy}`, commands at "
+        f"{c.command_hz:.0f} Hz) + recorder, {c.duration_s:.0f} s under {c.stress} CPU stress process(es) "
+        f"(Python busy loop). Result: " + ("healthy" if not res.problems else "PROBLEMS: " + "; ".join(res.problems)),
+        "",
+        "## Memory (RSS) and CPU per node",
+        "",
+        f"| node | RSS after warm-up ({c.warmup_s:.0f} s) | RSS at end | growth | slope | peak | CPU (% of a core) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in res.memory.items():
-        out.append(f"| {name} | {m['start_mb']:.1f} MB | {m['end_mb']:.1f} MB | {m['growth_mb']:+.1f} MB | "
-                   f"{m['slope_mb_per_min']:+.2f} MB/min | {m['peak_mb']:.1f} MB | {res.cpu_pct.get(name, float('nan')):.0f} |")
+        out.append(
+            f"| {name} | {m['start_mb']:.1f} MB | {m['end_mb']:.1f} MB | {m['growth_mb']:+.1f} MB | "
+            f"{m['slope_mb_per_min']:+.2f} MB/min | {m['peak_mb']:.1f} MB | {res.cpu_pct.get(name, float('nan')):.0f} |"
+        )
     for k, v in res.cpu_pct.items():
         if k.startswith("stress"):
             out.append(f"| {k} (busy loop) | - | - | - | - | - | {v:.0f} |")
     p = res.period
     out += ["", "## Command stream", ""]
     if p:
-        out.append(f"- period error from the command stamps ({int(p['n'])} intervals, rate {p['rate_hz']:.2f} Hz): "
-                   f"median {1e3 * p['median_s']:.3f} ms, p99 {1e3 * p['p99_s']:.3f} ms, max {1e3 * p['max_s']:.2f} ms; "
-                   f"{100 * p['late_over_1ms']:.2f} % off by more than 1 ms")
+        out.append(
+            f"- period error from the command stamps ({int(p['n'])} intervals, rate {p['rate_hz']:.2f} Hz): "
+            f"median {1e3 * p['median_s']:.3f} ms, p99 {1e3 * p['p99_s']:.3f} ms, max {1e3 * p['max_s']:.2f} ms; "
+            f"{100 * p['late_over_1ms']:.2f} % off by more than 1 ms"
+        )
         if "node_period_error_p99_s" in p:
-            out.append(f"- the correction node's own figures (last 5000 ticks): median "
-                       f"{1e3 * p.get('node_period_error_median_s', float('nan')):.3f} ms, p99 "
-                       f"{1e3 * p['node_period_error_p99_s']:.3f} ms, max {1e3 * p.get('node_period_error_max_s', float('nan')):.2f} ms"
-                       + (f", overruns {int(p['node_overruns'])}, missed ticks {int(p['node_missed_ticks'])}"
-                          if "node_overruns" in p else ""))
+            out.append(
+                f"- the correction node's own figures (last 5000 ticks): median "
+                f"{1e3 * p.get('node_period_error_median_s', float('nan')):.3f} ms, p99 "
+                f"{1e3 * p['node_period_error_p99_s']:.3f} ms, max {1e3 * p.get('node_period_error_max_s', float('nan')):.2f} ms"
+                + (
+                    f", overruns {int(p['node_overruns'])}, missed ticks {int(p['node_missed_ticks'])}"
+                    if "node_overruns" in p
+                    else ""
+                )
+            )
     if res.safety is not None:
-        out.append(f"- joint limits ({'ok' if res.safety.ok else 'VIOLATED'}): {res.safety.summary()}, "
-                   f"{res.safety.n_segments} segments (filter restarts at episode changes)")
+        out.append(
+            f"- joint limits ({'ok' if res.safety.ok else 'VIOLATED'}): {res.safety.summary()}, "
+            f"{res.safety.n_segments} segments (filter restarts at episode changes)"
+        )
     out.append(f"- chunk reports: {res.chunks.get('accepted', 0)} merged, {res.chunks.get('rejected', 0)} rejected")
     out += ["", "## Dropped inputs (node counters at the end)", ""]
     for node, d in res.dropped.items():
         out.append(f"- {node}: " + (", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"))
-    out += ["", "## Bag vs published", "",
-            "Published: the publisher's own counter in its last diagnostics before shutdown; in bag: messages the "
-            "recorder received up to that diagnostics stamp (the difference is what was in flight at that instant; "
-            "negative when the counter was read between a publish and its increment).",
-            "", "| topic | published | in bag (same instant) | missing | in bag (whole run) |", "|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Bag vs published",
+        "",
+        "Published: the publisher's own counter in its last diagnostics before shutdown; in bag: messages the "
+        "recorder received up to that diagnostics stamp (the difference is what was in flight at that instant; "
+        "negative when the counter was read between a publish and its increment).",
+        "",
+        "| topic | published | in bag (same instant) | missing | in bag (whole run) |",
+        "|---|---|---|---|---|",
+    ]
     for topic, b in res.bag.items():
         pub = "n/a" if b["published"] is None else str(b["published"])
         miss = "n/a" if b["missing"] is None else str(b["missing"])
         out.append(f"| {topic} | {pub} | {b['in_bag']} | {miss} | {b['in_bag_total']} |")
     if res.recorder:
         tot = {k: sum(v[k] for v in res.recorder.values()) for k in ("received", "written", "dropped")}
-        out += ["", f"Recorder: {len(res.recorder)} topics, {tot['received']} received, {tot['written']} written, "
-                    f"{tot['dropped']} dropped."]
+        out += [
+            "",
+            f"Recorder: {len(res.recorder)} topics, {tot['received']} received, {tot['written']} written, "
+            f"{tot['dropped']} dropped.",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -394,8 +450,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--method", default="rtc", help="method preset (default rtc)")
     parser.add_argument("--policy", default="expert", help="expert (default), default (shipped checkpoint) or a path")
     parser.add_argument("--task", default="track", help="task (default track)")
-    parser.add_argument("--warmup", type=float, default=None, help="memory baseline after this many s "
-                        "(default: min(30, duration/4))")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="memory baseline after this many s (default: min(30, duration/4))"
+    )
     parser.add_argument("--sample", type=float, default=5.0, help="memory / CPU sampling period (s, default 5)")
     parser.add_argument("--workdir", default="", help="folder for the bag and logs (default: a temp folder)")
     parser.add_argument("--out", default="", help="also write the report (markdown) here")
@@ -405,8 +462,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(ns: argparse.Namespace) -> int:
     try:
         warm = ns.warmup if ns.warmup is not None else min(30.0, ns.duration / 4)
-        cfg = SoakConfig(duration_s=ns.duration, stress=ns.stress, method=ns.method, policy=ns.policy, task=ns.task,
-                         sample_s=ns.sample, warmup_s=warm, workdir=ns.workdir)
+        cfg = SoakConfig(
+            duration_s=ns.duration,
+            stress=ns.stress,
+            method=ns.method,
+            policy=ns.policy,
+            task=ns.task,
+            sample_s=ns.sample,
+            warmup_s=warm,
+            workdir=ns.workdir,
+        )
     except ValueError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
@@ -415,8 +480,12 @@ def run(ns: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
-    command = f"async-vla-ros soak --duration {ns.duration:g}" + (f" --stress {ns.stress}" if ns.stress != 1 else "") + (
-        f" --policy {ns.policy}" if ns.policy != "expert" else "") + (f" --method {ns.method}" if ns.method != "rtc" else "")
+    command = (
+        f"async-vla-ros soak --duration {ns.duration:g}"
+        + (f" --stress {ns.stress}" if ns.stress != 1 else "")
+        + (f" --policy {ns.policy}" if ns.policy != "expert" else "")
+        + (f" --method {ns.method}" if ns.method != "rtc" else "")
+    )
     text = format_report(res, command)
     print(text)
     if ns.out:

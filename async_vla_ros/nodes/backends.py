@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from async_vla_ros.policy.base import ChunkPolicy
 
-__all__ = ["BackendSpec", "register_node_backend", "node_backends", "make_backend", "default_checkpoint",
-           "CHECKPOINT_DIR"]
+__all__ = [
+    "BackendSpec",
+    "register_node_backend",
+    "node_backends",
+    "make_backend",
+    "default_checkpoint",
+    "CHECKPOINT_DIR",
+]
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -79,8 +85,10 @@ def default_checkpoint(task: str, directory: Path | None = None, kind: str = "ba
     try:
         return checkpoint_path(task, kind, directory if directory is not None else CHECKPOINT_DIR)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"no shipped {kind} checkpoint for task {task!r} ({exc}); pass checkpoint:=PATH, "
-                                "or use the scripted expert (backend 'expert')") from exc
+        raise FileNotFoundError(
+            f"no shipped {kind} checkpoint for task {task!r} ({exc}); pass checkpoint:=PATH, "
+            "or use the scripted expert (backend 'expert')"
+        ) from exc
 
 
 def _flow(spec: BackendSpec) -> ChunkPolicy:

@@ -21,17 +21,21 @@ from __future__ import annotations
 
 from collections import deque
 
-from async_vla_ros.nodes.common import DropCounter, NS_PER_S, make_qos, run_node
-
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from async_vla_msgs.msg import Observation  # noqa: E402
-from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
-from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest  # noqa: E402
+from async_vla_ros.nodes.common import (
+    NS_PER_S,
+    DropCounter,
+    make_qos,
+    run_node,
+    stamp_to_ns,  # noqa: E402
+)
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
+from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
@@ -51,17 +55,25 @@ PARAMS = (
     Param("task_state_topic", "sim/task_state", "async_vla_msgs/Observation with task fields ('' : none)"),
     Param("qos_depth", 10, "history depth of every subscription", min=1, max=1000),
     Param("arm_joint_names", [f"fr3_joint{i}" for i in range(1, 8)], "the 7 arm joints, in order"),
-    Param("finger_joint_names", ["fr3_finger_joint1", "fr3_finger_joint2"],
-          "finger joints summed into the gripper width (absent joints count 0)", elem=str),
+    Param(
+        "finger_joint_names",
+        ["fr3_finger_joint1", "fr3_finger_joint2"],
+        "finger joints summed into the gripper width (absent joints count 0)",
+        elem=str,
+    ),
     Param("rate_hz", 20.0, "observation rate without a task-state topic", min=0.5, max=1000.0),
-    Param("max_state_age_s", 0.1, "drop an observation whose state is older than this when published",
-          min=0.001, max=10.0),
-    Param("max_pair_dt_s", 0.02, "max stamp difference between a task state and its joint state",
-          min=0.0, max=1.0),
-    Param("max_image_age_s", 0.3, "max stamp difference between the observation and its image",
-          min=0.0, max=10.0),
-    Param("max_future_s", 0.2, "drop inputs stamped further in the future than this (a sender's clock jumped)",
-          min=0.0, max=60.0),
+    Param(
+        "max_state_age_s", 0.1, "drop an observation whose state is older than this when published", min=0.001, max=10.0
+    ),
+    Param("max_pair_dt_s", 0.02, "max stamp difference between a task state and its joint state", min=0.0, max=1.0),
+    Param("max_image_age_s", 0.3, "max stamp difference between the observation and its image", min=0.0, max=10.0),
+    Param(
+        "max_future_s",
+        0.2,
+        "drop inputs stamped further in the future than this (a sender's clock jumped)",
+        min=0.0,
+        max=60.0,
+    ),
     Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
     Param("frame_id", "fr3_link0", "frame_id of the observations"),
     *telemetry_params(THRESHOLDS),
@@ -91,15 +103,30 @@ class CameraIngestionNode(Node):
         # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
         # of 10 let a reliable reader (the recorder) lose observations in that burst.
         self.pub = self.create_publisher(Observation, "observation", 100)
-        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
-                                 make_qos(p["joint_state_reliability"], depth), callback_group=group)
+        self.create_subscription(
+            JointState,
+            p["joint_state_topic"],
+            self._on_joint_state,
+            make_qos(p["joint_state_reliability"], depth),
+            callback_group=group,
+        )
         if p["image_topic"] and p["image_size"] > 0:
-            self.create_subscription(Image, p["image_topic"], self._on_image,
-                                     make_qos(p["image_reliability"], min(depth, 4)), callback_group=group)
+            self.create_subscription(
+                Image,
+                p["image_topic"],
+                self._on_image,
+                make_qos(p["image_reliability"], min(depth, 4)),
+                callback_group=group,
+            )
         self.use_task = bool(p["task_state_topic"])
         if self.use_task:
-            self.create_subscription(Observation, p["task_state_topic"], self._on_task_state,
-                                     make_qos("reliable", depth), callback_group=group)
+            self.create_subscription(
+                Observation,
+                p["task_state_topic"],
+                self._on_task_state,
+                make_qos("reliable", depth),
+                callback_group=group,
+            )
         else:
             self.create_timer(1.0 / p["rate_hz"], self._on_timer, callback_group=group)
         self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, callback_group=MutuallyExclusiveCallbackGroup())
@@ -118,8 +145,9 @@ class CameraIngestionNode(Node):
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            q, qd, fingers = joint_arrays(msg.name, msg.position, msg.velocity, self.p["arm_joint_names"],
-                                          self.p["finger_joint_names"])
+            q, qd, fingers = joint_arrays(
+                msg.name, msg.position, msg.velocity, self.p["arm_joint_names"], self.p["finger_joint_names"]
+            )
             stamp = self._checked_stamp(msg.header.stamp, "joint state")
             self._js.push(stamp, np.concatenate([q, qd, [sum(fingers.values())]]))
         except InputError as exc:
@@ -163,8 +191,11 @@ class CameraIngestionNode(Node):
         if js is None:
             return self.drops.drop("unpaired", "no joint state close enough in time to the task state")
         state_parts = [js[1]]
-        names = ([f"{n}.position" for n in p["arm_joint_names"]] + [f"{n}.velocity" for n in p["arm_joint_names"]]
-                 + ["gripper_width"])
+        names = (
+            [f"{n}.position" for n in p["arm_joint_names"]]
+            + [f"{n}.velocity" for n in p["arm_joint_names"]]
+            + ["gripper_width"]
+        )
         msg = Observation()
         if self.use_task:
             task_state, episode_id, task, task_names = self._task.nearest(ref_ns)[1]

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from async_vla_ros.rosenv import apply_ros_defaults
 
@@ -21,7 +22,7 @@ import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 
@@ -76,8 +77,10 @@ class DropCounter:
             self.counts[reason] += 1
             first = self.counts[reason] == 1
         if first:
-            self._logger.warning(f"dropped input ({reason}){': ' + detail if detail else ''} "
-                                 "[logged once per reason; see /diagnostics for counts]")
+            self._logger.warning(
+                f"dropped input ({reason}){': ' + detail if detail else ''} "
+                "[logged once per reason; see /diagnostics for counts]"
+            )
 
     def total(self) -> int:
         with self._lock:
@@ -92,8 +95,12 @@ def make_qos(reliability: str = "reliable", depth: int = 10, transient_local: bo
     """QoS from parameter strings (``reliable`` | ``best_effort``); franka_ros2's convenience
     state topics are BEST_EFFORT: a RELIABLE subscriber would never match them."""
     rel = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}[reliability]
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=rel,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        reliability=rel,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE,
+    )
 
 
 class Diagnostics:
@@ -102,8 +109,7 @@ class Diagnostics:
     ``collect()`` returns the key/values (numbers formatted with repr so they parse back exactly).
     """
 
-    def __init__(self, node, collect: Callable[[], dict[str, Any]], period_s: float = 1.0,
-                 callback_group=None) -> None:
+    def __init__(self, node, collect: Callable[[], dict[str, Any]], period_s: float = 1.0, callback_group=None) -> None:
         self._node = node
         self._collect = collect
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -114,8 +120,13 @@ class Diagnostics:
     def status(self) -> DiagnosticStatus:
         values = self._collect()
         kv = [KeyValue(key=str(k), value=repr(v) if isinstance(v, float) else str(v)) for k, v in values.items()]
-        return DiagnosticStatus(level=self.level, name=self._node.get_fully_qualified_name(),
-                                message=self.message, hardware_id="async_vla_ros", values=kv)
+        return DiagnosticStatus(
+            level=self.level,
+            name=self._node.get_fully_qualified_name(),
+            message=self.message,
+            hardware_id="async_vla_ros",
+            values=kv,
+        )
 
     def publish(self) -> None:
         arr = DiagnosticArray()

@@ -34,9 +34,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, make_qos, run_node, set_realtime,
-                                        shutting_down, stamp_to_ns)
-
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
@@ -48,8 +45,17 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter  # noqa: E402
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
+from async_vla_ros.nodes.common import (
+    NS_PER_S,
+    DropCounter,
+    make_qos,
+    run_node,
+    set_realtime,
+    shutting_down,
+    stamp_to_ns,
+)
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError, joint_arrays  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
@@ -61,21 +67,32 @@ FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("period_error_p99_s", 0.005, 0.02, description="|command period - nominal|, p99 of the last 5000 ticks"),
-    Threshold("large_interventions_per_s", 5.0, 50.0,
-              description="ticks per s on which the safety filter rejected or clamped the target, or moved the "
-                          "command more than safety_tolerance_rad from it"),
+    Threshold(
+        "large_interventions_per_s",
+        5.0,
+        50.0,
+        description="ticks per s on which the safety filter rejected or clamped the target, or moved the "
+        "command more than safety_tolerance_rad from it",
+    ),
     Threshold("holds_per_s", 5.0, 50.0, description="ticks per s that held the last target (plan ran dry)"),
     Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
 )
 # SafetyFlags field -> CommandMetrics.SAFETY_* bit
-_SAFETY_BITS = (("input_rejected", 1), ("position_clamped", 2), ("limited", 4), ("braking", 8),
-                ("gripper_rejected", 16), ("gripper_clamped", 32))
+_SAFETY_BITS = (
+    ("input_rejected", 1),
+    ("position_clamped", 2),
+    ("limited", 4),
+    ("braking", 8),
+    ("gripper_rejected", 16),
+    ("gripper_clamped", 32),
+)
 
 PARAMS = (
     Param("rate_hz", 100.0, "command rate", min=10.0, max=1000.0),
     Param("interpolation", "linear", "plan sampling between control steps", choices=INTERPOLATIONS),
-    Param("robot", "fr3", "joint limits of the safety filter (the MuJoCo scene is a Panda)",
-          choices=tuple(ROBOT_LIMITS)),
+    Param(
+        "robot", "fr3", "joint limits of the safety filter (the MuJoCo scene is a Panda)", choices=tuple(ROBOT_LIMITS)
+    ),
     Param("position_margin", 0.01, "rad kept clear of the joint limits", min=0.0, max=0.5),
     Param("scale_velocity", 1.0, "fraction of the velocity limits used", min=0.01, max=1.0),
     Param("scale_acceleration", 1.0, "fraction of the acceleration limits used", min=0.01, max=1.0),
@@ -83,25 +100,57 @@ PARAMS = (
     Param("a2c2_head", "", "A2C2 correction head checkpoint ('' : no correction)"),
     Param("arm_joint_names", FR3_JOINTS, "the 7 arm joints (joint states and commands)"),
     Param("joint_state_topic", "joint_states", "measured joints (start pose of the filter)"),
-    Param("rewind_after", 10, "follow an older episode or plan id after this many in a row (its sender restarted, or a "
-          "bad message carried a huge id; core/sequence.py)", min=1, max=100000),
-    Param("joint_state_reliability", "reliable", "QoS reliability of the joint states",
-          choices=("reliable", "best_effort")),
-    Param("command_interface", "trajectory", "trajectory: JointTrajectory; forward: Float64MultiArray",
-          choices=("trajectory", "forward")),
+    Param(
+        "rewind_after",
+        10,
+        "follow an older episode or plan id after this many in a row (its sender restarted, or a "
+        "bad message carried a huge id; core/sequence.py)",
+        min=1,
+        max=100000,
+    ),
+    Param(
+        "joint_state_reliability",
+        "reliable",
+        "QoS reliability of the joint states",
+        choices=("reliable", "best_effort"),
+    ),
+    Param(
+        "command_interface",
+        "trajectory",
+        "trajectory: JointTrajectory; forward: Float64MultiArray",
+        choices=("trajectory", "forward"),
+    ),
     Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic"),
     Param("forward_topic", "forward_position_controller/commands", "Float64MultiArray command topic"),
-    Param("gripper_mode", "joint", "joint: finger joint / 8th value (sim); franka_action: franka_msgs Move; none",
-          choices=("joint", "franka_action", "none")),
-    Param("gripper_joint_name", "fr3_finger_joint1", "finger joint carrying width/2 in trajectories (gripper_mode joint)"),
+    Param(
+        "gripper_mode",
+        "joint",
+        "joint: finger joint / 8th value (sim); franka_action: franka_msgs Move; none",
+        choices=("joint", "franka_action", "none"),
+    ),
+    Param(
+        "gripper_joint_name", "fr3_finger_joint1", "finger joint carrying width/2 in trajectories (gripper_mode joint)"
+    ),
     Param("gripper_action_ns", "/fr3_gripper", "franka_gripper action namespace (gripper_mode franka_action)"),
     Param("sched_fifo_priority", 50, "SCHED_FIFO priority of the loop thread when permitted (0: off)", min=0, max=98),
     Param("command_metrics", True, "publish ~/command_metrics (CommandMetrics) on every commanding tick"),
-    Param("episode_start_tol_rad", 0.1, "a new episode engages only once a joint state measured after its first "
-          "observation agrees with that observation's joints within this (a rogue or stale observation never "
-          "engages)", min=0.0, max=10.0),
-    Param("safety_tolerance_rad", 0.01, "a filter change larger than this counts as a large intervention "
-          "(diagnostics; smaller ones are ordinary rate limiting)", min=0.0, max=10.0),
+    Param(
+        "episode_start_tol_rad",
+        0.1,
+        "a new episode engages only once a joint state measured after its first "
+        "observation agrees with that observation's joints within this (a rogue or stale observation never "
+        "engages)",
+        min=0.0,
+        max=10.0,
+    ),
+    Param(
+        "safety_tolerance_rad",
+        0.01,
+        "a filter change larger than this counts as a large intervention "
+        "(diagnostics; smaller ones are ordinary rate limiting)",
+        min=0.0,
+        max=10.0,
+    ),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -117,9 +166,16 @@ class CorrectionNode(Node):
         if len(p["arm_joint_names"]) != 7:
             raise ValueError(f"arm_joint_names must list 7 joints, got {len(p['arm_joint_names'])}")
         self.period_s = 1.0 / p["rate_hz"]
-        self.safety = SafetyFilter(SafetyConfig(robot=p["robot"], dt=self.period_s, position_margin=p["position_margin"],
-                                                scale_velocity=p["scale_velocity"],
-                                                scale_acceleration=p["scale_acceleration"], scale_jerk=p["scale_jerk"]))
+        self.safety = SafetyFilter(
+            SafetyConfig(
+                robot=p["robot"],
+                dt=self.period_s,
+                position_margin=p["position_margin"],
+                scale_velocity=p["scale_velocity"],
+                scale_acceleration=p["scale_acceleration"],
+                scale_jerk=p["scale_jerk"],
+            )
+        )
         self.head = None
         if p["a2c2_head"]:
             import torch
@@ -166,8 +222,13 @@ class CorrectionNode(Node):
 
         group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10, callback_group=group)
-        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
-                                 make_qos(p["joint_state_reliability"], 10), callback_group=group)
+        self.create_subscription(
+            JointState,
+            p["joint_state_topic"],
+            self._on_joint_state,
+            make_qos(p["joint_state_reliability"], 10),
+            callback_group=group,
+        )
         self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
         if p["command_interface"] == "trajectory":
             self.pub_cmd = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
@@ -176,9 +237,14 @@ class CorrectionNode(Node):
         # one Header each time the safety filter restarts from rest at the measured pose (start,
         # new episode): the command stream's continuity checks (async-vla-ros chaos) split there
         self.pub_segment = self.create_publisher(Header, "correction/command_segment", 10)
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p,
-                              rate_keys=("dropped", "large_interventions", "holds"),
-                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(
+            self,
+            self._diag_values,
+            THRESHOLDS,
+            p,
+            rate_keys=("dropped", "large_interventions", "holds"),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         self.pub_tick = self.create_publisher(CommandMetrics, "~/command_metrics", 10) if p["command_metrics"] else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="correction-loop", daemon=True)
@@ -214,17 +280,29 @@ class CorrectionNode(Node):
                 if self._plan_dim != a:
                     self.plan = PlanBuffer(a, self.p["interpolation"])
                     self._plan_dim = a
-                if not self.plan.set_plan(int(msg.plan_id), stamp, int(msg.step), int(round(msg.dt * NS_PER_S)),
-                                          acts.reshape(n, a), np.asarray(msg.chunk_ids), np.asarray(msg.chunk_index),
-                                          int(msg.horizon)):
+                if not self.plan.set_plan(
+                    int(msg.plan_id),
+                    stamp,
+                    int(msg.step),
+                    int(round(msg.dt * NS_PER_S)),
+                    acts.reshape(n, a),
+                    np.asarray(msg.chunk_ids),
+                    np.asarray(msg.chunk_index),
+                    int(msg.horizon),
+                ):
                     raise InputError("old_plan", f"plan {msg.plan_id} is not newer than {self.plan.plan_id}")
         except InputError as exc:
             self.drops.drop(f"plan.{exc.reason}", str(exc))
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
-            q, _, fingers = joint_arrays(msg.name, msg.position, msg.velocity, self.p["arm_joint_names"],
-                                         [self.p["gripper_joint_name"]] if self.p["gripper_mode"] == "joint" else [])
+            q, _, fingers = joint_arrays(
+                msg.name,
+                msg.position,
+                msg.velocity,
+                self.p["arm_joint_names"],
+                [self.p["gripper_joint_name"]] if self.p["gripper_mode"] == "joint" else [],
+            )
         except InputError as exc:
             return self.drops.drop(f"joint_state.{exc.reason}", str(exc))
         with self._lock:
@@ -242,9 +320,11 @@ class CorrectionNode(Node):
                         self._reset_to = (q.copy(), self._grip_meas)
                     elif not self._mismatch_reported:
                         self._mismatch_reported = True
-                        self.drops.drop("observation.state_mismatch",
-                                        f"episode {self.episode_id} starts from joints {gap:.3f} rad away from the "
-                                        f"measured ones (> episode_start_tol_rad); not engaging until they agree")
+                        self.drops.drop(
+                            "observation.state_mismatch",
+                            f"episode {self.episode_id} starts from joints {gap:.3f} rad away from the "
+                            f"measured ones (> episode_start_tol_rad); not engaging until they agree",
+                        )
 
     def _on_observation(self, msg: Observation) -> None:
         state = np.asarray(msg.state, dtype=np.float64)
@@ -301,7 +381,9 @@ class CorrectionNode(Node):
             obs = self._obs
         if reset is not None:
             q0, g0 = reset
-            self.safety.reset(np.clip(q0, self.safety.config.joint_limits.q_min, self.safety.config.joint_limits.q_max), g0)
+            self.safety.reset(
+                np.clip(q0, self.safety.config.joint_limits.q_min, self.safety.config.joint_limits.q_max), g0
+            )
             self._target = np.concatenate([q0, [g0 if g0 is not None else self.safety.gripper]])
             self._ready = True
             self._engaged = False
@@ -330,8 +412,12 @@ class CorrectionNode(Node):
         deviation = float(np.max(np.abs(q_cmd - target[:7]))) if np.all(np.isfinite(target[:7])) else float("nan")
         if flags.any:
             self.n_interventions += 1
-            if (flags.input_rejected or flags.position_clamped or flags.gripper_rejected
-                    or not deviation <= self.p["safety_tolerance_rad"]):
+            if (
+                flags.input_rejected
+                or flags.position_clamped
+                or flags.gripper_rejected
+                or not deviation <= self.p["safety_tolerance_rad"]
+            ):
                 self.n_large_interventions += 1
         if self.pub_tick is not None:
             self._publish_tick(sample, deviation, flags, residual_norm)
@@ -395,15 +481,27 @@ class CorrectionNode(Node):
         return np.abs(iv / NS_PER_S - self.period_s)
 
     def _diag_values(self) -> dict:
-        vals = {"rate_hz": self.p["rate_hz"], "sched_fifo": self.fifo, "ticks": self.n_ticks, "holds": self.n_holds,
-                "commands": self.n_published, "episode_id": self.episode_id,
-                "rewinds": self.episodes.rewinds + self.plan_ids.rewinds,
-                "dropped": self.drops.total(),
-                "interventions": self.n_interventions, "large_interventions": self.n_large_interventions}
+        vals = {
+            "rate_hz": self.p["rate_hz"],
+            "sched_fifo": self.fifo,
+            "ticks": self.n_ticks,
+            "holds": self.n_holds,
+            "commands": self.n_published,
+            "episode_id": self.episode_id,
+            "rewinds": self.episodes.rewinds + self.plan_ids.rewinds,
+            "dropped": self.drops.total(),
+            "interventions": self.n_interventions,
+            "large_interventions": self.n_large_interventions,
+        }
         err = self.period_errors()
         if err.size:
-            vals.update({"period_error_median_s": float(np.median(err)),
-                         "period_error_p99_s": float(np.quantile(err, 0.99)), "period_error_max_s": float(err.max())})
+            vals.update(
+                {
+                    "period_error_median_s": float(np.median(err)),
+                    "period_error_p99_s": float(np.quantile(err, 0.99)),
+                    "period_error_max_s": float(err.max()),
+                }
+            )
         if self.timer is not None:
             st = self.timer.stats()
             vals.update({"overruns": st.overruns, "missed_ticks": st.missed})

@@ -32,18 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from async_vla_ros.nodes.common import NS_PER_S, make_qos, run_node, stamp_to_ns
-
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-
-from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, make_qos, run_node, stamp_to_ns
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
 NODE_NAME = "dashboard"
@@ -60,8 +57,11 @@ PARAMS = (
     Param("command_topic", "forward_position_controller/commands", "Float64MultiArray command topic ('' : none)"),
     Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic ('' : none)"),
     Param("joint_state_topic", "joint_states", "measured joints"),
-    Param("command_metrics_topic", "correction/command_metrics",
-          "CommandMetrics of the correction loop: its own period error for the jitter chart ('' : from arrivals)"),
+    Param(
+        "command_metrics_topic",
+        "correction/command_metrics",
+        "CommandMetrics of the correction loop: its own period error for the jitter chart ('' : from arrivals)",
+    ),
 )
 
 
@@ -76,7 +76,9 @@ class DashboardModel:
         self.window_ns = int(window_s * NS_PER_S)
         self.joint = joint
         self._lock = threading.Lock()
-        self.reports: deque[tuple] = deque(maxlen=max_points)  # (t, total, inference, transport, queue, pred, meas, jump)
+        self.reports: deque[tuple] = deque(
+            maxlen=max_points
+        )  # (t, total, inference, transport, queue, pred, meas, jump)
         self.rejects: Counter[str] = Counter()
         self.n_reports = 0
         self.commands: deque[tuple[int, np.ndarray, bool]] = deque(maxlen=max_points)  # (t, q, opens a segment)
@@ -93,13 +95,37 @@ class DashboardModel:
         self.n_switches = 0
 
     # ------------------------------------------------------------------ inputs
-    def on_report(self, t_ns: int, chunk_id: int, accepted: bool, reason: str, total_s: float, inference_s: float,
-                  transport_s: float, queue_s: float, predicted_d: int, measured_d: int, jump: float,
-                  n_frozen: int, n_soft: int, n_free: int) -> None:
+    def on_report(
+        self,
+        t_ns: int,
+        chunk_id: int,
+        accepted: bool,
+        reason: str,
+        total_s: float,
+        inference_s: float,
+        transport_s: float,
+        queue_s: float,
+        predicted_d: int,
+        measured_d: int,
+        jump: float,
+        n_frozen: int,
+        n_soft: int,
+        n_free: int,
+    ) -> None:
         with self._lock:
             self.n_reports += 1
-            self.reports.append((t_ns, total_s, inference_s, transport_s, queue_s, predicted_d, measured_d,
-                                 jump if accepted else float("nan")))
+            self.reports.append(
+                (
+                    t_ns,
+                    total_s,
+                    inference_s,
+                    transport_s,
+                    queue_s,
+                    predicted_d,
+                    measured_d,
+                    jump if accepted else float("nan"),
+                )
+            )
             if not accepted:
                 self.rejects[reason or "unknown"] += 1
                 return
@@ -123,12 +149,19 @@ class DashboardModel:
         x_prev = [(p_ns - obs_ns) / NS_PER_S + i * p_dt for i in range(len(p_acts))]
         self.n_switches += 1
         self.overlay = {
-            "chunk_id": cid, "joint": j, "dt": dt,
+            "chunk_id": cid,
+            "joint": j,
+            "dt": dt,
             "prev": [[x, float(a)] for x, a in zip(x_prev, p_acts[:, min(j, p_acts.shape[1] - 1)])],
             "new": [[x, float(a)] for x, a in zip(x_new, acts[:, j])],
-            "regions": {"frozen": [0.0, n_frozen * dt], "soft": [n_frozen * dt, (n_frozen + n_soft) * dt],
-                        "free": [(n_frozen + n_soft) * dt, (n_frozen + n_soft + n_free) * dt]},
-            "n_frozen": n_frozen, "n_soft": n_soft, "n_free": n_free,
+            "regions": {
+                "frozen": [0.0, n_frozen * dt],
+                "soft": [n_frozen * dt, (n_frozen + n_soft) * dt],
+                "free": [(n_frozen + n_soft) * dt, (n_frozen + n_soft + n_free) * dt],
+            },
+            "n_frozen": n_frozen,
+            "n_soft": n_soft,
+            "n_free": n_free,
         }
 
     def on_chunk(self, chunk_id: int, obs_ns: int, dt: float, actions: np.ndarray) -> None:
@@ -190,9 +223,14 @@ class DashboardModel:
             commands = list(self.commands)
             ticks = list(self.ticks)
             out: dict[str, Any] = {
-                "counts": {"reports": self.n_reports, "commands": self.n_commands, "joint_states": self.n_joint_states,
-                           "switches": self.n_switches},
-                "rejects": dict(self.rejects), "diag_counters": dict(self.diag_counters),
+                "counts": {
+                    "reports": self.n_reports,
+                    "commands": self.n_commands,
+                    "joint_states": self.n_joint_states,
+                    "switches": self.n_switches,
+                },
+                "rejects": dict(self.rejects),
+                "diag_counters": dict(self.diag_counters),
                 "health": {n: {"level": lv, "message": msg} for n, (lv, msg) in sorted(self.health.items())},
                 "overlay": self.overlay,
             }
@@ -204,19 +242,32 @@ class DashboardModel:
             return None if v is None or not np.isfinite(v) or v < 0 else round(float(v) * scale, 6)
 
         t = [round((r[0] - now) / NS_PER_S, 4) for r in rep]
-        out["latency"] = {"t": t, "total_ms": [num(r[1], 1e3) for r in rep], "inference_ms": [num(r[2], 1e3) for r in rep],
-                          "transport_ms": [num(r[3], 1e3) for r in rep], "queue_ms": [num(r[4], 1e3) for r in rep]}
+        out["latency"] = {
+            "t": t,
+            "total_ms": [num(r[1], 1e3) for r in rep],
+            "inference_ms": [num(r[2], 1e3) for r in rep],
+            "transport_ms": [num(r[3], 1e3) for r in rep],
+            "queue_ms": [num(r[4], 1e3) for r in rep],
+        }
         tot = np.asarray([r[1] * 1e3 for r in reports if np.isfinite(r[1]) and r[1] >= 0])
         if tot.size:
             edges = np.histogram_bin_edges(tot, bins=min(30, max(5, tot.size // 3)))
             hist, _ = np.histogram(tot, bins=edges)
-            out["latency_hist"] = {"edges_ms": [round(float(e), 3) for e in edges], "counts": hist.tolist(),
-                                   "p50_ms": float(np.median(tot)), "p95_ms": float(np.quantile(tot, 0.95)),
-                                   "max_ms": float(tot.max())}
+            out["latency_hist"] = {
+                "edges_ms": [round(float(e), 3) for e in edges],
+                "counts": hist.tolist(),
+                "p50_ms": float(np.median(tot)),
+                "p95_ms": float(np.quantile(tot, 0.95)),
+                "max_ms": float(tot.max()),
+            }
         else:
             out["latency_hist"] = {"edges_ms": [], "counts": []}
-        out["delay"] = {"t": t, "predicted": [int(r[5]) for r in rep], "measured": [int(r[6]) if r[6] >= 0 else None for r in rep],
-                        "jump": [num(r[7]) for r in rep]}
+        out["delay"] = {
+            "t": t,
+            "predicted": [int(r[5]) for r in rep],
+            "measured": [int(r[6]) if r[6] >= 0 else None for r in rep],
+            "jump": [num(r[7]) for r in rep],
+        }
         cmd = [c for c in commands if c[0] >= lo]
         if len(cmd) >= 4:
             ts = np.asarray([c[0] for c in cmd], dtype=np.float64)
@@ -228,26 +279,33 @@ class DashboardModel:
             acc = np.linalg.norm(np.diff(q, 2, axis=0), axis=1) / dt**2
             jerk = np.linalg.norm(np.diff(q, 3, axis=0), axis=1) / dt**3
             opens = np.asarray([c[2] for c in cmd], dtype=bool)  # differences never span a segment start
-            acc = np.where([opens[i + 1:i + 3].any() for i in range(len(acc))], np.nan, acc)
-            jerk = np.where([opens[i + 1:i + 4].any() for i in range(len(jerk))], np.nan, jerk)
+            acc = np.where([opens[i + 1 : i + 3].any() for i in range(len(acc))], np.nan, acc)
+            jerk = np.where([opens[i + 1 : i + 4].any() for i in range(len(jerk))], np.nan, jerk)
             tt = (ts - now) / NS_PER_S
             out["command"] = {
-                "t": [round(float(v), 4) for v in tt], "q": [[round(float(v), 5) for v in col] for col in q.T],
+                "t": [round(float(v), 4) for v in tt],
+                "q": [[round(float(v), 5) for v in col] for col in q.T],
                 "t_acc": [round(float(v), 4) for v in tt[1:-1]],
                 "acc": [round(float(v), 4) if np.isfinite(v) else None for v in acc],
                 "t_jerk": [round(float(v), 4) for v in tt[2:-1]],
                 "jerk": [round(float(v), 3) if np.isfinite(v) else None for v in jerk],
-                "t_period": [round(float(v), 4) for v in tt[1:]], "period_err_ms": [round(float(v - nominal), 4) for v in period],
-                "nominal_ms": nominal, "jitter_p99_ms": float(np.quantile(np.abs(period - nominal), 0.99)),
+                "t_period": [round(float(v), 4) for v in tt[1:]],
+                "period_err_ms": [round(float(v - nominal), 4) for v in period],
+                "nominal_ms": nominal,
+                "jitter_p99_ms": float(np.quantile(np.abs(period - nominal), 0.99)),
                 "period_source": "command arrival at the dashboard",
             }
             tk = [k for k in ticks if k[0] >= lo]
             if len(tk) >= 2:  # the loop's own measurement (CommandMetrics)
                 err = np.asarray([k[1] * 1e3 for k in tk])
-                out["command"].update({"t_period": [round((k[0] - now) / NS_PER_S, 4) for k in tk],
-                                       "period_err_ms": [round(float(v), 4) for v in err],
-                                       "jitter_p99_ms": float(np.quantile(np.abs(err), 0.99)),
-                                       "period_source": "correction loop (CommandMetrics)"})
+                out["command"].update(
+                    {
+                        "t_period": [round((k[0] - now) / NS_PER_S, 4) for k in tk],
+                        "period_err_ms": [round(float(v), 4) for v in err],
+                        "jitter_p99_ms": float(np.quantile(np.abs(err), 0.99)),
+                        "period_source": "correction loop (CommandMetrics)",
+                    }
+                )
         else:
             out["command"] = None
         return out
@@ -256,10 +314,12 @@ class DashboardModel:
 class _Handler(BaseHTTPRequestHandler):
     model: DashboardModel
     config: dict[str, Any]
-    files = {"/": ("index.html", "text/html; charset=utf-8"),
-             "/index.html": ("index.html", "text/html; charset=utf-8"),
-             "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-             "/chart.umd.min.js": ("chart.umd.min.js", "text/javascript; charset=utf-8")}
+    files = {
+        "/": ("index.html", "text/html; charset=utf-8"),
+        "/index.html": ("index.html", "text/html; charset=utf-8"),
+        "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+        "/chart.umd.min.js": ("chart.umd.min.js", "text/javascript; charset=utf-8"),
+    }
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         path = self.path.split("?", 1)[0]
@@ -317,40 +377,76 @@ class DashboardNode(Node):
         self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 10, callback_group=g)
         self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10, callback_group=g)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20, callback_group=g)
-        self.create_subscription(JointState, p["joint_state_topic"], lambda _m: self.model.on_joint_state(),
-                                 make_qos("best_effort", 10), callback_group=g)
+        self.create_subscription(
+            JointState,
+            p["joint_state_topic"],
+            lambda _m: self.model.on_joint_state(),
+            make_qos("best_effort", 10),
+            callback_group=g,
+        )
         if p["command_topic"]:
-            self.create_subscription(Float64MultiArray, p["command_topic"],
-                                     lambda m: self.model.on_command(self._now(), np.asarray(m.data)), 50, callback_group=g)
+            self.create_subscription(
+                Float64MultiArray,
+                p["command_topic"],
+                lambda m: self.model.on_command(self._now(), np.asarray(m.data)),
+                50,
+                callback_group=g,
+            )
         if p["trajectory_topic"]:
             self.create_subscription(JointTrajectory, p["trajectory_topic"], self._on_traj, 50, callback_group=g)
-        self.create_subscription(Header, "correction/command_segment", lambda _m: self.model.on_segment(), 10,
-                                 callback_group=g)
+        self.create_subscription(
+            Header, "correction/command_segment", lambda _m: self.model.on_segment(), 10, callback_group=g
+        )
         if p["command_metrics_topic"]:
-            self.create_subscription(CommandMetrics, p["command_metrics_topic"],
-                                     lambda m: self.model.on_command_metrics(stamp_to_ns(m.header.stamp), m.period_error_s),
-                                     100, callback_group=g)
+            self.create_subscription(
+                CommandMetrics,
+                p["command_metrics_topic"],
+                lambda m: self.model.on_command_metrics(stamp_to_ns(m.header.stamp), m.period_error_s),
+                100,
+                callback_group=g,
+            )
         self.get_logger().info(f"dashboard on {self.url} (bound to {host}; no authentication)")
 
     def _now(self) -> int:
         return int(self._clock.now().nanoseconds)
 
     def _on_report(self, m: ChunkReport) -> None:
-        self.model.on_report(stamp_to_ns(m.header.stamp), int(m.chunk_id), bool(m.accepted), m.reject_reason,
-                             m.total_latency_s, m.inference_s, m.transport_s, m.queue_s, int(m.predicted_delay_steps),
-                             int(m.measured_delay_steps), m.boundary_jump, int(m.n_frozen), int(m.n_soft), int(m.n_free))
+        self.model.on_report(
+            stamp_to_ns(m.header.stamp),
+            int(m.chunk_id),
+            bool(m.accepted),
+            m.reject_reason,
+            m.total_latency_s,
+            m.inference_s,
+            m.transport_s,
+            m.queue_s,
+            int(m.predicted_delay_steps),
+            int(m.measured_delay_steps),
+            m.boundary_jump,
+            int(m.n_frozen),
+            int(m.n_soft),
+            int(m.n_free),
+        )
 
     def _on_chunk(self, m: ActionChunk) -> None:
         if m.error_code != ActionChunk.ERROR_NONE or m.horizon * m.action_dim != len(m.actions) or not m.horizon:
             return
-        self.model.on_chunk(int(m.chunk_id), stamp_to_ns(m.header.stamp), float(m.dt),
-                            np.asarray(m.actions, dtype=np.float64).reshape(m.horizon, m.action_dim))
+        self.model.on_chunk(
+            int(m.chunk_id),
+            stamp_to_ns(m.header.stamp),
+            float(m.dt),
+            np.asarray(m.actions, dtype=np.float64).reshape(m.horizon, m.action_dim),
+        )
 
     def _on_plan(self, m: ActionPlan) -> None:
         if m.length * m.action_dim != len(m.actions):
             return
-        self.model.on_plan(stamp_to_ns(m.header.stamp), float(m.dt),
-                           np.asarray(m.actions, dtype=np.float64).reshape(m.length, m.action_dim), list(m.chunk_ids))
+        self.model.on_plan(
+            stamp_to_ns(m.header.stamp),
+            float(m.dt),
+            np.asarray(m.actions, dtype=np.float64).reshape(m.length, m.action_dim),
+            list(m.chunk_ids),
+        )
 
     def _on_traj(self, m: JointTrajectory) -> None:
         if len(m.points):

@@ -38,8 +38,14 @@ class GripperBridge:
     FrankaRobotState message when available.
     """
 
-    def __init__(self, node, action_ns: str = "/fr3_gripper", robot_state_topic: str =
-                 "/franka_robot_state_broadcaster/robot_state", speed: float = 0.1, threshold: float = 0.005) -> None:
+    def __init__(
+        self,
+        node,
+        action_ns: str = "/fr3_gripper",
+        robot_state_topic: str = "/franka_robot_state_broadcaster/robot_state",
+        speed: float = 0.1,
+        threshold: float = 0.005,
+    ) -> None:
         self.node = node
         self.speed = float(speed)
         self.threshold = float(threshold)
@@ -60,7 +66,9 @@ class GripperBridge:
         self._Move = Move
         self._client = ActionClient(node, Move, f"{action_ns}/move")
         node.create_subscription(FrankaRobotState, robot_state_topic, self._on_state, make_qos("best_effort", 1))
-        node.get_logger().info(f"gripper bridge: franka_msgs Move on {action_ns}/move, robot state on {robot_state_topic}")
+        node.get_logger().info(
+            f"gripper bridge: franka_msgs Move on {action_ns}/move, robot state on {robot_state_topic}"
+        )
 
     def _on_state(self, msg) -> None:
         self.robot_state = msg

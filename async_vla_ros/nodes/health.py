@@ -17,15 +17,30 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from async_vla_ros.nodes.params import Param, ParamError
 
-__all__ = ["OK", "WARN", "ERROR", "LEVEL_NAMES", "Threshold", "Breach", "Health", "evaluate", "RateWindow",
-           "HealthMonitor", "threshold_params", "thresholds_from_values", "numeric_values", "TELEMETRY_PARAMS"]
+__all__ = [
+    "OK",
+    "WARN",
+    "ERROR",
+    "LEVEL_NAMES",
+    "Threshold",
+    "Breach",
+    "Health",
+    "evaluate",
+    "RateWindow",
+    "HealthMonitor",
+    "threshold_params",
+    "thresholds_from_values",
+    "numeric_values",
+    "TELEMETRY_PARAMS",
+]
 
 OK, WARN, ERROR = 0, 1, 2
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
@@ -34,10 +49,14 @@ NS_PER_S = 1_000_000_000
 # common to every node (async_vla_ros.nodes.metrics.Telemetry reads them)
 TELEMETRY_PARAMS = (
     Param("metrics_period_s", 0.2, "period of ~/metrics (NodeMetrics; 0: not published)", min=0.0, max=60.0),
-    Param("diagnostics_period_s", 1.0, "period of /diagnostics (also sent at once when the level changes)",
-          min=0.05, max=60.0),
-    Param("diag_window_s", 10.0, "window of the rates (<counter>_per_s) judged by the thresholds", min=0.5,
-          max=3600.0),
+    Param(
+        "diagnostics_period_s",
+        1.0,
+        "period of /diagnostics (also sent at once when the level changes)",
+        min=0.05,
+        max=60.0,
+    ),
+    Param("diag_window_s", 10.0, "window of the rates (<counter>_per_s) judged by the thresholds", min=0.5, max=3600.0),
 )
 
 
@@ -62,8 +81,9 @@ class Threshold:
         if self.above and self.error < self.warn:
             raise ValueError(f"Threshold {self.key}: error limit {self.error} must be >= warn limit {self.warn}")
         if not self.above and self.error > self.warn:
-            raise ValueError(f"Threshold {self.key}: error limit {self.error} must be <= warn limit {self.warn} "
-                             "(a lower bound)")
+            raise ValueError(
+                f"Threshold {self.key}: error limit {self.error} must be <= warn limit {self.warn} (a lower bound)"
+            )
 
     def level(self, value: Any) -> int:
         """OK / WARN / ERROR for ``value`` (OK when there is no value yet)."""
@@ -86,7 +106,9 @@ class Breach:
     above: bool
 
     def __str__(self) -> str:
-        return f"{self.key} {self.value:.4g} {'>' if self.above else '<'} {LEVEL_NAMES[self.level]} limit {self.limit:.4g}"
+        return (
+            f"{self.key} {self.value:.4g} {'>' if self.above else '<'} {LEVEL_NAMES[self.level]} limit {self.limit:.4g}"
+        )
 
 
 @dataclass(frozen=True)
@@ -166,8 +188,9 @@ class HealthMonitor:
     ``update(t_ns, values)`` -> ``(values + {"<key>_per_s": rate for key in rate_keys}, Health)``.
     """
 
-    def __init__(self, thresholds: Sequence[Threshold], rate_keys: Sequence[str] = ("dropped",),
-                 window_s: float = 10.0) -> None:
+    def __init__(
+        self, thresholds: Sequence[Threshold], rate_keys: Sequence[str] = ("dropped",), window_s: float = 10.0
+    ) -> None:
         keys = [t.key for t in thresholds]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate threshold keys: {keys}")
@@ -195,7 +218,9 @@ def threshold_params(thresholds: Sequence[Threshold]) -> tuple[Param, ...]:
     return tuple(rows)
 
 
-def thresholds_from_values(node: str, defaults: Sequence[Threshold], values: Mapping[str, Any]) -> tuple[Threshold, ...]:
+def thresholds_from_values(
+    node: str, defaults: Sequence[Threshold], values: Mapping[str, Any]
+) -> tuple[Threshold, ...]:
     """The node's thresholds with the limits from its (validated) parameter values; a WARN limit
     beyond the ERROR limit is a :class:`ParamError` naming both parameters."""
     out, problems = [], []

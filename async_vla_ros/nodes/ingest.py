@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -96,8 +97,13 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, data: bytes 
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def joint_arrays(names: Sequence[str], position: Sequence[float], velocity: Sequence[float],
-                 wanted: Sequence[str], optional: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def joint_arrays(
+    names: Sequence[str],
+    position: Sequence[float],
+    velocity: Sequence[float],
+    wanted: Sequence[str],
+    optional: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Positions (n,) and velocities (n,) of the ``wanted`` joints (velocities 0 when the message
     has none) plus ``{name: position}`` of the ``optional`` joints present.
 

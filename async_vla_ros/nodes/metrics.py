@@ -21,16 +21,24 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Callable, Mapping, Sequence
-
-from async_vla_ros.nodes.common import NS_PER_S  # noqa: F401 - applies the ROS environment defaults first
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 
 from async_vla_msgs.msg import NodeMetrics  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
-from async_vla_ros.nodes.health import (OK, TELEMETRY_PARAMS, Health, HealthMonitor, Threshold,  # noqa: E402
-                                        numeric_values, threshold_params, thresholds_from_values)
+from async_vla_ros.nodes.common import NS_PER_S  # noqa: F401 - applies the ROS environment defaults first
+from async_vla_ros.nodes.health import (
+    OK,
+    TELEMETRY_PARAMS,
+    Health,
+    HealthMonitor,
+    Threshold,  # noqa: E402
+    numeric_values,
+    threshold_params,
+    thresholds_from_values,
+)
 from async_vla_ros.nodes.params import Param  # noqa: E402
 
 __all__ = ["Telemetry", "telemetry_params"]
@@ -44,9 +52,16 @@ def telemetry_params(thresholds: Sequence[Threshold]) -> tuple[Param, ...]:
 class Telemetry:
     """See the module docstring. Thread-safe; the timer runs in ``callback_group``."""
 
-    def __init__(self, node, collect: Callable[[], dict[str, Any]], thresholds: Sequence[Threshold],
-                 params: Mapping[str, Any], rate_keys: Sequence[str] = ("dropped",), callback_group=None,
-                 clock=None) -> None:
+    def __init__(
+        self,
+        node,
+        collect: Callable[[], dict[str, Any]],
+        thresholds: Sequence[Threshold],
+        params: Mapping[str, Any],
+        rate_keys: Sequence[str] = ("dropped",),
+        callback_group=None,
+        clock=None,
+    ) -> None:
         self._node = node
         self._collect = collect
         self.thresholds = thresholds_from_values(node.get_name(), thresholds, params)
@@ -127,8 +142,13 @@ class Telemetry:
 
     def _status(self, values: Mapping[str, Any], health: Health) -> DiagnosticStatus:
         kv = [KeyValue(key=str(k), value=repr(v) if isinstance(v, float) else str(v)) for k, v in values.items()]
-        return DiagnosticStatus(level=bytes([health.level]), name=self._node.get_fully_qualified_name(),
-                                message=health.message, hardware_id="async_vla_ros", values=kv)
+        return DiagnosticStatus(
+            level=bytes([health.level]),
+            name=self._node.get_fully_qualified_name(),
+            message=health.message,
+            hardware_id="async_vla_ros",
+            values=kv,
+        )
 
     def _publish_metrics(self, values, health) -> None:
         self._pub_metrics.publish(self.metrics_message(values, health))

@@ -21,8 +21,9 @@ from __future__ import annotations
 import array
 import difflib
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["Param", "ParamError", "validate_values", "declare_params", "enable_runtime_updates", "params_help"]
 
@@ -81,7 +82,9 @@ class Param:
         """Description with the allowed range, as shown by ``ros2 param describe``."""
         extra = []
         if self.min is not None or self.max is not None:
-            extra.append(f"range [{'-inf' if self.min is None else self.min}, {'inf' if self.max is None else self.max}]")
+            extra.append(
+                f"range [{'-inf' if self.min is None else self.min}, {'inf' if self.max is None else self.max}]"
+            )
         if self.choices:
             extra.append("one of " + ", ".join(self.choices))
         if self.dynamic:
@@ -174,10 +177,18 @@ def validate_values(node: str, table: Sequence[Param], values: Mapping[str, Any]
 def _descriptor(p: Param):
     from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 
-    types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-    arrays = {bool: ParameterType.PARAMETER_BOOL_ARRAY, int: ParameterType.PARAMETER_INTEGER_ARRAY,
-              float: ParameterType.PARAMETER_DOUBLE_ARRAY, str: ParameterType.PARAMETER_STRING_ARRAY}
+    types = {
+        bool: ParameterType.PARAMETER_BOOL,
+        int: ParameterType.PARAMETER_INTEGER,
+        float: ParameterType.PARAMETER_DOUBLE,
+        str: ParameterType.PARAMETER_STRING,
+    }
+    arrays = {
+        bool: ParameterType.PARAMETER_BOOL_ARRAY,
+        int: ParameterType.PARAMETER_INTEGER_ARRAY,
+        float: ParameterType.PARAMETER_DOUBLE_ARRAY,
+        str: ParameterType.PARAMETER_STRING_ARRAY,
+    }
     d = ParameterDescriptor(description=p.describe(), read_only=not p.dynamic)
     d.type = arrays[p.element_type] if p.kind is list else types[p.kind]
     numeric = p.kind if p.kind is not list else p.element_type
@@ -186,8 +197,7 @@ def _descriptor(p: Param):
     # the description and additional_constraints rather than as rclpy range constraints.
     d.dynamic_typing = numeric is float
     if p.min is not None or p.max is not None:
-        d.additional_constraints = (f"range [{'-inf' if p.min is None else p.min}, "
-                                    f"{'inf' if p.max is None else p.max}]")
+        d.additional_constraints = f"range [{'-inf' if p.min is None else p.min}, {'inf' if p.max is None else p.max}]"
     if p.choices:
         d.additional_constraints = "one of: " + ", ".join(p.choices)
     return d
@@ -207,8 +217,12 @@ def declare_params(node, table: Sequence[Param]) -> dict[str, Any]:
     for p in table:
         try:
             if p.kind is list and not p.default:
-                ptype = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY,
-                         int: Parameter.Type.INTEGER_ARRAY, bool: Parameter.Type.BOOL_ARRAY}[p.element_type]
+                ptype = {
+                    str: Parameter.Type.STRING_ARRAY,
+                    float: Parameter.Type.DOUBLE_ARRAY,
+                    int: Parameter.Type.INTEGER_ARRAY,
+                    bool: Parameter.Type.BOOL_ARRAY,
+                }[p.element_type]
                 param = node.declare_parameter(p.name, ptype, _descriptor(p))
                 value = param.value if param.type_ != Parameter.Type.NOT_SET else []
             else:
@@ -233,8 +247,9 @@ def declare_params(node, table: Sequence[Param]) -> dict[str, Any]:
     return values
 
 
-def enable_runtime_updates(node, table: Sequence[Param], values: dict[str, Any],
-                           on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+def enable_runtime_updates(
+    node, table: Sequence[Param], values: dict[str, Any], on_change: Callable[[dict[str, Any]], None] | None = None
+) -> None:
     """Let ``set_parameters`` change the ``dynamic`` rows of ``table`` at runtime.
 
     rclpy itself rejects read-only parameters ("Trying to set a read-only parameter") and wrong
@@ -275,6 +290,9 @@ def enable_runtime_updates(node, table: Sequence[Param], values: dict[str, Any],
 
 def params_help(table: Sequence[Param]) -> str:
     """A human-readable table of the parameters (for docs and ``--help``)."""
-    rows = [f"  {p.name} ({p.kind.__name__ if p.kind is not list else 'list[' + p.element_type.__name__ + ']'}, "
-            f"default {p.default!r}): {p.describe()}" for p in table]
+    rows = [
+        f"  {p.name} ({p.kind.__name__ if p.kind is not list else 'list[' + p.element_type.__name__ + ']'}, "
+        f"default {p.default!r}): {p.describe()}"
+        for p in table
+    ]
     return "\n".join(rows)

@@ -68,8 +68,17 @@ class PlanBuffer:
     def dt_ns(self) -> int | None:
         return self._dt_ns
 
-    def set_plan(self, plan_id: int, stamp_ns: int, step: int, dt_ns: int, actions: np.ndarray,
-                 chunk_ids: np.ndarray, ks: np.ndarray, horizon: int) -> bool:
+    def set_plan(
+        self,
+        plan_id: int,
+        stamp_ns: int,
+        step: int,
+        dt_ns: int,
+        actions: np.ndarray,
+        chunk_ids: np.ndarray,
+        ks: np.ndarray,
+        horizon: int,
+    ) -> bool:
         """Install a plan: ``actions (n, A)`` for steps ``step .. step+n-1`` starting at ``stamp_ns``.
 
         Returns False (nothing changed) for a plan id not newer than the current one. A plan on a

@@ -32,14 +32,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from async_vla_ros.nodes.common import DropCounter, NS_PER_S, ns_to_stamp, run_node, stamp_to_ns
-
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
 from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.ingest import InputError  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
@@ -52,38 +51,75 @@ DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("inference_p95_s", 0.1, 0.3, description="model time per chunk, p95 of the last 200"),
-    Threshold("failed_per_s", 0.2, 1.0, description="failed chunks per s (no observation, invalid request, inference error; superseded requests excluded)"),
+    Threshold(
+        "failed_per_s",
+        0.2,
+        1.0,
+        description="failed chunks per s (no observation, invalid request, inference error; superseded requests excluded)",
+    ),
     Threshold("dropped_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons)"),
 )
 
 PARAMS = (
-    Param("backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert",
-          choices=("flow", "expert")),
+    Param(
+        "backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert", choices=("flow", "expert")
+    ),
     Param("checkpoint", "", "flow checkpoint path ('' : the shipped default of `task`)"),
     Param("weak_checkpoint", "", "BID forward contrast: weaker flow checkpoint of the same task ('' : none)"),
-    Param("task", "track", "task of the policy (expert choice; default checkpoint)",
-          choices=("track", "intercept", "bifurcate", "pick_moving")),
+    Param(
+        "task",
+        "track",
+        "task of the policy (expert choice; default checkpoint)",
+        choices=("track", "intercept", "bifurcate", "pick_moving"),
+    ),
     Param("horizon", 8, "H for the expert backend (flow checkpoints carry their own)", min=1, max=256),
     Param("n_steps", 0, "denoising steps (0: the checkpoint's setting)", min=0, max=100),
     Param("bid_n", 0, "BID samples per chunk (0: the checkpoint's setting)", min=0, max=64),
-    Param("guidance_beta", 0.0, "RTC guidance clip beta (<= 0: the checkpoint's; a request may override)",
-          min=0.0, max=100.0),
+    Param(
+        "guidance_beta",
+        0.0,
+        "RTC guidance clip beta (<= 0: the checkpoint's; a request may override)",
+        min=0.0,
+        max=100.0,
+    ),
     Param("seed", 0, "backend noise seed", min=0),
-    Param("injected_latency_s", 0.0, "extra latency added to every chunk (experiments, fault injection)",
-          min=0.0, max=5.0, dynamic=True),
-    Param("max_future_s", 0.5, "drop a request stamped further in the future than this (clock jump, rogue)",
-          min=0.0, max=60.0),
-    Param("max_obs_age_s", 0.5, "answer ERROR_NO_OBSERVATION when the newest observation is older",
-          min=0.001, max=60.0),
-    Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it",
-          min=0.0, max=5.0),
-    Param("rewind_after", 10, "follow an older obs_id after this many in a row (camera ingestion restarted, "
-          "or a bad message carried a huge id; core/sequence.py)", min=1, max=100000),
+    Param(
+        "injected_latency_s",
+        0.0,
+        "extra latency added to every chunk (experiments, fault injection)",
+        min=0.0,
+        max=5.0,
+        dynamic=True,
+    ),
+    Param(
+        "max_future_s",
+        0.5,
+        "drop a request stamped further in the future than this (clock jump, rogue)",
+        min=0.0,
+        max=60.0,
+    ),
+    Param(
+        "max_obs_age_s", 0.5, "answer ERROR_NO_OBSERVATION when the newest observation is older", min=0.001, max=60.0
+    ),
+    Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it", min=0.0, max=5.0),
+    Param(
+        "rewind_after",
+        10,
+        "follow an older obs_id after this many in a row (camera ingestion restarted, "
+        "or a bad message carried a huge id; core/sequence.py)",
+        min=1,
+        max=100000,
+    ),
     Param("obs_memory", 64, "observations remembered for requests that name an obs_id", min=1, max=10000),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("warmup", True, "run one inference at start so the first real chunk is not slowed by warm-up"),
-    Param("max_consecutive_errors", 5, "stop the node (exit 1) after this many failed inferences in a row",
-          min=1, max=1000),
+    Param(
+        "max_consecutive_errors",
+        5,
+        "stop the node (exit 1) after this many failed inferences in a row",
+        min=1,
+        max=1000,
+    ),
     Param("torch_threads", 1, "torch intra-op threads (keep 1 beside a real-time loop)", min=1, max=64),
     *telemetry_params(THRESHOLDS),
 )
@@ -121,11 +157,24 @@ class PolicyNode(Node):
         torch.set_num_threads(p["torch_threads"])
         from async_vla_ros.nodes.backends import BackendSpec, make_backend
 
-        spec = BackendSpec(p["backend"], p["task"], p["checkpoint"], p["horizon"], p["n_steps"], p["bid_n"],
-                           p["guidance_beta"], p["seed"], p["weak_checkpoint"])
+        spec = BackendSpec(
+            p["backend"],
+            p["task"],
+            p["checkpoint"],
+            p["horizon"],
+            p["n_steps"],
+            p["bid_n"],
+            p["guidance_beta"],
+            p["seed"],
+            p["weak_checkpoint"],
+        )
         self.backend = make_backend(spec)
         torch.set_num_threads(p["torch_threads"])  # a backend may have set its own
-        self.H, self.A, self.obs_dim = int(self.backend.horizon), int(self.backend.action_dim), int(self.backend.obs_dim)
+        self.H, self.A, self.obs_dim = (
+            int(self.backend.horizon),
+            int(self.backend.action_dim),
+            int(self.backend.obs_dim),
+        )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
         self.policy_name = f"{p['backend']}/{p['task']}" + (f"/{p['checkpoint']}" if p["checkpoint"] else "")
@@ -150,10 +199,20 @@ class PolicyNode(Node):
         group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
         self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, 10, callback_group=group)
-        self.worker: InferenceWorker[Job] = InferenceWorker(self._run, self._on_worker_error, name="policy-inference",
-                                                            max_consecutive_errors=p["max_consecutive_errors"])
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped", "failed"),
-                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.worker: InferenceWorker[Job] = InferenceWorker(
+            self._run,
+            self._on_worker_error,
+            name="policy-inference",
+            max_consecutive_errors=p["max_consecutive_errors"],
+        )
+        self.diag = Telemetry(
+            self,
+            self._diag_values,
+            THRESHOLDS,
+            p,
+            rate_keys=("dropped", "failed"),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         self.create_timer(0.5, self._watch_worker, callback_group=MutuallyExclusiveCallbackGroup())
         self.worker.start()
         enable_runtime_updates(self, PARAMS, self.p)
@@ -166,8 +225,11 @@ class PolicyNode(Node):
         try:
             state = np.asarray(msg.state, dtype=np.float64)
             if state.shape != (self.obs_dim,) or msg.state_dim != self.obs_dim:
-                raise InputError("bad_shape", f"state has {state.size} values (state_dim {msg.state_dim}); "
-                                              f"the policy needs obs_dim = {self.obs_dim}")
+                raise InputError(
+                    "bad_shape",
+                    f"state has {state.size} values (state_dim {msg.state_dim}); "
+                    f"the policy needs obs_dim = {self.obs_dim}",
+                )
             if not np.all(np.isfinite(state)):
                 raise InputError("non_finite", "observation state contains NaN or Inf")
             stamp = stamp_to_ns(msg.header.stamp)
@@ -189,8 +251,10 @@ class PolicyNode(Node):
                     self._obs.popitem(last=False)
                 self._obs_cond.notify_all()
         if not order.accepted:
-            return self.drops.drop("observation.duplicate" if order.kind is SeqEvent.DUPLICATE
-                                   else "observation.out_of_order", order.describe())
+            return self.drops.drop(
+                "observation.duplicate" if order.kind is SeqEvent.DUPLICATE else "observation.out_of_order",
+                order.describe(),
+            )
         if order.kind is SeqEvent.REWIND:
             self.get_logger().warning(order.describe())
 
@@ -201,31 +265,54 @@ class PolicyNode(Node):
         # stray request with a huge id must not block every later one; a repeated id, an older
         # stamp, or a stamp from the future (a clock jump, a rogue publisher) is dropped
         if msg.request_id == 0 or msg.request_id == self._last_request_id or stamp <= self._last_request_ns:
-            return self.drops.drop("request.stale_id", f"request_id {msg.request_id} (stamp {stamp}) after "
-                                   f"{self._last_request_id} (stamp {self._last_request_ns})")
+            return self.drops.drop(
+                "request.stale_id",
+                f"request_id {msg.request_id} (stamp {stamp}) after "
+                f"{self._last_request_id} (stamp {self._last_request_ns})",
+            )
         if stamp > received + self.p["max_future_s"] * NS_PER_S:
-            return self.drops.drop("request.future_stamp", f"request {msg.request_id} stamped "
-                                   f"{(stamp - received) / 1e9:.3f} s in the future")
+            return self.drops.drop(
+                "request.future_stamp",
+                f"request {msg.request_id} stamped {(stamp - received) / 1e9:.3f} s in the future",
+            )
         self._last_request_id = msg.request_id
         self._last_request_ns = stamp
         try:
             job = self._validate(msg, received)
         except InputError as exc:
             self.drops.drop(f"request.{exc.reason}", str(exc))
-            return self._publish_error(msg.request_id, msg.episode_id, msg.obs_id, msg.method, msg.dt,
-                                       ActionChunk.ERROR_INVALID_REQUEST, str(exc), received)
+            return self._publish_error(
+                msg.request_id,
+                msg.episode_id,
+                msg.obs_id,
+                msg.method,
+                msg.dt,
+                ActionChunk.ERROR_INVALID_REQUEST,
+                str(exc),
+                received,
+            )
         old = self.worker.submit(job)
         if old is not None and not old.warmup:
-            self._publish_error(old.request_id, old.episode_id, old.obs_id, old.method, old.dt,
-                                ActionChunk.ERROR_STALE_REQUEST, f"superseded by request {job.request_id}",
-                                old.received_ns, old.request_ns)
+            self._publish_error(
+                old.request_id,
+                old.episode_id,
+                old.obs_id,
+                old.method,
+                old.dt,
+                ActionChunk.ERROR_STALE_REQUEST,
+                f"superseded by request {job.request_id}",
+                old.received_ns,
+                old.request_ns,
+            )
 
     def _validate(self, msg: ChunkRequest, received: int) -> Job:
         H, A = self.H, self.A
         if msg.method not in METHODS:
             raise InputError("bad_method", f"unknown method {msg.method!r}; known: {', '.join(METHODS)}")
         if msg.horizon != H or msg.action_dim != A:
-            raise InputError("bad_shape", f"request for H={msg.horizon} A={msg.action_dim}; this policy has H={H} A={A}")
+            raise InputError(
+                "bad_shape", f"request for H={msg.horizon} A={msg.action_dim}; this policy has H={H} A={A}"
+            )
         if not (np.isfinite(msg.dt) and msg.dt > 0):
             raise InputError("bad_dt", f"dt must be > 0, got {msg.dt}")
         prefix = weights = None
@@ -238,7 +325,12 @@ class PolicyNode(Node):
                 raise InputError("non_finite", "prefix contains NaN or Inf")
         if len(msg.weights):
             weights = np.asarray(msg.weights, dtype=np.float64)
-            if weights.shape != (H,) or not np.all(np.isfinite(weights)) or (weights < 0).any() or (weights > 1 + 1e-9).any():
+            if (
+                weights.shape != (H,)
+                or not np.all(np.isfinite(weights))
+                or (weights < 0).any()
+                or (weights > 1 + 1e-9).any()
+            ):
                 raise InputError("bad_weights", f"weights must be H = {H} values in [0, 1]")
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
@@ -246,9 +338,20 @@ class PolicyNode(Node):
             raise InputError("bad_weights", "rtc with a prefix needs weights")
         if msg.method == "bid" and (prefix is None) != (weights is None):
             raise InputError("bad_weights", "bid needs both prefix and weights, or neither")
-        return Job(int(msg.request_id), int(msg.episode_id), int(msg.obs_id), msg.method, float(msg.dt), prefix,
-                   weights, int(msg.n_frozen), float(msg.guidance_beta), int(msg.seed) if msg.seed >= 0 else None,
-                   stamp_to_ns(msg.header.stamp), received)
+        return Job(
+            int(msg.request_id),
+            int(msg.episode_id),
+            int(msg.obs_id),
+            msg.method,
+            float(msg.dt),
+            prefix,
+            weights,
+            int(msg.n_frozen),
+            float(msg.guidance_beta),
+            int(msg.seed) if msg.seed >= 0 else None,
+            stamp_to_ns(msg.header.stamp),
+            received,
+        )
 
     # ------------------------------------------------------------------ worker thread
     def _observation_for(self, job: Job):
@@ -258,8 +361,9 @@ class PolicyNode(Node):
                 oid = job.obs_id
                 # the request may overtake its observation on the way here: wait for it briefly
                 if oid not in self._obs and oid > self.obs_ids.current:
-                    self._obs_cond.wait_for(lambda: oid in self._obs or self.obs_ids.current >= oid,
-                                            timeout=self.p["obs_wait_s"])
+                    self._obs_cond.wait_for(
+                        lambda: oid in self._obs or self.obs_ids.current >= oid, timeout=self.p["obs_wait_s"]
+                    )
                 entry = self._obs.get(oid)
                 if entry is None:
                     return None, f"observation {oid} is not (or no longer) available"
@@ -277,18 +381,42 @@ class PolicyNode(Node):
         start = self.get_clock().now().nanoseconds
         entry, why = self._observation_for(job)
         if entry is None:
-            return self._publish_error(job.request_id, job.episode_id, job.obs_id, job.method, job.dt,
-                                       ActionChunk.ERROR_NO_OBSERVATION, why, job.received_ns, job.request_ns)
+            return self._publish_error(
+                job.request_id,
+                job.episode_id,
+                job.obs_id,
+                job.method,
+                job.dt,
+                ActionChunk.ERROR_NO_OBSERVATION,
+                why,
+                job.received_ns,
+                job.request_ns,
+            )
         obs_ns, state, image, _episode, obs_id = entry
         if start - obs_ns > self.p["max_obs_age_s"] * NS_PER_S:
-            return self._publish_error(job.request_id, job.episode_id, obs_id, job.method, job.dt,
-                                       ActionChunk.ERROR_NO_OBSERVATION,
-                                       f"newest observation is {(start - obs_ns) / 1e6:.0f} ms old", job.received_ns,
-                                       job.request_ns)
+            return self._publish_error(
+                job.request_id,
+                job.episode_id,
+                obs_id,
+                job.method,
+                job.dt,
+                ActionChunk.ERROR_NO_OBSERVATION,
+                f"newest observation is {(start - obs_ns) / 1e6:.0f} ms old",
+                job.received_ns,
+                job.request_ns,
+            )
         if self.needs_image and image is None:
-            return self._publish_error(job.request_id, job.episode_id, obs_id, job.method, job.dt,
-                                       ActionChunk.ERROR_NO_OBSERVATION, "image policy: observation has no image",
-                                       job.received_ns, job.request_ns)
+            return self._publish_error(
+                job.request_id,
+                job.episode_id,
+                obs_id,
+                job.method,
+                job.dt,
+                ActionChunk.ERROR_NO_OBSERVATION,
+                "image policy: observation has no image",
+                job.received_ns,
+                job.request_ns,
+            )
         method, kwargs = self._sampler_args(job)
         obs = {"state": state[None], "image": image[None]} if self.needs_image else state[None]
         t0 = self.get_clock().now().nanoseconds
@@ -332,14 +460,24 @@ class PolicyNode(Node):
             return  # shutting down: the publisher is gone, nothing to answer
         self.drops.drop(f"inference.{type(exc).__name__}", str(exc))
         if not job.warmup:
-            self._publish_error(job.request_id, job.episode_id, job.obs_id, job.method, job.dt,
-                                ActionChunk.ERROR_INFERENCE_FAILED, f"{type(exc).__name__}: {exc}", job.received_ns,
-                                job.request_ns)
+            self._publish_error(
+                job.request_id,
+                job.episode_id,
+                job.obs_id,
+                job.method,
+                job.dt,
+                ActionChunk.ERROR_INFERENCE_FAILED,
+                f"{type(exc).__name__}: {exc}",
+                job.received_ns,
+                job.request_ns,
+            )
 
     def _watch_worker(self) -> None:
         if self.worker.fatal is not None and not self.shutdown_requested:
-            self.get_logger().error(f"inference failed {self.p['max_consecutive_errors']} times in a row "
-                                    f"(last: {self.worker.fatal!r}); stopping")
+            self.get_logger().error(
+                f"inference failed {self.p['max_consecutive_errors']} times in a row "
+                f"(last: {self.worker.fatal!r}); stopping"
+            )
             self.exit_code = 1
             self.shutdown_requested = True
 
@@ -363,8 +501,17 @@ class PolicyNode(Node):
         msg.action_names = list(self.p["action_names"])
         return msg
 
-    def _publish_chunk(self, job: Job, obs_id: int, obs_ns: int, method: str, actions: np.ndarray,
-                       t0: int, t1: int, injected_s: float = 0.0) -> None:
+    def _publish_chunk(
+        self,
+        job: Job,
+        obs_id: int,
+        obs_ns: int,
+        method: str,
+        actions: np.ndarray,
+        t0: int,
+        t1: int,
+        injected_s: float = 0.0,
+    ) -> None:
         msg = self._base_chunk(job.request_id, job.episode_id, obs_id, method, job.dt)
         msg.header.stamp = ns_to_stamp(obs_ns)
         msg.actions = actions.reshape(-1).tolist()
@@ -384,8 +531,18 @@ class PolicyNode(Node):
             self.pub.publish(msg)
             self.n_chunks_ok += 1
 
-    def _publish_error(self, request_id: int, episode_id: int, obs_id: int, method: str, dt: float, code: int,
-                       message: str, received_ns: int, request_ns: int = 0) -> None:
+    def _publish_error(
+        self,
+        request_id: int,
+        episode_id: int,
+        obs_id: int,
+        method: str,
+        dt: float,
+        code: int,
+        message: str,
+        received_ns: int,
+        request_ns: int = 0,
+    ) -> None:
         msg = self._base_chunk(request_id, episode_id, obs_id, method, dt if np.isfinite(dt) else 0.0)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.error_code = code
@@ -401,14 +558,20 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ report / lifecycle
     def _diag_values(self) -> dict:
         inf = np.asarray(self.inference_s[-200:]) if self.inference_s else None
-        vals = {"chunks": self.n_chunks_ok, "superseded": self.worker.superseded, "dropped": self.drops.total(),
-                "rewinds": self.obs_ids.rewinds,
-                "inference_median_s": float(np.median(inf)) if inf is not None else -1.0,
-                "inference_p95_s": float(np.quantile(inf, 0.95)) if inf is not None else -1.0,
-                "inference_p99_s": float(np.quantile(inf, 0.99)) if inf is not None else -1.0,
-                "failed": sum(n for code, n in dict(self.n_errors_by_code).items()
-                              if code != ActionChunk.ERROR_STALE_REQUEST),
-                "injected_latency_s": float(self.p["injected_latency_s"]), "policy": self.policy_name}
+        vals = {
+            "chunks": self.n_chunks_ok,
+            "superseded": self.worker.superseded,
+            "dropped": self.drops.total(),
+            "rewinds": self.obs_ids.rewinds,
+            "inference_median_s": float(np.median(inf)) if inf is not None else -1.0,
+            "inference_p95_s": float(np.quantile(inf, 0.95)) if inf is not None else -1.0,
+            "inference_p99_s": float(np.quantile(inf, 0.99)) if inf is not None else -1.0,
+            "failed": sum(
+                n for code, n in dict(self.n_errors_by_code).items() if code != ActionChunk.ERROR_STALE_REQUEST
+            ),
+            "injected_latency_s": float(self.p["injected_latency_s"]),
+            "policy": self.policy_name,
+        }
         vals.update({f"errors.{k}": v for k, v in self.n_errors_by_code.items()})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals

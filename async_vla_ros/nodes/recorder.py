@@ -30,13 +30,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from async_vla_ros.nodes.common import Diagnostics, make_qos, run_node
-
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_ros.eval.bags import DEFAULT_TOPICS, BagWriter, make_typestore, normalize_type  # noqa: E402
+from async_vla_ros.nodes.common import Diagnostics, make_qos, run_node
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
 
 NODE_NAME = "recorder"
@@ -50,14 +49,22 @@ def _relative(topic: str) -> str:
 
 PARAMS = (
     Param("output", "", "rosbag2 directory to create (must not exist); '' : ./bags/run_<local time>"),
-    Param("topics", [_relative(t) for t in DEFAULT_TOPICS], "topics to record (relative names resolve in the "
-          "node's namespace)"),
+    Param(
+        "topics",
+        [_relative(t) for t in DEFAULT_TOPICS],
+        "topics to record (relative names resolve in the node's namespace)",
+    ),
     Param("record_all", False, "also record every other topic in the graph whose type is known"),
     Param("best_effort_topics", [], "topics to subscribe BEST_EFFORT (franka_ros2 convenience topics)", elem=str),
     Param("depth", 100, "subscription history depth", min=1, max=100000),
     Param("queue_size", 20000, "writer queue capacity (messages); a full queue counts drops", min=10, max=10_000_000),
-    Param("discovery_period_s", 0.5, "how often topics of not-yet-known type are looked up in the graph",
-          min=0.05, max=60.0),
+    Param(
+        "discovery_period_s",
+        0.5,
+        "how often topics of not-yet-known type are looked up in the graph",
+        min=0.05,
+        max=60.0,
+    ),
     Param("stats_file", "", "write the per-topic counts as JSON here on shutdown ('' : no file)"),
 )
 
@@ -108,8 +115,10 @@ class RecorderNode(Node):
         group = MutuallyExclusiveCallbackGroup()
         self.create_timer(p["discovery_period_s"], self._discover, callback_group=group)
         self.diagnostics = Diagnostics(self, self._diag_values, callback_group=group)
-        self.get_logger().info(f"recording {len(self._subs)} topic(s) into {self.path} "
-                               f"({sum(v is None for v in self._wanted.values())} waiting for their type)")
+        self.get_logger().info(
+            f"recording {len(self._subs)} topic(s) into {self.path} "
+            f"({sum(v is None for v in self._wanted.values())} waiting for their type)"
+        )
 
     # ------------------------------------------------------------------ subscriptions
     def _subscribe(self, topic: str, msgtype: str) -> bool:
@@ -126,8 +135,9 @@ class RecorderNode(Node):
             return False
         self.writer_add(topic, msgtype)
         qos = make_qos("best_effort" if topic in self._best_effort else "reliable", self.p["depth"])
-        self._subs[topic] = self.create_subscription(cls, topic, self._callback(topic), qos, raw=True,
-                                                     callback_group=self._cb_group)
+        self._subs[topic] = self.create_subscription(
+            cls, topic, self._callback(topic), qos, raw=True, callback_group=self._cb_group
+        )
         return True
 
     def writer_add(self, topic: str, msgtype: str) -> None:
@@ -200,8 +210,9 @@ class RecorderNode(Node):
             recv, drop = dict(self.received), dict(self.dropped)
         written = dict(self.writer.counts)
         topics = sorted(set(recv) | set(written) | set(self._subs))
-        return {t: {"received": recv.get(t, 0), "written": written.get(t, 0), "dropped": drop.get(t, 0)}
-                for t in topics}
+        return {
+            t: {"received": recv.get(t, 0), "written": written.get(t, 0), "dropped": drop.get(t, 0)} for t in topics
+        }
 
     def _diag_values(self) -> dict[str, object]:
         c = self.counts()
@@ -211,7 +222,10 @@ class RecorderNode(Node):
             values[f"{t} dropped"] = v["dropped"]
         dropped = sum(v["dropped"] for v in c.values())
         if self.writer_error is not None:
-            self.diagnostics.level, self.diagnostics.message = DiagnosticStatus.ERROR, f"writer failed: {self.writer_error}"
+            self.diagnostics.level, self.diagnostics.message = (
+                DiagnosticStatus.ERROR,
+                f"writer failed: {self.writer_error}",
+            )
         elif dropped:
             self.diagnostics.level, self.diagnostics.message = DiagnosticStatus.WARN, f"{dropped} message(s) dropped"
         else:
@@ -231,11 +245,14 @@ class RecorderNode(Node):
         self.writer.close()
         counts = self.counts()
         total = {k: sum(v[k] for v in counts.values()) for k in ("received", "written", "dropped")}
-        self.get_logger().info(f"bag {self.path} closed: {total['written']} written, {total['dropped']} dropped "
-                               f"of {total['received']} received")
+        self.get_logger().info(
+            f"bag {self.path} closed: {total['written']} written, {total['dropped']} dropped "
+            f"of {total['received']} received"
+        )
         if self.p["stats_file"]:
-            Path(self.p["stats_file"]).write_text(json.dumps({"bag": str(self.path), "topics": counts,
-                                                              "total": total}, indent=1))
+            Path(self.p["stats_file"]).write_text(
+                json.dumps({"bag": str(self.path), "topics": counts, "total": total}, indent=1)
+            )
         if self.writer_error is not None:
             raise RuntimeError(f"bag writer failed: {self.writer_error}") from self.writer_error
         return counts

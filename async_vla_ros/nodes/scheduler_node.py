@@ -29,9 +29,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, RosClock, ns_to_stamp, run_node,
-                                        stamp_to_ns)
-
 import numpy as np  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -39,9 +36,10 @@ from rclpy.node import Node  # noqa: E402
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation  # noqa: E402
 from async_vla_ros.core.clock import StepClock  # noqa: E402
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, DropCounter, RosClock, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
@@ -51,8 +49,12 @@ DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("latency_p95_s", 0.25, 0.5, description="observation -> chunk available, p95 of the last 200 chunks"),
-    Threshold("delay_underestimated_fraction", 0.25, 0.5,
-              description="share of the last 100 merged chunks whose measured d exceeded the forecast d"),
+    Threshold(
+        "delay_underestimated_fraction",
+        0.25,
+        0.5,
+        description="share of the last 100 merged chunks whose measured d exceeded the forecast d",
+    ),
     Threshold("hold_steps_per_s", 1.0, 5.0, description="control steps per s with nothing planned (robot holds)"),
     Threshold("timeouts_per_s", 0.1, 1.0, description="requests abandoned unanswered per s"),
     Threshold("dropped_inputs_per_s", 1.0, 10.0, description="inputs dropped per s (all reasons but no_policy)"),
@@ -67,21 +69,34 @@ PARAMS = (
     Param("horizon", 8, "H: actions per chunk", min=1, max=256),
     Param("action_dim", 8, "A: size of one action", min=1, max=64),
     Param("s_min", 1, "minimum execution horizon (s = max(d, s_min))", min=1, max=256),
-    Param("request_timeout_steps", 0, "abandon an unanswered request after this many steps (0: 2*H)",
-          min=0, max=100000),
+    Param(
+        "request_timeout_steps", 0, "abandon an unanswered request after this many steps (0: 2*H)", min=0, max=100000
+    ),
     Param("delay_window", 20, "delay forecast: number of recent measured delays", min=1, max=10000),
     Param("delay_quantile", 1.0, "delay forecast: quantile of the window (1: max)", min=0.0, max=1.0),
     Param("delay_warmup", 1, "delay forecast: first samples ignored", min=0, max=1000),
     Param("d_init", 0, "delay forecast before any sample (steps)", min=0, max=256),
     Param("d_max", -1, "upper clamp of the forecast (steps; -1: H - 1)", min=-1, max=256),
-    Param("guidance_beta", 0.0, "RTC guidance clip sent with requests (<= 0: the policy's default)",
-          min=0.0, max=100.0),
+    Param(
+        "guidance_beta", 0.0, "RTC guidance clip sent with requests (<= 0: the policy's default)", min=0.0, max=100.0
+    ),
     Param("action_names", DEFAULT_ACTION_NAMES, "names of the A action dimensions"),
     Param("align_to_observations", True, "phase-lock the step grid to observation stamps (each new episode)"),
-    Param("rewind_after", 10, "follow an older episode id after this many in a row (its sender restarted, or a "
-          "bad message carried a huge id; core/sequence.py)", min=1, max=100000),
-    Param("max_future_s", 0.2, "drop observations stamped further in the future than this (a clock jumped)",
-          min=0.0, max=60.0),
+    Param(
+        "rewind_after",
+        10,
+        "follow an older episode id after this many in a row (its sender restarted, or a "
+        "bad message carried a huge id; core/sequence.py)",
+        min=1,
+        max=100000,
+    ),
+    Param(
+        "max_future_s",
+        0.2,
+        "drop observations stamped further in the future than this (a clock jumped)",
+        min=0.0,
+        max=60.0,
+    ),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -107,12 +122,23 @@ class SchedulerNode(Node):
         elif p["method"] == "bid":
             kw["rho"] = p["bid_rho"]
         d_max = H - 1 if p["d_max"] < 0 else p["d_max"]
-        delay = DelayEstimator(DelayConfig(window=p["delay_window"], quantile=p["delay_quantile"],
-                                           warmup=p["delay_warmup"], d_init=min(p["d_init"], d_max), d_max=d_max),
-                               dt=p["dt"])
+        delay = DelayEstimator(
+            DelayConfig(
+                window=p["delay_window"],
+                quantile=p["delay_quantile"],
+                warmup=p["delay_warmup"],
+                d_init=min(p["d_init"], d_max),
+                d_max=d_max,
+            ),
+            dt=p["dt"],
+        )
         timeout = p["request_timeout_steps"] or 2 * H
-        self.sched = ChunkScheduler(SchedulerConfig(horizon=H, action_dim=A, s_min=p["s_min"], request_timeout=timeout),
-                                    p["method"], delay, **kw)
+        self.sched = ChunkScheduler(
+            SchedulerConfig(horizon=H, action_dim=A, s_min=p["s_min"], request_timeout=timeout),
+            p["method"],
+            delay,
+            **kw,
+        )
         self.H, self.A = H, A
         self.clock = RosClock(self)
         self.steps = StepClock(self.clock, p["dt"])
@@ -136,8 +162,14 @@ class SchedulerNode(Node):
         self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 100, callback_group=group)
         self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
         self.create_timer(p["dt"], self._tick, callback_group=group)
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, rate_keys=("dropped_inputs", "hold_steps", "timeouts"),
-                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(
+            self,
+            self._diag_values,
+            THRESHOLDS,
+            p,
+            rate_keys=("dropped_inputs", "hold_steps", "timeouts"),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     # ------------------------------------------------------------------ time
     def _core_step(self) -> int:
@@ -156,8 +188,10 @@ class SchedulerNode(Node):
             return self.drops.drop("observation.no_stamp", "observation without a header stamp")
         if stamp > self.clock.now_ns() + self.p["max_future_s"] * NS_PER_S:
             # a clock jumped ahead: its step would move the whole timeline into the future
-            return self.drops.drop("observation.future_stamp", f"observation {msg.obs_id} stamped "
-                                   f"{(stamp - self.clock.now_ns()) / 1e9:.3f} s in the future")
+            return self.drops.drop(
+                "observation.future_stamp",
+                f"observation {msg.obs_id} stamped {(stamp - self.clock.now_ns()) / 1e9:.3f} s in the future",
+            )
         episode = self.episodes.update(eid)  # core/sequence.py: new, same, stale, or rewound
         if episode.kind is SeqEvent.STALE:
             return self.drops.drop("observation.old_episode", episode.describe())
@@ -209,15 +243,20 @@ class SchedulerNode(Node):
         rid = int(msg.request_id) - 1
         info = self._requests.get(rid)
         if list(msg.action_names) != list(self.p["action_names"]):
-            self.drops.drop("chunk.bad_action_names", f"chunk {msg.chunk_id} names {list(msg.action_names)}, "
-                                                      f"expected {list(self.p['action_names'])}")
+            self.drops.drop(
+                "chunk.bad_action_names",
+                f"chunk {msg.chunk_id} names {list(msg.action_names)}, expected {list(self.p['action_names'])}",
+            )
             return self._report(msg, arrival, None, info, "bad_action_names")
         if info is not None and (int(msg.obs_id) != info[3] or stamp_to_ns(msg.header.stamp) != info[4]):
             # a chunk answers a request from the observation the request named: its stamp is
             # that observation's stamp; anything else (future / stale stamp) is not that answer
-            self.drops.drop("chunk.stamp_mismatch", f"chunk {msg.chunk_id}: obs {msg.obs_id} stamped "
-                                                    f"{stamp_to_ns(msg.header.stamp)}, request {msg.request_id} "
-                                                    f"named obs {info[3]} stamped {info[4]}")
+            self.drops.drop(
+                "chunk.stamp_mismatch",
+                f"chunk {msg.chunk_id}: obs {msg.obs_id} stamped "
+                f"{stamp_to_ns(msg.header.stamp)}, request {msg.request_id} "
+                f"named obs {info[3]} stamped {info[4]}",
+            )
             return self._report(msg, arrival, None, info, "stamp_mismatch")
         t_now = self._core_step()
         actions = np.asarray(msg.actions, dtype=np.float64)
@@ -347,10 +386,17 @@ class SchedulerNode(Node):
 
     def _diag_values(self) -> dict:
         st = self.sched.stats()
-        vals = {"method": self.sched.strategy.name, "episode_id": self.episode_id,
-                "rewinds": self.episodes.rewinds, "requests": st["requests"],
-                "accepted": st["accepted"], "timeouts": st["timeouts"], "hold_steps": st["hold_steps"],
-                "delay_forecast": st["delay_forecast"], "dropped": self.drops.total()}
+        vals = {
+            "method": self.sched.strategy.name,
+            "episode_id": self.episode_id,
+            "rewinds": self.episodes.rewinds,
+            "requests": st["requests"],
+            "accepted": st["accepted"],
+            "timeouts": st["timeouts"],
+            "hold_steps": st["hold_steps"],
+            "delay_forecast": st["delay_forecast"],
+            "dropped": self.drops.total(),
+        }
         # waiting for the policy node to subscribe (start-up) is not an input problem
         vals["dropped_inputs"] = vals["dropped"] - self.drops.as_dict().get("no_policy", 0)
         now = self.clock.now_ns()

@@ -131,8 +131,12 @@ class PhysicsDriver:
     def joints(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Copies of arm q (7,), arm qd (7,), finger positions (2,), finger velocities (2,)."""
         d, ids = self.data, self.ids
-        return (d.qpos[ids.arm_qpos].copy(), d.qvel[ids.arm_dof].copy(),
-                d.qpos[ids.finger_qpos].copy(), d.qvel[ids.finger_dof].copy())
+        return (
+            d.qpos[ids.arm_qpos].copy(),
+            d.qvel[ids.arm_dof].copy(),
+            d.qpos[ids.finger_qpos].copy(),
+            d.qvel[ids.finger_dof].copy(),
+        )
 
     def task_obs(self) -> np.ndarray:
         """TCP (3,) followed by the task's observation fields at the current control step."""

@@ -31,9 +31,6 @@ import threading
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
-from async_vla_ros.nodes.common import (DropCounter, NS_PER_S, ns_to_stamp, run_node,
-                                        set_realtime, shutting_down)
-
 import numpy as np  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
@@ -45,6 +42,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from async_vla_msgs.msg import Observation  # noqa: E402
 from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
 from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, set_realtime, shutting_down
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
 from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
@@ -55,10 +53,18 @@ FR3_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
 TASKS = ("track", "intercept", "bifurcate", "pick_moving")
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
-    Threshold("physics_missed_ticks_per_s", 1.0, 20.0,
-              description="physics blocks per s skipped by the pacing timer (the simulation fell behind real time)"),
-    Threshold("rejected_commands_per_s", 1.0, 10.0,
-              description="commands dropped per s as invalid (those ignored while the scene settles excluded)"),
+    Threshold(
+        "physics_missed_ticks_per_s",
+        1.0,
+        20.0,
+        description="physics blocks per s skipped by the pacing timer (the simulation fell behind real time)",
+    ),
+    Threshold(
+        "rejected_commands_per_s",
+        1.0,
+        10.0,
+        description="commands dropped per s as invalid (those ignored while the scene settles excluded)",
+    ),
 )
 
 PARAMS = (
@@ -68,27 +74,41 @@ PARAMS = (
     Param("joint_names", FR3_JOINTS, "arm joint names in /joint_states and accepted commands"),
     Param("finger_joint_names", FR3_FINGERS, "finger joint names (each finger = half the gripper width)"),
     Param("joint_state_rate_hz", 100.0, "rate of /joint_states", min=1.0, max=1000.0),
-    Param("physics_block_ms", 5, "physics steps (1 ms each) run per pacing tick with the latest command",
-          min=1, max=50),
+    Param(
+        "physics_block_ms", 5, "physics steps (1 ms each) run per pacing tick with the latest command", min=1, max=50
+    ),
     Param("real_time_factor", 1.0, "simulated seconds per wall second", min=0.05, max=20.0),
     Param("settle_s", 0.5, "after a reset, the scene is frozen this long (commands ignored)", min=0.0, max=10.0),
-    Param("wait_for_command", True, "after the settle time, stay frozen until the first command arrives "
-          "(the episode clock starts when the controller is engaged)"),
+    Param(
+        "wait_for_command",
+        True,
+        "after the settle time, stay frozen until the first command arrives "
+        "(the episode clock starts when the controller is engaged)",
+    ),
     Param("camera_rate_hz", 5.0, "camera image rate (0: no camera)", min=0.0, max=60.0),
     Param("camera_name", "scene", "MuJoCo camera", choices=("scene", "wrist")),
     Param("image_width", 96, "image width (px)", min=16, max=640),
     Param("image_height", 96, "image height (px)", min=16, max=480),
-    Param("render_geoms", "collision", "what the camera draws: collision geoms (fast) or visual meshes",
-          choices=("collision", "visual")),
+    Param(
+        "render_geoms",
+        "collision",
+        "what the camera draws: collision geoms (fast) or visual meshes",
+        choices=("collision", "visual"),
+    ),
     Param("frame_id", "fr3_link0", "frame of the task state (robot base)"),
     Param("camera_frame_id", "camera_optical_frame", "frame of the camera images"),
-    Param("sched_fifo_priority", 0, "SCHED_FIFO priority of the physics thread (0: default scheduler)",
-          min=0, max=98),
+    Param("sched_fifo_priority", 0, "SCHED_FIFO priority of the physics thread (0: default scheduler)", min=0, max=98),
     # fault injection (async-vla-ros chaos, test/system/test_chaos.py): settable at runtime
     Param("pause_joint_states", False, "fault injection: stop publishing /joint_states", dynamic=True),
     Param("pause_camera", False, "fault injection: stop publishing camera images", dynamic=True),
-    Param("clock_offset_s", 0.0, "fault injection: added to every published header stamp (a clock jump)",
-          min=-3600.0, max=3600.0, dynamic=True),
+    Param(
+        "clock_offset_s",
+        0.0,
+        "fault injection: added to every published header stamp (a clock jump)",
+        min=-3600.0,
+        max=3600.0,
+        dynamic=True,
+    ),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -133,15 +153,22 @@ class SimNode(Node):
             self.pub_img = self.create_publisher(Image, "camera/image_raw", 2)
             self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", 2)
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(JointTrajectory, "fr3_arm_controller/joint_trajectory", self._on_trajectory, 10,
-                                 callback_group=group)
-        self.create_subscription(Float64MultiArray, "forward_position_controller/commands", self._on_forward, 10,
-                                 callback_group=group)
+        self.create_subscription(
+            JointTrajectory, "fr3_arm_controller/joint_trajectory", self._on_trajectory, 10, callback_group=group
+        )
+        self.create_subscription(
+            Float64MultiArray, "forward_position_controller/commands", self._on_forward, 10, callback_group=group
+        )
         self.create_subscription(String, "sim/episode_command", self._on_episode_command, 10, callback_group=group)
         self.timer_stats = None
-        self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p,
-                              rate_keys=("rejected_commands", "physics_missed_ticks"),
-                              callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag = Telemetry(
+            self,
+            self._diag_values,
+            THRESHOLDS,
+            p,
+            rate_keys=("rejected_commands", "physics_missed_ticks"),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         enable_runtime_updates(self, PARAMS, self.p)
         self._thread = threading.Thread(target=self._run, name="sim-physics", daemon=True)
         self._thread.start()
@@ -296,19 +323,32 @@ class SimNode(Node):
         ok = self.driver.success()
         self.episodes_done += 1
         self.successes += int(ok)
-        values = {"episode_id": self.driver.episode_id, "task": self.p["task"], "seed": self.driver.seed,
-                  "success": ok, "success_step": st.success_step, "steps": st.t}
+        values = {
+            "episode_id": self.driver.episode_id,
+            "task": self.p["task"],
+            "seed": self.driver.seed,
+            "success": ok,
+            "success_step": st.success_step,
+            "steps": st.t,
+        }
         for k, v in st.info.items():
             if isinstance(v, (int, float, bool, str)):
                 values[k] = v
         self._last_result = "success" if ok else "failure"
-        self.pub_result.publish(DiagnosticStatus(
-            level=DiagnosticStatus.OK, name=f"{self.get_fully_qualified_name()}/episode",
-            message=self._last_result, hardware_id="mujoco",
-            values=[KeyValue(key=k, value=repr(v) if isinstance(v, float) else str(v)) for k, v in values.items()]))
+        self.pub_result.publish(
+            DiagnosticStatus(
+                level=DiagnosticStatus.OK,
+                name=f"{self.get_fully_qualified_name()}/episode",
+                message=self._last_result,
+                hardware_id="mujoco",
+                values=[KeyValue(key=k, value=repr(v) if isinstance(v, float) else str(v)) for k, v in values.items()],
+            )
+        )
         metrics = ", ".join(f"{k} {v:.3g}" for k, v in st.info.items() if isinstance(v, float))
-        self.get_logger().info(f"episode {self.driver.episode_id}: {self._last_result} "
-                               f"({self.successes}/{self.episodes_done} so far{'; ' + metrics if metrics else ''})")
+        self.get_logger().info(
+            f"episode {self.driver.episode_id}: {self._last_result} "
+            f"({self.successes}/{self.episodes_done} so far{'; ' + metrics if metrics else ''})"
+        )
 
     # ------------------------------------------------------------------ publishing
     def _publish_joint_states(self) -> None:
@@ -376,15 +416,26 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ report / lifecycle
     def _diag_values(self) -> dict:
-        vals = {"episodes": self.episodes_done, "successes": self.successes, "episode_id": self.driver.episode_id,
-                "step": self.driver.step_index, "commands": self.n_commands, "dropped": self.drops.total(),
-                "realtime_lag_s": float(self.realtime_lag_s)}
+        vals = {
+            "episodes": self.episodes_done,
+            "successes": self.successes,
+            "episode_id": self.driver.episode_id,
+            "step": self.driver.step_index,
+            "commands": self.n_commands,
+            "dropped": self.drops.total(),
+            "realtime_lag_s": float(self.realtime_lag_s),
+        }
         vals["rejected_commands"] = vals["dropped"] - self.drops.as_dict().get("settling", 0)
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         if self.timer_stats is not None:
             s = self.timer_stats.stats()
-            vals.update({"physics_overruns": s.overruns, "physics_missed_ticks": s.missed,
-                         "physics_period_error_p99_s": s.period_error_p99_s})
+            vals.update(
+                {
+                    "physics_overruns": s.overruns,
+                    "physics_missed_ticks": s.missed,
+                    "physics_period_error_p99_s": s.period_error_p99_s,
+                }
+            )
         return vals
 
     def close(self) -> None:

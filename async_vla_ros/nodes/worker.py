@@ -14,7 +14,8 @@ without it held, so ``submit`` never waits for inference.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["InferenceWorker"]
 
@@ -24,9 +25,15 @@ J = TypeVar("J")
 class InferenceWorker(Generic[J]):
     """See the module docstring."""
 
-    def __init__(self, run: Callable[[J], Any], on_error: Callable[[J, BaseException], None],
-                 *, name: str = "inference", max_consecutive_errors: int = 5,
-                 on_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[J], Any],
+        on_error: Callable[[J, BaseException], None],
+        *,
+        name: str = "inference",
+        max_consecutive_errors: int = 5,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         if max_consecutive_errors < 1:
             raise ValueError("max_consecutive_errors must be >= 1")
         self._run = run

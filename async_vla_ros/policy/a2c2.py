@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class CorrectionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CorrectionConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> CorrectionConfig:
         return cls(**dict(d))
 
 
@@ -71,7 +72,9 @@ class CorrectionHead(nn.Module):
     def __init__(self, config: CorrectionConfig, normalizer: Normalizer | None = None) -> None:
         super().__init__()
         self.config = config
-        self.normalizer = normalizer if normalizer is not None else Normalizer.identity(config.obs_dim, config.action_dim)
+        self.normalizer = (
+            normalizer if normalizer is not None else Normalizer.identity(config.obs_dim, config.action_dim)
+        )
         if (self.normalizer.obs.dim, self.normalizer.action.dim) != (config.obs_dim, config.action_dim):
             raise ValueError("normalizer dims do not match the CorrectionConfig")
         layers: list[nn.Module] = []
@@ -84,21 +87,26 @@ class CorrectionHead(nn.Module):
         nn.init.zeros_(self.out.weight)  # start as the identity correction
         nn.init.zeros_(self.out.bias)
 
-    def features(self, obs_n: torch.Tensor, base_n: torch.Tensor, k: torch.Tensor,
-                 latent: torch.Tensor | None = None) -> torch.Tensor:
+    def features(
+        self, obs_n: torch.Tensor, base_n: torch.Tensor, k: torch.Tensor, latent: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Concatenated input (B, in_dim) from normalised obs (B, obs_dim), base action (B, A), k (B,)."""
         cfg = self.config
         b = obs_n.shape[0]
         if obs_n.shape != (b, cfg.obs_dim):
             raise ValueError(f"obs must have shape (B, {cfg.obs_dim}), got {tuple(obs_n.shape)}")
         if base_n.shape != (b, cfg.action_dim):
-            raise ValueError(f"base_action must have shape (B, {cfg.action_dim}) = ({b}, {cfg.action_dim}), got {tuple(base_n.shape)}")
+            raise ValueError(
+                f"base_action must have shape (B, {cfg.action_dim}) = ({b}, {cfg.action_dim}), got {tuple(base_n.shape)}"
+            )
         if k.shape != (b,):
             raise ValueError(f"k must have shape (B,) = ({b},), got {tuple(k.shape)}")
         parts = [obs_n, base_n, position_features(k, cfg.horizon).to(obs_n.dtype)]
         if cfg.latent_dim:
             if latent is None:
-                raise ValueError(f"this head was built with latent_dim={cfg.latent_dim}: pass latent (B, {cfg.latent_dim})")
+                raise ValueError(
+                    f"this head was built with latent_dim={cfg.latent_dim}: pass latent (B, {cfg.latent_dim})"
+                )
             if latent.shape != (b, cfg.latent_dim):
                 raise ValueError(f"latent must have shape (B, {cfg.latent_dim}), got {tuple(latent.shape)}")
             parts.append(latent.to(obs_n.dtype))
@@ -106,14 +114,16 @@ class CorrectionHead(nn.Module):
             raise ValueError("this head was built without a latent input (latent_dim=0)")
         return torch.cat(parts, dim=-1)
 
-    def forward(self, obs_n: torch.Tensor, base_n: torch.Tensor, k: torch.Tensor,
-                latent: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, obs_n: torch.Tensor, base_n: torch.Tensor, k: torch.Tensor, latent: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Residual (B, A) in normalised action units (training target: (a_expert - a_base) / scale)."""
         return self.out(self.body(self.features(obs_n, base_n, k, latent)))
 
     @torch.inference_mode()
-    def residual(self, obs: np.ndarray, base_action: np.ndarray, k: np.ndarray, H: int,
-                 latent: np.ndarray | None = None) -> np.ndarray:
+    def residual(
+        self, obs: np.ndarray, base_action: np.ndarray, k: np.ndarray, H: int, latent: np.ndarray | None = None
+    ) -> np.ndarray:
         """Numpy-facing: residual (B, A) in robot units; executed action = base_action + residual.
 
         ``obs``: (B, obs_dim) raw state; ``base_action``: (B, A) robot units; ``k``: (B,) int in
@@ -139,7 +149,9 @@ class CorrectionHead(nn.Module):
         parts += [np.sin(ang)[:, None], np.cos(ang)[:, None]]
         if cfg.latent_dim:
             if latent is None:
-                raise ValueError(f"this head was built with latent_dim={cfg.latent_dim}: pass latent (B, {cfg.latent_dim})")
+                raise ValueError(
+                    f"this head was built with latent_dim={cfg.latent_dim}: pass latent (B, {cfg.latent_dim})"
+                )
             la = np.asarray(latent, dtype=np.float64)
             if la.shape != (b, cfg.latent_dim):
                 raise ValueError(f"latent must have shape (B, {cfg.latent_dim}), got {la.shape}")
@@ -159,14 +171,21 @@ class CorrectionHead(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
-        torch.save({"format": A2C2_FORMAT, "config": self.config.to_dict(),
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
-                    "normalizer": self.normalizer.to_dict(), "extra": dict(extra or {})}, tmp)
+        torch.save(
+            {
+                "format": A2C2_FORMAT,
+                "config": self.config.to_dict(),
+                "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+                "normalizer": self.normalizer.to_dict(),
+                "extra": dict(extra or {}),
+            },
+            tmp,
+        )
         os.replace(tmp, path)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CorrectionHead":
+    def load(cls, path: str | os.PathLike) -> CorrectionHead:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"correction head checkpoint not found: {path}")

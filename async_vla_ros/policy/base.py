@@ -23,9 +23,10 @@ import difflib
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class SamplerSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SamplerSettings":
+    def from_dict(cls, d: Mapping[str, Any]) -> SamplerSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -162,7 +163,10 @@ class FlowPolicyBackend:
         if weak_network is not None:
             wc = getattr(weak_network, "config", None)
             if not isinstance(wc, FlowNetConfig) or (wc.obs_dim, wc.horizon, wc.action_dim) != (
-                cfg.obs_dim, cfg.horizon, cfg.action_dim):
+                cfg.obs_dim,
+                cfg.horizon,
+                cfg.action_dim,
+            ):
                 raise ValueError("weak_network must be a flow network with the same obs_dim, H and A")
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
@@ -203,7 +207,9 @@ class FlowPolicyBackend:
             if self.config.encoder != "image":
                 return self._state_tensor(state), b
             if "image" not in obs:
-                raise ValueError("image policy needs obs['image']: (B, h, w, ch) uint8 or (B, ch, h, w) float in [0, 1]")
+                raise ValueError(
+                    "image policy needs obs['image']: (B, h, w, ch) uint8 or (B, ch, h, w) float in [0, 1]"
+                )
             return {"state": self._state_tensor(state), "image": self._image_tensor(obs["image"], b)}, b
         if self.config.encoder == "image":
             raise ValueError("image policy needs a mapping obs = {'state': (B, obs_dim), 'image': ...}")
@@ -243,7 +249,9 @@ class FlowPolicyBackend:
             raise ValueError("this sampler needs prefix: (B, H, A)")
         p = np.asarray(prefix, dtype=np.float64)
         if p.shape != (b, self.horizon, self.action_dim):
-            raise ValueError(f"prefix must have shape (B, H, A) = ({b}, {self.horizon}, {self.action_dim}), got {p.shape}")
+            raise ValueError(
+                f"prefix must have shape (B, H, A) = ({b}, {self.horizon}, {self.action_dim}), got {p.shape}"
+            )
         if not np.isfinite(p).all():
             raise ValueError("prefix contains NaN or Inf")
         return torch.as_tensor(self.normalizer.action.normalize(p), dtype=torch.float32, device=self.device)
@@ -325,15 +333,19 @@ class FlowPolicyBackend:
             cond = self.network.encode(obs_t, cache=st.cache_conditioning)
             if sampler != "bid":
                 self._precompute(cond)
-            v = self.network.velocity_fn(cond) if hasattr(self.network, "velocity_fn") else (
-                lambda x, tau: self.network.velocity(x, tau, cond))
+            v = (
+                self.network.velocity_fn(cond)
+                if hasattr(self.network, "velocity_fn")
+                else (lambda x, tau: self.network.velocity(x, tau, cond))
+            )
             if sampler == "vanilla":
                 out = S.sample_vanilla(v, self._noise((b, h, a), gen), st.n_steps)
             elif sampler == "rtc":
                 out = S.sample_rtc(v, self._noise((b, h, a), gen), st.n_steps, y, w, beta=st.beta, validate=False)
             elif sampler == "prefix":
-                out = S.sample_prefix(v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode,
-                                      validate=False)
+                out = S.sample_prefix(
+                    v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode, validate=False
+                )
             else:
                 out, info = self._bid(obs_t, cond, y, w, gen, b, info)
         actions = self.normalizer.action.unnormalize(out.detach().cpu().numpy().astype(np.float64))
@@ -355,21 +367,42 @@ class FlowPolicyBackend:
                 self.weak_network.precompute(wcond, S.flow_times(st.n_steps))
             weak_v = lambda x, tau: self.weak_network.velocity(x, tau, wcond)  # noqa: E731
             weak_x0 = self._noise((b, n_c, h, a), gen)
-        res = S.sample_bid(lambda x, tau: self.network.velocity(x, tau, cond_n), x0, st.n_steps, y, w,
-                           weak_v=weak_v, weak_x0=weak_x0, select=self._bid_select)
+        res = S.sample_bid(
+            lambda x, tau: self.network.velocity(x, tau, cond_n),
+            x0,
+            st.n_steps,
+            y,
+            w,
+            weak_v=weak_v,
+            weak_x0=weak_x0,
+            select=self._bid_select,
+        )
         info = dict(info, bid_index=res.index.tolist(), bid_n=n_c)
         return res.actions, info
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
         """Write this backend's network, normaliser and settings as a checkpoint."""
-        return save_checkpoint(path, self.network, self.normalizer, task=self.task, settings=self.settings,
-                               train_config=self.train_config, extra=extra)
+        return save_checkpoint(
+            path,
+            self.network,
+            self.normalizer,
+            task=self.task,
+            settings=self.settings,
+            train_config=self.train_config,
+            extra=extra,
+        )
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Mapping[str, Any], *, settings: SamplerSettings | None = None,
-                        device: str | torch.device = "cpu", weak_network: nn.Module | None = None,
-                        bid_select: S.BidSelectFn | None = None) -> "FlowPolicyBackend":
+    def from_checkpoint(
+        cls,
+        ckpt: Mapping[str, Any],
+        *,
+        settings: SamplerSettings | None = None,
+        device: str | torch.device = "cpu",
+        weak_network: nn.Module | None = None,
+        bid_select: S.BidSelectFn | None = None,
+    ) -> FlowPolicyBackend:
         """Build from a loaded checkpoint dict (see :func:`load_checkpoint`)."""
         cfg = FlowNetConfig.from_dict(ckpt["network_config"])
         net = build_network(cfg)
@@ -377,14 +410,27 @@ class FlowPolicyBackend:
         if missing or unexpected:
             raise ValueError(f"checkpoint weights do not match the network: missing {missing}, unexpected {unexpected}")
         st = settings if settings is not None else SamplerSettings.from_dict(ckpt.get("sampler_settings", {}))
-        return cls(net, Normalizer.from_dict(ckpt["normalizer"]), st, task=ckpt.get("task", ""),
-                   weak_network=weak_network, device=device, train_config=ckpt.get("train_config", {}),
-                   bid_select=bid_select)
+        return cls(
+            net,
+            Normalizer.from_dict(ckpt["normalizer"]),
+            st,
+            task=ckpt.get("task", ""),
+            weak_network=weak_network,
+            device=device,
+            train_config=ckpt.get("train_config", {}),
+            bid_select=bid_select,
+        )
 
 
-def make_flow_backend(config: FlowNetConfig, normalizer: Normalizer | None = None,
-                      settings: SamplerSettings | None = None, *, init_seed: int = 0, task: str = "",
-                      bid_select: S.BidSelectFn | None = None) -> FlowPolicyBackend:
+def make_flow_backend(
+    config: FlowNetConfig,
+    normalizer: Normalizer | None = None,
+    settings: SamplerSettings | None = None,
+    *,
+    init_seed: int = 0,
+    task: str = "",
+    bid_select: S.BidSelectFn | None = None,
+) -> FlowPolicyBackend:
     """A backend around a freshly initialised network (seeded), e.g. for benchmarks and tests."""
     g = torch.random.get_rng_state()
     torch.manual_seed(init_seed)
@@ -463,7 +509,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:
         raise ValueError(f"{path} is not a readable policy checkpoint: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an {CHECKPOINT_FORMAT} checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+        raise ValueError(
+            f"{path}: not an {CHECKPOINT_FORMAT} checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
+        )
     for key in ("backend", "network_config", "state_dict", "normalizer", "obs_dim", "horizon", "action_dim"):
         if key not in ckpt:
             raise ValueError(f"{path}: checkpoint lacks {key!r}")
@@ -490,8 +538,9 @@ def available_backends() -> tuple[str, ...]:
 
 def get_backend_loader(name: str) -> BackendLoader:
     if name not in _BACKENDS:
-        raise ValueError(f"unknown policy backend {name!r}{did_you_mean(name, _BACKENDS)}; "
-                         f"known: {', '.join(available_backends())}")
+        raise ValueError(
+            f"unknown policy backend {name!r}{did_you_mean(name, _BACKENDS)}; known: {', '.join(available_backends())}"
+        )
     return _BACKENDS[name]
 
 

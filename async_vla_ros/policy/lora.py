@@ -11,8 +11,8 @@ place (peft injects adapter layers into it); deep-copy first to keep an untouche
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from torch import nn
 
@@ -63,8 +63,9 @@ def expected_lora_params(model: nn.Module, rank: int, targets: Sequence[str] | N
     return sum(rank * (mods[n].in_features + mods[n].out_features) for n in names)
 
 
-def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
-               targets: Sequence[str] | None = None, dropout: float = 0.0):
+def apply_lora(
+    model: nn.Module, rank: int = 8, alpha: float = 16.0, targets: Sequence[str] | None = None, dropout: float = 0.0
+):
     """Wrap ``model`` with LoRA adapters on the named Linear layers (default: all of them).
 
     Base weights are frozen; returns the ``peft.PeftModel`` (its ``encode``/``velocity``/
@@ -72,13 +73,16 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
     """
     from peft import LoraConfig, get_peft_model
 
-    settings = LoraSettings(rank=rank, alpha=alpha, dropout=dropout, targets=None if targets is None else tuple(targets))
+    settings = LoraSettings(
+        rank=rank, alpha=alpha, dropout=dropout, targets=None if targets is None else tuple(targets)
+    )
     names = _resolve_targets(model, settings.targets)
     # Anchored regex on full dotted names: peft's list form matches by suffix, which could
     # hit a second module whose name ends the same way.
     pattern = "^(" + "|".join(n.replace(".", r"\.") for n in names) + ")$"
-    cfg = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                     target_modules=pattern, bias="none")
+    cfg = LoraConfig(
+        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=pattern, bias="none"
+    )
     return get_peft_model(model, cfg)
 
 

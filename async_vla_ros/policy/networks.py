@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +51,17 @@ class FlowNetConfig:
     time_max_period: float = 4.0  # sinusoidal tau features: longest period
 
     def __post_init__(self) -> None:
-        for name in ("obs_dim", "action_dim", "horizon", "hidden", "channel_hidden", "token_hidden",
-                     "depth", "obs_hidden", "image_channels"):
+        for name in (
+            "obs_dim",
+            "action_dim",
+            "horizon",
+            "hidden",
+            "channel_hidden",
+            "token_hidden",
+            "depth",
+            "obs_hidden",
+            "image_channels",
+        ):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"FlowNetConfig.{name} must be an int >= 1, got {val!r}")
@@ -77,7 +87,7 @@ class FlowNetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FlowNetConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> FlowNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -112,7 +122,7 @@ class ObsCond:
     def batch(self) -> int:
         return int(self.emb.shape[0])
 
-    def repeat_interleave(self, n: int) -> "ObsCond":
+    def repeat_interleave(self, n: int) -> ObsCond:
         """Each row repeated n times (row b -> rows b*n .. b*n+n-1), a fresh memo."""
         return ObsCond(
             emb=self.emb.repeat_interleave(n, dim=0),
@@ -263,8 +273,9 @@ class FlowMixerNet(nn.Module):
     # ------------------------------------------------------------------ tau side
     def _modulation(self, tau: torch.Tensor, cond: ObsCond) -> list[torch.Tensor]:
         """adaLN modulation for every block plus the final layer; tau: (B,)."""
-        t = self.time_mlp(sincos_features(tau, self.config.hidden, self.config.time_min_period,
-                                          self.config.time_max_period))
+        t = self.time_mlp(
+            sincos_features(tau, self.config.hidden, self.config.time_min_period, self.config.time_max_period)
+        )
         c = t + cond.emb
         mods: list = [blk.modulation(c) for blk in self.blocks]
         scale, shift = self.final_adaln(F.silu(c)).unsqueeze(1).chunk(2, dim=-1)
@@ -325,8 +336,9 @@ class FlowMixerNet(nn.Module):
         h = torch.addcmul(shift, F.layer_norm(h, (self.config.hidden,)), scale_p)
         return self.out_proj(h)
 
-    def forward(self, obs: torch.Tensor | Mapping[str, torch.Tensor], x: torch.Tensor,
-                tau: float | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor | Mapping[str, torch.Tensor], x: torch.Tensor, tau: float | torch.Tensor
+    ) -> torch.Tensor:
         """Uncached path (training): ``velocity(x, tau, encode(obs))``, gradients everywhere."""
         return self.velocity(x, tau, self.encode(obs, cache=False))
 
@@ -374,7 +386,9 @@ def flow_matching_loss(
         raise ValueError("cond_prefix and n_frozen must be given together")
     if cond_prefix is not None:
         if cond_prefix.shape != actions.shape:
-            raise ValueError(f"cond_prefix must have the shape of actions {tuple(actions.shape)}, got {tuple(cond_prefix.shape)}")
+            raise ValueError(
+                f"cond_prefix must have the shape of actions {tuple(actions.shape)}, got {tuple(cond_prefix.shape)}"
+            )
         nf = torch.as_tensor(n_frozen, device=actions.device).long().reshape(-1)
         if nf.shape != (b,) or bool((nf < 0).any()) or bool((nf > h).any()):
             raise ValueError(f"n_frozen must be (B,) = ({b},) ints in [0, H={h}]")

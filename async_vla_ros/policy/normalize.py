@@ -12,8 +12,9 @@ not blown up). Actions in robot units (rad, m) <-> the network's normalised spac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ class DimNorm:
         center = np.asarray(self.center, dtype=np.float64).reshape(-1)
         scale = np.asarray(self.scale, dtype=np.float64).reshape(-1)
         if center.shape != scale.shape or center.size == 0:
-            raise ValueError(f"center and scale must be equal-length non-empty vectors, got {center.shape}, {scale.shape}")
+            raise ValueError(
+                f"center and scale must be equal-length non-empty vectors, got {center.shape}, {scale.shape}"
+            )
         if not (np.isfinite(center).all() and np.isfinite(scale).all()) or (scale <= 0).any():
             raise ValueError("normalisation stats must be finite with scale > 0")
         center.setflags(write=False)
@@ -46,8 +49,11 @@ class DimNorm:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DimNorm):
             return NotImplemented
-        return (self.mode == other.mode and np.array_equal(self.center, other.center)
-                and np.array_equal(self.scale, other.scale))
+        return (
+            self.mode == other.mode
+            and np.array_equal(self.center, other.center)
+            and np.array_equal(self.scale, other.scale)
+        )
 
     __hash__ = None  # type: ignore[assignment]  # holds arrays
 
@@ -56,11 +62,11 @@ class DimNorm:
         return int(self.center.shape[0])
 
     @classmethod
-    def identity(cls, dim: int) -> "DimNorm":
+    def identity(cls, dim: int) -> DimNorm:
         return cls("identity", np.zeros(dim), np.ones(dim))
 
     @classmethod
-    def from_data(cls, data: np.ndarray, mode: str = "meanstd", eps: float = 1e-6) -> "DimNorm":
+    def from_data(cls, data: np.ndarray, mode: str = "meanstd", eps: float = 1e-6) -> DimNorm:
         """Stats from samples ``data`` (N, D) or (N, H, D) (all leading axes pooled)."""
         x = np.asarray(data, dtype=np.float64)
         if x.ndim < 2 or x.shape[0] == 0:
@@ -100,7 +106,7 @@ class DimNorm:
         return {"mode": self.mode, "center": self.center.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DimNorm":
+    def from_dict(cls, d: Mapping[str, Any]) -> DimNorm:
         return cls(str(d["mode"]), np.asarray(d["center"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64))
 
 
@@ -112,12 +118,13 @@ class Normalizer:
     action: DimNorm  # (A,)
 
     @classmethod
-    def identity(cls, obs_dim: int, action_dim: int) -> "Normalizer":
+    def identity(cls, obs_dim: int, action_dim: int) -> Normalizer:
         return cls(DimNorm.identity(obs_dim), DimNorm.identity(action_dim))
 
     @classmethod
-    def from_data(cls, obs: np.ndarray, actions: np.ndarray, obs_mode: str = "meanstd",
-                  action_mode: str = "meanstd") -> "Normalizer":
+    def from_data(
+        cls, obs: np.ndarray, actions: np.ndarray, obs_mode: str = "meanstd", action_mode: str = "meanstd"
+    ) -> Normalizer:
         """``obs``: (N, obs_dim); ``actions``: (N, A) or (N, H, A)."""
         return cls(DimNorm.from_data(obs, obs_mode), DimNorm.from_data(actions, action_mode))
 
@@ -125,5 +132,5 @@ class Normalizer:
         return {"obs": self.obs.to_dict(), "action": self.action.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Normalizer":
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalizer:
         return cls(DimNorm.from_dict(d["obs"]), DimNorm.from_dict(d["action"]))

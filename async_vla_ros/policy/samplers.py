@@ -21,7 +21,8 @@ the prefix ``Y`` the same way.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -65,9 +66,7 @@ def _as_tensor(value, like: torch.Tensor, name: str) -> torch.Tensor:
 def _check_prefix(prefix, x0: torch.Tensor) -> torch.Tensor:
     y = _as_tensor(prefix, x0, "prefix")
     if tuple(y.shape) != tuple(x0.shape):
-        raise ValueError(
-            f"prefix must have the chunk's shape (B, H, A) = {tuple(x0.shape)}, got {tuple(y.shape)}"
-        )
+        raise ValueError(f"prefix must have the chunk's shape (B, H, A) = {tuple(x0.shape)}, got {tuple(y.shape)}")
     return y
 
 
@@ -279,9 +278,7 @@ def _default_select() -> BidSelectFn:
     try:
         from async_vla_ros.core.bid import bid_select
     except ImportError as exc:  # pragma: no cover - depends on the checkout state
-        raise ImportError(
-            "sample_bid needs async_vla_ros.core.bid.bid_select (or pass select=...)"
-        ) from exc
+        raise ImportError("sample_bid needs async_vla_ros.core.bid.bid_select (or pass select=...)") from exc
     return bid_select
 
 
@@ -322,7 +319,9 @@ def sample_bid(
     if weak_v is not None:
         weak_x0 = _check_x0(weak_x0, "weak_x0", ndim=4)
         if weak_x0.shape[0] != b or tuple(weak_x0.shape[2:]) != (h, a):
-            raise ValueError(f"weak_x0 must have shape (B, M, H, A) with B,H,A = {b},{h},{a}, got {tuple(weak_x0.shape)}")
+            raise ValueError(
+                f"weak_x0 must have shape (B, M, H, A) with B,H,A = {b},{h},{a}, got {tuple(weak_x0.shape)}"
+            )
         m = weak_x0.shape[1]
         weak = sample_vanilla(weak_v, weak_x0.reshape(b * m, h, a), n).reshape(b, m, h, a)
     sel = select if select is not None else _default_select()

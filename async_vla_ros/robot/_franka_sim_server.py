@@ -29,9 +29,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=1337)
     parser.add_argument("--enforce-motion-limits", action="store_true")
     parser.add_argument("--enforce-comm-constraints", action="store_true")
-    parser.add_argument("--trace", default=None,
-                        help="write every limit-checker event (published state, received command, "
-                             "extrapolated cycle) as JSON lines to this file when the server stops")
+    parser.add_argument(
+        "--trace",
+        default=None,
+        help="write every limit-checker event (published state, received command, "
+        "extrapolated cycle) as JSON lines to this file when the server stops",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from franka_sim import FrankaSimServer  # imported here: slow, and only in the sim venv
@@ -52,6 +55,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+
     # start() binds the listener, initialises physics, then blocks stepping it; announce
     # readiness from a watcher once the listener exists
     def _announce() -> None:
@@ -96,8 +100,11 @@ def _install_trace() -> list:
     def violation(v) -> list | None:
         return None if v is None else [v.signal, v.axis, float(v.value), float(v.limit)]
 
-    orig_pub, orig_absorb, orig_extra = (MotionLimitChecker.note_published, MotionLimitChecker.absorb_command,
-                                         MotionLimitChecker.extrapolate)
+    orig_pub, orig_absorb, orig_extra = (
+        MotionLimitChecker.note_published,
+        MotionLimitChecker.absorb_command,
+        MotionLimitChecker.extrapolate,
+    )
 
     def note_published(self, published_id):
         events.append({"t": now(), "ev": "pub", "id": int(published_id)})
@@ -106,10 +113,23 @@ def _install_trace() -> list:
     def absorb_command(self, command, joint_positions=None, *, fresh, enforce=False):
         t, before = now(), self._applied_id
         out = orig_absorb(self, command, joint_positions, fresh=fresh, enforce=enforce)
-        events.append({"t": t, "t_done": now(), "ev": "cmd", "id": int(command.get("message_id", 0)),
-                       "fresh": bool(fresh), "applied_before": before, "applied_after": self._applied_id,
-                       "rewound": bool(out.rewound), "recorded": bool(out.recorded), "accepted": bool(out.accepted),
-                       "q_c": list(command["q_c"]), "violation": violation(out.violation), "history": joint(self)})
+        events.append(
+            {
+                "t": t,
+                "t_done": now(),
+                "ev": "cmd",
+                "id": int(command.get("message_id", 0)),
+                "fresh": bool(fresh),
+                "applied_before": before,
+                "applied_after": self._applied_id,
+                "rewound": bool(out.rewound),
+                "recorded": bool(out.recorded),
+                "accepted": bool(out.accepted),
+                "q_c": list(command["q_c"]),
+                "violation": violation(out.violation),
+                "history": joint(self),
+            }
+        )
         return out
 
     def extrapolate(self, message_id):
@@ -117,8 +137,17 @@ def _install_trace() -> list:
         out = orig_extra(self, message_id)
         if out is not None:
             cmd, v = out
-            events.append({"t": t, "ev": "extra", "id": int(message_id), "applied_after": self._applied_id,
-                           "q_c": list(cmd["q_c"]), "violation": violation(v), "history": joint(self)})
+            events.append(
+                {
+                    "t": t,
+                    "ev": "extra",
+                    "id": int(message_id),
+                    "applied_after": self._applied_id,
+                    "q_c": list(cmd["q_c"]),
+                    "violation": violation(v),
+                    "history": joint(self),
+                }
+            )
         return out
 
     MotionLimitChecker.note_published = note_published

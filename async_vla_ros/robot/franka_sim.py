@@ -75,10 +75,18 @@ class FrankaSimServer:
     extrapolated) there as JSON lines when it stops (``_franka_sim_server.py --trace``).
     """
 
-    def __init__(self, enforce_motion_limits: bool = True, enforce_comm_constraints: bool = False,
-                 venv: Path | None = None, log_path: Path | None = None, startup_timeout_s: float = 90.0,
-                 lock_timeout_s: float = 600.0, rt_priority: int | None = None,
-                 cpus: tuple[int, ...] | None = None, trace_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        enforce_motion_limits: bool = True,
+        enforce_comm_constraints: bool = False,
+        venv: Path | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 90.0,
+        lock_timeout_s: float = 600.0,
+        rt_priority: int | None = None,
+        cpus: tuple[int, ...] | None = None,
+        trace_path: Path | None = None,
+    ) -> None:
         self.enforce_motion_limits = bool(enforce_motion_limits)
         self.enforce_comm_constraints = bool(enforce_comm_constraints)
         self.venv = venv
@@ -106,10 +114,12 @@ class FrankaSimServer:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock_fd = fd
                 return
-            except BlockingIOError:
+            except BlockingIOError as err:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise FrankaSimUnavailable(f"another franka-sim user holds {_LOCK} for over {self.lock_timeout_s:.0f} s")
+                    raise FrankaSimUnavailable(
+                        f"another franka-sim user holds {_LOCK} for over {self.lock_timeout_s:.0f} s"
+                    ) from err
                 time.sleep(0.5)
 
     def _release_lock(self) -> None:
@@ -120,7 +130,7 @@ class FrankaSimServer:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def start(self) -> "FrankaSimServer":
+    def start(self) -> FrankaSimServer:
         """Install if needed, start, and wait until the server accepts connections."""
         from async_vla_ros.assets import require_panda
 
@@ -150,8 +160,14 @@ class FrankaSimServer:
             log = open(self.log_path, "w")
             try:
                 cpus = self.cpus
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+                )
             finally:
                 log.close()
             deadline = time.monotonic() + self.startup_timeout_s
@@ -161,7 +177,9 @@ class FrankaSimServer:
                 if "READY" in self.log_path.read_text(errors="replace") and _port_open(_HOST, FRANKA_PORT):
                     return self
                 time.sleep(0.1)
-            raise FrankaSimUnavailable(f"franka-sim did not become ready within {self.startup_timeout_s:.0f} s: {self.log_tail()}")
+            raise FrankaSimUnavailable(
+                f"franka-sim did not become ready within {self.startup_timeout_s:.0f} s: {self.log_tail()}"
+            )
         except BaseException:
             self.stop()
             raise
@@ -186,7 +204,7 @@ class FrankaSimServer:
         finally:
             self._release_lock()
 
-    def __enter__(self) -> "FrankaSimServer":
+    def __enter__(self) -> FrankaSimServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -49,11 +49,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.safety import history_step, steps_since
 from .base import MotionAborted, RobotError, RobotState
 from .cpus import check_cpus
 from .session import CommandSource, TargetStream
 from .streamer import MotionMonitor, StreamerConfig
-from ..core.safety import history_step, steps_since
 
 __all__ = ["LibfrankaConfig", "RunReport", "LibfrankaRobot", "parse_reflex_reasons"]
 
@@ -89,14 +89,24 @@ class LibfrankaConfig:
         if self.realtime not in ("enforce", "ignore"):
             raise ValueError(f"LibfrankaConfig.realtime must be 'enforce' or 'ignore', got {self.realtime!r}")
         if self.controller not in ("joint_impedance", "cartesian_impedance"):
-            raise ValueError(f"LibfrankaConfig.controller must be 'joint_impedance' or 'cartesian_impedance', got {self.controller!r}")
+            raise ValueError(
+                f"LibfrankaConfig.controller must be 'joint_impedance' or 'cartesian_impedance', got {self.controller!r}"
+            )
         if self.sched_fifo_priority is not None and (
-                isinstance(self.sched_fifo_priority, bool) or not isinstance(self.sched_fifo_priority, int)
-                or not 1 <= self.sched_fifo_priority <= 99):
-            raise ValueError(f"LibfrankaConfig.sched_fifo_priority must be None or 1..99, got {self.sched_fifo_priority!r}")
+            isinstance(self.sched_fifo_priority, bool)
+            or not isinstance(self.sched_fifo_priority, int)
+            or not 1 <= self.sched_fifo_priority <= 99
+        ):
+            raise ValueError(
+                f"LibfrankaConfig.sched_fifo_priority must be None or 1..99, got {self.sched_fifo_priority!r}"
+            )
         if not (math.isfinite(self.stop_timeout_s) and self.stop_timeout_s > 0):
             raise ValueError(f"LibfrankaConfig.stop_timeout_s must be > 0, got {self.stop_timeout_s!r}")
-        if isinstance(self.start_hold_cycles, bool) or not isinstance(self.start_hold_cycles, int) or self.start_hold_cycles < 0:
+        if (
+            isinstance(self.start_hold_cycles, bool)
+            or not isinstance(self.start_hold_cycles, int)
+            or self.start_hold_cycles < 0
+        ):
             raise ValueError(f"LibfrankaConfig.start_hold_cycles must be an int >= 0, got {self.start_hold_cycles!r}")
         if not (math.isfinite(self.diverge_tol) and self.diverge_tol > 0):
             raise ValueError(f"LibfrankaConfig.diverge_tol must be > 0, got {self.diverge_tol!r}")
@@ -217,7 +227,7 @@ class LibfrankaRobot:
             self.stop_streaming()
         self._robot = None
 
-    def __enter__(self) -> "LibfrankaRobot":
+    def __enter__(self) -> LibfrankaRobot:
         self.connect()
         return self
 
@@ -232,7 +242,9 @@ class LibfrankaRobot:
     def _to_state(self, st) -> RobotState:
         t = st.time
         t_ns = int(round(t.to_sec() * 1e9)) if hasattr(t, "to_sec") else int(t)
-        return RobotState(q=np.asarray(st.q), dq=np.asarray(st.dq), q_cmd=np.asarray(st.q_d), gripper=None, time_ns=t_ns)
+        return RobotState(
+            q=np.asarray(st.q), dq=np.asarray(st.dq), q_cmd=np.asarray(st.q_d), gripper=None, time_ns=t_ns
+        )
 
     def read_state(self) -> RobotState:
         """One state read outside a motion (``Robot::readOnce``)."""
@@ -250,8 +262,13 @@ class LibfrankaRobot:
         return parse_reflex_reasons(str(self._require().read_once().last_motion_errors))
 
     # ------------------------------------------------------------------ the 1 kHz loop
-    def run(self, source: CommandSource, duration_s: float, monitor: MotionMonitor | None = None,
-            stop_event: threading.Event | None = None) -> RunReport:
+    def run(
+        self,
+        source: CommandSource,
+        duration_s: float,
+        monitor: MotionMonitor | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> RunReport:
         """Stream ``source`` for ``duration_s`` seconds of robot time, then stop it and wait (at
         most ``stop_timeout_s``) until the commands are at rest before finishing the motion.
 
@@ -262,8 +279,11 @@ class LibfrankaRobot:
             raise ValueError(f"duration_s must be > 0, got {duration_s!r}")
         robot = self._require()
         fr = self.module
-        mode = (fr.ControllerMode.JointImpedance if self.config.controller == "joint_impedance"
-                else fr.ControllerMode.CartesianImpedance)
+        mode = (
+            fr.ControllerMode.JointImpedance
+            if self.config.controller == "joint_impedance"
+            else fr.ControllerMode.CartesianImpedance
+        )
         monitor = monitor or MotionMonitor("fr3", dt=self.config.command_dt)
         report = RunReport()
         total = int(round(duration_s / self.config.command_dt))
@@ -313,8 +333,7 @@ class LibfrankaRobot:
                 report.cycles += n
                 report.loop_iterations += 1
                 report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
-                finished = stopping_at is not None and (
-                    source.settled() or report.cycles - stopping_at >= stop_limit)
+                finished = stopping_at is not None and (source.settled() or report.cycles - stopping_at >= stop_limit)
                 follow = None
                 if n > 1:
                     # cycles passed without an answer of ours: the command computed ahead is stale.
@@ -342,10 +361,21 @@ class LibfrankaRobot:
                     report.resynced += 1
                 monitor.update(q_cmd, gap)
                 if trace is not None:
-                    trace.append({"t_read": int(t0 * 1e9), "wait_us": (t0 - t_call) * 1e6, "t_write": t_write, "id": state_id,
-                                  "n": n, "gap": gap, "t_sent": int(t1 * 1e9), "q_d": q_d.tolist(),
-                                  "dq_d": list(state.dq_d), "ddq_d": list(state.ddq_d),
-                                  "q_cmd": q_cmd.tolist()})
+                    trace.append(
+                        {
+                            "t_read": int(t0 * 1e9),
+                            "wait_us": (t0 - t_call) * 1e6,
+                            "t_write": t_write,
+                            "id": state_id,
+                            "n": n,
+                            "gap": gap,
+                            "t_sent": int(t1 * 1e9),
+                            "q_d": q_d.tolist(),
+                            "dq_d": list(state.dq_d),
+                            "ddq_d": list(state.ddq_d),
+                            "q_cmd": q_cmd.tolist(),
+                        }
+                    )
                 if finished:
                     break
                 # off the critical path: state, stop decision, the next cycle's command

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,8 +101,9 @@ class StreamingSession:
     is ``[t]`` (what :class:`~.stress.StressPolicy` expects).
     """
 
-    def __init__(self, policy, config: SessionConfig | None = None,
-                 obs_fn: Callable[[int], np.ndarray] | None = None) -> None:
+    def __init__(
+        self, policy, config: SessionConfig | None = None, obs_fn: Callable[[int], np.ndarray] | None = None
+    ) -> None:
         self.config = config or SessionConfig()
         for attr in ("horizon", "action_dim", "infer"):
             if not hasattr(policy, attr):
@@ -138,16 +140,29 @@ class StreamingSession:
         while self._pending and self._pending[0][0] <= t:
             _, chunk = self._pending.popleft()
             res = self.scheduler.on_chunk(chunk, t)
-            self.merges.append({"t": t, "accepted": res.accepted, "reason": res.reason,
-                                "jump": res.boundary_jump, "measured_d": res.measured_d})
+            self.merges.append(
+                {
+                    "t": t,
+                    "accepted": res.accepted,
+                    "reason": res.reason,
+                    "jump": res.boundary_jump,
+                    "measured_d": res.measured_d,
+                }
+            )
 
     def _control_step(self, t: int) -> None:
         self._deliver(t)
         spec = self.scheduler.maybe_request(t)
         if spec is not None:
             obs = np.asarray(self.obs_fn(t), dtype=np.float64).reshape(1, -1)
-            acts = self.policy.infer(obs, sampler=spec.sampler, prefix=spec.prefix[None], weights=spec.weights[None],
-                                     n_frozen=np.array([spec.n_frozen]), seed=spec.request_id)
+            acts = self.policy.infer(
+                obs,
+                sampler=spec.sampler,
+                prefix=spec.prefix[None],
+                weights=spec.weights[None],
+                n_frozen=np.array([spec.n_frozen]),
+                seed=spec.request_id,
+            )
             acts = np.asarray(acts, dtype=np.float64)[0]
             d = self.config.delay_steps
             if self.config.delay_jitter:
@@ -265,5 +280,4 @@ class TargetStream:
 
     def stats(self) -> dict[str, Any]:
         f = self.streamer.filter
-        return {"submitted": self.n_submitted, "used": self.n_used,
-                "filter": None if f is None else dict(f.counts)}
+        return {"submitted": self.n_submitted, "used": self.n_used, "filter": None if f is None else dict(f.counts)}

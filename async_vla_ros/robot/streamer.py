@@ -49,6 +49,7 @@ __all__ = [
     "MotionMonitor",
 ]
 
+
 @dataclass(frozen=True)
 class StreamerConfig:
     """How a control-rate plan becomes a command-rate stream."""
@@ -75,9 +76,12 @@ class StreamerConfig:
         ratio = self.control_dt / self.command_dt
         if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
             raise ValueError(
-                f"StreamerConfig.control_dt ({self.control_dt}) must be a whole multiple of command_dt ({self.command_dt})")
+                f"StreamerConfig.control_dt ({self.control_dt}) must be a whole multiple of command_dt ({self.command_dt})"
+            )
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"StreamerConfig.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+            raise ValueError(
+                f"StreamerConfig.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
+            )
         if not isinstance(self.safety, bool):
             raise ValueError(f"StreamerConfig.safety must be a bool, got {self.safety!r}")
         self.safety_config()  # validates robot, margin and scales with the filter's own checks
@@ -89,9 +93,14 @@ class StreamerConfig:
 
     def safety_config(self) -> SafetyConfig:
         """The filter's configuration (dt = command_dt)."""
-        return SafetyConfig(robot=self.robot, dt=self.command_dt, position_margin=self.position_margin,
-                            scale_velocity=self.scale_velocity, scale_acceleration=self.scale_acceleration,
-                            scale_jerk=self.scale_jerk)
+        return SafetyConfig(
+            robot=self.robot,
+            dt=self.command_dt,
+            position_margin=self.position_margin,
+            scale_velocity=self.scale_velocity,
+            scale_acceleration=self.scale_acceleration,
+            scale_jerk=self.scale_jerk,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,8 +256,9 @@ class PlanStreamer:
         if self._frozen is not None:
             target = self._frozen.copy()
         elif self.config.interpolation == "cubic":
-            target = interpolate(self.knot(t - 2) if self._has_before(t - 2) else a_m1, a_m1, a_0, self.knot(t + 1),
-                                 u, "cubic")
+            target = interpolate(
+                self.knot(t - 2) if self._has_before(t - 2) else a_m1, a_m1, a_0, self.knot(t + 1), u, "cubic"
+            )
         else:
             target = interpolate(a_m1, a_m1, a_0, a_0, u, self.config.interpolation)
         if t in self._grip:
@@ -348,8 +358,7 @@ class MotionMonitor:
         if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)) or cycles < 1:
             raise ValueError(f"cycles must be an int >= 1, got {cycles!r}")
         q = np.asarray(q, dtype=np.float64)
-        chk = check_differences(np.stack((self._q, q)), cycles * self.dt, self.limits, self.tol,
-                                v0=self._v, a0=self._a)
+        chk = check_differences(np.stack((self._q, q)), cycles * self.dt, self.limits, self.tol, v0=self._v, a0=self._a)
         self.n += 1
         for kind, _ in DERIVATIVES:
             np.maximum(self.max_abs[kind], np.abs(chk.diffs[kind][0]), out=self.max_abs[kind])

@@ -107,8 +107,9 @@ class StressPolicy:
         base = self.base(t_obs + np.arange(self.horizon))
         return base[None] + self._offsets(seed, n)[:, None, :]
 
-    def infer(self, obs, sampler: str = "vanilla", prefix=None, weights=None, n_frozen=None,
-              seed: int | None = None) -> np.ndarray:
+    def infer(
+        self, obs, sampler: str = "vanilla", prefix=None, weights=None, n_frozen=None, seed: int | None = None
+    ) -> np.ndarray:
         """``obs (B, 1)`` control steps -> actions ``(B, H, A)``; see the module docstring."""
         o = np.asarray(obs, dtype=np.float64)
         if o.ndim != 2 or o.shape[1] != 1 or not np.all(np.isfinite(o)):

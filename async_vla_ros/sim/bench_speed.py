@@ -68,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--a2c2", action="store_true", help="add a correction head (zero residual)")
-    p.add_argument("--policy", choices=("flow", "still"), default="flow",
-                   help="flow: default-size flow network; still: free policy (simulation + scheduling only)")
+    p.add_argument(
+        "--policy",
+        choices=("flow", "still"),
+        default="flow",
+        help="flow: default-size flow network; still: free policy (simulation + scheduling only)",
+    )
     ns = p.parse_args(argv)
 
     policy, norm, cfg = _fitted_policy(ns.task)
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     corr = None
     if ns.a2c2:
         from async_vla_ros.policy.a2c2 import CorrectionConfig, CorrectionHead
+
         corr = CorrectionHead(CorrectionConfig(obs_dim=cfg.obs_dim, action_dim=8, horizon=8), norm).eval()
     runner = LockstepRunner(policy, corr)
     total_eps, total_wall = 0, 0.0
@@ -90,11 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - tic
             total_eps += r.n
             total_wall += wall
-            print(f"{m:<9}{d:>2}{wall:>8.1f}{1e3 * r.infer_s / max(1, r.infer_calls):>12.2f}{r.infer_calls:>7}"
-                  f"{r.episodes_per_s:>7.1f}{r.sim_episodes_per_s:>9.1f}", flush=True)
+            print(
+                f"{m:<9}{d:>2}{wall:>8.1f}{1e3 * r.infer_s / max(1, r.infer_calls):>12.2f}{r.infer_calls:>7}"
+                f"{r.episodes_per_s:>7.1f}{r.sim_episodes_per_s:>9.1f}",
+                flush=True,
+            )
     rate = total_eps / total_wall
-    print(f"overall {total_eps} episodes in {total_wall:.1f} s = {rate:.1f} episodes/s; "
-          f"a 10 x 5 x {ns.episodes} sweep at this rate: {10 * 5 * ns.episodes / rate / 60:.1f} min")
+    print(
+        f"overall {total_eps} episodes in {total_wall:.1f} s = {rate:.1f} episodes/s; "
+        f"a 10 x 5 x {ns.episodes} sweep at this rate: {10 * 5 * ns.episodes / rate / 60:.1f} min"
+    )
     return 0
 
 

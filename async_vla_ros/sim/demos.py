@@ -28,9 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,10 +91,21 @@ def _episode_table(obs, act, exe, dt, images: dict[str, np.ndarray]):
     return pa.table(cols)
 
 
-def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, batch: int = 32,
-                noise: float = 0.0, images: Sequence[str] = (), image_size: int = 96,
-                image_style: str = "collision", only_success: bool = False, progress: bool = True,
-                overwrite: bool = False) -> dict[str, Any]:
+def write_demos(
+    task: str,
+    out: str | Path,
+    episodes: int,
+    *,
+    seed: int = 0,
+    batch: int = 32,
+    noise: float = 0.0,
+    images: Sequence[str] = (),
+    image_size: int = 96,
+    image_style: str = "collision",
+    only_success: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Record ``episodes`` expert demonstrations of ``task`` into ``out``; returns info.json's dict.
 
     ``image_style``: ``collision`` draws the Panda's collision meshes (~20 ms per frame on CPU
@@ -122,6 +134,7 @@ def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, bat
         if not overwrite:
             raise FileExistsError(f"{out} is not empty (use --overwrite to replace it)")
         import shutil
+
         shutil.rmtree(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(parents=True, exist_ok=True)
@@ -132,6 +145,7 @@ def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, bat
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=episodes, unit="ep", desc=f"demos {task}", file=sys.stderr)
     written: list[dict[str, Any]] = []
     attempted = 0
@@ -171,10 +185,19 @@ def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, bat
                 table = _episode_table(o_buf[i], a_buf[i], e_buf[i], env.dt, {c: imgs[c][i] for c in images})
                 pq.write_table(table, out / fname, compression="zstd")
                 st = env.states[i]
-                entry = {"episode_index": idx, "seed": seeds[i], "length": t_len, "file": fname,
-                         "success": bool(succ[i]), "success_step": int(sstep[i]),
-                         "events": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
-                                    for k, v in st.info.items() if np.isscalar(v) and np.isfinite(v)}}
+                entry = {
+                    "episode_index": idx,
+                    "seed": seeds[i],
+                    "length": t_len,
+                    "file": fname,
+                    "success": bool(succ[i]),
+                    "success_step": int(sstep[i]),
+                    "events": {
+                        k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
+                        for k, v in st.info.items()
+                        if np.isscalar(v) and np.isfinite(v)
+                    },
+                }
                 if task == "bifurcate":
                     entry["expert_side"] = int(expert_side(np.array([st.params["goal"][1]]))[0])
                 written.append(entry)
@@ -192,14 +215,29 @@ def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, bat
             f.write(json.dumps(e) + "\n")
     meta = task_obj.metadata()
     info = {
-        "format": FORMAT, **meta, "fps": 1.0 / task_obj.dt,
-        "total_episodes": len(written), "total_frames": sum(e["length"] for e in written),
+        "format": FORMAT,
+        **meta,
+        "fps": 1.0 / task_obj.dt,
+        "total_episodes": len(written),
+        "total_frames": sum(e["length"] for e in written),
         "success_rate": float(np.mean([e["success"] for e in written])) if written else 0.0,
-        "attempted_episodes": attempted, "seed": seed,
-        "expert": {"name": "ScriptedExpert", "horizon": expert.horizon, "execution_noise_rad": noise,
-                   "labels": "clean closed-loop expert action (first action of a fresh plan)"},
-        "images": {"cameras": list(images), "shape": [image_size, image_size, 3], "dtype": "uint8",
-                   "encoding": "raw row-major bytes", "style": image_style} if images else None,
+        "attempted_episodes": attempted,
+        "seed": seed,
+        "expert": {
+            "name": "ScriptedExpert",
+            "horizon": expert.horizon,
+            "execution_noise_rad": noise,
+            "labels": "clean closed-loop expert action (first action of a fresh plan)",
+        },
+        "images": {
+            "cameras": list(images),
+            "shape": [image_size, image_size, 3],
+            "dtype": "uint8",
+            "encoding": "raw row-major bytes",
+            "style": image_style,
+        }
+        if images
+        else None,
         "columns": ["frame_index", "timestamp", "observation.state", "action", "action.executed"]
         + [f"observation.images.{c}" for c in images],
     }
@@ -211,8 +249,9 @@ def write_demos(task: str, out: str | Path, episodes: int, *, seed: int = 0, bat
 def load_info(path: str | Path) -> dict[str, Any]:
     p = Path(path) / "meta" / "info.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: not a demonstrations directory (write one with "
-                                "`async-vla-ros demos TASK`)")
+        raise FileNotFoundError(
+            f"{p} not found: not a demonstrations directory (write one with `async-vla-ros demos TASK`)"
+        )
     info = json.loads(p.read_text())
     if info.get("format") != FORMAT:
         raise ValueError(f"{p}: format {info.get('format')!r}, expected {FORMAT!r}")
@@ -236,7 +275,7 @@ def load_demos(path: str | Path, only_success: bool = False, images: bool = True
             continue
         table = pq.read_table(root / e["file"])
 
-        def vec(col: str, dim: int) -> np.ndarray:
+        def vec(col: str, dim: int, table=table) -> np.ndarray:
             arr = table.column(col).combine_chunks()
             return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, dim)
 
@@ -249,8 +288,17 @@ def load_demos(path: str | Path, only_success: bool = False, images: bool = True
                 raw = table.column(f"observation.images.{cam}").to_pylist()
                 cams[cam] = np.stack([np.frombuffer(b, np.uint8).reshape(shape) for b in raw])
         first = cams[next(iter(cams))] if cams else None
-        eps.append(DemoEpisode(obs=obs, actions=act, executed=exe, seed=int(e["seed"]),
-                               meta={**e, "task": info["task"]}, images=first, camera_images=cams))
+        eps.append(
+            DemoEpisode(
+                obs=obs,
+                actions=act,
+                executed=exe,
+                seed=int(e["seed"]),
+                meta={**e, "task": info["task"]},
+                images=first,
+                camera_images=cams,
+            )
+        )
     return Demos(info=info, episodes=eps)
 
 
@@ -263,13 +311,27 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--out", default=None, help="output directory (default data/demos/TASK)")
     parser.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED + i (default 0)")
     parser.add_argument("--batch", type=int, default=32, help="environments recorded in lockstep (default 32)")
-    parser.add_argument("--noise", type=float, default=0.0,
-                        help="std (rad) of Gaussian noise added to executed joint targets; labels stay clean")
-    parser.add_argument("--images", nargs="*", choices=CAMERAS, default=None, metavar="CAM",
-                        help="also record RGB frames (scene and/or wrist; bare --images = scene)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="std (rad) of Gaussian noise added to executed joint targets; labels stay clean",
+    )
+    parser.add_argument(
+        "--images",
+        nargs="*",
+        choices=CAMERAS,
+        default=None,
+        metavar="CAM",
+        help="also record RGB frames (scene and/or wrist; bare --images = scene)",
+    )
     parser.add_argument("--image-size", type=int, default=96, help="square image size in px (default 96)")
-    parser.add_argument("--image-style", choices=sorted(IMAGE_STYLES), default="collision",
-                        help="draw the robot's collision meshes (fast, default) or its visual meshes")
+    parser.add_argument(
+        "--image-style",
+        choices=sorted(IMAGE_STYLES),
+        default="collision",
+        help="draw the robot's collision meshes (fast, default) or its visual meshes",
+    )
     parser.add_argument("--only-success", action="store_true", help="keep only successful episodes (up to 3N tries)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -280,14 +342,27 @@ def run_demos(ns: argparse.Namespace) -> int:
     cams = ns.images if ns.images else ([] if ns.images is None else ["scene"])
     out = Path(ns.out) if ns.out else Path("data") / "demos" / ns.task
     try:
-        info = write_demos(ns.task, out, ns.episodes, seed=ns.seed, batch=ns.batch, noise=ns.noise, images=cams,
-                           image_size=ns.image_size, image_style=ns.image_style, only_success=ns.only_success, progress=not ns.no_progress,
-                           overwrite=ns.overwrite)
+        info = write_demos(
+            ns.task,
+            out,
+            ns.episodes,
+            seed=ns.seed,
+            batch=ns.batch,
+            noise=ns.noise,
+            images=cams,
+            image_size=ns.image_size,
+            image_style=ns.image_style,
+            only_success=ns.only_success,
+            progress=not ns.no_progress,
+            overwrite=ns.overwrite,
+        )
     except (FileExistsError, ValueError) as exc:
         print(f"demos: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {info['total_episodes']} episodes ({info['total_frames']} steps, expert success "
-          f"{info['success_rate']:.3f}) of {ns.task} to {out}")
+    print(
+        f"wrote {info['total_episodes']} episodes ({info['total_frames']} steps, expert success "
+        f"{info['success_rate']:.3f}) of {ns.task} to {out}"
+    )
     return 0
 
 

@@ -25,8 +25,8 @@ boundary is visible in the observation of that step, like a camera frame taken r
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import mujoco
 import numpy as np
@@ -185,8 +185,14 @@ class BatchedPandaEnv:
         return np.array([s.failed for s in self.states], dtype=bool)
 
     # ------------------------------------------------------------------ images
-    def render(self, index: int, camera: str = "scene", width: int = 128, height: int = 128,
-               geom_groups: tuple[int, ...] = (0, 2)) -> np.ndarray:
+    def render(
+        self,
+        index: int,
+        camera: str = "scene",
+        width: int = 128,
+        height: int = 128,
+        geom_groups: tuple[int, ...] = (0, 2),
+    ) -> np.ndarray:
         """RGB image (height, width, 3) uint8 of env ``index`` at the current step."""
         key = (camera, width, height, tuple(geom_groups))
         if key not in self._renderers:
@@ -206,7 +212,7 @@ class BatchedPandaEnv:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def __enter__(self) -> "BatchedPandaEnv":
+    def __enter__(self) -> BatchedPandaEnv:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,8 +30,7 @@ import numpy as np
 
 from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
-from async_vla_ros.sim.tasks import (BifurcateTask, InterceptTask, PickMovingTask, Q_REST, Task, TrackTask,
-                                     make_task)
+from async_vla_ros.sim.tasks import Q_REST, BifurcateTask, InterceptTask, PickMovingTask, Task, TrackTask, make_task
 
 SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
 
@@ -47,8 +46,7 @@ class ScriptedExpert:
 
     action_dim = S.ACTION_DIM
 
-    def __init__(self, task: str | Task, horizon: int = 8, noise_std: float = 0.0, seed: int = 0,
-                 ik_iters: int = 2):
+    def __init__(self, task: str | Task, horizon: int = 8, noise_std: float = 0.0, seed: int = 0, ik_iters: int = 2):
         self.task: Task = make_task(task) if isinstance(task, str) else task
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
@@ -63,13 +61,18 @@ class ScriptedExpert:
         self.dt = self.task.dt
         self._slices = self.task.obs_slices
         self._rng = np.random.default_rng(seed)
-        self._plan = {TrackTask: self._plan_track, InterceptTask: self._plan_intercept,
-                      BifurcateTask: self._plan_bifurcate, PickMovingTask: self._plan_pick}[type(self.task)]
+        self._plan = {
+            TrackTask: self._plan_track,
+            InterceptTask: self._plan_intercept,
+            BifurcateTask: self._plan_bifurcate,
+            PickMovingTask: self._plan_pick,
+        }[type(self.task)]
         self.last_info: dict = {}
 
     # ------------------------------------------------------------------ ChunkPolicy
-    def infer(self, obs, sampler: str = "vanilla", prefix=None, weights=None, n_frozen=None,
-              seed: int | None = None) -> np.ndarray:
+    def infer(
+        self, obs, sampler: str = "vanilla", prefix=None, weights=None, n_frozen=None, seed: int | None = None
+    ) -> np.ndarray:
         """Chunks (B, H, 8) planned from obs (B, obs_dim); see the module docstring for samplers."""
         if isinstance(obs, dict):
             obs = obs["state"]
@@ -207,13 +210,11 @@ class ScriptedExpert:
             step = times[k] - t_prev
             t_prev = times[k]
             e_xy = np.linalg.norm(rest[:, :2] - tcp[:, :2], axis=1)
-            holding = ((width < size + 0.012) & (width > size - 0.012) & (e_xy < 0.02)
-                       & (tcp[:, 2] - cube[:, 2] < 0.03))
+            holding = (width < size + 0.012) & (width > size - 0.012) & (e_xy < 0.02) & (tcp[:, 2] - cube[:, 2] < 0.03)
             aligned = e_xy < 0.012
             low = tcp[:, 2] < grasp_z + 0.015
             # Once the fingers have started closing around the cube, keep closing (no dithering).
-            committed = ((width < S.GRIPPER_MAX - 0.01) & (width > size - 0.012)
-                         & (tcp[:, 2] < grasp_z + 0.035))
+            committed = (width < S.GRIPPER_MAX - 0.01) & (width > size - 0.012) & (tcp[:, 2] < grasp_z + 0.035)
             closing = ~holding & aligned & (low | committed)
             approach = ~holding & ~closing
             # Approach: over the cube, descend as the horizontal error shrinks, gripper open.

@@ -39,8 +39,9 @@ before, or the first step of a chunk after a hold (every chunk start except the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -166,15 +167,22 @@ class LockstepResult:
         return {
             **{k: v for k, v in asdict(self.config).items() if k != "strategy_options"},
             "strategy_options": dict(self.config.strategy_options),
-            "n": self.n, "successes": self.successes, "success_rate": self.success_rate,
+            "n": self.n,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
             "time_to_success_s": float(np.mean(ts)) if ts else None,
-            "acc_max": self.mean("acc_max"), "acc_rms": self.mean("acc_rms"),
-            "jerk_max": self.mean("jerk_max"), "jerk_rms": self.mean("jerk_rms"),
+            "acc_max": self.mean("acc_max"),
+            "acc_rms": self.mean("acc_rms"),
+            "jerk_max": self.mean("jerk_max"),
+            "jerk_rms": self.mean("jerk_rms"),
             "switch_jump_max": self.mean("switch_jump_max"),
-            "wall_s": self.wall_s, "infer_s": self.infer_s, "correction_s": self.correction_s,
+            "wall_s": self.wall_s,
+            "infer_s": self.infer_s,
+            "correction_s": self.correction_s,
             "infer_calls": self.infer_calls,
             "infer_ms_per_call": 1e3 * self.infer_s / self.infer_calls if self.infer_calls else None,
-            "episodes_per_s": self.episodes_per_s, "sim_episodes_per_s": self.sim_episodes_per_s,
+            "episodes_per_s": self.episodes_per_s,
+            "sim_episodes_per_s": self.sim_episodes_per_s,
         }
 
 
@@ -186,8 +194,12 @@ def smoothness(commands: np.ndarray, dt: float) -> tuple[float, float, float, fl
         return 0.0, 0.0, 0.0, 0.0
     acc = np.diff(c, n=2, axis=0) / dt**2
     jerk = np.diff(c, n=3, axis=0) / dt**3
-    return (float(np.abs(acc).max()), float(np.sqrt((acc**2).mean())),
-            float(np.abs(jerk).max()), float(np.sqrt((jerk**2).mean())))
+    return (
+        float(np.abs(acc).max()),
+        float(np.sqrt((acc**2).mean())),
+        float(np.abs(jerk).max()),
+        float(np.sqrt((jerk**2).mean())),
+    )
 
 
 class LockstepRunner:
@@ -202,9 +214,13 @@ class LockstepRunner:
     pass a physics-free fake with the same interface).
     """
 
-    def __init__(self, policy: Any, correction: Any | None = None,
-                 progress: Callable[[int, int], None] | None = None,
-                 env_factory: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        policy: Any,
+        correction: Any | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        env_factory: Callable[..., Any] | None = None,
+    ):
         for attr in ("horizon", "action_dim", "obs_dim", "infer"):
             if not hasattr(policy, attr):
                 raise TypeError(f"policy lacks {attr!r}: not a ChunkPolicy")
@@ -222,8 +238,10 @@ class LockstepRunner:
     def run(self, config: LockstepConfig) -> LockstepResult:
         task = make_task(config.task)
         if self.policy.obs_dim != task.obs_dim or self.policy.action_dim != 8:
-            raise ValueError(f"policy dims (obs {self.policy.obs_dim}, action {self.policy.action_dim}) do not "
-                             f"match task {config.task!r} (obs {task.obs_dim}, action 8)")
+            raise ValueError(
+                f"policy dims (obs {self.policy.obs_dim}, action {self.policy.action_dim}) do not "
+                f"match task {config.task!r} (obs {task.obs_dim}, action 8)"
+            )
         seeds = episode_seeds(config.seed, config.episodes)
         records: list[EpisodeRecord] = []
         t0 = time.perf_counter()
@@ -232,7 +250,7 @@ class LockstepRunner:
         env = self.env_factory(task, batch, threads=config.threads)
         try:
             for b, start in enumerate(range(0, config.episodes, batch)):
-                part = seeds[start:start + batch]
+                part = seeds[start : start + batch]
                 if len(part) < batch:
                     env.close()
                     env = self.env_factory(task, len(part), threads=config.threads)
@@ -241,8 +259,16 @@ class LockstepRunner:
                     self.progress(len(records), config.episodes)
         finally:
             env.close()
-        return LockstepResult(config, tuple(records), time.perf_counter() - t0, timers["infer"], timers["corr"],
-                              timers["calls"], int(self.policy.horizon), task.dt)
+        return LockstepResult(
+            config,
+            tuple(records),
+            time.perf_counter() - t0,
+            timers["infer"],
+            timers["corr"],
+            timers["calls"],
+            int(self.policy.horizon),
+            task.dt,
+        )
 
     # ------------------------------------------------------------------ one batch
     def _make_scheduler(self, config: LockstepConfig) -> ChunkScheduler:
@@ -254,8 +280,9 @@ class LockstepRunner:
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.method, delay=delay, **opts)
 
-    def _run_batch(self, env: BatchedPandaEnv, config: LockstepConfig, seeds: Sequence[int], b_idx: int,
-                   timers: dict) -> list[EpisodeRecord]:
+    def _run_batch(
+        self, env: BatchedPandaEnv, config: LockstepConfig, seeds: Sequence[int], b_idx: int, timers: dict
+    ) -> list[EpisodeRecord]:
         n, h, d = len(seeds), int(self.policy.horizon), config.delay
         scheds = [self._make_scheduler(config) for _ in range(n)]
         obs = env.reset(seeds)
@@ -294,7 +321,9 @@ class LockstepRunner:
                 if sp0.sampler == "prefix":
                     kw["n_frozen"] = np.array([specs[i].n_frozen for i in req], dtype=np.int64)
                 tic = time.perf_counter()
-                chunks = self.policy.infer(obs[req], sampler=sp0.sampler, seed=_call_seed(config.seed, b_idx, call), **kw)
+                chunks = self.policy.infer(
+                    obs[req], sampler=sp0.sampler, seed=_call_seed(config.seed, b_idx, call), **kw
+                )
                 dt_inf = time.perf_counter() - tic
                 timers["infer"] += dt_inf
                 timers["calls"] += 1
@@ -343,12 +372,24 @@ class LockstepRunner:
             sw = scheds[i].timeline.switch_points
             jumps = [float(np.linalg.norm(c[p.t + 2, :] - c[p.t + 1, :])) for p in sw[1:] if p.t + 2 < len(c)]
             info = {k: v for k, v in env.states[i].info.items() if k != "errors"}
-            out.append(EpisodeRecord(
-                seed=int(seeds[i]), success=bool(succ[i]), success_step=int(sstep[i]),
-                time_to_success_s=float((sstep[i] + 1) * env.dt) if succ[i] else None,
-                steps=int(steps[i]), acc_max=acc_max, acc_rms=acc_rms, jerk_max=jerk_max, jerk_rms=jerk_rms,
-                switch_jump_max=max(jumps) if jumps else 0.0, n_switches=len(jumps), hold_steps=int(holds[i]),
-                infer_s=infer_batch / n, task_info=_jsonable(info)))
+            out.append(
+                EpisodeRecord(
+                    seed=int(seeds[i]),
+                    success=bool(succ[i]),
+                    success_step=int(sstep[i]),
+                    time_to_success_s=float((sstep[i] + 1) * env.dt) if succ[i] else None,
+                    steps=int(steps[i]),
+                    acc_max=acc_max,
+                    acc_rms=acc_rms,
+                    jerk_max=jerk_max,
+                    jerk_rms=jerk_rms,
+                    switch_jump_max=max(jumps) if jumps else 0.0,
+                    n_switches=len(jumps),
+                    hold_steps=int(holds[i]),
+                    infer_s=infer_batch / n,
+                    task_info=_jsonable(info),
+                )
+            )
         return out
 
 
@@ -356,8 +397,10 @@ def _merge(sched: ChunkScheduler, chunk: Chunk, t: int) -> None:
     """Deliver a chunk; in lockstep every chunk answers its request on time, so a reject is a bug."""
     res = sched.on_chunk(chunk, t)
     if not res.accepted:
-        raise RuntimeError(f"lockstep: chunk {chunk.chunk_id} (request {chunk.request_id}, t_obs {chunk.t_obs}) "
-                           f"rejected at step {t}: {res.reason}")
+        raise RuntimeError(
+            f"lockstep: chunk {chunk.chunk_id} (request {chunk.request_id}, t_obs {chunk.t_obs}) "
+            f"rejected at step {t}: {res.reason}"
+        )
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -370,7 +413,11 @@ def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_lockstep(policy: Any, config: LockstepConfig, correction: Any | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> LockstepResult:
+def run_lockstep(
+    policy: Any,
+    config: LockstepConfig,
+    correction: Any | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LockstepResult:
     """Convenience: ``LockstepRunner(policy, correction, progress).run(config)``."""
     return LockstepRunner(policy, correction, progress).run(config)

@@ -26,8 +26,8 @@ Mesa EGL driver such as ``libegl-mesa0``). Shadows and reflections are off.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import mujoco
 import numpy as np
@@ -47,8 +47,7 @@ TABLE_CONTYPE, TABLE_CONAFF = 1, 0
 ROBOT_CONTYPE, ROBOT_CONAFF = 2, 0
 OBJECT_CONTYPE, OBJECT_CONAFF = 1, 3
 
-_ARM_BODIES = ("link1", "link2", "link3", "link4", "link5", "link6", "link7", "hand",
-               "left_finger", "right_finger")
+_ARM_BODIES = ("link1", "link2", "link3", "link4", "link5", "link6", "link7", "hand", "left_finger", "right_finger")
 _CONTACT_KINDS = ("fingers", "hand", "paddle")
 PADDLE_HALF = (0.012, 0.04, 0.02)  # m, box half sizes in the hand frame (x, y, z)
 PADDLE_Z = 0.1034 - 0.005  # m, centre of the paddle along the hand z axis (bottom 1.5 cm below TCP)
@@ -95,28 +94,41 @@ def build_spec(
             if g.contype == 0 and g.conaffinity == 0:
                 continue  # visual geom
             is_pad = g.classname.name == "fingertip_pad_collision_1"
-            keep = (is_pad and "fingers" in robot_contacts) or (
-                body.name == "hand" and "hand" in robot_contacts)
+            keep = (is_pad and "fingers" in robot_contacts) or (body.name == "hand" and "hand" in robot_contacts)
             g.contype, g.conaffinity = (ROBOT_CONTYPE, ROBOT_CONAFF) if keep else (0, 0)
             g.condim = 3
             g.friction = [1.0, 0.005, 0.0001]
 
     hand = spec.body("hand")
     if "paddle" in robot_contacts:
-        hand.add_geom(name="paddle", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(PADDLE_HALF),
-                      pos=[0.0, 0.0, PADDLE_Z],
-                      rgba=[0.2, 0.3, 0.8, 1.0], contype=ROBOT_CONTYPE, conaffinity=ROBOT_CONAFF,
-                      mass=0.05)
+        hand.add_geom(
+            name="paddle",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=list(PADDLE_HALF),
+            pos=[0.0, 0.0, PADDLE_Z],
+            rgba=[0.2, 0.3, 0.8, 1.0],
+            contype=ROBOT_CONTYPE,
+            conaffinity=ROBOT_CONAFF,
+            mass=0.05,
+        )
     cam_pos = np.array([1.45, 0.0, 0.85])
-    spec.worldbody.add_camera(name="scene", pos=list(cam_pos),
-                              xyaxes=_look_at_xyaxes(cam_pos, [0.45, 0.0, 0.05]), fovy=50)
+    spec.worldbody.add_camera(
+        name="scene", pos=list(cam_pos), xyaxes=_look_at_xyaxes(cam_pos, [0.45, 0.0, 0.05]), fovy=50
+    )
     hand.add_camera(name="wrist", pos=[0.07, 0.0, 0.02], quat=[0.0, 1.0, 0.0, 0.0], fovy=75)
     spec.worldbody.add_light(name="key", pos=[0.5, 0.5, 1.8], dir=[0, -0.3, -1], castshadow=False)
 
     table = spec.worldbody.add_body(name="table")
-    table.add_geom(name="table_top", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.8, 0.8, 0.02],
-                   pos=[0.45, 0.0, -0.02], rgba=[0.55, 0.45, 0.35, 1.0],
-                   contype=TABLE_CONTYPE, conaffinity=TABLE_CONAFF, friction=[0.6, 0.005, 0.0001])
+    table.add_geom(
+        name="table_top",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.8, 0.8, 0.02],
+        pos=[0.45, 0.0, -0.02],
+        rgba=[0.55, 0.45, 0.35, 1.0],
+        contype=TABLE_CONTYPE,
+        conaffinity=TABLE_CONAFF,
+        friction=[0.6, 0.005, 0.0001],
+    )
     if add_objects is not None:
         add_objects(spec)
     return spec
@@ -132,7 +144,7 @@ class SceneIds:
     finger_dof: np.ndarray  # (2,)
 
     @classmethod
-    def from_model(cls, model: mujoco.MjModel) -> "SceneIds":
+    def from_model(cls, model: mujoco.MjModel) -> SceneIds:
         def jid(name: str) -> int:
             return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
 
@@ -157,8 +169,10 @@ def gl_available() -> tuple[bool, str]:
         ctx.free()
         return True, ""
     except Exception as exc:  # noqa: BLE001 - any backend failure means "no GL here"
-        return False, (f"no offscreen GL with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {exc}. "
-                       "Install Debian libegl1 libgl1 libegl-mesa0 (egl) or libosmesa6 (osmesa).")
+        return False, (
+            f"no offscreen GL with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {exc}. "
+            "Install Debian libegl1 libgl1 libegl-mesa0 (egl) or libosmesa6 (osmesa)."
+        )
 
 
 class SceneRenderer:
@@ -169,8 +183,14 @@ class SceneRenderer:
     meshes (0, 2).
     """
 
-    def __init__(self, model: mujoco.MjModel, width: int = 128, height: int = 128,
-                 camera: str = "scene", geom_groups: tuple[int, ...] = (0, 2)):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        width: int = 128,
+        height: int = 128,
+        camera: str = "scene",
+        geom_groups: tuple[int, ...] = (0, 2),
+    ):
         if not (16 <= width <= 640 and 16 <= height <= 480):
             raise ValueError(f"image size {width}x{height} outside 16..640 x 16..480")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:

@@ -49,7 +49,6 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
 
 COMMON_FIELDS: tuple[tuple[str, int], ...] = (("q", 7), ("qd", 7), ("gripper", 1), ("tcp", 3))
@@ -113,10 +112,16 @@ class Task(ABC):
         return int(round(self.dt / S.TIMESTEP))
 
     def metadata(self) -> dict[str, Any]:
-        return {"task": self.name, "dt": self.dt, "episode_steps": self.episode_steps,
-                "obs_fields": [[n, k] for n, k in self.obs_fields], "obs_dim": self.obs_dim,
-                "action_fields": [["q_target", 7], ["gripper_width", 1]], "action_dim": S.ACTION_DIM,
-                "config": self.config_dict()}
+        return {
+            "task": self.name,
+            "dt": self.dt,
+            "episode_steps": self.episode_steps,
+            "obs_fields": [[n, k] for n, k in self.obs_fields],
+            "obs_dim": self.obs_dim,
+            "action_fields": [["q_target", 7], ["gripper_width", 1]],
+            "action_dim": S.ACTION_DIM,
+            "config": self.config_dict(),
+        }
 
     def config_dict(self) -> dict[str, Any]:
         return {}
@@ -199,8 +204,9 @@ class TrackTask(Task):
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         b = spec.worldbody.add_body(name="target", mocap=True, pos=[0.45, 0, 0.25])
-        b.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[1, 0.2, 0.2, 0.8],
-                   contype=0, conaffinity=0)
+        b.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[1, 0.2, 0.2, 0.8], contype=0, conaffinity=0
+        )
 
     def bind(self, model: mujoco.MjModel) -> None:
         super().bind(model)
@@ -209,15 +215,22 @@ class TrackTask(Task):
     def _sinusoids(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
         amp = rng.uniform(*c.amp, size=(2, 3)) * np.array([1.0, 1.0, 1 / 3])
-        return {"amp": amp, "omega": 2 * np.pi * rng.uniform(*c.freq, size=(2, 3)),
-                "phase": rng.uniform(0, 2 * np.pi, size=(2, 3))}
+        return {
+            "amp": amp,
+            "omega": 2 * np.pi * rng.uniform(*c.freq, size=(2, 3)),
+            "phase": rng.uniform(0, 2 * np.pi, size=(2, 3)),
+        }
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         c = self.config
         centre = np.array([rng.uniform(0.42, 0.52), rng.uniform(-0.10, 0.10), rng.uniform(0.18, 0.30)])
         t_end = c.episode_steps * self.dt
-        params = {"centre": centre, "first": self._sinusoids(rng), "second": self._sinusoids(rng),
-                  "t_switch": rng.uniform(*c.switch) * t_end}
+        params = {
+            "centre": centre,
+            "first": self._sinusoids(rng),
+            "second": self._sinusoids(rng),
+            "t_switch": rng.uniform(*c.switch) * t_end,
+        }
         # The target at every step boundary, precomputed (the env looks it up ~3x per step).
         path = [self.target(params, k * self.dt) for k in range(c.episode_steps + 1)]
         params["path_pos"] = np.array([p for p, _ in path])
@@ -262,7 +275,7 @@ class TrackTask(Task):
         errs.append(float(np.linalg.norm(tcp - pos)))
         c = self.config
         if st.t == c.episode_steps - 1:
-            scored = np.array(errs[c.warmup:])
+            scored = np.array(errs[c.warmup :])
             frac = float((scored < c.tol).mean())
             st.info["on_target_fraction"] = frac
             st.info["mean_error"] = float(scored.mean())
@@ -307,12 +320,26 @@ class InterceptTask(Task):
         c = self.config
         ball = spec.worldbody.add_body(name="ball", pos=[0.9, 0, c.ball_radius])
         ball.add_freejoint(name="ball_free")
-        ball.add_geom(name="ball", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[c.ball_radius, 0, 0],
-                      rgba=[0.9, 0.5, 0.1, 1], mass=0.06, contype=S.OBJECT_CONTYPE,
-                      conaffinity=S.OBJECT_CONAFF, condim=3, friction=[0.6, 0.0, 0.0])
-        spec.worldbody.add_geom(name="goal_line", type=mujoco.mjtGeom.mjGEOM_BOX,
-                                size=[0.005, 0.4, 0.001], pos=[c.goal_x, 0, 0.001],
-                                rgba=[0.9, 0.1, 0.1, 1], contype=0, conaffinity=0)
+        ball.add_geom(
+            name="ball",
+            type=mujoco.mjtGeom.mjGEOM_SPHERE,
+            size=[c.ball_radius, 0, 0],
+            rgba=[0.9, 0.5, 0.1, 1],
+            mass=0.06,
+            contype=S.OBJECT_CONTYPE,
+            conaffinity=S.OBJECT_CONAFF,
+            condim=3,
+            friction=[0.6, 0.0, 0.0],
+        )
+        spec.worldbody.add_geom(
+            name="goal_line",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[0.005, 0.4, 0.001],
+            pos=[c.goal_x, 0, 0.001],
+            rgba=[0.9, 0.1, 0.1, 1],
+            contype=0,
+            conaffinity=0,
+        )
 
     def bind(self, model):
         super().bind(model)
@@ -323,9 +350,14 @@ class InterceptTask(Task):
     def sample(self, rng):
         c = self.config
         start = np.array([rng.uniform(0.86, 0.92), rng.uniform(-0.15, 0.15), c.ball_radius])
-        return {"start": start, "speed": rng.uniform(*c.speed),
-                "aim": rng.uniform(-c.aim_y, c.aim_y), "kick_x": rng.uniform(*c.kick_x),
-                "kick_aim": rng.uniform(-c.aim_y, c.aim_y), "start_y": rng.uniform(-0.15, 0.15)}
+        return {
+            "start": start,
+            "speed": rng.uniform(*c.speed),
+            "aim": rng.uniform(-c.aim_y, c.aim_y),
+            "kick_x": rng.uniform(*c.kick_x),
+            "kick_aim": rng.uniform(-c.aim_y, c.aim_y),
+            "start_y": rng.uniform(-0.15, 0.15),
+        }
 
     def start_tcp(self, params):
         c = self.config
@@ -334,26 +366,26 @@ class InterceptTask(Task):
     def _set_velocity(self, data, pos: np.ndarray, aim_y: float, speed: float) -> None:
         d = np.array([self.config.goal_x - pos[0], aim_y - pos[1], 0.0])
         v = d / np.linalg.norm(d) * speed
-        data.qvel[self._dof:self._dof + 3] = v
+        data.qvel[self._dof : self._dof + 3] = v
         # Rolling without slipping: omega = z x v / r.
-        data.qvel[self._dof + 3:self._dof + 6] = np.cross([0, 0, 1.0], v) / self.config.ball_radius
+        data.qvel[self._dof + 3 : self._dof + 6] = np.cross([0, 0, 1.0], v) / self.config.ball_radius
 
     def reset_objects(self, model, data, st):
         p = st.params
-        data.qpos[self._qpos:self._qpos + 3] = p["start"]
-        data.qpos[self._qpos + 3:self._qpos + 7] = [1, 0, 0, 0]
+        data.qpos[self._qpos : self._qpos + 3] = p["start"]
+        data.qpos[self._qpos + 3 : self._qpos + 7] = [1, 0, 0, 0]
         self._set_velocity(data, p["start"], p["aim"], p["speed"])
         st.info["kicked_at"] = -1
 
     def pre_step(self, model, data, st, tcp):
-        pos = data.qpos[self._qpos:self._qpos + 3]
+        pos = data.qpos[self._qpos : self._qpos + 3]
         if st.info["kicked_at"] < 0 and pos[0] <= st.params["kick_x"]:
-            speed = float(np.linalg.norm(data.qvel[self._dof:self._dof + 2]))
+            speed = float(np.linalg.norm(data.qvel[self._dof : self._dof + 2]))
             self._set_velocity(data, pos.copy(), st.params["kick_aim"], max(speed, 0.2))
             st.info["kicked_at"] = st.t
 
     def task_obs(self, model, data, st):
-        return np.concatenate([data.qpos[self._qpos:self._qpos + 3], data.qvel[self._dof:self._dof + 3]])
+        return np.concatenate([data.qpos[self._qpos : self._qpos + 3], data.qvel[self._dof : self._dof + 3]])
 
     def post_step(self, model, data, st, tcp):
         if st.failed or st.success_step >= 0:
@@ -397,11 +429,17 @@ class BifurcateTask(Task):
     def add_objects(self, spec):
         c = self.config
         pole = spec.worldbody.add_body(name="pole", mocap=True, pos=[c.pole_x, 0, 0.2])
-        pole.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[c.pole_radius, 0.2, 0],
-                      rgba=[0.2, 0.2, 0.8, 1], contype=0, conaffinity=0)
+        pole.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[c.pole_radius, 0.2, 0],
+            rgba=[0.2, 0.2, 0.8, 1],
+            contype=0,
+            conaffinity=0,
+        )
         goal = spec.worldbody.add_body(name="goal", mocap=True, pos=[0.68, 0, c.height])
-        goal.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.8, 0.1, 0.8],
-                      contype=0, conaffinity=0)
+        goal.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.02, 0, 0], rgba=[0.1, 0.8, 0.1, 0.8], contype=0, conaffinity=0
+        )
 
     def bind(self, model):
         super().bind(model)
@@ -426,17 +464,20 @@ class BifurcateTask(Task):
                     y[i] = np.sign(y[i]) * (2 * c.pole_range - abs(y[i]))
                     v = -v
             vy[i] = v
-        return {"start": np.array([0.34, rng.uniform(-0.05, 0.05), c.height]),
-                "goal": np.array([0.70, rng.uniform(-0.08, 0.08), c.height]),
-                "pole_x": c.pole_x + rng.uniform(-0.02, 0.02), "pole_y": y, "pole_vy": vy}
+        return {
+            "start": np.array([0.34, rng.uniform(-0.05, 0.05), c.height]),
+            "goal": np.array([0.70, rng.uniform(-0.08, 0.08), c.height]),
+            "pole_x": c.pole_x + rng.uniform(-0.02, 0.02),
+            "pole_y": y,
+            "pole_vy": vy,
+        }
 
     def start_tcp(self, params):
         return params["start"].copy(), 0.0
 
     def pole(self, params, t: int) -> tuple[np.ndarray, np.ndarray]:
         t = min(t, len(params["pole_y"]) - 1)
-        return (np.array([params["pole_x"], params["pole_y"][t], 0.2]),
-                np.array([0.0, params["pole_vy"][t], 0.0]))
+        return (np.array([params["pole_x"], params["pole_y"][t], 0.2]), np.array([0.0, params["pole_vy"][t], 0.0]))
 
     def reset_objects(self, model, data, st):
         data.mocap_pos[self._goal] = st.params["goal"]
@@ -494,9 +535,17 @@ class PickMovingTask(Task):
         c = self.config
         cube = spec.worldbody.add_body(name="cube", pos=[0.5, 0, c.cube_half])
         cube.add_freejoint(name="cube_free")
-        cube.add_geom(name="cube", type=mujoco.mjtGeom.mjGEOM_BOX, size=[c.cube_half] * 3,
-                      rgba=[0.8, 0.2, 0.2, 1], mass=0.05, contype=S.OBJECT_CONTYPE,
-                      conaffinity=S.OBJECT_CONAFF, condim=3, friction=[c.friction, 0.005, 0.0001])
+        cube.add_geom(
+            name="cube",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[c.cube_half] * 3,
+            rgba=[0.8, 0.2, 0.2, 1],
+            mass=0.05,
+            contype=S.OBJECT_CONTYPE,
+            conaffinity=S.OBJECT_CONAFF,
+            condim=3,
+            friction=[c.friction, 0.005, 0.0001],
+        )
 
     def bind(self, model):
         super().bind(model)
@@ -507,32 +556,34 @@ class PickMovingTask(Task):
     def sample(self, rng):
         c = self.config
         ang = rng.uniform(0, 2 * np.pi)
-        return {"cube": np.array([rng.uniform(0.45, 0.60), rng.uniform(-0.12, 0.12), c.cube_half]),
-                "start": np.array([rng.uniform(0.40, 0.50), rng.uniform(-0.08, 0.08), 0.22]),
-                "trigger": rng.uniform(*c.trigger_height),
-                "push_dir": np.array([np.cos(ang), np.sin(ang), 0.0]),
-                "push_dist": rng.uniform(*c.push_distance)}
+        return {
+            "cube": np.array([rng.uniform(0.45, 0.60), rng.uniform(-0.12, 0.12), c.cube_half]),
+            "start": np.array([rng.uniform(0.40, 0.50), rng.uniform(-0.08, 0.08), 0.22]),
+            "trigger": rng.uniform(*c.trigger_height),
+            "push_dir": np.array([np.cos(ang), np.sin(ang), 0.0]),
+            "push_dist": rng.uniform(*c.push_distance),
+        }
 
     def start_tcp(self, params):
         return params["start"].copy(), S.GRIPPER_MAX
 
     def reset_objects(self, model, data, st):
-        data.qpos[self._qpos:self._qpos + 3] = st.params["cube"]
-        data.qpos[self._qpos + 3:self._qpos + 7] = [1, 0, 0, 0]
+        data.qpos[self._qpos : self._qpos + 3] = st.params["cube"]
+        data.qpos[self._qpos + 3 : self._qpos + 7] = [1, 0, 0, 0]
         st.info["pushed_at"] = -1
 
     def pre_step(self, model, data, st, tcp):
         if st.info["pushed_at"] >= 0:
             return
-        cube = data.qpos[self._qpos:self._qpos + 3]
+        cube = data.qpos[self._qpos : self._qpos + 3]
         if tcp[2] < cube[2] + self.config.cube_half + st.params["trigger"]:
             # Slide push_dist under Coulomb friction: v0 = sqrt(2 mu g dist).
             v0 = np.sqrt(2 * self.config.friction * 9.81 * st.params["push_dist"])
-            data.qvel[self._dof:self._dof + 3] = st.params["push_dir"] * v0
+            data.qvel[self._dof : self._dof + 3] = st.params["push_dir"] * v0
             st.info["pushed_at"] = st.t
 
     def task_obs(self, model, data, st):
-        return np.concatenate([data.qpos[self._qpos:self._qpos + 3], data.qvel[self._dof:self._dof + 3]])
+        return np.concatenate([data.qpos[self._qpos : self._qpos + 3], data.qvel[self._dof : self._dof + 3]])
 
     def post_step(self, model, data, st, tcp):
         if st.success_step >= 0:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,6 @@ class A2C2Config(C.DictConfig):
             raise ValueError(f"A2C2Config.num_threads must be None or an int >= 1, got {self.num_threads!r}")
 
 
-
 @dataclass(frozen=True, eq=False)
 class A2C2Dataset:
     """Correction samples (M = number of valid (t, k) pairs), robot units."""
@@ -99,8 +99,9 @@ class A2C2Dataset:
         return np.nonzero(np.isin(self.ep, np.asarray(ids)))[0]
 
 
-def build_a2c2_dataset(policy: ChunkPolicy, episodes: Sequence[Episode], *, seed: int = 0,
-                       latent: bool = False) -> A2C2Dataset:
+def build_a2c2_dataset(
+    policy: ChunkPolicy, episodes: Sequence[Episode], *, seed: int = 0, latent: bool = False
+) -> A2C2Dataset:
     """Run ``policy`` (vanilla sampler) on every observation of every episode and pair each step
     t with the base action of every chunk that covers it (see module docstring)."""
     h = int(policy.horizon)
@@ -125,9 +126,16 @@ def build_a2c2_dataset(policy: ChunkPolicy, episodes: Sequence[Episode], *, seed
             lat = np.asarray(policy.latent(e.obs))  # (T, L)
             cols["latent"].append(lat[t_v])
     cat = {n: np.concatenate(v) for n, v in cols.items() if v}
-    return A2C2Dataset(obs=cat["obs"], base=cat["base"], k=cat["k"].astype(np.int64), target=cat["target"],
-                       ep=cat["ep"].astype(np.int64), t=cat["t"].astype(np.int64), latent=cat.get("latent"),
-                       horizon=h)
+    return A2C2Dataset(
+        obs=cat["obs"],
+        base=cat["base"],
+        k=cat["k"].astype(np.int64),
+        target=cat["target"],
+        ep=cat["ep"].astype(np.int64),
+        t=cat["t"].astype(np.int64),
+        latent=cat.get("latent"),
+        horizon=h,
+    )
 
 
 class _Tensors:
@@ -149,19 +157,27 @@ def _mse(head: CorrectionHead, tens: _Tensors, rows: np.ndarray) -> tuple[float,
     tot, tot0, n = 0.0, 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), 4096):
-            r = torch.as_tensor(rows[i:i + 4096])
+            r = torch.as_tensor(rows[i : i + 4096])
             inp, tgt = tens.batch(r)
             pred = head(*inp)
             tot += float(((pred - tgt) ** 2).mean()) * len(r)
-            tot0 += float((tgt ** 2).mean()) * len(r)
+            tot0 += float((tgt**2).mean()) * len(r)
             n += len(r)
     head.train()
     return tot / max(n, 1), tot0 / max(n, 1)
 
 
-def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: str | Path, *,
-               resume: bool = False, progress_bar: bool = True, stop_at: int | None = None,
-               log: Callable[[str], None] = print) -> TrainResult:
+def train_a2c2(
+    demos: DemoSet,
+    base_ckpt: str | Path,
+    config: A2C2Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    stop_at: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Build the A2C2 dataset with the base policy and train a correction head; writes ``out``."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -180,9 +196,14 @@ def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: s
     train_eps, val_eps = split_episodes(len(demos.episodes), config.val_fraction, config.seed)
     train_rows, val_rows = ds.rows_of_episodes(train_eps), ds.rows_of_episodes(val_eps)
     tens = _Tensors(ds, norm)
-    head_cfg = CorrectionConfig(obs_dim=policy.obs_dim, action_dim=policy.action_dim, horizon=policy.horizon,
-                                latent_dim=policy.latent_dim if config.latent else 0, hidden=config.hidden,
-                                depth=config.depth)
+    head_cfg = CorrectionConfig(
+        obs_dim=policy.obs_dim,
+        action_dim=policy.action_dim,
+        horizon=policy.horizon,
+        latent_dim=policy.latent_dim if config.latent else 0,
+        hidden=config.hidden,
+        depth=config.depth,
+    )
     torch.manual_seed(config.seed)
     head = CorrectionHead(head_cfg, norm)
     head.train()
@@ -198,21 +219,44 @@ def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: s
         step, history = int(st["step"]), list(st["history"])
 
     def record(step_now: int, val: float | None, val0: float | None) -> dict[str, Any]:
-        return {"kind": KIND, "task": task, "config": config.to_dict(), "head": head_cfg.to_dict(),
-                "horizon": policy.horizon, "seed": config.seed, "demos": demos.describe(),
-                "base_checkpoint": str(base_ckpt), "base_git": ckpt.get("train_config", {}).get("provenance", {}),
-                "samples": len(ds), "num_params": count_params(head), "step": step_now, "val_mse": val,
-                "val_mse_zero": val0, "provenance": C.provenance()}
+        return {
+            "kind": KIND,
+            "task": task,
+            "config": config.to_dict(),
+            "head": head_cfg.to_dict(),
+            "horizon": policy.horizon,
+            "seed": config.seed,
+            "demos": demos.describe(),
+            "base_checkpoint": str(base_ckpt),
+            "base_git": ckpt.get("train_config", {}).get("provenance", {}),
+            "samples": len(ds),
+            "num_params": count_params(head),
+            "step": step_now,
+            "val_mse": val,
+            "val_mse_zero": val0,
+            "provenance": C.provenance(),
+        }
 
     def write(step_now: int, val: float | None, val0: float | None) -> Path:
         rec = record(step_now, val, val0)
         head.save(out, extra={"train_config": rec, "history": history})
-        C.save_trainstate(out, kind=KIND, step=step_now, model_state=head.state_dict(), ema_state=None,
-                          optimizer=opt, rng=C.rng_state(np_rng, gen), config=rec, history=history)
+        C.save_trainstate(
+            out,
+            kind=KIND,
+            step=step_now,
+            model_state=head.state_dict(),
+            ema_state=None,
+            optimizer=opt,
+            rng=C.rng_state(np_rng, gen),
+            config=rec,
+            history=history,
+        )
         return out
 
-    log(f"train a2c2: task={task!r} {len(train_rows)} train / {len(val_rows)} val samples, "
-        f"{count_params(head)} params, latent={config.latent}")
+    log(
+        f"train a2c2: task={task!r} {len(train_rows)} train / {len(val_rows)} val samples, "
+        f"{count_params(head)} params, latent={config.latent}"
+    )
     bar = C.progress(config.steps, step, f"a2c2[{task}]", progress_bar)
     val = val0 = None
     if history:
@@ -237,10 +281,20 @@ def train_a2c2(demos: DemoSet, base_ckpt: str | Path, config: A2C2Config, out: s
             if step % config.val_every == 0 or step == config.steps:
                 if len(val_rows):
                     val, val0 = _mse(head, tens, val_rows)
-                history.append({"step": step, "train_mse": running / max(n_run, 1), "val_mse": val,
-                                "val_mse_zero": val0, "seconds": round(time.perf_counter() - t_start, 2)})
-                bar.set_postfix(train=f"{running / max(n_run, 1):.5f}", val="-" if val is None else f"{val:.5f}",
-                                zero="-" if val0 is None else f"{val0:.5f}")
+                history.append(
+                    {
+                        "step": step,
+                        "train_mse": running / max(n_run, 1),
+                        "val_mse": val,
+                        "val_mse_zero": val0,
+                        "seconds": round(time.perf_counter() - t_start, 2),
+                    }
+                )
+                bar.set_postfix(
+                    train=f"{running / max(n_run, 1):.5f}",
+                    val="-" if val is None else f"{val:.5f}",
+                    zero="-" if val0 is None else f"{val0:.5f}",
+                )
                 if not progress_bar:
                     log(f"step {step}: train {history[-1]['train_mse']:.5f} val {val} (no correction {val0})")
                 running, n_run = 0.0, 0

@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,8 +70,20 @@ class BaseTrainConfig(C.DictConfig):
     obs_hidden: int = 128  # state-encoder hidden width
 
     def __post_init__(self) -> None:
-        for name in ("horizon", "steps", "batch_size", "warmup", "val_every", "val_max_windows", "ckpt_every",
-                     "hidden", "channel_hidden", "token_hidden", "depth", "obs_hidden"):
+        for name in (
+            "horizon",
+            "steps",
+            "batch_size",
+            "warmup",
+            "val_every",
+            "val_max_windows",
+            "ckpt_every",
+            "hidden",
+            "channel_hidden",
+            "token_hidden",
+            "depth",
+            "obs_hidden",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"BaseTrainConfig.{name} must be an int >= 1, got {v!r}")
@@ -99,12 +112,19 @@ class BaseTrainConfig(C.DictConfig):
             object.__setattr__(self, "ignore_obs", tuple(x for x in self.ignore_obs.split(",") if x))
         object.__setattr__(self, "ignore_obs", tuple(str(x) for x in self.ignore_obs))
 
-
     def network_config(self, obs_dim: int, action_dim: int, image_size: tuple[int, int] | None) -> FlowNetConfig:
-        return FlowNetConfig(obs_dim=obs_dim, action_dim=action_dim, horizon=self.horizon, hidden=self.hidden,
-                             channel_hidden=self.channel_hidden, token_hidden=self.token_hidden, depth=self.depth,
-                             obs_hidden=self.obs_hidden, encoder=self.encoder,
-                             image_size=image_size if self.encoder == "image" else None)
+        return FlowNetConfig(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            horizon=self.horizon,
+            hidden=self.hidden,
+            channel_hidden=self.channel_hidden,
+            token_hidden=self.token_hidden,
+            depth=self.depth,
+            obs_hidden=self.obs_hidden,
+            encoder=self.encoder,
+            image_size=image_size if self.encoder == "image" else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +141,7 @@ class TrainResult:
 IGNORED_SCALE = 1e6
 
 
-def floor_scales(norm: Normalizer, actions: np.ndarray, obs_scale_min: float,
-                 const_action_scale: float) -> Normalizer:
+def floor_scales(norm: Normalizer, actions: np.ndarray, obs_scale_min: float, const_action_scale: float) -> Normalizer:
     """Make the normaliser safe for closed-loop use.
 
     * Observation scales are floored at ``obs_scale_min``: a feature that barely varies in the
@@ -138,8 +157,9 @@ def floor_scales(norm: Normalizer, actions: np.ndarray, obs_scale_min: float,
     o_scale = np.maximum(norm.obs.scale, obs_scale_min)
     spread = np.ptp(np.asarray(actions).reshape(-1, norm.action.dim), axis=0)
     a_scale = np.where(spread < 1e-9, const_action_scale, norm.action.scale)
-    return Normalizer(DimNorm(norm.obs.mode, norm.obs.center, o_scale),
-                      DimNorm(norm.action.mode, norm.action.center, a_scale))
+    return Normalizer(
+        DimNorm(norm.obs.mode, norm.obs.center, o_scale), DimNorm(norm.action.mode, norm.action.center, a_scale)
+    )
 
 
 def ignore_fields(norm: Normalizer, obs_fields, names) -> tuple[Normalizer, list[int]]:
@@ -196,7 +216,7 @@ def _validate(net: torch.nn.Module, batcher: _Batcher, rows: np.ndarray, seed: i
     net.eval()
     with torch.no_grad():
         for i in range(0, len(rows), batch):
-            r = torch.as_tensor(rows[i:i + batch])
+            r = torch.as_tensor(rows[i : i + batch])
             loss = flow_matching_loss(net, batcher.obs_input(r), batcher.chunks[r], generator=gen)
             total += float(loss) * len(r)
             count += len(r)
@@ -204,9 +224,17 @@ def _validate(net: torch.nn.Module, batcher: _Batcher, rows: np.ndarray, seed: i
     return total / max(count, 1)
 
 
-def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task: str | None = None,
-               resume: bool = False, progress_bar: bool = True, stop_at: int | None = None,
-               log: Callable[[str], None] = print) -> TrainResult:
+def train_base(
+    demos: DemoSet,
+    config: BaseTrainConfig,
+    out: str | Path,
+    *,
+    task: str | None = None,
+    resume: bool = False,
+    progress_bar: bool = True,
+    stop_at: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train (or resume) a base flow policy on ``demos``; writes ``out`` (+ ``out.trainstate``).
 
     ``stop_at``: end this invocation at that step (checkpoint written) although the schedule runs
@@ -221,10 +249,12 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
     train_rows = windows.rows_of_episodes(train_eps)
     val_rows = windows.rows_of_episodes(val_eps)
     if len(val_rows) > config.val_max_windows:
-        val_rows = np.sort(np.random.default_rng(config.seed + 1).choice(val_rows, config.val_max_windows,
-                                                                         replace=False))
-    norm = Normalizer.from_data(windows.obs[train_rows], windows.chunks[train_rows], config.obs_norm,
-                                config.action_norm)
+        val_rows = np.sort(
+            np.random.default_rng(config.seed + 1).choice(val_rows, config.val_max_windows, replace=False)
+        )
+    norm = Normalizer.from_data(
+        windows.obs[train_rows], windows.chunks[train_rows], config.obs_norm, config.action_norm
+    )
     norm = floor_scales(norm, windows.chunks[train_rows], config.obs_scale_min, config.const_action_scale)
     norm, ignored_dims = ignore_fields(norm, demos.metadata.get("obs_fields"), config.ignore_obs)
     image_size = None if windows.images is None else tuple(int(v) for v in windows.images.shape[1:3])
@@ -250,27 +280,58 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
     eval_net = build_network(net_cfg)
 
     def record() -> dict[str, Any]:
-        return {"kind": KIND, "task": task, "config": config.to_dict(), "network": net_cfg.to_dict(),
-                "horizon": config.horizon, "seed": config.seed, "demos": demos.describe(),
-                "obs_fields": demos.metadata.get("obs_fields"), "action_fields": demos.metadata.get("action_fields"),
-                "dt": demos.metadata.get("dt"), "ignored_obs_dims": ignored_dims, "train_episodes": int(len(train_eps)),
-                "val_episodes": int(len(val_eps)), "num_params": count_params(net), "provenance": C.provenance()}
+        return {
+            "kind": KIND,
+            "task": task,
+            "config": config.to_dict(),
+            "network": net_cfg.to_dict(),
+            "horizon": config.horizon,
+            "seed": config.seed,
+            "demos": demos.describe(),
+            "obs_fields": demos.metadata.get("obs_fields"),
+            "action_fields": demos.metadata.get("action_fields"),
+            "dt": demos.metadata.get("dt"),
+            "ignored_obs_dims": ignored_dims,
+            "train_episodes": int(len(train_eps)),
+            "val_episodes": int(len(val_eps)),
+            "num_params": count_params(net),
+            "provenance": C.provenance(),
+        }
 
     def write(step_now: int, val_loss: float | None, weak: bool = False) -> Path:
         eval_net.load_state_dict(ema.state_dict())
         rec = record()
         rec.update(step=step_now, val_loss=val_loss, weak_snapshot=weak)
         if weak:  # BID's weak policy: the same run, earlier
-            return save_checkpoint(weak_path(out), eval_net, norm, task=task, settings=SamplerSettings(),
-                                   train_config=rec, extra={"history": history})
-        path = save_checkpoint(out, eval_net, norm, task=task, settings=SamplerSettings(), train_config=rec,
-                               extra={"history": history})
-        C.save_trainstate(out, kind=KIND, step=step_now, model_state=net.state_dict(), ema_state=ema.state_dict(),
-                          optimizer=opt, rng=C.rng_state(np_rng, gen), config=rec, history=history)
+            return save_checkpoint(
+                weak_path(out),
+                eval_net,
+                norm,
+                task=task,
+                settings=SamplerSettings(),
+                train_config=rec,
+                extra={"history": history},
+            )
+        path = save_checkpoint(
+            out, eval_net, norm, task=task, settings=SamplerSettings(), train_config=rec, extra={"history": history}
+        )
+        C.save_trainstate(
+            out,
+            kind=KIND,
+            step=step_now,
+            model_state=net.state_dict(),
+            ema_state=ema.state_dict(),
+            optimizer=opt,
+            rng=C.rng_state(np_rng, gen),
+            config=rec,
+            history=history,
+        )
         return path
 
-    log(f"train base: task={task!r} windows={len(train_rows)} train / {len(val_rows)} val, "
-        f"{count_params(net)} params, {config.steps} steps, batch {config.batch_size}")
+    log(
+        f"train base: task={task!r} windows={len(train_rows)} train / {len(val_rows)} val, "
+        f"{count_params(net)} params, {config.steps} steps, batch {config.batch_size}"
+    )
     bar = C.progress(config.steps, step, f"base[{task}]", progress_bar)
     val_loss: float | None = history[-1]["val_loss"] if history else None
     running, n_running = 0.0, 0
@@ -294,10 +355,17 @@ def train_base(demos: DemoSet, config: BaseTrainConfig, out: str | Path, *, task
                 if len(val_rows):
                     eval_net.load_state_dict(ema.state_dict())
                     val_loss = _validate(eval_net, batcher, val_rows, config.seed + 4)
-                history.append({"step": step, "train_loss": running / max(n_running, 1), "val_loss": val_loss,
-                                "seconds": round(time.perf_counter() - t_start, 2)})
-                bar.set_postfix(train=f"{running / max(n_running, 1):.4f}",
-                                val="-" if val_loss is None else f"{val_loss:.4f}")
+                history.append(
+                    {
+                        "step": step,
+                        "train_loss": running / max(n_running, 1),
+                        "val_loss": val_loss,
+                        "seconds": round(time.perf_counter() - t_start, 2),
+                    }
+                )
+                bar.set_postfix(
+                    train=f"{running / max(n_running, 1):.4f}", val="-" if val_loss is None else f"{val_loss:.4f}"
+                )
                 if not progress_bar:
                     log(f"step {step}: train {history[-1]['train_loss']:.4f} val {val_loss}")
                 running, n_running = 0.0, 0

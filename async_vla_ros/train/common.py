@@ -14,8 +14,9 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +39,17 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
     """``<sha>[+dirty]`` of the checkout holding this package, or "" when git is unavailable."""
     cwd = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -49,9 +57,14 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
 
 def provenance() -> dict[str, Any]:
     """Where and with what a run was made (JSON-compatible)."""
-    return {"git_commit": git_commit(), "torch": str(torch.__version__), "numpy": str(np.__version__),
-            "python": platform.python_version(), "machine": platform.machine(),
-            "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "git_commit": git_commit(),
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, min_ratio: float = 0.05) -> float:
@@ -104,26 +117,51 @@ def trainstate_path(ckpt: str | os.PathLike) -> Path:
     return Path(str(ckpt) + TRAINSTATE_SUFFIX)
 
 
-def save_trainstate(ckpt: str | os.PathLike, *, kind: str, step: int, model_state: Mapping[str, torch.Tensor],
-                    ema_state: Mapping[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer,
-                    rng: Mapping[str, Any], config: Mapping[str, Any], history: Iterable[Mapping[str, Any]]) -> Path:
+def save_trainstate(
+    ckpt: str | os.PathLike,
+    *,
+    kind: str,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    ema_state: Mapping[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    rng: Mapping[str, Any],
+    config: Mapping[str, Any],
+    history: Iterable[Mapping[str, Any]],
+) -> Path:
     """Write the resume file next to ``ckpt`` (atomic rename)."""
     path = trainstate_path(ckpt)
     tmp = path.with_name(path.name + ".partial")
-    torch.save({"format": TRAINSTATE_FORMAT, "kind": kind, "step": int(step),
-                "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
-                "ema": None if ema_state is None else {k: v.detach().cpu().clone() for k, v in ema_state.items()},
-                "optimizer": optimizer.state_dict(), "rng": _rng_to_saveable(rng), "config": dict(config),
-                "history": [dict(h) for h in history]}, tmp)
+    torch.save(
+        {
+            "format": TRAINSTATE_FORMAT,
+            "kind": kind,
+            "step": int(step),
+            "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
+            "ema": None if ema_state is None else {k: v.detach().cpu().clone() for k, v in ema_state.items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_to_saveable(rng),
+            "config": dict(config),
+            "history": [dict(h) for h in history],
+        },
+        tmp,
+    )
     os.replace(tmp, path)
     return path
 
 
 def _rng_to_saveable(rng: Mapping[str, Any]) -> dict[str, Any]:
     npst = rng["numpy"]
-    return {"numpy": {"bit_generator": npst["bit_generator"], "state": {k: int(v) for k, v in npst["state"].items()},
-                      "has_uint32": int(npst["has_uint32"]), "uinteger": int(npst["uinteger"])},
-            "torch_gen": rng["torch_gen"], "torch_global": rng["torch_global"]}
+    return {
+        "numpy": {
+            "bit_generator": npst["bit_generator"],
+            "state": {k: int(v) for k, v in npst["state"].items()},
+            "has_uint32": int(npst["has_uint32"]),
+            "uinteger": int(npst["uinteger"]),
+        },
+        "torch_gen": rng["torch_gen"],
+        "torch_global": rng["torch_global"],
+    }
 
 
 def load_trainstate(ckpt: str | os.PathLike, kind: str) -> dict[str, Any]:

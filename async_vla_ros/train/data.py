@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,15 +40,17 @@ class Episode:
         obs = np.asarray(self.obs, dtype=np.float64)
         act = np.asarray(self.actions, dtype=np.float64)
         if obs.ndim != 2 or act.ndim != 2 or obs.shape[0] != act.shape[0] or obs.shape[0] < 1:
-            raise ValueError(f"episode needs obs (T, obs_dim) and actions (T, A) with equal T >= 1, "
-                             f"got {obs.shape} and {act.shape}")
+            raise ValueError(
+                f"episode needs obs (T, obs_dim) and actions (T, A) with equal T >= 1, got {obs.shape} and {act.shape}"
+            )
         if not (np.isfinite(obs).all() and np.isfinite(act).all()):
             raise ValueError("episode observations/actions contain NaN or Inf")
         if self.images is not None:
             img = np.asarray(self.images)
             if img.ndim != 4 or img.shape[0] != obs.shape[0] or img.dtype != np.uint8:
-                raise ValueError(f"episode images must be (T, h, w, ch) uint8 with T = {obs.shape[0]}, "
-                                 f"got {img.shape} {img.dtype}")
+                raise ValueError(
+                    f"episode images must be (T, h, w, ch) uint8 with T = {obs.shape[0]}, got {img.shape} {img.dtype}"
+                )
             object.__setattr__(self, "images", img)
         object.__setattr__(self, "obs", obs)
         object.__setattr__(self, "actions", act)
@@ -95,8 +98,13 @@ class DemoSet:
 
     def describe(self) -> dict[str, Any]:
         """JSON-compatible summary for checkpoint configs."""
-        return {"path": self.path, "episodes": len(self.episodes), "steps": self.num_steps, "task": self.task,
-                "fingerprint": fingerprint(self.episodes)}
+        return {
+            "path": self.path,
+            "episodes": len(self.episodes),
+            "steps": self.num_steps,
+            "task": self.task,
+            "fingerprint": fingerprint(self.episodes),
+        }
 
 
 def fingerprint(episodes: Sequence[Episode]) -> str:

@@ -43,9 +43,10 @@ import argparse
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,8 +93,17 @@ class RemacConfig(C.DictConfig):
     num_threads: int | None = 1  # torch threads
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "warmup", "lora_rank", "base_samples", "val_every", "val_max_windows",
-                     "ckpt_every", "s_min"):
+        for name in (
+            "steps",
+            "batch_size",
+            "warmup",
+            "lora_rank",
+            "base_samples",
+            "val_every",
+            "val_max_windows",
+            "ckpt_every",
+            "s_min",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"RemacConfig.{name} must be an int >= 1, got {v!r}")
@@ -127,11 +137,19 @@ class RemacConfig(C.DictConfig):
         return (self.lambda_m, self.lambda_delta) if self.align else (0.0, 0.0)
 
 
-
 # ---------------------------------------------------------------------- the loss
-def remac_loss(model: nn.Module, obs, actions: torch.Tensor, prefix: torch.Tensor, d: torch.Tensor, *,
-               mask: bool = True, lambda_m: float = 0.01, lambda_delta: float = 0.01,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def remac_loss(
+    model: nn.Module,
+    obs,
+    actions: torch.Tensor,
+    prefix: torch.Tensor,
+    d: torch.Tensor,
+    *,
+    mask: bool = True,
+    lambda_m: float = 0.01,
+    lambda_delta: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """REMAC training loss for one batch (normalised action space).
 
     ``model``: a flow network ``model(obs, x, tau) -> v`` (peft-wrapped for the alignment terms;
@@ -141,7 +159,9 @@ def remac_loss(model: nn.Module, obs, actions: torch.Tensor, prefix: torch.Tenso
     ``{"fm", "m", "delta"}`` as floats.
     """
     if actions.ndim != 3 or prefix.shape != actions.shape:
-        raise ValueError(f"actions and prefix must both be (B, H, A), got {tuple(actions.shape)} and {tuple(prefix.shape)}")
+        raise ValueError(
+            f"actions and prefix must both be (B, H, A), got {tuple(actions.shape)} and {tuple(prefix.shape)}"
+        )
     b, h, _ = actions.shape
     frozen = S.frozen_mask(d, b, h, device=actions.device)  # (B, H) True on the prefix slots
     x0 = torch.randn(actions.shape, generator=generator, dtype=actions.dtype, device=actions.device)
@@ -161,7 +181,7 @@ def remac_loss(model: nn.Module, obs, actions: torch.Tensor, prefix: torch.Tenso
             v_off = model(obs, x_in, tau)
         r = v_on - v_off
         r_star = u - v_off
-        l_m = ((r ** 2) * w).sum() / denom
+        l_m = ((r**2) * w).sum() / denom
         rw, sw = (r * w).reshape(b, -1), (r_star * w).reshape(b, -1)
         valid = w.reshape(b, -1).sum(1) > 0
         cos = nn.functional.cosine_similarity(rw, sw, dim=1, eps=1e-8)
@@ -175,8 +195,17 @@ def remac_loss(model: nn.Module, obs, actions: torch.Tensor, prefix: torch.Tenso
 
 # ---------------------------------------------------------------------- prefixes
 @torch.no_grad()
-def sample_base_chunks(net: nn.Module, obs_input: Callable[[torch.Tensor], Any], n_rows: int, horizon: int,
-                       action_dim: int, n_steps: int, samples: int, seed: int, batch: int = 1024) -> torch.Tensor:
+def sample_base_chunks(
+    net: nn.Module,
+    obs_input: Callable[[torch.Tensor], Any],
+    n_rows: int,
+    horizon: int,
+    action_dim: int,
+    n_steps: int,
+    samples: int,
+    seed: int,
+    batch: int = 1024,
+) -> torch.Tensor:
     """The frozen base policy's own chunks (normalised): (samples, N, H, A), vanilla sampler."""
     gen = torch.Generator().manual_seed(seed)
     out = torch.empty((samples, n_rows, horizon, action_dim))
@@ -188,12 +217,20 @@ def sample_base_chunks(net: nn.Module, obs_input: Callable[[torch.Tensor], Any],
             if hasattr(net, "precompute"):
                 net.precompute(cond, S.flow_times(n_steps))
             x0 = torch.randn((len(rows), horizon, action_dim), generator=gen)
-            out[k, rows] = S.sample_vanilla(lambda x, tau: net.velocity(x, tau, cond), x0, n_steps)
+            out[k, rows] = S.sample_vanilla(lambda x, tau, cond=cond: net.velocity(x, tau, cond), x0, n_steps)
     return out
 
 
-def build_prefixes(windows: ChunkWindows, chunks_n: torch.Tensor, base_chunks: torch.Tensor, rows: np.ndarray,
-                   d: np.ndarray, s_min: int, sigma: float, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+def build_prefixes(
+    windows: ChunkWindows,
+    chunks_n: torch.Tensor,
+    base_chunks: torch.Tensor,
+    rows: np.ndarray,
+    d: np.ndarray,
+    s_min: int,
+    sigma: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, np.ndarray]:
     """Conditioning prefixes (B, H, A) for windows ``rows`` with delays ``d`` (B,).
 
     Ground truth (the window's own chunk) with probability ``sigma`` or where the previous request
@@ -228,9 +265,17 @@ def load_base_network(base_ckpt: str | Path) -> tuple[nn.Module, Normalizer, dic
     return net.eval(), Normalizer.from_dict(ckpt["normalizer"]), ckpt
 
 
-def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out: str | Path, *,
-                resume: bool = False, progress_bar: bool = True, stop_at: int | None = None,
-                log: Callable[[str], None] = print) -> TrainResult:
+def train_remac(
+    demos: DemoSet,
+    base_ckpt: str | Path,
+    config: RemacConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    stop_at: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Fine-tune ``base_ckpt`` with REMAC on ``demos``; writes the merged checkpoint ``out``."""
     t_start = time.perf_counter()
     out = Path(out)
@@ -250,13 +295,22 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
     train_rows = windows.rows_of_episodes(train_eps)
     val_rows = windows.rows_of_episodes(val_eps)
     if len(val_rows) > config.val_max_windows:
-        val_rows = np.sort(np.random.default_rng(config.seed + 1).choice(val_rows, config.val_max_windows,
-                                                                         replace=False))
+        val_rows = np.sort(
+            np.random.default_rng(config.seed + 1).choice(val_rows, config.val_max_windows, replace=False)
+        )
     batcher = _Batcher(windows, norm, net_cfg.encoder)
     base_settings = SamplerSettings.from_dict(base.get("sampler_settings", {}))
     log(f"train remac: sampling {config.base_samples} base chunk(s) for {len(windows)} observations")
-    base_chunks = sample_base_chunks(base_net, batcher.obs_input, len(windows), h, net_cfg.action_dim,
-                                     base_settings.n_steps, config.base_samples, config.seed + 5)
+    base_chunks = sample_base_chunks(
+        base_net,
+        batcher.obs_input,
+        len(windows),
+        h,
+        net_cfg.action_dim,
+        base_settings.n_steps,
+        config.base_samples,
+        config.seed + 5,
+    )
     torch.manual_seed(config.seed)
     model = apply_lora(copy.deepcopy(base_net), rank=config.lora_rank, alpha=config.lora_alpha)
     model.train()
@@ -276,8 +330,11 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
     # fixed validation draw: delays, base-prefix conditioning (sigma = 0, the deployment case)
     vrng = np.random.default_rng(config.seed + 6)
     val_d = vrng.integers(0, config.d_max + 1, len(val_rows))
-    val_prefix = build_prefixes(windows, batcher.chunks, base_chunks, val_rows, val_d, config.s_min, 0.0, vrng)[0] \
-        if len(val_rows) else None
+    val_prefix = (
+        build_prefixes(windows, batcher.chunks, base_chunks, val_rows, val_d, config.s_min, 0.0, vrng)[0]
+        if len(val_rows)
+        else None
+    )
 
     def validate() -> tuple[float | None, float | None]:
         """(REMAC model, base model) masked flow loss on the validation windows, same noise."""
@@ -290,9 +347,13 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
             total, n = 0.0, 0
             with torch.no_grad():
                 for i in range(0, len(val_rows), 512):
-                    r = torch.as_tensor(val_rows[i:i + 512])
-                    args = (batcher.obs_input(r), batcher.chunks[r], val_prefix[i:i + 512],
-                            torch.as_tensor(val_d[i:i + 512]))
+                    r = torch.as_tensor(val_rows[i : i + 512])
+                    args = (
+                        batcher.obs_input(r),
+                        batcher.chunks[r],
+                        val_prefix[i : i + 512],
+                        torch.as_tensor(val_d[i : i + 512]),
+                    )
                     if disabled:
                         with adapters_disabled(model):
                             _, parts = remac_loss(model, *args, mask=True, lambda_m=0, lambda_delta=0, generator=vgen)
@@ -307,25 +368,50 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
     settings = dataclasses.replace(base_settings, prefix_mode="clean")
 
     def record(step_now: int, val: float | None, val_base: float | None) -> dict[str, Any]:
-        return {"kind": KIND, "task": task, "config": config.to_dict(), "network": net_cfg.to_dict(),
-                "horizon": h, "seed": config.seed, "demos": demos.describe(),
-                "base_checkpoint": str(base_ckpt), "base_train_config": base.get("train_config", {}),
-                "obs_fields": demos.metadata.get("obs_fields"), "action_fields": demos.metadata.get("action_fields"),
-                "lora_trainable_params": count_trainable_params(model), "merged": True,
-                "effective_lambdas": [lam_m, lam_d], "step": step_now, "val_masked_fm": val,
-                "val_masked_fm_base": val_base, "provenance": C.provenance()}
+        return {
+            "kind": KIND,
+            "task": task,
+            "config": config.to_dict(),
+            "network": net_cfg.to_dict(),
+            "horizon": h,
+            "seed": config.seed,
+            "demos": demos.describe(),
+            "base_checkpoint": str(base_ckpt),
+            "base_train_config": base.get("train_config", {}),
+            "obs_fields": demos.metadata.get("obs_fields"),
+            "action_fields": demos.metadata.get("action_fields"),
+            "lora_trainable_params": count_trainable_params(model),
+            "merged": True,
+            "effective_lambdas": [lam_m, lam_d],
+            "step": step_now,
+            "val_masked_fm": val,
+            "val_masked_fm_base": val_base,
+            "provenance": C.provenance(),
+        }
 
     def write(step_now: int, val: float | None, val_base: float | None) -> Path:
         rec = record(step_now, val, val_base)
-        path = save_checkpoint(out, model, norm, task=task, settings=settings, train_config=rec,
-                               extra={"history": history})
-        C.save_trainstate(out, kind=KIND, step=step_now, model_state=model.state_dict(), ema_state=None,
-                          optimizer=opt, rng=C.rng_state(np_rng, gen), config=rec, history=history)
+        path = save_checkpoint(
+            out, model, norm, task=task, settings=settings, train_config=rec, extra={"history": history}
+        )
+        C.save_trainstate(
+            out,
+            kind=KIND,
+            step=step_now,
+            model_state=model.state_dict(),
+            ema_state=None,
+            optimizer=opt,
+            rng=C.rng_state(np_rng, gen),
+            config=rec,
+            history=history,
+        )
         return path
 
-    log(f"train remac: task={task!r} base={base_ckpt} windows={len(train_rows)} train / {len(val_rows)} val, "
+    log(
+        f"train remac: task={task!r} base={base_ckpt} windows={len(train_rows)} train / {len(val_rows)} val, "
         f"{count_trainable_params(model)} LoRA params, {config.steps} steps, mask={config.mask} "
-        f"curriculum={config.curriculum} align={config.align}")
+        f"curriculum={config.curriculum} align={config.align}"
+    )
     bar = C.progress(config.steps, step, f"remac[{task}]", progress_bar)
     val = val_base = history[-1].get("val_masked_fm") if history else None
     agg = {"loss": 0.0, "fm": 0.0, "m": 0.0, "delta": 0.0, "base_prefix": 0.0}
@@ -337,11 +423,21 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
                 g["lr"] = C.lr_at(step, config.steps, config.lr, config.warmup)
             rows = train_rows[np_rng.integers(0, len(train_rows), config.batch_size)]
             d = np_rng.integers(0, config.d_max + 1, len(rows))
-            prefix, used = build_prefixes(windows, batcher.chunks, base_chunks, rows, d, config.s_min,
-                                          config.sigma(step), np_rng)
+            prefix, used = build_prefixes(
+                windows, batcher.chunks, base_chunks, rows, d, config.s_min, config.sigma(step), np_rng
+            )
             r = torch.as_tensor(rows)
-            loss, parts = remac_loss(model, batcher.obs_input(r), batcher.chunks[r], prefix, torch.as_tensor(d),
-                                     mask=config.mask, lambda_m=lam_m, lambda_delta=lam_d, generator=gen)
+            loss, parts = remac_loss(
+                model,
+                batcher.obs_input(r),
+                batcher.chunks[r],
+                prefix,
+                torch.as_tensor(d),
+                mask=config.mask,
+                lambda_m=lam_m,
+                lambda_delta=lam_d,
+                generator=gen,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -355,15 +451,25 @@ def train_remac(demos: DemoSet, base_ckpt: str | Path, config: RemacConfig, out:
             bar.update(1)
             if step % config.val_every == 0 or step == config.steps:
                 val, val_base = validate()
-                entry = {"step": step, "sigma": config.sigma(step), "val_masked_fm": val,
-                         "val_masked_fm_base": val_base, "seconds": round(time.perf_counter() - t_start, 2)}
+                entry = {
+                    "step": step,
+                    "sigma": config.sigma(step),
+                    "val_masked_fm": val,
+                    "val_masked_fm_base": val_base,
+                    "seconds": round(time.perf_counter() - t_start, 2),
+                }
                 entry.update({f"train_{k}": v / max(n_agg, 1) for k, v in agg.items()})
                 history.append(entry)
-                bar.set_postfix(loss=f"{entry['train_loss']:.4f}", val="-" if val is None else f"{val:.4f}",
-                                base="-" if val_base is None else f"{val_base:.4f}")
+                bar.set_postfix(
+                    loss=f"{entry['train_loss']:.4f}",
+                    val="-" if val is None else f"{val:.4f}",
+                    base="-" if val_base is None else f"{val_base:.4f}",
+                )
                 if not progress_bar:
-                    log(f"step {step}: sigma {entry['sigma']:.2f} loss {entry['train_loss']:.4f} "
-                        f"val {val} (base {val_base})")
+                    log(
+                        f"step {step}: sigma {entry['sigma']:.2f} loss {entry['train_loss']:.4f} "
+                        f"val {val} (base {val_base})"
+                    )
                 agg = dict.fromkeys(agg, 0.0)
                 n_agg = 0
             if step % config.ckpt_every == 0 or step == end:
@@ -385,10 +491,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-mask", dest="mask", action="store_false", help="ablation: loss on all H slots")
-    parser.add_argument("--no-curriculum", dest="curriculum", action="store_false",
-                        help="ablation: ground-truth prefixes only (sigma = 1)")
-    parser.add_argument("--no-align", dest="align", action="store_false",
-                        help="ablation: no residual alignment loss (lambda_m = lambda_delta = 0)")
+    parser.add_argument(
+        "--no-curriculum",
+        dest="curriculum",
+        action="store_false",
+        help="ablation: ground-truth prefixes only (sigma = 1)",
+    )
+    parser.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="ablation: no residual alignment loss (lambda_m = lambda_delta = 0)",
+    )
     add_config_arguments(parser, RemacConfig)
 
 

@@ -12,8 +12,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("async_vla_msgs.msg")
 
-from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
-
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -21,6 +19,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 from async_vla_msgs.msg import CommandMetrics, NodeMetrics  # noqa: E402
 from async_vla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
+from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -45,16 +44,28 @@ def _joint_state(stamp_ns: int) -> JointState:
 
 
 def test_diagnostics_warn_then_error_then_ok_from_parameters():
-    node = CameraIngestionNode(parameter_overrides=[
-        P("task_state_topic", value=""), P("image_topic", value=""), P("rate_hz", value=5.0),
-        P("diag_window_s", value=1.0), P("metrics_period_s", value=0.05), P("diagnostics_period_s", value=0.2),
-        P("diag.dropped_per_s.warn", value=2.0), P("diag.dropped_per_s.error", value=20.0)])
+    node = CameraIngestionNode(
+        parameter_overrides=[
+            P("task_state_topic", value=""),
+            P("image_topic", value=""),
+            P("rate_hz", value=5.0),
+            P("diag_window_s", value=1.0),
+            P("metrics_period_s", value=0.05),
+            P("diagnostics_period_s", value=0.2),
+            P("diag.dropped_per_s.warn", value=2.0),
+            P("diag.dropped_per_s.error", value=20.0),
+        ]
+    )
     helper = rclpy.create_node("diag_test_helper")
     pub = helper.create_publisher(JointState, "joint_states", 10)
     got: list[DiagnosticArray] = []
     metrics: list[NodeMetrics] = []
-    helper.create_subscription(DiagnosticArray, "/diagnostics",
-                               lambda m: got.extend([m] if any(s.name == "/camera_ingestion" for s in m.status) else []), 50)
+    helper.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: got.extend([m] if any(s.name == "/camera_ingestion" for s in m.status) else []),
+        50,
+    )
     helper.create_subscription(NodeMetrics, "/camera_ingestion/metrics", metrics.append, 50)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
@@ -82,7 +93,9 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         st = got[-1].status[0]
         assert "dropped_per_s" in st.message and "WARN limit 2" in st.message
         values = {kv.key: kv.value for kv in st.values}
-        assert float(values["dropped_per_s"]) >= 2.0 and values["dropped.joint_state.no_stamp"] == str(node.drops.total())
+        assert float(values["dropped_per_s"]) >= 2.0 and values["dropped.joint_state.no_stamp"] == str(
+            node.drops.total()
+        )
         # a steady stream of bad inputs (2 per 20 ms spin: ~100/s > ERROR 20/s)
         assert spin_until(lambda: send_bad(2) or (node.drops.total() >= 25 and level() == 2)), "no ERROR"
         assert "ERROR limit 20" in got[-1].status[0].message
@@ -95,8 +108,14 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         assert vals["dropped"] >= 25.0 and vals["dropped_per_s"] > 2.0
         # nothing dropped for a whole window: back to OK (good joint states keep flowing)
         t_end = time.monotonic() + 1.2
-        assert spin_until(lambda: (pub.publish(_joint_state(node.get_clock().now().nanoseconds)) or True)
-                          and time.monotonic() > t_end and level() == 0, timeout=8.0), "did not return to OK"
+        assert spin_until(
+            lambda: (
+                (pub.publish(_joint_state(node.get_clock().now().nanoseconds)) or True)
+                and time.monotonic() > t_end
+                and level() == 0
+            ),
+            timeout=8.0,
+        ), "did not return to OK"
     finally:
         ex.remove_node(node)
         ex.remove_node(helper)
@@ -104,12 +123,17 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         helper.destroy_node()
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ([P("diag.dropped_per_s.warn", value=5.0), P("diag.dropped_per_s.error", value=1.0)],
-     "diag.dropped_per_s.error (1.0) must be >= diag.dropped_per_s.warn (5.0)"),
-    ([P("diag.droped_per_s.warn", value=5.0)], "did you mean 'diag.dropped_per_s.warn'"),
-    ([P("metrics_period_s", value=-1.0)], "metrics_period_s: must be >= 0.0"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (
+            [P("diag.dropped_per_s.warn", value=5.0), P("diag.dropped_per_s.error", value=1.0)],
+            "diag.dropped_per_s.error (1.0) must be >= diag.dropped_per_s.warn (5.0)",
+        ),
+        ([P("diag.droped_per_s.warn", value=5.0)], "did you mean 'diag.dropped_per_s.warn'"),
+        ([P("metrics_period_s", value=-1.0)], "metrics_period_s: must be >= 0.0"),
+    ],
+)
 def test_bad_threshold_parameters_fail_at_start(overrides, needle):
     with pytest.raises(ParamError) as exc:
         CameraIngestionNode(parameter_overrides=overrides)
@@ -121,10 +145,11 @@ def test_correction_node_publishes_command_metrics_per_tick():
     measured period, the source chunk and the safety filter's flags (a target far away is
     rate-limited: SAFETY_LIMITED)."""
     from async_vla_msgs.msg import ActionPlan
-
     from async_vla_ros.nodes.correction_node import CorrectionNode
 
-    node = CorrectionNode(parameter_overrides=[P("rate_hz", value=100.0), P("sched_fifo_priority", value=0), P("robot", value="panda")])
+    node = CorrectionNode(
+        parameter_overrides=[P("rate_hz", value=100.0), P("sched_fifo_priority", value=0), P("robot", value="panda")]
+    )
     helper = rclpy.create_node("cmd_metrics_helper")
     pub_js = helper.create_publisher(JointState, "joint_states", 10)
     pub_plan = helper.create_publisher(ActionPlan, "scheduler/action_plan", 10)
@@ -150,8 +175,18 @@ def test_correction_node_publishes_command_metrics_per_tick():
         now = node.get_clock().now().nanoseconds
         L, dt = 40, 0.05
         acts = np.tile(np.concatenate([q0 + np.array([0.5, 0, 0, 0, 0, 0, 0]), [0.04]]), (L, 1))  # a 0.5 rad step
-        plan = ActionPlan(plan_id=1, episode_id=0, step=0, dt=dt, length=L, action_dim=8, horizon=8,
-                          actions=acts.ravel().tolist(), chunk_ids=[7] * L, chunk_index=[k % 8 for k in range(L)])
+        plan = ActionPlan(
+            plan_id=1,
+            episode_id=0,
+            step=0,
+            dt=dt,
+            length=L,
+            action_dim=8,
+            horizon=8,
+            actions=acts.ravel().tolist(),
+            chunk_ids=[7] * L,
+            chunk_index=[k % 8 for k in range(L)],
+        )
         plan.header.stamp = ns_to_stamp(now)
         pub_plan.publish(plan)
         assert spin_until(lambda: len(ticks) >= 30), f"only {len(ticks)} command ticks"

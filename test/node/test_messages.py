@@ -8,8 +8,16 @@ msgs = pytest.importorskip("async_vla_msgs.msg")
 
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
-ALL = ["Observation", "ChunkRequest", "ChunkTiming", "ActionChunk", "ActionPlan", "ChunkReport", "NodeMetrics",
-       "CommandMetrics"]
+ALL = [
+    "Observation",
+    "ChunkRequest",
+    "ChunkTiming",
+    "ActionChunk",
+    "ActionPlan",
+    "ChunkReport",
+    "NodeMetrics",
+    "CommandMetrics",
+]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -25,7 +33,16 @@ def test_every_message_has_a_header_and_round_trips(name):
 
 def test_ids_shapes_and_error_fields_exist():
     chunk = msgs.ActionChunk()
-    for field in ("chunk_id", "request_id", "obs_id", "episode_id", "horizon", "action_dim", "error_code", "error_message"):
+    for field in (
+        "chunk_id",
+        "request_id",
+        "obs_id",
+        "episode_id",
+        "horizon",
+        "action_dim",
+        "error_code",
+        "error_message",
+    ):
         assert hasattr(chunk, field)
     req = msgs.ChunkRequest()
     for field in ("request_id", "horizon", "action_dim", "delay_steps", "execution_horizon", "prefix", "weights"):

@@ -133,9 +133,11 @@ def test_image_to_rgb_encodings_and_padding():
 def test_joint_arrays_order_and_errors():
     q, qd, extra = joint_arrays(["b", "f", "a"], [2.0, 0.02, 1.0], [], ["a", "b"], ["f", "g"])
     assert q.tolist() == [1.0, 2.0] and qd.tolist() == [0.0, 0.0] and extra == {"f": 0.02}
-    for args, reason in (((["a"], [1.0, 2.0], [], ["a"]), "bad_shape"),
-                         ((["a"], [1.0], [], ["a", "b"]), "missing_joint"),
-                         ((["a"], [np.inf], [], ["a"]), "non_finite")):
+    for args, reason in (
+        ((["a"], [1.0, 2.0], [], ["a"]), "bad_shape"),
+        ((["a"], [1.0], [], ["a", "b"]), "missing_joint"),
+        ((["a"], [np.inf], [], ["a"]), "non_finite"),
+    ):
         with pytest.raises(InputError) as exc:
             joint_arrays(*args)
         assert exc.value.reason == reason
@@ -174,8 +176,11 @@ def test_worker_newest_request_supersedes_waiting_one():
 
 def test_worker_consecutive_errors_become_fatal():
     errors: list[tuple[int, str]] = []
-    w = InferenceWorker(lambda j: (_ for _ in ()).throw(RuntimeError(f"bad {j}")), lambda j, e: errors.append((j, str(e))),
-                        max_consecutive_errors=2)
+    w = InferenceWorker(
+        lambda j: (_ for _ in ()).throw(RuntimeError(f"bad {j}")),
+        lambda j, e: errors.append((j, str(e))),
+        max_consecutive_errors=2,
+    )
     w.start()
     w.submit(1)
     for _ in range(500):

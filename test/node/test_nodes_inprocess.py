@@ -16,8 +16,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("async_vla_msgs.msg")
 
-from async_vla_ros.nodes.common import NS_PER_S, ns_to_stamp, stamp_to_ns  # noqa: E402
-
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -27,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkRequest, Observation  # noqa: E402
 from async_vla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, ns_to_stamp, stamp_to_ns  # noqa: E402
 from async_vla_ros.nodes.correction_node import CorrectionNode  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.policy_node import PolicyNode  # noqa: E402
@@ -91,17 +90,20 @@ def _track_state(node: Node) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- parameters
-@pytest.mark.parametrize("cls, overrides, needle", [
-    (SchedulerNode, [P("method", value="rtx")], "did you mean 'rtc'"),
-    (SchedulerNode, [P("dt", value=-0.05)], "dt: must be >= 0.001"),
-    (SchedulerNode, [P("horizon", value=4), P("s_min", value=6)], "s_min (6) must be <= horizon (4)"),
-    (CorrectionNode, [P("rate_hz", value=5.0)], "rate_hz: must be >= 10.0"),
-    (CorrectionNode, [P("interpolation", value="cubic")], "interpolation: must be one of linear, hold"),
-    (PolicyNode, [P("backend", value="flo")], "did you mean 'flow'"),
-    (PolicyNode, [P("backend", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
-    (CameraIngestionNode, [P("joint_state_reliability", value="sometimes")], "joint_state_reliability"),
-    (CameraIngestionNode, [P("arm_joint_names", value=["a", "b"])], "7 joints"),
-])
+@pytest.mark.parametrize(
+    "cls, overrides, needle",
+    [
+        (SchedulerNode, [P("method", value="rtx")], "did you mean 'rtc'"),
+        (SchedulerNode, [P("dt", value=-0.05)], "dt: must be >= 0.001"),
+        (SchedulerNode, [P("horizon", value=4), P("s_min", value=6)], "s_min (6) must be <= horizon (4)"),
+        (CorrectionNode, [P("rate_hz", value=5.0)], "rate_hz: must be >= 10.0"),
+        (CorrectionNode, [P("interpolation", value="cubic")], "interpolation: must be one of linear, hold"),
+        (PolicyNode, [P("backend", value="flo")], "did you mean 'flow'"),
+        (PolicyNode, [P("backend", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
+        (CameraIngestionNode, [P("joint_state_reliability", value="sometimes")], "joint_state_reliability"),
+        (CameraIngestionNode, [P("arm_joint_names", value=["a", "b"])], "7 joints"),
+    ],
+)
 def test_bad_parameters_fail_at_start_with_a_clear_message(cls, overrides, needle):
     with pytest.raises((ParamError, ValueError)) as exc:
         cls(parameter_overrides=overrides)
@@ -118,12 +120,24 @@ def test_flow_backend_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_node_executable_exits_2_on_bad_parameter():
-    out = subprocess.run([sys.executable, "-m", "async_vla_ros.nodes.scheduler_node", "--ros-args",
-                          "-p", "method:=rtx", "-p", "horizon:=0"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "async_vla_ros.nodes.scheduler_node",
+            "--ros-args",
+            "-p",
+            "method:=rtx",
+            "-p",
+            "horizon:=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stderr
     assert "did you mean 'rtc'" in out.stderr and "horizon: must be >= 1" in out.stderr
     assert "Traceback" not in out.stderr
-
 
 
 _STARTING_NODE = """
@@ -149,6 +163,7 @@ def test_node_stopped_while_starting_exits_cleanly_but_real_start_errors_do_not(
     assert out.returncode == code, out.stderr
     assert ("ImportError: initialization failed" in out.stderr) == (how == "plain"), out.stderr
 
+
 # ---------------------------------------------------------------------- policy node
 class Client(Node):
     def __init__(self):
@@ -170,8 +185,11 @@ class Client(Node):
 
 
 def _ready(client: Client, policy: PolicyNode):
-    return lambda: (client.pub_req.get_subscription_count() > 0 and client.pub_obs.get_subscription_count() > 0
-                    and policy.pub.get_subscription_count() > 0)
+    return lambda: (
+        client.pub_req.get_subscription_count() > 0
+        and client.pub_obs.get_subscription_count() > 0
+        and policy.pub.get_subscription_count() > 0
+    )
 
 
 def test_shutting_down_waits_for_a_stop_already_under_way():
@@ -233,11 +251,17 @@ def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
     from async_vla_ros.policy.base import make_flow_backend
     from async_vla_ros.policy.networks import FlowNetConfig
 
-    cfg = FlowNetConfig(obs_dim=OBS_DIM, action_dim=8, horizon=8, hidden=32, channel_hidden=32, token_hidden=8,
-                        depth=1, obs_hidden=32)
+    cfg = FlowNetConfig(
+        obs_dim=OBS_DIM, action_dim=8, horizon=8, hidden=32, channel_hidden=32, token_hidden=8, depth=1, obs_hidden=32
+    )
     ckpt = make_flow_backend(cfg, init_seed=1, task="track").save(tmp_path / "random_flow.pt")
-    policy = PolicyNode(parameter_overrides=[P("checkpoint", value=str(ckpt)), P("injected_latency_s", value=0.05),
-                                             P("n_steps", value=3)])
+    policy = PolicyNode(
+        parameter_overrides=[
+            P("checkpoint", value=str(ckpt)),
+            P("injected_latency_s", value=0.05),
+            P("n_steps", value=3),
+        ]
+    )
     client = Client()
     assert run(_ready(client, policy), 10.0, policy, client)
     client.pub_obs.publish(_obs_msg(client, 1, _track_state(client)))
@@ -275,8 +299,12 @@ class Robot(Node):
         self.episode = 1
         self.state = _track_state(self)
         self.segments: list[int] = []  # stamps (ns) of the correction node's filter restarts
-        self.create_subscription(Header, "correction/command_segment",
-                                 lambda m: self.segments.append(m.stamp.sec * 10**9 + m.stamp.nanosec), 10)
+        self.create_subscription(
+            Header,
+            "correction/command_segment",
+            lambda m: self.segments.append(m.stamp.sec * 10**9 + m.stamp.nanosec),
+            10,
+        )
         self.create_timer(0.05, self.tick)
 
     def tick(self):
@@ -292,8 +320,9 @@ class Robot(Node):
 def test_scheduler_policy_correction_chain(run):
     policy = PolicyNode(parameter_overrides=[P("backend", value="expert")])
     sched = SchedulerNode(parameter_overrides=[P("method", value="rtc")])
-    corr = CorrectionNode(parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0),
-                                               P("rate_hz", value=100.0)])
+    corr = CorrectionNode(
+        parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0), P("rate_hz", value=100.0)]
+    )
     robot = Robot()
     assert run(lambda: len(robot.commands) >= 20 and len(sched.arrivals) >= 3, 20.0, policy, sched, corr, robot)
     st = sched.sched.stats()
@@ -324,8 +353,14 @@ def test_rogue_observation_with_huge_episode_id(run):
     them back and chunks merge again."""
     policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("rewind_after", value=5)])
     sched = SchedulerNode(parameter_overrides=[P("method", value="rtc"), P("rewind_after", value=5)])
-    corr = CorrectionNode(parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0),
-                                               P("rate_hz", value=100.0), P("rewind_after", value=5)])
+    corr = CorrectionNode(
+        parameter_overrides=[
+            P("robot", value="panda"),
+            P("sched_fifo_priority", value=0),
+            P("rate_hz", value=100.0),
+            P("rewind_after", value=5),
+        ]
+    )
     robot = Robot()
     assert run(lambda: len(robot.commands) >= 20 and len(sched.arrivals) >= 2, 20.0, policy, sched, corr, robot)
     rogue_state = robot.state.copy()
@@ -343,8 +378,10 @@ def test_rogue_observation_with_huge_episode_id(run):
     # every restart of the command stream began at the measured joints (Q0), not at the rogue pose:
     # the first command stamped after each restart (topics are not ordered with each other: go by stamps)
     assert len(robot.segments) >= 2, robot.segments
-    stamped = [(c.header.stamp.sec * 10**9 + c.header.stamp.nanosec, np.asarray(c.points[0].positions[:7]))
-               for c in robot.commands]
+    stamped = [
+        (c.header.stamp.sec * 10**9 + c.header.stamp.nanosec, np.asarray(c.points[0].positions[:7]))
+        for c in robot.commands
+    ]
     for seg in robot.segments:
         after = [q for t, q in stamped if t >= seg]
         if after:
@@ -365,16 +402,24 @@ class Sensors(Node):
 def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
     node = CameraIngestionNode(parameter_overrides=[P("image_size", value=16)])
     s = Sensors()
-    assert run(lambda: all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_img, s.pub_task))
-               and node.pub.get_subscription_count() > 0, 10.0, node, s)
+    assert run(
+        lambda: (
+            all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_img, s.pub_task))
+            and node.pub.get_subscription_count() > 0
+        ),
+        10.0,
+        node,
+        s,
+    )
     now = s.get_clock().now().nanoseconds
     img = Image(height=32, width=48, encoding="rgb8", step=48 * 3)
     img.header.stamp = ns_to_stamp(now - 5_000_000)
     img.data = (np.arange(32 * 48 * 3) % 251).astype(np.uint8).tobytes()
     s.pub_img.publish(img)
     for dt_ms, q in ((-30, 0.1), (-2, 0.2)):  # two joint states; the task state is at `now`
-        js = JointState(name=ARM + ["fr3_finger_joint1", "fr3_finger_joint2"],
-                        position=[q] * 7 + [0.01, 0.015], velocity=[0.5] * 9)
+        js = JointState(
+            name=ARM + ["fr3_finger_joint1", "fr3_finger_joint2"], position=[q] * 7 + [0.01, 0.015], velocity=[0.5] * 9
+        )
         js.header.stamp = ns_to_stamp(now + dt_ms * 1_000_000)
         s.pub_js.publish(js)
     assert run(lambda: len(node._js) == 2 and len(node._img) == 1, 5.0)
@@ -405,9 +450,13 @@ def test_correction_franka_gripper_bridge_says_arm_only_without_franka_msgs(run)
     from async_vla_ros.nodes.franka_bridge import franka_msgs_available
 
     ok, why = franka_msgs_available()
-    corr = CorrectionNode(parameter_overrides=[P("gripper_mode", value="franka_action"),
-                                               P("command_interface", value="forward"),
-                                               P("sched_fifo_priority", value=0)])
+    corr = CorrectionNode(
+        parameter_overrides=[
+            P("gripper_mode", value="franka_action"),
+            P("command_interface", value="forward"),
+            P("sched_fifo_priority", value=0),
+        ]
+    )
     try:
         assert corr.gripper_bridge is not None and corr.gripper_bridge.active == ok
         if not ok:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
@@ -43,29 +42,56 @@ def ros():
 def _make_messages(i: int):
     obs = msgs.Observation(obs_id=i, episode_id=1, task="track", state_dim=3, state=[float(i), 0.5, -1.0])
     obs.header.stamp.sec, obs.header.stamp.nanosec = 100 + i, 7
-    chunk = msgs.ActionChunk(chunk_id=i, request_id=i, horizon=2, action_dim=2, actions=[i, 1.0, 2.0, 3.0],
-                             method="rtc", action_names=["a", "b"])
+    chunk = msgs.ActionChunk(
+        chunk_id=i,
+        request_id=i,
+        horizon=2,
+        action_dim=2,
+        actions=[i, 1.0, 2.0, 3.0],
+        method="rtc",
+        action_names=["a", "b"],
+    )
     chunk.timing.inference_s = 0.001 * i
     js = JointState(name=[f"fr3_joint{k}" for k in range(1, 8)], position=[0.1 * i] * 7)
     cmd = Float64MultiArray(data=[float(i)] * 8)
     metric = Float64MultiArray(data=[float(i), 2.0 * i])
-    return {"/observation": obs, "/policy/action_chunk": chunk, "/joint_states": js,
-            "/forward_position_controller/commands": cmd, "/metrics/test": metric}
+    return {
+        "/observation": obs,
+        "/policy/action_chunk": chunk,
+        "/joint_states": js,
+        "/forward_position_controller/commands": cmd,
+        "/metrics/test": metric,
+    }
 
 
 def test_recorder_counts_match_publishers(ros, tmp_path):
     bag = tmp_path / "bag"
     stats = tmp_path / "stats.json"
-    rec = RecorderNode(parameter_overrides=[
-        Parameter("output", value=str(bag)),
-        Parameter("topics", value=["observation", "policy/action_chunk", "joint_states",
-                                   "forward_position_controller/commands", "metrics/test"]),
-        Parameter("discovery_period_s", value=0.1),
-        Parameter("stats_file", value=str(stats)),
-    ])
+    rec = RecorderNode(
+        parameter_overrides=[
+            Parameter("output", value=str(bag)),
+            Parameter(
+                "topics",
+                value=[
+                    "observation",
+                    "policy/action_chunk",
+                    "joint_states",
+                    "forward_position_controller/commands",
+                    "metrics/test",
+                ],
+            ),
+            Parameter("discovery_period_s", value=0.1),
+            Parameter("stats_file", value=str(stats)),
+        ]
+    )
     pub_node = rclpy.create_node("recorder_test_pub")
-    types = {"/observation": msgs.Observation, "/policy/action_chunk": msgs.ActionChunk, "/joint_states": JointState,
-             "/forward_position_controller/commands": Float64MultiArray, "/metrics/test": Float64MultiArray}
+    types = {
+        "/observation": msgs.Observation,
+        "/policy/action_chunk": msgs.ActionChunk,
+        "/joint_states": JointState,
+        "/forward_position_controller/commands": Float64MultiArray,
+        "/metrics/test": Float64MultiArray,
+    }
     pubs = {t: pub_node.create_publisher(cls, t, 10) for t, cls in types.items()}
     sent = {t: 0 for t in types}
     lock = threading.Lock()
@@ -121,5 +147,6 @@ def test_recorder_rejects_existing_output_and_bad_params(ros, tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         RecorderNode(parameter_overrides=[Parameter("output", value=str(tmp_path / "exists"))])
     with pytest.raises(ParamError, match="queue_size"):
-        RecorderNode(parameter_overrides=[Parameter("output", value=str(tmp_path / "b")),
-                                          Parameter("queue_size", value=1)])
+        RecorderNode(
+            parameter_overrides=[Parameter("output", value=str(tmp_path / "b")), Parameter("queue_size", value=1)]
+        )

@@ -13,14 +13,13 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("async_vla_msgs.msg")
 pytest.importorskip("rosbags")
 
-from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
-
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from async_vla_msgs.msg import Observation  # noqa: E402
 from async_vla_ros.eval.bags import BagWriter, default_message  # noqa: E402
 from async_vla_ros.eval.republish import parse_remaps, playback_plan, republish, shift_stamps  # noqa: E402
+from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
 T0 = 1_700_000_000_000_000_000  # recording time (ns): long ago
@@ -38,12 +37,23 @@ def _write_bag(path):
         for i in range(100):
             t = T0 + i * 10 * MS
             hdr = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="")
-            w.write("/joint_states", t + 2 * MS, default_message("sensor_msgs/msg/JointState", header=hdr,
-                                                                 name=["j"], position=np.array([0.01 * i])))
+            w.write(
+                "/joint_states",
+                t + 2 * MS,
+                default_message("sensor_msgs/msg/JointState", header=hdr, name=["j"], position=np.array([0.01 * i])),
+            )
             if i % 5 == 0:
-                w.write("/sim/task_state", t + 3 * MS, default_message("async_vla_msgs/msg/Observation", header=hdr,
-                                                                       obs_id=i // 5 + 1, state_dim=1,
-                                                                       state=np.array([float(i)])))
+                w.write(
+                    "/sim/task_state",
+                    t + 3 * MS,
+                    default_message(
+                        "async_vla_msgs/msg/Observation",
+                        header=hdr,
+                        obs_id=i // 5 + 1,
+                        state_dim=1,
+                        state=np.array([float(i)]),
+                    ),
+                )
         w.write("/scheduler/chunk_report", T0, default_message("async_vla_msgs/msg/ChunkReport"))
 
 
@@ -74,16 +84,22 @@ def test_republish_into_a_live_subscriber(tmp_path):
         sink = rclpy.create_node("republish_sink")
         got_js: list[tuple[int, int, float]] = []  # (arrival, stamp, position)
         got_obs: list[int] = []
-        sink.create_subscription(JointState, "/robot1/joint_states",
-                                 lambda m: got_js.append((time.monotonic_ns(), stamp_to_ns(m.header.stamp),
-                                                          m.position[0])), 200)
+        sink.create_subscription(
+            JointState,
+            "/robot1/joint_states",
+            lambda m: got_js.append((time.monotonic_ns(), stamp_to_ns(m.header.stamp), m.position[0])),
+            200,
+        )
         sink.create_subscription(Observation, "/sim/task_state", lambda m: got_obs.append(m.obs_id), 200)
         ex = SingleThreadedExecutor()
         ex.add_node(sink)
         result = {}
         t_start = sink.get_clock().now().nanoseconds
-        th = threading.Thread(target=lambda: result.update(r=republish(
-            player, bag, remap={"/joint_states": "/robot1/joint_states"}, wait_for_subscribers_s=10.0)))
+        th = threading.Thread(
+            target=lambda: result.update(
+                r=republish(player, bag, remap={"/joint_states": "/robot1/joint_states"}, wait_for_subscribers_s=10.0)
+            )
+        )
         th.start()
         deadline = time.monotonic() + 20
         while (len(got_js) < 100 or len(got_obs) < 20) and time.monotonic() < deadline:

@@ -18,9 +18,9 @@ apply_ros_defaults()
 
 import rclpy  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from async_vla_ros.msgdict import message_to_dict  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk  # noqa: E402
+from async_vla_ros.msgdict import message_to_dict  # noqa: E402
 
 TOPIC = "/test_chunk"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from async_vla_ros.cli import main
@@ -17,10 +16,12 @@ from async_vla_ros.sim.tasks import Q_REST, make_task
 
 def _write_tiny_checkpoints(d, task="track", weak=True):
     obs_dim = make_task(task).obs_dim
-    norm = Normalizer(DimNorm.identity(obs_dim),
-                      DimNorm("meanstd", np.r_[Q_REST, 0.04], np.full(8, 0.01)))  # actions near the rest pose
-    cfg = FlowNetConfig(obs_dim=obs_dim, action_dim=8, horizon=8, hidden=16, channel_hidden=16, token_hidden=8,
-                        depth=1, obs_hidden=16)
+    norm = Normalizer(
+        DimNorm.identity(obs_dim), DimNorm("meanstd", np.r_[Q_REST, 0.04], np.full(8, 0.01))
+    )  # actions near the rest pose
+    cfg = FlowNetConfig(
+        obs_dim=obs_dim, action_dim=8, horizon=8, hidden=16, channel_hidden=16, token_hidden=8, depth=1, obs_hidden=16
+    )
     kinds = ["base", "remac"] + (["base_weak"] if weak else [])
     for i, kind in enumerate(kinds):
         torch.manual_seed(i)
@@ -31,8 +32,21 @@ def _write_tiny_checkpoints(d, task="track", weak=True):
 def test_tiny_benchmark_runs_end_to_end(tmp_path):
     _write_tiny_checkpoints(tmp_path)
     out = tmp_path / "rep" / "benchmark.md"
-    rc = main(["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(out), "--no-progress",
-               "--json", str(tmp_path / "b.json"), "--ablations"])
+    rc = main(
+        [
+            "bench",
+            "paper",
+            "--tiny",
+            "--ckpt-dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--ablations",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
     for m in B.METHODS:
@@ -46,8 +60,12 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
 
 
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):
-    assert main(["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(tmp_path / "r.md"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(tmp_path / "r.md"), "--no-progress"]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err
     assert main(["bench", "paper", "--tiny", "--methods", "rtcc", "--out", str(tmp_path / "r.md")]) == 2
     assert "did you mean 'rtc'" in capsys.readouterr().err
@@ -58,8 +76,16 @@ def test_claim_verdicts_follow_the_numbers():
     res = B.BenchResults(cfg)
 
     def add(m, d, k):
-        res.summaries.append({"task": "track", "bench_method": m, "delay": d, "successes": k, "n": 100,
-                              "per_episode": {"switch_jump_max": [0.1] * 100}})
+        res.summaries.append(
+            {
+                "task": "track",
+                "bench_method": m,
+                "delay": d,
+                "successes": k,
+                "n": 100,
+                "per_episode": {"switch_jump_max": [0.1] * 100},
+            }
+        )
 
     add("naive", 0, 90), add("naive", 2, 40), add("rtc", 0, 90), add("rtc", 2, 80)
     claims = {c.text: c.verdict for c in B.check_claims(res)}

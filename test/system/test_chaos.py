@@ -44,8 +44,14 @@ def test_case_passes(results, case):
 
 def test_faults_that_interrupt_service_recover_quickly(results):
     # measured: 0.1-1 s for the stream faults; the restarted policy needs its own start-up
-    for name in ("joint_states_stop", "clock_jump_forward", "clock_jump_back", "request_flood", "camera_stops",
-                 "rogue_observations"):
+    for name in (
+        "joint_states_stop",
+        "clock_jump_forward",
+        "clock_jump_back",
+        "request_flood",
+        "camera_stops",
+        "rogue_observations",
+    ):
         r = results[name]
         assert r.recovery_s is not None and r.recovery_s < 10.0, _explain(r)
     assert results["policy_killed"].recovery_s is not None, _explain(results["policy_killed"])

@@ -26,10 +26,18 @@ def test_action_chunk_crosses_processes_intact():
     env = dict(os.environ)
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     listener = subprocess.Popen(
-        [sys.executable, str(PEER), "listener", "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, str(PEER), "listener", "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     talker = subprocess.Popen(
-        [sys.executable, str(PEER), "talker", "--timeout", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, str(PEER), "talker", "--timeout", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         out, err = listener.communicate(timeout=45)

@@ -21,9 +21,9 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
+from async_vla_ros.eval.headless import dashboard_snapshot, find_chromium  # noqa: E402
 from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
 from async_vla_ros.nodes.dashboard import DashboardModel, DashboardNode  # noqa: E402
-from async_vla_ros.eval.headless import dashboard_snapshot, find_chromium  # noqa: E402
 
 CHROMIUM = find_chromium()
 H, A, DT = 8, 8, 0.05
@@ -68,15 +68,32 @@ class FakeGraph:
             self.chunk_id += 1
             t_obs = t - 2
             acts = self.traj(range(t_obs, t_obs + H)) + self.rng.normal(0, 0.03, (H, A))
-            ch = msgs.ActionChunk(chunk_id=self.chunk_id, request_id=self.chunk_id, horizon=H, action_dim=A, dt=DT,
-                                  actions=acts.ravel().tolist())
+            ch = msgs.ActionChunk(
+                chunk_id=self.chunk_id,
+                request_id=self.chunk_id,
+                horizon=H,
+                action_dim=A,
+                dt=DT,
+                actions=acts.ravel().tolist(),
+            )
             ch.header.stamp = ns_to_stamp(now - int(2 * DT * 1e9))
             self.pub_chunk.publish(ch)
-            rep = msgs.ChunkReport(chunk_id=self.chunk_id, request_id=self.chunk_id, accepted=self.chunk_id % 7 != 0,
-                                   reject_reason="" if self.chunk_id % 7 else "stale", inference_s=0.012 + 0.004 * self.rng.random(),
-                                   transport_s=0.001, queue_s=0.0005, total_latency_s=0.08 + 0.03 * self.rng.random(),
-                                   predicted_delay_steps=2, measured_delay_steps=2 + int(self.rng.random() < 0.2),
-                                   n_frozen=2, n_soft=2, n_free=4, boundary_jump=0.05)
+            rep = msgs.ChunkReport(
+                chunk_id=self.chunk_id,
+                request_id=self.chunk_id,
+                accepted=self.chunk_id % 7 != 0,
+                reject_reason="" if self.chunk_id % 7 else "stale",
+                inference_s=0.012 + 0.004 * self.rng.random(),
+                transport_s=0.001,
+                queue_s=0.0005,
+                total_latency_s=0.08 + 0.03 * self.rng.random(),
+                predicted_delay_steps=2,
+                measured_delay_steps=2 + int(self.rng.random() < 0.2),
+                n_frozen=2,
+                n_soft=2,
+                n_free=4,
+                boundary_jump=0.05,
+            )
             rep.header.stamp = ns_to_stamp(now)
             # the plan before the merge first, then the report, then the merged plan
             self.publish_plan(now, t)
@@ -85,8 +102,13 @@ class FakeGraph:
             self.pub_rep.publish(rep)
         self.publish_plan(now, t)
         if t % 10 == 0:
-            st = DiagnosticStatus(name="/correction", values=[KeyValue(key="safety interventions", value=str(t // 10)),
-                                                              KeyValue(key="dropped nonfinite", value="1")])
+            st = DiagnosticStatus(
+                name="/correction",
+                values=[
+                    KeyValue(key="safety interventions", value=str(t // 10)),
+                    KeyValue(key="dropped nonfinite", value="1"),
+                ],
+            )
             self.pub_diag.publish(DiagnosticArray(status=[st]))
 
     def publish_plan(self, now, t):
@@ -96,8 +118,16 @@ class FakeGraph:
         k = t - t0
         if k >= len(acts):
             return
-        m = msgs.ActionPlan(plan_id=t + 1, step=t, dt=DT, length=len(acts) - k, action_dim=A,
-                            actions=acts[k:].ravel().tolist(), chunk_ids=ids[k:], horizon=H)
+        m = msgs.ActionPlan(
+            plan_id=t + 1,
+            step=t,
+            dt=DT,
+            length=len(acts) - k,
+            action_dim=A,
+            actions=acts[k:].ravel().tolist(),
+            chunk_ids=ids[k:],
+            horizon=H,
+        )
         m.header.stamp = ns_to_stamp(now)
         self.pub_plan.publish(m)
 
@@ -112,7 +142,9 @@ def test_model_known_answers():
         m.on_command(i * 10_000_000, np.full(7, 0.5 * (i * 0.01) ** 2))  # q = a t^2 / 2, a = 1 rad/s^2 per joint
     s = m.snapshot()
     assert s["command"]["nominal_ms"] == pytest.approx(10.0)
-    np.testing.assert_allclose(s["command"]["acc"], np.sqrt(7.0), atol=1e-4)  # |(1,...,1)| over 7 joints (JSON rounds to 1e-4)
+    np.testing.assert_allclose(
+        s["command"]["acc"], np.sqrt(7.0), atol=1e-4
+    )  # |(1,...,1)| over 7 joints (JSON rounds to 1e-4)
     np.testing.assert_allclose(s["command"]["jerk"], 0.0, atol=1e-6)
     m.on_report(0, 1, False, "stale", 0.1, 0.01, 0.001, 0.0, 2, -1, 0.0, 0, 0, 0)
     m.on_diagnostic("/policy", {"dropped stale": "3", "model": "x"})
@@ -158,8 +190,16 @@ def test_dashboard_in_headless_chromium(ros):
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
     try:
-        _wait(lambda: dash.model.n_reports >= 12 and dash.model.n_commands >= 100 and dash.model.overlay is not None
-              and dash.model.diag_counters, 30.0, "dashboard data")
+        _wait(
+            lambda: (
+                dash.model.n_reports >= 12
+                and dash.model.n_commands >= 100
+                and dash.model.overlay is not None
+                and dash.model.diag_counters
+            ),
+            30.0,
+            "dashboard data",
+        )
         state = json.loads(urllib.request.urlopen(dash.url + "api/state", timeout=5).read())
         assert state["overlay"]["n_frozen"] == 2 and len(state["overlay"]["new"]) == H
         assert state["rejects"].get("stale", 0) >= 1

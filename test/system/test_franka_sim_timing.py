@@ -12,7 +12,6 @@ docs/libfranka.md with the table this script prints.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,9 @@ def _timing(*args: str) -> str:
         venv = ensure_franka_sim_venv()
     except FrankaSimUnavailable as exc:
         pytest.skip(f"franka-sim unavailable: {exc}")
-    out = subprocess.run([str(venv / "bin" / "python"), str(SCRIPT), *args],
-                         capture_output=True, text=True, timeout=600, check=False)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), str(SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 

@@ -51,8 +51,7 @@ def _wait(cond, timeout: float, launcher: Launcher) -> bool:
     while time.monotonic() < deadline:
         if cond():
             return True
-        assert launcher.check(), "a node exited early:\n" + "\n".join(
-            line for n in launcher.nodes for line in n.tail)
+        assert launcher.check(), "a node exited early:\n" + "\n".join(line for n in launcher.nodes for line in n.tail)
         time.sleep(0.05)
     return cond()
 
@@ -63,10 +62,17 @@ def test_full_graph_completes_an_episode(monitor):
     launcher = Launcher(graph, echo=lines.append)
     launcher.start()
     try:
-        assert _wait(lambda: len(monitor.episode_results()) >= 1, 90.0, launcher), \
-            "no episode finished:\n" + "\n".join(lines[-60:])
-        assert _wait(lambda: monitor.diag("correction").get("commands", 0) > 0
-                     and monitor.diag("camera_ingestion").get("images_attached", 0) > 0, 10.0, launcher)
+        assert _wait(lambda: len(monitor.episode_results()) >= 1, 90.0, launcher), "no episode finished:\n" + "\n".join(
+            lines[-60:]
+        )
+        assert _wait(
+            lambda: (
+                monitor.diag("correction").get("commands", 0) > 0
+                and monitor.diag("camera_ingestion").get("images_attached", 0) > 0
+            ),
+            10.0,
+            launcher,
+        )
         assert sorted(launcher.alive()) == sorted(n.name for n in graph.nodes)
     finally:
         codes = launcher.stop()
@@ -96,8 +102,11 @@ def test_launcher_fails_when_a_node_dies():
     launcher = Launcher(graph, echo=lines.append, grace_s=5.0)
     launcher.start()
     victim = next(n for n in launcher.nodes if n.spec.name == "scheduler")
-    assert _wait(lambda: any("scheduler" in line and "INFO" in line for line in lines) or victim.proc.poll() is None,
-                 30.0, launcher)
+    assert _wait(
+        lambda: any("scheduler" in line and "INFO" in line for line in lines) or victim.proc.poll() is None,
+        30.0,
+        launcher,
+    )
     os.kill(victim.pid, signal.SIGKILL)  # a pid this test's launcher started
     t0 = time.monotonic()
     rc = launcher.run(duration_s=60.0, install_signals=False)

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from async_vla_ros.bringup.graph import (LAUNCH_ARGS, GraphError, NodeLaunch, build_graph, parse_launch_args,
-                                         resolve_args)
+from async_vla_ros.bringup.graph import (
+    LAUNCH_ARGS,
+    GraphError,
+    NodeLaunch,
+    build_graph,
+    parse_launch_args,
+    resolve_args,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "franka.launch.py"
@@ -34,14 +40,32 @@ def test_default_graph_nodes_and_parameters():
 
 
 def test_launch_arguments_map_to_node_parameters():
-    g = build_graph("franka", parse_launch_args(
-        ["method:=remac", "policy:=expert", "task:=intercept", "control_hz:=25", "command_hz:=250", "latency_ms:=100",
-         "namespace:=/robot1", "camera:=false", "fifo:=false", "command:=forward", "episodes:=3", "seed:=9"]))
+    g = build_graph(
+        "franka",
+        parse_launch_args(
+            [
+                "method:=remac",
+                "policy:=expert",
+                "task:=intercept",
+                "control_hz:=25",
+                "command_hz:=250",
+                "latency_ms:=100",
+                "namespace:=/robot1",
+                "camera:=false",
+                "fifo:=false",
+                "command:=forward",
+                "episodes:=3",
+                "seed:=9",
+            ]
+        ),
+    )
     assert g.node("scheduler").parameters["method"] == "remac"
     assert g.node("scheduler").parameters["dt"] == pytest.approx(0.04)
     assert g.node("policy").parameters["injected_latency_s"] == pytest.approx(0.1)
     assert g.node("policy").parameters["task"] == "intercept" == g.node("sim").parameters["task"]
-    assert g.node("sim").parameters["camera_rate_hz"] == 0.0 and g.node("camera_ingestion").parameters["image_topic"] == ""
+    assert (
+        g.node("sim").parameters["camera_rate_hz"] == 0.0 and g.node("camera_ingestion").parameters["image_topic"] == ""
+    )
     assert g.node("correction").parameters["sched_fifo_priority"] == 0
     assert g.node("correction").parameters["command_interface"] == "forward"
     assert (g.node("sim").parameters["episodes"], g.node("sim").parameters["seed"]) == (3, 9)
@@ -55,22 +79,28 @@ def test_franka_bridge_overlay_and_sim_none():
     g = build_graph("franka", {"sim": "none", "bridge": "franka", "policy": "expert"})
     assert "sim" not in [n.name for n in g.nodes]
     c = g.node("correction").parameters
-    assert (c["robot"], c["gripper_mode"], c["trajectory_topic"]) == ("fr3", "franka_action",
-                                                                      "/fr3_arm_controller/joint_trajectory")
+    assert (c["robot"], c["gripper_mode"], c["trajectory_topic"]) == (
+        "fr3",
+        "franka_action",
+        "/fr3_arm_controller/joint_trajectory",
+    )
     assert g.node("camera_ingestion").parameters["image_reliability"] == "best_effort"
     with pytest.raises(GraphError, match="sim:=none"):
         build_graph("franka", {"bridge": "franka", "policy": "expert"})
 
 
-@pytest.mark.parametrize("tokens, needle", [
-    (["methd:=rtc"], "did you mean 'method'"),
-    (["method:=rtcc", "policy:=expert"], "did you mean 'rtc'"),
-    (["sim:=gazebo"], "must be one of mujoco, none"),
-    (["command_hz:=5"], "must lie in"),
-    (["camera:=maybe"], "true or false"),
-    (["policy:=/no/such/file.pt"], "no such checkpoint file"),
-    (["method"], "name:=value"),
-])
+@pytest.mark.parametrize(
+    "tokens, needle",
+    [
+        (["methd:=rtc"], "did you mean 'method'"),
+        (["method:=rtcc", "policy:=expert"], "did you mean 'rtc'"),
+        (["sim:=gazebo"], "must be one of mujoco, none"),
+        (["command_hz:=5"], "must lie in"),
+        (["camera:=maybe"], "true or false"),
+        (["policy:=/no/such/file.pt"], "no such checkpoint file"),
+        (["method"], "name:=value"),
+    ],
+)
 def test_bad_launch_arguments_are_clear_errors(tokens, needle):
     with pytest.raises(GraphError, match=None) as exc:
         build_graph("franka", parse_launch_args(tokens))
@@ -85,8 +115,11 @@ def test_every_node_parameter_in_the_graph_is_declared_by_its_node():
     for module in ("sim_node", "camera_ingestion", "policy_node", "scheduler_node", "correction_node"):
         mod = importlib.import_module(f"async_vla_ros.nodes.{module}")
         tables[mod.NODE_NAME] = mod.PARAMS
-    for args in ({"policy": "expert"}, {"sim": "none", "bridge": "franka", "policy": "expert"},
-                 {"policy": "expert", "camera": "false", "fifo": "false", "method": "bid"}):
+    for args in (
+        {"policy": "expert"},
+        {"sim": "none", "bridge": "franka", "policy": "expert"},
+        {"policy": "expert", "camera": "false", "fifo": "false", "method": "bid"},
+    ):
         for node in build_graph("franka", args).nodes:
             validate_values(node.name, tables[node.name], node.parameters)  # raises on any problem
 
@@ -126,5 +159,6 @@ def test_console_scripts_match_the_graph_executables():
     text = (ROOT / "setup.py").read_text()
     for node in build_graph("franka", {"policy": "expert"}).nodes:
         assert f'"{node.executable}": f"{{PACKAGE}}.nodes.' in text, node.executable
-    assert isinstance(resolve_args({}), dict) and all(isinstance(n, NodeLaunch) for n in
-                                                       build_graph("franka", {"policy": "expert"}).nodes)
+    assert isinstance(resolve_args({}), dict) and all(
+        isinstance(n, NodeLaunch) for n in build_graph("franka", {"policy": "expert"}).nodes
+    )

@@ -65,10 +65,18 @@ def test_graph_with_recorder_and_dashboard(tmp_path):
     browser's CPU load does not overlap it) with every chart non-empty; (4) the graph stops cleanly."""
     port = _free_port()
     bag = tmp_path / "bag"
-    graph = build_graph("franka", {"policy": "expert", "record": str(bag), "dashboard": "true",
-                                   "dashboard_port": str(port)})
-    assert [n.name for n in graph.nodes] == ["recorder", "sim", "camera_ingestion", "policy", "scheduler",
-                                             "correction", "dashboard"]
+    graph = build_graph(
+        "franka", {"policy": "expert", "record": str(bag), "dashboard": "true", "dashboard_port": str(port)}
+    )
+    assert [n.name for n in graph.nodes] == [
+        "recorder",
+        "sim",
+        "camera_ingestion",
+        "policy",
+        "scheduler",
+        "correction",
+        "dashboard",
+    ]
     log: deque[str] = deque(maxlen=400)
     launcher = Launcher(graph, echo=log.append, workdir=str(tmp_path))
     url = f"http://127.0.0.1:{port}/"
@@ -83,8 +91,13 @@ def test_graph_with_recorder_and_dashboard(tmp_path):
         # (1) data from the running graph reaches the dashboard
         def ready() -> bool:
             s = _state(url)
-            return (s["counts"]["reports"] >= 30 and s["counts"]["commands"] >= 300 and s["overlay"] is not None
-                    and s["command"] is not None and len(s["health"]) >= 5)
+            return (
+                s["counts"]["reports"] >= 30
+                and s["counts"]["commands"] >= 300
+                and s["overlay"] is not None
+                and s["command"] is not None
+                and len(s["health"]) >= 5
+            )
 
         _wait(ready, 90.0, "dashboard data from the graph", alive(), log)
         s = _state(url)
@@ -117,11 +130,25 @@ def _check_recording(bag: Path) -> None:
     check = check_recording(bag)
     by_topic = {t.topic: t for t in check.topics}
     # every topic the default graph publishes was recorded, with the recorder's and the bag's counts equal
-    for topic in ("/observation", "/sim/task_state", "/policy/chunk_request", "/policy/action_chunk",
-                  "/scheduler/action_plan", "/scheduler/chunk_report", "/fr3_arm_controller/joint_trajectory",
-                  "/joint_states", "/camera/image_raw", "/camera/camera_info", "/diagnostics",
-                  "/scheduler/metrics", "/policy/metrics", "/correction/metrics", "/sim/metrics",
-                  "/camera_ingestion/metrics", "/correction/command_metrics"):
+    for topic in (
+        "/observation",
+        "/sim/task_state",
+        "/policy/chunk_request",
+        "/policy/action_chunk",
+        "/scheduler/action_plan",
+        "/scheduler/chunk_report",
+        "/fr3_arm_controller/joint_trajectory",
+        "/joint_states",
+        "/camera/image_raw",
+        "/camera/camera_info",
+        "/diagnostics",
+        "/scheduler/metrics",
+        "/policy/metrics",
+        "/correction/metrics",
+        "/sim/metrics",
+        "/camera_ingestion/metrics",
+        "/correction/command_metrics",
+    ):
         t = by_topic[topic]
         assert t.in_bag > 0, topic
         assert t.received == t.written == t.in_bag and t.dropped == 0, t

@@ -29,7 +29,7 @@ def _hex_to_addr(hex_addr: str) -> tuple[str, int]:
     raw = bytes.fromhex(ip_hex)
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1]), port
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
     return socket.inet_ntop(socket.AF_INET6, words), port
 
 
@@ -101,8 +101,16 @@ def test_every_server_of_the_graph_binds_loopback_and_dds_stays_local(tmp_path):
     with socket.socket() as s:  # a free port for the dashboard (its host parameter stays the default)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    graph = build_graph("franka", {"policy": "expert", "camera": "false", "dashboard": "true",
-                                   "dashboard_port": str(port), "record": str(tmp_path / "bag")})
+    graph = build_graph(
+        "franka",
+        {
+            "policy": "expert",
+            "camera": "false",
+            "dashboard": "true",
+            "dashboard_port": str(port),
+            "record": str(tmp_path / "bag"),
+        },
+    )
     assert {n.name for n in graph.nodes} >= {"dashboard", "recorder", "policy", "sim"}
     assert "host" not in graph.node("dashboard").parameters or graph.node("dashboard").parameters["host"] == "127.0.0.1"
     lines: list[str] = []
@@ -132,14 +140,19 @@ def test_every_server_of_the_graph_binds_loopback_and_dds_stays_local(tmp_path):
         for n in launcher.nodes:
             assert n.proc.poll() is None, n.spec.name
             found[n.spec.name] = _proc_sockets(n.pid)
-            env = dict(kv.split("=", 1) for kv in Path(f"/proc/{n.pid}/environ").read_bytes().decode(
-                errors="replace").split("\0") if "=" in kv)
+            env = dict(
+                kv.split("=", 1)
+                for kv in Path(f"/proc/{n.pid}/environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in kv
+            )
             assert env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", (n.spec.name, "DDS discovery not local")
             assert env.get("ROS_DOMAIN_ID"), n.spec.name
     finally:
         codes = launcher.stop()
-    listeners = {name: [(p, ip, port_) for p, ip, port_, st in socks if p.startswith("tcp") and st == TCP_LISTEN]
-                 for name, socks in found.items()}
+    listeners = {
+        name: [(p, ip, port_) for p, ip, port_, st in socks if p.startswith("tcp") and st == TCP_LISTEN]
+        for name, socks in found.items()
+    }
     assert ("tcp", "127.0.0.1", port) in listeners["dashboard"], found["dashboard"]
     exposed = {name: [s for s in ls if not _is_loopback(s[1])] for name, ls in listeners.items()}
     assert not any(exposed.values()), f"servers listening beyond loopback: {exposed}"

@@ -33,8 +33,10 @@ def test_proc_readers_on_this_process():
 
 
 def test_soak_reduced(tmp_path):
-    res = run_soak(SoakConfig(duration_s=30.0, stress=1, warmup_s=8.0, sample_s=2.0, workdir=str(tmp_path)),
-                   echo=lambda _line: None)
+    res = run_soak(
+        SoakConfig(duration_s=30.0, stress=1, warmup_s=8.0, sample_s=2.0, workdir=str(tmp_path)),
+        echo=lambda _line: None,
+    )
     report = format_report(res)
     assert not res.problems, report
     assert res.alive_to_end and all(v == 0 for v in res.exit_codes.values()), report

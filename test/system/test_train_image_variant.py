@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "async_vla_ros.cli", *args], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "async_vla_ros.cli", *args], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out.stdout
 
@@ -28,8 +30,25 @@ def test_image_policy_trains_and_serves_chunks(tmp_path):
     assert eps and eps[0].images is not None, "no camera frames recorded"
 
     ckpt = tmp_path / "img.pt"
-    log = _cli("train", "base", "--task", "track", "--demos", str(demos), "--out", str(ckpt), "--encoder", "image",
-               "--steps", "60", "--batch-size", "16", "--val-every", "20", "--no-progress")
+    log = _cli(
+        "train",
+        "base",
+        "--task",
+        "track",
+        "--demos",
+        str(demos),
+        "--out",
+        str(ckpt),
+        "--encoder",
+        "image",
+        "--steps",
+        "60",
+        "--batch-size",
+        "16",
+        "--val-every",
+        "20",
+        "--no-progress",
+    )
     train = [float(line.split("train ")[1].split()[0]) for line in log.splitlines() if line.startswith("step ")]
     assert len(train) == 3 and train[-1] < train[0], log
 

@@ -14,9 +14,14 @@ from async_vla_ros.eval import bags as B
 pytest.importorskip("rosbags")
 
 CUSTOM = sorted(p.stem for p in B.msg_dir().glob("*.msg"))  # every async_vla_msgs message
-STANDARD = ["sensor_msgs/msg/JointState", "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo",
-            "trajectory_msgs/msg/JointTrajectory", "std_msgs/msg/Float64MultiArray",
-            "diagnostic_msgs/msg/DiagnosticArray"]
+STANDARD = [
+    "sensor_msgs/msg/JointState",
+    "sensor_msgs/msg/Image",
+    "sensor_msgs/msg/CameraInfo",
+    "trajectory_msgs/msg/JointTrajectory",
+    "std_msgs/msg/Float64MultiArray",
+    "diagnostic_msgs/msg/DiagnosticArray",
+]
 ALL_TYPES = [f"async_vla_msgs/msg/{n}" for n in CUSTOM] + STANDARD
 
 
@@ -54,8 +59,7 @@ def _filled(store, msgtype: str, rng: np.random.Generator, depth: int = 0):
 
 def _plain(x):
     if hasattr(x, "__dataclass_fields__"):
-        return {k: _plain(getattr(x, k)) for k in x.__dataclass_fields__
-                if k != "__msgtype__" and not k.isupper()}
+        return {k: _plain(getattr(x, k)) for k in x.__dataclass_fields__ if k != "__msgtype__" and not k.isupper()}
     if hasattr(x, "__slots__") and not isinstance(x, (str, bytes)):  # mcap_ros2 dynamic messages
         return {k: _plain(getattr(x, k)) for k in x.__slots__}
     if isinstance(x, (list, tuple)):
@@ -120,8 +124,11 @@ def test_default_message_and_topic_filter(tmp_path):
     with B.BagWriter(bag) as w:
         w.add_topic("/observation", "async_vla_msgs/Observation")
         w.add_topic("/joint_states", "sensor_msgs/msg/JointState")
-        w.write("/observation", 5, B.default_message("async_vla_msgs/Observation", obs_id=7,
-                                                        state=np.arange(3.0), state_dim=3))
+        w.write(
+            "/observation",
+            5,
+            B.default_message("async_vla_msgs/Observation", obs_id=7, state=np.arange(3.0), state_dim=3),
+        )
         w.write("/joint_states", 6, B.default_message("sensor_msgs/JointState"))
     msgs = list(B.read_messages(bag, topics=["/observation"]))
     assert len(msgs) == 1 and msgs[0].msg.obs_id == 7 and msgs[0].t_ns == 5

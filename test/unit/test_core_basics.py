@@ -202,7 +202,7 @@ def test_spike_in_window_expires():
     for d in (2, 2, 9):
         est.observe_steps(d)
     assert est.forecast() == 9  # max over the window
-    for i in range(3):
+    for _i in range(3):
         est.observe_steps(2)
         assert est.forecast() == 9
     est.observe_steps(2)  # the 9 leaves the window of 4

@@ -18,8 +18,9 @@ from async_vla_ros.eval.chaos import check_command_stream
 from async_vla_ros.robot.streamer import MotionMonitor
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
-WIDE = JointLimits(name="wide", q_min=(-1e3,) * 7, q_max=(1e3,) * 7, v_max=(1e3,) * 7, a_max=(1e3,) * 7,
-                   j_max=(1e3,) * 7)
+WIDE = JointLimits(
+    name="wide", q_min=(-1e3,) * 7, q_max=(1e3,) * 7, v_max=(1e3,) * 7, a_max=(1e3,) * 7, j_max=(1e3,) * 7
+)
 
 
 def test_constant_acceleration_is_exact():

@@ -135,7 +135,7 @@ def test_adversarial_streams_never_violate_limits(robot, dt):
         targets.append(q0 + (0.4 if k % 2 else -0.4))
     for k in range(n):  # beyond the position limits, alternating ends
         targets.append(np.asarray(lim.q_max) + 1.0 if (k // 60) % 2 == 0 else np.asarray(lim.q_min) - 1.0)
-    for k in range(n):  # white noise of large amplitude
+    for _ in range(n):  # white noise of large amplitude
         targets.append(q0 + rng.normal(scale=1.5, size=7))
     for k in range(n):  # NaN / Inf bursts and wrong shapes inside a moving stream
         if 10 <= k % 50 < 20:

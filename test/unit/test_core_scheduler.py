@@ -28,16 +28,19 @@ def encode(request_id: int, k: int) -> float:
 
 def make_chunk(spec, chunk_id=None, horizon=H, t_obs=None):
     acts = np.array([[encode(spec.request_id, k), -encode(spec.request_id, k)] for k in range(horizon)])
-    return Chunk(spec.request_id if chunk_id is None else chunk_id, spec.request_id,
-                 spec.t_obs if t_obs is None else t_obs, acts)
+    return Chunk(
+        spec.request_id if chunk_id is None else chunk_id, spec.request_id, spec.t_obs if t_obs is None else t_obs, acts
+    )
 
 
 def simulate(name, d, s_min, steps=24, horizon=H, delays=None, **kw):
     """Lockstep run with a fixed true delay d (or per-request ``delays``); the delay estimator
     knows d from the start. Returns (sched, executed [(cid, k) | None], specs, results)."""
     sched = ChunkScheduler(
-        SchedulerConfig(horizon, A, s_min=s_min), name,
-        DelayEstimator(DelayConfig(warmup=0, d_init=d)), **kw,
+        SchedulerConfig(horizon, A, s_min=s_min),
+        name,
+        DelayEstimator(DelayConfig(warmup=0, d_init=d)),
+        **kw,
     )
     pending: list[tuple[int, Chunk]] = []
     executed, specs, results = [], [], []
@@ -230,15 +233,18 @@ def test_rejects_are_reasoned_and_counted():
     assert sched.on_chunk(good, 2).reason == "duplicate"  # same chunk id again
     assert sched.on_chunk(make_chunk(spec, chunk_id=16), 2).reason == "duplicate"  # request answered
     assert sched.stats()["rejected"] == {
-        "bad_shape": 1, "non_finite": 1, "bad_field": 1, "unknown_request": 1,
-        "t_obs_mismatch": 1, "duplicate": 2,
+        "bad_shape": 1,
+        "non_finite": 1,
+        "bad_field": 1,
+        "unknown_request": 1,
+        "t_obs_mismatch": 1,
+        "duplicate": 2,
     }
     assert sched.stats()["accepted"] == 1
 
 
 def test_out_of_order_after_a_newer_request_was_accepted():
-    sched = ChunkScheduler(SchedulerConfig(H, A, request_timeout=2), "naive",
-                           DelayEstimator(DelayConfig(warmup=0)))
+    sched = ChunkScheduler(SchedulerConfig(H, A, request_timeout=2), "naive", DelayEstimator(DelayConfig(warmup=0)))
     s0 = sched.maybe_request(0)
     s1 = sched.maybe_request(2)  # s0 abandoned after 2 steps
     assert s1 is not None and s1.request_id == s0.request_id + 1
@@ -310,8 +316,15 @@ def test_make_strategy_did_you_mean_and_bad_options():
         make_strategy("rtc_hard", schedule="exp")
     assert make_strategy("rtc_hard").schedule == "hard" and make_strategy("rtc_hard").name == "rtc_hard"
     samplers = {n: make_strategy(n).sampler for n in ["sync", "naive", "te", "rtc", "rtc_hard", "remac", "bid"]}
-    assert samplers == {"sync": "vanilla", "naive": "vanilla", "te": "vanilla", "rtc": "rtc",
-                        "rtc_hard": "rtc", "remac": "prefix", "bid": "bid"}
+    assert samplers == {
+        "sync": "vanilla",
+        "naive": "vanilla",
+        "te": "vanilla",
+        "rtc": "rtc",
+        "rtc_hard": "rtc",
+        "remac": "prefix",
+        "bid": "bid",
+    }
 
 
 def test_scheduler_config_validation():

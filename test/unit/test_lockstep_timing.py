@@ -107,8 +107,9 @@ def _run(method, d, s_min, episodes=3, batch=3, correction=None, env_holder=None
         return e
 
     runner = LockstepRunner(policy, correction, env_factory=factory)
-    res = runner.run(LockstepConfig(task="track", method=method, delay=d, s_min=s_min, episodes=episodes,
-                                    batch=batch, seed=seed))
+    res = runner.run(
+        LockstepConfig(task="track", method=method, delay=d, s_min=s_min, episodes=episodes, batch=batch, seed=seed)
+    )
     return res, policy, envs
 
 

@@ -11,8 +11,17 @@ from async_vla_ros.bringup.graph import GraphError, _when_matches, build_graph
 def test_recorder_and_dashboard_are_optional_nodes(tmp_path):
     base = [n.name for n in build_graph("franka", {"policy": "expert"}).nodes]
     assert "recorder" not in base and "dashboard" not in base
-    g = build_graph("franka", {"policy": "expert", "record": str(tmp_path / "run1"), "dashboard": "true",
-                               "dashboard_port": "9000", "command": "forward", "namespace": "/robot1"})
+    g = build_graph(
+        "franka",
+        {
+            "policy": "expert",
+            "record": str(tmp_path / "run1"),
+            "dashboard": "true",
+            "dashboard_port": "9000",
+            "command": "forward",
+            "namespace": "/robot1",
+        },
+    )
     names = [n.name for n in g.nodes]
     assert names[0] == "recorder" and names[-1] == "dashboard" and names[1:-1] == base
     rec = g.node("recorder").parameters

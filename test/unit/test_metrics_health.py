@@ -6,8 +6,19 @@ import math
 
 import pytest
 
-from async_vla_ros.nodes.health import (ERROR, OK, TELEMETRY_PARAMS, WARN, HealthMonitor, RateWindow, Threshold,
-                                        evaluate, numeric_values, threshold_params, thresholds_from_values)
+from async_vla_ros.nodes.health import (
+    ERROR,
+    OK,
+    TELEMETRY_PARAMS,
+    WARN,
+    HealthMonitor,
+    RateWindow,
+    Threshold,
+    evaluate,
+    numeric_values,
+    threshold_params,
+    thresholds_from_values,
+)
 from async_vla_ros.nodes.params import ParamError, validate_values
 
 S = 1_000_000_000
@@ -22,12 +33,15 @@ def test_threshold_levels_above_and_below():
         assert t.level(missing) == OK and low.level(missing) == OK  # no data yet: not judged
 
 
-@pytest.mark.parametrize("kw, needle", [
-    (dict(key="x", warn=0.5, error=0.1), "must be >= warn"),
-    (dict(key="x", warn=0.1, error=0.5, above=False), "must be <= warn"),
-    (dict(key="x", warn=math.inf, error=1.0), "finite"),
-    (dict(key="two words", warn=0.1, error=0.2), "without spaces"),
-])
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        (dict(key="x", warn=0.5, error=0.1), "must be >= warn"),
+        (dict(key="x", warn=0.1, error=0.5, above=False), "must be <= warn"),
+        (dict(key="x", warn=math.inf, error=1.0), "finite"),
+        (dict(key="two words", warn=0.1, error=0.2), "without spaces"),
+    ],
+)
 def test_threshold_rejects_bad_rows(kw, needle):
     with pytest.raises(ValueError, match=needle):
         Threshold(**kw)
@@ -55,8 +69,9 @@ def test_rate_window_counts_events_of_the_last_window():
 
 
 def test_health_monitor_derives_rates_and_levels_over_time():
-    mon = HealthMonitor((Threshold("dropped_per_s", 1.0, 10.0), Threshold("latency_s", 0.2, 0.5)), ("dropped",),
-                        window_s=2.0)
+    mon = HealthMonitor(
+        (Threshold("dropped_per_s", 1.0, 10.0), Threshold("latency_s", 0.2, 0.5)), ("dropped",), window_s=2.0
+    )
     vals, h = mon.update(0, {"dropped": 0, "latency_s": 0.1, "method": "rtc"})
     assert vals["dropped_per_s"] == 0.0 and h.level == OK and vals["method"] == "rtc"
     vals, h = mon.update(1 * S, {"dropped": 3, "latency_s": 0.1})
@@ -71,19 +86,31 @@ def test_health_monitor_derives_rates_and_levels_over_time():
 
 
 def test_threshold_parameters_round_trip_and_validation():
-    rules = (Threshold("latency_p95_s", 0.25, 0.5, description="obs -> chunk"),
-             Threshold("rate_hz", 15.0, 5.0, above=False))
+    rules = (
+        Threshold("latency_p95_s", 0.25, 0.5, description="obs -> chunk"),
+        Threshold("rate_hz", 15.0, 5.0, above=False),
+    )
     rows = threshold_params(rules)
-    assert [r.name for r in rows] == ["diag.latency_p95_s.warn", "diag.latency_p95_s.error",
-                                      "diag.rate_hz.warn", "diag.rate_hz.error"]
+    assert [r.name for r in rows] == [
+        "diag.latency_p95_s.warn",
+        "diag.latency_p95_s.error",
+        "diag.rate_hz.warn",
+        "diag.rate_hz.error",
+    ]
     assert "above" in rows[0].description and "below" in rows[2].description
     values = validate_values("n", TELEMETRY_PARAMS + rows, {"diag.latency_p95_s.error": 1})  # ints accepted
     got = thresholds_from_values("n", rules, values)
-    assert (got[0].warn, got[0].error) == (0.25, 1.0) and (got[1].warn, got[1].error, got[1].above) == (15.0, 5.0, False)
+    assert (got[0].warn, got[0].error) == (0.25, 1.0) and (got[1].warn, got[1].error, got[1].above) == (
+        15.0,
+        5.0,
+        False,
+    )
     assert values["metrics_period_s"] == 0.2 and values["diag_window_s"] == 10.0
     # warn beyond error is rejected naming both parameters
     bad = validate_values("n", rows, {"diag.latency_p95_s.warn": 1.0})
-    with pytest.raises(ParamError, match=r"diag.latency_p95_s.error \(0.5\) must be >= diag.latency_p95_s.warn \(1.0\)"):
+    with pytest.raises(
+        ParamError, match=r"diag.latency_p95_s.error \(0.5\) must be >= diag.latency_p95_s.warn \(1.0\)"
+    ):
         thresholds_from_values("n", rules, bad)
     with pytest.raises(ParamError, match="must be a number"):
         validate_values("n", rows, {"diag.rate_hz.warn": "fast"})

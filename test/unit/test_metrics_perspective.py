@@ -23,7 +23,7 @@ def _field_exists(path: str) -> bool:
     store = B.make_typestore()
     for topic, msgtype in B.DEFAULT_TOPICS.items():
         if path.startswith(topic + "/"):
-            field = path[len(topic) + 1:]
+            field = path[len(topic) + 1 :]
             names = {n: d for n, d in store.fielddefs[msgtype][1]}
             return field in names and names[field][0] == Nodetype.BASE  # a plain number / bool
     return False
@@ -45,7 +45,9 @@ def test_rqt_perspective_plots_existing_fields_and_monitors_diagnostics():
     missing = [p for p in plotted if not _field_exists(p)]
     assert not missing, missing
     assert any(p.startswith("/correction/command_metrics/") for p in plotted)
-    assert any(p.endswith("/predicted_delay_steps") for p in plotted) and any(p.endswith("/measured_delay_steps") for p in plotted)
+    assert any(p.endswith("/predicted_delay_steps") for p in plotted) and any(
+        p.endswith("/measured_delay_steps") for p in plotted
+    )
 
 
 def test_plotjuggler_layout_curves_exist():

@@ -4,7 +4,6 @@ CommandMetrics, with known answers."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from async_vla_ros.eval.bags import BagWriter, default_message
@@ -21,17 +20,35 @@ def _bag(path):
         w.add_topic("/correction/command_metrics", "async_vla_msgs/msg/CommandMetrics")
         for i in range(4):  # /scheduler: OK, WARN, ERROR, WARN; /policy: always OK
             lv = [0, 1, 2, 1][i]
-            msg = {0: "ok", 1: "latency_p95_s 0.3 > WARN limit 0.25",
-                   2: "latency_p95_s 0.6 > ERROR limit 0.5; hold_steps_per_s 2 > WARN limit 1"}[lv]
-            st = [default_message("diagnostic_msgs/msg/DiagnosticStatus", name="/scheduler", level=lv,
-                                  message=msg),
-                  default_message("diagnostic_msgs/msg/DiagnosticStatus", name="/policy", message="ok")]
-            w.write("/diagnostics", 10**18 + i * 1000 * MS, default_message("diagnostic_msgs/msg/DiagnosticArray", status=st))
+            msg = {
+                0: "ok",
+                1: "latency_p95_s 0.3 > WARN limit 0.25",
+                2: "latency_p95_s 0.6 > ERROR limit 0.5; hold_steps_per_s 2 > WARN limit 1",
+            }[lv]
+            st = [
+                default_message("diagnostic_msgs/msg/DiagnosticStatus", name="/scheduler", level=lv, message=msg),
+                default_message("diagnostic_msgs/msg/DiagnosticStatus", name="/policy", message="ok"),
+            ]
+            w.write(
+                "/diagnostics",
+                10**18 + i * 1000 * MS,
+                default_message("diagnostic_msgs/msg/DiagnosticArray", status=st),
+            )
         for k in range(100):  # every 4th tick rate-limited (bit 4), one clamped (bit 2); period error 0.1 ms or 1 ms
             flags = (4 if k % 4 == 0 else 0) | (2 if k == 50 else 0)
-            w.write("/correction/command_metrics", 10**18 + k * 10 * MS, default_message(
-                "async_vla_msgs/msg/CommandMetrics", tick=k + 1, period_s=0.0101, period_error_s=0.001 if k == 99 else 0.0001,
-                safety_flags=flags, safety_deviation=0.002 * (k % 4 == 0), hold=k < 3))
+            w.write(
+                "/correction/command_metrics",
+                10**18 + k * 10 * MS,
+                default_message(
+                    "async_vla_msgs/msg/CommandMetrics",
+                    tick=k + 1,
+                    period_s=0.0101,
+                    period_error_s=0.001 if k == 99 else 0.0001,
+                    safety_flags=flags,
+                    safety_deviation=0.002 * (k % 4 == 0),
+                    hold=k < 3,
+                ),
+            )
 
 
 def test_bag_report_has_health_and_command_loop_sections(tmp_path):

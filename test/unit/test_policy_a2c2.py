@@ -17,8 +17,9 @@ OBS, A, H, LAT = 7, 3, 8, 5
 
 def _head(latent_dim=0, normalizer=None):
     torch.manual_seed(0)
-    head = CorrectionHead(CorrectionConfig(obs_dim=OBS, action_dim=A, horizon=H, latent_dim=latent_dim, hidden=32,
-                                           depth=2), normalizer)
+    head = CorrectionHead(
+        CorrectionConfig(obs_dim=OBS, action_dim=A, horizon=H, latent_dim=latent_dim, hidden=32, depth=2), normalizer
+    )
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0.0, 0.3)
@@ -43,7 +44,7 @@ def test_feature_layout():
     f = head.features(obs, base, k, lat)
     assert f.shape == (2, OBS + A + 2 + LAT)
     torch.testing.assert_close(f[:, :OBS], obs)
-    torch.testing.assert_close(f[:, OBS:OBS + A], base)
+    torch.testing.assert_close(f[:, OBS : OBS + A], base)
     ang = 2 * math.pi * k.double() / H
     torch.testing.assert_close(f[:, OBS + A], torch.sin(ang).float())
     torch.testing.assert_close(f[:, OBS + A + 1], torch.cos(ang).float())
@@ -74,8 +75,12 @@ def test_residual_depends_on_position_and_matches_torch_path():
     r3 = head.residual(obs, base, np.array([3]), H, latent=lat)
     assert not np.allclose(r0, r3)
     with torch.no_grad():
-        t = head(torch.tensor(obs, dtype=torch.float32), torch.tensor(base, dtype=torch.float32), torch.tensor([3]),
-                 torch.tensor(lat, dtype=torch.float32)).numpy()
+        t = head(
+            torch.tensor(obs, dtype=torch.float32),
+            torch.tensor(base, dtype=torch.float32),
+            torch.tensor([3]),
+            torch.tensor(lat, dtype=torch.float32),
+        ).numpy()
     np.testing.assert_allclose(r3, t, rtol=1e-6, atol=1e-6)
 
 

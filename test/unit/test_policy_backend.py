@@ -7,19 +7,26 @@ import pytest
 import torch
 
 from async_vla_ros.policy.base import (
-    ChunkPolicy, FlowPolicyBackend, SamplerSettings, available_backends, load_checkpoint, load_policy,
-    make_flow_backend, register_backend, save_checkpoint,
+    ChunkPolicy,
+    FlowPolicyBackend,
+    SamplerSettings,
+    available_backends,
+    load_checkpoint,
+    load_policy,
+    make_flow_backend,
+    register_backend,
+    save_checkpoint,
 )
 from async_vla_ros.policy.lora import apply_lora
 from async_vla_ros.policy.networks import FlowNetConfig, build_network
 from async_vla_ros.policy.normalize import DimNorm, Normalizer
 
 OBS, H, A, B = 9, 6, 4, 2
-CFG = FlowNetConfig(obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48, token_hidden=16, depth=2,
-                    obs_hidden=32)
+CFG = FlowNetConfig(
+    obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48, token_hidden=16, depth=2, obs_hidden=32
+)
 RNG = np.random.default_rng(0)
-NORM = Normalizer.from_data(RNG.normal(2.0, 3.0, (500, OBS)), RNG.uniform(-1.5, 0.5, (500, H, A)),
-                            action_mode="minmax")
+NORM = Normalizer.from_data(RNG.normal(2.0, 3.0, (500, OBS)), RNG.uniform(-1.5, 0.5, (500, H, A)), action_mode="minmax")
 
 
 def first_candidate(c, p, w, weak):
@@ -27,8 +34,15 @@ def first_candidate(c, p, w, weak):
 
 
 def _backend(settings=None, **kw):
-    be = make_flow_backend(CFG, NORM, settings or SamplerSettings(n_steps=3, bid_n=3), init_seed=0,
-                           task="unit", bid_select=first_candidate, **kw)
+    be = make_flow_backend(
+        CFG,
+        NORM,
+        settings or SamplerSettings(n_steps=3, bid_n=3),
+        init_seed=0,
+        task="unit",
+        bid_select=first_candidate,
+        **kw,
+    )
     with torch.no_grad():  # non-trivial weights (adaLN starts at zero)
         g = torch.Generator().manual_seed(1)
         for p in be.network.parameters():
@@ -48,8 +62,14 @@ ALL = {"vanilla": {}, "rtc": {"p": 1, "w": 1}, "prefix": {"p": 1, "nf": 1}, "bid
 
 def _call(be, sampler, obs, prefix, weights, nf, seed):
     need = ALL[sampler]
-    return be.infer(obs, sampler, prefix=prefix if "p" in need else None, weights=weights if "w" in need else None,
-                    n_frozen=nf if "nf" in need else None, seed=seed)
+    return be.infer(
+        obs,
+        sampler,
+        prefix=prefix if "p" in need else None,
+        weights=weights if "w" in need else None,
+        n_frozen=nf if "nf" in need else None,
+        seed=seed,
+    )
 
 
 def test_backend_is_a_chunk_policy():
@@ -91,8 +111,9 @@ def test_rtc_zero_weights_equals_vanilla_and_guidance_pulls_to_prefix():
     be = _backend()
     obs, prefix, weights, _ = _request()
     van = be.infer(obs, seed=5)
-    np.testing.assert_allclose(be.infer(obs, "rtc", prefix=prefix, weights=np.zeros((B, H)), seed=5), van,
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        be.infer(obs, "rtc", prefix=prefix, weights=np.zeros((B, H)), seed=5), van, rtol=0, atol=1e-5
+    )
     rtc = be.infer(obs, "rtc", prefix=prefix, weights=weights, seed=5)
     assert np.abs(rtc[:, 0] - prefix[:, 0]).mean() < np.abs(van[:, 0] - prefix[:, 0]).mean()
 
@@ -109,16 +130,23 @@ def test_bid_uses_the_injected_selector_and_first_chunk_without_prefix():
 def test_checkpoint_round_trip_gives_identical_chunks(tmp_path):
     be = _backend()
     obs, prefix, weights, nf = _request()
-    path = save_checkpoint(tmp_path / "ckpt" / "policy.pt", be.network, be.normalizer, task="unit",
-                           settings=be.settings, train_config={"steps": 10, "lr": 1e-3, "note": "x"})
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "policy.pt",
+        be.network,
+        be.normalizer,
+        task="unit",
+        settings=be.settings,
+        train_config={"steps": 10, "lr": 1e-3, "note": "x"},
+    )
     ckpt = load_checkpoint(path)
     assert (ckpt["obs_dim"], ckpt["horizon"], ckpt["action_dim"], ckpt["task"]) == (OBS, H, A, "unit")
     assert ckpt["train_config"] == {"steps": 10, "lr": 1e-3, "note": "x"}
     loaded = load_policy(path, bid_select=first_candidate)
     assert isinstance(loaded, FlowPolicyBackend) and loaded.settings == be.settings
     for sampler in ALL:
-        np.testing.assert_array_equal(_call(loaded, sampler, obs, prefix, weights, nf, 21),
-                                      _call(be, sampler, obs, prefix, weights, nf, 21))
+        np.testing.assert_array_equal(
+            _call(loaded, sampler, obs, prefix, weights, nf, 21), _call(be, sampler, obs, prefix, weights, nf, 21)
+        )
 
 
 def test_lora_model_is_merged_into_the_checkpoint(tmp_path):
@@ -136,8 +164,9 @@ def test_lora_model_is_merged_into_the_checkpoint(tmp_path):
 
 
 def test_image_backend_accepts_uint8_hwc_and_float_chw():
-    cfg = FlowNetConfig(obs_dim=OBS, action_dim=A, horizon=H, hidden=32, encoder="image", image_size=(32, 40),
-                        cnn_channels=(8, 8))
+    cfg = FlowNetConfig(
+        obs_dim=OBS, action_dim=A, horizon=H, hidden=32, encoder="image", image_size=(32, 40), cnn_channels=(8, 8)
+    )
     be = make_flow_backend(cfg, settings=SamplerSettings(n_steps=2))
     img = RNG.integers(0, 256, (B, 32, 40, 3), dtype=np.uint8)
     state = RNG.normal(size=(B, OBS))

@@ -14,8 +14,28 @@ def _ns(*argv):
 
 
 def test_bench_reports_all_methods(capsys):
-    ns = _ns("--obs-dim", "6", "--horizon", "4", "--action-dim", "3", "--hidden", "16", "--depth", "1",
-             "--steps", "2", "--bid-n", "2", "--delay", "1", "--reps", "3", "--warmup", "1")
+    ns = _ns(
+        "--obs-dim",
+        "6",
+        "--horizon",
+        "4",
+        "--action-dim",
+        "3",
+        "--hidden",
+        "16",
+        "--depth",
+        "1",
+        "--steps",
+        "2",
+        "--bid-n",
+        "2",
+        "--delay",
+        "1",
+        "--reps",
+        "3",
+        "--warmup",
+        "1",
+    )
     res = bench_samplers.measure(ns)
     assert set(res) == {"vanilla", "rtc", "prefix", "bid", "a2c2", "step fwd", "step fwd+vjp"}
     assert res["vanilla"]["ratio"] == 1.0 and res["vanilla"]["paired_ratio"] == 1.0

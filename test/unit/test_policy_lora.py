@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from async_vla_ros.policy.lora import (
-    adapters_disabled, apply_lora, count_trainable_params, expected_lora_params, linear_module_names, merge_lora,
+    adapters_disabled,
+    apply_lora,
+    count_trainable_params,
+    expected_lora_params,
+    linear_module_names,
+    merge_lora,
 )
 from async_vla_ros.policy.networks import FlowNetConfig, build_network
 
@@ -18,8 +23,11 @@ OBS, H, A = 10, 6, 4
 
 def _net(seed=0):
     torch.manual_seed(seed)
-    net = build_network(FlowNetConfig(obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48,
-                                      token_hidden=16, depth=2, obs_hidden=32))
+    net = build_network(
+        FlowNetConfig(
+            obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48, token_hidden=16, depth=2, obs_hidden=32
+        )
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.2)

@@ -23,8 +23,9 @@ def randomised(cfg: FlowNetConfig, seed: int = 0):
 
 @pytest.fixture
 def cfg():
-    return FlowNetConfig(obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48, token_hidden=16,
-                         depth=2, obs_hidden=32)
+    return FlowNetConfig(
+        obs_dim=OBS, action_dim=A, horizon=H, hidden=32, channel_hidden=48, token_hidden=16, depth=2, obs_hidden=32
+    )
 
 
 def test_default_network_is_small():
@@ -42,8 +43,9 @@ def test_state_network_shapes(cfg):
 
 
 def test_image_network_shapes():
-    cfg = FlowNetConfig(obs_dim=6, action_dim=A, horizon=H, hidden=32, encoder="image", image_size=(64, 80),
-                        cnn_channels=(8, 16))
+    cfg = FlowNetConfig(
+        obs_dim=6, action_dim=A, horizon=H, hidden=32, encoder="image", image_size=(64, 80), cnn_channels=(8, 16)
+    )
     net = randomised(cfg)
     obs = {"state": torch.randn(2, 6), "image": torch.rand(2, 3, 64, 80)}
     assert net(obs, torch.randn(2, H, A), 0.5).shape == (2, H, A)
@@ -84,7 +86,7 @@ def test_per_row_tau_matches_scalar_calls(cfg):
     taus = torch.tensor([0.1, 0.5, 0.9])
     with torch.no_grad():
         out = net(obs, x, taus)
-        rows = [net(obs[i:i + 1], x[i:i + 1], float(taus[i])) for i in range(3)]
+        rows = [net(obs[i : i + 1], x[i : i + 1], float(taus[i])) for i in range(3)]
     torch.testing.assert_close(out, torch.cat(rows), rtol=1e-5, atol=1e-5)
 
 

@@ -259,8 +259,16 @@ def test_bid_weak_samples_reach_the_scorer():
     x0 = torch.randn(B, 2, H, A)
     weak_x0 = torch.randn(B, 3, H, A)
     target = torch.ones(B * 3, H, A)
-    res = S.sample_bid(lambda x, t: -x, x0, 2, torch.zeros(B, H, A), torch.ones(B, H),
-                       weak_v=transport_to(target), weak_x0=weak_x0, select=select)
+    res = S.sample_bid(
+        lambda x, t: -x,
+        x0,
+        2,
+        torch.zeros(B, H, A),
+        torch.ones(B, H),
+        weak_v=transport_to(target),
+        weak_x0=weak_x0,
+        select=select,
+    )
     assert got["weak"].shape == (B, 3, H, A)
     np.testing.assert_allclose(got["weak"], 1.0, atol=1e-12)
     assert res.weak is not None
@@ -269,11 +277,17 @@ def test_bid_weak_samples_reach_the_scorer():
 def test_bid_rejects_bad_scorer_output():
     x0 = torch.randn(B, 2, H, A)
     with pytest.raises(ValueError, match="indices"):
-        S.sample_bid(lambda x, t: -x, x0, 2, torch.zeros(B, H, A), torch.ones(B, H),
-                     select=lambda *a: np.full(B, 7))
+        S.sample_bid(lambda x, t: -x, x0, 2, torch.zeros(B, H, A), torch.ones(B, H), select=lambda *a: np.full(B, 7))
     with pytest.raises(ValueError, match="together"):
-        S.sample_bid(lambda x, t: -x, x0, 2, torch.zeros(B, H, A), torch.ones(B, H),
-                     weak_v=lambda x, t: x, select=_closest_to_prefix)
+        S.sample_bid(
+            lambda x, t: -x,
+            x0,
+            2,
+            torch.zeros(B, H, A),
+            torch.ones(B, H),
+            weak_v=lambda x, t: x,
+            select=_closest_to_prefix,
+        )
 
 
 def test_bid_with_core_bid_select_prefers_coherent_candidate():
@@ -281,8 +295,14 @@ def test_bid_with_core_bid_select_prefers_coherent_candidate():
     # candidate j is transported exactly to the constant j / 2; the prefix is 1.0 -> candidate 2
     n_c = 4
     targets = (torch.arange(n_c, dtype=torch.float64) / 2).repeat(B)[:, None, None].expand(B * n_c, H, A)
-    res = S.sample_bid(transport_to(targets), torch.randn(B, n_c, H, A), 3, torch.ones(B, H, A),
-                       torch.ones(B, H), select=bid.bid_select)
+    res = S.sample_bid(
+        transport_to(targets),
+        torch.randn(B, n_c, H, A),
+        3,
+        torch.ones(B, H, A),
+        torch.ones(B, H),
+        select=bid.bid_select,
+    )
     np.testing.assert_array_equal(res.index, np.full(B, 2))
 
 
@@ -308,7 +328,9 @@ def test_unvalidated_fast_paths_match(x0):
     prefix = torch.randn(B, H, A)
     nf = np.array([0, 2, 5])
     w = torch.rand(B, H)
-    torch.testing.assert_close(S.sample_prefix(v, x0, 4, prefix, nf, validate=False),
-                               S.sample_prefix(v, x0, 4, prefix, nf), rtol=0, atol=0)
-    torch.testing.assert_close(S.sample_rtc(v, x0, 4, prefix, w, validate=False),
-                               S.sample_rtc(v, x0, 4, prefix, w), rtol=0, atol=0)
+    torch.testing.assert_close(
+        S.sample_prefix(v, x0, 4, prefix, nf, validate=False), S.sample_prefix(v, x0, 4, prefix, nf), rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        S.sample_rtc(v, x0, 4, prefix, w, validate=False), S.sample_rtc(v, x0, 4, prefix, w), rtol=0, atol=0
+    )

@@ -50,19 +50,40 @@ def write_track_bag(path: Path, d: int = 2, steps: int = N_STEPS, with_reports: 
         hold = np.append(obs[:7], obs[14])  # q (7) and gripper width
         for t in range(steps):
             t_ns = T0_NS + int(t * DT * 1e9)
-            w.write("/observation", t_ns, B.default_message(
-                "async_vla_msgs/msg/Observation", header=_header(t_ns), obs_id=t + 1, episode_id=1, task="track",
-                state_dim=obs.size, state=obs.astype(np.float64)))
+            w.write(
+                "/observation",
+                t_ns,
+                B.default_message(
+                    "async_vla_msgs/msg/Observation",
+                    header=_header(t_ns),
+                    obs_id=t + 1,
+                    episode_id=1,
+                    task="track",
+                    state_dim=obs.size,
+                    state=obs.astype(np.float64),
+                ),
+            )
             for item in [p for p in pending if p[0] <= t]:
                 pending.remove(item)
                 res = sched.on_chunk(item[1], t)
                 if with_reports:
-                    w.write("/scheduler/chunk_report", t_ns + 1000, B.default_message(
-                        "async_vla_msgs/msg/ChunkReport", header=_header(t_ns), chunk_id=item[1].chunk_id,
-                        request_id=item[1].request_id, accepted=res.accepted, merge_strategy="naive",
-                        inference_s=0.004, total_latency_s=d * DT, predicted_delay_steps=d,
-                        measured_delay_steps=res.measured_d if res.measured_d is not None else -1,
-                        boundary_jump=res.boundary_jump or 0.0))
+                    w.write(
+                        "/scheduler/chunk_report",
+                        t_ns + 1000,
+                        B.default_message(
+                            "async_vla_msgs/msg/ChunkReport",
+                            header=_header(t_ns),
+                            chunk_id=item[1].chunk_id,
+                            request_id=item[1].request_id,
+                            accepted=res.accepted,
+                            merge_strategy="naive",
+                            inference_s=0.004,
+                            total_latency_s=d * DT,
+                            predicted_delay_steps=d,
+                            measured_delay_steps=res.measured_d if res.measured_d is not None else -1,
+                            boundary_jump=res.boundary_jump or 0.0,
+                        ),
+                    )
             spec = sched.maybe_request(t)
             if spec is not None:
                 acts = expert.infer(obs[None])[0]
@@ -70,13 +91,28 @@ def write_track_bag(path: Path, d: int = 2, steps: int = N_STEPS, with_reports: 
             a = sched.action_at(t)
             rem = sched.timeline.remaining(t + 1)
             plan = np.vstack([a[None], rem]) if a is not None else np.zeros((0, 8))
-            w.write("/scheduler/action_plan", t_ns + 2000, B.default_message(
-                "async_vla_msgs/msg/ActionPlan", header=_header(t_ns), plan_id=t + 1, step=t, merge_strategy="naive",
-                dt=DT, length=len(plan), action_dim=8, actions=plan.ravel()))
+            w.write(
+                "/scheduler/action_plan",
+                t_ns + 2000,
+                B.default_message(
+                    "async_vla_msgs/msg/ActionPlan",
+                    header=_header(t_ns),
+                    plan_id=t + 1,
+                    step=t,
+                    merge_strategy="naive",
+                    dt=DT,
+                    length=len(plan),
+                    action_dim=8,
+                    actions=plan.ravel(),
+                ),
+            )
             cmd = a if a is not None else hold
             hold = cmd
-            w.write("/forward_position_controller/commands", t_ns + 3000,
-                    B.default_message("std_msgs/msg/Float64MultiArray", data=np.asarray(cmd, dtype=np.float64)))
+            w.write(
+                "/forward_position_controller/commands",
+                t_ns + 3000,
+                B.default_message("std_msgs/msg/Float64MultiArray", data=np.asarray(cmd, dtype=np.float64)),
+            )
             obs = env.step(cmd)
     env.close()
     return path

@@ -145,9 +145,13 @@ class FakeRobot:
 
 
 FAKE = types.SimpleNamespace(
-    Robot=FakeRobot, ControlException=ControlException, JointPositions=JointPositions,
+    Robot=FakeRobot,
+    ControlException=ControlException,
+    JointPositions=JointPositions,
     RealtimeConfig=types.SimpleNamespace(kEnforce="enforce", kIgnore="ignore"),
-    ControllerMode=types.SimpleNamespace(JointImpedance="ji", CartesianImpedance="ci"), last=None)
+    ControllerMode=types.SimpleNamespace(JointImpedance="ji", CartesianImpedance="ci"),
+    last=None,
+)
 
 
 def _robot(**kw) -> LibfrankaRobot:
@@ -157,8 +161,9 @@ def _robot(**kw) -> LibfrankaRobot:
 
 
 def _session(strategy="rtc", safety=True):
-    return StreamingSession(StressPolicy(), SessionConfig(strategy=strategy, delay_steps=4,
-                                                          streamer=StreamerConfig(safety=safety)))
+    return StreamingSession(
+        StressPolicy(), SessionConfig(strategy=strategy, delay_steps=4, streamer=StreamerConfig(safety=safety))
+    )
 
 
 def test_filtered_session_runs_without_abort_and_ends_at_rest():
@@ -199,12 +204,16 @@ def test_late_cycles_are_caught_up_on_the_robot_clock():
     assert not rep.aborted and FAKE.last.monitor.total_violations == 0
 
 
-@pytest.mark.parametrize("durations", [
-    [1] * 400 + [2] + [1] * 3000,  # one missed cycle in motion
-    [1] * 400 + [5] + [1] * 3000,  # four in a row
-    [1] * 300 + ([1] * 37 + [2]) * 20 + [1] * 3000,  # a late iteration every 38 ms
-    [1] * 250 + ([1] * 9 + [3]) * 40 + [1] * 3000,  # and every 10 ms, two missed each time
-], ids=["one", "four_in_a_row", "every_38ms", "every_10ms"])
+@pytest.mark.parametrize(
+    "durations",
+    [
+        [1] * 400 + [2] + [1] * 3000,  # one missed cycle in motion
+        [1] * 400 + [5] + [1] * 3000,  # four in a row
+        [1] * 300 + ([1] * 37 + [2]) * 20 + [1] * 3000,  # a late iteration every 38 ms
+        [1] * 250 + ([1] * 9 + [3]) * 40 + [1] * 3000,  # and every 10 ms, two missed each time
+    ],
+    ids=["one", "four_in_a_row", "every_38ms", "every_10ms"],
+)
 def test_late_cycles_in_motion_continue_from_the_robots_extrapolation(durations):
     """The fake does what the FCI does for a missed cycle (keep acceleration constant and
     integrate; its q_d then is that extrapolation, not our command) and differences the next

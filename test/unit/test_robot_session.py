@@ -14,8 +14,12 @@ HOME = np.asarray(FR3_HOME)
 
 
 def _run(strategy: str, delay: int, safety: bool, seconds: float, interpolation: str = "linear"):
-    sess = StreamingSession(StressPolicy(StressConfig()), SessionConfig(
-        strategy=strategy, delay_steps=delay, streamer=StreamerConfig(interpolation=interpolation, safety=safety)))
+    sess = StreamingSession(
+        StressPolicy(StressConfig()),
+        SessionConfig(
+            strategy=strategy, delay_steps=delay, streamer=StreamerConfig(interpolation=interpolation, safety=safety)
+        ),
+    )
     sess.start(HOME)
     mon = MotionMonitor("fr3")
     mon.reset(HOME)

@@ -100,7 +100,10 @@ def test_filtered_stream_keeps_the_limits_through_a_step_and_settles():
             mon.update(s.tick().q_cmd)
     assert mon.total_violations == 0
     summ = mon.summary()
-    assert summ["max_jerk_frac"] <= cfg.scale_jerk + 1e-9 and summ["max_acceleration_frac"] <= cfg.scale_acceleration + 1e-9
+    assert (
+        summ["max_jerk_frac"] <= cfg.scale_jerk + 1e-9
+        and summ["max_acceleration_frac"] <= cfg.scale_acceleration + 1e-9
+    )
     assert summ["max_jerk_frac"] > 0.9  # the step really was limited
     np.testing.assert_allclose(s.last_command, goal, atol=1e-9)
     s.freeze()

@@ -49,8 +49,20 @@ def test_demos_noise_images_and_cli(tmp_path):
     cams = ["scene"] if ok else []
     parser = argparse.ArgumentParser()
     add_demo_arguments(parser)
-    argv = ["bifurcate", "--episodes", "2", "--batch", "2", "--out", str(tmp_path / "d"), "--noise", "0.01",
-            "--no-progress", "--image-size", "32"] + (["--images"] if ok else [])
+    argv = [
+        "bifurcate",
+        "--episodes",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        str(tmp_path / "d"),
+        "--noise",
+        "0.01",
+        "--no-progress",
+        "--image-size",
+        "32",
+    ] + (["--images"] if ok else [])
     assert run_demos(parser.parse_args(argv)) == 0
     demos = load_demos(tmp_path / "d")
     ep = demos.episodes[0]

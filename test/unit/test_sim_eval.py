@@ -10,12 +10,15 @@ from async_vla_ros.assets import panda_available
 from async_vla_ros.eval.stats import format_rate, mean_sem, wilson_interval
 
 
-@pytest.mark.parametrize("k,n,lo,hi", [
-    (0, 10, 0.0, 0.2775),  # 95 % Wilson interval, textbook values
-    (5, 10, 0.2366, 0.7634),
-    (10, 10, 0.7225, 1.0),
-    (81, 263, 0.2553, 0.3662),  # Newcombe (1998), example 1 (method 3): 0.2553, 0.3662
-])
+@pytest.mark.parametrize(
+    "k,n,lo,hi",
+    [
+        (0, 10, 0.0, 0.2775),  # 95 % Wilson interval, textbook values
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (81, 263, 0.2553, 0.3662),  # Newcombe (1998), example 1 (method 3): 0.2553, 0.3662
+    ],
+)
 def test_wilson_known_answers(k, n, lo, hi):
     a, b = wilson_interval(k, n)
     assert a == pytest.approx(lo, abs=1e-4)
@@ -41,8 +44,27 @@ def test_eval_command_expert(tmp_path, capsys):
     from async_vla_ros.eval.eval_cmd import main
 
     out = tmp_path / "res.json"
-    rc = main(["--task", "bifurcate", "--method", "naive", "rtc", "--delay", "0", "3", "--episodes", "6",
-               "--batch", "6", "--seed", "3", "--json", str(out), "--no-progress"])
+    rc = main(
+        [
+            "--task",
+            "bifurcate",
+            "--method",
+            "naive",
+            "rtc",
+            "--delay",
+            "0",
+            "3",
+            "--episodes",
+            "6",
+            "--batch",
+            "6",
+            "--seed",
+            "3",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "naive" in text and "rtc" in text and "Wilson" in text

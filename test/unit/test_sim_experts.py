@@ -91,8 +91,10 @@ def test_expert_degrades_with_delay(task):
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_expert_delay_sweep_full(task):
     ex = ScriptedExpert(task)
-    rates = [run_lockstep(ex, LockstepConfig(task=task, method="naive", delay=d, episodes=50, batch=50, seed=2)).success_rate
-             for d in range(5)]
+    rates = [
+        run_lockstep(ex, LockstepConfig(task=task, method="naive", delay=d, episodes=50, batch=50, seed=2)).success_rate
+        for d in range(5)
+    ]
     print(task, rates)
     assert rates[0] >= 0.9
     assert rates[4] <= rates[0] - 0.2
@@ -110,8 +112,10 @@ def test_lockstep_deterministic_and_stop_when_decided_keeps_outcomes():
     # rows of a batched call, hence the noise, depend on which envs are still running).
     clean = ScriptedExpert("bifurcate")
     stop = run_lockstep(clean, cfg)
-    full = run_lockstep(clean, LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4,
-                                              stop_when_decided=False))
+    full = run_lockstep(
+        clean,
+        LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4, stop_when_decided=False),
+    )
     assert [(e.success, e.success_step) for e in full.episodes] == [(e.success, e.success_step) for e in stop.episodes]
     assert all(e.steps == 40 for e in full.episodes)
     assert any(e.steps < 40 for e in stop.episodes)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not panda_available(), reason="Panda model not f
 from async_vla_ros.sim import kinematics as K  # noqa: E402
 from async_vla_ros.sim import scene as S  # noqa: E402
 from async_vla_ros.sim.env import BatchedPandaEnv, PandaEnv  # noqa: E402
-from async_vla_ros.sim.tasks import TASKS, Q_REST, make_task  # noqa: E402
+from async_vla_ros.sim.tasks import Q_REST, TASKS, make_task  # noqa: E402
 
 
 def test_scene_loads_with_expected_physics():

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from test_train_base import TINY, synthetic_demos
 
 from async_vla_ros.policy.a2c2 import CorrectionHead
 from async_vla_ros.train.a2c2 import A2C2Config, build_a2c2_dataset, train_a2c2
 from async_vla_ros.train.base import BaseTrainConfig, train_base
 from async_vla_ros.train.data import Episode
-
-from test_train_base import TINY, synthetic_demos
 
 
 class StampPolicy:
@@ -57,10 +55,14 @@ def test_config_validation():
 
 def test_training_reduces_residual_error(tmp_path):
     demos = synthetic_demos()
-    base = train_base(demos, BaseTrainConfig(steps=40, val_every=40, **TINY), tmp_path / "base.pt",
-                      progress_bar=False, log=lambda s: None)
-    cfg = A2C2Config(steps=200, batch_size=128, lr=3e-3, warmup=5, hidden=32, depth=2, val_every=50,
-                     val_fraction=0.25)
+    base = train_base(
+        demos,
+        BaseTrainConfig(steps=40, val_every=40, **TINY),
+        tmp_path / "base.pt",
+        progress_bar=False,
+        log=lambda s: None,
+    )
+    cfg = A2C2Config(steps=200, batch_size=128, lr=3e-3, warmup=5, hidden=32, depth=2, val_every=50, val_fraction=0.25)
     res = train_a2c2(demos, base.path, cfg, tmp_path / "a2c2.pt", progress_bar=False, log=lambda s: None)
     last = res.history[-1]
     assert last["val_mse"] < 0.5 * last["val_mse_zero"], last  # corrected better than uncorrected

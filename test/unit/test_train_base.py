@@ -19,7 +19,7 @@ def synthetic_demos(n_eps: int = 12, T: int = 24, obs_dim: int = 4, A: int = 3, 
     R = np.zeros((obs_dim, obs_dim))
     for j, w in enumerate((0.25, 0.4)[: obs_dim // 2]):
         c, s_ = np.cos(w), np.sin(w)
-        R[2 * j:2 * j + 2, 2 * j:2 * j + 2] = [[c, -s_], [s_, c]]
+        R[2 * j : 2 * j + 2, 2 * j : 2 * j + 2] = [[c, -s_], [s_, c]]
     eps = []
     for i in range(n_eps):
         x = rng.normal(size=obs_dim)
@@ -31,8 +31,20 @@ def synthetic_demos(n_eps: int = 12, T: int = 24, obs_dim: int = 4, A: int = 3, 
     return DemoSet(episodes=tuple(eps), path="", task="synthetic", metadata={"obs_fields": [["x", obs_dim]]})
 
 
-TINY = dict(horizon=4, batch_size=32, hidden=16, channel_hidden=32, token_hidden=8, depth=1, obs_hidden=16,
-            warmup=5, ema_decay=0.0, val_fraction=0.25, lr=3e-3, ignore_obs=())
+TINY = dict(
+    horizon=4,
+    batch_size=32,
+    hidden=16,
+    channel_hidden=32,
+    token_hidden=8,
+    depth=1,
+    obs_hidden=16,
+    warmup=5,
+    ema_decay=0.0,
+    val_fraction=0.25,
+    lr=3e-3,
+    ignore_obs=(),
+)
 
 
 def test_windows_pad_with_last_action_and_index():
@@ -121,5 +133,11 @@ def test_resume_continues_exactly(tmp_path):
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="differs"):
-        train_base(demos, BaseTrainConfig(steps=30, **{**TINY, "lr": 1e-2}), tmp_path / "b.pt", resume=True,
-                   progress_bar=False, log=lambda s: None)
+        train_base(
+            demos,
+            BaseTrainConfig(steps=30, **{**TINY, "lr": 1e-2}),
+            tmp_path / "b.pt",
+            resume=True,
+            progress_bar=False,
+            log=lambda s: None,
+        )

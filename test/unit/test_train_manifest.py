@@ -6,19 +6,23 @@ import json
 
 import numpy as np
 import torch
+from test_train_base import TINY, synthetic_demos
 
 from async_vla_ros.checkpoints import available, checkpoint_path
 from async_vla_ros.policy.base import load_checkpoint, load_policy
 from async_vla_ros.train.base import BaseTrainConfig, train_base
 from async_vla_ros.train.manifest import compact_fp16, main
 
-from test_train_base import TINY, synthetic_demos
-
 
 def test_fp16_storage_is_idempotent_loadable_and_recorded(tmp_path):
     demos = synthetic_demos(n_eps=4, T=10)
-    res = train_base(demos, BaseTrainConfig(steps=5, val_every=5, **TINY), tmp_path / "synthetic_base.pt",
-                     progress_bar=False, log=lambda s: None)
+    res = train_base(
+        demos,
+        BaseTrainConfig(steps=5, val_every=5, **TINY),
+        tmp_path / "synthetic_base.pt",
+        progress_bar=False,
+        log=lambda s: None,
+    )
     obs = demos.episodes[0].obs[:3]
     before = load_policy(res.path).infer(obs, seed=0)
     assert compact_fp16(res.path) is True

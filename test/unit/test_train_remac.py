@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
+from test_train_base import TINY, synthetic_demos
 
 from async_vla_ros.policy.base import load_checkpoint, load_policy
 from async_vla_ros.policy.lora import adapters_disabled, apply_lora
@@ -15,15 +14,16 @@ from async_vla_ros.train.base import BaseTrainConfig, train_base
 from async_vla_ros.train.data import ChunkWindows
 from async_vla_ros.train.remac import RemacConfig, build_prefixes, remac_loss, train_remac
 
-from test_train_base import TINY, synthetic_demos
-
 OBS, H, A = 4, 6, 3
 
 
 def _net(seed=0):
     torch.manual_seed(seed)
-    return build_network(FlowNetConfig(obs_dim=OBS, action_dim=A, horizon=H, hidden=16, channel_hidden=32,
-                                       token_hidden=8, depth=1, obs_hidden=16))
+    return build_network(
+        FlowNetConfig(
+            obs_dim=OBS, action_dim=A, horizon=H, hidden=16, channel_hidden=32, token_hidden=8, depth=1, obs_hidden=16
+        )
+    )
 
 
 def _lora(seed=0):
@@ -38,8 +38,12 @@ def _lora(seed=0):
 
 def _batch(b=5, seed=3):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, OBS, generator=g), torch.randn(b, H, A, generator=g), torch.randn(b, H, A, generator=g),
-            torch.tensor([0, 1, 2, 4, 6][:b]))
+    return (
+        torch.randn(b, OBS, generator=g),
+        torch.randn(b, H, A, generator=g),
+        torch.randn(b, H, A, generator=g),
+        torch.tensor([0, 1, 2, 4, 6][:b]),
+    )
 
 
 @pytest.mark.parametrize("align", [False, True])
@@ -47,13 +51,15 @@ def test_loss_ignores_masked_prefix_targets(align):
     model = _lora()
     obs, act, prefix, d = _batch()
     lam = 0.5 if align else 0.0
-    ref, parts = remac_loss(model, obs, act, prefix, d, lambda_m=lam, lambda_delta=lam,
-                            generator=torch.Generator().manual_seed(0))
+    ref, parts = remac_loss(
+        model, obs, act, prefix, d, lambda_m=lam, lambda_delta=lam, generator=torch.Generator().manual_seed(0)
+    )
     changed = act.clone()
     for b, n in enumerate(d.tolist()):
         changed[b, :n] += 10.0  # targets of the frozen slots
-    out, _ = remac_loss(model, obs, changed, prefix, d, lambda_m=lam, lambda_delta=lam,
-                        generator=torch.Generator().manual_seed(0))
+    out, _ = remac_loss(
+        model, obs, changed, prefix, d, lambda_m=lam, lambda_delta=lam, generator=torch.Generator().manual_seed(0)
+    )
     assert ref.item() == out.item()
     assert (parts["m"] > 0) == align
     # without the mask the same change does alter the loss (the test can fail)
@@ -128,8 +134,17 @@ def test_training_reduces_masked_loss_and_saves_merged_weights(tmp_path):
     demos = synthetic_demos()
     base_cfg = BaseTrainConfig(steps=60, val_every=60, ckpt_every=1000, **{**TINY, "horizon": H})
     base = train_base(demos, base_cfg, tmp_path / "base.pt", progress_bar=False, log=lambda s: None)
-    cfg = RemacConfig(steps=80, batch_size=32, lr=1e-2, warmup=5, d_max=2, val_every=40, lora_rank=2,
-                      val_fraction=0.25, base_samples=1)
+    cfg = RemacConfig(
+        steps=80,
+        batch_size=32,
+        lr=1e-2,
+        warmup=5,
+        d_max=2,
+        val_every=40,
+        lora_rank=2,
+        val_fraction=0.25,
+        base_samples=1,
+    )
     res = train_remac(demos, base.path, cfg, tmp_path / "remac.pt", progress_bar=False, log=lambda s: None)
     last = res.history[-1]
     assert last["val_masked_fm"] < last["val_masked_fm_base"]  # fine-tuning helps under prefix conditioning
