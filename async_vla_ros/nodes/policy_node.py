@@ -181,8 +181,8 @@ class PolicyNode(Node):
         )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
-        # "<backend>/<task>[/<target>]": replay reads the recorded policy back from it
-        self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.target}" if spec.target else "")
+        # "<backend>/<task>[/<policy spec>]": replay reads the recorded policy back from it
+        self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.text}" if spec.target else "")
         self.needs_image = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
