@@ -476,7 +476,7 @@ def make_probe_class():
 
         # -------------------------------------------------------------- recording (raw CDR)
         def _start_bag(self, path: str) -> None:
-            from async_vla_ros.eval.bags import DEFAULT_TOPICS, BagWriter
+            from async_vla_ros.bags import DEFAULT_TOPICS, BagWriter
 
             self._bag = BagWriter(path)
             topics = ("/observation", "/scheduler/chunk_report", "/scheduler/action_plan", "/policy/chunk_request")

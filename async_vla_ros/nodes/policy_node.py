@@ -32,22 +32,23 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
 
-from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
-from async_vla_ros.core.requests import SAMPLERS, sampler_call  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
+from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation
+from async_vla_ros import names as N
+from async_vla_ros.core.requests import SAMPLERS, sampler_call
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.ingest import InputError  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
-from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.ingest import InputError
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
+from async_vla_ros.nodes.worker import InferenceWorker
 
 NODE_NAME = "policy"
-DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+DEFAULT_ACTION_NAMES = list(N.ACTION_NAMES)
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("inference_p95_s", 0.1, 0.3, description="model time per chunk, p95 of the last 200"),
@@ -73,7 +74,7 @@ PARAMS = (
         "task",
         "track",
         "task of the policy (expert choice; default checkpoint)",
-        choices=("track", "intercept", "bifurcate", "pick_moving"),
+        choices=N.TASK_NAMES,
     ),
     Param("horizon", 8, "H for the expert backend (flow checkpoints carry their own)", min=1, max=256),
     Param("n_steps", 0, "denoising steps (0: the checkpoint's setting)", min=0, max=100),
@@ -200,10 +201,10 @@ class PolicyNode(Node):
         self.inference_s: list[float] = []
         self.exit_code = 0
         self.shutdown_requested = False
-        self.pub = self.create_publisher(ActionChunk, "policy/action_chunk", 10)
+        self.pub = self.create_publisher(ActionChunk, N.ACTION_CHUNK, 10)
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
-        self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, 10, callback_group=group)
+        self.create_subscription(Observation, N.OBSERVATION, self._on_observation, 10, callback_group=group)
+        self.create_subscription(ChunkRequest, N.CHUNK_REQUEST, self._on_request, 10, callback_group=group)
         self.worker: InferenceWorker[Job] = InferenceWorker(
             self._run,
             self._on_worker_error,

@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from async_vla_ros.eval import bags as B  # noqa: E402
+from async_vla_ros import bags as B  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.recorder import RecorderNode  # noqa: E402
 
