@@ -106,7 +106,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
             if cpu1[k] is not None and cpu0[0].get(k) is not None
         }
         t_from = cpu0[2]
-        from async_vla_ros.nodes.common import stamp_to_ns
+        from async_vla_ros.core.clock import stamp_to_ns
 
         reps = [r for r in monitor.accepted_reports() if stamp_to_ns(r.header.stamp) >= t_from]
         corr = monitor.diag("correction")

@@ -1315,7 +1315,7 @@ class ChaosRun:
         bad = {
             "sim": ("camera_rate_hz:=-1.0", "camera_rate_hz"),
             "camera_ingestion": ("image_size:=9999", "image_size"),
-            "policy": ("backend:=flo", "did you mean 'flow'"),
+            "policy": ("policy:=exprt", "did you mean 'expert'"),
             "scheduler": ("horizn:=8", "did you mean 'horizon'"),
             "correction": ("rate_hz:=0.5", "rate_hz"),
         }
