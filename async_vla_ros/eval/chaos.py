@@ -1287,7 +1287,7 @@ class ChaosRun:
             m.request_id = ROGUE_REQUEST_BASE + (now // 1000) % (1 << 30) + sent
             m.episode_id = ep
             m.obs_id = 0
-            m.method = "vanilla"
+            m.sampler = "vanilla"
             m.horizon, m.action_dim, m.dt = H, A, 0.05
             m.seed = -1
             self.probe.pub_request.publish(m)

@@ -302,7 +302,7 @@ class SchedulerNode(Node):
         msg.request_id = spec.request_id + 1
         msg.episode_id = self.episode_id
         msg.obs_id = obs_id  # the observation of step t_obs
-        msg.method = spec.sampler
+        msg.sampler = spec.sampler
         msg.horizon = self.H
         msg.action_dim = self.A
         msg.dt = self.p["dt"]
@@ -353,7 +353,7 @@ class SchedulerNode(Node):
         r.header.stamp = ns_to_stamp(arrival)
         r.chunk_id = msg.chunk_id
         r.request_id = msg.request_id
-        r.method = msg.method
+        r.sampler = msg.sampler
         r.merge_strategy = self.sched.strategy.name
         r.accepted = bool(result is not None and result.accepted)
         r.reject_reason = "" if r.accepted else reason
