@@ -310,10 +310,11 @@ def camera_stops(run: ChaosRun, res: CaseResult) -> None:
     run.fault_window()
     t_end = run.probe.now()
     run.require(res, "sim", "pause_camera", False)
-    grace = int(0.5 * NS)  # images up to max_image_age_s old still attach
-    during = [o for o in run.probe.obs_since(t0 + grace) if o[0] <= t_end]
-    with_img = sum(o[2] for o in during)
-    merged = [r for r in run.probe.reports_since(t0 + grace) if r[0] <= t_end and r[2]]
+    # an image taken before the pause may still attach (up to max_image_age_s) and arrive late on a
+    # loaded machine: judged by the image's own stamp, not by when the observation arrived
+    during = [o for o in run.probe.obs_since(t0) if o[0] <= t_end]
+    with_img = sum(1 for o in during if o[5] >= t0)
+    merged = [r for r in run.probe.reports_since(t0) if r[0] <= t_end and r[2]]
     if not during:
         res.fail("observations stopped while only the camera was paused")
     elif with_img:
@@ -343,11 +344,14 @@ def _stream_fault(run: ChaosRun, res: CaseResult, param: str, on, off, what: str
     t_end = run.probe.now()
     n_during = run.probe.n_commands() - n0
     run.require(res, "sim", param, off)
-    # in flight at the fault start: the ingestion may still pair data from before it while that
-    # data is younger than its max age, and a loaded 2-core machine delays delivery further
-    grace = int(0.6 * NS)
-    obs = [o for o in run.probe.obs_since(t0 + grace) if o[0] <= t_end]
-    merged = [r for r in run.probe.reports_since(t0 + grace) if r[0] <= t_end and r[2]]
+    # The sim applied the fault before answering (t0). Data measured before it may still be paired
+    # and published until it is older than the ingestion's max_state_age_s (plus max_pair_dt_s), and
+    # a loaded machine delays delivery to the probe by seconds: so an observation counts against
+    # the case by when it was *published* (its DDS source timestamp), not when it arrived here.
+    ing = run.graph.node("camera_ingestion").parameters
+    expiry = t0 + int((float(ing.get("max_state_age_s", 0.1)) + float(ing.get("max_pair_dt_s", 0.02))) * NS)
+    obs = [o for o in run.probe.obs_since(t0) if o[4] > expiry and o[4] <= t_end]
+    merged = [r for r in run.probe.reports_since(expiry) if r[0] <= t_end and r[2]]
     run.recovery(res, t_end)
     # the counters a node publishes once per second: wait for a report from after the fault
     # (a loaded machine delays them by seconds; counting from a stale one reads as nothing)

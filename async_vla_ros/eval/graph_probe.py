@@ -58,7 +58,8 @@ def make_probe_class():
             self.reports: list[tuple[int, int, bool, str, float, int]] = []  # arrival, chunk, ok, why, latency, d
             self.chunks: deque = deque(maxlen=50)  # real chunks (ActionChunk) with ERROR_NONE
             self.chunk_errors: dict[int, int] = {}
-            self.obs: list[tuple[int, int, bool, int]] = []  # arrival, episode, has image, status
+            # arrival, episode, has image, status, published (DDS source timestamp), image stamp (0: none)
+            self.obs: list[tuple[int, int, bool, int, int, int]] = []
             self.requests: list[tuple[int, int]] = []  # arrival, request_id (real ones)
             self.diag: dict[str, tuple[int, dict]] = {}  # node -> (stamp, values)
             self.js: deque = deque(maxlen=20000)  # (stamp, (7,) arm joints) of /joint_states
@@ -174,11 +175,15 @@ def make_probe_class():
                 else:
                     self.chunk_errors[int(msg.error_code)] = self.chunk_errors.get(int(msg.error_code), 0) + 1
 
-        def _on_obs(self, msg) -> None:
+        def _on_obs(self, msg, info) -> None:
             if msg.task == ROGUE_NAME:
                 return
+            published = int(info.get("source_timestamp", 0) or 0) if info else 0
+            image_stamp = stamp_ns(msg.image.header.stamp) if msg.image.height else 0
             with self._lock:
-                self.obs.append((self.now(), int(msg.episode_id), bool(msg.image.height), int(msg.status)))
+                self.obs.append(
+                    (self.now(), int(msg.episode_id), bool(msg.image.height), int(msg.status), published, image_stamp)
+                )
                 self.last_obs = msg
 
         def _on_joint_state(self, msg) -> None:

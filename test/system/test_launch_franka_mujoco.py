@@ -88,16 +88,16 @@ class TestGraphRuns(unittest.TestCase):
         self.assertTrue(lo <= rates[-1] <= hi, f"{rates[-1]} Hz not in [{lo}, {hi}]:\n{out}")
 
     def test_4_param_set_refused_then_valid_change_takes_effect(self):
-        bad = ros2("param", "set", "--no-daemon", "/policy", "injected_latency_s", "-1.0")
+        bad = ros2("param", "set", "--no-daemon", "--spin-time", "5", "/policy", "injected_latency_s", "-1.0")
         self.assertIn("Setting parameter failed", bad.stdout)
         self.assertIn(">= 0.0", bad.stdout)  # the reason: the declared range
-        got = ros2("param", "get", "--no-daemon", "/policy", "injected_latency_s")
+        got = ros2("param", "get", "--no-daemon", "--spin-time", "5", "/policy", "injected_latency_s")
         self.assertIn("0.0", got.stdout)
-        good = ros2("param", "set", "--no-daemon", "/policy", "injected_latency_s", "0.15")
+        good = ros2("param", "set", "--no-daemon", "--spin-time", "5", "/policy", "injected_latency_s", "0.15")
         self.assertIn("Set parameter successful", good.stdout)
         t0 = self.probe.node.now()
         slow = wait_for(lambda: any(r[4] >= 0.15 for r in self.probe.accepted(t0)), 30.0)
-        back = ros2("param", "set", "--no-daemon", "/policy", "injected_latency_s", "0.0")
+        back = ros2("param", "set", "--no-daemon", "--spin-time", "5", "/policy", "injected_latency_s", "0.0")
         self.assertTrue(slow, "no chunk with the injected latency merged within 30 s")
         self.assertIn("Set parameter successful", back.stdout)
         late = [r[4] for r in self.probe.accepted(t0 + NS)]
