@@ -230,6 +230,11 @@ class ChaosRun:
             self._param_clients.clear()
         if self._executor is not None:
             self._executor.shutdown(timeout_sec=2.0)
+        if self._spin is not None:
+            # the probe's spin thread must be gone before its node and context are: a run that
+            # ended with all cases passed once aborted at exit ("terminate called without an
+            # active exception", status 134) with the thread still inside the executor
+            self._spin.join(timeout=10.0)
         if self.probe is not None:
             self.probe.destroy_node()
         if self._ctx is not None:
