@@ -26,7 +26,7 @@ import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription, SetLaunchConfiguration  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from ros_cli import Probe, node_list, ros2, topic_hz, wait_for  # noqa: E402
 
@@ -43,6 +43,7 @@ HORIZON = int(SCHED["horizon"])
 COMMAND_HZ = GRAPH.node("correction").parameters["rate_hz"]
 LIMITS = ROBOT_LIMITS[GRAPH.node("correction").parameters["robot"]]
 START_S = 120.0  # first chunks: process start, model warm-up, sim settle (loaded 2-core machine)
+SIGTERM_TIMEOUT_S = "30"
 
 
 @pytest.mark.launch_test
@@ -52,6 +53,9 @@ def generate_test_description():
     launch_file = Path(get_package_share_directory("async_vla_ros")) / "launch" / "franka.launch.py"
     return LaunchDescription(
         [
+            # launch's grace between its SIGINT and a SIGTERM (default 5 s): on this 2-core machine
+            # under load a node's clean exit took longer (every node exceeded 5 s once, load ~15)
+            SetLaunchConfiguration("sigterm_timeout", SIGTERM_TIMEOUT_S),
             IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)), launch_arguments=ARGS.items()),
             launch_testing.actions.ReadyToTest(),
         ]
