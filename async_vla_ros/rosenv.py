@@ -37,6 +37,59 @@ def session_domain_id(seed: int | None = None) -> int:
     return _TEST_DOMAIN_RANGE[seed % len(_TEST_DOMAIN_RANGE)]
 
 
+_PROBE = """
+import sys, time
+import rclpy
+rclpy.init()
+node = rclpy.create_node("domain_probe")
+deadline = time.monotonic() + float(sys.argv[1])
+others = []
+while time.monotonic() < deadline and not others:
+    rclpy.spin_once(node, timeout_sec=0.1)
+    others = [n for n in node.get_node_names() if n != "domain_probe"]
+print(len(others))
+"""
+
+
+def domain_in_use(domain_id: int, wait_s: float = 2.0, timeout_s: float = 60.0) -> bool:
+    """True when some ROS node on this machine already uses ``domain_id`` (localhost discovery):
+    a short-lived probe process lists the nodes it discovers within ``wait_s``. A probe that
+    fails counts as in use (pick another id)."""
+    import subprocess
+
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(int(domain_id)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    apply_ros_defaults(env)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(wait_s)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return True
+    last = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
+    return not (last and last[0] == "0")
+
+
+def free_session_domain_id(seed: int | None = None, tries: int = 5, wait_s: float = 2.0) -> int:
+    """:func:`session_domain_id`, moved on to the next ids while another process (a test session of
+    another checkout, a graph started by hand on the same id) already uses it: on a shared machine
+    two sessions on one domain see each other's nodes (a probe then counts a foreign correction
+    node's commands and counters). After ``tries`` busy ids the last one is used."""
+    first = session_domain_id(seed)
+    start = _TEST_DOMAIN_RANGE.index(first)
+    candidate = first
+    for k in range(tries):
+        candidate = _TEST_DOMAIN_RANGE[(start + k) % len(_TEST_DOMAIN_RANGE)]
+        if not domain_in_use(candidate, wait_s):
+            return candidate
+    return candidate
+
+
 def apply_ros_defaults(
     env: MutableMapping[str, str] | None = None,
     *,

@@ -34,12 +34,33 @@ def node_actions(graph, Node):
     ]
 
 
+def check_command_line(argv, log=print) -> None:
+    """Launch arguments given on the command line (``context.argv``) that this file does not
+    declare: a close match of a declared one is a typo (GraphError with "did you mean", so the run
+    stops with one line); any other is logged and ignored (it may belong to a parent launch file
+    that includes this one)."""
+    import difflib
+
+    from async_vla_ros.bringup.graph import LAUNCH_ARGS, GraphError
+
+    names = [a.name for a in LAUNCH_ARGS]
+    for tok in argv:
+        name = tok.split(":=", 1)[0]
+        if ":=" not in tok or name in names:
+            continue
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            raise GraphError(f"unknown launch argument {name!r} (did you mean {close[0]!r}?)")
+        log(f"franka.launch.py: ignoring launch argument {name!r} (not one of {', '.join(names)})")
+
+
 def _build(context, *args, **kwargs):
     from launch_ros.actions import Node
 
     from async_vla_ros.bringup.graph import LAUNCH_ARGS, build_graph
     from async_vla_ros.rosenv import apply_ros_defaults
 
+    check_command_line(context.argv, log=lambda line: print(f"[WARNING] [launch]: {line}", flush=True))
     apply_ros_defaults()
     given = {
         a.name: context.launch_configurations[a.name] for a in LAUNCH_ARGS if a.name in context.launch_configurations

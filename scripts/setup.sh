@@ -4,10 +4,13 @@
 #   2. .venv with the pinned Python stack (ROS 2 Kilted wheels, torch CPU, MuJoCo, ...),
 #   3. the CMake path fix for the ROS wheels,
 #   4. async_vla_msgs built with CMake and installed into the venv,
-#   5. async_vla_ros installed (editable) plus its ament index marker and share files,
-#   6. the MuJoCo Menagerie Panda model in the cache.
+#   5. async_vla_ros installed (editable),
+#   6. the venv laid out as its install space (share/async_vla_ros, lib/async_vla_ros, ament index),
+#   7. the ROS 2 launch system and CLI (`ros2 launch|node|topic|param|...`) from source, when the
+#      sources are there: ROS2_TOOLS_SRC names the folder (default ../shared/third_party/ros2),
+#   8. the MuJoCo Menagerie Panda model in the cache.
 # Each step keeps a stamp holding a hash of its inputs in .venv/.stamps and is skipped when
-# the inputs are unchanged.
+# the inputs are unchanged (step 6 is cheap and always runs, so new launch/config files appear).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +54,7 @@ if ! stamp_ok pip "$h"; then
   "$PY" -m pip install -q -r requirements.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
   "$PY" -c "import rclpy, torch, mujoco, mink, peft, rosbags" # fail loudly if the install did not work
   stamp_set pip "$h"
-  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix"
+  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix" "$STAMPS/ros2tools"
 fi
 
 # 3. CMake path fix for the ROS wheels -------------------------------------------------------------
@@ -82,16 +85,37 @@ if ! stamp_ok pkg "$h" || ! "$PY" -c "import async_vla_ros" 2>/dev/null; then
   "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -E "^(ERROR|error)" || true
   stamp_set pkg "$h"
 fi
-# An editable install skips data_files: link the ament index marker and share/ ourselves so
-# get_package_share_directory('async_vla_ros') finds package.xml, launch/ and config/.
-SHARE="$VENV/share/async_vla_ros"
-mkdir -p "$VENV/share/ament_index/resource_index/packages" "$SHARE"
-touch "$VENV/share/ament_index/resource_index/packages/async_vla_ros"
-ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
-ln -sfn "$ROOT/launch" "$SHARE/launch"
-ln -sfn "$ROOT/config" "$SHARE/config"
 
-# 6. MuJoCo Menagerie Panda ----------------------------------------------------------------------
+# 6. install-space layout -------------------------------------------------------------------------
+# An editable install skips data_files and install_scripts: lay out what colcon would install
+# (ament index marker, share/ with per-file links to launch/ and config/, lib/async_vla_ros/
+# executables) so `ros2 launch async_vla_ros franka.launch.py` works and repo edits take effect.
+"$PY" scripts/install_space.py "$VENV"
+
+# 7. ROS 2 launch system and CLI from source -------------------------------------------------------
+ROS2_DEFAULT="$ROOT/../shared/third_party/ros2"
+if [[ -n "${ROS2_TOOLS_SRC:-}" ]]; then
+  [[ -f "$ROS2_TOOLS_SRC/install.sh" ]] || { log "ROS2_TOOLS_SRC=$ROS2_TOOLS_SRC has no install.sh"; exit 1; }
+  ros2_src="$ROS2_TOOLS_SRC"
+elif [[ -f "$ROS2_DEFAULT/install.sh" ]]; then
+  ros2_src="$ROS2_DEFAULT"
+else
+  ros2_src=""
+  log "ROS 2 launch/CLI tools skipped: no sources (set ROS2_TOOLS_SRC or provide ../shared/third_party/ros2)"
+fi
+if [[ -n "$ros2_src" ]]; then
+  h=$( (cd "$ros2_src" && find . -type f -not -path '*/.git/*' -print0 | LC_ALL=C sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
+  if ! stamp_ok ros2tools "$h" || [[ ! -x "$VENV/bin/ros2" ]]; then
+    log "installing the ROS 2 launch system and CLI from $ros2_src (~1 min) ..."
+    mkdir -p build
+    bash "$ros2_src/install.sh" "$VENV" >build/ros2tools.log 2>&1 ||
+      { tail -30 build/ros2tools.log; log "ROS 2 tools install failed (full log: build/ros2tools.log)"; exit 1; }
+    stamp_set ros2tools "$h"
+    log "$(tail -1 build/ros2tools.log)"
+  fi
+fi
+
+# 8. MuJoCo Menagerie Panda ----------------------------------------------------------------------
 "$PY" -m async_vla_ros.assets >/dev/null
 
 log "ready: $VENV ($("$PY" -c 'import torch, mujoco, rclpy; print(f"torch {torch.__version__}, mujoco {mujoco.__version__}")'))"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import tempfile
 
-from async_vla_ros.rosenv import apply_ros_defaults, session_domain_id
+from async_vla_ros.rosenv import apply_ros_defaults, free_session_domain_id
 
 _LOG_DIR = tempfile.mkdtemp(prefix="async_vla_ros_test_logs_")
-apply_ros_defaults(domain_id=session_domain_id(), log_dir=_LOG_DIR, force_domain=True)
+os.environ.setdefault("ROS_LOG_DIR", _LOG_DIR)
+# a domain no other process on this shared machine is using right now (checked by discovery)
+apply_ros_defaults(domain_id=free_session_domain_id(), log_dir=_LOG_DIR, force_domain=True)
 os.environ["ROS_LOG_DIR"] = _LOG_DIR
 os.environ.setdefault("MUJOCO_GL", "egl")
 

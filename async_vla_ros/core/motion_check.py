@@ -2,7 +2,7 @@
 
 One definition, used by the streaming monitor (:class:`async_vla_ros.robot.streamer.MotionMonitor`,
 one command at a time) and the batch check of a recorded stream
-(:func:`async_vla_ros.eval.chaos.check_command_stream`). Backward differences, the way the robot
+(:func:`async_vla_ros.eval.stream_check.check_command_stream`). Backward differences, the way the robot
 and the :class:`~async_vla_ros.core.safety.SafetyFilter` count them: for sample ``k`` sent
 ``h[k]`` seconds after sample ``k - 1``
 

@@ -12,7 +12,7 @@ anyway), runs for ``duration`` seconds and reports, all measured:
   the stress process's, to show it really took a core);
 * **command period error**: ``|interval - period|`` of the command stream: from the command stamps
   the probe received over the whole run, and the correction node's own figures (diagnostics);
-  the command stream is also checked against the joint limits (``eval.chaos.check_command_stream``);
+  the command stream is also checked against the joint limits (``eval.stream_check.check_command_stream``);
 * **dropped inputs**: every node's ``dropped.*`` counters (diagnostics), the recorder's queue drops;
 * **bag counts vs published counts**: for the topics whose publisher counts what it publishes
   (commands, observations, requests, chunks), the bag's messages received up to the publisher's
@@ -44,7 +44,8 @@ import numpy as np
 
 from async_vla_ros import names as N
 from async_vla_ros.core.safety import ROBOT_LIMITS
-from async_vla_ros.eval.chaos import NS, StreamCheck, check_command_stream, make_probe_class
+from async_vla_ros.eval.graph_probe import make_probe_class
+from async_vla_ros.eval.stream_check import NS, StreamCheck, check_command_stream
 from async_vla_ros.rosenv import apply_ros_defaults
 
 __all__ = ["SoakConfig", "SoakResult", "run_soak", "format_report", "read_rss_kb", "read_cpu_s", "add_arguments", "run"]

@@ -54,6 +54,13 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
             P("diagnostics_period_s", value=0.2),
             P("diag.dropped_per_s.warn", value=2.0),
             P("diag.dropped_per_s.error", value=20.0),
+            # only the bad inputs this test sends may move the level: on a loaded machine the
+            # test's own spinning delays the good joint states by tens of ms, which the default
+            # limits count as stale drops and an old observation age (seen: obs_age_p95_s 0.058
+            # > WARN 0.03 kept the level at WARN)
+            P("max_state_age_s", value=5.0),
+            P("diag.obs_age_p95_s.warn", value=5.0),
+            P("diag.obs_age_p95_s.error", value=10.0),
         ]
     )
     helper = rclpy.create_node("diag_test_helper")
@@ -81,6 +88,10 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         st = [s for s in got[-1].status if s.name == "/camera_ingestion"][0]
         return st.level[0]
 
+    def no_stamp_drops() -> int:
+        st = [s for s in got[-1].status if s.name == "/camera_ingestion"][0]
+        return int({kv.key: kv.value for kv in st.values}.get("dropped.joint_state.no_stamp", 0))
+
     def send_bad(n: int) -> None:  # joint states without a stamp: dropped as joint_state.no_stamp
         for _ in range(n):
             pub.publish(_joint_state(0))
@@ -89,7 +100,8 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         assert spin_until(lambda: pub.get_subscription_count() > 0 and got and metrics), "no diagnostics / metrics"
         assert level() == 0 and got[-1].status[0].message == "ok"
         send_bad(4)  # 4 drops in a 1 s window: 4/s > WARN 2/s
-        assert spin_until(lambda: node.drops.total() >= 4 and got and level() == 1), "no WARN"
+        # the report that counts all 4 (on a loaded machine a report may go out between two drops)
+        assert spin_until(lambda: node.drops.total() >= 4 and got and level() == 1 and no_stamp_drops() == 4), "no WARN"
         st = got[-1].status[0]
         assert "dropped_per_s" in st.message and "WARN limit 2" in st.message
         values = {kv.key: kv.value for kv in st.values}
@@ -100,7 +112,12 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
         assert spin_until(lambda: send_bad(2) or (node.drops.total() >= 25 and level() == 2)), "no ERROR"
         assert "ERROR limit 20" in got[-1].status[0].message
         # the metrics topic carries the numbers and the level; names are append-only
-        assert spin_until(lambda: metrics[-1].level == NodeMetrics.LEVEL_ERROR), "metrics level not ERROR"
+        assert spin_until(
+            lambda: (
+                metrics[-1].level == NodeMetrics.LEVEL_ERROR
+                and dict(zip(metrics[-1].names, metrics[-1].values)).get("dropped", 0) >= 25.0
+            )
+        ), "metrics level not ERROR"
         m = metrics[-1]
         assert m.node == "/camera_ingestion"
         assert m.names[: len(metrics[0].names)] == metrics[0].names
@@ -194,7 +211,11 @@ def test_correction_node_publishes_command_metrics_per_tick():
         assert all(m.chunk_id == 7 and not m.hold for m in t)
         assert [m.tick for m in t] == list(range(t[0].tick, t[0].tick + len(t)))  # none lost, in order
         assert all(abs(m.period_error_s - (m.period_s - 0.01)) < 1e-12 for m in t)
-        assert np.median([m.period_s for m in t]) == pytest.approx(0.01, abs=0.004)
+        # the loop keeps its 10 ms grid: no tick comes early on average (late ticks skip grid points,
+        # never run back to back). Not the median: with other processes hogging both cores the
+        # loop wakes late and the next grid point is near (a median of 1.2 ms was seen), while the
+        # ticks still average >= 10 ms
+        assert sum(m.period_s for m in t) >= (len(t) - 2) * 0.01
         assert any(m.safety_flags & CommandMetrics.SAFETY_LIMITED for m in t)  # 0.5 rad jump is rate-limited
         assert t[-1].safety_interventions >= sum(1 for m in t if m.safety_flags) and t[-1].safety_deviation > 0
     finally:

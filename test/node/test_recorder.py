@@ -11,7 +11,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 msgs = pytest.importorskip("async_vla_msgs.msg")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -105,11 +105,18 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
                 pubs[t].publish(m)
                 sent[t] += 1
 
-    ex = MultiThreadedExecutor(num_threads=3)
-    ex.add_node(rec)
-    ex.add_node(pub_node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    # The recorder and the publishers each on their own single-threaded executor and thread, as in
+    # the graph (one process per node, one executor thread each). Not one rclpy
+    # MultiThreadedExecutor for both: it re-submits every task still queued in its thread pool on
+    # each wake-up (1000 messages/s here), so on a loaded machine its queue fills with duplicates
+    # (65 queued for 7 tasks, measured) and the 200 Hz publishing timer could stall behind them.
+    executors = {}
+    spins = []
+    for node in (rec, pub_node):
+        ex = executors[node.get_name()] = SingleThreadedExecutor()
+        ex.add_node(node)
+        spins.append(threading.Thread(target=ex.spin, name=f"spin-{node.get_name()}", daemon=True))
+        spins[-1].start()
     try:
         # the metrics topic has no default type: the recorder subscribes once it shows up in the graph
         _wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 20.0, "recorder subscriptions")
@@ -117,8 +124,10 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
         _wait(lambda: all(v == N for v in sent.values()), 30.0, "publishing")
         _wait(lambda: all(rec.counts().get(t, {}).get("received", 0) >= N for t in types), 20.0, "recorder receipt")
     finally:
-        ex.shutdown()
-        spin.join(5.0)
+        for ex in executors.values():
+            ex.shutdown()
+        for spin in spins:
+            spin.join(5.0)
     counts = rec.close()
     for t in types:
         assert counts[t] == {"received": N, "written": N, "dropped": 0}, t

@@ -82,12 +82,15 @@ def test_republish_into_a_live_subscriber(tmp_path):
     try:
         player = rclpy.create_node("bag_player_test")
         sink = rclpy.create_node("republish_sink")
-        got_js: list[tuple[int, int, float]] = []  # (arrival, stamp, position)
+        # (publication time, stamp, position): the publication time is the DDS source timestamp the
+        # writer sets, so the timing check measures the player, not how promptly this test's own
+        # executor got to the callbacks (on a loaded machine they arrive in bursts)
+        got_js: list[tuple[int, int, float]] = []
         got_obs: list[int] = []
         sink.create_subscription(
             JointState,
             "/robot1/joint_states",
-            lambda m: got_js.append((time.monotonic_ns(), stamp_to_ns(m.header.stamp), m.position[0])),
+            lambda m, info: got_js.append((info["source_timestamp"], stamp_to_ns(m.header.stamp), m.position[0])),
             200,
         )
         sink.create_subscription(Observation, "/sim/task_state", lambda m: got_obs.append(m.obs_id), 200)
@@ -112,9 +115,12 @@ def test_republish_into_a_live_subscriber(tmp_path):
         stamps = np.array([s for _, s, _ in got_js])
         np.testing.assert_array_equal(np.diff(stamps), 10 * MS)  # recorded spacing kept exactly
         assert 0 <= stamps[0] - t_start < 15 * 10**9  # shifted to now (after discovery), not 2023
-        arrivals = np.array([a for a, _, _ in got_js])
-        assert np.median(np.diff(arrivals)) == pytest.approx(10 * MS, rel=0.3)  # original timing
-        assert (arrivals[-1] - arrivals[0]) / 1e9 == pytest.approx(0.99, abs=0.25)
+        published = np.array([a for a, _, _ in got_js])
+        # original timing: no message goes out before its (restamped) time. Not the spacing: a
+        # player starved of CPU publishes what is overdue at once (a median spacing of 0.06 ms
+        # was seen with both cores busy), as rosbag2 play keeps its timeline
+        assert np.all(published >= stamps - 2 * MS), (published - stamps).min() / MS
+        assert (published[-1] - published[0]) / 1e9 == pytest.approx(0.99, abs=0.25)
         ex.remove_node(sink)
         sink.destroy_node()
         player.destroy_node()

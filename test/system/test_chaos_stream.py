@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from async_vla_ros.core.safety import FR3_LIMITS, SafetyConfig, SafetyFilter
-from async_vla_ros.eval.chaos import ChaosConfig, check_command_stream, check_restarts, with_overrides
+from async_vla_ros.eval.chaos import ChaosConfig, with_overrides
+from async_vla_ros.eval.stream_check import check_command_stream, check_restarts
 
 DT = 0.01
 Q0 = np.array([0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.7])

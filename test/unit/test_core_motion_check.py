@@ -14,7 +14,7 @@ from async_vla_ros.core.motion_check import (
     position_margin,
 )
 from async_vla_ros.core.safety import FR3_LIMITS, JointLimits
-from async_vla_ros.eval.chaos import check_command_stream
+from async_vla_ros.eval.stream_check import check_command_stream
 from async_vla_ros.robot.streamer import MotionMonitor
 
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
