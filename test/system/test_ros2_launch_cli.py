@@ -74,7 +74,7 @@ def test_ros2_finds_the_package_its_launch_file_and_executables():
     "arg, reason",
     [
         ("methd:=rtc", "unknown launch argument 'methd' (did you mean 'method'?)"),
-        ("method:=rtcc", "unknown preset (did you mean 'rtc'?)"),
+        ("method:=rtcc", "unknown method preset 'rtcc' (did you mean 'rtc'?)"),
         ("sim:=gazebo", "sim:=gazebo: must be one of mujoco, none"),
     ],
 )
