@@ -152,12 +152,15 @@ class RemacAuthorsConfig(C.DictConfig):
     Model and loss values are the authors' defaults. The step budget is ours (the authors run 32
     epochs of batch 512 over far larger Kinetix data sets); their per-epoch schedules run here
     over ``epochs`` equal slices of ``steps``. Their learning rate is tuned per task group
-    (1e-5 .. 3e-4, constant, no warm-up); we take the top of that range for the short budget.
+    (1e-5 .. 3e-4, constant, no warm-up) and their EMA decay is 0.999. In our 2000 steps that does
+    not undo the random adapter initialisation (measured on track with lr 3e-4, EMA 0.999: masked
+    validation MSE 3.45 at step 500 against 0.18 for the backbone), so the defaults here are a
+    constant 2e-3 (the ``remac_clean`` peak rate) and EMA 0.99.
     """
 
     steps: int = 2000  # optimiser steps in total
     batch_size: int = 256  # windows per step
-    lr: float = 3e-4  # constant learning rate of the trainable parameters (AdamW)
+    lr: float = 2e-3  # constant learning rate of the trainable parameters (AdamW); see the class doc
     weight_decay: float = 1e-2  # AdamW weight decay (authors: 1e-2)
     grad_clip: float = 10.0  # max global gradient norm (authors: 10)
     d_max: int = 4  # delays d in {0..d_max}
@@ -170,7 +173,7 @@ class RemacAuthorsConfig(C.DictConfig):
     lora_rank: int = 4  # adapter rank (authors: 4)
     lora_alpha: float = 8.0  # adapter scale alpha / rank (authors: 8)
     lora_dropout: float = 0.1  # dropout on the rank-r code (authors: 0.1)
-    ema: float = 0.999  # EMA of the trainable weights; the EMA is what is saved (authors: 0.999)
+    ema: float = 0.99  # EMA of the trainable weights, saved (authors: 0.999 over a far longer run)
     base_samples: int = 2  # base chunks precomputed per observation (the frozen base's predictions)
     mask: bool = True  # ablation False: mask all ones (loss on every row, no prefix conditioning)
     curriculum: bool = True  # ablation False: ground truth only in x_tau (p = 1)
