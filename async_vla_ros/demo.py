@@ -22,11 +22,12 @@ import threading
 import time
 from pathlib import Path
 
-from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, load_config
+from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph
+from async_vla_ros.presets import preset_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    methods = sorted(load_config("methods.yaml").get("methods", {}))
+    methods = preset_names(ablations=True)
     parser.add_argument("--task", default="track", choices=TASKS, help="task (default: track)")
     parser.add_argument("--method", default="rtc", choices=methods, help="method preset (default: rtc)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds to run the graph (default: 30)")
@@ -89,8 +90,7 @@ def run(ns: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "nodes.log"
     print(
-        f"demo: task {ns.task}, method {ns.method}, policy {graph.node('policy').parameters.get('backend')}"
-        f"{' ' + graph.node('policy').parameters['checkpoint'] if graph.node('policy').parameters.get('checkpoint') else ''},"
+        f"demo: task {ns.task}, method {ns.method}, policy {graph.node('policy').parameters.get('policy')},"
         f" {ns.duration:.0f} s; node logs: {log_path}"
     )
 

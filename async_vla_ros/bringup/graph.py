@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from async_vla_ros.config import PACKAGE, ConfigError, config_dir, load_config
+from async_vla_ros.presets import PresetError, get_preset
 
 __all__ = [
     "LaunchArg",
@@ -39,38 +39,8 @@ __all__ = [
     "PACKAGE",
 ]
 
-PACKAGE = "async_vla_ros"
-
-
-class GraphError(ValueError):
-    """Bad launch arguments or graph configuration (message says what and how to fix it)."""
-
-
-def config_dir() -> Path:
-    """The ``config/`` folder: the repository's, else the installed share folder."""
-    repo = Path(__file__).resolve().parents[2] / "config"
-    if (repo / "graph.yaml").is_file():
-        return repo
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [sys.prefix]
-    for prefix in prefixes:
-        share = Path(prefix) / "share" / PACKAGE / "config"
-        if (share / "graph.yaml").is_file():
-            return share
-    raise GraphError(f"config/graph.yaml not found (looked in {repo} and share/{PACKAGE}/config of {prefixes})")
-
-
-def load_config(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """A YAML file of ``config/`` as a dict."""
-    path = (directory or config_dir()) / name
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise GraphError(f"missing config file {path}") from exc
-    except yaml.YAMLError as exc:
-        raise GraphError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise GraphError(f"{path} must hold a mapping")
-    return data
+# one error type for bad launch arguments and bad config files (the message says how to fix it)
+GraphError = ConfigError
 
 
 # ---------------------------------------------------------------------- launch arguments
@@ -120,7 +90,10 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     ),
     LaunchArg("method", "rtc", "method preset (config/methods.yaml)"),
     LaunchArg(
-        "policy", "default", "policy: default (shipped checkpoint of the task), expert (scripted), or a checkpoint path"
+        "policy",
+        "default",
+        "policy spec: default (shipped checkpoint of the task for the preset), expert (scripted), a checkpoint "
+        "path, or NAME:TARGET / SCHEME://ADDRESS of a registered backend",
     ),
     LaunchArg("a2c2", "default", "A2C2 head for presets that use one: default (shipped) or a path"),
     LaunchArg("task", "track", "task (sim scene, expert, default checkpoints)", TASKS),
@@ -228,11 +201,11 @@ class Graph:
 
 
 def _checkpoint(task: str, kind: str) -> str:
-    from async_vla_ros.nodes.backends import default_checkpoint
+    from async_vla_ros.policy.registry import BackendError, checkpoint_file
 
     try:
-        return str(default_checkpoint(task, kind=kind))
-    except FileNotFoundError as exc:
+        return str(checkpoint_file(task, kind))
+    except BackendError as exc:
         raise GraphError(f"{exc} (launch: policy:=expert or policy:=PATH)") from exc
 
 
@@ -261,12 +234,10 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise GraphError(f"unknown graph {name!r}{hint}; known: {', '.join(graphs)}")
     params = load_config("params.yaml", directory)
-    methods = load_config("methods.yaml", directory).get("methods", {})
-    if a["method"] not in methods:
-        close = difflib.get_close_matches(a["method"], list(methods), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GraphError(f"method:={a['method']}: unknown preset{hint}; known: {', '.join(methods)}")
-    preset = methods[a["method"]]
+    try:
+        preset = get_preset(a["method"], directory)
+    except PresetError as exc:
+        raise GraphError(f"method:={a['method']}: {exc}") from None
     overrides: dict[str, dict[str, Any]] = {}
     if a["bridge"] == "franka":
         overrides = load_config("franka_bridge.yaml", directory).get("overrides", {})
@@ -284,7 +255,7 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         "sim": {"task": task, "seed": a["seed"], "episodes": a["episodes"]},
         "camera_ingestion": {},
         "policy": {"task": task, "injected_latency_s": a["latency_ms"] / 1000.0},
-        "scheduler": {"method": preset["strategy"], "dt": dt},
+        "scheduler": {"strategy": preset.strategy, "dt": dt},
         "correction": {"rate_hz": a["command_hz"], "command_interface": a["command"]},
     }
     if not a["camera"]:
@@ -304,20 +275,22 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         "command_topic": "forward_position_controller/commands" if a["command"] == "forward" else "",
         "trajectory_topic": "fr3_arm_controller/joint_trajectory" if a["command"] == "trajectory" else "",
     }
-    if a["policy"] == "expert":
-        per_node["policy"].update(backend="expert", checkpoint="")
-    elif a["policy"] == "default":
-        per_node["policy"].update(backend="flow", checkpoint=_checkpoint(task, preset["checkpoint"]))
-        if preset["strategy"] == "bid":  # BID's forward contrast with the shipped weak snapshot, if any
+    # policy spec (policy/registry.py): the shipped checkpoint is resolved here so the launch
+    # parameters name the file; other specs go to the policy node as given
+    if a["policy"] == "default":
+        per_node["policy"].update(policy=_checkpoint(task, preset.checkpoint))
+        if preset.uses_weak:  # BID's forward contrast with the shipped weak snapshot, if any
             try:
                 per_node["policy"]["weak_checkpoint"] = _checkpoint(task, "base_weak")
             except GraphError:
                 pass
+    elif a["policy"] == "expert" or ":" in a["policy"]:
+        per_node["policy"].update(policy=a["policy"])  # a registered backend, NAME[:TARGET] or SCHEME://ADDRESS
     else:
         if not Path(a["policy"]).expanduser().is_file():
-            raise GraphError(f"policy:={a['policy']}: no such checkpoint file")
-        per_node["policy"].update(backend="flow", checkpoint=str(Path(a["policy"]).expanduser().resolve()))
-    if preset.get("a2c2"):
+            raise GraphError(f"policy:={a['policy']}: no such checkpoint file (or default, expert, NAME:TARGET)")
+        per_node["policy"].update(policy=str(Path(a["policy"]).expanduser().resolve()))
+    if preset.a2c2:
         head = _checkpoint(task, "a2c2") if a["a2c2"] == "default" else a["a2c2"]
         if not Path(head).expanduser().is_file():
             raise GraphError(f"a2c2:={a['a2c2']}: no such A2C2 head file")

@@ -366,3 +366,10 @@ def make_strategy(name: str, **kwargs: Any) -> MergeStrategy:
         return cls(**merged)
     except TypeError as exc:
         raise ValueError(f"bad options for strategy {name!r}: {exc}") from exc
+
+
+def strategy_sampler(name: str) -> str:
+    """The sampler the policy runs for merge strategy ``name`` (decided by the strategy alone)."""
+    if name not in STRATEGIES:
+        make_strategy(name)  # raises with a did-you-mean
+    return STRATEGIES[name][0].sampler

@@ -2,27 +2,13 @@
 
 For every task, method and delay d the lockstep runner (:mod:`async_vla_ros.sim.lockstep`) runs
 N seeded episodes (the same episode seeds for every method: paired conditions) with H = 8 and
-``s = max(d, s_min)``. Methods (strategy / checkpoint / sampler / correction):
-
-============  ==========  =======================  ==========
-method        strategy    checkpoint               head
-============  ==========  =======================  ==========
-sync          sync        base (vanilla)           -
-naive         naive       base (vanilla)           -
-te            te          base (vanilla)           -
-bid           bid         base + base_weak (BID)   -
-rtc_hard      rtc_hard    base (RTC guidance)      -
-rtc           rtc (exp)   base (RTC guidance)      -
-remac         remac       remac (prefix)           -
-a2c2          naive       base (vanilla)           a2c2
-remac+rtc     rtc (exp)   remac (RTC guidance)     -
-rtc+a2c2      rtc (exp)   base (RTC guidance)      a2c2
-remac+a2c2    remac       remac (prefix)           a2c2
-============  ==========  =======================  ==========
-
-``--ablations`` adds ``remac-nomask``, ``remac-nocurriculum``, ``remac-noalign`` (the ablation
-checkpoints, run like ``remac``). The A2C2 head is the one trained on the base policy's chunks; it
-is reused on top of REMAC.
+``s = max(d, s_min)``. The methods are the presets of ``config/methods.yaml``
+(:mod:`async_vla_ros.presets`: merge strategy, checkpoint kind, A2C2 head; the strategy picks the
+sampler), their models loaded by :func:`async_vla_ros.policy.registry.load_models`.
+``--ablations`` adds the ablation presets (``remac_nomask``, ``remac_nocurriculum``,
+``remac_noalign``: the ablation checkpoints, run like ``remac``; skipped and reported for a task
+without the file). The A2C2 head is the one trained on the base policy's chunks; it is reused on
+top of REMAC.
 
 Latency is measured in the same run: for every method, the wall time of one chunk for ONE
 observation (B = 1; median and p90 over ``--latency-reps`` calls after warm-up, this process's
@@ -37,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -54,38 +39,16 @@ from typing import Any
 import numpy as np
 
 from async_vla_ros.eval.stats import mean_sem, wilson_interval
+from async_vla_ros.policy.registry import BackendError, PresetModels, checkpoint_file, load_models
+from async_vla_ros.presets import MethodPreset, get_preset
 
 TASKS_DEFAULT = ("track", "intercept", "bifurcate", "pick_moving")
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """How a benchmark method is run."""
+def _main_presets() -> tuple[str, ...]:
+    from async_vla_ros.presets import preset_names
 
-    strategy: str  # core.strategies name
-    policy: str  # checkpoint kind: base | remac | remac_nomask | ...
-    head: bool = False  # add the A2C2 correction head
-    sampler: str = "vanilla"  # sampler the strategy uses (for the latency table)
-
-
-METHODS: dict[str, MethodSpec] = {
-    "sync": MethodSpec("sync", "base"),
-    "naive": MethodSpec("naive", "base"),
-    "te": MethodSpec("te", "base"),
-    "bid": MethodSpec("bid", "base", sampler="bid"),
-    "rtc_hard": MethodSpec("rtc_hard", "base", sampler="rtc"),
-    "rtc": MethodSpec("rtc", "base", sampler="rtc"),
-    "remac": MethodSpec("remac", "remac", sampler="prefix"),
-    "a2c2": MethodSpec("naive", "base", head=True),
-    "remac+rtc": MethodSpec("rtc", "remac", sampler="rtc"),
-    "rtc+a2c2": MethodSpec("rtc", "base", head=True, sampler="rtc"),
-    "remac+a2c2": MethodSpec("remac", "remac", head=True, sampler="prefix"),
-}
-ABLATIONS: dict[str, MethodSpec] = {
-    "remac-nomask": MethodSpec("remac", "remac_nomask", sampler="prefix"),
-    "remac-nocurriculum": MethodSpec("remac", "remac_nocurriculum", sampler="prefix"),
-    "remac-noalign": MethodSpec("remac", "remac_noalign", sampler="prefix"),
-}
+    return preset_names()
 
 
 @dataclass(frozen=True)
@@ -93,7 +56,7 @@ class BenchConfig:
     """One benchmark run."""
 
     tasks: tuple[str, ...] = TASKS_DEFAULT  # tasks to run
-    methods: tuple[str, ...] = tuple(METHODS)  # methods (see METHODS / ABLATIONS)
+    methods: tuple[str, ...] = field(default_factory=_main_presets)  # presets (config/methods.yaml)
     delays: tuple[int, ...] = (0, 1, 2, 3, 4)  # simulated delays d
     s_min: int = 1  # s = max(d, s_min)
     episodes: int = 80  # N per (task, method, delay): the default run took 10.7 min on the 2-core dev machine
@@ -110,14 +73,10 @@ class BenchConfig:
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
-        known = {**METHODS, **ABLATIONS}
-        bad = [m for m in self.methods if m not in known]
-        if bad:
-            import difflib
+        from async_vla_ros.presets import get_preset
 
-            hints = [difflib.get_close_matches(m, known, n=1) for m in bad]
-            hint = "".join(f" (did you mean {h[0]!r}?)" for h in hints if h)
-            raise ValueError(f"unknown method(s) {bad}{hint}; known: {', '.join(known)}")
+        for m in self.methods:
+            get_preset(m)  # PresetError (a ValueError) with a did-you-mean
         if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in self.delays):
             raise ValueError(f"delays must be ints >= 0, got {self.delays}")
         for name in ("s_min", "episodes", "batch", "latency_reps"):
@@ -126,67 +85,13 @@ class BenchConfig:
                 raise ValueError(f"BenchConfig.{name} must be an int >= 1, got {v!r}")
 
 
-def method_spec(name: str) -> MethodSpec:
-    return METHODS.get(name) or ABLATIONS[name]
-
-
-# ---------------------------------------------------------------------- loading
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-@dataclass
-class TaskModels:
-    """The policies and head of one task, loaded once."""
-
-    policies: dict[str, Any]  # kind -> ChunkPolicy
-    head: Any | None
-    files: dict[str, str]  # kind -> "path (sha)"
-
-
-def load_task_models(task: str, kinds: set[str], need_head: bool, ckpt_dir: str | Path | None) -> TaskModels:
-    """Load the checkpoints ``kinds`` of ``task`` (the base gets the weak snapshot for BID)."""
-    from async_vla_ros.checkpoints import checkpoint_path
-    from async_vla_ros.policy.a2c2 import CorrectionHead
-    from async_vla_ros.policy.base import load_checkpoint, load_policy
-    from async_vla_ros.policy.networks import FlowNetConfig, build_network
-
-    d = ckpt_dir or None
-    policies, files = {}, {}
-    for kind in sorted(kinds):
-        path = checkpoint_path(task, kind, d)
-        kw: dict[str, Any] = {}
-        if kind == "base":
-            try:
-                wpath = checkpoint_path(task, "base_weak", d)
-            except FileNotFoundError:
-                wpath = None  # BID then scores by backward coherence only
-            if wpath is not None:
-                wck = load_checkpoint(wpath)
-                weak = build_network(FlowNetConfig.from_dict(wck["network_config"]))
-                weak.load_state_dict(wck["state_dict"])
-                kw["weak_network"] = weak
-                files["base_weak"] = f"{wpath} ({_file_sha(wpath)})"
-        pol = load_policy(path, **kw)
-        if getattr(pol, "task", task) not in ("", task):
-            raise ValueError(f"{path} was trained on task {pol.task!r}, not {task!r}")
-        policies[kind] = pol
-        files[kind] = f"{path} ({_file_sha(path)})"
-    head = None
-    if need_head:
-        hpath = checkpoint_path(task, "a2c2", d)
-        head = CorrectionHead.load(hpath)
-        files["a2c2"] = f"{hpath} ({_file_sha(hpath)})"
-    return TaskModels(policies, head, files)
-
-
 # ---------------------------------------------------------------------- latency
 def measure_latencies(
-    calls: Mapping[str, tuple[Any, Any | None, MethodSpec]], obs: np.ndarray, reps: int, d: int = 2
+    calls: Mapping[str, tuple[Any, Any | None, MethodPreset]], obs: np.ndarray, reps: int, d: int = 2
 ) -> dict[str, dict[str, float]]:
     """B = 1 chunk latency (ms) per method on ``obs`` (1, obs_dim), and the head's per-step time.
 
-    ``calls``: method -> (policy, head or None, spec). Each method is timed in short blocks of
+    ``calls``: preset name -> (policy, head or None, preset). Each method is timed in short blocks of
     consecutive calls (warm caches, as when one model serves a robot; the first call of a block
     is discarded), and the blocks of all methods are interleaved over 5 rounds so that load from
     other processes hits every method alike. (Strict one-call round-robin over 11 methods and two
@@ -195,6 +100,7 @@ def measure_latencies(
     The prefix is a real chunk of the same policy; weights/frozen count are those of the method's
     strategy for delay ``d`` and s = d (the numbers barely depend on them).
     """
+    from async_vla_ros.core.requests import sampler_call
     from async_vla_ros.core.strategies import make_strategy
 
     prepared = {}
@@ -202,13 +108,8 @@ def measure_latencies(
         h = int(policy.horizon)
         chunk = policy.infer(obs, seed=0)
         g = make_strategy(spec.strategy).guidance(h, d, max(d, 1), h)
-        kw: dict[str, Any] = {}
-        if spec.sampler in ("rtc", "prefix", "bid"):
-            kw["prefix"] = chunk
-        if spec.sampler in ("rtc", "bid"):
-            kw["weights"] = g.weights[None]
-        if spec.sampler == "prefix":
-            kw["n_frozen"] = np.array([g.n_frozen])
+        _, kw = sampler_call(spec.sampler, chunk, g.weights[None], np.array([g.n_frozen]))
+        del kw["seed"]
         lat = policy.latent(obs) if head is not None and getattr(head.config, "latent_dim", 0) else None
         prepared[m] = (policy, head, spec, kw, chunk, lat, h)
     times: dict[str, list[float]] = {m: [] for m in calls}
@@ -237,12 +138,6 @@ def measure_latencies(
     return out
 
 
-def _ckpt_root() -> Path:
-    from async_vla_ros.checkpoints import DIR
-
-    return DIR
-
-
 # ---------------------------------------------------------------------- the sweep
 @dataclass
 class BenchResults:
@@ -261,15 +156,15 @@ class BenchResults:
         for s in self.summaries:
             if task is not None and s["task"] != task:
                 continue
-            k0, n0 = out.setdefault(s["bench_method"], {}).get(s["delay"], (0, 0))
-            out[s["bench_method"]][s["delay"]] = (k0 + s["successes"], n0 + s["n"])
+            k0, n0 = out.setdefault(s["preset"], {}).get(s["delay"], (0, 0))
+            out[s["preset"]][s["delay"]] = (k0 + s["successes"], n0 + s["n"])
         return out
 
     def metric(self, method: str, name: str, delays: Sequence[int] | None = None) -> list[float]:
         """Per-episode values of a metric of ``method`` pooled over tasks (and ``delays``)."""
         vals: list[float] = []
         for s in self.summaries:
-            if s["bench_method"] == method and (delays is None or s["delay"] in delays):
+            if s["preset"] == method and (delays is None or s["delay"] in delays):
                 vals.extend(s["per_episode"][name])
         return vals
 
@@ -293,42 +188,37 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
     done = 0
     try:
         for task in config.tasks:
-            specs = {m: method_spec(m) for m in config.methods}
-            for m in [m for m in specs if m in ABLATIONS]:
-                # ablation checkpoints are optional per task: skipped (and reported) when absent
-                if (
-                    not (Path(config.ckpt_dir) if config.ckpt_dir else _ckpt_root())
-                    .joinpath(f"{task}_{specs[m].policy}.pt")
-                    .is_file()
-                ):
-                    res.skipped.append(f"{m} on {task} (no {task}_{specs[m].policy}.pt)")
-                    total -= len(config.delays) * config.episodes
-                    if bar is not None:
-                        bar.total = total
-                    del specs[m]
-            models = load_task_models(
-                task, {s.policy for s in specs.values()}, any(s.head for s in specs.values()), config.ckpt_dir
-            )
-            res.files[task] = models.files
+            specs = {m: get_preset(m) for m in config.methods}
+            cache: dict = {}  # models shared by the presets of this task
+            loaded: dict[str, PresetModels] = {}
+            for m, spec in specs.items():
+                if spec.ablation:  # ablation checkpoints are optional per task: skipped (and reported) when absent
+                    try:
+                        checkpoint_file(task, spec.checkpoint, config.ckpt_dir)
+                    except BackendError:
+                        res.skipped.append(f"{m} on {task} (no {task}_{spec.checkpoint}.pt)")
+                        total -= len(config.delays) * config.episodes
+                        if bar is not None:
+                            bar.total = total
+                        continue
+                loaded[m] = load_models(task, spec, "default", checkpoint_dir=config.ckpt_dir, cache=cache)
+            res.files[task] = {k: v for lm in loaded.values() for k, v in lm.files.items()}
             env = BatchedPandaEnv(task, 1, threads=1)
             obs1 = env.reset([config.seed])
             env.close()
             res.latency[task] = measure_latencies(
-                {m: (models.policies[sp.policy], models.head if sp.head else None, sp) for m, sp in specs.items()},
-                obs1,
-                config.latency_reps,
+                {m: (lm.policy, lm.head, lm.preset) for m, lm in loaded.items()}, obs1, config.latency_reps
             )
-            for m, spec in specs.items():
-                pol = models.policies[spec.policy]
-                head = models.head if spec.head else None
-                runner = LockstepRunner(pol, head)
+            for m, lm in loaded.items():
+                spec, pol = lm.preset, lm.policy
+                runner = LockstepRunner(pol, lm.head)
                 for d in config.delays:
                     if d >= pol.horizon:
                         raise ValueError(f"delay {d} must be < H = {pol.horizon}")
                     s_exec = max(d, config.s_min)
                     lc = LockstepConfig(
                         task=task,
-                        method=spec.strategy,
+                        strategy=spec.strategy,
                         delay=d,
                         s_min=config.s_min,
                         episodes=config.episodes,
@@ -339,9 +229,9 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
                     r = runner.run(lc)
                     s = r.summary()
                     s.update(
-                        bench_method=m,
-                        policy_kind=spec.policy,
-                        head=spec.head,
+                        preset=m,
+                        checkpoint=spec.checkpoint,
+                        a2c2=spec.a2c2,
                         s=s_exec,
                         per_episode={
                             k: [getattr(e, k) for e in r.episodes]
@@ -443,18 +333,18 @@ def check_claims(res: BenchResults) -> list[Claim]:
     cmp_rates(
         "ours",
         f"REMAC + RTC beats REMAC alone ({dl}; a combination the papers do not test)",
-        "remac+rtc",
+        "remac_rtc",
         "remac",
         delayed,
     )
-    for abl in ABLATIONS:
+    for abl in [p for p in cfg.methods if get_preset(p).ablation]:
         if abl in counts:
             cmp_rates("REMAC", f"full REMAC beats the ablation {abl} ({dl})", "remac", abl, delayed)
     cmp_rates("A2C2", f"naive + A2C2 head beats naive async ({dl})", "a2c2", "naive", delayed)
     cmp_rates("A2C2", f"naive + A2C2 beats RTC ({dl})", "a2c2", "rtc", delayed)
-    cmp_rates("A2C2", f"RTC + A2C2 beats RTC ({dl})", "rtc+a2c2", "rtc", delayed)
+    cmp_rates("A2C2", f"RTC + A2C2 beats RTC ({dl})", "rtc_a2c2", "rtc", delayed)
     cmp_rates(
-        "ours", f"REMAC + A2C2 beats REMAC ({dl}; a combination the papers do not test)", "remac+a2c2", "remac", delayed
+        "ours", f"REMAC + A2C2 beats REMAC ({dl}; a combination the papers do not test)", "remac_a2c2", "remac", delayed
     )
 
     # smoothness: largest command jump at chunk switches (per-episode values, mean +- sem)
@@ -674,7 +564,7 @@ def _success_table(counts: Mapping[str, Mapping[int, tuple[int, int]]], cfg: Ben
 def _smooth_table(res: BenchResults, task: str) -> str:
     ds = list(res.config.delays)
     rows = ["| method | " + " | ".join(f"d={d}" for d in ds) + " |", "|---|" + "---|" * len(ds)]
-    by = {(s["bench_method"], s["delay"]): s for s in res.summaries if s["task"] == task}
+    by = {(s["preset"], s["delay"]): s for s in res.summaries if s["task"] == task}
     for m in res.config.methods:
         cells = []
         for d in ds:
@@ -691,14 +581,14 @@ def _latency_table(res: BenchResults) -> str:
         "|---|---|---|---|---|",
     ]
     for m in res.config.methods:
-        spec = method_spec(m)
+        spec = get_preset(m)
         ls = [res.latency[t][m] for t in res.latency if m in res.latency[t]]
         if not ls:
             continue
         med = np.mean([x["chunk_ms_median"] for x in ls])
         p90 = np.mean([x["chunk_ms_p90"] for x in ls])
         head = np.mean([x["head_ms_median"] for x in ls]) if "head_ms_median" in ls[0] else None
-        calls = [s["infer_ms_per_call"] for s in res.summaries if s["bench_method"] == m and s["infer_ms_per_call"]]
+        calls = [s["infer_ms_per_call"] for s in res.summaries if s["preset"] == m and s["infer_ms_per_call"]]
         rows.append(
             f"| {m} | {spec.sampler} | {med:.2f} / {p90:.2f} | "
             f"{'-' if head is None else f'{head:.3f}'} | {np.mean(calls) if calls else float('nan'):.1f} |"
@@ -712,8 +602,11 @@ TINY = dict(tasks=("track",), delays=(2, 4), episodes=2, batch=2, latency_reps=2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help=f"tasks [{' '.join(TASKS_DEFAULT)}]")
-    parser.add_argument("--methods", nargs="+", default=None, help=f"methods [{' '.join(METHODS)}]")
-    parser.add_argument("--ablations", action="store_true", help=f"also run {' '.join(ABLATIONS)}")
+    from async_vla_ros.presets import preset_names
+
+    main, abl = preset_names(), [p for p in preset_names(ablations=True) if p not in preset_names()]
+    parser.add_argument("--methods", nargs="+", default=None, help=f"presets (config/methods.yaml) [{' '.join(main)}]")
+    parser.add_argument("--ablations", action="store_true", help=f"also run {' '.join(abl)}")
     parser.add_argument("--delays", nargs="+", type=int, default=None, help="delays d [0 1 2 3 4]")
     parser.add_argument("--s-min", type=int, default=None, help="s = max(d, S_MIN) [1]")
     parser.add_argument("--episodes", type=int, default=None, help="episodes per cell [80]")
@@ -738,7 +631,10 @@ def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
         if v is not None:
             vals[key] = tuple(v)
     if ns.ablations:
-        vals["methods"] = tuple(vals.get("methods", tuple(METHODS))) + tuple(ABLATIONS)
+        from async_vla_ros.presets import preset_names
+
+        abl = tuple(p for p in preset_names(ablations=True) if p not in preset_names())
+        vals["methods"] = tuple(vals.get("methods", preset_names())) + abl
     for name in ("s_min", "episodes", "batch", "seed", "latency_reps"):
         v = getattr(ns, name)
         if v is not None:

@@ -1088,7 +1088,7 @@ class ChaosRun:
             ("sim", "clock_offset_s", float("nan"), "finite"),
             ("sim", "pause_joint_states", 3, "type"),
             ("correction", "rate_hz", 500.0, "read-only"),
-            ("scheduler", "method", "naive", "read-only"),
+            ("scheduler", "strategy", "naive", "read-only"),
             ("policy", "no_such_parameter", 1.0, ""),
         ]
         refused = []

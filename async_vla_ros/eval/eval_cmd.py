@@ -1,6 +1,8 @@
 """``async-vla-ros eval``: simulated-delay evaluation of a chunk policy on a MuJoCo task.
 
-Runs :class:`async_vla_ros.sim.lockstep.LockstepRunner` for every (method, delay) pair given and
+Runs :class:`async_vla_ros.sim.lockstep.LockstepRunner` for every (method preset, delay) pair given
+(presets: ``config/methods.yaml``; each preset's models load through
+:func:`async_vla_ros.policy.registry.load_models`) and
 prints, per condition, the success rate with its 95 % Wilson interval, time to success,
 smoothness of the executed command stream (RMS / max joint acceleration and jerk, largest jump
 at a chunk switch), inference time per batched call and episodes per second (all and without
@@ -9,12 +11,13 @@ inference). ``--json PATH`` also writes the summaries (one object per condition)
 Examples::
 
     async-vla-ros eval --task track --method naive --delay 2 --episodes 100
-    async-vla-ros eval --task intercept --method naive rtc remac --delay 0 1 2 3 4 --policy ckpt.pt
-    async-vla-ros eval --task track --policy ckpt.pt --correction a2c2.pt --method naive --delay 3
+    async-vla-ros eval --task intercept --method naive rtc remac --delay 0 1 2 3 4 --policy default
+    async-vla-ros eval --task track --policy ckpt.pt --a2c2 head.pt --method a2c2 --delay 3
 
-``--policy expert`` (the default) evaluates the task's scripted expert as a chunk policy (it
-plans chunks from the observation; see ``sim.experts``), so the command works before any
-checkpoint exists.
+``--policy`` is a policy spec (``policy/registry.py``): ``expert`` (the default: the task's
+scripted expert as a chunk policy, so the command works before any checkpoint exists; it serves
+the presets of the base policy only), ``default`` (the task's shipped checkpoints: base, REMAC,
+A2C2 head as each preset needs), a checkpoint path, or any registered backend.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from async_vla_ros.eval.stats import format_rate, wilson_interval
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from async_vla_ros.core.strategies import STRATEGIES
+    from async_vla_ros.presets import preset_names
     from async_vla_ros.sim.tasks import TASKS
 
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="simulation task")
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=["naive"],
         metavar="M",
-        help=f"merge strategy/ies: {', '.join(STRATEGIES)} (default naive)",
+        help=f"method preset(s) (config/methods.yaml): {', '.join(preset_names(ablations=True))} (default naive)",
     )
     parser.add_argument(
         "--delay",
@@ -57,9 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--episodes", type=int, default=100, help="episodes per condition (default 100)")
     parser.add_argument(
-        "--policy", default="expert", help="policy checkpoint (.pt) or 'expert' for the scripted expert (default)"
+        "--policy",
+        default="expert",
+        help="policy spec: expert (scripted, default), default (shipped checkpoints), a checkpoint path, NAME:TARGET",
     )
-    parser.add_argument("--correction", default=None, metavar="CKPT", help="A2C2 correction head checkpoint")
+    parser.add_argument(
+        "--a2c2", default="default", metavar="HEAD", help="A2C2 head for presets that use one: default or a path"
+    )
     parser.add_argument("--batch", type=int, default=50, help="environments stepped in lockstep (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (episode and policy seeds derive from it)")
     parser.add_argument("--threads", type=int, default=None, help="physics threads (default min(2, cpus))")
@@ -68,32 +75,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_policy(ns: argparse.Namespace, task: str) -> Any:
-    if ns.policy == "expert":
-        from async_vla_ros.sim.experts import ScriptedExpert
+def _load(ns: argparse.Namespace) -> dict[str, Any]:
+    """preset name -> PresetModels (one load per distinct model; SystemExit with the reason)."""
+    from async_vla_ros.policy.registry import BackendError, load_models
+    from async_vla_ros.presets import get_preset
 
-        return ScriptedExpert(task)
-    path = Path(ns.policy)
-    if not path.is_file():
-        raise SystemExit(f"--policy: no such checkpoint {path} (or use --policy expert)")
-    from async_vla_ros.policy.base import load_policy
-
-    policy = load_policy(path)
-    ckpt_task = getattr(policy, "task", "")
-    if ckpt_task and ckpt_task != task:
-        raise SystemExit(f"--policy {path} was trained on task {ckpt_task!r}, not {task!r}")
-    return policy
-
-
-def _load_correction(ns: argparse.Namespace) -> Any:
-    if ns.correction is None:
-        return None
-    path = Path(ns.correction)
-    if not path.is_file():
-        raise SystemExit(f"--correction: no such checkpoint {path}")
-    from async_vla_ros.policy.a2c2 import CorrectionHead
-
-    return CorrectionHead.load(path)
+    cache: dict = {}
+    out = {}
+    for m in ns.method:
+        try:
+            out[m] = load_models(ns.task, get_preset(m), ns.policy, a2c2=ns.a2c2, cache=cache)
+        except (BackendError, ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"--method {m} / --policy {ns.policy}: {exc}") from None
+    return out
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -101,24 +95,23 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from async_vla_ros.core.strategies import STRATEGIES, make_strategy
+    from async_vla_ros.presets import PresetError, get_preset
     from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
 
     for m in ns.method:
-        if m not in STRATEGIES:
-            try:
-                make_strategy(m)
-            except ValueError as exc:
-                raise SystemExit(f"--method: {exc}") from None
+        try:
+            get_preset(m)
+        except PresetError as exc:
+            raise SystemExit(f"--method: {exc}") from None
     for name in ("episodes", "batch", "horizon"):
         if getattr(ns, name) < 1:
             raise SystemExit(f"--{name} must be >= 1")
     if any(d < 0 for d in ns.delay):
         raise SystemExit("--delay values must be >= 0")
-    policy = _load_policy(ns, ns.task)
-    correction = _load_correction(ns)
-    if any(d >= policy.horizon for d in ns.delay):
-        raise SystemExit(f"--delay must be < H = {policy.horizon}")
+    models = _load(ns)
+    h = min(int(lm.policy.horizon) for lm in models.values())
+    if any(d >= h for d in ns.delay):
+        raise SystemExit(f"--delay must be < H = {h}")
 
     bar = None
     if not ns.no_progress:
@@ -132,24 +125,24 @@ def run(ns: argparse.Namespace) -> int:
             bar.n = done_before + done
             bar.refresh()
 
-    runner = LockstepRunner(policy, correction, progress=progress)
-    name = "expert" if ns.policy == "expert" else Path(ns.policy).name
     print(
-        f"task {ns.task}  policy {name}{'  +A2C2 ' + Path(ns.correction).name if correction else ''}  "
-        f"H {policy.horizon}  s = max(d, {ns.horizon})  episodes {ns.episodes}  batch {ns.batch}  seed {ns.seed}"
+        f"task {ns.task}  policy {ns.policy}  s = max(d, {ns.horizon})  episodes {ns.episodes}  batch {ns.batch}  "
+        f"seed {ns.seed}"
     )
     header = (
-        f"{'method':<9}{'d':>2}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
+        f"{'method':<11}{'d':>2}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
         f"{'jerk_rms':>10}{'jump_max':>9}{'inf_ms':>8}{'ep/s':>7}{'sim_ep/s':>9}"
     )
     summaries = []
     rows = []
     try:
         for m in ns.method:
+            lm = models[m]
+            runner = LockstepRunner(lm.policy, lm.head, progress=progress)
             for d in ns.delay:
                 cfg = LockstepConfig(
                     task=ns.task,
-                    method=m,
+                    strategy=lm.preset.strategy,
                     delay=d,
                     s_min=ns.horizon,
                     episodes=ns.episodes,
@@ -162,14 +155,15 @@ def run(ns: argparse.Namespace) -> int:
                 s = res.summary()
                 lo, hi = wilson_interval(res.successes, res.n)
                 s.update(
+                    preset=m,
                     success_ci95=[lo, hi],
-                    s=max(d, ns.horizon) if m != "sync" else ns.horizon,
-                    policy=name,
-                    correction=ns.correction,
+                    s=max(d, ns.horizon) if lm.preset.strategy != "sync" else ns.horizon,
+                    policy=lm.label,
+                    files=lm.files,
                 )
                 summaries.append(s)
                 rows.append(
-                    f"{m:<9}{d:>2}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
+                    f"{m:<11}{d:>2}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
                     f"{_fmt(s['time_to_success_s'], '.2f'):>7}{s['acc_rms']:>9.1f}{s['acc_max']:>9.1f}"
                     f"{s['jerk_rms']:>10.0f}{s['switch_jump_max']:>9.3f}{_fmt(s['infer_ms_per_call'], '.2f'):>8}"
                     f"{res.episodes_per_s:>7.1f}{res.sim_episodes_per_s:>9.1f}"

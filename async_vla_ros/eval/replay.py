@@ -296,8 +296,9 @@ def _rms_deriv(x: np.ndarray, order: int, dt: float) -> float | None:
 
 def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
     """Replay ``run`` with ``policy`` (a ChunkPolicy) under ``config``; see the module docstring."""
-    from async_vla_ros.core.chunk import Chunk
     from async_vla_ros.core.delay import DelayConfig, DelayEstimator
+    from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, cycled_delays
+    from async_vla_ros.core.requests import infer_specs
     from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
 
     H, A = int(policy.horizon), int(policy.action_dim)
@@ -323,53 +324,29 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
         config.method,
         DelayEstimator(DelayConfig(d_init=0 if config.delay is None else config.delay, d_max=d_max)),
     )
-    pending: list[tuple[int, Chunk]] = []
+    delay = constant_delay(config.delay) if config.delay is not None else cycled_delays(run.delays, d_max)
+    link = DelayedDelivery(sched, delay)
     chunk_obs_ns: dict[int, int] = {}
     latency_ms: list[float] = []
-    delays_used: list[int] = []
     executed = np.full((n_steps, A), np.nan)
     staleness = np.full(n_steps, np.nan)
     j = -1  # index of the current observation
     episode = None
-    n_req = 0
     for t in range(n_steps):
         while j + 1 < len(obs_step) and obs_step[j + 1] <= t:
             j += 1
         if episode is not None and run.episode[j] != episode:
             sched.reset(keep_delay_stats=True)
-            pending.clear()
+            link.clear()
         episode = run.episode[j]
-        for item in [p for p in pending if p[0] <= t]:
-            pending.remove(item)
-            sched.on_chunk(item[1], t)
-        spec = sched.maybe_request(t)
+        link.arrive(t)
+        spec = link.request(t)
         if spec is not None:
-            if config.delay is None:
-                d = min(run.delays[n_req % len(run.delays)], d_max)
-            else:
-                d = config.delay
-            delays_used.append(d)
             t_start = time.perf_counter()
-            acts = policy.infer(
-                run.obs[j][None],
-                sampler=spec.sampler,
-                prefix=spec.prefix[None],
-                weights=spec.weights[None],
-                n_frozen=np.asarray([spec.n_frozen]),
-                seed=config.seed + spec.request_id,
-            )
+            acts = infer_specs(policy, run.obs[j][None], [spec], seed=config.seed + spec.request_id)
             latency_ms.append((time.perf_counter() - t_start) * 1e3)
-            acts = np.asarray(acts, dtype=np.float64)
-            if acts.shape != (1, H, A):
-                raise ValueError(f"policy returned shape {acts.shape}, expected (1, {H}, {A})")
-            cid = spec.request_id + 1
-            chunk_obs_ns[cid] = int(run.obs_t_ns[j])
-            chunk = Chunk(cid, spec.request_id, spec.t_obs, acts[0])
-            n_req += 1
-            if d == 0:
-                sched.on_chunk(chunk, t)
-            else:
-                pending.append((t + d, chunk))
+            chunk_obs_ns[link.next_chunk_id] = int(run.obs_t_ns[j])
+            link.send(spec, acts[0], t)
         a = sched.action_at(t)
         if a is not None:
             executed[t] = a
@@ -377,6 +354,7 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
             src = chunk_obs_ns.get(last.chunk_id) if last is not None and last.t == t else None
             if src is not None:
                 staleness[t] = (t0 + (t + 1) * dt_ns - src) / 1e9  # age at the end of the step it executes in
+    delays_used = link.delays_used
     switches = [sp.t for sp in sched.timeline.switch_points if sp.from_chunk is not None]
     arm = executed[:, : min(ARM_DIMS, A)]
     at_switch = [_diffs(arm, s, dt) for s in switches]

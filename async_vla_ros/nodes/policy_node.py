@@ -37,6 +37,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
+from async_vla_ros.core.requests import SAMPLERS, sampler_call  # noqa: E402
 from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold  # noqa: E402
@@ -46,7 +47,6 @@ from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_upd
 from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
 
 NODE_NAME = "policy"
-METHODS = ("vanilla", "rtc", "prefix", "bid")
 DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
@@ -62,9 +62,12 @@ THRESHOLDS = (
 
 PARAMS = (
     Param(
-        "backend", "flow", "policy backend: flow checkpoints, or the task's scripted expert", choices=("flow", "expert")
+        "policy",
+        "default",
+        "policy spec: 'default' (the task's shipped checkpoint of `checkpoint_kind`), a checkpoint path, "
+        "'expert' (scripted), or NAME[:TARGET] / SCHEME://ADDRESS of any registered backend (policy/registry.py)",
     ),
-    Param("checkpoint", "", "flow checkpoint path ('' : the shipped default of `task`)"),
+    Param("checkpoint_kind", "base", "checkpoint kind for policy 'default' (base, remac, ...: <task>_<kind>.pt)"),
     Param("weak_checkpoint", "", "BID forward contrast: weaker flow checkpoint of the same task ('' : none)"),
     Param(
         "task",
@@ -132,7 +135,7 @@ class Job:
     request_id: int
     episode_id: int
     obs_id: int
-    method: str
+    sampler: str  # the request's sampler (ChunkRequest.method)
     dt: float
     prefix: np.ndarray | None  # (H, A) or None
     weights: np.ndarray | None  # (H,) or None
@@ -155,20 +158,21 @@ class PolicyNode(Node):
         import torch
 
         torch.set_num_threads(p["torch_threads"])
-        from async_vla_ros.nodes.backends import BackendSpec, make_backend
+        from async_vla_ros.policy.registry import BackendRequest, load_policy_spec, parse_policy_spec
 
-        spec = BackendSpec(
-            p["backend"],
+        spec = parse_policy_spec(p["policy"])
+        request = BackendRequest(
             p["task"],
-            p["checkpoint"],
-            p["horizon"],
-            p["n_steps"],
-            p["bid_n"],
-            p["guidance_beta"],
-            p["seed"],
-            p["weak_checkpoint"],
+            kind=p["checkpoint_kind"],
+            horizon=p["horizon"],
+            n_steps=p["n_steps"],
+            bid_n=p["bid_n"],
+            beta=p["guidance_beta"],
+            seed=p["seed"],
+            num_threads=1,
+            weak=p["weak_checkpoint"],
         )
-        self.backend = make_backend(spec)
+        self.backend = load_policy_spec(spec, request)
         torch.set_num_threads(p["torch_threads"])  # a backend may have set its own
         self.H, self.A, self.obs_dim = (
             int(self.backend.horizon),
@@ -177,7 +181,8 @@ class PolicyNode(Node):
         )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
-        self.policy_name = f"{p['backend']}/{p['task']}" + (f"/{p['checkpoint']}" if p["checkpoint"] else "")
+        # "<backend>/<task>[/<target>]": replay reads the recorded policy back from it
+        self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.target}" if spec.target else "")
         self.needs_image = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
@@ -297,7 +302,7 @@ class PolicyNode(Node):
                 old.request_id,
                 old.episode_id,
                 old.obs_id,
-                old.method,
+                old.sampler,
                 old.dt,
                 ActionChunk.ERROR_STALE_REQUEST,
                 f"superseded by request {job.request_id}",
@@ -307,8 +312,8 @@ class PolicyNode(Node):
 
     def _validate(self, msg: ChunkRequest, received: int) -> Job:
         H, A = self.H, self.A
-        if msg.method not in METHODS:
-            raise InputError("bad_method", f"unknown method {msg.method!r}; known: {', '.join(METHODS)}")
+        if msg.method not in SAMPLERS:  # ChunkRequest.method names the sampler
+            raise InputError("bad_method", f"unknown sampler {msg.method!r}; known: {', '.join(SAMPLERS)}")
         if msg.horizon != H or msg.action_dim != A:
             raise InputError(
                 "bad_shape", f"request for H={msg.horizon} A={msg.action_dim}; this policy has H={H} A={A}"
@@ -385,7 +390,7 @@ class PolicyNode(Node):
                 job.request_id,
                 job.episode_id,
                 job.obs_id,
-                job.method,
+                job.sampler,
                 job.dt,
                 ActionChunk.ERROR_NO_OBSERVATION,
                 why,
@@ -398,7 +403,7 @@ class PolicyNode(Node):
                 job.request_id,
                 job.episode_id,
                 obs_id,
-                job.method,
+                job.sampler,
                 job.dt,
                 ActionChunk.ERROR_NO_OBSERVATION,
                 f"newest observation is {(start - obs_ns) / 1e6:.0f} ms old",
@@ -410,7 +415,7 @@ class PolicyNode(Node):
                 job.request_id,
                 job.episode_id,
                 obs_id,
-                job.method,
+                job.sampler,
                 job.dt,
                 ActionChunk.ERROR_NO_OBSERVATION,
                 "image policy: observation has no image",
@@ -434,16 +439,14 @@ class PolicyNode(Node):
         self._publish_chunk(job, obs_id, obs_ns, method, actions[0], t0, t1, injected)
 
     def _sampler_args(self, job: Job) -> tuple[str, dict]:
-        kw: dict = {"seed": job.seed}
-        if job.method in ("rtc", "prefix") and job.prefix is None:
-            return "vanilla", kw  # first chunk: nothing to guide towards
-        if job.method == "rtc":
-            kw.update(prefix=job.prefix[None], weights=job.weights[None])
-        elif job.method == "prefix":
-            kw.update(prefix=job.prefix[None], n_frozen=np.array([job.n_frozen]))
-        elif job.method == "bid" and job.prefix is not None:
-            kw.update(prefix=job.prefix[None], weights=job.weights[None])
-        return job.method, kw
+        """The one request -> infer conversion (core/requests.py), first-chunk fallback included."""
+        return sampler_call(
+            job.sampler,
+            None if job.prefix is None else job.prefix[None],
+            None if job.weights is None else job.weights[None],
+            np.array([job.n_frozen]),
+            job.seed,
+        )
 
     def _warmup(self) -> None:
         t0 = time.perf_counter()
@@ -464,7 +467,7 @@ class PolicyNode(Node):
                 job.request_id,
                 job.episode_id,
                 job.obs_id,
-                job.method,
+                job.sampler,
                 job.dt,
                 ActionChunk.ERROR_INFERENCE_FAILED,
                 f"{type(exc).__name__}: {exc}",

@@ -61,7 +61,9 @@ THRESHOLDS = (
 )
 
 PARAMS = (
-    Param("method", "rtc", "merge strategy (and the sampler it asks the policy for)", choices=tuple(STRATEGIES)),
+    Param(
+        "strategy", "rtc", "merge strategy (it decides the sampler it asks the policy for)", choices=tuple(STRATEGIES)
+    ),
     Param("rtc_schedule", "exp", "RTC soft-mask schedule (method rtc)", choices=SCHEDULES),
     Param("te_m", 0.01, "temporal ensembling weight decay m (method te)", min=0.0, max=10.0),
     Param("bid_rho", 0.99, "BID backward-coherence decay (method bid)", min=1e-6, max=1.0),
@@ -115,11 +117,11 @@ class SchedulerNode(Node):
         if p["s_min"] > H:
             raise ValueError(f"s_min ({p['s_min']}) must be <= horizon ({H})")
         kw = {}
-        if p["method"] == "rtc":
+        if p["strategy"] == "rtc":
             kw["schedule"] = p["rtc_schedule"]
-        elif p["method"] == "te":
+        elif p["strategy"] == "te":
             kw["m"] = p["te_m"]
-        elif p["method"] == "bid":
+        elif p["strategy"] == "bid":
             kw["rho"] = p["bid_rho"]
         d_max = H - 1 if p["d_max"] < 0 else p["d_max"]
         delay = DelayEstimator(
@@ -135,7 +137,7 @@ class SchedulerNode(Node):
         timeout = p["request_timeout_steps"] or 2 * H
         self.sched = ChunkScheduler(
             SchedulerConfig(horizon=H, action_dim=A, s_min=p["s_min"], request_timeout=timeout),
-            p["method"],
+            p["strategy"],
             delay,
             **kw,
         )
@@ -387,7 +389,7 @@ class SchedulerNode(Node):
     def _diag_values(self) -> dict:
         st = self.sched.stats()
         vals = {
-            "method": self.sched.strategy.name,
+            "strategy": self.sched.strategy.name,
             "episode_id": self.episode_id,
             "rewinds": self.episodes.rewinds,
             "requests": st["requests"],

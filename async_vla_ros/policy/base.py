@@ -23,7 +23,7 @@ import difflib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +35,15 @@ from torch import nn
 from async_vla_ros.policy import samplers as S
 from async_vla_ros.policy.networks import FlowNetConfig, ObsCond, build_network
 from async_vla_ros.policy.normalize import Normalizer
+from async_vla_ros.policy.registry import (
+    Backend,
+    BackendError,
+    BackendRequest,
+    available_backends,
+    checkpoint_file,
+    get_backend,
+    register_backend,
+)
 
 CHECKPOINT_FORMAT = "async_vla_ros.policy/1"
 
@@ -493,7 +502,7 @@ def save_checkpoint(
         raise TypeError("model must carry a FlowNetConfig as .config")
     if (normalizer.obs.dim, normalizer.action.dim) != (cfg.obs_dim, cfg.action_dim):
         raise ValueError("normalizer dims do not match the network config")
-    get_backend_loader(backend)
+    get_backend(backend)
     for name, val in (("train_config", train_config), ("extra", extra)):
         try:
             json.dumps(dict(val or {}))
@@ -540,37 +549,62 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-# ---------------------------------------------------------------------- backend registry
-BackendLoader = Callable[..., ChunkPolicy]
-_BACKENDS: dict[str, BackendLoader] = {"flow": FlowPolicyBackend.from_checkpoint}
-
-
-def register_backend(name: str, loader: BackendLoader) -> None:
-    """Register ``loader(ckpt_dict, **kwargs) -> ChunkPolicy`` under ``name`` (no silent overwrite)."""
-    if not name or not isinstance(name, str):
-        raise ValueError("backend name must be a non-empty string")
-    if name in _BACKENDS and _BACKENDS[name] is not loader:
-        raise ValueError(f"policy backend {name!r} is already registered")
-    _BACKENDS[name] = loader
-
-
-def available_backends() -> tuple[str, ...]:
-    return tuple(sorted(_BACKENDS))
-
-
-def get_backend_loader(name: str) -> BackendLoader:
-    if name not in _BACKENDS:
-        raise ValueError(
-            f"unknown policy backend {name!r}{did_you_mean(name, _BACKENDS)}; known: {', '.join(available_backends())}"
-        )
-    return _BACKENDS[name]
-
-
+# ---------------------------------------------------------------------- the flow backend
 def load_policy(path: str | os.PathLike, *, backend: str | None = None, **kwargs: Any) -> ChunkPolicy:
-    """Load a checkpoint and build its backend (``backend`` overrides the name stored in it).
+    """Load a checkpoint file and build the backend it names (``backend`` overrides that name).
 
-    ``kwargs`` go to the backend loader (flow: ``settings``, ``device``, ``weak_network``,
-    ``bid_select``).
+    ``kwargs`` go to the backend's ``from_checkpoint`` (flow: ``settings``, ``device``,
+    ``weak_network``, ``bid_select``).
     """
     ckpt = load_checkpoint(path)
-    return get_backend_loader(backend or ckpt["backend"])(ckpt, **kwargs)
+    b = get_backend(backend or ckpt["backend"])
+    if b.from_checkpoint is None:
+        raise BackendError(f"{path}: the {b.name!r} backend does not load checkpoint files")
+    return b.from_checkpoint(ckpt, **kwargs)
+
+
+def _load_weak(path: str | os.PathLike) -> nn.Module:
+    wck = load_checkpoint(Path(path).expanduser())
+    weak = build_network(FlowNetConfig.from_dict(wck["network_config"]))
+    weak.load_state_dict(wck["state_dict"])
+    return weak
+
+
+def _load_flow(req: BackendRequest) -> FlowPolicyBackend:
+    """A flow checkpoint: ``req.target`` (a path) or the task's ``<kind>`` checkpoint."""
+    path = Path(req.target).expanduser() if req.target else checkpoint_file(req.task, req.kind, req.checkpoint_dir)
+    if not path.is_file():
+        known = available_backends()
+        raise BackendError(
+            f"policy {req.target!r}: no such checkpoint file, and not a registered backend"
+            f"{did_you_mean(req.target, known)} (backends: {', '.join(known)}; or 'default')"
+        )
+    ckpt = load_checkpoint(path)
+    if ckpt.get("backend", "flow") != "flow":
+        raise BackendError(f"{path} is a {ckpt['backend']!r} checkpoint, not a flow one")
+    if ckpt.get("task", "") not in ("", req.task):
+        raise BackendError(f"{path} was trained on task {ckpt['task']!r}, not {req.task!r}")
+    settings = SamplerSettings.from_dict(ckpt.get("sampler_settings", {}))
+    changes: dict[str, Any] = {}
+    if req.num_threads is not None:
+        changes["num_threads"] = int(req.num_threads)
+    if req.seed is not None:
+        changes["seed"] = int(req.seed)
+    if req.n_steps > 0:
+        changes["n_steps"] = int(req.n_steps)
+    if req.bid_n > 0:
+        changes["bid_n"] = int(req.bid_n)
+    if req.beta > 0:
+        changes["beta"] = float(req.beta)
+    weak = _load_weak(req.weak) if req.weak else None
+    return FlowPolicyBackend.from_checkpoint(ckpt, settings=dataclasses.replace(settings, **changes), weak_network=weak)
+
+
+register_backend(
+    Backend(
+        "flow",
+        _load_flow,
+        "flow-matching checkpoint (async_vla_ros.policy/1): 'default' (the task's shipped files) or a .pt path",
+        from_checkpoint=FlowPolicyBackend.from_checkpoint,
+    )
+)

@@ -19,7 +19,6 @@ planned action of ``t + 1`` is passed as look-ahead.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,7 +27,9 @@ import numpy as np
 
 from async_vla_ros.core.chunk import Chunk
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator
-from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
+from async_vla_ros.core.delivery import DelayedDelivery
+from async_vla_ros.core.requests import infer_specs
+from async_vla_ros.core.scheduler import ChunkScheduler, MergeResult, RequestSpec, SchedulerConfig
 from async_vla_ros.core.strategies import STRATEGIES
 
 from .streamer import CommandTick, PlanStreamer, StreamerConfig
@@ -129,50 +130,37 @@ class StreamingSession:
         """Begin at rest at the measured ``q_init (7,)``; the next tick is step 0's first."""
         self.streamer.reset(q_init, gripper, start_step=0)
         self.scheduler.reset(keep_delay_stats=True)
-        self._pending: deque[tuple[int, Chunk]] = deque()  # (arrival step, chunk), arrival order
-        self._next_chunk_id = 0
+        self._link = DelayedDelivery(self.scheduler, self._delay, on_merge=self._record_merge)
         self.n_steps = 0
         self.n_ticks = 0
         self.merges: list[dict[str, Any]] = []
         self._started = True
 
-    def _deliver(self, t: int) -> None:
-        while self._pending and self._pending[0][0] <= t:
-            _, chunk = self._pending.popleft()
-            res = self.scheduler.on_chunk(chunk, t)
-            self.merges.append(
-                {
-                    "t": t,
-                    "accepted": res.accepted,
-                    "reason": res.reason,
-                    "jump": res.boundary_jump,
-                    "measured_d": res.measured_d,
-                }
-            )
+    def _record_merge(self, chunk: Chunk, res: MergeResult, t: int) -> None:
+        self.merges.append(
+            {
+                "t": t,
+                "accepted": res.accepted,
+                "reason": res.reason,
+                "jump": res.boundary_jump,
+                "measured_d": res.measured_d,
+            }
+        )
+
+    def _delay(self, spec: RequestSpec) -> int:
+        """Simulated delay of one chunk: ``delay_steps`` plus the seeded jitter."""
+        d = self.config.delay_steps
+        if self.config.delay_jitter:
+            d += int(self._rng.integers(0, self.config.delay_jitter + 1))
+        return d
 
     def _control_step(self, t: int) -> None:
-        self._deliver(t)
-        spec = self.scheduler.maybe_request(t)
+        self._link.arrive(t)
+        spec = self._link.request(t)
         if spec is not None:
             obs = np.asarray(self.obs_fn(t), dtype=np.float64).reshape(1, -1)
-            acts = self.policy.infer(
-                obs,
-                sampler=spec.sampler,
-                prefix=spec.prefix[None],
-                weights=spec.weights[None],
-                n_frozen=np.array([spec.n_frozen]),
-                seed=spec.request_id,
-            )
-            acts = np.asarray(acts, dtype=np.float64)[0]
-            d = self.config.delay_steps
-            if self.config.delay_jitter:
-                d += int(self._rng.integers(0, self.config.delay_jitter + 1))
-            chunk = Chunk(self._next_chunk_id, spec.request_id, spec.t_obs, acts)
-            self._next_chunk_id += 1
-            self._pending.append((t + d, chunk))
-            self._pending = deque(sorted(self._pending, key=lambda p: p[0]))
-            if d == 0:
-                self._deliver(t)
+            acts = infer_specs(self.policy, obs, [spec], seed=spec.request_id)
+            self._link.send(spec, acts[0], t)
         action = self.scheduler.action_at(t)
         self.streamer.set_knot(t, action)
         if self.config.streamer.interpolation == "cubic":

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in ns.methods:
         for d in ns.delays:
             tic = time.perf_counter()
-            r = runner.run(LockstepConfig(task=ns.task, method=m, delay=d, episodes=ns.episodes, batch=ns.batch))
+            r = runner.run(LockstepConfig(task=ns.task, strategy=m, delay=d, episodes=ns.episodes, batch=ns.batch))
             wall = time.perf_counter() - tic
             total_eps += r.n
             total_wall += wall

@@ -241,3 +241,25 @@ class ScriptedExpert:
             out_p[:, k] = tcp
             out_g[:, k] = grip_cmd
         return out_p, out_g
+
+
+# ---------------------------------------------------------------------- backend registration
+def _load_expert(req) -> ScriptedExpert:
+    """``expert``: the task's scripted expert (``BackendRequest.horizon``, ``seed``)."""
+    from async_vla_ros.policy.registry import BackendError
+
+    if req.target:
+        raise BackendError("the 'expert' backend takes no target (policy spec 'expert')")
+    return ScriptedExpert(req.task, horizon=req.horizon, seed=0 if req.seed is None else int(req.seed))
+
+
+def _register() -> None:
+    from async_vla_ros.policy.registry import Backend, register_backend
+
+    # the expert IS the task's base policy: no REMAC/ablation model to serve
+    register_backend(
+        Backend("expert", _load_expert, "the task's scripted expert as a chunk policy (no weights)", kinds=("base",))
+    )
+
+
+_register()

@@ -47,7 +47,9 @@ import numpy as np
 
 from async_vla_ros.core.chunk import Chunk
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator
-from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
+from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, step_requests
+from async_vla_ros.core.requests import infer_specs
+from async_vla_ros.core.scheduler import ChunkScheduler, MergeResult, SchedulerConfig
 from async_vla_ros.core.strategies import STRATEGIES, make_strategy
 from async_vla_ros.sim.env import BatchedPandaEnv
 from async_vla_ros.sim.tasks import TASKS, make_task
@@ -80,7 +82,7 @@ class LockstepConfig:
     """One evaluation condition."""
 
     task: str  # track | intercept | bifurcate | pick_moving
-    method: str = "naive"  # merge strategy name (core.strategies): sync naive te rtc rtc_hard remac bid
+    strategy: str = "naive"  # merge strategy (core.strategies): sync naive te rtc rtc_hard remac bid
     delay: int = 0  # simulated inference delay d, control steps
     s_min: int = 1  # execution horizon floor, s = max(d, s_min) (sync: actions per chunk)
     episodes: int = 50  # number of episodes
@@ -93,8 +95,8 @@ class LockstepConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             make_task(self.task)  # raises with a did-you-mean
-        if self.method not in STRATEGIES:
-            make_strategy(self.method)  # raises with a did-you-mean
+        if self.strategy not in STRATEGIES:
+            make_strategy(self.strategy)  # raises with a did-you-mean
         for name in ("delay", "s_min", "episodes", "batch", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -274,22 +276,21 @@ class LockstepRunner:
     def _make_scheduler(self, config: LockstepConfig) -> ChunkScheduler:
         h = int(self.policy.horizon)
         opts = dict(config.strategy_options)
-        if config.method == "sync" and "s" not in opts:
+        if config.strategy == "sync" and "s" not in opts:
             opts["s"] = min(config.s_min, h)
         delay = _FixedDelay(config.delay)
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
-        return ChunkScheduler(cfg, config.method, delay=delay, **opts)
+        return ChunkScheduler(cfg, config.strategy, delay=delay, **opts)
 
     def _run_batch(
         self, env: BatchedPandaEnv, config: LockstepConfig, seeds: Sequence[int], b_idx: int, timers: dict
     ) -> list[EpisodeRecord]:
-        n, h, d = len(seeds), int(self.policy.horizon), config.delay
+        n, h = len(seeds), int(self.policy.horizon)
         scheds = [self._make_scheduler(config) for _ in range(n)]
+        links = [DelayedDelivery(sc, constant_delay(config.delay), on_merge=_strict) for sc in scheds]
         obs = env.reset(seeds)
         last_cmd = env.command.copy()
         cmds = [[last_cmd[i, :7].copy(), last_cmd[i, :7].copy()] for i in range(n)]
-        pending: list[tuple[int, int, Chunk]] = []  # (arrival step, env index, chunk)
-        next_chunk_id = [0] * n
         active = np.ones(n, dtype=bool)
         holds = np.zeros(n, dtype=int)
         steps = np.zeros(n, dtype=int)
@@ -301,44 +302,20 @@ class LockstepRunner:
             if not active.any():
                 break
             # 1. arrivals
-            still = []
-            for arr, i, ch in pending:
-                if arr == t and active[i]:
-                    _merge(scheds[i], ch, t)
-                elif arr > t:
-                    still.append((arr, i, ch))
-            pending = still
+            for i in np.flatnonzero(active):
+                links[i].arrive(t)
             # 2. requests: one batched call
-            specs = {i: scheds[i].maybe_request(t) for i in np.flatnonzero(active)}
-            req = [i for i, sp in specs.items() if sp is not None]
+            req, specs = step_requests(((i, links[i]) for i in np.flatnonzero(active)), t)
             if req:
-                sp0 = specs[req[0]]
-                kw: dict[str, Any] = {}
-                if sp0.sampler in ("rtc", "prefix", "bid"):
-                    kw["prefix"] = np.stack([specs[i].prefix for i in req])
-                if sp0.sampler in ("rtc", "bid"):
-                    kw["weights"] = np.stack([specs[i].weights for i in req])
-                if sp0.sampler == "prefix":
-                    kw["n_frozen"] = np.array([specs[i].n_frozen for i in req], dtype=np.int64)
                 tic = time.perf_counter()
-                chunks = self.policy.infer(
-                    obs[req], sampler=sp0.sampler, seed=_call_seed(config.seed, b_idx, call), **kw
-                )
+                chunks = infer_specs(self.policy, obs[req], specs, seed=_call_seed(config.seed, b_idx, call))
                 dt_inf = time.perf_counter() - tic
                 timers["infer"] += dt_inf
                 timers["calls"] += 1
                 infer_batch += dt_inf
                 call += 1
-                chunks = np.asarray(chunks, dtype=np.float64)
-                if chunks.shape != (len(req), h, 8):
-                    raise ValueError(f"policy returned {chunks.shape}, expected {(len(req), h, 8)}")
                 for j, i in enumerate(req):
-                    ch = Chunk(next_chunk_id[i], specs[i].request_id, t, chunks[j])
-                    next_chunk_id[i] += 1
-                    if d == 0:
-                        _merge(scheds[i], ch, t)
-                    else:
-                        pending.append((t + d, i, ch))
+                    links[i].send(specs[j], chunks[j], t)
             # 3. actions
             base = last_cmd.copy()
             ks = np.full(n, -1, dtype=int)
@@ -393,9 +370,8 @@ class LockstepRunner:
         return out
 
 
-def _merge(sched: ChunkScheduler, chunk: Chunk, t: int) -> None:
-    """Deliver a chunk; in lockstep every chunk answers its request on time, so a reject is a bug."""
-    res = sched.on_chunk(chunk, t)
+def _strict(chunk: Chunk, res: MergeResult, t: int) -> None:
+    """In lockstep every chunk answers its request on time, so a reject is a bug."""
     if not res.accepted:
         raise RuntimeError(
             f"lockstep: chunk {chunk.chunk_id} (request {chunk.request_id}, t_obs {chunk.t_obs}) "

@@ -93,13 +93,13 @@ def _track_state(node: Node) -> np.ndarray:
 @pytest.mark.parametrize(
     "cls, overrides, needle",
     [
-        (SchedulerNode, [P("method", value="rtx")], "did you mean 'rtc'"),
+        (SchedulerNode, [P("strategy", value="rtx")], "did you mean 'rtc'"),
         (SchedulerNode, [P("dt", value=-0.05)], "dt: must be >= 0.001"),
         (SchedulerNode, [P("horizon", value=4), P("s_min", value=6)], "s_min (6) must be <= horizon (4)"),
         (CorrectionNode, [P("rate_hz", value=5.0)], "rate_hz: must be >= 10.0"),
         (CorrectionNode, [P("interpolation", value="cubic")], "interpolation: must be one of linear, hold"),
-        (PolicyNode, [P("backend", value="flo")], "did you mean 'flow'"),
-        (PolicyNode, [P("backend", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
+        (PolicyNode, [P("policy", value="exprt")], "did you mean 'expert'"),
+        (PolicyNode, [P("policy", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
         (CameraIngestionNode, [P("joint_state_reliability", value="sometimes")], "joint_state_reliability"),
         (CameraIngestionNode, [P("arm_joint_names", value=["a", "b"])], "7 joints"),
     ],
@@ -111,12 +111,12 @@ def test_bad_parameters_fail_at_start_with_a_clear_message(cls, overrides, needl
 
 
 def test_flow_backend_missing_checkpoint_is_a_clear_error(tmp_path):
-    from async_vla_ros.nodes.backends import default_checkpoint
+    from async_vla_ros.policy.registry import BackendError, checkpoint_file
 
-    with pytest.raises(FileNotFoundError, match="checkpoint:=PATH"):
-        default_checkpoint("track", tmp_path)
-    with pytest.raises(FileNotFoundError, match="not found"):
-        PolicyNode(parameter_overrides=[P("checkpoint", value=str(tmp_path / "nope.pt"))])
+    with pytest.raises(BackendError, match="pass a checkpoint path"):
+        checkpoint_file("track", "base", tmp_path)
+    with pytest.raises(BackendError, match="no such checkpoint file"):
+        PolicyNode(parameter_overrides=[P("policy", value=str(tmp_path / "nope.pt"))])
 
 
 def test_node_executable_exits_2_on_bad_parameter():
@@ -127,7 +127,7 @@ def test_node_executable_exits_2_on_bad_parameter():
             "async_vla_ros.nodes.scheduler_node",
             "--ros-args",
             "-p",
-            "method:=rtx",
+            "strategy:=rtx",
             "-p",
             "horizon:=0",
         ],
@@ -213,7 +213,7 @@ def test_shutting_down_waits_for_a_stop_already_under_way():
 
 
 def test_policy_node_expert_serves_requests_and_rejects_bad_ones(run):
-    policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("task", value="track")])
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert"), P("task", value="track")])
     client = Client()
     assert run(_ready(client, policy), 10.0, policy, client)
     state = _track_state(client)
@@ -257,7 +257,7 @@ def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
     ckpt = make_flow_backend(cfg, init_seed=1, task="track").save(tmp_path / "random_flow.pt")
     policy = PolicyNode(
         parameter_overrides=[
-            P("checkpoint", value=str(ckpt)),
+            P("policy", value=str(ckpt)),
             P("injected_latency_s", value=0.05),
             P("n_steps", value=3),
         ]
@@ -318,8 +318,8 @@ class Robot(Node):
 
 
 def test_scheduler_policy_correction_chain(run):
-    policy = PolicyNode(parameter_overrides=[P("backend", value="expert")])
-    sched = SchedulerNode(parameter_overrides=[P("method", value="rtc")])
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert")])
+    sched = SchedulerNode(parameter_overrides=[P("strategy", value="rtc")])
     corr = CorrectionNode(
         parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0), P("rate_hz", value=100.0)]
     )
@@ -351,8 +351,8 @@ def test_rogue_observation_with_huge_episode_id(run):
     the command stream restarts only from the arm's measured joints, and once the real observations
     keep coming (rewind_after in a row) the scheduler, the correction node and the policy node follow
     them back and chunks merge again."""
-    policy = PolicyNode(parameter_overrides=[P("backend", value="expert"), P("rewind_after", value=5)])
-    sched = SchedulerNode(parameter_overrides=[P("method", value="rtc"), P("rewind_after", value=5)])
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert"), P("rewind_after", value=5)])
+    sched = SchedulerNode(parameter_overrides=[P("strategy", value="rtc"), P("rewind_after", value=5)])
     corr = CorrectionNode(
         parameter_overrides=[
             P("robot", value="panda"),

@@ -49,14 +49,16 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     )
     assert rc == 0
     text = out.read_text()
-    for m in B.METHODS:
+    from async_vla_ros.presets import preset_names
+
+    for m in preset_names():
         assert f"| {m} |" in text
     assert "95 % Wilson" in text and "d=4" in text and "torch" in text and "bench paper" in text
     assert "## The papers' claims" in text and "B=1 chunk" in text
     png = out.parent / "benchmark_track.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "benchmark_track.png" in text
-    assert "remac-nomask on track (no track_remac_nomask.pt)" in text  # absent ablations are reported, not run
+    assert "remac_nomask on track (no track_remac_nomask.pt)" in text  # absent ablations are reported, not run
 
 
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):
@@ -79,7 +81,7 @@ def test_claim_verdicts_follow_the_numbers():
         res.summaries.append(
             {
                 "task": "track",
-                "bench_method": m,
+                "preset": m,
                 "delay": d,
                 "successes": k,
                 "n": 100,

@@ -32,8 +32,8 @@ def _load_launch_file():
 def test_default_graph_nodes_and_parameters():
     g = build_graph("franka", {"policy": "expert"})
     assert [n.name for n in g.nodes] == ["sim", "camera_ingestion", "policy", "scheduler", "correction"]
-    assert g.node("policy").parameters["backend"] == "expert"
-    assert g.node("scheduler").parameters["method"] == "rtc" and g.node("scheduler").parameters["dt"] == 0.05
+    assert g.node("policy").parameters["policy"] == "expert"
+    assert g.node("scheduler").parameters["strategy"] == "rtc" and g.node("scheduler").parameters["dt"] == 0.05
     assert g.node("correction").parameters["rate_hz"] == 100.0
     assert g.node("correction").parameters["robot"] == "panda"  # the MuJoCo scene is a Panda
     assert g.node("sim").parameters["task"] == "track"
@@ -59,7 +59,7 @@ def test_launch_arguments_map_to_node_parameters():
             ]
         ),
     )
-    assert g.node("scheduler").parameters["method"] == "remac"
+    assert g.node("scheduler").parameters["strategy"] == "remac"
     assert g.node("scheduler").parameters["dt"] == pytest.approx(0.04)
     assert g.node("policy").parameters["injected_latency_s"] == pytest.approx(0.1)
     assert g.node("policy").parameters["task"] == "intercept" == g.node("sim").parameters["task"]

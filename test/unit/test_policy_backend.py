@@ -10,16 +10,15 @@ from async_vla_ros.policy.base import (
     ChunkPolicy,
     FlowPolicyBackend,
     SamplerSettings,
-    available_backends,
     load_checkpoint,
     load_policy,
     make_flow_backend,
-    register_backend,
     save_checkpoint,
 )
 from async_vla_ros.policy.lora import apply_lora
 from async_vla_ros.policy.networks import FlowNetConfig, build_network
 from async_vla_ros.policy.normalize import DimNorm, Normalizer
+from async_vla_ros.policy.registry import Backend, available_backends, register_backend
 
 OBS, H, A, B = 9, 6, 4, 2
 CFG = FlowNetConfig(
@@ -217,7 +216,7 @@ def test_registry_and_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown policy backend"):
         save_checkpoint(tmp_path / "q.pt", be.network, be.normalizer, task="unit", backend="onnx")
     with pytest.raises(ValueError, match="already registered"):
-        register_backend("flow", lambda ckpt, **kw: None)
+        register_backend(Backend("flow", lambda req: None))
     with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(tmp_path / "r.pt", be.network, be.normalizer, task="unit", train_config={"f": object()})
     with pytest.raises(FileNotFoundError):

@@ -69,7 +69,7 @@ def test_eval_command_expert(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "naive" in text and "rtc" in text and "Wilson" in text
     res = json.loads(out.read_text())
-    assert [(r["method"], r["delay"]) for r in res] == [("naive", 0), ("naive", 3), ("rtc", 0), ("rtc", 3)]
+    assert [(r["preset"], r["delay"]) for r in res] == [("naive", 0), ("naive", 3), ("rtc", 0), ("rtc", 3)]
     for r in res:
         assert r["n"] == 6 and 0 <= r["success_ci95"][0] <= r["success_rate"] <= r["success_ci95"][1] <= 1
         assert r["episodes_per_s"] > 0 and r["infer_calls"] > 0

@@ -80,7 +80,7 @@ def test_expert_degrades_with_delay(task):
     ex = ScriptedExpert(task)
     rates = {}
     for d in (0, 4):
-        res = run_lockstep(ex, LockstepConfig(task=task, method="naive", delay=d, episodes=20, batch=20, seed=1))
+        res = run_lockstep(ex, LockstepConfig(task=task, strategy="naive", delay=d, episodes=20, batch=20, seed=1))
         rates[d] = res.success_rate
     print(f"{task}: naive expert success d=0 {rates[0]:.2f}, d=4 {rates[4]:.2f}")
     assert rates[0] >= 0.9
@@ -92,7 +92,9 @@ def test_expert_degrades_with_delay(task):
 def test_expert_delay_sweep_full(task):
     ex = ScriptedExpert(task)
     rates = [
-        run_lockstep(ex, LockstepConfig(task=task, method="naive", delay=d, episodes=50, batch=50, seed=2)).success_rate
+        run_lockstep(
+            ex, LockstepConfig(task=task, strategy="naive", delay=d, episodes=50, batch=50, seed=2)
+        ).success_rate
         for d in range(5)
     ]
     print(task, rates)
@@ -104,7 +106,7 @@ def test_expert_delay_sweep_full(task):
 
 def test_lockstep_deterministic_and_stop_when_decided_keeps_outcomes():
     ex = ScriptedExpert("bifurcate", noise_std=0.02)  # noisy chunks: exercises the per-call seeds
-    cfg = LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4)
+    cfg = LockstepConfig(task="bifurcate", strategy="naive", delay=2, episodes=6, batch=3, seed=4)
     a, b = run_lockstep(ex, cfg), run_lockstep(ex, cfg)
     key = lambda r: [(e.seed, e.success, e.success_step, e.acc_max, e.switch_jump_max) for e in r.episodes]  # noqa: E731
     assert key(a) == key(b)
@@ -114,7 +116,9 @@ def test_lockstep_deterministic_and_stop_when_decided_keeps_outcomes():
     stop = run_lockstep(clean, cfg)
     full = run_lockstep(
         clean,
-        LockstepConfig(task="bifurcate", method="naive", delay=2, episodes=6, batch=3, seed=4, stop_when_decided=False),
+        LockstepConfig(
+            task="bifurcate", strategy="naive", delay=2, episodes=6, batch=3, seed=4, stop_when_decided=False
+        ),
     )
     assert [(e.success, e.success_step) for e in full.episodes] == [(e.success, e.success_step) for e in stop.episodes]
     assert all(e.steps == 40 for e in full.episodes)

@@ -1,0 +1,81 @@
+"""The one conversion from a chunk request to a ``ChunkPolicy.infer`` call.
+
+Every caller (the lockstep runner, replay, the robot session, the policy node, the latency
+benchmark) turns a request into ``infer(obs, sampler, **kwargs)`` here, so the samplers see the
+same inputs everywhere:
+
+* ``rtc``: ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix`` and
+  ``n_frozen (B,)``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
+* **first chunk** (no previous plan: ``n_real == 0`` for every row, or no prefix received):
+  ``rtc`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights / frozen
+  counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
+  weights = None`` (forward contrast only). A batch mixing first and later requests keeps the
+  strategy's sampler: the first requests' rows carry zero weights / ``n_frozen = 0``.
+
+Pure numpy; ``policy`` is any object with ``infer`` (duck-typed ChunkPolicy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from async_vla_ros.core.scheduler import RequestSpec
+
+__all__ = ["SAMPLERS", "sampler_call", "spec_call", "infer_specs"]
+
+SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
+
+
+def sampler_call(
+    sampler: str,
+    prefix: np.ndarray | None,
+    weights: np.ndarray | None,
+    n_frozen: np.ndarray | None,
+    seed: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``(sampler to run, infer kwargs)`` for a batch: ``prefix`` (B, H, A) or None (first chunk),
+    ``weights`` (B, H) or None, ``n_frozen`` (B,) or None."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    kw: dict[str, Any] = {"seed": seed}
+    if sampler in ("rtc", "prefix") and prefix is None:
+        return "vanilla", kw  # first chunk: nothing to guide towards
+    if sampler == "rtc":
+        kw.update(prefix=prefix, weights=weights)
+    elif sampler == "prefix":
+        kw.update(prefix=prefix, n_frozen=np.asarray(n_frozen, dtype=np.int64))
+    elif sampler == "bid" and prefix is not None:
+        kw.update(prefix=prefix, weights=weights)
+    return sampler, kw
+
+
+def spec_call(specs: Sequence[RequestSpec], seed: int | None = None) -> tuple[str, dict[str, Any]]:
+    """:func:`sampler_call` for scheduler requests answered by one batched call (same sampler)."""
+    if not specs:
+        raise ValueError("no request to answer")
+    sampler = specs[0].sampler
+    if any(sp.sampler != sampler for sp in specs):
+        raise ValueError(f"one batched call runs one sampler, got {sorted({sp.sampler for sp in specs})}")
+    first = all(sp.n_real == 0 for sp in specs)
+    prefix = None if first else np.stack([sp.prefix for sp in specs])
+    weights = None if first else np.stack([sp.weights for sp in specs])
+    n_frozen = np.array([sp.n_frozen for sp in specs], dtype=np.int64)
+    return sampler_call(sampler, prefix, weights, n_frozen, seed)
+
+
+def infer_specs(
+    policy: Any,
+    obs: np.ndarray | Mapping[str, np.ndarray],
+    specs: Sequence[RequestSpec],
+    seed: int | None = None,
+) -> np.ndarray:
+    """Answer ``specs`` with one ``policy.infer`` on ``obs`` (B rows, one per spec): (B, H, A) float64."""
+    sampler, kw = spec_call(specs, seed)
+    out = np.asarray(policy.infer(obs, sampler, **kw), dtype=np.float64)
+    h, a, b = int(policy.horizon), int(policy.action_dim), len(specs)
+    if out.shape != (b, h, a):
+        raise ValueError(f"policy returned {out.shape}, expected {(b, h, a)}")
+    return out
