@@ -161,7 +161,10 @@ class DelaySpec:
         if self.hi < self.lo:
             raise ValueError(f"DelaySpec: hi ({self.hi}) < lo ({self.lo})")
         if not self.label:
-            lab = str(self.lo) if self.fixed is not None else f"U{{{self.lo}..{self.hi}}}"
+            if self.trace is not None:
+                lab = "trace"
+            else:
+                lab = str(self.lo) if self.fixed is not None else f"U{{{self.lo}..{self.hi}}}"
             object.__setattr__(self, "label", lab)
 
     @property
@@ -267,6 +270,7 @@ class ForecastTally:
     def __init__(self) -> None:
         self.n = self.under = self.over = 0
         self.under_steps = self.over_steps = 0
+        self.dropped = 0  # chunks that arrived too late to be used
 
     def add(self, forecast: int, actual: int) -> None:
         self.n += 1
@@ -284,6 +288,7 @@ class ForecastTally:
             self.over += o.over
             self.under_steps += o.under_steps
             self.over_steps += o.over_steps
+            self.dropped += o.dropped
         return self
 
     def as_dict(self) -> dict[str, float | int]:
@@ -296,4 +301,5 @@ class ForecastTally:
             "over_rate": self.over / n,
             "mean_under_steps": self.under_steps / max(self.under, 1),
             "mean_over_steps": self.over_steps / max(self.over, 1),
+            "dropped": self.dropped,
         }

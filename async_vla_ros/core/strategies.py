@@ -42,6 +42,7 @@ __all__ = [
     "RTCStrategy",
     "REMACStrategy",
     "REMACCleanStrategy",
+    "RTCJFStrategy",
     "BIDStrategy",
     "STRATEGIES",
     "make_strategy",
@@ -265,24 +266,24 @@ class RTCStrategy(NaiveStrategy):
     name = "rtc"
     sampler = "rtc"
 
-    def __init__(self, schedule: str = "exp", guidance: str = "exact") -> None:
+    def __init__(self, schedule: str = "exp") -> None:
         if schedule not in SCHEDULES:
-            raise ValueError(f"rtc: unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-        if guidance not in ("exact", "jf"):
-            raise ValueError(
-                f"rtc: guidance must be 'exact' (vector-Jacobian product) or 'jf' (J = I), got {guidance!r}"
-            )
+            raise ValueError(f"{self.name}: unknown schedule {schedule!r}; choose one of {SCHEDULES}")
         self.schedule = schedule
-        self.guidance_kind = guidance
-        if guidance == "jf":
-            self.sampler = "rtc_jf"
-            self.name = "rtc_jf"
-        if schedule == "hard":
-            self.name = "rtc_hard" if guidance == "exact" else "rtc_jf_hard"
+        if schedule == "hard" and self.name == "rtc":
+            self.name = "rtc_hard"
 
     def guidance(self, n_real: int, d: int, s: int, horizon: int) -> Guidance:
         w = prefix_weights(d, s, horizon, self.schedule, n_real=n_real)
         return Guidance(w, min(d, horizon) if n_real > 0 else 0)
+
+
+class RTCJFStrategy(RTCStrategy):
+    """RTC with Jacobian-free guidance (``J = I``, as LeRobot computes it): the same request
+    (prefix, soft-mask weights) answered by the ``rtc_jf`` sampler."""
+
+    name = "rtc_jf"
+    sampler = "rtc_jf"
 
 
 class REMACCleanStrategy(NaiveStrategy):
@@ -345,7 +346,7 @@ STRATEGIES: dict[str, tuple[type[MergeStrategy], dict[str, Any]]] = {
     "te": (TemporalEnsembleStrategy, {}),
     "rtc": (RTCStrategy, {}),
     "rtc_hard": (RTCStrategy, {"schedule": "hard"}),
-    "rtc_jf": (RTCStrategy, {"guidance": "jf"}),
+    "rtc_jf": (RTCJFStrategy, {}),
     "remac": (REMACStrategy, {}),
     "remac_clean": (REMACCleanStrategy, {}),
     "bid": (BIDStrategy, {}),

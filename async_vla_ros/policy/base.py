@@ -325,6 +325,11 @@ class FlowPolicyBackend:
         y = w = nf = None
         if sampler == "bid" and prefix is None and weights is None:
             pass  # first chunk, no previous plan: BID scores by forward contrast only
+        elif sampler == "remac" and prefix is None and weights is None and n_frozen is None:
+            # first chunk: the authors' sampler starts from zeros with nothing clamped
+            y = torch.zeros((b, h, a), dtype=torch.float32, device=self.device)
+            w = torch.zeros((b, h), dtype=torch.float32, device=self.device)
+            nf = np.zeros(b, dtype=np.int64)
         else:
             needs = S.SAMPLER_INPUTS[sampler]
             if "prefix" in needs:

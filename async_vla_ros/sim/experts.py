@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from async_vla_ros.core.strategies import SAMPLERS
 from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
 from async_vla_ros.sim.tasks import Q_REST, BifurcateTask, InterceptTask, PickMovingTask, Task, TrackTask, make_task
-
-SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid")
 
 
 def expert_side(goal_y: np.ndarray) -> np.ndarray:
