@@ -904,6 +904,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report as 'Notes'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="write the report from --json dumps of runs over disjoint tasks",
+    )
 
 
 def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
@@ -938,7 +945,54 @@ def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
     return BenchConfig(**vals)
 
 
+def merge_results(paths: Sequence[str | Path]) -> BenchResults:
+    """One :class:`BenchResults` from the ``--json`` dumps of runs over disjoint (task, method)
+    sets with the same settings otherwise: tasks in the order given, methods in first-seen order."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    if not parts:
+        raise ValueError("nothing to merge")
+    cfg0 = dict(parts[0]["config"])
+    tasks: list[str] = []
+    methods: list[str] = []
+    for part in parts:
+        c = part["config"]
+        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces"):
+            if c[key] != cfg0[key]:
+                raise ValueError(f"cannot merge runs with different {key}: {c[key]} vs {cfg0[key]}")
+        tasks += [t for t in c["tasks"] if t not in tasks]
+        methods += [m for m in c["methods"] if m not in methods]
+    vals = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg0.items()}
+    vals.update(tasks=tuple(tasks), methods=tuple(methods))
+    vals["beta_sweep_task"] = next((p["config"]["beta_sweep_task"] for p in parts if p.get("beta_sweep")), "")
+    res = BenchResults(BenchConfig(**vals))
+    for part in parts:
+        res.summaries += part["summaries"]
+        for task, lat in part["latency"].items():
+            res.latency.setdefault(task, {}).update(lat)
+        for task, files in part["files"].items():
+            res.files.setdefault(task, {}).update(files)
+        for task, rows in part.get("adherence", {}).items():
+            res.adherence.setdefault(task, rows)
+        res.beta_sweep += part.get("beta_sweep", [])
+        res.trace_info.update(part.get("trace_info", {}))
+        res.skipped += part.get("skipped", [])
+        res.wall_s += float(part["wall_s"])  # summed over the parts (they may have run side by side)
+    done = {(s["task"], s["preset"]) for s in res.summaries}
+    res.skipped = [k for k in res.skipped if (k.split(" on ")[1].split(" ")[0], k.split(" on ")[0]) not in done]
+    return res
+
+
 def run(ns: argparse.Namespace) -> int:
+    if ns.merge:
+        import torch
+
+        torch.set_num_threads(1)  # as in the runs (the report names the thread count)
+        try:
+            res = merge_results(ns.merge)
+        except (ValueError, OSError, KeyError) as exc:
+            print(f"bench paper --merge: {exc}", file=sys.stderr)
+            return 2
+        return _write_outputs(res, ns, "async-vla-ros bench paper --merge " + " ".join(ns.merge))
     try:
         cfg = config_from_ns(ns)
     except ValueError as exc:
@@ -954,6 +1008,11 @@ def run(ns: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"bench paper: {exc}", file=sys.stderr)
         return 2
+    return _write_outputs(res, ns, command)
+
+
+def _write_outputs(res: BenchResults, ns: argparse.Namespace, command: str) -> int:
+    cfg = res.config
     out = Path(ns.out)
     if ns.json:  # first, so that the measurements survive any later failure
         jp = Path(ns.json)
@@ -969,6 +1028,7 @@ def run(ns: argparse.Namespace) -> int:
                     "adherence": res.adherence,
                     "beta_sweep": res.beta_sweep,
                     "trace_info": res.trace_info,
+                    "skipped": res.skipped,
                 },
                 indent=1,
                 default=str,
