@@ -427,6 +427,9 @@ def check_claims(res: BenchResults) -> list[Claim]:
             claims.append(Claim(src, text, "-", "not run"))
             return
         v, ev = _verdict_rates(_pooled(counts[a], da), _pooled(counts[b], db if db is not None else da))
+        if v == "not run":  # e.g. a varying-delay column this run did not have
+            claims.append(Claim(src, text, "-", v))
+            return
         claims.append(Claim(src, text, f"{a} {ev.split(' vs ')[0]} vs {b} {ev.split(' vs ')[1]}", v))
 
     dl = f"d in {delayed}"
