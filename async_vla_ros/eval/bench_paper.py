@@ -794,7 +794,7 @@ def _forecast_table(res: BenchResults) -> str:
                 if d in counts[m] and counts[m][d][1]:
                     ref += w * counts[m][d][0] / counts[m][d][1]
                     cover += w
-            ref_txt = f"{ref / cover:.3f}" + ("" if cover > 0.999 else f" (d in table: {cover:.0%} of draws)")
+            ref_txt = f"{ref / cover:.3f}" + ("" if cover > 0.9999 else f" (d in the table: {cover:.1%} of draws)")
             cost = (k / n - ref / cover) if cover > 0 and n else float("nan")
             out.append(
                 f"| {m} | {_rate_cell(k, n)} | {under / max(req, 1):.2f} / {over / max(req, 1):.2f} / "
