@@ -198,10 +198,14 @@ class BenchResults:
             out[s["preset"]][s["delay"]] = (k0 + s["successes"], n0 + s["n"])
         return out
 
-    def metric(self, method: str, name: str, delays: Sequence[int] | None = None) -> list[float]:
+    def metric(
+        self, method: str, name: str, delays: Sequence[int] | None = None, tasks: Sequence[str] | None = None
+    ) -> list[float]:
         """Per-episode values of a metric of ``method`` pooled over tasks (and ``delays``)."""
         vals: list[float] = []
         for s in self.summaries:
+            if tasks is not None and s["task"] not in tasks:
+                continue
             if s["preset"] == method and (delays is None or s["delay"] in delays):
                 vals.extend(s["per_episode"][name])
         return vals
@@ -385,6 +389,16 @@ def _two_prop(k1: int, n1: int, k2: int, n2: int) -> float:
     return 2 * (1 - NormalDist().cdf(abs(z)))
 
 
+def _counts_over(res: BenchResults, method: str, tasks) -> dict[Any, tuple[int, int]]:
+    """d -> (successes, n) of ``method`` pooled over ``tasks``."""
+    out: dict[Any, tuple[int, int]] = {}
+    for s in res.summaries:
+        if s["preset"] == method and s["task"] in tasks:
+            k0, n0 = out.get(s["delay"], (0, 0))
+            out[s["delay"]] = (k0 + s["successes"], n0 + s["n"])
+    return out
+
+
 def _pooled(counts: Mapping[int, tuple[int, int]], delays: Sequence[int]) -> tuple[int, int]:
     k = sum(counts[d][0] for d in delays if d in counts)
     n = sum(counts[d][1] for d in delays if d in counts)
@@ -426,7 +440,15 @@ def check_claims(res: BenchResults) -> list[Claim]:
         if not have(a, b) or not da:
             claims.append(Claim(src, text, "-", "not run"))
             return
-        v, ev = _verdict_rates(_pooled(counts[a], da), _pooled(counts[b], db if db is not None else da))
+        # pooled over the tasks both methods ran on (a REMAC variant may exist for some tasks only)
+        ta = {s["task"] for s in res.summaries if s["preset"] == a}
+        tb = {s["task"] for s in res.summaries if s["preset"] == b}
+        common = ta & tb
+        ca = _counts_over(res, a, common)
+        cb = _counts_over(res, b, common)
+        v, ev = _verdict_rates(_pooled(ca, da), _pooled(cb, db if db is not None else da))
+        if common != set(cfg.tasks) and v != "not run":
+            ev += f" [tasks both ran: {', '.join(t for t in cfg.tasks if t in common)}]"
         if v == "not run":  # e.g. a varying-delay column this run did not have
             claims.append(Claim(src, text, "-", v))
             return
@@ -491,7 +513,11 @@ def check_claims(res: BenchResults) -> list[Claim]:
 
     # smoothness: largest command jump at chunk switches (per-episode values, mean +- sem)
     def cmp_jump(src: str, text: str, a: str, b: str) -> None:
-        va, vb = res.metric(a, "switch_jump_max", delayed), res.metric(b, "switch_jump_max", delayed)
+        common = {x["task"] for x in res.summaries if x["preset"] == a} & {
+            x["task"] for x in res.summaries if x["preset"] == b
+        }
+        va = res.metric(a, "switch_jump_max", delayed, tasks=common)
+        vb = res.metric(b, "switch_jump_max", delayed, tasks=common)
         if not va or not vb:
             claims.append(Claim(src, text, "-", "not run"))
             return
