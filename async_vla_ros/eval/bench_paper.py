@@ -657,7 +657,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         f"{cfg.latency_reps} calls, measured in this run."
     )
     if res.skipped:
-        L.append("- Not run (ablation checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
+        L.append("- Not run (checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
     L.append("- Checkpoints:")
     for task, files in res.files.items():
         L.append(f"  - {task}: " + "; ".join(f"{k}: `{v}`" for k, v in sorted(files.items())))
