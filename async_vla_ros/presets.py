@@ -6,7 +6,8 @@ Three words, three things:
   ``--method``): a merge strategy, a checkpoint kind and whether the A2C2 head runs;
 * a **merge strategy** (:mod:`async_vla_ros.core.strategies`) is how the scheduler stitches
   chunks and what a request carries;
-* a **sampler** (``vanilla`` | ``rtc`` | ``prefix`` | ``bid``) is how the policy draws a chunk;
+* a **sampler** (``vanilla`` | ``rtc`` | ``rtc_jf`` | ``prefix`` | ``remac`` | ``bid``) is how the
+  policy draws a chunk;
   the strategy alone decides it (:func:`~async_vla_ros.core.strategies.strategy_sampler`).
 
 Bringup, ``eval``, ``bench paper``, ``replay`` and the demo all read presets here; models for a
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from async_vla_ros.config import ConfigError, load_config
-from async_vla_ros.core.strategies import STRATEGIES, strategy_sampler
+from async_vla_ros.core.strategies import STRATEGIES, make_strategy, strategy_sampler
 
 __all__ = ["MethodPreset", "PresetError", "presets", "get_preset", "preset_names"]
 
@@ -42,6 +43,8 @@ class MethodPreset:
     a2c2: bool = False  # the A2C2 correction head adds its residual
     help: str = ""  # one line for --help and reports
     ablation: bool = False  # only run on request (bench paper --ablations)
+    schedule: str | None = None  # soft-mask schedule of an RTC-type strategy (None: the strategy's default)
+    beta: float | None = None  # guidance clip of an RTC-type sampler (None: the checkpoint's)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -56,6 +59,22 @@ class MethodPreset:
             raise PresetError(f"preset {self.name!r}: a2c2 and ablation must be true or false")
         if not self.checkpoint or not isinstance(self.checkpoint, str):
             raise PresetError(f"preset {self.name!r}: checkpoint kind must be a non-empty string")
+        if self.schedule is not None:
+            try:
+                make_strategy(self.strategy, schedule=self.schedule)
+            except ValueError as exc:
+                raise PresetError(f"preset {self.name!r}: {exc}") from exc
+        if self.beta is not None:
+            b = self.beta
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not (0 < b < float("inf")):
+                raise PresetError(f"preset {self.name!r}: beta must be a number > 0, got {b!r}")
+            if self.sampler not in ("rtc", "rtc_jf"):
+                raise PresetError(f"preset {self.name!r}: beta applies to the rtc / rtc_jf samplers only")
+
+    @property
+    def strategy_options(self) -> tuple[tuple[str, object], ...]:
+        """Keyword options of ``make_strategy`` this preset sets (``(("schedule", ...),)``)."""
+        return (("schedule", self.schedule),) if self.schedule is not None else ()
 
     @property
     def sampler(self) -> str:
@@ -68,7 +87,7 @@ class MethodPreset:
         return self.strategy == "bid"
 
 
-_FIELDS = {"strategy", "checkpoint", "a2c2", "help", "ablation"}
+_FIELDS = {"strategy", "checkpoint", "a2c2", "help", "ablation", "schedule", "beta"}
 
 
 def _parse(table: Mapping) -> Mapping[str, MethodPreset]:

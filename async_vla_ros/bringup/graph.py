@@ -260,6 +260,11 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         "scheduler": {"strategy": preset.strategy, "dt": dt},
         "correction": {"rate_hz": a["command_hz"], "command_interface": a["command"]},
     }
+    if preset.schedule is not None:  # the preset's RTC soft-mask schedule and guidance clip
+        per_node["scheduler"]["rtc_schedule"] = preset.schedule
+    if preset.beta is not None:
+        per_node["scheduler"]["guidance_beta"] = float(preset.beta)
+        per_node["policy"]["guidance_beta"] = float(preset.beta)
     if not a["camera"]:
         per_node["sim"]["camera_rate_hz"] = 0.0
         per_node["camera_ingestion"]["image_topic"] = ""

@@ -4,9 +4,12 @@ Files (flat, so setup.py's ``package_data`` globs ``checkpoints/*.pt`` / ``*.jso
 
 * ``<task>_base.pt``        base flow policy (behaviour cloning), ``load_policy`` loads it,
 * ``<task>_base_weak.pt``   an early snapshot of the same run (BID's weak policy for forward contrast),
-* ``<task>_remac.pt``       REMAC fine-tune of the base, LoRA merged (run it with the ``prefix`` sampler),
+* ``<task>_remac.pt``       REMAC as its authors train it: base + mask-gated adapters (``remac`` sampler),
+* ``<task>_remac_clean.pt`` our earlier REMAC reading, LoRA merged (``prefix`` sampler); docs/remac.md,
 * ``<task>_a2c2.pt``        A2C2 correction head trained on the base policy's chunks,
-* ``<task>_remac_nomask.pt`` / ``_nocurriculum.pt`` / ``_noalign.pt``  REMAC ablations (where trained),
+* ``<task>_remac_nomask.pt`` / ``_nocurriculum.pt`` / ``_nodelta.pt``  ablations of ``remac``,
+* ``<task>_remac_clean_nomask.pt`` / ``_nocurriculum.pt`` / ``_noalign.pt``  ablations of ``remac_clean``
+  (where trained),
 * ``manifest.json``         the commands, seeds and measured numbers of every file.
 
 Each checkpoint carries its full training config (``train_config``: network, normaliser, task,
@@ -17,7 +20,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KINDS = ("base", "base_weak", "remac", "a2c2", "remac_nomask", "remac_nocurriculum", "remac_noalign")
+KINDS = (
+    "base",
+    "base_weak",
+    "remac",
+    "remac_clean",
+    "a2c2",
+    "remac_nomask",
+    "remac_nocurriculum",
+    "remac_nodelta",
+    "remac_clean_nomask",
+    "remac_clean_nocurriculum",
+    "remac_clean_noalign",
+)
 DIR = Path(__file__).resolve().parent
 
 

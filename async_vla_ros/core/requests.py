@@ -4,12 +4,14 @@ Every caller (the lockstep runner, replay, the robot session, the policy node, t
 benchmark) turns a request into ``infer(obs, sampler, **kwargs)`` here, so the samplers see the
 same inputs everywhere:
 
-* ``rtc``: ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix`` and
-  ``n_frozen (B,)``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
+* ``rtc`` and ``rtc_jf``: ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix``
+  and ``n_frozen (B,)``; ``remac``: ``prefix``, ``weights`` (> 0 on the rows that hold planned
+  actions) and ``n_frozen``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
 * **first chunk** (no previous plan: ``n_real == 0`` for every row, or no prefix received):
-  ``rtc`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights / frozen
-  counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
-  weights = None`` (forward contrast only). A batch mixing first and later requests keeps the
+  ``rtc``, ``rtc_jf`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights /
+  frozen counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
+  weights = None`` (forward contrast only), ``remac`` starts from zeros with nothing frozen (its
+  authors' first chunk: a zero prefix, zero weights, ``n_frozen = 0``). A batch mixing first and later requests keeps the
   strategy's sampler: the first requests' rows carry zero weights / ``n_frozen = 0``.
 
 Pure numpy; ``policy`` is any object with ``infer`` (duck-typed ChunkPolicy).
@@ -23,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from async_vla_ros.core.scheduler import RequestSpec
+from async_vla_ros.core.strategies import SAMPLERS
 
 __all__ = ["SAMPLERS", "sampler_call", "spec_call", "infer_specs"]
-
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
 
 
 def sampler_call(
@@ -41,10 +42,12 @@ def sampler_call(
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     kw: dict[str, Any] = {"seed": seed}
-    if sampler in ("rtc", "prefix") and prefix is None:
+    if sampler in ("rtc", "rtc_jf", "prefix") and prefix is None:
         return "vanilla", kw  # first chunk: nothing to guide towards
-    if sampler == "rtc":
+    if sampler in ("rtc", "rtc_jf"):
         kw.update(prefix=prefix, weights=weights)
+    elif sampler == "remac" and prefix is not None:  # (no prefix: the policy starts from zeros)
+        kw.update(prefix=prefix, weights=weights, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "prefix":
         kw.update(prefix=prefix, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "bid" and prefix is not None:

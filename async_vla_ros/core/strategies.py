@@ -41,6 +41,8 @@ __all__ = [
     "TemporalEnsembleStrategy",
     "RTCStrategy",
     "REMACStrategy",
+    "REMACCleanStrategy",
+    "RTCJFStrategy",
     "BIDStrategy",
     "STRATEGIES",
     "make_strategy",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("exp", "linear", "hard", "ones", "zeros")
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
+SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid")
 
 
 def _check_nonneg_int(name: str, v: Any) -> int:
@@ -266,9 +268,9 @@ class RTCStrategy(NaiveStrategy):
 
     def __init__(self, schedule: str = "exp") -> None:
         if schedule not in SCHEDULES:
-            raise ValueError(f"rtc: unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+            raise ValueError(f"{self.name}: unknown schedule {schedule!r}; choose one of {SCHEDULES}")
         self.schedule = schedule
-        if schedule == "hard":
+        if schedule == "hard" and self.name == "rtc":
             self.name = "rtc_hard"
 
     def guidance(self, n_real: int, d: int, s: int, horizon: int) -> Guidance:
@@ -276,12 +278,20 @@ class RTCStrategy(NaiveStrategy):
         return Guidance(w, min(d, horizon) if n_real > 0 else 0)
 
 
-class REMACStrategy(NaiveStrategy):
-    """REMAC prefix-preserved sampling (Wang et al. 2026): the prefix is the plan's remaining
-    actions and its first ``n_frozen = d`` rows are held fixed at every integration step by the
-    ``prefix`` sampler; merged like naive async."""
+class RTCJFStrategy(RTCStrategy):
+    """RTC with Jacobian-free guidance (``J = I``, as LeRobot computes it): the same request
+    (prefix, soft-mask weights) answered by the ``rtc_jf`` sampler."""
 
-    name = "remac"
+    name = "rtc_jf"
+    sampler = "rtc_jf"
+
+
+class REMACCleanStrategy(NaiveStrategy):
+    """REMAC, our clean-prefix reading (``remac_clean``): the prefix is the plan's remaining
+    actions and its first ``n_frozen = d`` rows are held fixed at every integration step by the
+    ``prefix`` sampler (noise elsewhere); merged like naive async."""
+
+    name = "remac_clean"
     sampler = "prefix"
 
     def guidance(self, n_real: int, d: int, s: int, horizon: int) -> Guidance:
@@ -291,6 +301,22 @@ class REMACStrategy(NaiveStrategy):
         w = np.zeros(horizon)
         w[:n] = 1.0
         return Guidance(w, n)
+
+
+class REMACStrategy(NaiveStrategy):
+    """REMAC as its authors run it (hatchetProject/REMAC): the ``remac`` sampler starts from the
+    plan's remaining actions followed by zeros (no noise), passes the mask ``k >= d`` to the
+    network and clamps the first ``d`` rows after every step. The weights mark the rows of the
+    prefix that hold real planned actions (1 for ``i < n_real``); merged like naive async."""
+
+    name = "remac"
+    sampler = "remac"
+
+    def guidance(self, n_real: int, d: int, s: int, horizon: int) -> Guidance:
+        w = np.zeros(horizon)
+        n = min(n_real, horizon)
+        w[:n] = 1.0
+        return Guidance(w, min(d, n))
 
 
 class BIDStrategy(NaiveStrategy):
@@ -320,7 +346,9 @@ STRATEGIES: dict[str, tuple[type[MergeStrategy], dict[str, Any]]] = {
     "te": (TemporalEnsembleStrategy, {}),
     "rtc": (RTCStrategy, {}),
     "rtc_hard": (RTCStrategy, {"schedule": "hard"}),
+    "rtc_jf": (RTCJFStrategy, {}),
     "remac": (REMACStrategy, {}),
+    "remac_clean": (REMACCleanStrategy, {}),
     "bid": (BIDStrategy, {}),
 }
 

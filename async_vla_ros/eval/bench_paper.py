@@ -16,6 +16,15 @@ single torch thread) plus the head's per-step time, and the per-call time of the
 lockstep calls. Writes ``reports/benchmark.md`` (tables, claims check, command, machine) and
 ``reports/benchmark_<task>.png`` (success vs delay); ``--json`` also dumps every summary.
 
+Delays that vary (``--jitter 1:4``, ``--delay-trace FILE``): extra columns in which every chunk
+gets its own delay (uniform per chunk, or a recorded latency trace replayed in order) and the
+scheduler's forecast comes from the nodes' delay estimator fed with the delays that happened
+(:mod:`async_vla_ros.sim.lockstep`); the report adds how often that forecast under- or
+over-shoots and what the jitter costs each method against the fixed-delay columns.
+
+Prefix adherence (``--adherence-obs``): :func:`async_vla_ros.eval.bench_samplers.adherence` on
+every task. Beta sweep (``--beta-sweep TASK``): ``rtc`` and ``rtc_jf`` at several guidance clips.
+
 ``--tiny``: one task, two delays, a few episodes (the end-to-end test of the command).
 """
 
@@ -65,6 +74,12 @@ class BenchConfig:
     seed: int = 0  # run seed (same episode seeds for every method)
     latency_reps: int = 100  # timed B = 1 inference calls per method
     ckpt_dir: str = ""  # checkpoint folder ("": the shipped async_vla_ros/checkpoints)
+    jitter: tuple[str, ...] = ("1:4",)  # delays drawn per chunk, LO:HI (uniform); estimator forecast
+    traces: tuple[str, ...] = ()  # recorded latency traces (core.delay.load_delay_trace), one column each
+    trace_unit: str = "s"  # unit of a text / json list trace
+    adherence_obs: int = 128  # demonstration observations per task for the prefix-adherence table (0: none)
+    beta_sweep_task: str = ""  # task of the beta sweep of rtc / rtc_jf ("": none)
+    betas: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)  # guidance clips of the sweep
 
     def __post_init__(self) -> None:
         from async_vla_ros.sim.tasks import TASKS
@@ -84,6 +99,26 @@ class BenchConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"BenchConfig.{name} must be an int >= 1, got {v!r}")
+        from async_vla_ros.core.delay import parse_delay
+
+        for j in self.jitter:
+            if parse_delay(j).fixed is not None:
+                raise ValueError(f"jitter {j!r} is a fixed delay; use --delays for those")
+        for t in self.traces:
+            if not Path(t).exists():
+                raise ValueError(f"delay trace {t} not found")
+        if self.beta_sweep_task and self.beta_sweep_task not in TASKS:
+            raise ValueError(f"unknown beta-sweep task {self.beta_sweep_task!r}")
+        if any(not (b > 0) for b in self.betas):
+            raise ValueError(f"betas must be > 0, got {self.betas}")
+
+    def delay_specs(self) -> list:
+        """The varying-delay conditions (DelaySpec), in column order."""
+        from async_vla_ros.core.delay import load_delay_trace, parse_delay
+
+        specs = [parse_delay(j) for j in self.jitter]
+        specs += [load_delay_trace(t, 0.05, self.trace_unit) for t in self.traces]
+        return specs
 
 
 # ---------------------------------------------------------------------- latency
@@ -150,9 +185,12 @@ class BenchResults:
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> kind -> path (sha)
     skipped: list[str] = field(default_factory=list)  # ablation conditions without a checkpoint
     wall_s: float = 0.0
+    adherence: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task -> rows
+    beta_sweep: list[dict[str, Any]] = field(default_factory=list)  # one per (variant, beta, d)
+    trace_info: dict[str, str] = field(default_factory=dict)  # label -> description
 
-    def counts(self, task: str | None = None) -> dict[str, dict[int, tuple[int, int]]]:
-        """method -> d -> (successes, n), one task or pooled over tasks."""
+    def counts(self, task: str | None = None) -> dict[str, dict[Any, tuple[int, int]]]:
+        """method -> d (int, or the label of a varying delay) -> (successes, n), one task or pooled."""
         out: dict[str, dict[int, tuple[int, int]]] = {}
         for s in self.summaries:
             if task is not None and s["task"] != task:
@@ -161,10 +199,14 @@ class BenchResults:
             out[s["preset"]][s["delay"]] = (k0 + s["successes"], n0 + s["n"])
         return out
 
-    def metric(self, method: str, name: str, delays: Sequence[int] | None = None) -> list[float]:
+    def metric(
+        self, method: str, name: str, delays: Sequence[int] | None = None, tasks: Sequence[str] | None = None
+    ) -> list[float]:
         """Per-episode values of a metric of ``method`` pooled over tasks (and ``delays``)."""
         vals: list[float] = []
         for s in self.summaries:
+            if tasks is not None and s["task"] not in tasks:
+                continue
             if s["preset"] == method and (delays is None or s["delay"] in delays):
                 vals.extend(s["per_episode"][name])
         return vals
@@ -180,7 +222,13 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
     torch.set_num_threads(1)
     res = BenchResults(config)
     t0 = time.perf_counter()
-    total = len(config.tasks) * len(config.methods) * len(config.delays) * config.episodes
+    dspecs = config.delay_specs()
+    for sp in dspecs:
+        if sp.trace is not None:
+            vals, cnt = np.unique(sp.trace, return_counts=True)
+            hist = ", ".join(f"d={int(v)}: {c}" for v, c in zip(vals, cnt))
+            res.trace_info[sp.label] = f"{len(sp.trace)} chunks ({hist}), mean {sp.mean:.2f} steps"
+    total = len(config.tasks) * len(config.methods) * (len(config.delays) + len(dspecs)) * config.episodes
     bar = None
     if progress:
         from tqdm import tqdm
@@ -193,15 +241,18 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
             cache: dict = {}  # models shared by the presets of this task
             loaded: dict[str, PresetModels] = {}
             for m, spec in specs.items():
-                if spec.ablation:  # ablation checkpoints are optional per task: skipped (and reported) when absent
-                    try:
-                        checkpoint_file(task, spec.checkpoint, config.ckpt_dir)
-                    except BackendError:
-                        res.skipped.append(f"{m} on {task} (no {task}_{spec.checkpoint}.pt)")
-                        total -= len(config.delays) * config.episodes
-                        if bar is not None:
-                            bar.total = total
-                        continue
+                # REMAC variants and ablations are trained per task as time allows: skipped and reported
+                # when absent (a missing base or A2C2 file stays an error)
+                try:
+                    checkpoint_file(task, spec.checkpoint, config.ckpt_dir)
+                except BackendError:
+                    if not (spec.ablation or spec.checkpoint.startswith("remac")):
+                        raise
+                    res.skipped.append(f"{m} on {task} (no {task}_{spec.checkpoint}.pt)")
+                    total -= (len(config.delays) + len(dspecs)) * config.episodes
+                    if bar is not None:
+                        bar.total = total
+                    continue
                 loaded[m] = load_models(task, spec, "default", checkpoint_dir=config.ckpt_dir, cache=cache)
             res.files[task] = {k: v for lm in loaded.values() for k, v in lm.files.items()}
             env = BatchedPandaEnv(task, 1, threads=1)
@@ -213,24 +264,28 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
             for m, lm in loaded.items():
                 spec, pol = lm.preset, lm.policy
                 runner = LockstepRunner(pol, lm.head)
-                for d in config.delays:
-                    if d >= pol.horizon:
+                for cond in [*config.delays, *dspecs]:
+                    fixed = isinstance(cond, int)
+                    d = cond if fixed else cond.hi
+                    if fixed and d >= pol.horizon:
                         raise ValueError(f"delay {d} must be < H = {pol.horizon}")
                     s_exec = max(d, config.s_min)
                     lc = LockstepConfig(
                         task=task,
                         strategy=spec.strategy,
-                        delay=d,
+                        delay=d if fixed else 0,
                         s_min=config.s_min,
                         episodes=config.episodes,
                         batch=config.batch,
                         seed=config.seed,
-                        strategy_options=(("s", s_exec),) if spec.strategy == "sync" else (),
+                        strategy_options=(("s", s_exec),) if spec.strategy == "sync" else spec.strategy_options,
+                        delay_spec=None if fixed else cond,
                     )
                     r = runner.run(lc)
                     s = r.summary()
                     s.update(
                         preset=m,
+                        delay=d if fixed else cond.label,
                         checkpoint=spec.checkpoint,
                         a2c2=spec.a2c2,
                         s=s_exec,
@@ -243,13 +298,83 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
                     done += config.episodes
                     if bar is not None:
                         bar.update(config.episodes)
-                        bar.set_postfix(task=task, method=m, d=d, succ=f"{r.success_rate:.2f}")
+                        bar.set_postfix(task=task, method=m, d=s["delay"], succ=f"{r.success_rate:.2f}")
+            if config.adherence_obs:
+                from async_vla_ros.eval.bench_samplers import adherence
+
+                try:
+                    res.adherence[task] = adherence(
+                        task, ckpt_dir=config.ckpt_dir or None, n_obs=config.adherence_obs, seed=config.seed, log=log
+                    )
+                except FileNotFoundError as exc:  # no demonstrations for the task: said in the report
+                    log(f"bench paper: no adherence table for {task}: {exc}")
+        if config.beta_sweep_task:
+            res.beta_sweep = run_beta_sweep(config, log=log)
     finally:
         if bar is not None:
             bar.close()
     res.wall_s = time.perf_counter() - t0
     log(f"bench paper: {done} episodes in {res.wall_s:.0f} s")
     return res
+
+
+def run_beta_sweep(config: BenchConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """``rtc`` and ``rtc_jf`` on ``config.beta_sweep_task`` at every beta of ``config.betas`` and
+    every delay d >= 1 of the run (same episodes and seeds as the main table), plus the prefix
+    adherence at each beta when the task's demonstrations are there."""
+    from async_vla_ros.policy.registry import BackendRequest
+    from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
+
+    task = config.beta_sweep_task
+    out: list[dict[str, Any]] = []
+    delayed = [d for d in config.delays if d >= 1]
+    for m in ("rtc", "rtc_jf"):
+        spec = get_preset(m)
+        for beta in config.betas:
+            lm = load_models(
+                task, spec, "default", checkpoint_dir=config.ckpt_dir, request=BackendRequest(task, beta=float(beta))
+            )
+            runner = LockstepRunner(lm.policy, lm.head)
+            for d in delayed:
+                r = runner.run(
+                    LockstepConfig(
+                        task=task,
+                        strategy=spec.strategy,
+                        delay=d,
+                        s_min=config.s_min,
+                        episodes=config.episodes,
+                        batch=config.batch,
+                        seed=config.seed,
+                        strategy_options=spec.strategy_options,
+                    )
+                )
+                out.append(
+                    {
+                        "preset": m,
+                        "beta": float(beta),
+                        "delay": d,
+                        "successes": r.successes,
+                        "n": r.n,
+                        "kind": "success",
+                    }
+                )
+    if config.adherence_obs:
+        from async_vla_ros.eval.bench_samplers import adherence
+
+        try:
+            rows = adherence(
+                task,
+                ckpt_dir=config.ckpt_dir or None,
+                n_obs=config.adherence_obs,
+                betas=config.betas,
+                seed=config.seed,
+                log=log,
+            )
+        except FileNotFoundError as exc:
+            log(f"bench paper: no adherence for the beta sweep: {exc}")
+        else:
+            out += [{**r, "kind": "adherence"} for r in rows if r["sampler"] in ("rtc", "rtc_jf")]
+    return out
 
 
 # ---------------------------------------------------------------------- claims
@@ -263,6 +388,16 @@ def _two_prop(k1: int, n1: int, k2: int, n2: int) -> float:
         return 1.0
     z = (k1 / n1 - k2 / n2) / se
     return 2 * (1 - NormalDist().cdf(abs(z)))
+
+
+def _counts_over(res: BenchResults, method: str, tasks) -> dict[Any, tuple[int, int]]:
+    """d -> (successes, n) of ``method`` pooled over ``tasks``."""
+    out: dict[Any, tuple[int, int]] = {}
+    for s in res.summaries:
+        if s["preset"] == method and s["task"] in tasks:
+            k0, n0 = out.get(s["delay"], (0, 0))
+            out[s["delay"]] = (k0 + s["successes"], n0 + s["n"])
+    return out
 
 
 def _pooled(counts: Mapping[int, tuple[int, int]], delays: Sequence[int]) -> tuple[int, int]:
@@ -306,7 +441,18 @@ def check_claims(res: BenchResults) -> list[Claim]:
         if not have(a, b) or not da:
             claims.append(Claim(src, text, "-", "not run"))
             return
-        v, ev = _verdict_rates(_pooled(counts[a], da), _pooled(counts[b], db if db is not None else da))
+        # pooled over the tasks both methods ran on (a REMAC variant may exist for some tasks only)
+        ta = {s["task"] for s in res.summaries if s["preset"] == a}
+        tb = {s["task"] for s in res.summaries if s["preset"] == b}
+        common = ta & tb
+        ca = _counts_over(res, a, common)
+        cb = _counts_over(res, b, common)
+        v, ev = _verdict_rates(_pooled(ca, da), _pooled(cb, db if db is not None else da))
+        if common != set(cfg.tasks) and v != "not run":
+            ev += f" [tasks both ran: {', '.join(t for t in cfg.tasks if t in common)}]"
+        if v == "not run":  # e.g. a varying-delay column this run did not have
+            claims.append(Claim(src, text, "-", v))
+            return
         claims.append(Claim(src, text, f"{a} {ev.split(' vs ')[0]} vs {b} {ev.split(' vs ')[1]}", v))
 
     dl = f"d in {delayed}"
@@ -326,8 +472,25 @@ def check_claims(res: BenchResults) -> list[Claim]:
     cmp_rates("RTC", f"RTC beats BID ({dl})", "rtc", "bid", delayed)
     cmp_rates("RTC", f"RTC beats temporal ensembling ({dl})", "rtc", "te", delayed)
     cmp_rates("RTC", f"RTC beats synchronous inference ({dl})", "rtc", "sync", delayed)
+    cmp_rates("RTC/LeRobot", f"exact RTC guidance beats Jacobian-free guidance, J = I ({dl})", "rtc", "rtc_jf", delayed)
+    cmp_rates("RTC/LeRobot", f"Jacobian-free RTC (J = I) beats naive async ({dl})", "rtc_jf", "naive", delayed)
+    jit = [sp.label for sp in cfg.delay_specs()]
+    for lab in jit:
+        cmp_rates(
+            "RTC", f"RTC beats naive async under jittered delay ({lab}, estimator forecast)", "rtc", "naive", [lab]
+        )
+        cmp_rates("RTC/LeRobot", f"exact RTC beats J = I RTC under jittered delay ({lab})", "rtc", "rtc_jf", [lab])
+        cmp_rates("REMAC", f"REMAC beats RTC under jittered delay ({lab})", "remac", "rtc", [lab])
     cmp_rates("REMAC", f"REMAC beats naive async ({dl})", "remac", "naive", delayed)
     cmp_rates("REMAC", f"REMAC beats RTC ({dl})", "remac", "rtc", delayed)
+    cmp_rates(
+        "ours",
+        f"REMAC as its authors run it beats our earlier reading remac_clean ({dl})",
+        "remac",
+        "remac_clean",
+        delayed,
+    )
+    cmp_rates("REMAC", f"remac_clean (our earlier reading) beats naive async ({dl})", "remac_clean", "naive", delayed)
     cmp_rates(
         "REMAC", f"temporal ensembling can be worse than naive async ({dl}; claim = TE < naive)", "naive", "te", delayed
     )
@@ -340,7 +503,8 @@ def check_claims(res: BenchResults) -> list[Claim]:
     )
     for abl in [p for p in cfg.methods if get_preset(p).ablation]:
         if abl in counts:
-            cmp_rates("REMAC", f"full REMAC beats the ablation {abl} ({dl})", "remac", abl, delayed)
+            full = "remac_clean" if abl.startswith("remac_clean") else "remac"
+            cmp_rates("REMAC", f"full {full} beats the ablation {abl} ({dl})", full, abl, delayed)
     cmp_rates("A2C2", f"naive + A2C2 head beats naive async ({dl})", "a2c2", "naive", delayed)
     cmp_rates("A2C2", f"naive + A2C2 beats RTC ({dl})", "a2c2", "rtc", delayed)
     cmp_rates("A2C2", f"RTC + A2C2 beats RTC ({dl})", "rtc_a2c2", "rtc", delayed)
@@ -350,7 +514,11 @@ def check_claims(res: BenchResults) -> list[Claim]:
 
     # smoothness: largest command jump at chunk switches (per-episode values, mean +- sem)
     def cmp_jump(src: str, text: str, a: str, b: str) -> None:
-        va, vb = res.metric(a, "switch_jump_max", delayed), res.metric(b, "switch_jump_max", delayed)
+        common = {x["task"] for x in res.summaries if x["preset"] == a} & {
+            x["task"] for x in res.summaries if x["preset"] == b
+        }
+        va = res.metric(a, "switch_jump_max", delayed, tasks=common)
+        vb = res.metric(b, "switch_jump_max", delayed, tasks=common)
         if not va or not vb:
             claims.append(Claim(src, text, "-", "not run"))
             return
@@ -376,7 +544,26 @@ def check_claims(res: BenchResults) -> list[Claim]:
         vals = [lat[t][m][key] for t in lat if m in lat[t] and key in lat[t][m]]
         return float(np.mean(vals)) if vals else None
 
-    base_ms, rtc_ms, remac_ms = mean_lat("naive"), mean_lat("rtc"), mean_lat("remac")
+    base_ms, rtc_ms, remac_ms = mean_lat("naive"), mean_lat("rtc"), mean_lat("remac_clean")
+    jf_ms, authors_ms = mean_lat("rtc_jf"), mean_lat("remac")
+    if rtc_ms and jf_ms:
+        claims.append(
+            Claim(
+                "RTC/LeRobot",
+                "J = I guidance is cheaper than the exact vector-Jacobian product",
+                f"B=1 chunk: rtc_jf {jf_ms:.2f} ms vs rtc {rtc_ms:.2f} ms (x{jf_ms / rtc_ms:.2f})",
+                "supported" if jf_ms < 0.85 * rtc_ms else "not supported (ratio >= 0.85)",
+            )
+        )
+    if base_ms and authors_ms:
+        claims.append(
+            Claim(
+                "REMAC",
+                "REMAC as its authors run it (unmerged mask-gated adapters) adds no inference latency",
+                f"B=1 chunk: remac {authors_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{authors_ms / base_ms:.2f})",
+                "supported" if authors_ms / base_ms <= 1.15 else "not supported (ratio > 1.15)",
+            )
+        )
     if base_ms and rtc_ms:
         r = rtc_ms / base_ms
         claims.append(
@@ -392,8 +579,8 @@ def check_claims(res: BenchResults) -> list[Claim]:
         claims.append(
             Claim(
                 "REMAC",
-                "REMAC's prefix-preserved sampling adds no inference latency",
-                f"B=1 chunk: remac {remac_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
+                "remac_clean's prefix-preserved sampling (merged LoRA) adds no inference latency",
+                f"B=1 chunk: remac_clean {remac_ms:.2f} ms vs vanilla {base_ms:.2f} ms (x{r:.2f})",
                 "supported" if r <= 1.15 else "not supported (ratio > 1.15)",
             )
         )
@@ -471,7 +658,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         f"{cfg.latency_reps} calls, measured in this run."
     )
     if res.skipped:
-        L.append("- Not run (ablation checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
+        L.append("- Not run (checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
     L.append("- Checkpoints:")
     for task, files in res.files.items():
         L.append(f"  - {task}: " + "; ".join(f"{k}: `{v}`" for k, v in sorted(files.items())))
@@ -489,6 +676,35 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         L.append(_success_table(c, cfg))
         L.append("\nSmoothness (switch jump rad / RMS jerk rad/s^3), mean over episodes:\n")
         L.append(_smooth_table(res, task))
+    if cfg.delay_specs():
+        L.append("\n## Delays that vary: the forecast and what its misses cost\n")
+        L.append(
+            "Each chunk's delay is drawn (uniform) or replayed from the trace; the request's d (frozen prefix, s) is "
+            "the forecast of the scheduler node's delay estimator (max over the last 20 measured delays, first one "
+            "ignored, 0 before any) fed with the delays that happened. Under-shoot: the chunk came later than "
+            "forecast, so its frozen prefix covers steps that already ran with other actions. 'jitter cost': success "
+            "under jitter minus the method's success at the fixed delays weighted as they are drawn (pooled over "
+            "tasks).\n"
+        )
+        L.append(_forecast_table(res))
+    if res.adherence:
+        L.append("\n## Prefix adherence of the guided samplers (shipped checkpoints, demonstration observations)\n")
+        L.append(
+            f"{cfg.adherence_obs} observations per task drawn from its demonstrations; the prefix Y is the base "
+            "policy's own chunk from the observation s = max(d, 1) steps earlier, shifted by s (what the scheduler "
+            "holds); RTC weights: exp schedule, beta 5. Largest |chunk - Y| in normalised action units over the "
+            "frozen rows (k < d) and the soft rows (k >= d, weight > 0), median / p90 over observations "
+            "(`async-vla-ros bench samplers --adherence TASK`). vanilla is the unguided reference; remac_clean and "
+            "remac clamp the frozen rows by construction.\n"
+        )
+        L.append(_adherence_tables(res))
+    if res.beta_sweep:
+        L.append(f"\n## Guidance clip beta: rtc and rtc_jf on {cfg.beta_sweep_task}\n")
+        L.append(
+            f"Success [95 % Wilson] with N = {cfg.episodes} episodes per cell (same seeds as above), and prefix "
+            "adherence (as in the previous section, mean over d = 1..4 of the medians).\n"
+        )
+        L.append(_beta_sweep_table(res))
     L.append("\n## Inference latency per method (measured in this run)\n")
     L.append(_latency_table(res))
     L.append("\n## The papers' claims against these numbers\n")
@@ -514,6 +730,9 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
 
 PER_TASK_PAIRS = (
     ("rtc", "naive"),
+    ("rtc_jf", "naive"),
+    ("rtc", "rtc_jf"),
+    ("remac", "remac_clean"),
     ("rtc", "rtc_hard"),
     ("bid", "naive"),
     ("remac", "naive"),
@@ -549,17 +768,102 @@ def _per_task_claims(res: BenchResults) -> str:
     return "\n".join(rows)
 
 
-def _success_table(counts: Mapping[str, Mapping[int, tuple[int, int]]], cfg: BenchConfig) -> str:
+def _success_table(counts: Mapping[str, Mapping[Any, tuple[int, int]]], cfg: BenchConfig) -> str:
     ds = list(cfg.delays)
-    rows = ["| method | " + " | ".join(f"d={d}" for d in ds) + " | mean d>=1 |", "|---|" + "---|" * (len(ds) + 1)]
+    jit = [sp.label for sp in cfg.delay_specs()]
+    head = " | ".join(f"d={d}" for d in ds) + " | mean d>=1 |" + "".join(f" d ~ {j} |" for j in jit)
+    rows = ["| method | " + head, "|---|" + "---|" * (len(ds) + 1 + len(jit))]
     for m in cfg.methods:
         if m not in counts:
             continue
         cells = [_rate_cell(*counts[m][d]) if d in counts[m] else "-" for d in ds]
         k, n = _pooled(counts[m], [d for d in ds if d >= 1])
         cells.append(f"{k / n:.3f}" if n else "-")
+        cells += [_rate_cell(*counts[m][j]) if j in counts[m] else "-" for j in jit]
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _forecast_table(res: BenchResults) -> str:
+    """Per varying-delay condition and method (pooled over tasks): success, how often the
+    estimator's forecast under-/over-shot, chunks dropped, and the success of the same method at
+    the fixed delays the condition draws from (their mean, weighted by how often each d occurs)."""
+    cfg = res.config
+    out = []
+    counts = res.counts()
+    for sp in cfg.delay_specs():
+        lab = sp.label
+        if sp.trace is not None:
+            vals, cnt = np.unique(sp.trace, return_counts=True)
+            weights = {int(v): c / len(sp.trace) for v, c in zip(vals, cnt)}
+        else:
+            weights = {d: 1.0 / (sp.hi - sp.lo + 1) for d in range(sp.lo, sp.hi + 1)}
+        out.append(f"\n### d ~ {lab}\n")
+        if lab in res.trace_info:
+            out.append(f"Trace: {res.trace_info[lab]}.\n")
+        out.append(
+            "| method | success (jittered) | forecast under / over / exact (share of requests) | mean under-shoot "
+            "steps | chunks dropped | success at the fixed d (weighted as drawn) | jitter cost |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for m in cfg.methods:
+            rows = [s for s in res.summaries if s["preset"] == m and s["delay"] == lab]
+            if not rows:
+                continue
+            req = sum(s["forecast"].get("requests", 0) for s in rows)
+            under = sum(s["forecast"].get("under", 0) for s in rows)
+            over = sum(s["forecast"].get("over", 0) for s in rows)
+            dropped = sum(s["forecast"].get("dropped", 0) for s in rows)
+            u_steps = sum(s["forecast"].get("mean_under_steps", 0) * s["forecast"].get("under", 0) for s in rows)
+            k, n = counts[m][lab]
+            ref, cover = 0.0, 0.0
+            for d, w in weights.items():
+                if d in counts[m] and counts[m][d][1]:
+                    ref += w * counts[m][d][0] / counts[m][d][1]
+                    cover += w
+            ref_txt = f"{ref / cover:.3f}" + ("" if cover > 0.9999 else f" (d in the table: {cover:.1%} of draws)")
+            cost = (k / n - ref / cover) if cover > 0 and n else float("nan")
+            out.append(
+                f"| {m} | {_rate_cell(k, n)} | {under / max(req, 1):.2f} / {over / max(req, 1):.2f} / "
+                f"{(req - under - over) / max(req, 1):.2f} | {u_steps / max(under, 1):.2f} | {dropped} | "
+                f"{ref_txt if cover > 0 else '-'} | {cost:+.3f} |"
+            )
+    return "\n".join(out)
+
+
+def _adherence_tables(res: BenchResults) -> str:
+    from async_vla_ros.eval.bench_samplers import print_adherence
+
+    out: list[str] = []
+    for task, rows in res.adherence.items():
+        out.append(f"\n### {task}\n")
+        print_adherence(rows, out=out.append)
+    return "\n".join(out)
+
+
+def _beta_sweep_table(res: BenchResults) -> str:
+    cfg = res.config
+    succ = [r for r in res.beta_sweep if r["kind"] == "success"]
+    adh = [r for r in res.beta_sweep if r["kind"] == "adherence"]
+    ds = sorted({r["delay"] for r in succ})
+    out = [
+        "| sampler | beta | " + " | ".join(f"d={d}" for d in ds) + " | mean d>=1 | frozen rows max abs err (median, "
+        "mean over d) | soft rows (median, mean over d) |",
+        "|---|---|" + "---|" * (len(ds) + 3),
+    ]
+    for m in ("rtc", "rtc_jf"):
+        for beta in cfg.betas:
+            rs = {r["delay"]: r for r in succ if r["preset"] == m and r["beta"] == float(beta)}
+            if not rs:
+                continue
+            cells = [_rate_cell(rs[d]["successes"], rs[d]["n"]) if d in rs else "-" for d in ds]
+            k = sum(r["successes"] for r in rs.values())
+            n = sum(r["n"] for r in rs.values())
+            a = [r for r in adh if r["sampler"] == m and r["beta"] == float(beta)]
+            fz = f"{np.mean([r['frozen_median'] for r in a]):.3f}" if a else "-"
+            sf = f"{np.nanmean([r['soft_median'] for r in a]):.3f}" if a else "-"
+            out.append(f"| {m} | {beta:g} | " + " | ".join(cells) + f" | {k / max(n, 1):.3f} | {fz} | {sf} |")
+    return "\n".join(out)
 
 
 def _smooth_table(res: BenchResults, task: str) -> str:
@@ -598,7 +902,7 @@ def _latency_table(res: BenchResults) -> str:
 
 
 # ---------------------------------------------------------------------- CLI
-TINY = dict(tasks=("track",), delays=(2, 4), episodes=2, batch=2, latency_reps=2)
+TINY = dict(tasks=("track",), delays=(2, 4), episodes=2, batch=2, latency_reps=2, jitter=("1:3",), adherence_obs=0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -616,6 +920,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-reps", type=int, default=None, help="timed B=1 calls per method [100]")
     parser.add_argument("--ckpt-dir", default=None, help="checkpoint folder [the shipped async_vla_ros/checkpoints]")
     parser.add_argument(
+        "--jitter", nargs="*", default=None, help="varying delays LO:HI drawn per chunk, one column each [1:4]"
+    )
+    parser.add_argument("--delay-trace", nargs="*", default=None, help="recorded latency trace(s), one column each")
+    parser.add_argument(
+        "--trace-unit", default=None, choices=("s", "ms", "steps"), help="unit of a trace's numbers [s]"
+    )
+    parser.add_argument("--adherence-obs", type=int, default=None, help="observations for the adherence table [128]")
+    parser.add_argument("--beta-sweep", default=None, metavar="TASK", help="beta sweep of rtc / rtc_jf on TASK")
+    parser.add_argument("--betas", nargs="+", type=float, default=None, help="betas of the sweep [1 2 5 10 20]")
+    parser.add_argument(
         "--tiny", action="store_true", help="smoke configuration: track, d in {2, 4}, 2 episodes (seconds, for tests)"
     )
     parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
@@ -623,6 +937,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report as 'Notes'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="write the report from --json dumps of runs over disjoint tasks",
+    )
 
 
 def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
@@ -642,10 +963,69 @@ def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
             vals[name] = v
     if ns.ckpt_dir:
         vals["ckpt_dir"] = ns.ckpt_dir
+    if ns.jitter is not None:
+        vals["jitter"] = tuple(ns.jitter)
+    if ns.delay_trace is not None:
+        vals["traces"] = tuple(ns.delay_trace)
+    if ns.trace_unit is not None:
+        vals["trace_unit"] = ns.trace_unit
+    if ns.adherence_obs is not None:
+        vals["adherence_obs"] = ns.adherence_obs
+    if ns.beta_sweep is not None:
+        vals["beta_sweep_task"] = ns.beta_sweep
+    if ns.betas is not None:
+        vals["betas"] = tuple(ns.betas)
     return BenchConfig(**vals)
 
 
+def merge_results(paths: Sequence[str | Path]) -> BenchResults:
+    """One :class:`BenchResults` from the ``--json`` dumps of runs over disjoint (task, method)
+    sets with the same settings otherwise: tasks in the order given, methods in first-seen order."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    if not parts:
+        raise ValueError("nothing to merge")
+    cfg0 = dict(parts[0]["config"])
+    tasks: list[str] = []
+    methods: list[str] = []
+    for part in parts:
+        c = part["config"]
+        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces"):
+            if c[key] != cfg0[key]:
+                raise ValueError(f"cannot merge runs with different {key}: {c[key]} vs {cfg0[key]}")
+        tasks += [t for t in c["tasks"] if t not in tasks]
+        methods += [m for m in c["methods"] if m not in methods]
+    vals = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg0.items()}
+    vals.update(tasks=tuple(tasks), methods=tuple(methods))
+    vals["beta_sweep_task"] = next((p["config"]["beta_sweep_task"] for p in parts if p.get("beta_sweep")), "")
+    res = BenchResults(BenchConfig(**vals))
+    for part in parts:
+        res.summaries += part["summaries"]
+        for task, lat in part["latency"].items():
+            res.latency.setdefault(task, {}).update(lat)
+        for task, files in part["files"].items():
+            res.files.setdefault(task, {}).update(files)
+        for task, rows in part.get("adherence", {}).items():
+            res.adherence.setdefault(task, rows)
+        res.beta_sweep += part.get("beta_sweep", [])
+        res.trace_info.update(part.get("trace_info", {}))
+        res.skipped += part.get("skipped", [])
+        res.wall_s += float(part["wall_s"])  # summed over the parts (they may have run side by side)
+    done = {(s["task"], s["preset"]) for s in res.summaries}
+    res.skipped = [k for k in res.skipped if (k.split(" on ")[1].split(" ")[0], k.split(" on ")[0]) not in done]
+    return res
+
+
 def run(ns: argparse.Namespace) -> int:
+    if ns.merge:
+        import torch
+
+        torch.set_num_threads(1)  # as in the runs (the report names the thread count)
+        try:
+            res = merge_results(ns.merge)
+        except (ValueError, OSError, KeyError) as exc:
+            print(f"bench paper --merge: {exc}", file=sys.stderr)
+            return 2
+        return _write_outputs(res, ns, "async-vla-ros bench paper --merge " + " ".join(ns.merge))
     try:
         cfg = config_from_ns(ns)
     except ValueError as exc:
@@ -661,6 +1041,11 @@ def run(ns: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"bench paper: {exc}", file=sys.stderr)
         return 2
+    return _write_outputs(res, ns, command)
+
+
+def _write_outputs(res: BenchResults, ns: argparse.Namespace, command: str) -> int:
+    cfg = res.config
     out = Path(ns.out)
     if ns.json:  # first, so that the measurements survive any later failure
         jp = Path(ns.json)
@@ -673,6 +1058,10 @@ def run(ns: argparse.Namespace) -> int:
                     "latency": res.latency,
                     "files": res.files,
                     "wall_s": res.wall_s,
+                    "adherence": res.adherence,
+                    "beta_sweep": res.beta_sweep,
+                    "trace_info": res.trace_info,
+                    "skipped": res.skipped,
                 },
                 indent=1,
                 default=str,
@@ -684,7 +1073,7 @@ def run(ns: argparse.Namespace) -> int:
     plots = {}
     for task in cfg.tasks:
         p = success_vs_delay(
-            res.counts(task),
+            {m: {d: v for d, v in c.items() if isinstance(d, int)} for m, c in res.counts(task).items()},
             task,
             plots_dir / f"benchmark_{task}.png",
             methods=cfg.methods,

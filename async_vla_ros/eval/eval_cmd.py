@@ -46,10 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--delay",
         nargs="+",
-        type=int,
-        default=[0],
+        default=["0"],
         metavar="D",
-        help="simulated inference delay(s) d in control steps (default 0)",
+        help="simulated inference delay(s) in control steps: d (fixed) or LO:HI (uniform per chunk, e.g. 2:4; the "
+        "forecast then comes from the node's delay estimator) (default 0)",
+    )
+    parser.add_argument(
+        "--delay-trace",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="recorded latency trace(s) replayed per chunk: a bag (/scheduler/chunk_report total_latency_s), a json "
+        "list / {latency_s: [...]} / {delay_steps: [...]}, or one latency per line; converted at the control period",
+    )
+    parser.add_argument("--trace-unit", default="s", choices=("s", "ms", "steps"), help="unit of a trace's numbers")
+    parser.add_argument(
+        "--beta", type=float, default=0.0, help="RTC guidance clip for rtc / rtc_jf presets (<= 0: the preset's)"
     )
     parser.add_argument(
         "--horizon",
@@ -77,14 +89,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _load(ns: argparse.Namespace) -> dict[str, Any]:
     """preset name -> PresetModels (one load per distinct model; SystemExit with the reason)."""
-    from async_vla_ros.policy.registry import BackendError, load_models
+    from async_vla_ros.policy.registry import BackendError, BackendRequest, load_models
     from async_vla_ros.presets import get_preset
 
     cache: dict = {}
     out = {}
     for m in ns.method:
         try:
-            out[m] = load_models(ns.task, get_preset(m), ns.policy, a2c2=ns.a2c2, cache=cache)
+            req = BackendRequest(ns.task, beta=float(ns.beta))
+            out[m] = load_models(ns.task, get_preset(m), ns.policy, a2c2=ns.a2c2, cache=cache, request=req)
         except (BackendError, ValueError, FileNotFoundError) as exc:
             raise SystemExit(f"--method {m} / --policy {ns.policy}: {exc}") from None
     return out
@@ -106,18 +119,25 @@ def run(ns: argparse.Namespace) -> int:
     for name in ("episodes", "batch", "horizon"):
         if getattr(ns, name) < 1:
             raise SystemExit(f"--{name} must be >= 1")
-    if any(d < 0 for d in ns.delay):
-        raise SystemExit("--delay values must be >= 0")
+    from async_vla_ros.core.delay import load_delay_trace, parse_delay
+    from async_vla_ros.sim.tasks import make_task
+
+    try:
+        delays = [parse_delay(d) for d in ns.delay]
+        dt = make_task(ns.task).dt
+        delays += [load_delay_trace(f, dt, ns.trace_unit) for f in ns.delay_trace]
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"--delay / --delay-trace: {exc}") from None
     models = _load(ns)
     h = min(int(lm.policy.horizon) for lm in models.values())
-    if any(d >= h for d in ns.delay):
+    if any(spec.trace is None and spec.hi >= h for spec in delays):
         raise SystemExit(f"--delay must be < H = {h}")
 
     bar = None
     if not ns.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(ns.method) * len(ns.delay) * ns.episodes, unit="ep", file=sys.stderr, leave=False)
+        bar = tqdm(total=len(ns.method) * len(delays) * ns.episodes, unit="ep", file=sys.stderr, leave=False)
     done_before = 0
 
     def progress(done: int, total: int) -> None:
@@ -130,8 +150,8 @@ def run(ns: argparse.Namespace) -> int:
         f"seed {ns.seed}"
     )
     header = (
-        f"{'method':<11}{'d':>2}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
-        f"{'jerk_rms':>10}{'jump_max':>9}{'inf_ms':>8}{'ep/s':>7}{'sim_ep/s':>9}"
+        f"{'method':<11}{'d':>9}{'s':>3}  {'success [95% Wilson]':<32}{'t_succ':>7}{'acc_rms':>9}{'acc_max':>9}"
+        f"{'jerk_rms':>10}{'jump_max':>9}{'inf_ms':>8}{'ep/s':>7}{'sim_ep/s':>9}{'under':>7}{'over':>7}"
     )
     summaries = []
     rows = []
@@ -139,7 +159,8 @@ def run(ns: argparse.Namespace) -> int:
         for m in ns.method:
             lm = models[m]
             runner = LockstepRunner(lm.policy, lm.head, progress=progress)
-            for d in ns.delay:
+            for spec in delays:
+                d = spec.fixed if spec.fixed is not None else spec.hi
                 cfg = LockstepConfig(
                     task=ns.task,
                     strategy=lm.preset.strategy,
@@ -149,6 +170,8 @@ def run(ns: argparse.Namespace) -> int:
                     batch=ns.batch,
                     seed=ns.seed,
                     threads=ns.threads,
+                    strategy_options=lm.preset.strategy_options,
+                    delay_spec=spec,
                 )
                 res = runner.run(cfg)
                 done_before += ns.episodes
@@ -158,15 +181,19 @@ def run(ns: argparse.Namespace) -> int:
                     preset=m,
                     success_ci95=[lo, hi],
                     s=max(d, ns.horizon) if lm.preset.strategy != "sync" else ns.horizon,
+                    beta=getattr(getattr(lm.policy, "settings", None), "beta", None),
                     policy=lm.label,
                     files=lm.files,
                 )
                 summaries.append(s)
+                fc = res.forecast
+                under = f"{fc['under_rate']:.2f}" if fc else "-"
+                over = f"{fc['over_rate']:.2f}" if fc else "-"
                 rows.append(
-                    f"{m:<11}{d:>2}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
+                    f"{m:<11}{spec.label[:9]:>9}{s['s']:>3}  {format_rate(res.successes, res.n):<32}"
                     f"{_fmt(s['time_to_success_s'], '.2f'):>7}{s['acc_rms']:>9.1f}{s['acc_max']:>9.1f}"
                     f"{s['jerk_rms']:>10.0f}{s['switch_jump_max']:>9.3f}{_fmt(s['infer_ms_per_call'], '.2f'):>8}"
-                    f"{res.episodes_per_s:>7.1f}{res.sim_episodes_per_s:>9.1f}"
+                    f"{res.episodes_per_s:>7.1f}{res.sim_episodes_per_s:>9.1f}{under:>7}{over:>7}"
                 )
     finally:
         if bar is not None:
@@ -176,7 +203,8 @@ def run(ns: argparse.Namespace) -> int:
         print(r)
     print(
         "units: t_succ s; acc rad/s^2; jerk rad/s^3; jump rad (||c_t - c_t-1|| at chunk switches); "
-        "inf_ms per batched policy call; sim_ep/s excludes policy inference"
+        "inf_ms per batched policy call; sim_ep/s excludes policy inference; under/over: share of requests whose "
+        "delay forecast was below/above the delay their chunk had (varying delays only; s is for the largest d)"
     )
     if ns.json:
         out = Path(ns.json)

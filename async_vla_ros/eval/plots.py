@@ -24,7 +24,9 @@ _STYLE = {
     "bid": ("#9467bd", "^", "--"),
     "rtc_hard": ("#ff9896", "x", "--"),
     "rtc": ("#d62728", "o", "-"),
+    "rtc_jf": ("#ff7f0e", "s", "-"),
     "remac": ("#1f77b4", "D", "-"),
+    "remac_clean": ("#aec7e8", "D", "--"),
     "a2c2": ("#2ca02c", "P", "-"),
     "remac_rtc": ("#17becf", "d", "-."),
     "rtc_a2c2": ("#bcbd22", "*", "-."),
@@ -32,7 +34,7 @@ _STYLE = {
 }
 
 
-PANEL_A = ("sync", "naive", "te", "bid", "rtc_hard", "rtc")  # baselines and RTC
+PANEL_A = ("sync", "naive", "te", "bid", "rtc_hard", "rtc", "rtc_jf")  # baselines and RTC
 PANEL_B_REF = ("naive", "rtc")  # repeated in the second panel for reference
 
 

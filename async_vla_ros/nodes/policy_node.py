@@ -340,8 +340,8 @@ class PolicyNode(Node):
                 raise InputError("bad_weights", f"weights must be H = {H} values in [0, 1]")
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
-        if msg.sampler == "rtc" and prefix is not None and weights is None:
-            raise InputError("bad_weights", "rtc with a prefix needs weights")
+        if msg.sampler in ("rtc", "rtc_jf", "remac") and prefix is not None and weights is None:
+            raise InputError("bad_weights", f"{msg.sampler} with a prefix needs weights")
         if msg.sampler == "bid" and (prefix is None) != (weights is None):
             raise InputError("bad_weights", "bid needs both prefix and weights, or neither")
         return Job(

@@ -65,7 +65,7 @@ PARAMS = (
     Param(
         "strategy", "rtc", "merge strategy (it decides the sampler it asks the policy for)", choices=tuple(STRATEGIES)
     ),
-    Param("rtc_schedule", "exp", "RTC soft-mask schedule (method rtc)", choices=SCHEDULES),
+    Param("rtc_schedule", "exp", "RTC soft-mask schedule (strategies rtc, rtc_jf)", choices=SCHEDULES),
     Param("te_m", 0.01, "temporal ensembling weight decay m (method te)", min=0.0, max=10.0),
     Param("bid_rho", 0.99, "BID backward-coherence decay (method bid)", min=1e-6, max=1.0),
     Param("dt", 0.05, "control period: time between consecutive actions (s)", min=0.001, max=1.0),
@@ -118,7 +118,7 @@ class SchedulerNode(Node):
         if p["s_min"] > H:
             raise ValueError(f"s_min ({p['s_min']}) must be <= horizon ({H})")
         kw = {}
-        if p["strategy"] == "rtc":
+        if p["strategy"] in ("rtc", "rtc_jf"):
             kw["schedule"] = p["rtc_schedule"]
         elif p["strategy"] == "te":
             kw["m"] = p["te_m"]

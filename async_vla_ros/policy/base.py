@@ -63,11 +63,13 @@ class ChunkPolicy(Protocol):
 
     * ``obs``: (B, obs_dim) float array, or a mapping (e.g. ``{"state": (B, obs_dim),
       "image": (B, h, w, 3) uint8}``) for image policies,
-    * ``sampler``: ``"vanilla" | "rtc" | "prefix" | "bid"``,
-    * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, prefix, bid;
-      bid also accepts prefix=weights=None for a first chunk),
-    * ``weights``: (B, H) soft mask in [0, 1] (rtc, bid),
-    * ``n_frozen``: (B,) number of frozen leading actions (prefix),
+    * ``sampler``: ``"vanilla" | "rtc" | "rtc_jf" | "prefix" | "remac" | "bid"`` (what each needs:
+      ``policy.samplers.SAMPLER_INPUTS``),
+    * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, rtc_jf, prefix,
+      remac, bid; bid also accepts prefix=weights=None for a first chunk),
+    * ``weights``: (B, H) soft mask in [0, 1] (rtc, rtc_jf, bid); for remac, > 0 on the prefix
+      rows that hold real planned actions,
+    * ``n_frozen``: (B,) number of frozen leading actions (prefix, remac),
     * ``seed``: noise seed for this call (deterministic output), or None.
 
     Returns (B, H, A) float64.
@@ -323,12 +325,19 @@ class FlowPolicyBackend:
         y = w = nf = None
         if sampler == "bid" and prefix is None and weights is None:
             pass  # first chunk, no previous plan: BID scores by forward contrast only
-        elif sampler in ("rtc", "prefix", "bid"):
-            y = self._check_prefix(prefix, b)
-            if sampler in ("rtc", "bid"):
+        elif sampler == "remac" and prefix is None and weights is None and n_frozen is None:
+            # first chunk: the authors' sampler starts from zeros with nothing clamped
+            y = torch.zeros((b, h, a), dtype=torch.float32, device=self.device)
+            w = torch.zeros((b, h), dtype=torch.float32, device=self.device)
+            nf = np.zeros(b, dtype=np.int64)
+        else:
+            needs = S.SAMPLER_INPUTS[sampler]
+            if "prefix" in needs:
+                y = self._check_prefix(prefix, b)
+            if "weights" in needs:
                 w = self._check_weights(weights, b)
-        if sampler == "prefix":
-            nf = self._check_n_frozen(n_frozen, b)
+            if "n_frozen" in needs:
+                nf = self._check_n_frozen(n_frozen, b)
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
                 raise ValueError(f"seed must be an int or None, got {seed!r}")
@@ -349,8 +358,26 @@ class FlowPolicyBackend:
             )
             if sampler == "vanilla":
                 out = S.sample_vanilla(v, self._noise((b, h, a), gen), st.n_steps)
-            elif sampler == "rtc":
-                out = S.sample_rtc(v, self._noise((b, h, a), gen), st.n_steps, y, w, beta=st.beta, validate=False)
+            elif sampler in ("rtc", "rtc_jf"):
+                out = S.sample_rtc(
+                    v,
+                    self._noise((b, h, a), gen),
+                    st.n_steps,
+                    y,
+                    w,
+                    beta=st.beta,
+                    validate=False,
+                    jacobian=sampler == "rtc",
+                )
+            elif sampler == "remac":
+                n_real = (w > 0).sum(dim=1).cpu().numpy()
+                out = S.sample_remac(
+                    lambda x, tau, m: self.network.velocity(x, tau, cond, mask=m),
+                    S.remac_start(y, n_real),
+                    st.n_steps,
+                    nf,
+                    validate=False,
+                )
             elif sampler == "prefix":
                 out = S.sample_prefix(
                     v, self._noise((b, h, a), gen), st.n_steps, y, nf, mode=st.prefix_mode, validate=False

@@ -49,6 +49,11 @@ class FlowNetConfig:
     cnn_channels: tuple[int, ...] = (16, 32, 32)  # conv widths, each conv has stride 2
     time_min_period: float = 4e-3  # sinusoidal tau features: shortest period
     time_max_period: float = 4.0  # sinusoidal tau features: longest period
+    # REMAC as its authors run it: row-gated LoRA adapters that take the prefix mask as input
+    # (0: none, the plain network). See :class:`MaskedLoRA`.
+    mask_lora_rank: int = 0
+    mask_lora_alpha: float = 8.0  # scale alpha / rank
+    mask_lora_dropout: float = 0.1  # dropout on the rank-r code (training only)
 
     def __post_init__(self) -> None:
         for name in (
@@ -65,6 +70,13 @@ class FlowNetConfig:
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"FlowNetConfig.{name} must be an int >= 1, got {val!r}")
+        r = self.mask_lora_rank
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise ValueError(f"FlowNetConfig.mask_lora_rank must be an int >= 0, got {r!r}")
+        if not (math.isfinite(self.mask_lora_alpha) and self.mask_lora_alpha > 0):
+            raise ValueError(f"FlowNetConfig.mask_lora_alpha must be > 0, got {self.mask_lora_alpha!r}")
+        if not 0.0 <= self.mask_lora_dropout < 1.0:
+            raise ValueError(f"FlowNetConfig.mask_lora_dropout must lie in [0, 1), got {self.mask_lora_dropout!r}")
         if self.hidden % 2:
             raise ValueError(f"FlowNetConfig.hidden must be even (sin/cos tau features), got {self.hidden}")
         if self.encoder not in ENCODERS:
@@ -131,6 +143,50 @@ class ObsCond:
         )
 
 
+class MaskedLoRA(nn.Module):
+    """Low-rank update of one Linear layer, gated per action row by the prefix mask.
+
+    REMAC as its authors implement it (hatchetProject/REMAC ``LoRALinear``, re-implemented, not
+    copied): ``delta = m * (alpha / r) * B(dropout(A(x + P(m))))`` where ``m`` (B, H, 1) is 1 on
+    the rows the policy must fill (``k >= d``) and 0 on the executed prefix, and ``P`` (1 -> in)
+    is a learned projection of the mask added to the adapter's input (mask awareness). With
+    ``m = None`` (token-mixing layers, whose rows are channels) the delta is ungated and has no
+    mask input. ``A`` and ``B`` both start random (LeCun-normal, the Flax default the authors
+    keep), not ``B = 0`` as in standard LoRA, so the adapted model starts away from the base.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float, mask_input: bool):
+        super().__init__()
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=False)
+        nn.init.normal_(self.down.weight, std=in_features**-0.5)
+        nn.init.normal_(self.up.weight, std=rank**-0.5)
+        self.mask_in = nn.Linear(1, in_features) if mask_input else None
+        if self.mask_in is not None:
+            nn.init.normal_(self.mask_in.weight, std=1.0)
+            nn.init.zeros_(self.mask_in.bias)
+        self.scale = float(alpha) / float(rank)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        if m is not None and self.mask_in is not None:
+            x = x + self.mask_in(m)
+        delta = self.up(self.dropout(self.down(x))) * self.scale
+        return delta if m is None or self.mask_in is None else delta * m
+
+
+class BlockAdapters(nn.Module):
+    """The four :class:`MaskedLoRA` of one mixer block (token mixing ungated, channel mixing gated)."""
+
+    def __init__(self, horizon: int, token_hidden: int, hidden: int, channel_hidden: int, cfg: FlowNetConfig):
+        super().__init__()
+        r, a, p = cfg.mask_lora_rank, cfg.mask_lora_alpha, cfg.mask_lora_dropout
+        self.token_in = MaskedLoRA(horizon, token_hidden, r, a, p, mask_input=False)
+        self.token_out = MaskedLoRA(token_hidden, horizon, r, a, p, mask_input=False)
+        self.channel_in = MaskedLoRA(hidden, channel_hidden, r, a, p, mask_input=True)
+        self.channel_out = MaskedLoRA(channel_hidden, hidden, r, a, p, mask_input=True)
+
+
 class MixerBlock(nn.Module):
     """Token-mixing + channel-mixing MLP block (SiLU) with adaLN (scale, shift, gate) modulation."""
 
@@ -151,14 +207,29 @@ class MixerBlock(nn.Module):
         s1, b1, g1, s2, b2, g2 = self.adaln(F.silu(c)).unsqueeze(1).chunk(6, dim=-1)
         return (1.0 + s1, b1.contiguous(), g1.contiguous(), 1.0 + s2, b2.contiguous(), g2.contiguous())
 
-    def forward(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mod: tuple[torch.Tensor, ...],
+        adapters: BlockAdapters | None = None,
+        m: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         s1p, b1, g1, s2p, b2, g2 = mod
         c = (self.hidden,)
         y = torch.addcmul(b1, F.layer_norm(x, c), s1p)  # adaLN: norm(x) * (1 + scale) + shift
-        y = self.token_out(F.silu(self.token_in(y.transpose(1, 2)))).transpose(1, 2)  # mix over H
-        x = torch.addcmul(x, g1, y)  # gated residual
+        if adapters is None:
+            y = self.token_out(F.silu(self.token_in(y.transpose(1, 2)))).transpose(1, 2)  # mix over H
+            x = torch.addcmul(x, g1, y)  # gated residual
+            y = torch.addcmul(b2, F.layer_norm(x, c), s2p)
+            y = self.channel_out(F.silu(self.channel_in(y)))  # mix over channels
+            return torch.addcmul(x, g2, y)
+        yt = y.transpose(1, 2)
+        z = F.silu(self.token_in(yt) + adapters.token_in(yt, None))
+        y = (self.token_out(z) + adapters.token_out(z, None)).transpose(1, 2)
+        x = torch.addcmul(x, g1, y)
         y = torch.addcmul(b2, F.layer_norm(x, c), s2p)
-        y = self.channel_out(F.silu(self.channel_in(y)))  # mix over channels
+        z = F.silu(self.channel_in(y) + adapters.channel_in(y, m))
+        y = self.channel_out(z) + adapters.channel_out(z, m)
         return torch.addcmul(x, g2, y)
 
 
@@ -218,6 +289,20 @@ class FlowMixerNet(nn.Module):
         nn.init.zeros_(self.final_adaln.weight)
         nn.init.zeros_(self.final_adaln.bias)
         self.out_proj = nn.Linear(c, config.action_dim)
+        self.adapters: nn.ModuleDict | None = None
+        if config.mask_lora_rank:
+            r, a, p = config.mask_lora_rank, config.mask_lora_alpha, config.mask_lora_dropout
+            self.adapters = nn.ModuleDict(
+                {
+                    # the token input projection sees [x, obs embedding] (one Linear in the authors' net)
+                    "in_proj": MaskedLoRA(config.action_dim + c, c, r, a, p, mask_input=True),
+                    "blocks": nn.ModuleList(
+                        BlockAdapters(config.horizon, config.token_hidden, c, config.channel_hidden, config)
+                        for _ in range(config.depth)
+                    ),
+                    "out_proj": MaskedLoRA(c, config.action_dim, r, a, p, mask_input=True),
+                }
+            )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -312,8 +397,24 @@ class FlowMixerNet(nn.Module):
         return t
 
     # ------------------------------------------------------------------ x side
-    def velocity(self, x: torch.Tensor, tau: float | torch.Tensor, cond: ObsCond) -> torch.Tensor:
-        """Velocity (B, H, A) at noisy chunk ``x`` (B, H, A) and flow time ``tau`` (float or (B,))."""
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the mask-gated adapters (empty for a plain network)."""
+        return [] if self.adapters is None else list(self.adapters.parameters())
+
+    def velocity(
+        self,
+        x: torch.Tensor,
+        tau: float | torch.Tensor,
+        cond: ObsCond,
+        mask: torch.Tensor | None = None,
+        adapters: bool = True,
+    ) -> torch.Tensor:
+        """Velocity (B, H, A) at noisy chunk ``x`` (B, H, A) and flow time ``tau`` (float or (B,)).
+
+        ``mask`` (B, H), 1 on the rows to generate and 0 on the executed prefix, conditions the
+        mask-gated adapters (networks with ``mask_lora_rank > 0``; None means all ones, d = 0);
+        plain networks ignore it. ``adapters=False`` runs the frozen backbone only.
+        """
         b = cond.batch
         if x.ndim != 3 or tuple(x.shape) != (b, self.config.horizon, self.config.action_dim):
             raise ValueError(
@@ -330,17 +431,38 @@ class FlowMixerNet(nn.Module):
         else:
             mods = self._modulation(self._tau_vector(tau, b, x), cond)
         h = self.action_proj(x) + cond.tokens
-        for blk, mod in zip(self.blocks, mods[:-1]):
-            h = blk(h, mod)
+        if self.adapters is None or not adapters:
+            for blk, mod in zip(self.blocks, mods[:-1]):
+                h = blk(h, mod)
+            scale_p, shift = mods[-1]
+            h = torch.addcmul(shift, F.layer_norm(h, (self.config.hidden,)), scale_p)
+            return self.out_proj(h)
+        if mask is None:
+            m = x.new_ones((b, self.config.horizon, 1))
+        else:
+            m = torch.as_tensor(mask, dtype=x.dtype, device=x.device)
+            if tuple(m.shape) != (b, self.config.horizon):
+                raise ValueError(f"mask must have shape (B, H) = ({b}, {self.config.horizon}), got {tuple(m.shape)}")
+            m = m.unsqueeze(-1)
+        ad = self.adapters
+        obs_rows = cond.emb.unsqueeze(1).expand(b, self.config.horizon, cond.emb.shape[-1])
+        h = h + ad["in_proj"](torch.cat([x, obs_rows], dim=-1), m)
+        for blk, mod, bad in zip(self.blocks, mods[:-1], ad["blocks"]):
+            h = blk(h, mod, bad, m)
         scale_p, shift = mods[-1]
         h = torch.addcmul(shift, F.layer_norm(h, (self.config.hidden,)), scale_p)
-        return self.out_proj(h)
+        return self.out_proj(h) + ad["out_proj"](h, m)
 
     def forward(
-        self, obs: torch.Tensor | Mapping[str, torch.Tensor], x: torch.Tensor, tau: float | torch.Tensor
+        self,
+        obs: torch.Tensor | Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        tau: float | torch.Tensor,
+        mask: torch.Tensor | None = None,
+        adapters: bool = True,
     ) -> torch.Tensor:
-        """Uncached path (training): ``velocity(x, tau, encode(obs))``, gradients everywhere."""
-        return self.velocity(x, tau, self.encode(obs, cache=False))
+        """Uncached path (training): ``velocity(x, tau, encode(obs), mask, adapters)``."""
+        return self.velocity(x, tau, self.encode(obs, cache=False), mask=mask, adapters=adapters)
 
     def velocity_fn(self, cond: ObsCond):
         """Bind a cond: returns ``v(x, tau)`` for the samplers."""

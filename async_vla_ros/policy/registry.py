@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from async_vla_ros.core.strategies import SAMPLERS  # every sampler name, once
 from async_vla_ros.presets import MethodPreset
 
 __all__ = [
@@ -57,7 +58,6 @@ BACKEND_MODULES = (
     "async_vla_ros.policy.base",  # flow
     "async_vla_ros.sim.experts",  # expert
 )
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
 
 
 class BackendError(ValueError):
@@ -254,6 +254,8 @@ def load_models(
         raise BackendError(f"policy {spec.text!r} cannot serve preset {preset.name!r}: {why}")
     cdir = str(checkpoint_dir or "")
     req = replace(request or BackendRequest(task), task=task, target=spec.target, kind=preset.checkpoint)
+    if preset.beta is not None and req.beta <= 0:
+        req = replace(req, beta=float(preset.beta))  # the preset's guidance clip unless the caller set one
     req = replace(req, checkpoint_dir=cdir)
     files: dict[str, str] = {}
     if spec.is_default:

@@ -1,4 +1,5 @@
-"""Flow-matching chunk samplers: vanilla, RTC-guided, prefix-preserved (REMAC), BID.
+"""Flow-matching chunk samplers: vanilla, RTC-guided (exact or Jacobian-free), prefix-preserved
+(REMAC, our clean-prefix reading ``prefix`` and the authors' ``remac``), BID.
 
 Every sampler takes the model as a callable ``v(x, tau) -> velocity``:
 
@@ -29,6 +30,9 @@ import torch
 
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
 """``v(x (B,H,A), tau: float) -> (B,H,A)``."""
+
+MaskedVelocityFn = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
+"""``v(x (B,H,A), tau: float, mask (B,H)) -> (B,H,A)``: a mask-conditioned (REMAC) network."""
 
 BidSelectFn = Callable[..., np.ndarray]
 """``select(candidates (B,N,H,A), prefix (B,H,A), weights (B,H), weak (B,M,H,A)|None) -> (B,)``."""
@@ -126,7 +130,13 @@ def rtc_guidance_weight(tau: float, beta: float) -> float:
 
 
 def rtc_guided_velocity(
-    v: VelocityFn, x: torch.Tensor, tau: float, y: torch.Tensor, w: torch.Tensor, beta: float
+    v: VelocityFn,
+    x: torch.Tensor,
+    tau: float,
+    y: torch.Tensor,
+    w: torch.Tensor,
+    beta: float,
+    jacobian: bool = True,
 ) -> torch.Tensor:
     """One RTC velocity evaluation (no Euler step): ``v + weight * J^T ((Y - x1_hat) * W)``.
 
@@ -134,7 +144,15 @@ def rtc_guided_velocity(
     Jacobian w.r.t. ``x``; the vector-Jacobian product is one backward pass through ``v``
     (gradient w.r.t. ``x`` only). Sign: the correction moves ``x1_hat`` towards ``Y`` where
     ``W > 0``. ``y``: (B, H, A), ``w``: (B, H, 1). Returns (B, H, A), detached.
+
+    ``jacobian=False`` is the Jacobian-free variant (``J = I``: the correction is the weighted
+    error itself), which is what LeRobot's RTC computes (its velocity is evaluated before ``x``
+    requires grad, so its ``autograd.grad`` returns the error unchanged); no backward pass.
     """
+    if not jacobian:
+        weight = rtc_guidance_weight(tau, beta)
+        vt = _check_velocity(v(x, tau), x).detach()
+        return vt + weight * ((y - (x + (1.0 - tau) * vt)) * w)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("RTC guidance needs autograd through x: do not call it under torch.inference_mode()")
     weight = rtc_guidance_weight(tau, beta)
@@ -163,6 +181,7 @@ def sample_rtc(
     W: torch.Tensor | np.ndarray,
     beta: float = 5.0,
     validate: bool = True,
+    jacobian: bool = True,
 ) -> torch.Tensor:
     """RTC guided inpainting (Black et al. 2025, Pi-GDM guidance) from noise ``x0`` (B, H, A).
 
@@ -171,6 +190,7 @@ def sample_rtc(
     the result equals :func:`sample_vanilla` for the same noise. Returns (B, H, A).
     Costs one extra backward pass through ``v`` per step. ``validate=False``: ``Y`` and ``W``
     must already be tensors of shape (B, H, A) and (B, H) (input checks skipped).
+    ``jacobian=False``: Jacobian-free guidance (J = I, as LeRobot), see :func:`rtc_guided_velocity`.
     """
     n = _check_steps(n)
     if validate:
@@ -180,7 +200,7 @@ def sample_rtc(
     else:
         x, y, w = x0, Y, W.unsqueeze(-1)
     for tau in flow_times(n):
-        x = torch.add(x, rtc_guided_velocity(v, x, tau, y, w, beta), alpha=1.0 / n)
+        x = torch.add(x, rtc_guided_velocity(v, x, tau, y, w, beta, jacobian), alpha=1.0 / n)
     return x
 
 
@@ -264,6 +284,64 @@ def sample_prefix(
     return torch.where(m, y, x)
 
 
+def remac_start(prefix: torch.Tensor, n_real) -> torch.Tensor:
+    """The chunk the authors' REMAC sampler starts from: the previous chunk's unexecuted tail
+    (rows ``k < n_real[b]`` of ``prefix``) followed by zeros (normalised action space)."""
+    b, h, _ = prefix.shape
+    real = frozen_mask(n_real, b, h, device=prefix.device).unsqueeze(-1)
+    return torch.where(real, prefix, torch.zeros_like(prefix))
+
+
+def sample_remac(
+    v: MaskedVelocityFn,
+    start: torch.Tensor,
+    n: int,
+    n_frozen,
+    validate: bool = True,
+) -> torch.Tensor:
+    """REMAC sampling as its authors run it (hatchetProject/REMAC ``LoRAFlowPolicy.action``).
+
+    Deterministic: no noise. ``x`` starts at ``start`` (B, H, A) (see :func:`remac_start`), the
+    network gets the mask ``m = 1[k >= d]`` (B, H) as conditioning, and after every Euler step
+    the first ``d = n_frozen[b]`` rows are clamped back to ``start``:
+    ``x <- m * (x + v(x, tau, m) / n) + (1 - m) * start``. With ``d = 0`` nothing is clamped
+    (the authors' first chunk, started from zeros). Returns (B, H, A).
+    """
+    n = _check_steps(n)
+    x = _check_x0(start, "start") if validate else start
+    b, h, _ = x.shape
+    frozen = frozen_mask(n_frozen, b, h, device=x.device)
+    m = (~frozen).to(x.dtype)  # (B, H): 1 on the rows to generate
+    step = m.unsqueeze(-1) / n
+    for tau in flow_times(n):
+        x = torch.addcmul(x, _check_velocity(v(x, tau, m), x), step)
+    return x
+
+
+# --------------------------------------------------------------------------- adherence
+def prefix_adherence(chunk, prefix, n_frozen, weights) -> tuple[np.ndarray, np.ndarray]:
+    """How closely chunks follow the prefix: per row b, the largest ``|chunk - Y|`` over the
+    frozen rows ``k < n_frozen[b]`` and over the soft rows (``k >= n_frozen[b]`` with weight > 0).
+
+    ``chunk``, ``prefix``: (B, H, A); ``n_frozen``: int or (B,); ``weights``: (H,) or (B, H).
+    Returns two (B,) float arrays; NaN where a row has no such rows.
+    """
+    c = np.asarray(chunk, dtype=np.float64)
+    y = np.asarray(prefix, dtype=np.float64)
+    if c.ndim != 3 or c.shape != y.shape:
+        raise ValueError(f"chunk and prefix must both be (B, H, A), got {c.shape} and {y.shape}")
+    b, h, _ = c.shape
+    frozen = frozen_mask(n_frozen, b, h).numpy()
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (b, h))
+    soft = (~frozen) & (w > 0)
+    err = np.abs(c - y).max(axis=2)  # (B, H)
+
+    def rowmax(sel: np.ndarray) -> np.ndarray:
+        return np.where(sel.any(axis=1), np.where(sel, err, -np.inf).max(axis=1), np.nan)
+
+    return rowmax(frozen), rowmax(soft)
+
+
 # --------------------------------------------------------------------------- BID
 class BidResult(NamedTuple):
     """Outcome of :func:`sample_bid`."""
@@ -342,5 +420,16 @@ def sample_bid(
     return BidResult(actions=chosen, candidates=cands, index=idx, weak=weak)
 
 
-SAMPLERS: Sequence[str] = ("vanilla", "rtc", "prefix", "bid")
+SAMPLERS: Sequence[str] = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid")
 """Sampler names a :class:`~async_vla_ros.policy.base.ChunkPolicy` accepts."""
+
+SAMPLER_INPUTS: dict[str, tuple[str, ...]] = {
+    "vanilla": (),
+    "rtc": ("prefix", "weights"),
+    "rtc_jf": ("prefix", "weights"),
+    "prefix": ("prefix", "n_frozen"),
+    # weights > 0 mark the prefix rows that hold real planned actions (the rest start at zero)
+    "remac": ("prefix", "weights", "n_frozen"),
+    "bid": ("prefix", "weights"),
+}
+"""What a request must carry for each sampler (besides the observation)."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from async_vla_ros.core.bid import bid_select
+from async_vla_ros.core.strategies import SAMPLERS
 
 __all__ = ["FR3_HOME", "StressConfig", "StressPolicy"]
 
@@ -115,7 +116,7 @@ class StressPolicy:
         if o.ndim != 2 or o.shape[1] != 1 or not np.all(np.isfinite(o)):
             raise ValueError(f"obs must be (B, 1) finite control steps, got shape {o.shape}")
         b, h = o.shape[0], self.horizon
-        if sampler not in ("vanilla", "rtc", "prefix", "bid"):
+        if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}")
         base_seed = self.calls if seed is None else int(seed)
         self.calls += 1
@@ -136,10 +137,10 @@ class StressPolicy:
                 out[i] = cands[idx]
                 continue
             raw = self.raw_chunk(t_obs, seed_i)[0]
-            if sampler == "rtc" and pre is not None and weights is not None:
+            if sampler in ("rtc", "rtc_jf") and pre is not None and weights is not None:
                 w = np.clip(np.asarray(weights, dtype=np.float64)[i], 0.0, 1.0)[:, None]
                 raw = w * pre[i] + (1.0 - w) * raw
-            elif sampler == "prefix" and pre is not None and n_frozen is not None:
+            elif sampler in ("prefix", "remac") and pre is not None and n_frozen is not None:
                 nf = int(np.asarray(n_frozen).reshape(-1)[i])
                 raw[:nf] = pre[i, :nf]
             out[i] = raw

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from async_vla_ros.core.strategies import SAMPLERS
 from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
 from async_vla_ros.sim.tasks import Q_REST, BifurcateTask, InterceptTask, PickMovingTask, Task, TrackTask, make_task
-
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
 
 
 def expert_side(goal_y: np.ndarray) -> np.ndarray:
@@ -96,21 +95,21 @@ class ScriptedExpert:
             noise = rng.normal(0.0, self.noise_std, size=acts.shape)
             noise[..., 7] *= 0.1
             acts = acts + noise
-        if sampler in ("prefix", "rtc"):
+        if sampler in ("prefix", "remac", "rtc", "rtc_jf"):
             if prefix is None:
                 raise ValueError(f"sampler {sampler!r} needs prefix (B, H, 8)")
             y = np.asarray(prefix, dtype=np.float64)
             if y.shape != acts.shape:
                 raise ValueError(f"prefix must have shape {acts.shape}, got {y.shape}")
-            if sampler == "prefix":
+            if sampler in ("prefix", "remac"):
                 if n_frozen is None:
-                    raise ValueError("sampler 'prefix' needs n_frozen (B,)")
+                    raise ValueError(f"sampler {sampler!r} needs n_frozen (B,)")
                 nf = np.asarray(n_frozen).astype(int).reshape(b)
                 mask = np.arange(h)[None, :] < nf[:, None]
                 acts = np.where(mask[..., None], y, acts)
             else:
                 if weights is None:
-                    raise ValueError("sampler 'rtc' needs weights (B, H)")
+                    raise ValueError(f"sampler {sampler!r} needs weights (B, H)")
                 w = np.asarray(weights, dtype=np.float64).reshape(b, h)[..., None]
                 acts = w * y + (1 - w) * acts
         return acts

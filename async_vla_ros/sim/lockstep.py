@@ -15,8 +15,15 @@ env of the batch:
    the base action's index in its chunk;
 4. the envs step.
 
-The scheduler's delay estimator is pinned to the simulated d (its forecast is always d),
-so it is exact, as in the paper's simulated evaluation. ``s = max(d, s_min)``
+With a fixed delay the scheduler's delay estimator is pinned to the simulated d (its forecast is
+always d), so it is exact, as in the paper's simulated evaluation. With a delay that varies
+(``delay_spec``: ``U{lo..hi}`` drawn per chunk, or a recorded trace replayed in order; see
+:class:`~async_vla_ros.core.delay.DelaySpec`) every chunk gets its own delay, and the forecast
+comes from a real :class:`~async_vla_ros.core.delay.DelayEstimator` with the scheduler node's
+defaults (window 20, quantile 1 = max, warm-up 1, d_init 0, d_max H - 1) fed, as in the nodes, by
+the scheduler with the delays that happened (``t_arrive - t_obs`` of each merged chunk). The run
+counts how often the forecast a request used under- or over-shot the delay its chunk then had
+(``LockstepResult.forecast``); a chunk arriving too late to be used is dropped and counted. ``s = max(d, s_min)``
 (``sync``: executes ``s_min`` actions per chunk, then holds for d steps; ``s_min = H`` runs
 whole chunks).
 
@@ -46,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from async_vla_ros.core.chunk import Chunk
-from async_vla_ros.core.delay import DelayConfig, DelayEstimator
+from async_vla_ros.core.delay import DelayConfig, DelayEstimator, DelaySpec, ForecastTally
 from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, step_requests
 from async_vla_ros.core.requests import infer_specs
 from async_vla_ros.core.scheduler import ChunkScheduler, MergeResult, SchedulerConfig
@@ -91,6 +98,11 @@ class LockstepConfig:
     strategy_options: tuple[tuple[str, Any], ...] = ()  # extra kwargs of make_strategy
     stop_when_decided: bool = True  # stop simulating an env once its outcome is known
     threads: int | None = None  # physics threads (None: min(2, cpus))
+    delay_spec: DelaySpec | None = None  # delays that vary per chunk (overrides ``delay``; module doc)
+
+    @property
+    def delay_label(self) -> str:
+        return str(self.delay) if self.delay_spec is None else self.delay_spec.label
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -105,6 +117,11 @@ class LockstepConfig:
             raise ValueError(f"delay must be >= 0, got {self.delay}")
         if self.s_min < 1 or self.episodes < 1 or self.batch < 1:
             raise ValueError("s_min, episodes and batch must be >= 1")
+        if self.delay_spec is not None and not isinstance(self.delay_spec, DelaySpec):
+            raise ValueError(f"delay_spec must be a DelaySpec or None, got {type(self.delay_spec).__name__}")
+        if self.delay_spec is not None and self.delay_spec.fixed is not None:  # a fixed d is the plain case
+            object.__setattr__(self, "delay", self.delay_spec.fixed)
+            object.__setattr__(self, "delay_spec", None)
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,7 @@ class LockstepResult:
     infer_calls: int
     horizon: int
     dt: float
+    forecast: dict[str, Any] = field(default_factory=dict)  # ForecastTally.as_dict() (varying delays only)
 
     @property
     def n(self) -> int:
@@ -167,8 +185,10 @@ class LockstepResult:
     def summary(self) -> dict[str, Any]:
         ts = [e.time_to_success_s for e in self.episodes if e.time_to_success_s is not None]
         return {
-            **{k: v for k, v in asdict(self.config).items() if k != "strategy_options"},
+            **{k: v for k, v in asdict(self.config).items() if k not in ("strategy_options", "delay_spec")},
             "strategy_options": dict(self.config.strategy_options),
+            "delay_label": self.config.delay_label,
+            "forecast": dict(self.forecast),
             "n": self.n,
             "successes": self.successes,
             "success_rate": self.success_rate,
@@ -248,6 +268,7 @@ class LockstepRunner:
         records: list[EpisodeRecord] = []
         t0 = time.perf_counter()
         timers = {"infer": 0.0, "corr": 0.0, "calls": 0}
+        tallies: list[ForecastTally] = []
         batch = min(config.batch, config.episodes)
         env = self.env_factory(task, batch, threads=config.threads)
         try:
@@ -256,7 +277,7 @@ class LockstepRunner:
                 if len(part) < batch:
                     env.close()
                     env = self.env_factory(task, len(part), threads=config.threads)
-                records.extend(self._run_batch(env, config, part, b, timers))
+                records.extend(self._run_batch(env, config, part, b, timers, tallies))
                 if self.progress is not None:
                     self.progress(len(records), config.episodes)
         finally:
@@ -270,6 +291,7 @@ class LockstepRunner:
             timers["calls"],
             int(self.policy.horizon),
             task.dt,
+            ForecastTally().merge(tallies).as_dict() if config.delay_spec is not None else {},
         )
 
     # ------------------------------------------------------------------ one batch
@@ -278,16 +300,38 @@ class LockstepRunner:
         opts = dict(config.strategy_options)
         if config.strategy == "sync" and "s" not in opts:
             opts["s"] = min(config.s_min, h)
-        delay = _FixedDelay(config.delay)
+        if config.delay_spec is None:
+            delay = _FixedDelay(config.delay)
+        else:  # the scheduler node's estimator defaults, fed by the scheduler with the delays that happened
+            delay = DelayEstimator(DelayConfig(window=20, quantile=1.0, warmup=1, d_init=0, d_max=h - 1))
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.strategy, delay=delay, **opts)
 
     def _run_batch(
-        self, env: BatchedPandaEnv, config: LockstepConfig, seeds: Sequence[int], b_idx: int, timers: dict
+        self,
+        env: BatchedPandaEnv,
+        config: LockstepConfig,
+        seeds: Sequence[int],
+        b_idx: int,
+        timers: dict,
+        tallies: list[ForecastTally] | None = None,
     ) -> list[EpisodeRecord]:
         n, h = len(seeds), int(self.policy.horizon)
         scheds = [self._make_scheduler(config) for _ in range(n)]
-        links = [DelayedDelivery(sc, constant_delay(config.delay), on_merge=_strict) for sc in scheds]
+        if config.delay_spec is None:
+            links = [DelayedDelivery(sc, constant_delay(config.delay), on_merge=_strict) for sc in scheds]
+        else:
+            links = []
+            for i, sc in enumerate(scheds):
+                tally = ForecastTally()
+                if tallies is not None:
+                    tallies.append(tally)
+                # the episode's seed picks its delays: every method sees the same draws per episode
+                links.append(
+                    DelayedDelivery(
+                        sc, _tallied(config.delay_spec.source(config.seed, int(seeds[i])), tally), _counted(tally)
+                    )
+                )
         obs = env.reset(seeds)
         last_cmd = env.command.copy()
         cmds = [[last_cmd[i, :7].copy(), last_cmd[i, :7].copy()] for i in range(n)]
@@ -368,6 +412,27 @@ class LockstepRunner:
                 )
             )
         return out
+
+
+def _tallied(source: Callable[[Any], int], tally: ForecastTally) -> Callable[[Any], int]:
+    """A delay source that records (forecast the request used, delay drawn) in ``tally``."""
+
+    def delay(spec) -> int:
+        d = int(source(spec))
+        tally.add(int(spec.d), d)
+        return d
+
+    return delay
+
+
+def _counted(tally: ForecastTally) -> Callable[[Chunk, MergeResult, int], None]:
+    """With varying delays a chunk may arrive too late to be used (expired): counted, not an error."""
+
+    def on_merge(chunk: Chunk, res: MergeResult, t: int) -> None:
+        if not res.accepted:
+            tally.dropped += 1
+
+    return on_merge
 
 
 def _strict(chunk: Chunk, res: MergeResult, t: int) -> None:

@@ -20,9 +20,18 @@ import torch
 COMMANDS = {
     "base": "async-vla-ros train base --task {task} --demos {demos} --out {out} --weak-at 500",
     "remac": "async-vla-ros train remac --base {base} --demos {demos} --out {out}",
+    "remac_clean": "async-vla-ros train remac --variant clean --base {base} --demos {demos} --out {out}",
     "a2c2": "async-vla-ros train a2c2 --base {base} --demos {demos} --out {out}",
 }
-ABLATION_FLAGS = {"remac_nomask": "--no-mask", "remac_nocurriculum": "--no-curriculum", "remac_noalign": "--no-align"}
+ABLATION_FLAGS = {
+    "remac_nomask": "--no-mask",
+    "remac_nocurriculum": "--no-curriculum",
+    "remac_noalign": "--no-align",
+    "remac_nodelta": "--no-delta",
+    "clean_nomask": "--no-mask",
+    "clean_nocurriculum": "--no-curriculum",
+    "clean_noalign": "--no-align",
+}
 
 
 def _entry(path: Path) -> dict[str, Any]:
@@ -50,12 +59,19 @@ def _entry(path: Path) -> dict[str, Any]:
         e["val_loss"] = tc.get("val_loss")
         e["weak_snapshot"] = bool(tc.get("weak_snapshot"))
     elif kind == "remac":
+        # files written before the authors' variant existed carry no "variant": they are the clean one
+        variant = tc.get("variant", "clean")
+        e["variant"] = variant
         e["val_masked_fm"] = tc.get("val_masked_fm")
         e["val_masked_fm_base"] = tc.get("val_masked_fm_base")
-        e["remac"] = {
-            k: tc["config"][k]
-            for k in ("mask", "curriculum", "align", "lambda_m", "lambda_delta", "d_max", "lora_rank", "steps")
-        }
+        keys = (
+            ("mask", "curriculum", "delta", "gamma_flow", "gamma_keep", "d_max", "lora_rank", "lr", "steps")
+            if variant == "authors"
+            else ("mask", "curriculum", "align", "lambda_m", "lambda_delta", "d_max", "lora_rank", "steps")
+        )
+        e["remac"] = {k: tc["config"][k] for k in keys}
+        if variant == "clean":
+            kind = "remac_clean"
     elif kind == "a2c2":
         e["val_mse"] = tc.get("val_mse")
         e["val_mse_no_correction"] = tc.get("val_mse_zero")
@@ -68,6 +84,7 @@ def _entry(path: Path) -> dict[str, Any]:
         for suffix, flag in ABLATION_FLAGS.items():
             if stem.endswith(suffix):
                 cmd += " " + flag
+                break
         e["command"] = cmd
     elif e.get("weak_snapshot"):
         e["command"] = f"(written at step {tc.get('step')} by the base run: --weak-at)"

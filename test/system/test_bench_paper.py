@@ -22,7 +22,7 @@ def _write_tiny_checkpoints(d, task="track", weak=True):
     cfg = FlowNetConfig(
         obs_dim=obs_dim, action_dim=8, horizon=8, hidden=16, channel_hidden=16, token_hidden=8, depth=1, obs_hidden=16
     )
-    kinds = ["base", "remac"] + (["base_weak"] if weak else [])
+    kinds = ["base", "remac", "remac_clean"] + (["base_weak"] if weak else [])
     for i, kind in enumerate(kinds):
         torch.manual_seed(i)
         save_checkpoint(d / f"{task}_{kind}.pt", build_network(cfg), norm, task=task)
@@ -59,6 +59,8 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "benchmark_track.png" in text
     assert "remac_nomask on track (no track_remac_nomask.pt)" in text  # absent ablations are reported, not run
+    assert "d ~ U{1..3}" in text and "forecast under / over" in text  # the jittered-delay column and its table
+    assert "J = I" in text
 
 
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):

@@ -182,10 +182,13 @@ def test_sync_timing(d, s):
 def test_rtc_and_remac_requests_carry_guidance():
     # the first chunk of an episode has nothing to guide towards: vanilla (core/requests.py),
     # exactly as the policy node answers a request without a prefix
-    for strategy, sampler in (("rtc", "rtc"), ("remac", "prefix")):
+    for strategy, sampler in (("rtc", "rtc"), ("rtc_jf", "rtc_jf"), ("remac_clean", "prefix")):
         _, policy, _ = _run(strategy, 2, 1)
         assert [smp for _, smp, t in policy.calls if t == 0] == ["vanilla"], strategy
         assert {smp for _, smp, t in policy.calls if t > 0} == {sampler}, strategy
+    # the authors' REMAC sampler starts its first chunk from zeros (no prefix): still "remac"
+    _, policy, _ = _run("remac", 2, 1)
+    assert {smp for _, smp, t in policy.calls} == {"remac"}
 
 
 class KCorrection:
@@ -241,3 +244,49 @@ def test_config_validation():
         LockstepConfig(task="trak")
     with pytest.raises(ValueError):
         LockstepConfig(task="track", delay=-1)
+
+
+def test_varying_delay_forecast_comes_from_the_estimator_fed_with_real_delays():
+    """A constant trace of 3: the estimator (node defaults: warm-up 1, d_init 0) forecasts 0 for the
+    first two requests (under-shoot by 3 each), then 3 (exact)."""
+    from async_vla_ros.core.delay import DelaySpec
+
+    task = make_task("track")
+    policy = EncodingPolicy(task.obs_dim)
+    runner = LockstepRunner(policy, env_factory=lambda task, n, threads=None: FakeEnv(task, n))
+    res = runner.run(
+        LockstepConfig(task="track", strategy="naive", episodes=2, batch=2, delay_spec=DelaySpec(trace=(3,)))
+    )
+    f = res.forecast
+    assert f["under"] == 2 * 2 and f["over"] == 0 and f["mean_under_steps"] == 3.0
+    assert f["requests"] == sum(b for b, _, _ in policy.calls) and f["dropped"] == 0
+    assert res.summary()["delay_label"] == "trace"
+
+
+def test_fixed_delay_spec_equals_plain_delay():
+    from async_vla_ros.core.delay import parse_delay
+
+    task = make_task("track")
+    out = []
+    for kw in ({"delay": 2}, {"delay_spec": parse_delay("2")}):
+        policy = EncodingPolicy(task.obs_dim)
+        runner = LockstepRunner(policy, env_factory=lambda task, n, threads=None: FakeEnv(task, n))
+        res = runner.run(LockstepConfig(task="track", strategy="rtc", episodes=2, batch=2, **kw))
+        out.append((policy.calls, [e.steps for e in res.episodes]))
+        assert res.forecast == {}
+    assert out[0] == out[1]
+
+
+def test_uniform_delays_vary_and_are_counted():
+    from async_vla_ros.core.delay import parse_delay
+
+    task = make_task("track")
+    policy = EncodingPolicy(task.obs_dim)
+    runner = LockstepRunner(policy, env_factory=lambda task, n, threads=None: FakeEnv(task, n))
+    res = runner.run(
+        LockstepConfig(task="track", strategy="rtc", episodes=3, batch=3, delay_spec=parse_delay("1:4"), seed=1)
+    )
+    f = res.forecast
+    assert f["requests"] > 10 and f["under"] > 0 and f["over"] > 0  # max-over-window forecast: mostly over
+    assert f["over"] > f["under"]
+    assert res.summary()["delay_label"] == "U{1..4}"

@@ -37,7 +37,7 @@ def test_bench_reports_all_methods(capsys):
         "1",
     )
     res = bench_samplers.measure(ns)
-    assert set(res) == {"vanilla", "rtc", "prefix", "bid", "a2c2", "step fwd", "step fwd+vjp"}
+    assert set(res) == {"vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid", "a2c2", "step fwd", "step fwd+vjp"}
     assert res["vanilla"]["ratio"] == 1.0 and res["vanilla"]["paired_ratio"] == 1.0
     assert all(r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] for r in res.values())
     out = capsys.readouterr().out

@@ -334,3 +334,92 @@ def test_unvalidated_fast_paths_match(x0):
     torch.testing.assert_close(
         S.sample_rtc(v, x0, 4, prefix, w, validate=False), S.sample_rtc(v, x0, 4, prefix, w), rtol=0, atol=0
     )
+
+
+# ----------------------------------------------------------------------------- RTC, Jacobian-free
+def test_rtc_jf_on_linear_field_uses_identity_not_the_jacobian():
+    """v = a x: exact guidance multiplies the error by J = 1 + (1 - tau) a, J = I guidance does not."""
+    a, tau, beta = -0.5, 0.5, 5.0
+    x = torch.full((1, 3, 1), 1.0)
+    y = torch.full((1, 3, 1), 4.0)
+    wm = torch.tensor([[1.0, 0.5, 0.0]]).unsqueeze(-1)
+    v = lambda x, t: a * x  # noqa: E731
+    x1_hat = (1 + (1 - tau) * a) * 1.0  # 0.75
+    expected = a * 1.0 + S.rtc_guidance_weight(tau, beta) * (wm * (4.0 - x1_hat))
+    got = S.rtc_guided_velocity(v, x, tau, y, wm, beta, jacobian=False)
+    torch.testing.assert_close(got, expected.expand(1, 3, 1), rtol=0, atol=1e-12)
+    exact = S.rtc_guided_velocity(v, x, tau, y, wm, beta)
+    # weight 1 (tau = 0.5: min(5, 1 * 2) = 2) times err: the exact one is 0.75 of it
+    torch.testing.assert_close(exact - a, 0.75 * (got - a), rtol=0, atol=1e-12)
+
+
+def test_rtc_jf_equals_exact_when_velocity_does_not_depend_on_x(x0):
+    """J = I exactly when v is independent of x, so both guidance variants agree there."""
+    c = torch.linspace(-1, 1, H * A).reshape(1, H, A)
+    v = lambda x, tau: c.expand_as(x) * (1 + tau)  # noqa: E731
+    y = torch.randn(B, H, A, generator=torch.Generator().manual_seed(4))
+    w = torch.linspace(1, 0, H)
+    a = S.sample_rtc(v, x0, 4, y, w, beta=3.0)
+    b = S.sample_rtc(v, x0, 4, y, w, beta=3.0, jacobian=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_rtc_jf_one_step_with_unit_weight_lands_on_the_prefix(x0):
+    """n = 1, tau = 0, beta = 1, W = 1: x1 = x0 + v + (Y - x0 - v) = Y for any field."""
+    v, _ = gaussian_field(torch.full((H, A), 0.3), 0.5)
+    y = torch.randn(B, H, A, generator=torch.Generator().manual_seed(5))
+    out = S.sample_rtc(v, x0, 1, y, torch.ones(H), beta=1.0, jacobian=False)
+    torch.testing.assert_close(out, y, rtol=0, atol=1e-12)
+
+
+def test_rtc_jf_works_under_inference_mode(x0):
+    v, _ = gaussian_field(torch.zeros(H, A), 1.0)
+    with torch.inference_mode():
+        out = S.sample_rtc(v, x0, 3, torch.zeros(B, H, A), torch.ones(H), jacobian=False)
+    assert out.shape == x0.shape
+
+
+# ----------------------------------------------------------------------------- REMAC (authors)
+def test_remac_start_is_tail_then_zeros():
+    y = torch.arange(1.0, 1 + 2 * H * A).reshape(2, H, A)
+    s = S.remac_start(y, np.array([2, 0]))
+    torch.testing.assert_close(s[0, :2], y[0, :2])
+    assert float(s[0, 2:].abs().sum()) == 0.0 and float(s[1].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_remac_sampler_closed_form_and_mask_input(n):
+    """v = T - x on the free rows: Euler gives x_n = T + (start - T)(1 - 1/n)^n; frozen rows stay
+    at the start bit-exactly; the network sees the mask 1[k >= d] at every step."""
+    target = torch.randn(B, H, A, generator=torch.Generator().manual_seed(1))
+    start = torch.randn(B, H, A, generator=torch.Generator().manual_seed(2))
+    d = np.array([0, 2, H])
+    seen = []
+
+    def v(x, tau, m):
+        seen.append(m.clone())
+        return target - x
+
+    out = S.sample_remac(v, start, n, d)
+    expected = target + (start - target) * (1 - 1 / n) ** n
+    frozen = S.frozen_mask(d, B, H).unsqueeze(-1)
+    torch.testing.assert_close(out, torch.where(frozen, start, expected), rtol=0, atol=1e-12)
+    assert len(seen) == n
+    for m in seen:
+        torch.testing.assert_close(m, (~S.frozen_mask(d, B, H)).to(m.dtype))
+
+
+def test_remac_sampler_is_deterministic():
+    v = lambda x, tau, m: -x * (1 + tau)  # noqa: E731
+    start = torch.randn(B, H, A, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(S.sample_remac(v, start, 4, 1), S.sample_remac(v, start, 4, 1), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- prefix adherence
+def test_prefix_adherence_known_values():
+    y = np.zeros((2, 4, 1))
+    c = np.array([[[0.1], [-0.3], [0.5], [2.0]], [[1.0], [0.0], [0.0], [0.0]]])
+    w = np.array([1.0, 1.0, 0.5, 0.0])
+    frozen, soft = S.prefix_adherence(c, y, np.array([2, 0]), w)
+    np.testing.assert_allclose(frozen, [0.3, np.nan])
+    np.testing.assert_allclose(soft, [0.5, 1.0])  # row 1: no frozen rows, soft rows 0..2
