@@ -52,6 +52,11 @@ _COMMANDS: tuple[Command, ...] = (
         "screenshot of a running dashboard once every chart has data (headless Chromium)",
     ),
     Command(
+        "serve",
+        "async_vla_ros.policy.openpi_serve",
+        "serve a policy over openpi's websocket protocol (127.0.0.1 by default; our RTC/REMAC/BID guidance included)",
+    ),
+    Command(
         "chaos",
         "async_vla_ros.eval.chaos",
         "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md",

@@ -61,6 +61,14 @@ if ! stamp_ok cmakefix "$h"; then
   stamp_set cmakefix "$h"
 fi
 
+# 3b. openpi client/server without their numpy<2 pin (requirements-openpi.txt says why) ----------
+h=$(hash_of requirements-openpi.txt)
+if ! stamp_ok openpi "$h" || ! "$PY" -c "import openpi_client, openpi_server, msgpack, websockets" 2>/dev/null; then
+  "$PY" -m pip install -q --no-deps -r requirements-openpi.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -c "import openpi_client.websocket_client_policy, openpi_server.websocket_policy_server" # fail loudly
+  stamp_set openpi "$h"
+fi
+
 # 4. async_vla_msgs ---------------------------------------------------------------------------
 h=$(hash_of msg/*.msg msg/CMakeLists.txt msg/package.xml requirements.lock)
 if ! stamp_ok msgs "$h" || [[ ! -d "$VENV/share/async_vla_msgs" ]]; then
