@@ -101,22 +101,29 @@ def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
     launcher.start()
     try:
         assert _wait(lambda: len(monitor.episode_results()) >= 1, 120.0, launcher), "\n".join(lines[-60:])
+        ok = _wait(lambda: len(monitor.accepted_reports()) >= 20, 30.0, launcher)
+        reasons = [(r.reject_reason, r.method) for r in monitor.reports if not r.accepted][:20]
+        assert ok, f"{len(monitor.accepted_reports())} accepted; rejects {reasons}; policy {monitor.diag('policy')}"
         reps = monitor.accepted_reports()
-        assert len(reps) >= 20
         assert any(r.method == "rtc" for r in reps)  # the server ran our guidance
         lat = monitor.latency_stats()
         assert 0.0 <= lat["network_median_s"] < 0.1  # network time measured and reported (loopback)
         assert lat["network_median_s"] < lat["latency_median_s"]
         # kill the server mid-run: the graph stays up, the robot holds, requests time out and repeat
         n_before = len(monitor.accepted_reports())
+        holds0 = monitor.diag("correction").get("holds", 0)
         server.kill()
         server.wait(timeout=10)
         assert _wait(lambda: monitor.diag("policy").get("backend_unavailable", 0) >= 2, 20.0, launcher)
         assert _wait(lambda: monitor.diag("scheduler").get("timeouts", 0) >= 1, 20.0, launcher) or (
             monitor.diag("scheduler").get("requests", 0) > 0
         )
-        cmds = monitor.diag("correction").get("commands", 0)
-        assert _wait(lambda: monitor.diag("correction").get("commands", 0) > cmds + 50, 10.0, launcher)
+        # the robot holds: the correction node holds the last target (plan ran dry), or, once a new
+        # episode began without a plan, publishes nothing (the robot's controller holds)
+        if not _wait(lambda: monitor.diag("correction").get("holds", 0) > holds0, 10.0, launcher):
+            c1 = monitor.diag("correction").get("commands", 0)
+            time.sleep(1.5)
+            assert monitor.diag("correction").get("commands", 0) == c1
         assert sorted(launcher.alive()) == sorted(n.name for n in graph.nodes)
         # restart: the policy node reconnects and chunks are accepted again
         server = serve(port)
