@@ -69,6 +69,7 @@ import numpy as np
 
 from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds, position_margin
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits
+from async_vla_ros.eval import chaos_remote
 from async_vla_ros.rosenv import apply_ros_defaults
 
 __all__ = [
@@ -391,6 +392,7 @@ CASES: tuple[Case, ...] = (
         "exits 2 with a clear reason (no traceback)",
         needs_graph=False,
     ),
+    Case("remote_faults", chaos_remote.EXPECTED, needs_graph=False),  # own graph + server (eval/chaos_remote.py)
 )
 CASE_NAMES: tuple[str, ...] = tuple(c.name for c in CASES)
 _CASE_BY_NAME = {c.name: c for c in CASES}
@@ -1359,6 +1361,9 @@ class ChaosRun:
             f"e.g. `{lines[0] if lines else ''}`"
         )
 
+    def _case_remote_faults(self, res: CaseResult) -> None:
+        chaos_remote.remote_faults(res, echo=self.echo)
+
     def _case_bad_bags(self, res: CaseResult) -> None:
         from async_vla_ros.cli import main as cli_main
 
@@ -1468,6 +1473,8 @@ def run_chaos(config: ChaosConfig | None = None, echo: Callable[[str], None] | N
                 last.passed = False
     if need_bag:
         results["bad_bags"] = run_.run_case("bad_bags")
+    if "remote_faults" in selected:  # its own graph and server, after the shared graph stopped
+        results["remote_faults"] = run_.run_case("remote_faults")
     return [results[n] for n in selected if n in results]
 
 
