@@ -47,21 +47,19 @@ from typing import Any
 
 import numpy as np
 
-from async_vla_ros.eval.bags import BagError, bag_info, read_messages
+from async_vla_ros import names as N
+from async_vla_ros.bags import BagError, bag_info, read_messages
+from async_vla_ros.core.clock import stamp_to_ns
 
 __all__ = ["RecordedRun", "ReplayConfig", "ReplayResult", "load_recording", "replay", "add_arguments", "run"]
 
-OBS_TOPIC = "/observation"
-REPORT_TOPIC = "/scheduler/chunk_report"
-PLAN_TOPIC = "/scheduler/action_plan"
-REQUEST_TOPIC = "/policy/chunk_request"
-CHUNK_TOPIC = "/policy/action_chunk"
-COMMAND_TOPICS = ("/forward_position_controller/commands", "/fr3_arm_controller/joint_trajectory")
+OBS_TOPIC = N.absolute(N.OBSERVATION)
+REPORT_TOPIC = N.absolute(N.CHUNK_REPORT)
+PLAN_TOPIC = N.absolute(N.ACTION_PLAN)
+REQUEST_TOPIC = N.absolute(N.CHUNK_REQUEST)
+CHUNK_TOPIC = N.absolute(N.ACTION_CHUNK)
+COMMAND_TOPICS = tuple(N.absolute(t) for t in N.COMMAND_TOPICS)
 ARM_DIMS = 7
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 @dataclass
@@ -117,7 +115,7 @@ def load_recording(path: str | Path) -> RecordedRun:
                 )
             if not np.isfinite(st).all():
                 continue  # the live graph drops these too
-            stamps.append(_stamp_ns(msg.header))
+            stamps.append(stamp_to_ns(msg.header.stamp))
             states.append(st)
             episodes.append(int(msg.episode_id))
             tasks.append(msg.task)
@@ -130,7 +128,7 @@ def load_recording(path: str | Path) -> RecordedRun:
         elif m.topic == PLAN_TOPIC:
             if msg.length and msg.action_dim:
                 a = np.asarray(msg.actions, dtype=np.float64).reshape(msg.length, msg.action_dim)
-                plans.append((_stamp_ns(msg.header), float(msg.dt), a))
+                plans.append((stamp_to_ns(msg.header.stamp), float(msg.dt), a))
             if msg.dt > 0:
                 dt = dt or float(msg.dt)
             strategy = strategy or msg.merge_strategy
