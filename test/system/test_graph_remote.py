@@ -102,10 +102,10 @@ def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
     try:
         assert _wait(lambda: len(monitor.episode_results()) >= 1, 120.0, launcher), "\n".join(lines[-60:])
         ok = _wait(lambda: len(monitor.accepted_reports()) >= 20, 30.0, launcher)
-        reasons = [(r.reject_reason, r.method) for r in monitor.reports if not r.accepted][:20]
+        reasons = [(r.reject_reason, r.sampler) for r in monitor.reports if not r.accepted][:20]
         assert ok, f"{len(monitor.accepted_reports())} accepted; rejects {reasons}; policy {monitor.diag('policy')}"
         reps = monitor.accepted_reports()
-        assert any(r.method == "rtc" for r in reps)  # the server ran our guidance
+        assert any(r.sampler == "rtc" for r in reps)  # the server ran our guidance
         lat = monitor.latency_stats()
         assert 0.0 <= lat["network_median_s"] < 0.1  # network time measured and reported (loopback)
         assert lat["network_median_s"] < lat["latency_median_s"]
