@@ -120,7 +120,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     def n_acc() -> int:
         return len(mon.accepted_reports())
 
-    def recover(phase: str, timeout: float = 30.0) -> None:
+    def recover(phase: str, timeout: float = 90.0) -> None:
         n0, t0 = n_acc(), time.monotonic()
         if wait(lambda: n_acc() >= n0 + 3, timeout):
             phases[phase]["recovery_s"] = round(time.monotonic() - t0, 2)
@@ -131,7 +131,10 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
         # 1. down at start
         launcher.start()
         phases["down_at_start"] = {}
-        if not wait(lambda: pol("backend_unavailable") >= 3, 60.0):
+        # the graph is up once the scheduler has sent requests (node start-up is slow on a loaded machine)
+        if not wait(lambda: int(mon.diag("scheduler").get("requests", 0) or 0) > 0, 180.0):
+            res.fail("down_at_start: the graph did not start requesting within 180 s")
+        if not wait(lambda: pol("backend_unavailable") >= 3, 30.0):
             res.fail("down_at_start: the policy node did not answer BACKEND_UNAVAILABLE")
         phases["down_at_start"].update(unavailable=pol("backend_unavailable"), accepted=n_acc())
         if n_acc():
@@ -139,7 +142,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
         # 2. server up (150 ms per reply, so phase 3 kills mid-chunk)
         phases["server_up"] = {}
         server.start("--latency-ms", "150")
-        recover("server_up", 60.0)
+        recover("server_up")
         # 3. killed mid-chunk
         u0, h0 = pol("backend_unavailable"), int(mon.diag("correction").get("holds", 0) or 0)
         phases["killed_mid_chunk"] = {}
@@ -202,7 +205,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
         res.fail(f"nodes did not stop cleanly: {codes}")
     rec = [p.get("recovery_s") for p in phases.values() if p.get("recovery_s") is not None]
     res.recovery_s = max(rec) if rec else None
-    res.recovery_note = "server back -> 3 chunks merged (worst phase)"
+    res.recovery_note = "server process (re)started -> 3 chunks merged, worst phase (includes the server's start-up)"
     res.observed = "; ".join(
         f"{name}: " + ", ".join(f"{k} {v}" for k, v in vals.items()) for name, vals in phases.items()
     )
