@@ -181,9 +181,13 @@ class PolicyNode(Node):
         )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
+        if hasattr(self.backend, "check_names"):  # a backend that knows its joint names checks them (and order)
+            self.backend.check_names(action_names=p["action_names"])
         # "<backend>/<task>[/<target>]": replay reads the recorded policy back from it
         self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.target}" if spec.target else "")
-        self.needs_image = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        self.needs_image = bool(getattr(self.backend, "needs_image", False)) or (
+            getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        )
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
         self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
