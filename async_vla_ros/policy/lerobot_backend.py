@@ -263,29 +263,11 @@ class LeRobotPolicyBackend:
         """``v(x, tau)`` in our convention for one processed batch; the VLM prefix KV cache is
         computed here, once (no gradient: RTC's VJP runs through the action expert only)."""
         import torch
-        from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
 
         if not self.is_flow:
             raise BackendError(f"a {self.cfg.type!r} policy exposes no flow velocity (vanilla only)")
-        pol, m = self.policy, self.policy.model
-        with torch.no_grad():
-            images, img_masks = pol.prepare_images(batch)
-            state = pol.prepare_state(batch)
-            pe, ppm, pam = m.embed_prefix(
-                images,
-                img_masks,
-                batch["observation.language.tokens"],
-                batch["observation.language.attention_mask"],
-                state=state,
-            )
-            _, pkv = m.vlm_with_expert.forward(
-                attention_mask=make_att_2d_masks(ppm, pam),
-                position_ids=torch.cumsum(ppm, dim=1) - 1,
-                past_key_values=None,
-                inputs_embeds=[pe, None],
-                use_cache=True,
-                fill_kv_cache=True,
-            )
+        m = self.policy.model
+        ppm, pkv = encode_prefix(self.policy, batch)
         cache: dict[int, tuple[Any, Any]] = {}
 
         def for_batch(n: int):
@@ -429,6 +411,35 @@ class LeRobotPolicyBackend:
         info["latency_ms"] = (time.perf_counter_ns() - t_start) / 1e6
         self.last_info = info
         return actions
+
+
+def encode_prefix(policy: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A SmolVLA-style policy's prefix (images, language, state) -> (pad masks, KV cache), once,
+    without gradient (the VLM is never differentiated: RTC's VJP and REMAC's LoRA live in the
+    action expert)."""
+    import torch
+    from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
+
+    m = policy.model
+    with torch.no_grad():
+        images, img_masks = policy.prepare_images(batch)
+        state = policy.prepare_state(batch)
+        pe, ppm, pam = m.embed_prefix(
+            images,
+            img_masks,
+            batch["observation.language.tokens"],
+            batch["observation.language.attention_mask"],
+            state=state,
+        )
+        _, pkv = m.vlm_with_expert.forward(
+            attention_mask=make_att_2d_masks(ppm, pam),
+            position_ids=torch.cumsum(ppm, dim=1) - 1,
+            past_key_values=None,
+            inputs_embeds=[pe, None],
+            use_cache=True,
+            fill_kv_cache=True,
+        )
+    return ppm, pkv
 
 
 def _bid_select(backend: LeRobotPolicyBackend):
