@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph
+from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, resolve_policy
 from async_vla_ros.presets import preset_names
 
 
@@ -50,25 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve_policy(ns: argparse.Namespace) -> tuple[str, str]:
-    """(policy launch value, note for the user)."""
-    if ns.policy != "default":
-        return ns.policy, ""
-    try:
-        build_graph("franka", {"task": ns.task, "method": ns.method, "policy": "default", "camera": "false"})
-        return "default", ""
-    except GraphError as exc:
-        return "expert", (
-            f"note: {exc}.\n      Running the scripted expert as the chunk policy instead "
-            "(the shipped checkpoints arrive with the training issue)."
-        )
-
-
 def run(ns: argparse.Namespace) -> int:
     if ns.duration <= 0:
         print("demo: --duration must be > 0", file=sys.stderr)
         return 2
-    policy, note = _resolve_policy(ns)
+    policy, note = resolve_policy(ns.task, ns.method, ns.policy)
     args = {
         "task": ns.task,
         "method": ns.method,
@@ -168,7 +154,7 @@ def run(ns: argparse.Namespace) -> int:
 
 def _report_recording(bag: str) -> int:
     """Counts of the recorded bag (recorder vs publishers); non-zero when a message was lost."""
-    from async_vla_ros.eval.bags import BagError
+    from async_vla_ros.bags import BagError
     from async_vla_ros.eval.bench_record import check_recording
 
     try:

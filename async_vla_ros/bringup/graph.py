@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from async_vla_ros import names as N
 from async_vla_ros.config import PACKAGE, ConfigError, config_dir, load_config
 from async_vla_ros.presets import PresetError, get_preset
 
@@ -36,6 +37,7 @@ __all__ = [
     "parse_launch_args",
     "resolve_args",
     "build_graph",
+    "resolve_policy",
     "PACKAGE",
 ]
 
@@ -79,7 +81,7 @@ class LaunchArg:
         return v
 
 
-TASKS = ("track", "intercept", "bifurcate", "pick_moving")
+TASKS = N.TASK_NAMES
 
 LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg(
@@ -272,8 +274,8 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         per_node["recorder"] = {"output": str(bag), "stats_file": str(bag) + ".counts.json"}
     per_node["dashboard"] = {
         "port": a["dashboard_port"],
-        "command_topic": "forward_position_controller/commands" if a["command"] == "forward" else "",
-        "trajectory_topic": "fr3_arm_controller/joint_trajectory" if a["command"] == "trajectory" else "",
+        "command_topic": N.FORWARD_COMMAND if a["command"] == "forward" else "",
+        "trajectory_topic": N.TRAJECTORY_COMMAND if a["command"] == "trajectory" else "",
     }
     # policy spec (policy/registry.py): the shipped checkpoint is resolved here so the launch
     # parameters name the file; other specs go to the policy node as given
@@ -308,3 +310,18 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if not nodes:
         raise GraphError(f"graph {name!r} has no node for these arguments")
     return Graph(name, tuple(nodes), a)
+
+
+def resolve_policy(task: str, method: str, policy: str = "default") -> tuple[str, str]:
+    """``(policy launch value, note for the user)``: ``default`` when the task ships the preset's
+    checkpoints, else the scripted expert with a note saying why (demo, bench record/pipeline)."""
+    if policy != "default":
+        return policy, ""
+    try:
+        build_graph("franka", {"task": task, "method": method, "policy": "default", "camera": "false"})
+        return "default", ""
+    except GraphError as exc:
+        return "expert", (
+            f"note: {exc}.\n      Running the scripted expert as the chunk policy instead "
+            "(the shipped checkpoints arrive with the training issue)."
+        )

@@ -4,8 +4,8 @@ Used by the main job (``async-vla-ros demo``: live status line, summary), the pi
 and the system tests. It only subscribes; it never commands anything. All numbers it prints are
 taken from the messages the nodes publish (measured by them), none are computed from settings.
 
-Call :func:`async_vla_ros.rosenv.apply_ros_defaults` before importing this module (it imports
-rclpy); :mod:`async_vla_ros.nodes.common` does that on import.
+Call :func:`async_vla_ros.rosenv.apply_ros_defaults` before ``rclpy.init`` (the CLI and the
+tests do).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
 
-from async_vla_msgs.msg import ActionPlan, ChunkReport  # noqa: E402
-from async_vla_ros.nodes.common import NS_PER_S, stamp_to_ns
+from async_vla_msgs.msg import ActionPlan, ChunkReport
+from async_vla_ros import names as N
+from async_vla_ros.core.clock import NS_PER_S, stamp_to_ns
 
 __all__ = ["GraphMonitor", "EpisodeResult", "parse_value"]
 
@@ -57,9 +58,9 @@ class GraphMonitor(Node):
         self.n_plans = 0
         self.plan_lengths: deque[int] = deque(maxlen=2000)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
-        self.create_subscription(DiagnosticStatus, "sim/episode_result", self._on_episode, 50)
-        self.create_subscription(ChunkReport, "scheduler/chunk_report", self._on_report, 100)
-        self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10)
+        self.create_subscription(DiagnosticStatus, N.EPISODE_RESULT, self._on_episode, 50)
+        self.create_subscription(ChunkReport, N.CHUNK_REPORT, self._on_report, 100)
+        self.create_subscription(ActionPlan, N.ACTION_PLAN, self._on_plan, 10)
 
     # ------------------------------------------------------------------ callbacks
     def _on_diag(self, msg: DiagnosticArray) -> None:

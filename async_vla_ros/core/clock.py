@@ -11,9 +11,15 @@ import math
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "MonotonicClock", "FakeClock", "StepClock", "NS_PER_S"]
+__all__ = ["Clock", "MonotonicClock", "FakeClock", "StepClock", "NS_PER_S", "stamp_to_ns"]
 
 NS_PER_S = 1_000_000_000
+
+
+def stamp_to_ns(stamp) -> int:
+    """A ROS time stamp (anything with ``sec`` and ``nanosec``: ``builtin_interfaces/Time``, a
+    bag's decoded message) -> integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
 @runtime_checkable

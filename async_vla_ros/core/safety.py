@@ -210,41 +210,6 @@ def brake_profile(v0: np.ndarray, a0: np.ndarray, a_max: np.ndarray, j_max: np.n
     return acc, n
 
 
-def fci_extrapolate(
-    q: np.ndarray, v: np.ndarray, a: np.ndarray, dt: float, cycles: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where Franka's controller puts a joint-position stream over ``cycles`` missed commands: it
-    "keeps acceleration constant and integrates", ``v += a dt`` then ``q += v dt`` per cycle, from
-    the last command ``q`` and its backward differences ``v``, ``a``. Returns the new ``(q, v)``."""
-    q, v = np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    for _ in range(int(cycles)):
-        v = v + a * dt
-        q = q + v * dt
-    return q, v
-
-
-def history_step(q, v, a, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The next command with zero jerk against a robot's differencing history (last command ``q``,
-    its backward differences ``v``, ``a``) when the robot differences it over ``step`` seconds:
-    ``q + step (v + a step)``, whose first difference is ``v + a step``, second ``a``, third 0.
-    Returns that command's history ``(q', v', a)``."""
-    q, v, a = (np.asarray(x, dtype=np.float64) for x in (q, v, a))
-    v2 = v + a * step
-    return q + step * v2, v2, a.copy()
-
-
-def steps_since(q_sent, q, v, a, dt: float, max_steps: int, tol: float) -> int | None:
-    """How many fill-in steps (:func:`fci_extrapolate`) a robot's reported history ``(q, v, a)`` is
-    beyond a command ``q_sent`` it applied, 0..``max_steps``; None when none matches within ``tol``
-    (rad). Going back ``s`` steps at constant ``a`` from ``(q, v)`` lands on
-    ``q - s dt v + a dt^2 s (s - 1) / 2``. Where several match (the arm barely moving), the largest."""
-    q_sent, q, v, a = (np.asarray(x, dtype=np.float64) for x in (q_sent, q, v, a))
-    s = np.arange(int(max_steps) + 1, dtype=np.float64)[:, None]
-    back = q - s * dt * v + a * dt * dt * (s * (s - 1) / 2)
-    match = np.flatnonzero(np.max(np.abs(back - q_sent), axis=1) <= tol)
-    return int(match[-1]) if match.size else None
-
-
 class SafetyFilter:
     """Stateful per-tick filter: ``filter(q_target (7,), gripper) -> (q_cmd (7,), gripper_cmd,
     SafetyFlags)``. Call :meth:`reset` with the measured joint positions first."""
@@ -365,10 +330,11 @@ class SafetyFilter:
         for k, v in zip(self._STATE, saved):
             setattr(self, k, dict(v) if isinstance(v, dict) else (v.copy() if isinstance(v, np.ndarray) else v))
 
-    def extrapolate(self, targets, robot=None) -> np.ndarray:
-        """The robot did not get the next ``len(targets)`` commands and filled them in itself
-        (:func:`fci_extrapolate`); go on from there, since it differences the next command it
-        receives against that. ``targets (m, 7)`` are the plan's targets of the missed cycles (they
+    def extrapolate(self, targets, robot=None, fill_in=None) -> np.ndarray:
+        """The robot did not get the next ``len(targets)`` commands and filled them in itself; go
+        on from there, since it differences the next command it receives against that. How the
+        robot fills in is its own (``fill_in(q, v, a, dt, cycles) -> (q, v)``, e.g. the Franka
+        controller's :func:`async_vla_ros.robot.fci.fci_extrapolate`). ``targets (m, 7)`` are the plan's targets of the missed cycles (they
         keep the target stream's own velocity and acceleration right for the next tick). Dead-beat
         stops and stored brake plans restart from the new state. Returns the extrapolated position.
 
@@ -379,7 +345,9 @@ class SafetyFilter:
         self._require_ready()
         tg = np.asarray(targets, dtype=np.float64).reshape(-1, 7)
         if robot is None:
-            self.q, self.v = fci_extrapolate(self.q, self.v, self.a, self.dt, len(tg))
+            if fill_in is None:
+                raise ValueError("extrapolate needs the robot's history (robot=) or its fill-in model (fill_in=)")
+            self.q, self.v = fill_in(self.q, self.v, self.a, self.dt, len(tg))
         else:
             q, v, a = (np.array(x, dtype=np.float64, copy=True).reshape(-1) for x in robot)
             if not all(x.shape == (7,) and np.all(np.isfinite(x)) for x in (q, v, a)):

@@ -38,11 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.eval.stats import mean_sem, wilson_interval
 from async_vla_ros.policy.registry import BackendError, PresetModels, checkpoint_file, load_models
 from async_vla_ros.presets import MethodPreset, get_preset
 
-TASKS_DEFAULT = ("track", "intercept", "bifurcate", "pick_moving")
+TASKS_DEFAULT = N.TASK_NAMES
 
 
 def _main_presets() -> tuple[str, ...]:

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph
+from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, resolve_policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
             if cpu1[k] is not None and cpu0[0].get(k) is not None
         }
         t_from = cpu0[2]
-        from async_vla_ros.nodes.common import stamp_to_ns
+        from async_vla_ros.core.clock import stamp_to_ns
 
         reps = [r for r in monitor.accepted_reports() if stamp_to_ns(r.header.stamp) >= t_from]
         corr = monitor.diag("correction")
@@ -142,13 +142,9 @@ def run(ns: argparse.Namespace) -> int:
     if ns.duration <= 0 or ns.warmup < 0:
         print("bench pipeline: --duration must be > 0 and --warmup >= 0", file=sys.stderr)
         return 2
-    policy = ns.policy
-    if policy == "default":
-        try:
-            build_graph("franka", {"task": ns.task, "method": ns.method, "policy": "default"})
-        except GraphError as exc:
-            print(f"note: {exc}; measuring with the scripted expert as the policy")
-            policy = "expert"
+    policy, note = resolve_policy(ns.task, ns.method, ns.policy)
+    if note:
+        print(note)
     base = {
         "task": ns.task,
         "method": ns.method,

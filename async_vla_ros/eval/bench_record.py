@@ -29,15 +29,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from async_vla_ros import names as N
+
 __all__ = ["SEQUENCED", "TopicCount", "RecordCheck", "check_recording", "add_arguments", "run"]
 
 # topic -> field numbered by its publisher, +1 per message
 SEQUENCED: dict[str, str] = {
-    "/observation": "obs_id",
-    "/policy/chunk_request": "request_id",
-    "/policy/action_chunk": "chunk_id",
-    "/scheduler/action_plan": "plan_id",
-    "/correction/command_metrics": "tick",
+    N.absolute(N.OBSERVATION): "obs_id",
+    N.absolute(N.CHUNK_REQUEST): "request_id",
+    N.absolute(N.ACTION_CHUNK): "chunk_id",
+    N.absolute(N.ACTION_PLAN): "plan_id",
+    N.absolute(N.COMMAND_METRICS): "tick",
 }
 
 
@@ -115,7 +117,7 @@ class RecordCheck:
 def check_recording(bag: str | Path, counts_file: str | Path | None = None) -> RecordCheck:
     """Counts of a bag written by the recorder node (see the module docstring). ``counts_file``:
     the recorder's ``stats_file`` JSON (default ``<bag>.counts.json``)."""
-    from async_vla_ros.eval.bags import BagError, bag_info, read_messages
+    from async_vla_ros.bags import BagError, bag_info, read_messages
 
     bag = Path(bag)
     info = bag_info(bag)
@@ -169,9 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from async_vla_ros.bringup.graph import GraphError, build_graph
+    from async_vla_ros.bringup.graph import GraphError, build_graph, resolve_policy
     from async_vla_ros.bringup.launcher import Launcher
-    from async_vla_ros.demo import _resolve_policy
 
     if ns.duration <= 0:
         print("bench record: --duration must be > 0", file=sys.stderr)
@@ -182,7 +183,7 @@ def run(ns: argparse.Namespace) -> int:
         bag = tmp / "bag"
     else:
         bag = Path(ns.bag).expanduser().resolve()
-    policy, note = _resolve_policy(argparse.Namespace(policy=ns.policy, task=ns.task, method=ns.method))
+    policy, note = resolve_policy(ns.task, ns.method, ns.policy)
     if note:
         print(note)
     try:

@@ -476,7 +476,7 @@ def make_probe_class():
 
         # -------------------------------------------------------------- recording (raw CDR)
         def _start_bag(self, path: str) -> None:
-            from async_vla_ros.eval.bags import DEFAULT_TOPICS, BagWriter
+            from async_vla_ros.bags import DEFAULT_TOPICS, BagWriter
 
             self._bag = BagWriter(path)
             topics = ("/observation", "/scheduler/chunk_report", "/scheduler/action_plan", "/policy/chunk_request")
@@ -1287,7 +1287,7 @@ class ChaosRun:
             m.request_id = ROGUE_REQUEST_BASE + (now // 1000) % (1 << 30) + sent
             m.episode_id = ep
             m.obs_id = 0
-            m.method = "vanilla"
+            m.sampler = "vanilla"
             m.horizon, m.action_dim, m.dt = H, A, 0.05
             m.seed = -1
             self.probe.pub_request.publish(m)
@@ -1315,7 +1315,7 @@ class ChaosRun:
         bad = {
             "sim": ("camera_rate_hz:=-1.0", "camera_rate_hz"),
             "camera_ingestion": ("image_size:=9999", "image_size"),
-            "policy": ("backend:=flo", "did you mean 'flow'"),
+            "policy": ("policy:=exprt", "did you mean 'expert'"),
             "scheduler": ("horizn:=8", "did you mean 'horizon'"),
             "correction": ("rate_hz:=0.5", "rate_hz"),
         }

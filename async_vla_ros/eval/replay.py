@@ -47,20 +47,19 @@ from typing import Any
 
 import numpy as np
 
-from async_vla_ros.eval.bags import BagError, bag_info, read_messages
+from async_vla_ros import names as N
+from async_vla_ros.bags import BagError, bag_info, read_messages
+from async_vla_ros.core.clock import stamp_to_ns
 
 __all__ = ["RecordedRun", "ReplayConfig", "ReplayResult", "load_recording", "replay", "add_arguments", "run"]
 
-OBS_TOPIC = "/observation"
-REPORT_TOPIC = "/scheduler/chunk_report"
-PLAN_TOPIC = "/scheduler/action_plan"
-REQUEST_TOPIC = "/policy/chunk_request"
-COMMAND_TOPICS = ("/forward_position_controller/commands", "/fr3_arm_controller/joint_trajectory")
+OBS_TOPIC = N.absolute(N.OBSERVATION)
+REPORT_TOPIC = N.absolute(N.CHUNK_REPORT)
+PLAN_TOPIC = N.absolute(N.ACTION_PLAN)
+REQUEST_TOPIC = N.absolute(N.CHUNK_REQUEST)
+CHUNK_TOPIC = N.absolute(N.ACTION_CHUNK)
+COMMAND_TOPICS = tuple(N.absolute(t) for t in N.COMMAND_TOPICS)
 ARM_DIMS = 7
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 @dataclass
@@ -85,6 +84,7 @@ class RecordedRun:
     cmd_t_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cmd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     merge_strategy: str = ""
+    policy_name: str = ""  # ActionChunk.policy_name of the recording ("<backend>/<task>[/<spec>]")
 
 
 def load_recording(path: str | Path) -> RecordedRun:
@@ -95,11 +95,15 @@ def load_recording(path: str | Path) -> RecordedRun:
             f"bag {path} has no {OBS_TOPIC} topic (topics: {', '.join(sorted(info.topics)) or 'none'}); "
             "record the observation stream to replay it"
         )
-    topics = [t for t in (OBS_TOPIC, REPORT_TOPIC, PLAN_TOPIC, REQUEST_TOPIC, *COMMAND_TOPICS) if t in info.topics]
+    topics = [
+        t
+        for t in (OBS_TOPIC, REPORT_TOPIC, PLAN_TOPIC, REQUEST_TOPIC, CHUNK_TOPIC, *COMMAND_TOPICS)
+        if t in info.topics
+    ]
     stamps, states, episodes, tasks = [], [], [], []
     delays, inf_s, plans, cmd_t, cmd = [], [], [], [], []
     dt = None
-    strategy = ""
+    strategy = policy_name = ""
     for m in read_messages(path, topics):
         msg = m.msg
         if m.topic == OBS_TOPIC:
@@ -111,7 +115,7 @@ def load_recording(path: str | Path) -> RecordedRun:
                 )
             if not np.isfinite(st).all():
                 continue  # the live graph drops these too
-            stamps.append(_stamp_ns(msg.header))
+            stamps.append(stamp_to_ns(msg.header.stamp))
             states.append(st)
             episodes.append(int(msg.episode_id))
             tasks.append(msg.task)
@@ -124,10 +128,13 @@ def load_recording(path: str | Path) -> RecordedRun:
         elif m.topic == PLAN_TOPIC:
             if msg.length and msg.action_dim:
                 a = np.asarray(msg.actions, dtype=np.float64).reshape(msg.length, msg.action_dim)
-                plans.append((_stamp_ns(msg.header), float(msg.dt), a))
+                plans.append((stamp_to_ns(msg.header.stamp), float(msg.dt), a))
             if msg.dt > 0:
                 dt = dt or float(msg.dt)
             strategy = strategy or msg.merge_strategy
+        elif m.topic == CHUNK_TOPIC:
+            if not policy_name and msg.error_code == 0:
+                policy_name = str(msg.policy_name)
         elif m.topic == REQUEST_TOPIC:
             if msg.dt > 0:
                 dt = dt or float(msg.dt)
@@ -154,6 +161,7 @@ def load_recording(path: str | Path) -> RecordedRun:
         cmd_t_ns=np.asarray(cmd_t, dtype=np.int64),
         cmd=np.stack([c[:n_cmd] for c in cmd]) if cmd and n_cmd else np.zeros((0, 0)),
         merge_strategy=strategy,
+        policy_name=policy_name,
     )
 
 
@@ -161,20 +169,22 @@ def load_recording(path: str | Path) -> RecordedRun:
 class ReplayConfig:
     """One replay condition."""
 
-    method: str  # merge strategy name (core.strategies.STRATEGIES)
+    strategy: str  # merge strategy (core.strategies.STRATEGIES)
     delay: int | None  # simulated delay d in steps; None: the recorded delays
     dt: float  # control period (s)
     horizon: int  # H (the policy's)
     s_min: int = 1  # execution horizon floor
     seed: int = 0  # policy seed base (request r uses seed + r)
+    preset: str = ""  # method preset shown in labels ('' : the strategy's name)
 
     def __post_init__(self) -> None:
         from async_vla_ros.core.strategies import STRATEGIES
         from async_vla_ros.policy.base import did_you_mean
 
-        if self.method not in STRATEGIES:
+        if self.strategy not in STRATEGIES:
             raise ValueError(
-                f"unknown method {self.method!r}{did_you_mean(self.method, STRATEGIES)}; known: {', '.join(STRATEGIES)}"
+                f"unknown merge strategy {self.strategy!r}{did_you_mean(self.strategy, STRATEGIES)}; "
+                f"known: {', '.join(STRATEGIES)}"
             )
         if self.delay is not None and (
             isinstance(self.delay, bool) or not isinstance(self.delay, int) or not 0 <= self.delay < self.horizon
@@ -189,7 +199,7 @@ class ReplayConfig:
 
     @property
     def label(self) -> str:
-        return f"{self.method} d={'rec' if self.delay is None else self.delay}"
+        return f"{self.preset or self.strategy} d={'rec' if self.delay is None else self.delay}"
 
 
 @dataclass
@@ -217,7 +227,8 @@ class ReplayResult:
 
         return {
             "label": self.config.label,
-            "method": self.config.method,
+            "method": self.config.preset or self.config.strategy,
+            "strategy": self.config.strategy,
             "delay": self.config.delay,
             "dt": self.config.dt,
             "horizon": self.config.horizon,
@@ -294,8 +305,12 @@ def _rms_deriv(x: np.ndarray, order: int, dt: float) -> float | None:
     return float(np.sqrt(np.mean(np.sum(d**2, axis=1))) / dt**order)
 
 
-def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
-    """Replay ``run`` with ``policy`` (a ChunkPolicy) under ``config``; see the module docstring."""
+def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> ReplayResult:
+    """Replay ``run`` with ``policy`` (a ChunkPolicy) under ``config``; see the module docstring.
+
+    ``correction``: an A2C2 head (``residual(obs, base, k, H, latent=None)``): the executed action
+    is ``base + residual`` on the recorded observation of the step, as the correction node does.
+    """
     from async_vla_ros.core.delay import DelayConfig, DelayEstimator
     from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, cycled_delays
     from async_vla_ros.core.requests import infer_specs
@@ -321,7 +336,7 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
     d_max = H - 1
     sched = ChunkScheduler(
         SchedulerConfig(horizon=H, action_dim=A, s_min=config.s_min),
-        config.method,
+        config.strategy,
         DelayEstimator(DelayConfig(d_init=0 if config.delay is None else config.delay, d_max=d_max)),
     )
     delay = constant_delay(config.delay) if config.delay is not None else cycled_delays(run.delays, d_max)
@@ -349,8 +364,12 @@ def replay(run: RecordedRun, policy, config: ReplayConfig) -> ReplayResult:
             link.send(spec, acts[0], t)
         a = sched.action_at(t)
         if a is not None:
-            executed[t] = a
             last = sched.timeline.last_executed()
+            if correction is not None:
+                o = run.obs[j][None]
+                lat = policy.latent(o) if getattr(correction.config, "latent_dim", 0) else None
+                a = a + np.asarray(correction.residual(o, a[None], np.array([last.k]), H, latent=lat))[0]
+            executed[t] = a
             src = chunk_obs_ns.get(last.chunk_id) if last is not None and last.t == t else None
             if src is not None:
                 staleness[t] = (t0 + (t + 1) * dt_ns - src) / 1e9  # age at the end of the step it executes in
@@ -397,7 +416,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=["naive", "rtc"],
         metavar="M",
-        help="merge strategies to compare (default: naive rtc)",
+        help="method presets to compare (config/methods.yaml; default: naive rtc)",
     )
     parser.add_argument(
         "--delay",
@@ -408,8 +427,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--policy",
-        default="expert",
-        help="policy checkpoint (.pt), or 'expert' for the task's scripted expert (default)",
+        default="recorded",
+        help="policy spec: recorded (default: the policy the bag was recorded with), default (the task's shipped "
+        "checkpoints for each preset), expert, a checkpoint path, NAME:TARGET",
+    )
+    parser.add_argument(
+        "--a2c2", default="default", metavar="HEAD", help="A2C2 head for *_a2c2 presets: default (shipped) or a path"
     )
     parser.add_argument("--task", default=None, help="task of the expert (default: the bag's Observation.task)")
     parser.add_argument("--horizon", type=int, default=8, help="H of the expert (checkpoints carry theirs; default 8)")
@@ -450,23 +473,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _make_policy(ns: argparse.Namespace, run: RecordedRun):
-    if ns.policy == "expert":
-        from async_vla_ros.sim.experts import ScriptedExpert
-        from async_vla_ros.sim.tasks import TASKS
+def recorded_policy(run: RecordedRun) -> str:
+    """The policy spec the bag was recorded with, from ``ActionChunk.policy_name``
+    (``<backend>/<task>[/<spec>]``): ``expert``, ``default`` for the task's shipped checkpoints (so
+    each preset gets its own: REMAC for ``remac`` ...), a checkpoint path, or a backend spec."""
+    from async_vla_ros.checkpoints import DIR
 
-        task = ns.task or run.task
-        if not task:
-            raise ValueError("the bag's observations name no task: pass --task for the expert")
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
-        return ScriptedExpert(task, horizon=ns.horizon)
-    path = Path(ns.policy)
-    if not path.is_file():
-        raise FileNotFoundError(f"policy checkpoint {path} not found (or pass --policy expert)")
-    from async_vla_ros.policy.base import load_policy
+    if not run.policy_name:
+        raise ValueError(
+            f"bag {run.path} does not say which policy recorded it (no {CHUNK_TOPIC} chunk): "
+            "pass --policy default | expert | PATH"
+        )
+    backend, _, rest = run.policy_name.partition("/")
+    _task, _, spec = rest.partition("/")
+    if not spec:
+        return backend  # e.g. "expert"
+    if backend == "flow":
+        path = Path(spec).expanduser()
+        if path.parent.resolve() == DIR.resolve() and path.name.startswith(f"{_task}_"):
+            return "default"  # the shipped checkpoints of the task
+        if not path.is_file():
+            raise ValueError(
+                f"bag {run.path} was recorded with checkpoint {path}, which is not on this machine: pass --policy"
+            )
+    return spec
 
-    return load_policy(path)
+
+def _load_models(ns: argparse.Namespace, run: RecordedRun, task: str) -> tuple[str, dict[str, Any]]:
+    """(policy spec used, preset -> PresetModels); ValueError saying why a preset cannot be served."""
+    from async_vla_ros.policy.registry import BackendRequest, load_models
+    from async_vla_ros.presets import get_preset
+    from async_vla_ros.sim.tasks import TASKS
+
+    if not task:
+        raise ValueError("the bag's observations name no task: pass --task")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+    spec = recorded_policy(run) if ns.policy == "recorded" else ns.policy
+    cache: dict = {}
+    models = {}
+    for m in ns.method:
+        preset = get_preset(m)
+        req = BackendRequest(task, horizon=ns.horizon)
+        models[m] = load_models(task, preset, spec, a2c2=ns.a2c2, request=req, cache=cache)
+    return spec, models
 
 
 def _parse_delays(values: Sequence[str]) -> list[int | None]:
@@ -525,34 +575,42 @@ def run(ns: argparse.Namespace) -> int:
     try:
         rec = load_recording(ns.bag)
         delays = _parse_delays(ns.delay)
-        policy = _make_policy(ns, rec)
+        task = ns.task or rec.task
+        spec, models = _load_models(ns, rec, task)
         dt = ns.dt or rec.dt
         if dt is None:
             gaps = np.diff(rec.obs_t_ns) / 1e9
             dt = float(np.median(gaps))
             print(f"note: no dt in the bag (no plans/requests): using the median observation period {dt:.4f} s")
-        configs = [ReplayConfig(m, d, dt, int(policy.horizon), ns.s_min, ns.seed) for m in ns.method for d in delays]
+        configs = [
+            (m, ReplayConfig(lm.preset.strategy, d, dt, int(lm.policy.horizon), ns.s_min, ns.seed, preset=m))
+            for m, lm in models.items()
+            for d in delays
+        ]
     except (BagError, ValueError, FileNotFoundError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
+    print(f"replay: policy {spec}" + (" (as recorded)" if ns.policy == "recorded" else "") + f", task {task}")
     results = []
-    for cfg in configs:
+    for m, cfg in configs:
         try:
-            results.append(replay(rec, policy, cfg))
+            results.append(replay(rec, models[m].policy, cfg, correction=models[m].head))
         except (BagError, ValueError) as exc:
             print(f"replay: {cfg.label}: {exc}", file=sys.stderr)
             return 2
-        m = results[-1].metrics
+        r = results[-1].metrics
         print(
-            f"{cfg.label:16s} switches {m['switches']:4d}  jump mean {_fmt(m['jump']['mean'])} rad  "
-            f"staleness mean {_fmt(m['staleness_s']['mean'])} s  deviation rms {_fmt(m['deviation_rms'])} rad"
+            f"{cfg.label:16s} switches {r['switches']:4d}  jump mean {_fmt(r['jump']['mean'])} rad  "
+            f"staleness mean {_fmt(r['staleness_s']['mean'])} s  deviation rms {_fmt(r['deviation_rms'])} rad"
         )
     out = Path(ns.out) if ns.out else Path(str(Path(ns.bag).resolve()) + "_replay")
     out.mkdir(parents=True, exist_ok=True)
     doc = {
         "bag": str(Path(ns.bag).resolve()),
-        "task": ns.task or rec.task,
-        "policy": ns.policy,
+        "task": task,
+        "policy": spec,
+        "recorded_policy": rec.policy_name,
+        "models": {m: lm.files for m, lm in models.items()},
         "dt": dt,
         "recorded_strategy": rec.merge_strategy,
         "results": [r.to_json() for r in results],

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
+
 __all__ = ["Section", "write_report", "write_replay_report", "write_bag_report", "add_arguments", "run"]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
@@ -253,8 +255,11 @@ def _scale(v, s):
 # --------------------------------------------------------------------------------------- bag
 def write_bag_report(bag: Path, out: Path) -> Path:
     """Report of a recorded run (rosbag2 directory) into ``out``."""
-    from async_vla_ros.eval.bags import bag_info, read_messages
-    from async_vla_ros.eval.replay import COMMAND_TOPICS, PLAN_TOPIC, REPORT_TOPIC
+    from async_vla_ros import names as N
+    from async_vla_ros.bags import bag_info, read_messages
+
+    COMMAND_TOPICS = tuple(N.absolute(t) for t in N.COMMAND_TOPICS)
+    PLAN_TOPIC, REPORT_TOPIC = N.absolute(N.ACTION_PLAN), N.absolute(N.CHUNK_REPORT)
 
     plt = _plt()
     out = Path(out)
@@ -408,14 +413,14 @@ def write_bag_report(bag: Path, out: Path) -> Path:
     return write_report(f"Run report: {Path(bag).name}", sections, out)
 
 
-TICK_TOPIC = "/correction/command_metrics"
+TICK_TOPIC = N.absolute(N.COMMAND_METRICS)
 DIAG_TOPIC = "/diagnostics"
 _LEVELS = ("OK", "WARN", "ERROR", "STALE")
 
 
 def _command_loop_section(bag: Path, info, out: Path, plt) -> Section:
     """The correction loop's own per-tick measurements (CommandMetrics): period error, safety."""
-    from async_vla_ros.eval.bags import read_messages
+    from async_vla_ros.bags import read_messages
 
     rows = [
         (m.t_ns, m.msg.period_error_s, m.msg.safety_deviation, int(m.msg.safety_flags), bool(m.msg.hold))
@@ -461,7 +466,7 @@ def _health_section(bag: Path) -> Section:
     """Per node: share of /diagnostics reports at each level and the most frequent breaches."""
     from collections import Counter
 
-    from async_vla_ros.eval.bags import read_messages
+    from async_vla_ros.bags import read_messages
 
     levels: dict[str, Counter] = {}
     breaches: dict[str, Counter] = {}
@@ -500,7 +505,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from async_vla_ros.eval.bags import BagError
+    from async_vla_ros.bags import BagError
 
     src = Path(ns.run)
     try:

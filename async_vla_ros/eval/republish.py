@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
+
 __all__ = [
     "ROBOT_TOPICS",
     "PlaybackItem",
@@ -38,7 +40,7 @@ __all__ = [
     "parse_remaps",
 ]
 
-ROBOT_TOPICS = ("/joint_states", "/camera/image_raw", "/camera/camera_info", "/sim/task_state")
+ROBOT_TOPICS = (N.absolute(N.JOINT_STATES), N.absolute(N.IMAGE), N.absolute(N.CAMERA_INFO), N.absolute(N.TASK_STATE))
 _TIME = "builtin_interfaces/msg/Time"
 NS_PER_S = 1_000_000_000
 
@@ -89,7 +91,7 @@ def playback_plan(
     type of each played topic; ``t_first`` (ns, log time of the first message). ``topics``: bag
     topics to play (those absent from the bag are skipped; None: all). Raises ``BagError`` for a
     bad bag and ValueError when nothing is left to play."""
-    from async_vla_ros.eval.bags import bag_info, read_messages
+    from async_vla_ros.bags import bag_info, read_messages
 
     if not (np.isfinite(rate) and rate > 0):
         raise ValueError(f"rate must be > 0, got {rate!r}")
@@ -111,7 +113,7 @@ def playback_plan(
 
 def restamp(data: bytes, msgtype: str, delta_ns: int) -> bytes:
     """CDR bytes with every non-zero stamp shifted by ``delta_ns`` (:func:`shift_stamps`)."""
-    from async_vla_ros.eval.bags import make_typestore
+    from async_vla_ros.bags import make_typestore
 
     store = make_typestore()
     obj = store.deserialize_cdr(data, msgtype)

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.core.safety import ROBOT_LIMITS
 from async_vla_ros.eval.chaos import NS, StreamCheck, check_command_stream, make_probe_class
 from async_vla_ros.rosenv import apply_ros_defaults
@@ -52,10 +53,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # topic -> (publishing node, diagnostics counter keys summed for "published")
 PUBLISHED_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "/fr3_arm_controller/joint_trajectory": ("correction", ("commands",)),
-    "/observation": ("camera_ingestion", ("observations",)),
-    "/policy/chunk_request": ("scheduler", ("requests",)),
-    "/policy/action_chunk": ("policy", ("chunks", "errors.*")),
+    N.absolute(N.TRAJECTORY_COMMAND): ("correction", ("commands",)),
+    N.absolute(N.OBSERVATION): ("camera_ingestion", ("observations",)),
+    N.absolute(N.CHUNK_REQUEST): ("scheduler", ("requests",)),
+    N.absolute(N.ACTION_CHUNK): ("policy", ("chunks", "errors.*")),
 }
 
 
@@ -318,7 +319,7 @@ def _drops(res: SoakResult, diag_end: dict[str, tuple[int, dict]]) -> None:
 
 
 def _bag_counts(res: SoakResult, bag: Path, stats_file: Path, diag_end: dict[str, tuple[int, dict]]) -> None:
-    from async_vla_ros.eval.bags import BagError, bag_info, read_messages
+    from async_vla_ros.bags import BagError, bag_info, read_messages
 
     if stats_file.is_file():
         res.recorder = json.loads(stats_file.read_text()).get("topics", {})

@@ -21,23 +21,24 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
 
-from async_vla_msgs.msg import Observation  # noqa: E402
+from async_vla_msgs.msg import Observation
+from async_vla_ros import names as N
 from async_vla_ros.nodes.common import (
     NS_PER_S,
     DropCounter,
     make_qos,
     run_node,
-    stamp_to_ns,  # noqa: E402
+    stamp_to_ns,
 )
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params
 
 NODE_NAME = "camera_ingestion"
 QOS = ("reliable", "best_effort")
@@ -48,13 +49,13 @@ THRESHOLDS = (
 )
 
 PARAMS = (
-    Param("joint_state_topic", "joint_states", "sensor_msgs/JointState input"),
+    Param("joint_state_topic", N.JOINT_STATES, "sensor_msgs/JointState input"),
     Param("joint_state_reliability", "reliable", "QoS reliability of the joint-state subscription", choices=QOS),
-    Param("image_topic", "camera/image_raw", "sensor_msgs/Image input ('' : no camera)"),
+    Param("image_topic", N.IMAGE, "sensor_msgs/Image input ('' : no camera)"),
     Param("image_reliability", "reliable", "QoS reliability of the image subscription", choices=QOS),
-    Param("task_state_topic", "sim/task_state", "async_vla_msgs/Observation with task fields ('' : none)"),
+    Param("task_state_topic", N.TASK_STATE, "async_vla_msgs/Observation with task fields ('' : none)"),
     Param("qos_depth", 10, "history depth of every subscription", min=1, max=1000),
-    Param("arm_joint_names", [f"fr3_joint{i}" for i in range(1, 8)], "the 7 arm joints, in order"),
+    Param("arm_joint_names", list(N.ARM_JOINTS), "the 7 arm joints, in order"),
     Param(
         "finger_joint_names",
         ["fr3_finger_joint1", "fr3_finger_joint2"],
@@ -102,7 +103,7 @@ class CameraIngestionNode(Node):
         depth = p["qos_depth"]
         # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
         # of 10 let a reliable reader (the recorder) lose observations in that burst.
-        self.pub = self.create_publisher(Observation, "observation", 100)
+        self.pub = self.create_publisher(Observation, N.OBSERVATION, 100)
         self.create_subscription(
             JointState,
             p["joint_state_topic"],

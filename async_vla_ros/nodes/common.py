@@ -1,7 +1,9 @@
 """Shared pieces of the ROS nodes: stamps, drop counting, diagnostics, the ``main`` runner.
 
-Import order matters: every node module calls :func:`async_vla_ros.rosenv.apply_ros_defaults`
-before it imports rclpy (this module does it too, so importing it first is enough).
+The ROS environment defaults (:func:`async_vla_ros.rosenv.apply_ros_defaults`: localhost
+discovery, own domain, log folder) are applied by the entry points: :func:`run_node` (every node
+executable) before ``rclpy.init``, the CLI, the launchers and the tests. rclpy reads them at
+``init``, not at import, so importing this module has no side effect.
 """
 
 from __future__ import annotations
@@ -14,19 +16,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from async_vla_ros.core.clock import NS_PER_S, stamp_to_ns
+from async_vla_ros.nodes.params import ParamError
 from async_vla_ros.rosenv import apply_ros_defaults
-
-apply_ros_defaults()
-
-import rclpy  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-
-from async_vla_ros.nodes.params import ParamError  # noqa: E402
-
-NS_PER_S = 1_000_000_000
 
 __all__ = [
     "NS_PER_S",
@@ -39,11 +37,6 @@ __all__ = [
     "run_node",
     "shutting_down",
 ]
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    """``builtin_interfaces/Time`` -> integer nanoseconds."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
 def ns_to_stamp(ns: int) -> Time:
@@ -184,6 +177,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
     ``shutdown_requested`` to end the spin itself.
     """
     argv = list(sys.argv if args is None else args)
+    apply_ros_defaults()  # before init: rclpy reads the environment there
     rclpy.init(args=argv)
     node = None
     name = getattr(factory, "NODE_NAME", factory.__name__)

@@ -34,19 +34,20 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-import numpy as np  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.duration import Duration  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, Header  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation  # noqa: E402
-from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
-from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
-from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
+from async_vla_msgs.msg import ActionPlan, CommandMetrics, Observation
+from async_vla_ros import names as N
+from async_vla_ros.core.clock import MonotonicClock
+from async_vla_ros.core.cycle_timer import CycleTimer
+from async_vla_ros.core.safety import ROBOT_LIMITS, SafetyConfig, SafetyFilter
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.nodes.common import (
     NS_PER_S,
     DropCounter,
@@ -56,14 +57,14 @@ from async_vla_ros.nodes.common import (
     shutting_down,
     stamp_to_ns,
 )
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.ingest import InputError, joint_arrays  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
-from async_vla_ros.nodes.plan import INTERPOLATIONS, PlanBuffer  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.ingest import InputError, joint_arrays
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params
+from async_vla_ros.nodes.plan import INTERPOLATIONS, PlanBuffer
 
 NODE_NAME = "correction"
-FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+FR3_JOINTS = list(N.ARM_JOINTS)
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("period_error_p99_s", 0.005, 0.02, description="|command period - nominal|, p99 of the last 5000 ticks"),
@@ -99,7 +100,7 @@ PARAMS = (
     Param("scale_jerk", 1.0, "fraction of the jerk limits used", min=0.01, max=1.0),
     Param("a2c2_head", "", "A2C2 correction head checkpoint ('' : no correction)"),
     Param("arm_joint_names", FR3_JOINTS, "the 7 arm joints (joint states and commands)"),
-    Param("joint_state_topic", "joint_states", "measured joints (start pose of the filter)"),
+    Param("joint_state_topic", N.JOINT_STATES, "measured joints (start pose of the filter)"),
     Param(
         "rewind_after",
         10,
@@ -120,8 +121,8 @@ PARAMS = (
         "trajectory: JointTrajectory; forward: Float64MultiArray",
         choices=("trajectory", "forward"),
     ),
-    Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic"),
-    Param("forward_topic", "forward_position_controller/commands", "Float64MultiArray command topic"),
+    Param("trajectory_topic", N.TRAJECTORY_COMMAND, "JointTrajectory command topic"),
+    Param("forward_topic", N.FORWARD_COMMAND, "Float64MultiArray command topic"),
     Param(
         "gripper_mode",
         "joint",
@@ -221,7 +222,7 @@ class CorrectionNode(Node):
             self.gripper_bridge = GripperBridge(self, p["gripper_action_ns"])
 
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10, callback_group=group)
+        self.create_subscription(ActionPlan, N.ACTION_PLAN, self._on_plan, 10, callback_group=group)
         self.create_subscription(
             JointState,
             p["joint_state_topic"],
@@ -229,7 +230,7 @@ class CorrectionNode(Node):
             make_qos(p["joint_state_reliability"], 10),
             callback_group=group,
         )
-        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
+        self.create_subscription(Observation, N.OBSERVATION, self._on_observation, 10, callback_group=group)
         if p["command_interface"] == "trajectory":
             self.pub_cmd = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
         else:

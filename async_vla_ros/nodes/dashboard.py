@@ -32,16 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, Header  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header
+from trajectory_msgs.msg import JointTrajectory
 
-from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics  # noqa: E402
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, CommandMetrics
+from async_vla_ros import names as N
 from async_vla_ros.nodes.common import NS_PER_S, make_qos, run_node, stamp_to_ns
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params
 
 NODE_NAME = "dashboard"
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -54,12 +55,12 @@ PARAMS = (
     Param("max_points", 3000, "points kept per series", min=10, max=100000),
     Param("poll_ms", 500, "page refresh period (ms)", min=50, max=10000),
     Param("joint", 0, "joint shown in the chunk overlay (0-based action index)", min=0, max=63),
-    Param("command_topic", "forward_position_controller/commands", "Float64MultiArray command topic ('' : none)"),
-    Param("trajectory_topic", "fr3_arm_controller/joint_trajectory", "JointTrajectory command topic ('' : none)"),
-    Param("joint_state_topic", "joint_states", "measured joints"),
+    Param("command_topic", N.FORWARD_COMMAND, "Float64MultiArray command topic ('' : none)"),
+    Param("trajectory_topic", N.TRAJECTORY_COMMAND, "JointTrajectory command topic ('' : none)"),
+    Param("joint_state_topic", N.JOINT_STATES, "measured joints"),
     Param(
         "command_metrics_topic",
-        "correction/command_metrics",
+        N.COMMAND_METRICS,
         "CommandMetrics of the correction loop: its own period error for the jitter chart ('' : from arrivals)",
     ),
 )
@@ -373,9 +374,9 @@ class DashboardNode(Node):
         self._thread.start()
         g = MutuallyExclusiveCallbackGroup()
         self._clock = self.get_clock()
-        self.create_subscription(ChunkReport, "scheduler/chunk_report", self._on_report, 50, callback_group=g)
-        self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 10, callback_group=g)
-        self.create_subscription(ActionPlan, "scheduler/action_plan", self._on_plan, 10, callback_group=g)
+        self.create_subscription(ChunkReport, N.CHUNK_REPORT, self._on_report, 50, callback_group=g)
+        self.create_subscription(ActionChunk, N.ACTION_CHUNK, self._on_chunk, 10, callback_group=g)
+        self.create_subscription(ActionPlan, N.ACTION_PLAN, self._on_plan, 10, callback_group=g)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20, callback_group=g)
         self.create_subscription(
             JointState,

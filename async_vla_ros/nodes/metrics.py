@@ -24,22 +24,22 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from async_vla_msgs.msg import NodeMetrics  # noqa: E402
-from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
+from async_vla_msgs.msg import NodeMetrics
+from async_vla_ros.core.clock import MonotonicClock
 from async_vla_ros.nodes.common import NS_PER_S  # noqa: F401 - applies the ROS environment defaults first
 from async_vla_ros.nodes.health import (
     OK,
     TELEMETRY_PARAMS,
     Health,
     HealthMonitor,
-    Threshold,  # noqa: E402
+    Threshold,
     numeric_values,
     threshold_params,
     thresholds_from_values,
 )
-from async_vla_ros.nodes.params import Param  # noqa: E402
+from async_vla_ros.nodes.params import Param
 
 __all__ = ["Telemetry", "telemetry_params"]
 

@@ -8,10 +8,10 @@ executor never blocks and the model always works on the newest request. The back
 one torch thread (``torch.set_num_threads(1)``: two threads beside a real-time loop on a small
 machine give latency spikes).
 
-The request's ``method`` picks the sampler: ``vanilla``; ``rtc`` (guided towards the sent prefix
+The request's ``sampler`` picks the sampler: ``vanilla``; ``rtc`` (guided towards the sent prefix
 with the sent weights); ``prefix`` (REMAC prefix-preserved: the first ``n_frozen`` actions held
 to the prefix); ``bid``. Without a prefix (first chunk) rtc/prefix fall back to vanilla and bid
-scores without backward coherence; the chunk's ``method`` says what ran.
+scores without backward coherence; the chunk's ``sampler`` says what ran.
 
 Every chunk carries the observation stamp (``header.stamp``), the ids and measured
 ``ChunkTiming`` (received, inference start/end, queue and model time, injected delay).
@@ -32,22 +32,23 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
 
-from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation  # noqa: E402
-from async_vla_ros.core.requests import SAMPLERS, sampler_call  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
+from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation
+from async_vla_ros import names as N
+from async_vla_ros.core.requests import SAMPLERS, sampler_call
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.ingest import InputError  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
-from async_vla_ros.nodes.worker import InferenceWorker  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.ingest import InputError
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
+from async_vla_ros.nodes.worker import InferenceWorker
 
 NODE_NAME = "policy"
-DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+DEFAULT_ACTION_NAMES = list(N.ACTION_NAMES)
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("inference_p95_s", 0.1, 0.3, description="model time per chunk, p95 of the last 200"),
@@ -73,7 +74,7 @@ PARAMS = (
         "task",
         "track",
         "task of the policy (expert choice; default checkpoint)",
-        choices=("track", "intercept", "bifurcate", "pick_moving"),
+        choices=N.TASK_NAMES,
     ),
     Param("horizon", 8, "H for the expert backend (flow checkpoints carry their own)", min=1, max=256),
     Param("n_steps", 0, "denoising steps (0: the checkpoint's setting)", min=0, max=100),
@@ -135,7 +136,7 @@ class Job:
     request_id: int
     episode_id: int
     obs_id: int
-    sampler: str  # the request's sampler (ChunkRequest.method)
+    sampler: str  # the request's sampler (ChunkRequest.sampler)
     dt: float
     prefix: np.ndarray | None  # (H, A) or None
     weights: np.ndarray | None  # (H,) or None
@@ -183,8 +184,8 @@ class PolicyNode(Node):
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
         if hasattr(self.backend, "check_names"):  # a backend that knows its joint names checks them (and order)
             self.backend.check_names(action_names=p["action_names"])
-        # "<backend>/<task>[/<target>]": replay reads the recorded policy back from it
-        self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.target}" if spec.target else "")
+        # "<backend>/<task>[/<policy spec>]": replay reads the recorded policy back from it
+        self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.text}" if spec.target else "")
         self.needs_image = bool(getattr(self.backend, "needs_image", False)) or (
             getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
         )
@@ -204,10 +205,10 @@ class PolicyNode(Node):
         self.inference_s: list[float] = []
         self.exit_code = 0
         self.shutdown_requested = False
-        self.pub = self.create_publisher(ActionChunk, "policy/action_chunk", 10)
+        self.pub = self.create_publisher(ActionChunk, N.ACTION_CHUNK, 10)
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
-        self.create_subscription(ChunkRequest, "policy/chunk_request", self._on_request, 10, callback_group=group)
+        self.create_subscription(Observation, N.OBSERVATION, self._on_observation, 10, callback_group=group)
+        self.create_subscription(ChunkRequest, N.CHUNK_REQUEST, self._on_request, 10, callback_group=group)
         self.worker: InferenceWorker[Job] = InferenceWorker(
             self._run,
             self._on_worker_error,
@@ -294,7 +295,7 @@ class PolicyNode(Node):
                 msg.request_id,
                 msg.episode_id,
                 msg.obs_id,
-                msg.method,
+                msg.sampler,
                 msg.dt,
                 ActionChunk.ERROR_INVALID_REQUEST,
                 str(exc),
@@ -316,8 +317,8 @@ class PolicyNode(Node):
 
     def _validate(self, msg: ChunkRequest, received: int) -> Job:
         H, A = self.H, self.A
-        if msg.method not in SAMPLERS:  # ChunkRequest.method names the sampler
-            raise InputError("bad_method", f"unknown sampler {msg.method!r}; known: {', '.join(SAMPLERS)}")
+        if msg.sampler not in SAMPLERS:
+            raise InputError("bad_sampler", f"unknown sampler {msg.sampler!r}; known: {', '.join(SAMPLERS)}")
         if msg.horizon != H or msg.action_dim != A:
             raise InputError(
                 "bad_shape", f"request for H={msg.horizon} A={msg.action_dim}; this policy has H={H} A={A}"
@@ -343,15 +344,15 @@ class PolicyNode(Node):
                 raise InputError("bad_weights", f"weights must be H = {H} values in [0, 1]")
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
-        if msg.method == "rtc" and prefix is not None and weights is None:
+        if msg.sampler == "rtc" and prefix is not None and weights is None:
             raise InputError("bad_weights", "rtc with a prefix needs weights")
-        if msg.method == "bid" and (prefix is None) != (weights is None):
+        if msg.sampler == "bid" and (prefix is None) != (weights is None):
             raise InputError("bad_weights", "bid needs both prefix and weights, or neither")
         return Job(
             int(msg.request_id),
             int(msg.episode_id),
             int(msg.obs_id),
-            msg.method,
+            msg.sampler,
             float(msg.dt),
             prefix,
             weights,
@@ -426,10 +427,10 @@ class PolicyNode(Node):
                 job.received_ns,
                 job.request_ns,
             )
-        method, kwargs = self._sampler_args(job)
+        sampler, kwargs = self._sampler_args(job)
         obs = {"state": state[None], "image": image[None]} if self.needs_image else state[None]
         t0 = self.get_clock().now().nanoseconds
-        actions = np.asarray(self.backend.infer(obs, method, **kwargs), dtype=np.float64)
+        actions = np.asarray(self.backend.infer(obs, sampler, **kwargs), dtype=np.float64)
         t1 = self.get_clock().now().nanoseconds
         if actions.shape != (1, self.H, self.A) or not np.all(np.isfinite(actions)):
             raise FloatingPointError(f"backend returned shape {actions.shape} or non-finite actions")
@@ -440,7 +441,7 @@ class PolicyNode(Node):
                 return
         self.inference_s.append((t1 - t0) / NS_PER_S)
         del self.inference_s[:-1000]
-        self._publish_chunk(job, obs_id, obs_ns, method, actions[0], t0, t1, injected)
+        self._publish_chunk(job, obs_id, obs_ns, sampler, actions[0], t0, t1, injected)
 
     def _sampler_args(self, job: Job) -> tuple[str, dict]:
         """The one request -> infer conversion (core/requests.py), first-chunk fallback included."""
@@ -494,13 +495,13 @@ class PolicyNode(Node):
             self.chunk_id += 1
             return self.chunk_id
 
-    def _base_chunk(self, request_id: int, episode_id: int, obs_id: int, method: str, dt: float) -> ActionChunk:
+    def _base_chunk(self, request_id: int, episode_id: int, obs_id: int, sampler: str, dt: float) -> ActionChunk:
         msg = ActionChunk()
         msg.chunk_id = self._next_chunk_id()
         msg.request_id = request_id
         msg.episode_id = episode_id
         msg.obs_id = obs_id
-        msg.method = method
+        msg.sampler = sampler
         msg.policy_name = self.policy_name
         msg.horizon = self.H
         msg.action_dim = self.A
@@ -513,13 +514,13 @@ class PolicyNode(Node):
         job: Job,
         obs_id: int,
         obs_ns: int,
-        method: str,
+        sampler: str,
         actions: np.ndarray,
         t0: int,
         t1: int,
         injected_s: float = 0.0,
     ) -> None:
-        msg = self._base_chunk(job.request_id, job.episode_id, obs_id, method, job.dt)
+        msg = self._base_chunk(job.request_id, job.episode_id, obs_id, sampler, job.dt)
         msg.header.stamp = ns_to_stamp(obs_ns)
         msg.actions = actions.reshape(-1).tolist()
         msg.error_code = ActionChunk.ERROR_NONE
@@ -543,14 +544,14 @@ class PolicyNode(Node):
         request_id: int,
         episode_id: int,
         obs_id: int,
-        method: str,
+        sampler: str,
         dt: float,
         code: int,
         message: str,
         received_ns: int,
         request_ns: int = 0,
     ) -> None:
-        msg = self._base_chunk(request_id, episode_id, obs_id, method, dt if np.isfinite(dt) else 0.0)
+        msg = self._base_chunk(request_id, episode_id, obs_id, sampler, dt if np.isfinite(dt) else 0.0)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.error_code = code
         msg.error_message = message

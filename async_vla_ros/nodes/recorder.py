@@ -2,14 +2,14 @@
 
 Subscriptions are ``raw=True``: rclpy hands over the CDR bytes, which go unchanged into the bag
 (no deserialisation on the executor thread). A writer thread owns the
-:class:`~async_vla_ros.eval.bags.BagWriter`; callbacks only stamp the receive time and put
+:class:`~async_vla_ros.bags.BagWriter`; callbacks only stamp the receive time and put
 ``(topic, t_ns, bytes)`` on a bounded queue. A full queue counts a drop for that topic (never
 blocks the executor); at the default rates the queue never fills (docs/observability.md has the
 measured numbers). Counts per topic (received, written, dropped) are published on
 ``/diagnostics`` and logged on shutdown; ``stats_file`` also writes them as JSON.
 
 Topics: ``topics`` (names, relative names resolve in the node's namespace like the other nodes'
-topics) with their types from :data:`~async_vla_ros.eval.bags.DEFAULT_TOPICS`; a topic whose type
+topics) with their types from :data:`~async_vla_ros.bags.DEFAULT_TOPICS`; a topic whose type
 is not known there is subscribed once it appears in the ROS graph (``get_topic_names_and_types``,
 checked every ``discovery_period_s``), so metrics topics that come later are recorded too.
 ``record_all``: every topic in the graph with a type the bag typestore knows.
@@ -30,13 +30,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
 
-from async_vla_ros.eval.bags import DEFAULT_TOPICS, BagWriter, make_typestore, normalize_type  # noqa: E402
+from async_vla_ros.bags import DEFAULT_TOPICS, BagWriter, make_typestore, normalize_type
 from async_vla_ros.nodes.common import Diagnostics, make_qos, run_node
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.params import Param, declare_params
 
 NODE_NAME = "recorder"
 

@@ -29,23 +29,24 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
 
-from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation  # noqa: E402
-from async_vla_ros.core.clock import StepClock  # noqa: E402
-from async_vla_ros.core.delay import DelayConfig, DelayEstimator  # noqa: E402
-from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
-from async_vla_ros.core.sequence import SeqEvent, SequenceTracker  # noqa: E402
-from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES  # noqa: E402
+from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation
+from async_vla_ros import names as N
+from async_vla_ros.core.clock import StepClock
+from async_vla_ros.core.delay import DelayConfig, DelayEstimator
+from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
+from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
+from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, RosClock, ns_to_stamp, run_node, stamp_to_ns
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params
 
 NODE_NAME = "scheduler"
-DEFAULT_ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
+DEFAULT_ACTION_NAMES = list(N.ACTION_NAMES)
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold("latency_p95_s", 0.25, 0.5, description="observation -> chunk available, p95 of the last 200 chunks"),
@@ -156,13 +157,13 @@ class SchedulerNode(Node):
         self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
         self.delay_errors: deque[int] = deque(maxlen=100)  # measured - forecast d of merged chunks (steps)
         group = MutuallyExclusiveCallbackGroup()  # scheduler state is touched only from this group
-        self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
-        self.pub_plan = self.create_publisher(ActionPlan, "scheduler/action_plan", 10)
+        self.pub_req = self.create_publisher(ChunkRequest, N.CHUNK_REQUEST, 10)
+        self.pub_plan = self.create_publisher(ActionPlan, N.ACTION_PLAN, 10)
         # Deep queues for chunks and their reports: a burst (rogue or after a stall) must reach the
         # validation and the monitors, not be overwritten in a depth-10 DDS history first.
-        self.pub_report = self.create_publisher(ChunkReport, "scheduler/chunk_report", 100)
-        self.create_subscription(ActionChunk, "policy/action_chunk", self._on_chunk, 100, callback_group=group)
-        self.create_subscription(Observation, "observation", self._on_observation, 10, callback_group=group)
+        self.pub_report = self.create_publisher(ChunkReport, N.CHUNK_REPORT, 100)
+        self.create_subscription(ActionChunk, N.ACTION_CHUNK, self._on_chunk, 100, callback_group=group)
+        self.create_subscription(Observation, N.OBSERVATION, self._on_observation, 10, callback_group=group)
         self.create_timer(p["dt"], self._tick, callback_group=group)
         self.diag = Telemetry(
             self,
@@ -301,7 +302,7 @@ class SchedulerNode(Node):
         msg.request_id = spec.request_id + 1
         msg.episode_id = self.episode_id
         msg.obs_id = obs_id  # the observation of step t_obs
-        msg.method = spec.sampler
+        msg.sampler = spec.sampler
         msg.horizon = self.H
         msg.action_dim = self.A
         msg.dt = self.p["dt"]
@@ -352,7 +353,7 @@ class SchedulerNode(Node):
         r.header.stamp = ns_to_stamp(arrival)
         r.chunk_id = msg.chunk_id
         r.request_id = msg.request_id
-        r.method = msg.method
+        r.sampler = msg.sampler
         r.merge_strategy = self.sched.strategy.name
         r.accepted = bool(result is not None and result.accepted)
         r.reject_reason = "" if r.accepted else reason

@@ -31,26 +31,27 @@ import threading
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
-import numpy as np  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue  # noqa: E402
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, String  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
 
-from async_vla_msgs.msg import Observation  # noqa: E402
-from async_vla_ros.core.clock import MonotonicClock  # noqa: E402
-from async_vla_ros.core.cycle_timer import CycleTimer  # noqa: E402
+from async_vla_msgs.msg import Observation
+from async_vla_ros import names as N
+from async_vla_ros.core.clock import MonotonicClock
+from async_vla_ros.core.cycle_timer import CycleTimer
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, set_realtime, shutting_down
-from async_vla_ros.nodes.health import Threshold  # noqa: E402
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params  # noqa: E402
-from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates  # noqa: E402
+from async_vla_ros.nodes.health import Threshold
+from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
 
 NODE_NAME = "sim"
-FR3_JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
+FR3_JOINTS = list(N.ARM_JOINTS)
 FR3_FINGERS = ["fr3_finger_joint1", "fr3_finger_joint2"]
-TASKS = ("track", "intercept", "bifurcate", "pick_moving")
+TASKS = N.TASK_NAMES
 # /diagnostics levels (limits: parameters diag.<key>.warn / .error; docs/observability.md)
 THRESHOLDS = (
     Threshold(
@@ -145,20 +146,16 @@ class SimNode(Node):
         self._name_index = {n: i for i, n in enumerate(p["joint_names"])}
         self._finger_index = {n: i for i, n in enumerate(p["finger_joint_names"])}
 
-        self.pub_js = self.create_publisher(JointState, "joint_states", 10)
-        self.pub_task = self.create_publisher(Observation, "sim/task_state", 10)
-        self.pub_result = self.create_publisher(DiagnosticStatus, "sim/episode_result", 10)
+        self.pub_js = self.create_publisher(JointState, N.JOINT_STATES, 10)
+        self.pub_task = self.create_publisher(Observation, N.TASK_STATE, 10)
+        self.pub_result = self.create_publisher(DiagnosticStatus, N.EPISODE_RESULT, 10)
         self.pub_img = self.pub_info = None
         if p["camera_rate_hz"] > 0:
-            self.pub_img = self.create_publisher(Image, "camera/image_raw", 2)
-            self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", 2)
+            self.pub_img = self.create_publisher(Image, N.IMAGE, 2)
+            self.pub_info = self.create_publisher(CameraInfo, N.CAMERA_INFO, 2)
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            JointTrajectory, "fr3_arm_controller/joint_trajectory", self._on_trajectory, 10, callback_group=group
-        )
-        self.create_subscription(
-            Float64MultiArray, "forward_position_controller/commands", self._on_forward, 10, callback_group=group
-        )
+        self.create_subscription(JointTrajectory, N.TRAJECTORY_COMMAND, self._on_trajectory, 10, callback_group=group)
+        self.create_subscription(Float64MultiArray, N.FORWARD_COMMAND, self._on_forward, 10, callback_group=group)
         self.create_subscription(String, "sim/episode_command", self._on_episode_command, 10, callback_group=group)
         self.timer_stats = None
         self.diag = Telemetry(

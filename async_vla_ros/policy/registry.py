@@ -204,6 +204,12 @@ def load_policy_spec(spec: str | PolicySpec, request: BackendRequest) -> Any:
 
 
 # ---------------------------------------------------------------------- models for a preset
+def _cached(cache: MutableMapping[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
@@ -270,13 +276,8 @@ def load_models(
         else:
             req = replace(req, weak=str(wpath))
             files["base_weak"] = f"{wpath} ({_sha(wpath)})"
-    key = ("policy", backend.name, req)
-    if cache is not None and key in cache:
-        pol = cache[key]
-    else:
-        pol = backend.load(req)
-        if cache is not None:
-            cache[key] = pol
+    cache = {} if cache is None else cache
+    pol = _cached(cache, ("policy", backend.name, req), lambda: backend.load(req))
     head = None
     if preset.a2c2:
         from async_vla_ros.policy.a2c2 import CorrectionHead
@@ -284,13 +285,7 @@ def load_models(
         hpath = checkpoint_file(task, "a2c2", cdir) if a2c2 == "default" else Path(a2c2).expanduser()
         if not hpath.is_file():
             raise BackendError(f"A2C2 head {hpath}: no such file")
-        hkey = ("head", str(hpath))
-        if cache is not None and hkey in cache:
-            head = cache[hkey]
-        else:
-            head = CorrectionHead.load(hpath)
-            if cache is not None:
-                cache[hkey] = head
+        head = _cached(cache, ("head", str(hpath)), lambda: CorrectionHead.load(hpath))
         files["a2c2"] = f"{hpath} ({_sha(hpath)})"
         if getattr(head.config, "latent_dim", 0) > 0 and not hasattr(pol, "latent"):
             raise BackendError(

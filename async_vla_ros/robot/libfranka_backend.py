@@ -14,7 +14,7 @@ After missed cycles (``n > 1``) the command computed ahead is stale. The answer 
 robot's own next step from its reported history (zero jerk against it), written at once, with no
 catch-up computing before it; the source then takes that history (``source.resync(n,
 robot=...)``) and plans on from there. The interval the robot will difference the answer over is
-found in the report too (:func:`~async_vla_ros.core.safety.steps_since`: how many fill-in steps
+found in the report too (:func:`~async_vla_ros.robot.fci.steps_since`: how many fill-in steps
 its history is beyond our last answer): the FCI fills in every cycle, so one; franka-sim, after it
 applied a late answer of ours, can have filled in fewer, and then differences over more.
 Continuing from our own model of the fill-in instead, and assuming one cycle, were each traced
@@ -37,6 +37,7 @@ the robot's FCI address; for franka-sim that is ``127.0.0.1``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import importlib
 import math
@@ -49,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.safety import history_step, steps_since
 from .base import MotionAborted, RobotError, RobotState
 from .cpus import check_cpus
+from .fci import history_step, steps_since
 from .session import CommandSource, TargetStream
 from .streamer import MotionMonitor, StreamerConfig
 
@@ -59,6 +60,18 @@ __all__ = ["LibfrankaConfig", "RunReport", "LibfrankaRobot", "parse_reflex_reaso
 
 _MAX_FILL_IN = 64  # cycles: past this, a robot's reported history is not searched for our last answer
 _REASON_RE = re.compile(r'"([a-z0-9_]+)"')
+
+
+def _timing_summary(report: RunReport, compute: list[float], respond: list[float]) -> None:
+    """Percentiles (ms) of the per-cycle compute and respond times into the report."""
+    if compute:
+        c = np.asarray(compute) * 1e3
+        report.compute_ms_p50 = float(np.percentile(c, 50))
+        report.compute_ms_p99 = float(np.percentile(c, 99))
+        report.compute_ms_max = float(c.max())
+        r = np.asarray(respond) * 1e3
+        report.respond_ms_p99 = float(np.percentile(r, 99))
+        report.respond_ms_max = float(r.max())
 
 
 def parse_reflex_reasons(text: str) -> tuple[str, ...]:
@@ -287,141 +300,152 @@ class LibfrankaRobot:
         monitor = monitor or MotionMonitor("fr3", dt=self.config.command_dt)
         report = RunReport()
         total = int(round(duration_s / self.config.command_dt))
-        stop_limit = int(round(self.config.stop_timeout_s / self.config.command_dt))
         compute: list[float] = []  # per cycle: computing the next command (after writeOnce)
         respond: list[float] = []  # per cycle: readOnce returned -> writeOnce called
+        trace = collections.deque(maxlen=self.config.trace_cycles) if self.config.trace_cycles else None
+        clock = self._clock
+        with self._realtime():
+            t_wall = clock()
+            try:
+                self._control_loop(robot, mode, source, monitor, report, total, stop_event, compute, respond, trace)
+            except Exception as exc:
+                if not isinstance(exc, getattr(fr, "ControlException", ())):
+                    raise RobotError(f"libfranka loop failed: {type(exc).__name__}: {exc}") from exc
+                self._record_abort(exc, report)
+            finally:
+                report.wall_s = clock() - t_wall
+                if trace is not None:
+                    report.trace = list(trace)
+        _timing_summary(report, compute, respond)
+        report.monitor = monitor.summary()
+        report.source = source.stats()
+        return report
+
+    @contextlib.contextmanager
+    def _realtime(self):
+        """For the motion: SCHED_FIFO, the configured CPUs, and no automatic garbage collection
+        (a collector pause inside a 1 ms cycle): the youngest generation is collected off the
+        critical path every ``gc_every`` cycles instead. All restored afterwards."""
         old_sched = self._enter_fifo()
         old_cpus = None
         if self.config.cpus and hasattr(os, "sched_setaffinity"):
             old_cpus = os.sched_getaffinity(0)  # this thread's (Linux: per thread)
             os.sched_setaffinity(0, self.config.cpus)
-        # no collector pause inside a 1 ms cycle: automatic collection is off for the motion and the
-        # youngest generation is collected off the critical path every gc_every cycles instead
         gc_was_enabled = gc.isenabled()
         if self.config.gc_every:
             gc.collect()
             gc.disable()
-        clock = self._clock
-        t_wall = clock()
-        trace = None
         try:
-            ctrl = robot.start_joint_position_control(mode)
-            state, _ = ctrl.readOnce()
-            # the motion's q_d is where the robot's checks start from: begin there, at rest
-            q_start = np.asarray(state.q_d, dtype=np.float64)
-            source.start(q_start)
-            monitor.reset(q_start)
-            last_rate = getattr(state, "control_command_success_rate", None)
-            # hold the start exactly for a few cycles: the robot arms its checks from q_d
-            hold = fr.JointPositions(q_start.tolist())
-            for _ in range(self.config.start_hold_cycles):
-                ctrl.readOnce()
-                ctrl.writeOnce(hold)
-            stopping_at = None
-            trace = collections.deque(maxlen=self.config.trace_cycles) if self.config.trace_cycles else None
-            sent, sent_id = q_start, None  # our last answer and the robot cycle it answered
-            cmd = source.advance(1)  # computed ahead: the command for the next cycle
-            while True:
-                t_call = clock() if trace is not None else 0.0
-                state, dur = ctrl.readOnce()
-                t0 = clock()
-                state_id = self._time_ms(state)
-                n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
-                q_d = np.asarray(state.q_d, dtype=np.float64)
-                if np.max(np.abs(q_d - sent)) > self.config.diverge_tol:
-                    report.diverged += 1  # the robot's last applied command is not our last answer
-                report.cycles += n
-                report.loop_iterations += 1
-                report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
-                finished = stopping_at is not None and (source.settled() or report.cycles - stopping_at >= stop_limit)
-                follow = None
-                if n > 1:
-                    # cycles passed without an answer of ours: the command computed ahead is stale.
-                    # Answer against the history the robot reports, over the interval it will
-                    # difference the answer over: its own next step (zero jerk against it), at once;
-                    # the source takes the same history after the write
-                    report.late_iterations += 1
-                    hist = (q_d, np.asarray(state.dq_d, dtype=np.float64), np.asarray(state.ddq_d, dtype=np.float64))
-                    gap = self._interval(sent, sent_id, hist, state_id, report)
-                    follow = history_step(*hist, gap * self.config.command_dt)
-                    q_cmd = follow[0]
-                else:
-                    q_cmd, gap = cmd.q_cmd, 1
-                jp = fr.JointPositions(q_cmd.tolist())
-                if finished:
-                    jp.motion_finished = True
-                    report.settled = source.settled()
-                t_write = int(clock() * 1e9) if trace is not None else 0
-                ctrl.writeOnce(jp)
-                sent, sent_id = q_cmd, state_id
-                t1 = clock()
-                if follow is not None:  # off the critical path
-                    monitor.rebase(*hist)
-                    source.resync(n, robot=follow)
-                    report.resynced += 1
-                monitor.update(q_cmd, gap)
-                if trace is not None:
-                    trace.append(
-                        {
-                            "t_read": int(t0 * 1e9),
-                            "wait_us": (t0 - t_call) * 1e6,
-                            "t_write": t_write,
-                            "id": state_id,
-                            "n": n,
-                            "gap": gap,
-                            "t_sent": int(t1 * 1e9),
-                            "q_d": q_d.tolist(),
-                            "dq_d": list(state.dq_d),
-                            "ddq_d": list(state.ddq_d),
-                            "q_cmd": q_cmd.tolist(),
-                        }
-                    )
-                if finished:
-                    break
-                # off the critical path: state, stop decision, the next cycle's command
-                self._publish_state(state)
-                last_rate = getattr(state, "control_command_success_rate", last_rate)
-                if stopping_at is None and (report.cycles >= total or (stop_event is not None and stop_event.is_set())):
-                    source.stop()
-                    stopping_at = report.cycles
-                cmd = source.advance(1)
-                respond.append(t1 - t0)
-                compute.append(clock() - t1)
-                if self.config.gc_every and report.loop_iterations % self.config.gc_every == 0:
-                    gc.collect(0)
-            report.success_rate = None if last_rate is None else float(last_rate)
-        except Exception as exc:
-            if not isinstance(exc, getattr(fr, "ControlException", ())):
-                raise RobotError(f"libfranka loop failed: {type(exc).__name__}: {exc}") from exc
-            report.aborted = True
-            report.message = str(exc)
-            reasons = parse_reflex_reasons(str(exc))
-            if not reasons:
-                try:
-                    reasons = self.last_errors()
-                except Exception:  # noqa: BLE001 - keep the original abort
-                    reasons = ()
-            report.reasons = reasons
+            yield
         finally:
             self._leave_fifo(old_sched)
             if old_cpus is not None:
                 os.sched_setaffinity(0, old_cpus)
             if gc_was_enabled:
                 gc.enable()
-            report.wall_s = clock() - t_wall
+
+    def _record_abort(self, exc: Exception, report: RunReport) -> None:
+        """The robot aborted the motion (a ``ControlException``): reasons into the report."""
+        report.aborted = True
+        report.message = str(exc)
+        reasons = parse_reflex_reasons(str(exc))
+        if not reasons:
+            try:
+                reasons = self.last_errors()
+            except Exception:  # noqa: BLE001 - keep the original abort
+                reasons = ()
+        report.reasons = reasons
+
+    def _control_loop(self, robot, mode, source, monitor, report, total, stop_event, compute, respond, trace) -> None:
+        """The 1 kHz loop: read the robot state, answer it, compute the next command off the
+        critical path; stop the source after ``total`` cycles (or ``stop_event``) and finish the
+        motion once it has settled (at most ``stop_timeout_s`` later)."""
+        fr, clock = self.module, self._clock
+        stop_limit = int(round(self.config.stop_timeout_s / self.config.command_dt))
+        ctrl = robot.start_joint_position_control(mode)
+        state, _ = ctrl.readOnce()
+        # the motion's q_d is where the robot's checks start from: begin there, at rest
+        q_start = np.asarray(state.q_d, dtype=np.float64)
+        source.start(q_start)
+        monitor.reset(q_start)
+        last_rate = getattr(state, "control_command_success_rate", None)
+        # hold the start exactly for a few cycles: the robot arms its checks from q_d
+        hold = fr.JointPositions(q_start.tolist())
+        for _ in range(self.config.start_hold_cycles):
+            ctrl.readOnce()
+            ctrl.writeOnce(hold)
+        stopping_at = None
+        sent, sent_id = q_start, None  # our last answer and the robot cycle it answered
+        cmd = source.advance(1)  # computed ahead: the command for the next cycle
+        while True:
+            t_call = clock() if trace is not None else 0.0
+            state, dur = ctrl.readOnce()
+            t0 = clock()
+            state_id = self._time_ms(state)
+            n = max(1, int(round(dur.to_sec() / self.config.command_dt)))
+            q_d = np.asarray(state.q_d, dtype=np.float64)
+            if np.max(np.abs(q_d - sent)) > self.config.diverge_tol:
+                report.diverged += 1  # the robot's last applied command is not our last answer
+            report.cycles += n
+            report.loop_iterations += 1
+            report.max_cycles_per_iteration = max(report.max_cycles_per_iteration, n)
+            finished = stopping_at is not None and (source.settled() or report.cycles - stopping_at >= stop_limit)
+            follow = None
+            if n > 1:
+                # cycles passed without an answer of ours: the command computed ahead is stale.
+                # Answer against the history the robot reports, over the interval it will
+                # difference the answer over: its own next step (zero jerk against it), at once;
+                # the source takes the same history after the write
+                report.late_iterations += 1
+                hist = (q_d, np.asarray(state.dq_d, dtype=np.float64), np.asarray(state.ddq_d, dtype=np.float64))
+                gap = self._interval(sent, sent_id, hist, state_id, report)
+                follow = history_step(*hist, gap * self.config.command_dt)
+                q_cmd = follow[0]
+            else:
+                q_cmd, gap = cmd.q_cmd, 1
+            jp = fr.JointPositions(q_cmd.tolist())
+            if finished:
+                jp.motion_finished = True
+                report.settled = source.settled()
+            t_write = int(clock() * 1e9) if trace is not None else 0
+            ctrl.writeOnce(jp)
+            sent, sent_id = q_cmd, state_id
+            t1 = clock()
+            if follow is not None:  # off the critical path
+                monitor.rebase(*hist)
+                source.resync(n, robot=follow)
+                report.resynced += 1
+            monitor.update(q_cmd, gap)
             if trace is not None:
-                report.trace = list(trace)
-        if compute:
-            c = np.asarray(compute) * 1e3
-            report.compute_ms_p50 = float(np.percentile(c, 50))
-            report.compute_ms_p99 = float(np.percentile(c, 99))
-            report.compute_ms_max = float(c.max())
-            r = np.asarray(respond) * 1e3
-            report.respond_ms_p99 = float(np.percentile(r, 99))
-            report.respond_ms_max = float(r.max())
-        report.monitor = monitor.summary()
-        report.source = source.stats()
-        return report
+                trace.append(
+                    {
+                        "t_read": int(t0 * 1e9),
+                        "wait_us": (t0 - t_call) * 1e6,
+                        "t_write": t_write,
+                        "id": state_id,
+                        "n": n,
+                        "gap": gap,
+                        "t_sent": int(t1 * 1e9),
+                        "q_d": q_d.tolist(),
+                        "dq_d": list(state.dq_d),
+                        "ddq_d": list(state.ddq_d),
+                        "q_cmd": q_cmd.tolist(),
+                    }
+                )
+            if finished:
+                break
+            # off the critical path: state, stop decision, the next cycle's command
+            self._publish_state(state)
+            last_rate = getattr(state, "control_command_success_rate", last_rate)
+            if stopping_at is None and (report.cycles >= total or (stop_event is not None and stop_event.is_set())):
+                source.stop()
+                stopping_at = report.cycles
+            cmd = source.advance(1)
+            respond.append(t1 - t0)
+            compute.append(clock() - t1)
+            if self.config.gc_every and report.loop_iterations % self.config.gc_every == 0:
+                gc.collect(0)
+        report.success_rate = None if last_rate is None else float(last_rate)
 
     def move_to(self, q_goal, duration_s: float = 4.0, streamer: StreamerConfig | None = None) -> RunReport:
         """Bring the arm to ``q_goal (7,)`` through the safety filter (a held target), then

@@ -39,6 +39,7 @@ import numpy as np
 from async_vla_ros.core.interpolation import INTERPOLATIONS, interpolate
 from async_vla_ros.core.motion_check import DERIVATIVES, check_differences, limit_bounds
 from async_vla_ros.core.safety import ROBOT_LIMITS, JointLimits, SafetyConfig, SafetyFilter, SafetyFlags
+from async_vla_ros.robot.fci import fci_extrapolate
 
 __all__ = [
     "INTERPOLATIONS",  # re-exported from core.interpolation
@@ -308,7 +309,7 @@ class PlanStreamer:
             targets.append(self._next_target()[2])
         if self.filter is not None:
             self.filter.restore(saved)
-            self._last_cmd = self.filter.extrapolate(targets, robot)
+            self._last_cmd = self.filter.extrapolate(targets, robot, fill_in=fci_extrapolate)
             self._undo = None
 
     def _has_before(self, step: int) -> bool:

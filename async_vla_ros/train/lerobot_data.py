@@ -78,7 +78,7 @@ def episodes_from_bag(src: str | Path, dt: float | None = None) -> tuple[list[Ex
     was sent next (the first command logged after the observation's stamp; the last steps with no
     later command are dropped). Frame rate: ``1 / dt`` of the recorded requests, or ``dt``.
     """
-    from async_vla_ros.eval.bags import BagError, read_messages
+    from async_vla_ros.bags import BagError, read_messages
     from async_vla_ros.eval.replay import COMMAND_TOPICS, OBS_TOPIC, load_recording
 
     run = load_recording(src)  # states, stamps, episodes, commands, dt (validated)

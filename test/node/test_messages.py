@@ -51,7 +51,7 @@ def test_ids_shapes_and_error_fields_exist():
     for field in ("plan_id", "length", "action_dim", "chunk_ids", "chunk_index"):
         assert hasattr(plan, field)
     assert msgs.ActionChunk.ERROR_NONE == 0
-    assert msgs.ChunkRequest.METHOD_RTC == "rtc"
+    assert msgs.ChunkRequest.SAMPLER_RTC == "rtc"
 
 
 def test_flat_arrays_carry_shaped_data():

@@ -176,7 +176,7 @@ class Client(Node):
     def request(self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8):
         m = ChunkRequest()
         m.header.stamp = self.get_clock().now().to_msg()
-        m.request_id, m.episode_id, m.obs_id, m.method = rid, 1, obs_id, method
+        m.request_id, m.episode_id, m.obs_id, m.sampler = rid, 1, obs_id, method
         m.horizon, m.action_dim, m.dt, m.n_frozen = h, a, 0.05, n_frozen
         m.prefix = [] if prefix is None else np.asarray(prefix).reshape(-1).tolist()
         m.weights = [] if weights is None else list(weights)
@@ -227,7 +227,7 @@ def test_policy_node_expert_serves_requests_and_rejects_bad_ones(run):
     assert run(lambda: len(client.chunks) >= 1, 10.0)
     c = client.chunks[0]
     assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
-    assert (c.request_id, c.obs_id, c.episode_id, c.method, c.horizon, c.action_dim) == (1, 1, 1, "rtc", 8, 8)
+    assert (c.request_id, c.obs_id, c.episode_id, c.sampler, c.horizon, c.action_dim) == (1, 1, 1, "rtc", 8, 8)
     acts = np.asarray(c.actions).reshape(8, 8)
     np.testing.assert_allclose(acts[:2], prefix[:2], atol=1e-12)  # weight-1 rows follow the prefix (expert blend)
     assert stamp_to_ns(c.header.stamp) == stamp_to_ns(obs.header.stamp)
@@ -275,7 +275,7 @@ def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
         if c.error_code == ActionChunk.ERROR_STALE_REQUEST:
             continue  # request 2 may supersede request 1 while 1 waits: answered as stale
         assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
-        assert c.method == method and c.timing.injected_delay_s == pytest.approx(0.05)
+        assert c.sampler == method and c.timing.injected_delay_s == pytest.approx(0.05)
         assert np.all(np.isfinite(c.actions)) and len(c.actions) == 64
     c2 = by_id[2]
     assert c2.error_code == ActionChunk.ERROR_NONE

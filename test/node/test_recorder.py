@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from async_vla_ros.eval import bags as B  # noqa: E402
+from async_vla_ros import bags as B  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.recorder import RecorderNode  # noqa: E402
 
@@ -48,7 +48,7 @@ def _make_messages(i: int):
         horizon=2,
         action_dim=2,
         actions=[i, 1.0, 2.0, 3.0],
-        method="rtc",
+        sampler="rtc",
         action_names=["a", "b"],
     )
     chunk.timing.inference_s = 0.001 * i
@@ -129,7 +129,7 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
     obs_ids = [m.msg.obs_id for m in B.read_messages(bag, ["/observation"])]
     assert obs_ids == list(range(1, N + 1))
     last = list(B.read_messages(bag, ["/policy/action_chunk"]))[-1].msg
-    assert last.actions.tolist() == [N, 1.0, 2.0, 3.0] and last.method == "rtc"
+    assert last.actions.tolist() == [N, 1.0, 2.0, 3.0] and last.sampler == "rtc"
     assert last.timing.inference_s == pytest.approx(0.001 * N)
     types_in_bag = B.bag_info(bag).topics
     assert types_in_bag["/metrics/test"] == "std_msgs/msg/Float64MultiArray"

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from async_vla_msgs.msg import Observation  # noqa: E402
-from async_vla_ros.eval.bags import BagWriter, default_message  # noqa: E402
+from async_vla_ros.bags import BagWriter, default_message  # noqa: E402
 from async_vla_ros.eval.republish import parse_remaps, playback_plan, republish, shift_stamps  # noqa: E402
 from async_vla_ros.nodes.common import stamp_to_ns  # noqa: E402
 

@@ -35,7 +35,7 @@ def make_chunk() -> ActionChunk:
     msg.request_id = 16
     msg.episode_id = 3
     msg.obs_id = 99
-    msg.method = "rtc"
+    msg.sampler = "rtc"
     msg.policy_name = "flow/track"
     msg.horizon = h
     msg.action_dim = a

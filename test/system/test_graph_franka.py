@@ -83,7 +83,7 @@ def test_full_graph_completes_an_episode(monitor):
     assert "on_target_fraction" in ep.values
     reps = monitor.accepted_reports()
     assert len(reps) >= 20  # about one chunk per 50 ms step
-    assert all(r.method == "rtc" or r.method == "vanilla" for r in reps)  # first chunk of an episode: vanilla
+    assert all(r.sampler == "rtc" or r.sampler == "vanilla" for r in reps)  # first chunk of an episode: vanilla
     lat = monitor.latency_stats()
     assert 0.0 < lat["inference_median_s"] < 0.2
     assert lat["inference_median_s"] < lat["latency_median_s"] < 0.5  # obs -> chunk on loopback

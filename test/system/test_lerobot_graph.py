@@ -60,13 +60,13 @@ def test_lerobot_policy_in_the_running_graph(monitor, tiny_smolvla_dir, method, 
     launcher = Launcher(graph, echo=lines.append)
     launcher.start()
     try:
-        ok = _wait(lambda: sum(r.method == sampler for r in monitor.accepted_reports()) >= 3, 150.0, launcher)
+        ok = _wait(lambda: sum(r.sampler == sampler for r in monitor.accepted_reports()) >= 3, 150.0, launcher)
         assert ok, "no guided chunks:\n" + "\n".join(lines[-60:])
         assert _wait(lambda: monitor.diag("correction").get("commands", 0) > 0, 10.0, launcher)
     finally:
         codes = launcher.stop()
     reps = monitor.accepted_reports()
-    assert {r.method for r in reps} <= {sampler, "vanilla"}  # first chunk of an episode: vanilla
+    assert {r.sampler for r in reps} <= {sampler, "vanilla"}  # first chunk of an episode: vanilla
     pol = monitor.diag("policy")
     assert str(pol.get("policy", "")).startswith("lerobot/track/")
     assert codes == {n.name: 0 for n in graph.nodes}, codes

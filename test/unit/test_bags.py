@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from async_vla_ros.eval import bags as B
+from async_vla_ros import bags as B
 
 pytest.importorskip("rosbags")
 

@@ -68,7 +68,7 @@ def test_export_refuses_non_empty_dst_and_unknown_sources(demos, tmp_path):
 def test_recorded_bag_exports_observations_images_and_executed_commands(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from async_vla_ros.eval.bags import BagWriter, default_message
+    from async_vla_ros.bags import BagWriter, default_message
     from async_vla_ros.train.lerobot_data import export_lerobot
 
     bag = tmp_path / "bag"

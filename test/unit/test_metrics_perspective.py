@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from async_vla_ros.eval import bags as B
+from async_vla_ros import bags as B
 
 pytest.importorskip("rosbags")
 CONFIG = Path(__file__).resolve().parents[2] / "config"

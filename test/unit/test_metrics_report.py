@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from async_vla_ros.eval.bags import BagWriter, default_message
+from async_vla_ros.bags import BagWriter, default_message
 from async_vla_ros.eval.report import write_bag_report
 
 pytest.importorskip("rosbags")

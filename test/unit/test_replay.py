@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from async_vla_ros.eval import bags as B
+from async_vla_ros import bags as B
 from async_vla_ros.eval import replay as R
 
 DT = 0.05
@@ -28,9 +28,12 @@ def _header(ns: int):
     return B.default_message("std_msgs/msg/Header", stamp=_ns_stamp(ns), frame_id="fr3_link0")
 
 
-def write_track_bag(path: Path, d: int = 2, steps: int = N_STEPS, with_reports: bool = True) -> Path:
+def write_track_bag(
+    path: Path, d: int = 2, steps: int = N_STEPS, with_reports: bool = True, policy_name: str = "expert/track"
+) -> Path:
     """Run the track task with the expert under a naive scheduler at delay d and record what the
-    live graph would publish: observations, chunk reports, plans and commands."""
+    live graph would publish: observations, chunks (named ``policy_name`` as the policy node
+    names them), chunk reports, plans and commands."""
     from async_vla_ros.core.chunk import Chunk
     from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
     from async_vla_ros.sim.env import PandaEnv
@@ -45,6 +48,7 @@ def write_track_bag(path: Path, d: int = 2, steps: int = N_STEPS, with_reports: 
         w.add_topic("/observation", "async_vla_msgs/msg/Observation")
         w.add_topic("/scheduler/action_plan", "async_vla_msgs/msg/ActionPlan")
         w.add_topic("/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray")
+        w.add_topic("/policy/action_chunk", "async_vla_msgs/msg/ActionChunk")
         if with_reports:
             w.add_topic("/scheduler/chunk_report", "async_vla_msgs/msg/ChunkReport")
         hold = np.append(obs[:7], obs[14])  # q (7) and gripper width
@@ -88,6 +92,21 @@ def write_track_bag(path: Path, d: int = 2, steps: int = N_STEPS, with_reports: 
             if spec is not None:
                 acts = expert.infer(obs[None])[0]
                 pending.append((t + d, Chunk(spec.request_id + 1, spec.request_id, t, acts)))
+                w.write(
+                    "/policy/action_chunk",
+                    t_ns + 500,
+                    B.default_message(
+                        "async_vla_msgs/msg/ActionChunk",
+                        header=_header(t_ns),
+                        chunk_id=spec.request_id + 1,
+                        request_id=spec.request_id + 1,
+                        policy_name=policy_name,
+                        horizon=H,
+                        action_dim=8,
+                        dt=DT,
+                        actions=acts.ravel(),
+                    ),
+                )
             a = sched.action_at(t)
             rem = sched.timeline.remaining(t + 1)
             plan = np.vstack([a[None], rem]) if a is not None else np.zeros((0, 8))
@@ -221,3 +240,53 @@ def test_cli_replay_and_report(tmp_path, track_bag, capsys):
     assert "## Latency" in md and "## Command stream" in md and "| /observation |" in md
     assert main(["replay", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the catalogue (issue 16, item 9)
+def test_replay_defaults_to_the_recorded_policy_and_refuses_a_preset_it_cannot_serve(tmp_path, track_bag, capsys):
+    """A new user's replay of an expert recording runs the expert (as recorded, nothing asked for
+    it on the command line, the report says so); REMAC needs a REMAC model the expert does not
+    have: an error that says why, never naive's numbers under REMAC's name."""
+    from async_vla_ros.cli import main
+
+    rec = R.load_recording(track_bag)
+    assert rec.policy_name == "expert/track" and R.recorded_policy(rec) == "expert"
+    out = tmp_path / "out"
+    rc = main(["replay", str(track_bag), "--method", "naive", "rtc", "--delay", "2", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "replay.json").read_text())
+    assert doc["policy"] == "expert" and "Policy: expert" in (out / "report.md").read_text()
+    assert main(["replay", str(track_bag), "--method", "naive", "remac", "--delay", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve preset 'remac'" in err and "no remac model" in err
+    assert main(["replay", str(track_bag), "--method", "remac+rtc", "--out", str(out)]) == 2
+    assert "did you mean 'remac_rtc'" in capsys.readouterr().err
+
+
+def test_replay_of_a_flow_recording_loads_each_presets_models(tmp_path, capsys):
+    """A bag recorded with the shipped checkpoint (what ``demo --record`` gives): replay defaults
+    to the shipped models, and each preset gets its own (REMAC checkpoint, A2C2 head)."""
+    from async_vla_ros.checkpoints import DIR
+    from async_vla_ros.cli import main
+
+    base = DIR / "track_base.pt"
+    if not (base.is_file() and (DIR / "track_remac.pt").is_file() and (DIR / "track_a2c2.pt").is_file()):
+        pytest.skip("shipped track checkpoints absent")
+    bag = write_track_bag(tmp_path / "flowbag", steps=30, policy_name=f"flow/track/{base}")
+    out = tmp_path / "out"
+    rc = main(["replay", str(bag), "--method", "naive", "remac", "rtc_a2c2", "--delay", "2", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "replay.json").read_text())
+    assert doc["policy"] == "default"
+    assert "track_base.pt" in doc["models"]["naive"]["base"]
+    assert "track_remac.pt" in doc["models"]["remac"]["remac"] and "base" not in doc["models"]["remac"]
+    assert "track_a2c2.pt" in doc["models"]["rtc_a2c2"]["a2c2"]
+    by = {r["method"]: r for r in doc["results"]}
+    assert by["remac"]["strategy"] == "remac" and by["rtc_a2c2"]["strategy"] == "rtc"
+    ex = {m: np.array(by[m]["series"]["executed"], dtype=float) for m in by}
+    assert not np.allclose(ex["naive"], ex["remac"], equal_nan=True)  # another model ran
+    assert not np.allclose(ex["naive"], ex["rtc_a2c2"], equal_nan=True)
+    # a recording made with a checkpoint that is not on this machine: say so
+    gone = write_track_bag(tmp_path / "gone", steps=12, policy_name="flow/track/" + str(tmp_path / "nope.pt"))
+    assert main(["replay", str(gone), "--delay", "2", "--out", str(out)]) == 2
+    assert "not on this machine" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from async_vla_ros.core.safety import FR3_LIMITS
+from async_vla_ros.robot.fci import fci_extrapolate
 from async_vla_ros.robot.streamer import MotionMonitor, PlanStreamer, StreamerConfig, interpolate
 from async_vla_ros.robot.stress import FR3_HOME
 
@@ -172,7 +173,7 @@ def test_extrapolate_keeps_acceleration_constant_and_integrates():
     f = s.filter
     q0, v0, a0 = f.state
     m = 4
-    q = f.extrapolate(np.broadcast_to(HOME, (m, 7)))
+    q = f.extrapolate(np.broadcast_to(HOME, (m, 7)), fill_in=fci_extrapolate)
     # v_k = v0 + k a dt, q_m = q0 + sum_k v_k dt (the FCI law: v += a dt, then q += v dt)
     dt = 0.001
     np.testing.assert_allclose(q, q0 + dt * sum(v0 + k * a0 * dt for k in range(1, m + 1)), rtol=0, atol=1e-12)
@@ -227,7 +228,7 @@ def test_resync_rejects_bad_use():
 
 
 def test_steps_since_counts_fill_in_steps_and_history_step_has_zero_jerk():
-    from async_vla_ros.core.safety import fci_extrapolate, history_step, steps_since
+    from async_vla_ros.robot.fci import history_step, steps_since
 
     dt = 0.001
     q0 = HOME.copy()

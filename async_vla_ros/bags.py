@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from async_vla_ros import names as N
+
 __all__ = [
     "BagError",
     "CUSTOM_PACKAGE",
@@ -45,26 +47,26 @@ CUSTOM_PACKAGE = "async_vla_msgs"
 
 # topic -> ROS type of what the graph publishes (names from async_vla_ros/nodes, config/*.yaml)
 DEFAULT_TOPICS: dict[str, str] = {
-    "/observation": "async_vla_msgs/msg/Observation",
-    "/sim/task_state": "async_vla_msgs/msg/Observation",
-    "/policy/chunk_request": "async_vla_msgs/msg/ChunkRequest",
-    "/policy/action_chunk": "async_vla_msgs/msg/ActionChunk",
-    "/scheduler/action_plan": "async_vla_msgs/msg/ActionPlan",
-    "/scheduler/chunk_report": "async_vla_msgs/msg/ChunkReport",
-    "/fr3_arm_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
-    "/forward_position_controller/commands": "std_msgs/msg/Float64MultiArray",
-    "/joint_states": "sensor_msgs/msg/JointState",
-    "/camera/image_raw": "sensor_msgs/msg/Image",
-    "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
+    N.absolute(N.OBSERVATION): "async_vla_msgs/msg/Observation",
+    N.absolute(N.TASK_STATE): "async_vla_msgs/msg/Observation",
+    N.absolute(N.CHUNK_REQUEST): "async_vla_msgs/msg/ChunkRequest",
+    N.absolute(N.ACTION_CHUNK): "async_vla_msgs/msg/ActionChunk",
+    N.absolute(N.ACTION_PLAN): "async_vla_msgs/msg/ActionPlan",
+    N.absolute(N.CHUNK_REPORT): "async_vla_msgs/msg/ChunkReport",
+    N.absolute(N.TRAJECTORY_COMMAND): "trajectory_msgs/msg/JointTrajectory",
+    N.absolute(N.FORWARD_COMMAND): "std_msgs/msg/Float64MultiArray",
+    N.absolute(N.JOINT_STATES): "sensor_msgs/msg/JointState",
+    N.absolute(N.IMAGE): "sensor_msgs/msg/Image",
+    N.absolute(N.CAMERA_INFO): "sensor_msgs/msg/CameraInfo",
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
-    "/sim/episode_result": "diagnostic_msgs/msg/DiagnosticStatus",
+    N.absolute(N.EPISODE_RESULT): "diagnostic_msgs/msg/DiagnosticStatus",
     # metrics (async_vla_ros.nodes.metrics): every node's ~/metrics, the correction node's per-tick topic
     "/sim/metrics": "async_vla_msgs/msg/NodeMetrics",
     "/camera_ingestion/metrics": "async_vla_msgs/msg/NodeMetrics",
     "/policy/metrics": "async_vla_msgs/msg/NodeMetrics",
     "/scheduler/metrics": "async_vla_msgs/msg/NodeMetrics",
     "/correction/metrics": "async_vla_msgs/msg/NodeMetrics",
-    "/correction/command_metrics": "async_vla_msgs/msg/CommandMetrics",
+    N.absolute(N.COMMAND_METRICS): "async_vla_msgs/msg/CommandMetrics",
 }
 
 
@@ -75,7 +77,7 @@ class BagError(RuntimeError):
 def msg_dir() -> Path:
     """Folder with the ``async_vla_msgs`` ``.msg`` files: the source tree's ``msg/`` if present,
     else the installed ``share/async_vla_msgs/msg``. FileNotFoundError names both places."""
-    here = Path(__file__).resolve().parents[2] / "msg"
+    here = Path(__file__).resolve().parents[1] / "msg"
     share = Path(sys.prefix) / "share" / CUSTOM_PACKAGE / "msg"
     candidates = [here, share]
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
