@@ -85,6 +85,24 @@ _COMMANDS: tuple[Command, ...] = (
         group="bench",
     ),
     Command(
+        "export",
+        "async_vla_ros.train.dataset_export",
+        "our demonstrations or a recorded bag -> LeRobotDataset v3 (--format lerobot)",
+        group="dataset",
+    ),
+    Command(
+        "import",
+        "async_vla_ros.train.dataset_import",
+        "a LeRobotDataset v3 -> our demonstrations layout (what train reads)",
+        group="dataset",
+    ),
+    Command(
+        "lerobot",
+        "async_vla_ros.eval.bench_lerobot",
+        "a LeRobot SmolVLA: vanilla, our exact RTC, LeRobot's RTC, prefix, BID: latency, prefix pinning, switch jump",
+        group="bench",
+    ),
+    Command(
         "base",
         "async_vla_ros.train.base",
         "train a base flow policy by behaviour cloning on demonstrations",

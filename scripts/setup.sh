@@ -51,7 +51,15 @@ if ! stamp_ok pip "$h"; then
   "$PY" -m pip install -q -r requirements.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
   "$PY" -c "import rclpy, torch, mujoco, mink, peft, rosbags" # fail loudly if the install did not work
   stamp_set pip "$h"
-  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix"
+  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix" "$STAMPS/nodeps"
+fi
+
+# 2b. LeRobot without its torch<2.11 pin (i12: requirements-nodeps.txt says why) -------------------
+h=$(hash_of requirements-nodeps.txt requirements.lock)
+if ! stamp_ok nodeps "$h"; then
+  "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" -c "import lerobot.policies.smolvla.modeling_smolvla" # fail loudly if it does not import
+  stamp_set nodeps "$h"
 fi
 
 # 3. CMake path fix for the ROS wheels -------------------------------------------------------------

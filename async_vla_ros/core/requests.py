@@ -5,9 +5,11 @@ benchmark) turns a request into ``infer(obs, sampler, **kwargs)`` here, so the s
 same inputs everywhere:
 
 * ``rtc``: ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix`` and
-  ``n_frozen (B,)``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
+  ``n_frozen (B,)``; ``bid``: ``prefix`` and ``weights``; ``rtc_lerobot`` (LeRobot's own RTC,
+  lerobot backend only): ``prefix``, ``weights`` and ``n_frozen`` (its inference delay);
+  ``vanilla``: nothing;
 * **first chunk** (no previous plan: ``n_real == 0`` for every row, or no prefix received):
-  ``rtc`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights / frozen
+  ``rtc``, ``rtc_lerobot`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights / frozen
   counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
   weights = None`` (forward contrast only). A batch mixing first and later requests keeps the
   strategy's sampler: the first requests' rows carry zero weights / ``n_frozen = 0``.
@@ -26,7 +28,7 @@ from async_vla_ros.core.scheduler import RequestSpec
 
 __all__ = ["SAMPLERS", "sampler_call", "spec_call", "infer_specs"]
 
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
+SAMPLERS = ("vanilla", "rtc", "prefix", "bid", "rtc_lerobot")
 
 
 def sampler_call(
@@ -41,12 +43,14 @@ def sampler_call(
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     kw: dict[str, Any] = {"seed": seed}
-    if sampler in ("rtc", "prefix") and prefix is None:
+    if sampler in ("rtc", "prefix", "rtc_lerobot") and prefix is None:
         return "vanilla", kw  # first chunk: nothing to guide towards
     if sampler == "rtc":
         kw.update(prefix=prefix, weights=weights)
     elif sampler == "prefix":
         kw.update(prefix=prefix, n_frozen=np.asarray(n_frozen, dtype=np.int64))
+    elif sampler == "rtc_lerobot":  # LeRobot's own RTC: d = n_frozen, H - s from the weights
+        kw.update(prefix=prefix, weights=weights, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "bid" and prefix is not None:
         kw.update(prefix=prefix, weights=weights)
     return sampler, kw

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("exp", "linear", "hard", "ones", "zeros")
-SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
+SAMPLERS = ("vanilla", "rtc", "prefix", "bid", "rtc_lerobot")
 
 
 def _check_nonneg_int(name: str, v: Any) -> int:
@@ -276,6 +276,19 @@ class RTCStrategy(NaiveStrategy):
         return Guidance(w, min(d, horizon) if n_real > 0 else 0)
 
 
+class RTCLeRobotStrategy(RTCStrategy):
+    """RTC as LeRobot runs it (its ``RTCProcessor``: Jacobian-free guidance), for the lerobot
+    backend: the same request as ``rtc`` with the exp schedule (LeRobot's ``execution_horizon``
+    is our soft region's end, ``H - s``), the policy runs the ``rtc_lerobot`` sampler with
+    ``inference_delay = n_frozen = d``; merged like naive async."""
+
+    name = "rtc_lerobot"
+    sampler = "rtc_lerobot"
+
+    def __init__(self) -> None:
+        super().__init__("exp")
+
+
 class REMACStrategy(NaiveStrategy):
     """REMAC prefix-preserved sampling (Wang et al. 2026): the prefix is the plan's remaining
     actions and its first ``n_frozen = d`` rows are held fixed at every integration step by the
@@ -320,6 +333,7 @@ STRATEGIES: dict[str, tuple[type[MergeStrategy], dict[str, Any]]] = {
     "te": (TemporalEnsembleStrategy, {}),
     "rtc": (RTCStrategy, {}),
     "rtc_hard": (RTCStrategy, {"schedule": "hard"}),
+    "rtc_lerobot": (RTCLeRobotStrategy, {}),
     "remac": (REMACStrategy, {}),
     "bid": (BIDStrategy, {}),
 }

@@ -183,12 +183,14 @@ class PolicyNode(Node):
         )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
+        if hasattr(self.backend, "check_names"):  # a backend that knows its joint names checks them (and order)
+            self.backend.check_names(action_names=p["action_names"])
         # "<backend>/<task>[/<policy spec>]": replay reads the recorded policy back from it
         self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.text}" if spec.target else "")
-        needs = getattr(self.backend, "needs_image", None)  # remote backends say; local ones carry a config
-        if needs is None:
-            needs = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
-        self.needs_image = bool(needs)
+        # remote and LeRobot backends say; a flow checkpoint carries its config
+        self.needs_image = bool(getattr(self.backend, "needs_image", False)) or (
+            getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        )
         self.n_unavailable = 0
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()

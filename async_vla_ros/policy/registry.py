@@ -58,6 +58,7 @@ BACKEND_MODULES = (
     "async_vla_ros.policy.base",  # flow
     "async_vla_ros.sim.experts",  # expert
     "async_vla_ros.policy.openpi_backend",  # openpi (remote: openpi websocket server)
+    "async_vla_ros.policy.lerobot_backend",  # lerobot (LeRobot policy folders; lerobot imported on load)
 )
 SAMPLERS = ("vanilla", "rtc", "prefix", "bid")
 
