@@ -46,8 +46,8 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from async_vla_ros.core.requests import SAMPLERS
 from async_vla_ros.policy.registry import (
-    SAMPLERS,
     Backend,
     BackendError,
     BackendRequest,

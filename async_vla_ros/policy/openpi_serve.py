@@ -65,7 +65,9 @@ class ServedPolicy:
             raise ValueError("fault_every must be >= 1")
         self.policy = policy
         self.H, self.A, self.obs_dim = int(policy.horizon), int(policy.action_dim), int(policy.obs_dim)
-        self.task, self.instruction, self.spec = str(task), str(instruction), str(spec)
+        # the instruction a request without a prompt gets: given, else the policy's own (a LeRobot folder's)
+        self.instruction = str(instruction or getattr(policy, "instruction", "") or "")
+        self.task, self.spec = str(task), str(spec)
         cams = getattr(policy, "cameras", None)
         self.needs_image = getattr(getattr(policy, "config", None), "encoder", "") == "image" or bool(cams)
         if cams:

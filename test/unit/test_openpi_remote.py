@@ -117,7 +117,7 @@ def test_server_down_at_start_is_a_clear_error():
 def test_vanilla_and_guided_samplers_equal_local(flow, served_flow):
     remote = load_policy_spec(f"openpi://127.0.0.1:{served_flow.port}", BackendRequest("track"))
     assert (remote.horizon, remote.action_dim, remote.obs_dim) == (flow.horizon, flow.action_dim, flow.obs_dim)
-    assert remote.guided and set(remote.samplers) == {"vanilla", "rtc", "prefix", "bid"}
+    assert remote.guided and {"vanilla", "rtc", "prefix", "bid"} <= set(remote.samplers)
     # B = 1, as the policy node asks (a batch goes row by row: each row is one openpi request)
     obs = _obs(flow, b=1)
     h, a = flow.horizon, flow.action_dim
