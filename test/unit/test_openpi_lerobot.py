@@ -12,11 +12,11 @@ import pytest
 pytest.importorskip("openpi_server")
 pytest.importorskip("lerobot")
 
+from test_openpi_remote import ThreadServer  # noqa: E402  (same folder, pytest prepend import mode)
+
 from async_vla_ros.policy.openpi_backend import OpenpiPolicy  # noqa: E402
 from async_vla_ros.policy.openpi_serve import ServedPolicy  # noqa: E402
 from async_vla_ros.policy.registry import BackendRequest, load_policy_spec  # noqa: E402
-
-from test_openpi_remote import ThreadServer  # noqa: E402  (same folder, pytest prepend import mode)
 
 
 def test_tiny_smolvla_through_openpi_equals_local(tiny_smolvla_dir):
