@@ -52,6 +52,11 @@ _COMMANDS: tuple[Command, ...] = (
         "screenshot of a running dashboard once every chart has data (headless Chromium)",
     ),
     Command(
+        "serve",
+        "async_vla_ros.policy.openpi_serve",
+        "serve a policy over openpi's websocket protocol (127.0.0.1 by default; our RTC/REMAC/BID guidance included)",
+    ),
+    Command(
         "chaos",
         "async_vla_ros.eval.chaos",
         "fault injection on the running graph: command limits, no crash, recovery time -> reports/reliability.md",
@@ -77,6 +82,24 @@ _COMMANDS: tuple[Command, ...] = (
         "samplers",
         "async_vla_ros.eval.bench_samplers",
         "latency of one chunk per sampler (vanilla, RTC, prefix, BID) and of the A2C2 head",
+        group="bench",
+    ),
+    Command(
+        "export",
+        "async_vla_ros.train.dataset_export",
+        "our demonstrations or a recorded bag -> LeRobotDataset v3 (--format lerobot)",
+        group="dataset",
+    ),
+    Command(
+        "import",
+        "async_vla_ros.train.dataset_import",
+        "a LeRobotDataset v3 -> our demonstrations layout (what train reads)",
+        group="dataset",
+    ),
+    Command(
+        "lerobot",
+        "async_vla_ros.eval.bench_lerobot",
+        "a LeRobot SmolVLA: vanilla, our exact RTC, LeRobot's RTC, prefix, BID: latency, prefix pinning, switch jump",
         group="bench",
     ),
     Command(

@@ -45,6 +45,7 @@ class MethodPreset:
     ablation: bool = False  # only run on request (bench paper --ablations)
     schedule: str | None = None  # soft-mask schedule of an RTC-type strategy (None: the strategy's default)
     beta: float | None = None  # guidance clip of an RTC-type sampler (None: the checkpoint's)
+    backends: tuple[str, ...] = ()  # policy backends that can serve it (empty: any; e.g. rtc_lerobot: lerobot)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -57,6 +58,9 @@ class MethodPreset:
             )
         if not isinstance(self.a2c2, bool) or not isinstance(self.ablation, bool):
             raise PresetError(f"preset {self.name!r}: a2c2 and ablation must be true or false")
+        if isinstance(self.backends, str) or not all(isinstance(b, str) and b for b in self.backends):
+            raise PresetError(f"preset {self.name!r}: backends must be a list of backend names")
+        object.__setattr__(self, "backends", tuple(self.backends))
         if not self.checkpoint or not isinstance(self.checkpoint, str):
             raise PresetError(f"preset {self.name!r}: checkpoint kind must be a non-empty string")
         if self.schedule is not None:
@@ -87,7 +91,7 @@ class MethodPreset:
         return self.strategy == "bid"
 
 
-_FIELDS = {"strategy", "checkpoint", "a2c2", "help", "ablation", "schedule", "beta"}
+_FIELDS = {"strategy", "checkpoint", "a2c2", "help", "ablation", "schedule", "beta", "backends"}
 
 
 def _parse(table: Mapping) -> Mapping[str, MethodPreset]:
@@ -114,9 +118,14 @@ def presets(directory: Path | None = None) -> Mapping[str, MethodPreset]:
     return _load(directory)
 
 
-def preset_names(ablations: bool = False, directory: Path | None = None) -> tuple[str, ...]:
-    """Preset names in file order; ablation presets only when ``ablations``."""
-    return tuple(n for n, p in presets(directory).items() if ablations or not p.ablation)
+def preset_names(ablations: bool = False, directory: Path | None = None, backend: str | None = None) -> tuple[str, ...]:
+    """Preset names in file order; ablation presets only when ``ablations``; presets limited to
+    some backends (``backends``) only when ``backend`` is one of them."""
+    return tuple(
+        n
+        for n, p in presets(directory).items()
+        if (ablations or not p.ablation) and (not p.backends or backend in p.backends)
+    )
 
 
 def get_preset(name: str, directory: Path | None = None) -> MethodPreset:

@@ -54,7 +54,15 @@ if ! stamp_ok pip "$h"; then
   "$PY" -m pip install -q -r requirements.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
   "$PY" -c "import rclpy, torch, mujoco, mink, peft, rosbags" # fail loudly if the install did not work
   stamp_set pip "$h"
-  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix" "$STAMPS/ros2tools"
+  rm -f "$STAMPS/msgs" "$STAMPS/cmakefix" "$STAMPS/ros2tools" "$STAMPS/nodeps" "$STAMPS/openpi"
+fi
+
+# 2b. LeRobot without its torch<2.11 pin (i12: requirements-nodeps.txt says why) -------------------
+h=$(hash_of requirements-nodeps.txt requirements.lock)
+if ! stamp_ok nodeps "$h"; then
+  "$PY" -m pip install -q --no-deps -r requirements-nodeps.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$PY" -c "import lerobot.policies.smolvla.modeling_smolvla" # fail loudly if it does not import
+  stamp_set nodeps "$h"
 fi
 
 # 3. CMake path fix for the ROS wheels -------------------------------------------------------------
@@ -62,6 +70,14 @@ h=$(hash_of requirements.lock scripts/fix_wheel_cmake_paths.py)
 if ! stamp_ok cmakefix "$h"; then
   "$PY" scripts/fix_wheel_cmake_paths.py "$VENV"
   stamp_set cmakefix "$h"
+fi
+
+# 3b. openpi client/server without their numpy<2 pin (requirements-openpi.txt says why) ----------
+h=$(hash_of requirements-openpi.txt)
+if ! stamp_ok openpi "$h" || ! "$PY" -c "import openpi_client, openpi_server, msgpack, websockets" 2>/dev/null; then
+  "$PY" -m pip install -q --no-deps -r requirements-openpi.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -c "import openpi_client.websocket_client_policy, openpi_server.websocket_policy_server" # fail loudly
+  stamp_set openpi "$h"
 fi
 
 # 4. async_vla_msgs ---------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class GraphMonitor(Node):
         overhead = total - obs_age - inf - inj  # request -> chunk available, minus model and injected time
         d = np.array([r.measured_delay_steps for r in reps], dtype=np.float64)
         dp = np.array([r.predicted_delay_steps for r in reps], dtype=np.float64)
+        net = np.array([r.network_s for r in reps if r.network_s >= 0])  # remote backends only
         return {
             "n": float(len(reps)),
             "latency_median_s": float(np.median(total)),
@@ -136,6 +137,8 @@ class GraphMonitor(Node):
             "d_measured_median": float(np.median(d)),
             "d_measured_max": float(d.max()),
             "d_predicted_median": float(np.median(dp)),
+            "network_median_s": float(np.median(net)) if net.size else -1.0,
+            "network_p99_s": float(np.quantile(net, 0.99)) if net.size else -1.0,
         }
 
     def status_line(self) -> str:

@@ -4,11 +4,12 @@ Every caller (the lockstep runner, replay, the robot session, the policy node, t
 benchmark) turns a request into ``infer(obs, sampler, **kwargs)`` here, so the samplers see the
 same inputs everywhere:
 
-* ``rtc`` and ``rtc_jf``: ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix``
+* ``rtc``, ``rtc_jf`` and ``rtc_lerobot`` (LeRobot's own RTC, lerobot backend only; it also takes
+  ``n_frozen``, its inference delay): ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix``
   and ``n_frozen (B,)``; ``remac``: ``prefix``, ``weights`` (> 0 on the rows that hold planned
   actions) and ``n_frozen``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
 * **first chunk** (no previous plan: ``n_real == 0`` for every row, or no prefix received):
-  ``rtc``, ``rtc_jf`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights /
+  ``rtc``, ``rtc_jf``, ``rtc_lerobot`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights /
   frozen counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
   weights = None`` (forward contrast only), ``remac`` starts from zeros with nothing frozen (its
   authors' first chunk: a zero prefix, zero weights, ``n_frozen = 0``). A batch mixing first and later requests keeps the
@@ -42,7 +43,7 @@ def sampler_call(
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     kw: dict[str, Any] = {"seed": seed}
-    if sampler in ("rtc", "rtc_jf", "prefix") and prefix is None:
+    if sampler in ("rtc", "rtc_jf", "rtc_lerobot", "prefix") and prefix is None:
         return "vanilla", kw  # first chunk: nothing to guide towards
     if sampler in ("rtc", "rtc_jf"):
         kw.update(prefix=prefix, weights=weights)
@@ -50,6 +51,8 @@ def sampler_call(
         kw.update(prefix=prefix, weights=weights, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "prefix":
         kw.update(prefix=prefix, n_frozen=np.asarray(n_frozen, dtype=np.int64))
+    elif sampler == "rtc_lerobot":  # LeRobot's own RTC: d = n_frozen, H - s from the weights
+        kw.update(prefix=prefix, weights=weights, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "bid" and prefix is not None:
         kw.update(prefix=prefix, weights=weights)
     return sampler, kw

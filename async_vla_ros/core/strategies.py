@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 SCHEDULES = ("exp", "linear", "hard", "ones", "zeros")
-SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid")
+SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid", "rtc_lerobot")
 
 
 def _check_nonneg_int(name: str, v: Any) -> int:
@@ -278,6 +278,19 @@ class RTCStrategy(NaiveStrategy):
         return Guidance(w, min(d, horizon) if n_real > 0 else 0)
 
 
+class RTCLeRobotStrategy(RTCStrategy):
+    """RTC as LeRobot runs it (its ``RTCProcessor``: Jacobian-free guidance), for the lerobot
+    backend: the same request as ``rtc`` with the exp schedule (LeRobot's ``execution_horizon``
+    is our soft region's end, ``H - s``), the policy runs the ``rtc_lerobot`` sampler with
+    ``inference_delay = n_frozen = d``; merged like naive async."""
+
+    name = "rtc_lerobot"
+    sampler = "rtc_lerobot"
+
+    def __init__(self) -> None:
+        super().__init__("exp")
+
+
 class RTCJFStrategy(RTCStrategy):
     """RTC with Jacobian-free guidance (``J = I``, as LeRobot computes it): the same request
     (prefix, soft-mask weights) answered by the ``rtc_jf`` sampler."""
@@ -347,6 +360,7 @@ STRATEGIES: dict[str, tuple[type[MergeStrategy], dict[str, Any]]] = {
     "rtc": (RTCStrategy, {}),
     "rtc_hard": (RTCStrategy, {"schedule": "hard"}),
     "rtc_jf": (RTCJFStrategy, {}),
+    "rtc_lerobot": (RTCLeRobotStrategy, {}),
     "remac": (REMACStrategy, {}),
     "remac_clean": (REMACCleanStrategy, {}),
     "bid": (BIDStrategy, {}),

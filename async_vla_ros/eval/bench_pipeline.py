@@ -47,6 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run with SCHED_FIFO on the command loop, without, or both (default)",
     )
     parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
+    parser.add_argument(
+        "--remote",
+        choices=("openpi",),
+        default=None,
+        help="measure remote inference instead (async-vla-ros serve on 127.0.0.1): round trip vs in-process "
+        "with two 64x64 cameras at 20 Hz, and graph runs per added delay (eval/bench_remote.py)",
+    )
+    parser.add_argument(
+        "--delays-ms", nargs="+", type=float, default=[0, 20, 50, 100], help="--remote: added one-way delays"
+    )
+    parser.add_argument("--rt-calls", type=int, default=100, help="--remote: round trips per delay")
+    parser.add_argument("--remote-duration", type=float, default=15.0, help="--remote: s per graph run (0: none)")
+    parser.add_argument(
+        "--remote-methods", nargs="+", default=["rtc", "naive"], help="--remote: methods of the graph runs"
+    )
 
 
 def _cpu_ticks(pid: int) -> int | None:
@@ -142,6 +157,10 @@ def run(ns: argparse.Namespace) -> int:
     if ns.duration <= 0 or ns.warmup < 0:
         print("bench pipeline: --duration must be > 0 and --warmup >= 0", file=sys.stderr)
         return 2
+    if ns.remote:
+        from async_vla_ros.eval.bench_remote import run_remote
+
+        return run_remote(ns)
     policy, note = resolve_policy(ns.task, ns.method, ns.policy)
     if note:
         print(note)

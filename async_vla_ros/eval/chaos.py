@@ -412,6 +412,8 @@ def run_chaos(config: ChaosConfig | None = None, echo: Callable[[str], None] | N
                 last.passed = False
     if need_bag:
         results["bad_bags"] = run_.run_case("bad_bags")
+    if "remote_faults" in selected:  # its own graph and server, after the shared graph stopped
+        results["remote_faults"] = run_.run_case("remote_faults")
     return [results[n] for n in selected if n in results]
 
 

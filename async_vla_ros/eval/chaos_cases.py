@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from async_vla_ros.eval import chaos_remote
 from async_vla_ros.eval.graph_probe import ROGUE_CHUNK_BASE, ROGUE_NAME, ROGUE_REQUEST_BASE
 from async_vla_ros.eval.stream_check import NS, StreamCheck
 from async_vla_ros.rosenv import apply_ros_defaults
@@ -718,6 +719,12 @@ CASES: tuple[Case, ...] = (
         bad_bags,
         "replay on the recorded bag succeeds; on truncated, malformed, incomplete or missing bags it "
         "exits 2 with a clear reason (no traceback)",
+        needs_graph=False,
+    ),
+    Case(
+        "remote_faults",  # its own graph and openpi server (eval/chaos_remote.py), after the shared graph
+        lambda run, res: chaos_remote.remote_faults(res, echo=run.echo),
+        chaos_remote.EXPECTED,
         needs_graph=False,
     ),
 )

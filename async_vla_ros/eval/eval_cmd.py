@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=["naive"],
         metavar="M",
-        help=f"method preset(s) (config/methods.yaml): {', '.join(preset_names(ablations=True))} (default naive)",
+        help=f"method preset(s) (config/methods.yaml): {', '.join(preset_names(ablations=True))}; "
+        f"with --policy lerobot:DIR also "
+        f"{', '.join(sorted(set(preset_names(True, backend='lerobot')) - set(preset_names(True))))} (default naive)",
     )
     parser.add_argument(
         "--delay",

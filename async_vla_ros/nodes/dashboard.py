@@ -79,7 +79,7 @@ class DashboardModel:
         self._lock = threading.Lock()
         self.reports: deque[tuple] = deque(
             maxlen=max_points
-        )  # (t, total, inference, transport, queue, pred, meas, jump)
+        )  # (t, total, inference, transport, queue, pred, meas, jump, network)
         self.rejects: Counter[str] = Counter()
         self.n_reports = 0
         self.commands: deque[tuple[int, np.ndarray, bool]] = deque(maxlen=max_points)  # (t, q, opens a segment)
@@ -112,6 +112,7 @@ class DashboardModel:
         n_frozen: int,
         n_soft: int,
         n_free: int,
+        network_s: float = -1.0,
     ) -> None:
         with self._lock:
             self.n_reports += 1
@@ -125,6 +126,7 @@ class DashboardModel:
                     predicted_d,
                     measured_d,
                     jump if accepted else float("nan"),
+                    network_s,
                 )
             )
             if not accepted:
@@ -249,6 +251,7 @@ class DashboardModel:
             "inference_ms": [num(r[2], 1e3) for r in rep],
             "transport_ms": [num(r[3], 1e3) for r in rep],
             "queue_ms": [num(r[4], 1e3) for r in rep],
+            "network_ms": [num(r[8], 1e3) for r in rep],  # remote backends only (else empty points)
         }
         tot = np.asarray([r[1] * 1e3 for r in reports if np.isfinite(r[1]) and r[1] >= 0])
         if tot.size:
@@ -427,6 +430,7 @@ class DashboardNode(Node):
             int(m.n_frozen),
             int(m.n_soft),
             int(m.n_free),
+            m.network_s,
         )
 
     def _on_chunk(self, m: ActionChunk) -> None:

@@ -46,6 +46,7 @@ from async_vla_ros.nodes.ingest import InputError
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
 from async_vla_ros.nodes.worker import InferenceWorker
+from async_vla_ros.policy.registry import BackendUnavailable
 
 NODE_NAME = "policy"
 DEFAULT_ACTION_NAMES = list(N.ACTION_NAMES)
@@ -182,9 +183,15 @@ class PolicyNode(Node):
         )
         if len(p["action_names"]) != self.A:
             raise ValueError(f"action_names has {len(p['action_names'])} names, the policy has A = {self.A}")
+        if hasattr(self.backend, "check_names"):  # a backend that knows its joint names checks them (and order)
+            self.backend.check_names(action_names=p["action_names"])
         # "<backend>/<task>[/<policy spec>]": replay reads the recorded policy back from it
         self.policy_name = f"{spec.backend}/{p['task']}" + (f"/{spec.text}" if spec.target else "")
-        self.needs_image = getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        # remote and LeRobot backends say; a flow checkpoint carries its config
+        self.needs_image = bool(getattr(self.backend, "needs_image", False)) or (
+            getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
+        )
+        self.n_unavailable = 0
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
         self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
@@ -426,7 +433,24 @@ class PolicyNode(Node):
         sampler, kwargs = self._sampler_args(job)
         obs = {"state": state[None], "image": image[None]} if self.needs_image else state[None]
         t0 = self.get_clock().now().nanoseconds
-        actions = np.asarray(self.backend.infer(obs, sampler, **kwargs), dtype=np.float64)
+        try:
+            actions = np.asarray(self.backend.infer(obs, sampler, **kwargs), dtype=np.float64)
+        except BackendUnavailable as exc:
+            # a remote backend is down or slow: answer, keep serving (the scheduler re-requests
+            # after its timeout and the robot holds); not counted towards the fatal-error limit
+            self.n_unavailable += 1
+            self.drops.drop("inference.backend_unavailable", str(exc))
+            return self._publish_error(
+                job.request_id,
+                job.episode_id,
+                obs_id,
+                job.sampler,
+                job.dt,
+                ActionChunk.ERROR_BACKEND_UNAVAILABLE,
+                str(exc),
+                job.received_ns,
+                job.request_ns,
+            )
         t1 = self.get_clock().now().nanoseconds
         if actions.shape != (1, self.H, self.A) or not np.all(np.isfinite(actions)):
             raise FloatingPointError(f"backend returned shape {actions.shape} or non-finite actions")
@@ -435,9 +459,11 @@ class PolicyNode(Node):
             # experiment latency, after the model: interruptible by shutdown
             if self.worker.stop_event.wait(injected):
                 return
+        remote = getattr(self.backend, "last_info", None) or {}
+        network_s = float(remote.get("network_s", -1.0))
         self.inference_s.append((t1 - t0) / NS_PER_S)
         del self.inference_s[:-1000]
-        self._publish_chunk(job, obs_id, obs_ns, sampler, actions[0], t0, t1, injected)
+        self._publish_chunk(job, obs_id, obs_ns, sampler, actions[0], t0, t1, injected, network_s)
 
     def _sampler_args(self, job: Job) -> tuple[str, dict]:
         """The one request -> infer conversion (core/requests.py), first-chunk fallback included."""
@@ -515,6 +541,7 @@ class PolicyNode(Node):
         t0: int,
         t1: int,
         injected_s: float = 0.0,
+        network_s: float = -1.0,
     ) -> None:
         msg = self._base_chunk(job.request_id, job.episode_id, obs_id, sampler, job.dt)
         msg.header.stamp = ns_to_stamp(obs_ns)
@@ -528,6 +555,9 @@ class PolicyNode(Node):
         tm.inference_end = ns_to_stamp(t1)
         tm.queue_s = (t0 - job.received_ns) / NS_PER_S
         tm.inference_s = (t1 - t0) / NS_PER_S
+        tm.network_s = float(network_s)
+        if network_s >= 0:  # remote: the server's model time; the rest of the call is network
+            tm.inference_s = max(tm.inference_s - network_s, 0.0)
         tm.injected_delay_s = float(injected_s)
         tm.obs_age_at_start_s = (t0 - obs_ns) / NS_PER_S
         tm.header.stamp = self.get_clock().now().to_msg()
@@ -574,6 +604,7 @@ class PolicyNode(Node):
                 n for code, n in dict(self.n_errors_by_code).items() if code != ActionChunk.ERROR_STALE_REQUEST
             ),
             "injected_latency_s": float(self.p["injected_latency_s"]),
+            "backend_unavailable": self.n_unavailable,
             "policy": self.policy_name,
         }
         vals.update({f"errors.{k}": v for k, v in self.n_errors_by_code.items()})

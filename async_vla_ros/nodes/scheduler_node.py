@@ -363,6 +363,7 @@ class SchedulerNode(Node):
         received_ns = stamp_to_ns(tm.received_stamp)
         r.request_transport_s = (received_ns - request_ns) / NS_PER_S if received_ns and request_ns else -1.0
         r.inference_s = tm.inference_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
+        r.network_s = tm.network_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
         r.queue_s = tm.queue_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
         r.injected_delay_s = tm.injected_delay_s
         r.transport_s = (arrival - end_ns) / NS_PER_S - tm.injected_delay_s if end_ns else -1.0

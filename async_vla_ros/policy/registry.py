@@ -42,6 +42,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendRequest",
+    "BackendUnavailable",
     "PolicySpec",
     "PresetModels",
     "available_backends",
@@ -57,11 +58,21 @@ __all__ = [
 BACKEND_MODULES = (
     "async_vla_ros.policy.base",  # flow
     "async_vla_ros.sim.experts",  # expert
+    "async_vla_ros.policy.openpi_backend",  # openpi (remote: openpi websocket server)
+    "async_vla_ros.policy.lerobot_backend",  # lerobot (LeRobot policy folders; lerobot imported on load)
 )
 
 
 class BackendError(ValueError):
     """Unknown backend, bad policy spec, missing model file, or a preset the backend cannot serve."""
+
+
+class BackendUnavailable(ConnectionError):
+    """A remote backend cannot answer now (no server, connection lost, no reply in time).
+
+    Transient: the caller answers the request as unavailable and asks again later; the backend
+    reconnects on a later call. (The policy node does not count it towards its fatal-error limit.)
+    """
 
 
 @dataclass(frozen=True)

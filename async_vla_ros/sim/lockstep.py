@@ -307,6 +307,18 @@ class LockstepRunner:
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.strategy, delay=delay, **opts)
 
+    def _policy_obs(self, env: BatchedPandaEnv, obs: np.ndarray, rows: Sequence[int]):
+        """The policy's input for ``rows``: the state, plus camera images rendered at this step for
+        a policy that names its cameras (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA)."""
+        cams = getattr(self.policy, "camera_hw", None)
+        if not cams:
+            return obs[rows]
+        images = {
+            name: np.stack([env.render(int(i), camera=name, width=w, height=h) for i in rows])
+            for name, (h, w) in cams.items()
+        }
+        return {"state": obs[rows], "images": images}
+
     def _run_batch(
         self,
         env: BatchedPandaEnv,
@@ -352,7 +364,9 @@ class LockstepRunner:
             req, specs = step_requests(((i, links[i]) for i in np.flatnonzero(active)), t)
             if req:
                 tic = time.perf_counter()
-                chunks = infer_specs(self.policy, obs[req], specs, seed=_call_seed(config.seed, b_idx, call))
+                chunks = infer_specs(
+                    self.policy, self._policy_obs(env, obs, req), specs, seed=_call_seed(config.seed, b_idx, call)
+                )
                 dt_inf = time.perf_counter() - tic
                 timers["infer"] += dt_inf
                 timers["calls"] += 1

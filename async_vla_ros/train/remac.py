@@ -870,7 +870,9 @@ def train_remac_authors(
 
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="base policy checkpoint to fine-tune")
+    parser.add_argument(
+        "--base", required=True, help="base policy checkpoint to fine-tune, or lerobot:DIR (a LeRobot flow VLA folder)"
+    )
     parser.add_argument("--demos", default=None, help="demonstrations directory [data/demos/<task of --base>]")
     parser.add_argument("--out", default=None, help="checkpoint to write [next to --base: remac.pt]")
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --out")
@@ -878,8 +880,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant",
         choices=VARIANTS,
-        default="authors",
-        help="authors: REMAC as its authors' code trains it (default); clean: our earlier reading",
+        default=None,
+        help="authors: REMAC as its authors' code trains it (default for our flow checkpoints); "
+        "clean: our earlier reading (the only one for --base lerobot:DIR)",
     )
     parser.add_argument("--no-mask", dest="mask", action="store_false", help="ablation: loss on all H slots")
     parser.add_argument(
@@ -908,10 +911,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ns: argparse.Namespace) -> int:
     try:
+        if ns.base.startswith("lerobot:"):  # a LeRobot flow VLA folder (train/remac_lerobot.py)
+            if ns.variant == "authors":
+                raise ValueError(
+                    "--variant authors needs our mask-conditioned adapter network; a LeRobot policy is "
+                    "fine-tuned with the clean objective (--variant clean, served by the remac_clean preset)"
+                )
+            config = _config_from_ns(ns, RemacConfig)
+            from async_vla_ros.train.remac_lerobot import train_remac_lerobot
+
+            folder = Path(ns.base.split(":", 1)[1])
+            if not ns.demos or not ns.out:
+                raise ValueError("--base lerobot:DIR needs --demos DIR and --out OUT_DIR")
+            res = train_remac_lerobot(load_episodes(ns.demos), folder, config, ns.out, progress_bar=not ns.no_progress)
+            print(
+                f"wrote {res['out']} (LeRobot policy folder, LoRA merged; loss {res['loss_first']:.4f} -> {res['loss_last']:.4f})"
+            )
+            return 0
         task = str(load_checkpoint(ns.base).get("task", ""))
         demos = load_episodes(ns.demos or f"data/demos/{task}")
         out = ns.out or str(Path(ns.base).with_name("remac.pt"))
-        if ns.variant == "authors":
+        if ns.variant in (None, "authors"):
             if ns.resume:
                 raise ValueError("--resume is only implemented for --variant clean")
             config = _config_from_ns(ns, RemacAuthorsConfig)

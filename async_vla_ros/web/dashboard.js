@@ -28,7 +28,7 @@ const regionPlugin = {id: "regions", beforeDatasetsDraw(chart) {
 
 const charts = {
   latency: new Chart(document.getElementById("c_latency"), {type: "line", data: {datasets: [
-    line("total", COLORS[0], {pointRadius: 2}), line("inference", COLORS[1]), line("transport", COLORS[2]), line("queue", COLORS[3])]},
+    line("total", COLORS[0], {pointRadius: 2}), line("inference", COLORS[1]), line("transport", COLORS[2]), line("queue", COLORS[3]), line("network", COLORS[4])]},
     options: opts()}),
   hist: new Chart(document.getElementById("c_hist"), {type: "bar", data: {labels: [], datasets: [
     {label: "chunks", data: [], backgroundColor: COLORS[0]}]},
@@ -72,6 +72,7 @@ function update(s) {
   charts.latency.data.datasets[1].data = xy(L.t, L.inference_ms);
   charts.latency.data.datasets[2].data = xy(L.t, L.transport_ms);
   charts.latency.data.datasets[3].data = xy(L.t, L.queue_ms);
+  charts.latency.data.datasets[4].data = xy(L.t, L.network_ms);
   const H = s.latency_hist;
   charts.hist.data.labels = H.edges_ms.slice(0, -1).map(e => e.toFixed(1));
   charts.hist.data.datasets[0].data = H.counts;

@@ -37,7 +37,7 @@ def _explain(r: CaseResult) -> str:
 def test_case_passes(results, case):
     r = results[case]
     assert r.passed, _explain(r)
-    if case not in ("bad_params_start", "bad_bags"):
+    if case not in ("bad_params_start", "bad_bags", "remote_faults"):  # remote_faults runs its own graph
         assert r.safety is not None and r.safety.ok and r.safety.n_commands > 0, _explain(r)
         assert r.alive, _explain(r)
 
@@ -71,3 +71,17 @@ def test_faults_actually_happened(results):
     # the hijack was taken and undone by every node, and the command stream restarted at the arm
     assert rogue.details["rewinds"] == {"policy": 1, "scheduler": 1, "correction": 1}, _explain(rogue)
     assert rogue.details["restart_offset_rad"] < 0.05, _explain(rogue)
+
+
+def test_remote_faults_bit(results):
+    """The remote server faults happened: unavailable answers when down / killed / slow, scheduler
+    timeouts on the slow server, rejected malformed replies, and recovery after each."""
+    r = results["remote_faults"]
+    ph = r.details["phases"]
+    assert ph["down_at_start"]["unavailable"] >= 3 and ph["down_at_start"]["accepted"] == 0, _explain(r)
+    assert ph["killed_mid_chunk"]["unavailable"] >= 2, _explain(r)
+    assert ph["slow"]["unavailable"] >= 3 and ph["slow"]["scheduler_timeouts"] >= 1, _explain(r)
+    assert ph["malformed_nan"]["inference_failed"] >= 3 and ph["malformed_shape"]["inference_failed"] >= 3, _explain(r)
+    assert all(
+        p.get("recovery_s") is not None for k, p in ph.items() if k in ("server_up", "killed_mid_chunk", "slow")
+    ), _explain(r)

@@ -1,0 +1,211 @@
+"""Chaos case ``remote_faults``: the graph against a remote policy server whose faults we inject.
+
+Runs on its own (after the shared chaos graph has stopped): the Franka graph with
+``policy:=openpi://127.0.0.1:PORT?horizon=H&action_dim=A&obs_dim=N`` and ``async-vla-ros serve``
+as a subprocess on 127.0.0.1 that this case starts, kills and restarts with faults. Phases, each
+bounded (the whole case ~1-2 min):
+
+1. ``down_at_start``: the graph starts with no server: the policy node comes up, answers every
+   request BACKEND_UNAVAILABLE (diagnostic ``backend_unavailable``), nothing merges, every node stays up;
+2. ``server_up``: the server starts: the node connects, chunks merge (recovery time measured);
+3. ``killed_mid_chunk``: the server answers after 150 ms and is killed (SIGKILL) while requests are
+   in flight: BACKEND_UNAVAILABLE ("connection lost"), the robot holds; restarted: chunks merge again;
+4. ``slow``: the server answers after 1.5 s, past the client's 1 s reply timeout: BACKEND_UNAVAILABLE
+   ("no reply within"), the scheduler abandons and re-requests (``timeouts``); back to normal after;
+5. ``malformed``: every 2nd reply has NaN actions, then every 2nd a row short: each rejected
+   (ERROR_INFERENCE_FAILED, "reply actions ..."), the others merge, the node stays up.
+
+``res`` is the chaos runner's CaseResult (``fail``, ``observed``, ``details``, ``recovery_s``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = (
+    "remote policy server (openpi, loopback): down at start, killed mid-chunk, slow (past the reply "
+    "timeout), malformed replies (NaN, shape): each gives a clear diagnostic (BACKEND_UNAVAILABLE / "
+    "INFERENCE_FAILED with the reason), the policy node stays up, the scheduler times out and re-requests, "
+    "the robot holds; after each fault the client reconnects and chunks merge again"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """``async-vla-ros serve`` subprocess on 127.0.0.1 (started / killed by this case only)."""
+
+    def __init__(self, task: str, port: int) -> None:
+        self.task, self.port, self.proc = task, port, None
+
+    def start(self, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "async_vla_ros.cli", "serve", "--task", self.task, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, *extra],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # a process this case started
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = print) -> None:
+    """The case (module docstring); problems go to ``res.fail``."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from async_vla_ros.bringup.graph import build_graph
+    from async_vla_ros.bringup.launcher import Launcher
+    from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.policy.base import load_checkpoint
+    from async_vla_ros.policy.registry import checkpoint_file
+
+    ck = load_checkpoint(checkpoint_file(task, "base"))
+    port = _free_port()
+    spec = (
+        f"openpi://127.0.0.1:{port}?horizon={ck['horizon']}&action_dim={ck['action_dim']}&obs_dim={ck['obs_dim']}"
+        "&timeout=1&retry=0.5&connect_timeout=1"
+    )
+    graph = build_graph("franka", {"policy": spec, "method": "rtc", "task": task, "camera": "false"})
+    server = _Server(task, port)
+    lines: list[str] = []
+    launcher = Launcher(graph, echo=lines.append)
+    own_rclpy = not rclpy.ok()
+    if own_rclpy:
+        rclpy.init(args=[])
+    mon = GraphMonitor(name="chaos_remote_monitor")
+    ex = SingleThreadedExecutor()
+    ex.add_node(mon)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    phases: dict[str, dict[str, Any]] = {}
+
+    def alive() -> bool:
+        return launcher.check()
+
+    def wait(cond: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            if not alive():
+                return False
+            time.sleep(0.05)
+        return cond()
+
+    def pol(key: str) -> int:
+        return int(mon.diag("policy").get(key, 0) or 0)
+
+    def n_acc() -> int:
+        return len(mon.accepted_reports())
+
+    def recover(phase: str, timeout: float = 90.0) -> None:
+        n0, t0 = n_acc(), time.monotonic()
+        if wait(lambda: n_acc() >= n0 + 3, timeout):
+            phases[phase]["recovery_s"] = round(time.monotonic() - t0, 2)
+        else:
+            res.fail(f"{phase}: no chunk merged within {timeout:.0f} s after the server came back")
+
+    try:
+        # 1. down at start
+        launcher.start()
+        phases["down_at_start"] = {}
+        # the graph is up once the scheduler has sent requests (node start-up is slow on a loaded machine)
+        if not wait(lambda: int(mon.diag("scheduler").get("requests", 0) or 0) > 0, 180.0):
+            res.fail("down_at_start: the graph did not start requesting within 180 s")
+        if not wait(lambda: pol("backend_unavailable") >= 3, 30.0):
+            res.fail("down_at_start: the policy node did not answer BACKEND_UNAVAILABLE")
+        phases["down_at_start"].update(unavailable=pol("backend_unavailable"), accepted=n_acc())
+        if n_acc():
+            res.fail("down_at_start: a chunk merged with no server")
+        # 2. server up (150 ms per reply, so phase 3 kills mid-chunk)
+        phases["server_up"] = {}
+        server.start("--latency-ms", "150")
+        recover("server_up")
+        # 3. killed mid-chunk
+        u0, h0 = pol("backend_unavailable"), int(mon.diag("correction").get("holds", 0) or 0)
+        phases["killed_mid_chunk"] = {}
+        time.sleep(0.07)
+        server.kill()
+        n_kill = n_acc()
+        if not wait(lambda: pol("backend_unavailable") >= u0 + 2, 20.0):
+            res.fail("killed_mid_chunk: no BACKEND_UNAVAILABLE after the kill")
+        phases["killed_mid_chunk"].update(
+            unavailable=pol("backend_unavailable") - u0,
+            merged_while_down=n_acc() - n_kill,
+            holds=int(mon.diag("correction").get("holds", 0) or 0) - h0,
+        )
+        if n_acc() - n_kill > 1:  # one reply may have been on its way when the kill landed
+            res.fail("killed_mid_chunk: chunks merged with the server dead")
+        server.start()
+        recover("killed_mid_chunk")
+        # 4. slow: past the 1 s reply timeout
+        phases["slow"] = {}
+        s0, u0 = int(mon.diag("scheduler").get("timeouts", 0) or 0), pol("backend_unavailable")
+        server.kill()
+        server.start("--latency-ms", "1500")
+        if not wait(lambda: pol("backend_unavailable") >= u0 + 3, 40.0):
+            res.fail("slow: no BACKEND_UNAVAILABLE for replies past the timeout")
+        wait(lambda: int(mon.diag("scheduler").get("timeouts", 0) or 0) > s0, 10.0)
+        phases["slow"].update(
+            unavailable=pol("backend_unavailable") - u0,
+            scheduler_timeouts=int(mon.diag("scheduler").get("timeouts", 0) or 0) - s0,
+        )
+        server.kill()
+        server.start()
+        recover("slow")
+        # 5. malformed replies
+        for fault in ("nan", "shape"):
+            key = f"malformed_{fault}"
+            phases[key] = {}
+            f0, n0 = pol("errors.3"), n_acc()
+            server.kill()
+            server.start("--fault", fault, "--fault-every", "2")
+            if not wait(lambda f0=f0, n0=n0: pol("errors.3") >= f0 + 3 and n_acc() >= n0 + 3, 40.0):
+                res.fail(f"{key}: expected rejected replies (INFERENCE_FAILED) and merged good ones")
+            phases[key].update(inference_failed=pol("errors.3") - f0, merged=n_acc() - n0)
+        server.kill()
+        server.start()
+        phases["final"] = {}
+        recover("final")
+        if not alive():
+            dead = sorted({n.name for n in graph.nodes} - set(launcher.alive()))
+            res.fail(f"node(s) exited: {', '.join(dead)}: " + " | ".join(lines[-10:]))
+        drops = {k: v for k, v in mon.diag("policy").items() if k.startswith("dropped.inference")}
+        res.details.update(phases=phases, policy_drops=drops)
+    finally:
+        server.kill()
+        codes = launcher.stop()
+        ex.shutdown(timeout_sec=2.0)
+        mon.destroy_node()
+        if own_rclpy and rclpy.ok():
+            rclpy.shutdown()
+    if any(c not in (0, None) for c in codes.values()):
+        res.fail(f"nodes did not stop cleanly: {codes}")
+    rec = [p.get("recovery_s") for p in phases.values() if p.get("recovery_s") is not None]
+    res.recovery_s = max(rec) if rec else None
+    res.recovery_note = "server process (re)started -> 3 chunks merged, worst phase (includes the server's start-up)"
+    res.observed = "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v}" for k, v in vals.items()) for name, vals in phases.items()
+    )
