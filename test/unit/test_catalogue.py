@@ -22,10 +22,12 @@ def test_presets_read_once_with_one_name_each_and_the_sampler_from_the_strategy(
     assert presets() is table  # read once
     assert set(preset_names()) >= {"sync", "naive", "te", "bid", "rtc_hard", "rtc", "remac", "a2c2", "remac_rtc"}
     assert all(not table[n].ablation for n in preset_names())
-    assert {"remac_nomask", "remac_nocurriculum", "remac_noalign"} <= set(preset_names(ablations=True))
+    assert {"remac_nomask", "remac_nocurriculum", "remac_nodelta", "remac_clean_noalign"} <= set(
+        preset_names(ablations=True)
+    )
     for p in table.values():
         assert p.strategy in STRATEGIES and p.sampler == strategy_sampler(p.strategy)
-    assert get_preset("remac_rtc").sampler == "rtc" and get_preset("remac_rtc").checkpoint == "remac"
+    assert get_preset("remac_rtc").sampler == "rtc" and get_preset("remac_rtc").checkpoint == "remac_clean"
     assert get_preset("rtc_a2c2").a2c2 and get_preset("bid").uses_weak
     with pytest.raises(PresetError, match="did you mean 'remac_rtc'"):
         get_preset("remac+rtc")
@@ -83,8 +85,10 @@ def test_load_models_gives_each_preset_its_files(tmp_path):
         pytest.skip("shipped track checkpoints absent")
     cache: dict = {}
     naive = R.load_models("track", get_preset("naive"), cache=cache)
-    rtc = R.load_models("track", get_preset("rtc"), cache=cache)
-    assert rtc.policy is naive.policy  # one model shared by the presets of a run
+    te = R.load_models("track", get_preset("te"), cache=cache)
+    assert te.policy is naive.policy  # one model shared by the presets of a run that load it alike
+    rtc = R.load_models("track", get_preset("rtc"), cache=cache)  # same file; its preset sets the guidance clip
+    assert rtc.files == naive.files and rtc.policy.settings.beta == get_preset("rtc").beta
     remac = R.load_models("track", get_preset("remac_a2c2"), cache=cache)
     assert set(remac.files) == {"remac", "a2c2"} and remac.head is not None and remac.policy is not naive.policy
     bid = R.load_models("track", get_preset("bid"), cache=cache)

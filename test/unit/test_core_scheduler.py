@@ -183,9 +183,13 @@ def test_rtc_request_carries_prefix_and_soft_mask():
 
 
 def test_remac_and_bid_requests():
-    _, _, specs, _ = simulate("remac", d=3, s_min=4, steps=10)
+    _, _, specs, _ = simulate("remac_clean", d=3, s_min=4, steps=10)
     s = specs[1]
     assert s.sampler == "prefix" and s.n_frozen == 3 and s.weights.tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    _, _, specs, _ = simulate("remac", d=3, s_min=4, steps=10)  # the authors' variant: the whole old plan
+    s = specs[1]
+    assert s.sampler == "remac" and s.n_frozen == 3
+    assert s.weights.tolist() == [1.0 if i < s.n_real else 0.0 for i in range(8)]
     _, _, specs, _ = simulate("bid", d=2, s_min=4, steps=10, rho=0.5)
     s = specs[1]
     assert s.sampler == "bid" and s.n_frozen == 0
@@ -315,14 +319,17 @@ def test_make_strategy_did_you_mean_and_bad_options():
     with pytest.raises(ValueError):
         make_strategy("rtc_hard", schedule="exp")
     assert make_strategy("rtc_hard").schedule == "hard" and make_strategy("rtc_hard").name == "rtc_hard"
-    samplers = {n: make_strategy(n).sampler for n in ["sync", "naive", "te", "rtc", "rtc_hard", "remac", "bid"]}
+    samplers = {
+        n: make_strategy(n).sampler for n in ["sync", "naive", "te", "rtc", "rtc_hard", "remac", "remac_clean", "bid"]
+    }
     assert samplers == {
         "sync": "vanilla",
         "naive": "vanilla",
         "te": "vanilla",
         "rtc": "rtc",
         "rtc_hard": "rtc",
-        "remac": "prefix",
+        "remac": "remac",
+        "remac_clean": "prefix",
         "bid": "bid",
     }
 

@@ -163,9 +163,9 @@ def test_remac_prefix_conditioning_in_the_loss(cfg):
     seen = {}
     real_velocity = net.velocity
 
-    def spy(x, tau, cond):
+    def spy(x, tau, cond, **kw):
         seen["x"] = x.detach().clone()
-        return real_velocity(x, tau, cond)
+        return real_velocity(x, tau, cond, **kw)
 
     net.velocity = spy
     obs, act = torch.randn(4, OBS), torch.randn(4, H, A)
