@@ -48,7 +48,10 @@ from async_vla_ros.policy.registry import SAMPLERS, Backend, BackendError, Backe
 __all__ = ["LeRobotPolicyBackend", "LeRobotSettings", "load_lerobot_folder", "SIDECAR", "FLOW_SAMPLERS"]
 
 SIDECAR = "async_vla_ros.json"  # our names for a LeRobot folder: cameras, joint names, instruction
-FLOW_SAMPLERS = (*SAMPLERS, "rtc_lerobot")
+# our samplers that need only v(x, tau) (the authors' ``remac`` needs our mask-conditioned network),
+# plus LeRobot's own RTC
+FLOW_SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "bid", "rtc_lerobot")
+assert set(FLOW_SAMPLERS) <= set(SAMPLERS), "a lerobot sampler missing from core.strategies.SAMPLERS"
 STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observation.images."
 _WEIGHT_TOL = 1e-6
 
@@ -357,9 +360,9 @@ class LeRobotPolicyBackend:
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != (b, h) or not np.isfinite(w).all() or (w < -1e-9).any() or (w > 1 + 1e-6).any():
                 raise BackendError(f"weights must be (B, H) = ({b}, {h}) values in [0, 1]")
-        if sampler in ("rtc", "prefix", "rtc_lerobot") and y is None:
+        if sampler in ("rtc", "rtc_jf", "prefix", "rtc_lerobot") and y is None:
             raise BackendError(f"sampler {sampler!r} needs a prefix (the first chunk runs vanilla)")
-        if sampler in ("rtc", "rtc_lerobot") and w is None:
+        if sampler in ("rtc", "rtc_jf", "rtc_lerobot") and w is None:
             raise BackendError(f"sampler {sampler!r} needs weights (B, H)")
         if sampler == "bid" and (y is None) != (w is None):
             raise BackendError("bid needs prefix and weights together (or neither, for a first chunk)")
@@ -389,10 +392,11 @@ class LeRobotPolicyBackend:
         else:
             v = self.velocity_fn(batch)
             n = self.n_steps
-            if sampler == "rtc":
+            if sampler in ("rtc", "rtc_jf"):
                 wt = torch.as_tensor(np.clip(w, 0.0, 1.0), dtype=torch.float32)
+                x0 = torch.randn(shape, generator=gen)
                 with torch.no_grad():
-                    out = S.sample_rtc(v, torch.randn(shape, generator=gen), n, y, wt, beta=st.beta, validate=False)
+                    out = S.sample_rtc(v, x0, n, y, wt, beta=st.beta, validate=False, jacobian=sampler == "rtc")
             elif sampler == "prefix":
                 if n_frozen is None:
                     raise BackendError("the prefix sampler needs n_frozen (B,)")
@@ -401,7 +405,8 @@ class LeRobotPolicyBackend:
                     raise BackendError(f"n_frozen must be (B,) = ({b},) ints in [0, {h}]")
                 with torch.inference_mode():
                     out = S.sample_prefix(v, torch.randn(shape, generator=gen), n, y, nf, mode=st.prefix_mode)
-            else:  # bid
+            else:
+                assert sampler == "bid", sampler  # self.samplers was checked above
                 x0 = torch.randn((b, st.bid_n, *shape[1:]), generator=gen)
                 with torch.inference_mode():
                     res = S.sample_bid(v, x0, n, y, w, select=_bid_select(self))

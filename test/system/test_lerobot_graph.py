@@ -51,7 +51,7 @@ def _wait(cond, timeout: float, launcher: Launcher) -> bool:
     return cond()
 
 
-@pytest.mark.parametrize("method, sampler", [("rtc", "rtc"), ("remac", "prefix"), ("rtc_lerobot", "rtc_lerobot")])
+@pytest.mark.parametrize("method, sampler", [("rtc", "rtc"), ("remac_clean", "prefix"), ("rtc_lerobot", "rtc_lerobot")])
 def test_lerobot_policy_in_the_running_graph(monitor, tiny_smolvla_dir, method, sampler):
     graph = build_graph(
         "franka", {"policy": f"lerobot:{tiny_smolvla_dir}", "method": method, "task": "track", "camera": "true"}
@@ -84,7 +84,8 @@ def test_eval_runs_a_lerobot_policy_for_a_few_episodes(tiny_smolvla_dir, tmp_pat
             f"lerobot:{tiny_smolvla_dir}",
             "--method",
             "rtc",
-            "remac",
+            "rtc_jf",
+            "remac_clean",
             "rtc_lerobot",
             "bid",
             "--delay",
@@ -101,6 +102,6 @@ def test_eval_runs_a_lerobot_policy_for_a_few_episodes(tiny_smolvla_dir, tmp_pat
     assert rc == 0
     rows = json.loads(out.read_text())
     text = json.dumps(rows)
-    for method in ("rtc", "remac", "rtc_lerobot", "bid"):
+    for method in ("rtc", "rtc_jf", "remac_clean", "rtc_lerobot", "bid"):
         assert f'"{method}"' in text
     assert "lerobot:" in text

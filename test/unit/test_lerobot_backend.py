@@ -179,3 +179,22 @@ def test_samplers_run_and_pin_the_prefix(be):
     bid = be.infer(o, "bid", prefix=prev, weights=w, seed=2)
     assert bid.shape == (1, H, A) and len(be.last_info["bid_index"]) == 1
     assert be.infer(o, "bid", seed=2).shape == (1, H, A)  # first chunk: no prefix
+
+
+def test_rtc_jf_is_lerobot_guidance_and_the_authors_remac_is_refused(be):
+    """rtc_jf (our J = I guidance) runs on a LeRobot flow policy and gives LeRobot's own RTC chunk for
+    the same request; the authors' remac sampler needs our mask-conditioned network: refused with why,
+    never silently run as another sampler."""
+    from async_vla_ros.presets import get_preset
+
+    o = _obs(seed=6)
+    prev = be.infer(o, "vanilla", seed=1)
+    d, s = 2, 3
+    w = prefix_weights(d, s, H, "exp")[None]
+    jf = be.infer(o, "rtc_jf", prefix=prev, weights=w, seed=3)
+    lr = be.infer(o, "rtc_lerobot", prefix=prev, weights=w, n_frozen=np.array([d]), seed=3)
+    np.testing.assert_allclose(jf, lr, atol=1e-4)
+    with pytest.raises(BackendError, match="remac"):
+        be.infer(o, "remac", prefix=prev, weights=w, n_frozen=np.array([d]), seed=3)
+    why = get_backend("lerobot").cannot_serve(get_preset("remac"), "x")
+    assert why and "'remac'" in why
