@@ -8,7 +8,9 @@ executable) before ``rclpy.init``, the CLI, the launchers and the tests. rclpy r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -208,6 +210,12 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
     except KeyboardInterrupt:
         return int(getattr(node, "exit_code", 0) or 0) if node is not None else 0
     finally:
+        # Stopping from here on. Ctrl-C in a terminal signals the whole process group and
+        # `ros2 launch` then forwards a second SIGINT: that one must not interrupt close() (a
+        # KeyboardInterrupt in a thread join, exit code -2) or the interpreter's exit handlers.
+        # launch escalates to SIGTERM / SIGKILL itself if a close hangs.
+        with contextlib.suppress(ValueError):  # not the main thread (in-process tests): leave it
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:

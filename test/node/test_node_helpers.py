@@ -191,3 +191,35 @@ def test_worker_consecutive_errors_become_fatal():
     w._thread.join(5.0)
     assert not w.alive and isinstance(w.fatal, RuntimeError)
     assert errors == [(1, "bad 1"), (2, "bad 2")]
+
+
+def test_a_second_sigint_during_close_does_not_interrupt_the_stop(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group and `ros2 launch` forwards another
+    SIGINT: the second one lands while the node closes. run_node must finish the close and exit 0
+    (seen before the fix: KeyboardInterrupt in the sim node's thread join, exit code -2)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import os, signal, sys, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+class TwoSigints(Node):
+    NODE_NAME = "two_sigints"
+    def __init__(self):
+        super().__init__("two_sigints")
+        self.shutdown_requested = True  # stop at once: the test is about the close
+    def close(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the forwarded second SIGINT
+        time.sleep(0.2)                      # a close that takes a while (a thread join)
+        print("closed", flush=True)
+
+sys.exit(run_node(TwoSigints, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "closed" in out.stdout and "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
