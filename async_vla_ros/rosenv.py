@@ -51,7 +51,7 @@ print(len(others))
 """
 
 
-def domain_in_use(domain_id: int, wait_s: float = 2.0, timeout_s: float = 60.0) -> bool:
+def domain_in_use(domain_id: int, wait_s: float = 3.0, timeout_s: float = 60.0) -> bool:
     """True when some ROS node on this machine already uses ``domain_id`` (localhost discovery):
     a short-lived probe process lists the nodes it discovers within ``wait_s``. A probe that
     fails counts as in use (pick another id)."""
@@ -75,7 +75,7 @@ def domain_in_use(domain_id: int, wait_s: float = 2.0, timeout_s: float = 60.0) 
     return not (last and last[0] == "0")
 
 
-def free_session_domain_id(seed: int | None = None, tries: int = 5, wait_s: float = 2.0) -> int:
+def free_session_domain_id(seed: int | None = None, tries: int = 5, wait_s: float = 3.0) -> int:
     """:func:`session_domain_id`, moved on to the next ids while another process (a test session of
     another checkout, a graph started by hand on the same id) already uses it: on a shared machine
     two sessions on one domain see each other's nodes (a probe then counts a foreign correction
