@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -22,38 +21,13 @@ from async_vla_ros.assets import panda_available  # noqa: E402
 if not panda_available():
     pytest.skip("MuJoCo Panda model not fetched (make setup)", allow_module_level=True)
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from graph_fixtures import wait_for  # noqa: E402
 
 from async_vla_ros.bringup.graph import build_graph  # noqa: E402
 from async_vla_ros.bringup.launcher import Launcher  # noqa: E402
-from async_vla_ros.bringup.monitor import GraphMonitor  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
-
-
-@pytest.fixture()
-def monitor():
-    rclpy.init()
-    mon = GraphMonitor()
-    ex = SingleThreadedExecutor()
-    ex.add_node(mon)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    yield mon
-    ex.shutdown(timeout_sec=2.0)
-    mon.destroy_node()
-    rclpy.shutdown()
-
-
-def _wait(cond, timeout: float, launcher: Launcher) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        assert launcher.check(), "a node exited early:\n" + "\n".join(line for n in launcher.nodes for line in n.tail)
-        time.sleep(0.05)
-    return cond()
 
 
 def test_full_graph_completes_an_episode(monitor):
@@ -62,10 +36,10 @@ def test_full_graph_completes_an_episode(monitor):
     launcher = Launcher(graph, echo=lines.append)
     launcher.start()
     try:
-        assert _wait(lambda: len(monitor.episode_results()) >= 1, 90.0, launcher), "no episode finished:\n" + "\n".join(
-            lines[-60:]
+        assert wait_for(lambda: len(monitor.episode_results()) >= 1, 90.0, launcher), (
+            "no episode finished:\n" + "\n".join(lines[-60:])
         )
-        assert _wait(
+        assert wait_for(
             lambda: (
                 monitor.diag("correction").get("commands", 0) > 0
                 and monitor.diag("camera_ingestion").get("images_attached", 0) > 0
@@ -102,7 +76,7 @@ def test_launcher_fails_when_a_node_dies():
     launcher = Launcher(graph, echo=lines.append, grace_s=5.0)
     launcher.start()
     victim = next(n for n in launcher.nodes if n.spec.name == "scheduler")
-    assert _wait(
+    assert wait_for(
         lambda: any("scheduler" in line and "INFO" in line for line in lines) or victim.proc.poll() is None,
         30.0,
         launcher,

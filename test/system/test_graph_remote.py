@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from async_vla_ros.assets import panda_available  # noqa: E402
 if not panda_available():
     pytest.skip("MuJoCo Panda model not fetched (make setup)", allow_module_level=True)
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from graph_fixtures import wait_for  # noqa: E402
 
 from async_vla_ros.bringup.graph import build_graph  # noqa: E402
 from async_vla_ros.bringup.launcher import Launcher  # noqa: E402
-from async_vla_ros.bringup.monitor import GraphMonitor  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,30 +64,6 @@ def serve(port: int) -> subprocess.Popen:
     raise AssertionError("serve did not listen")
 
 
-@pytest.fixture()
-def monitor():
-    rclpy.init()
-    mon = GraphMonitor()
-    ex = SingleThreadedExecutor()
-    ex.add_node(mon)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    yield mon
-    ex.shutdown(timeout_sec=2.0)
-    mon.destroy_node()
-    rclpy.shutdown()
-
-
-def _wait(cond, timeout: float, launcher: Launcher) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        assert launcher.check(), "a node exited early:\n" + "\n".join(line for n in launcher.nodes for line in n.tail)
-        time.sleep(0.05)
-    return cond()
-
-
 def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
     port = free_port()
     server = serve(port)
@@ -100,8 +74,8 @@ def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
     launcher = Launcher(graph, echo=lines.append)
     launcher.start()
     try:
-        assert _wait(lambda: len(monitor.episode_results()) >= 1, 120.0, launcher), "\n".join(lines[-60:])
-        ok = _wait(lambda: len(monitor.accepted_reports()) >= 20, 30.0, launcher)
+        assert wait_for(lambda: len(monitor.episode_results()) >= 1, 120.0, launcher), "\n".join(lines[-60:])
+        ok = wait_for(lambda: len(monitor.accepted_reports()) >= 20, 30.0, launcher)
         reasons = [(r.reject_reason, r.sampler) for r in monitor.reports if not r.accepted][:20]
         assert ok, f"{len(monitor.accepted_reports())} accepted; rejects {reasons}; policy {monitor.diag('policy')}"
         reps = monitor.accepted_reports()
@@ -114,13 +88,13 @@ def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
         holds0 = monitor.diag("correction").get("holds", 0)
         server.kill()
         server.wait(timeout=10)
-        assert _wait(lambda: monitor.diag("policy").get("backend_unavailable", 0) >= 2, 20.0, launcher)
-        assert _wait(lambda: monitor.diag("scheduler").get("timeouts", 0) >= 1, 20.0, launcher) or (
+        assert wait_for(lambda: monitor.diag("policy").get("backend_unavailable", 0) >= 2, 20.0, launcher)
+        assert wait_for(lambda: monitor.diag("scheduler").get("timeouts", 0) >= 1, 20.0, launcher) or (
             monitor.diag("scheduler").get("requests", 0) > 0
         )
         # the robot holds: the correction node holds the last target (plan ran dry), or, once a new
         # episode began without a plan, publishes nothing (the robot's controller holds)
-        if not _wait(lambda: monitor.diag("correction").get("holds", 0) > holds0, 10.0, launcher):
+        if not wait_for(lambda: monitor.diag("correction").get("holds", 0) > holds0, 10.0, launcher):
             c1 = monitor.diag("correction").get("commands", 0)
             time.sleep(1.5)
             assert monitor.diag("correction").get("commands", 0) == c1
@@ -129,7 +103,7 @@ def test_graph_against_openpi_server_with_kill_and_reconnect(monitor):
         server = serve(port)
         n_mid = len(monitor.accepted_reports())
         assert n_mid - n_before < 5
-        assert _wait(lambda: len(monitor.accepted_reports()) > n_mid + 10, 30.0, launcher), "\n".join(lines[-40:])
+        assert wait_for(lambda: len(monitor.accepted_reports()) > n_mid + 10, 30.0, launcher), "\n".join(lines[-40:])
     finally:
         codes = launcher.stop()
         if server.poll() is None:

@@ -5,8 +5,6 @@ preset, and evaluated by ``eval`` for a few episodes per preset."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
@@ -17,38 +15,13 @@ from async_vla_ros.assets import panda_available  # noqa: E402
 if not panda_available():
     pytest.skip("MuJoCo Panda model not fetched (make setup)", allow_module_level=True)
 
-import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from graph_fixtures import wait_for  # noqa: E402
 
 from async_vla_ros.bringup.graph import build_graph  # noqa: E402
 from async_vla_ros.bringup.launcher import Launcher  # noqa: E402
-from async_vla_ros.bringup.monitor import GraphMonitor  # noqa: E402
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
-
-
-@pytest.fixture()
-def monitor():
-    rclpy.init()
-    mon = GraphMonitor()
-    ex = SingleThreadedExecutor()
-    ex.add_node(mon)
-    th = threading.Thread(target=ex.spin, daemon=True)
-    th.start()
-    yield mon
-    ex.shutdown(timeout_sec=2.0)
-    mon.destroy_node()
-    rclpy.shutdown()
-
-
-def _wait(cond, timeout: float, launcher: Launcher) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        assert launcher.check(), "a node exited early:\n" + "\n".join(line for n in launcher.nodes for line in n.tail)
-        time.sleep(0.1)
-    return cond()
 
 
 @pytest.mark.parametrize("method, sampler", [("rtc", "rtc"), ("remac_clean", "prefix"), ("rtc_lerobot", "rtc_lerobot")])
@@ -60,9 +33,9 @@ def test_lerobot_policy_in_the_running_graph(monitor, tiny_smolvla_dir, method, 
     launcher = Launcher(graph, echo=lines.append)
     launcher.start()
     try:
-        ok = _wait(lambda: sum(r.sampler == sampler for r in monitor.accepted_reports()) >= 3, 150.0, launcher)
+        ok = wait_for(lambda: sum(r.sampler == sampler for r in monitor.accepted_reports()) >= 3, 150.0, launcher)
         assert ok, "no guided chunks:\n" + "\n".join(lines[-60:])
-        assert _wait(lambda: monitor.diag("correction").get("commands", 0) > 0, 10.0, launcher)
+        assert wait_for(lambda: monitor.diag("correction").get("commands", 0) > 0, 10.0, launcher)
     finally:
         codes = launcher.stop()
     reps = monitor.accepted_reports()

@@ -1,0 +1,28 @@
+"""Fixtures of the system tests."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+
+@pytest.fixture()
+def monitor():
+    """A GraphMonitor (chunk reports, diagnostics, episode results of the running graph), spun on
+    its own thread for the test's duration."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
+
+    from async_vla_ros.bringup.monitor import GraphMonitor
+
+    rclpy.init()
+    mon = GraphMonitor()
+    ex = SingleThreadedExecutor()
+    ex.add_node(mon)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    yield mon
+    ex.shutdown(timeout_sec=2.0)
+    mon.destroy_node()
+    rclpy.shutdown()
