@@ -49,10 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
     parser.add_argument(
         "--remote",
-        choices=("openpi",),
+        choices=("openpi", "lerobot-grpc"),
         default=None,
-        help="measure remote inference instead (async-vla-ros serve on 127.0.0.1): round trip vs in-process "
-        "with two 64x64 cameras at 20 Hz, and graph runs per added delay (eval/bench_remote.py)",
+        help="measure remote inference instead (async-vla-ros serve, or LeRobot's stock gRPC policy_server, on "
+        "127.0.0.1): round trip vs in-process with two 64x64 cameras at 20 Hz, and graph runs per added delay "
+        "(eval/bench_remote.py)",
+    )
+    parser.add_argument(
+        "--remote-policy",
+        default="",
+        help="--remote: what the server serves (openpi: a policy spec, default 'default'; lerobot-grpc: a LeRobot "
+        "policy folder, default a tiny random SmolVLA built for the run)",
     )
     parser.add_argument(
         "--delays-ms", nargs="+", type=float, default=[0, 20, 50, 100], help="--remote: added one-way delays"

@@ -1,15 +1,26 @@
-"""``async-vla-ros bench pipeline --remote openpi``: remote inference over loopback, measured.
+"""``async-vla-ros bench pipeline --remote openpi|lerobot-grpc``: remote inference over loopback, measured.
 
-Two parts, both against ``async-vla-ros serve`` started here on 127.0.0.1 (a subprocess, one
-torch thread) with the task's shipped flow checkpoint:
+Two parts, both against a policy server started here on 127.0.0.1 (a subprocess, one torch
+thread; :mod:`async_vla_ros.eval.policy_servers`):
+
+* ``openpi``: ``async-vla-ros serve`` with the task's shipped flow checkpoint (or
+  ``--remote-policy``, any spec ``serve`` takes);
+* ``lerobot-grpc``: LeRobot's stock ``policy_server`` (``--inference_latency=0``) with a LeRobot
+  policy folder: ``--remote-policy DIR``, default a tiny random SmolVLA built here (two 64x64
+  cameras ``front``, ``wrist``; for the graph part a one-camera ``scene`` twin, the camera the
+  sim renders).
 
 1. **Round trip** at the control rate (20 Hz pacing), one observation = state + two 64x64 rgb8
-   cameras (``front``, ``wrist``): in-process ``infer`` time vs the openpi round trip (request out
-   -> reply in), the server's own inference time and the rest (network: msgpack, websocket,
-   loopback, injected delay), for each added one-way delay (injected in the client, both ways).
-2. **Absorption**: the Franka graph (MuJoCo sim) with ``policy:=openpi://...?delay_ms=D`` for each
-   added delay and each method, ``--remote-duration`` s each: measured and forecast delay d, switch
-   jumps (``ChunkReport.boundary_jump`` of accepted chunks), hold steps, episodes and their success.
+   cameras (``front``, ``wrist``): in-process ``infer`` time (the same policy loaded here) vs the
+   remote round trip (request out -> reply in), the server's own inference time and the rest
+   (network: serialisation, transport, loopback, injected delay), for each added one-way delay
+   (injected in the client, both ways: the ``delay_ms`` option of both backends). openpi's server
+   reports its time in each reply; LeRobot's stock server only logs it (``Observation N | Total
+   time: X ms``), so here it is read from the server's output, matched by timestep.
+2. **Absorption**: the Franka graph (MuJoCo sim) with ``policy:=<backend>://...?delay_ms=D`` for
+   each added delay and each method the backend can serve, ``--remote-duration`` s each: measured
+   and forecast delay d, switch jumps (``ChunkReport.boundary_jump`` of accepted chunks), hold
+   steps, episodes and their success.
 
 Not a timed test: numbers depend on the machine and its load (printed with the run).
 """
@@ -17,59 +28,20 @@ Not a timed test: numbers depend on the machine and its load (printed with the r
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
+import re
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from async_vla_ros.eval.policy_servers import ServerProcess, free_port, start_lerobot_grpc, start_serve
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(task: str, port: int, policy: str = "default") -> subprocess.Popen:
-    """``async-vla-ros serve`` on 127.0.0.1:port; returns once it listens."""
-    cmd = [sys.executable, "-m", "async_vla_ros.cli", "serve", "--task", task, "--policy", policy, "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    if "serving" not in line:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"serve did not start: {line.strip()}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain
-    deadline = time.monotonic() + 30  # "serving" is printed just before the socket is bound
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    stop_server(proc)
-    raise RuntimeError(f"serve did not listen on 127.0.0.1:{port} within 30 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+CAMERAS = ("front", "wrist")  # the round trip's two 64x64 cameras
+# LeRobot's stock server logs, per observation: "Observation N | [...] Total time: X ms"
+_GRPC_SERVER_TIME = re.compile(r"Observation (\d+) \|.*Total time: ([0-9.]+) ?ms")
 
 
 def _pct(x) -> tuple[float, float]:
@@ -77,18 +49,66 @@ def _pct(x) -> tuple[float, float]:
     return float(np.median(a)), float(np.quantile(a, 0.99))
 
 
-def round_trips(task: str, port: int, delays_ms, n: int, hz: float = 20.0) -> dict:
+class Remote:
+    """One protocol's server and client for the bench: how to start the server, which policy
+    runs in-process for comparison, the client spec for an added delay, the server's time."""
+
+    def __init__(self, protocol: str, task: str, policy: str = "", graph_policy: str = "") -> None:
+        self.protocol, self.task = protocol, task
+        self.port = free_port()
+        self.server: ServerProcess | None = None
+        if protocol == "openpi":
+            self.served = policy or "default"  # a policy spec serve takes
+            self.local_spec = self.served
+        else:
+            self.folder = policy  # a LeRobot policy folder
+            self.graph_folder = graph_policy or policy
+            self.local_spec = f"lerobot:{policy}"
+
+    def start(self) -> None:
+        if self.protocol == "openpi":
+            self.server = start_serve(self.task, self.port, policy=self.served)
+        else:
+            self.server = start_lerobot_grpc(self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def spec(self, delay_ms: float, graph: bool = False) -> str:
+        """The client spec; reply timeout 2 s in the graph, 10 s for the round trips (a first
+        LeRobot call on a loaded machine can take seconds: a timeout there would end the bench)."""
+        timeout = 2 if graph else 10
+        if self.protocol == "openpi":
+            return f"openpi://127.0.0.1:{self.port}?delay_ms={delay_ms:g}&timeout={timeout}"
+        folder = self.graph_folder if graph else self.folder
+        return f"lerobot-grpc://127.0.0.1:{self.port}?policy={folder}&delay_ms={delay_ms:g}&timeout={timeout}"
+
+    def server_times(self) -> dict[int, float]:
+        """LeRobot: timestep -> the server's logged time (s) for it; openpi: {} (in each reply)."""
+        if self.protocol == "openpi" or self.server is None:
+            return {}
+        out = {}
+        for line in list(self.server.lines):
+            m = _GRPC_SERVER_TIME.search(line)
+            if m:
+                out[int(m.group(1))] = float(m.group(2)) / 1e3
+        return out
+
+
+def round_trips(remote: Remote, delays_ms, n: int, hz: float = 20.0) -> dict:
     """Part 1 (module docstring): per delay, medians / p99 in s."""
     import torch
 
-    from async_vla_ros.policy.openpi_backend import OpenpiPolicy
     from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
 
     torch.set_num_threads(1)
-    local = load_policy_spec("default", BackendRequest(task, num_threads=1))
+    local = load_policy_spec(remote.local_spec, BackendRequest(remote.task, num_threads=1))
     rng = np.random.default_rng(0)
     state = rng.normal(size=(1, local.obs_dim)) * 0.1
-    cams = {c: rng.integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8) for c in ("front", "wrist")}
+    cams = {c: rng.integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8) for c in CAMERAS}
+    obs = {"state": state, "images": cams}
+    local_obs = obs if getattr(local, "cameras", None) or getattr(local, "needs_image", False) else state
     period = 1.0 / hz
 
     def paced(fn):
@@ -103,21 +123,37 @@ def round_trips(task: str, port: int, delays_ms, n: int, hz: float = 20.0) -> di
             time.sleep(max(0.0, nxt - time.perf_counter()))
         return out
 
-    res = {"in_process": _pct([dt for dt, _ in paced(lambda i: local.infer(state, seed=i))])}
-    obs = {"state": state, "images": cams}
+    res = {"in_process": _pct([dt for dt, _ in paced(lambda i: local.infer(local_obs, seed=i))])}
     for d in delays_ms:
-        remote = OpenpiPolicy(f"127.0.0.1:{port}?delay_ms={d:g}&timeout=2", task)
-        rows = paced(lambda i, r=remote: (r.infer(obs, seed=i), r.last_info)[1])
-        remote.close()
+        client = load_policy_spec(remote.spec(d), BackendRequest(remote.task, num_threads=1))
+        grpc = remote.protocol != "openpi"
+        # openpi: our server honours the seed; LeRobot's stock server has its own noise (no seed field)
+        call = (lambda i, c=client: c.infer(obs)) if grpc else (lambda i, c=client: c.infer(obs, seed=i))
+
+        def one(i, c=client, call=call):
+            call(i)
+            return dict(c.last_info, step=getattr(c, "_step", -1))
+
+        rows = paced(one)
+        client.close()
+        infos = [i for _, i in rows]
+        if grpc:
+            time.sleep(0.5)  # the server's last log lines
+            logged = remote.server_times()
+            for i in infos:
+                i["server_infer_s"] = logged.get(i["step"], float("nan"))
+                i["network_s"] = i["round_trip_s"] - i["server_infer_s"]
+            infos = [i for i in infos if np.isfinite(i["server_infer_s"])]
         res[d] = {
-            "round_trip": _pct([i["round_trip_s"] for _, i in rows]),
-            "server_infer": _pct([i["server_infer_s"] for _, i in rows]),
-            "network": _pct([i["network_s"] for _, i in rows]),
+            "round_trip": _pct([i["round_trip_s"] for i in infos]),
+            "server_infer": _pct([i["server_infer_s"] for i in infos]),
+            "network": _pct([i["network_s"] for i in infos]),
+            "n": len(infos),
         }
     return res
 
 
-def graph_run(task: str, port: int, delay_ms: float, method: str, duration: float, warmup: float) -> dict:
+def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, warmup: float) -> dict:
     """Part 2 for one (delay, method): the graph against the server for ``duration`` s."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -127,8 +163,11 @@ def graph_run(task: str, port: int, delay_ms: float, method: str, duration: floa
     from async_vla_ros.bringup.monitor import GraphMonitor
     from async_vla_ros.nodes.common import stamp_to_ns
 
-    spec = f"openpi://127.0.0.1:{port}?delay_ms={delay_ms:g}&timeout=2"
-    graph = build_graph("franka", {"task": task, "method": method, "policy": spec, "camera": "false"})
+    task = remote.task
+    camera = "false" if remote.protocol == "openpi" else "true"  # the LeRobot policy reads the sim's camera
+    graph = build_graph(
+        "franka", {"task": task, "method": method, "policy": remote.spec(delay_ms, graph=True), "camera": camera}
+    )
     log: list[str] = []
     launcher = Launcher(graph, echo=log.append)
     rclpy.init(args=[])
@@ -179,54 +218,92 @@ def graph_run(task: str, port: int, delay_ms: float, method: str, duration: floa
     }
 
 
+def _tiny_folders(root: Path, task: str) -> tuple[str, str]:
+    """Two tiny random SmolVLA folders (state 24, action 8, chunk 8): cameras front + wrist (round
+    trip), and scene (the camera the sim renders: graph runs)."""
+    from async_vla_ros.policy.lerobot_tiny import TinySmolVLASpec, build_tiny_smolvla
+
+    kw = dict(state_dim=24, action_dim=8, chunk=8, n_steps=10, task=task)
+    two = build_tiny_smolvla(
+        root / "two_cams", TinySmolVLASpec(cameras={c: f"observation.images.{c}" for c in CAMERAS}, **kw)
+    )
+    one = build_tiny_smolvla(root / "scene", TinySmolVLASpec(cameras={"scene": "observation.images.scene"}, **kw))
+    return str(two), str(one)
+
+
 def run_remote(ns) -> int:
     """The ``--remote`` part of ``bench pipeline`` (arguments: bench_pipeline.add_arguments)."""
     import platform
+
+    from async_vla_ros.policy.registry import get_backend
+    from async_vla_ros.presets import get_preset
 
     delays = [float(d) for d in ns.delays_ms]
     if any(d < 0 or d > 1000 for d in delays):
         print("bench pipeline: --delays-ms must lie in [0, 1000]", file=sys.stderr)
         return 2
-    port = free_port()
+    proto = ns.remote
+    tmp = None
+    if proto == "lerobot-grpc" and not ns.remote_policy:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_remote_smolvla_")
+        folder, graph_folder = _tiny_folders(Path(tmp.name), ns.task)
+        what = "tiny random SmolVLA (built here; 2 cameras for the round trip, 'scene' for the graph)"
+    else:
+        folder = graph_folder = ns.remote_policy
+        what = ns.remote_policy or "default"
+    remote = Remote(proto, ns.task, folder, graph_folder)
     print(
-        f"bench pipeline --remote openpi: task {ns.task}, serve default on 127.0.0.1:{port}; "
-        f"{platform.node()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}",
+        f"bench pipeline --remote {proto}: task {ns.task}, {what} on 127.0.0.1:{remote.port}; "
+        f"{platform.node()}, {os.cpu_count()} CPUs, load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
-    server = start_server(ns.task, port)
+    remote.start()
     try:
-        rt = round_trips(ns.task, port, delays, ns.rt_calls)
+        rt = round_trips(remote, delays, ns.rt_calls)
         ms = lambda x: f"{1e3 * x:.2f}"  # noqa: E731
-        print(f"\nround trip at 20 Hz, state + 2 x 64x64 rgb8 cameras, {ns.rt_calls} calls each (median / p99 ms):")
+        print(
+            f"\nround trip at 20 Hz, state + 2 x 64x64 rgb8 cameras, {ns.rt_calls} calls each (median / p99 ms); "
+            f"load avg now {os.getloadavg()[0]:.2f}:"
+        )
         ip = rt["in_process"]
         print(f"  in-process infer:          {ms(ip[0])} / {ms(ip[1])}")
         for d in delays:
             r = rt[d]
             over = r["round_trip"][0] - ip[0]
             print(
-                f"  openpi, +{d:g} ms one-way:  round trip {ms(r['round_trip'][0])} / {ms(r['round_trip'][1])}, "
+                f"  {proto}, +{d:g} ms one-way:  round trip {ms(r['round_trip'][0])} / {ms(r['round_trip'][1])}, "
                 f"server infer {ms(r['server_infer'][0])}, network {ms(r['network'][0])} / {ms(r['network'][1])}, "
-                f"overhead vs in-process {ms(over)}"
+                f"overhead vs in-process {ms(over)} ({r['n']} calls matched)"
             )
         if ns.remote_duration > 0:
+            backend = get_backend(proto)
+            methods = []
+            for m in ns.remote_methods:
+                why = backend.cannot_serve(get_preset(m))
+                if why:
+                    print(f"  (method {m} skipped: {why})")
+                else:
+                    methods.append(m)
             print(
                 f"\ngraph runs against the server ({ns.remote_duration:g} s each after {ns.warmup:g} s warm-up):",
                 flush=True,
             )
             print(
                 "  delay  method  chunks  latency med/p99 ms  network med ms  d meas/pred  "
-                "jump med/max rad  episodes ok/n  rejected"
+                "jump med/max rad  episodes ok/n  rejected  load"
             )
             for d in delays:
-                for method in ns.remote_methods:
-                    g = graph_run(ns.task, port, d, method, ns.remote_duration, ns.warmup)
+                for method in methods:
+                    g = graph_run(remote, d, method, ns.remote_duration, ns.warmup)
                     print(
                         f"  +{d:<4g}  {method:<6}  {g['chunks']:>6}  {ms(g['total_latency'][0])}/{ms(g['total_latency'][1])}"
                         f"  {ms(g['network'][0])}  {g['d_measured']:.0f}/{g['d_predicted']:.0f}"
                         f"  {g['jump'][0]:.4f}/{g['jump'][1]:.4f}  {g['successes']}/{g['episodes']}"
-                        f"  {g['rejected']}",
+                        f"  {g['rejected']}  {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
     finally:
-        stop_server(server)
+        remote.stop()
+        if tmp is not None:
+            tmp.cleanup()
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import json
 import os
 import time
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from async_vla_ros.policy import samplers as S
+from async_vla_ros.policy.checks import check_sampler, check_seed, check_state, did_you_mean
 from async_vla_ros.policy.networks import FlowNetConfig, ObsCond, build_network
 from async_vla_ros.policy.normalize import Normalizer
 from async_vla_ros.policy.registry import (
@@ -46,12 +46,6 @@ from async_vla_ros.policy.registry import (
 )
 
 CHECKPOINT_FORMAT = "async_vla_ros.policy/1"
-
-
-def did_you_mean(name: str, choices) -> str:
-    """`` (did you mean 'x'?)`` suffix for error messages, or ``""``."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @runtime_checkable
@@ -126,12 +120,6 @@ class SamplerSettings:
         if unknown:
             raise ValueError(f"unknown SamplerSettings fields: {sorted(unknown)}")
         return cls(**dict(d))
-
-
-def _check_sampler(name: str) -> str:
-    if name not in S.SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, S.SAMPLERS)}; known: {', '.join(S.SAMPLERS)}")
-    return name
 
 
 class FlowPolicyBackend:
@@ -228,14 +216,7 @@ class FlowPolicyBackend:
         return self._state_tensor(state), state.shape[0]
 
     def _check_state(self, state) -> np.ndarray:
-        s = np.asarray(state)
-        if s.dtype == object or not np.issubdtype(s.dtype, np.number):
-            raise ValueError(f"observation must be a numeric array, got dtype {s.dtype}")
-        if s.ndim != 2 or s.shape[1] != self.obs_dim or s.shape[0] < 1:
-            raise ValueError(f"observation must have shape (B, obs_dim) = (B, {self.obs_dim}), got {s.shape}")
-        if not np.isfinite(s).all():
-            raise ValueError("observation contains NaN or Inf")
-        return s
+        return check_state(state, self.obs_dim)
 
     def _state_tensor(self, s: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(self.normalizer.obs.normalize(s), dtype=torch.float32, device=self.device)
@@ -319,7 +300,8 @@ class FlowPolicyBackend:
     ) -> np.ndarray:
         """One chunk per observation row: (B, H, A) float64 in robot units (see :class:`ChunkPolicy`)."""
         t_start = time.perf_counter_ns()
-        _check_sampler(sampler)
+        check_sampler(sampler, S.SAMPLERS)
+        seed = check_seed(seed)
         obs_t, b = self._prepare_obs(obs)
         h, a, st = self.horizon, self.action_dim, self.settings
         y = w = nf = None
@@ -339,9 +321,7 @@ class FlowPolicyBackend:
             if "n_frozen" in needs:
                 nf = self._check_n_frozen(n_frozen, b)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-                raise ValueError(f"seed must be an int or None, got {seed!r}")
-            gen = torch.Generator(device=self.device).manual_seed(int(seed))
+            gen = torch.Generator(device=self.device).manual_seed(seed)
         else:
             gen = self._generator
         info: dict[str, Any] = {"sampler": sampler, "n_steps": st.n_steps}

@@ -37,16 +37,13 @@ and ``network_s`` (the difference: serialisation, transport, injected delay).
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 
-from async_vla_ros.core.requests import SAMPLERS
 from async_vla_ros.policy.registry import (
     Backend,
     BackendError,
@@ -54,6 +51,7 @@ from async_vla_ros.policy.registry import (
     BackendUnavailable,
     register_backend,
 )
+from async_vla_ros.policy.remote import RemoteAddress, RemoteChunkPolicy, RemoteReplyError
 
 __all__ = [
     "GUIDANCE_KEY",
@@ -68,56 +66,19 @@ __all__ = [
 GUIDANCE_KEY = "async_vla_ros/guidance"  # optional request key: our sampler and its guidance
 META_KEY = "async_vla_ros"  # server metadata key: shapes, cameras, samplers
 PROTOCOL_VERSION = 1
-MAX_DELAY_MS = 1000.0
 CLOSE_TIMEOUT_S = 0.1  # closing a connection we gave up on (timeout, bad reply) waits at most this
 
 
-class RemoteReplyError(ValueError):
-    """The server answered, but not with a valid chunk (shape, NaN/Inf, missing actions, error text)."""
-
-
-class OpenpiAddress:
+class OpenpiAddress(RemoteAddress):
     """``HOST:PORT?options`` parsed (see the module docstring)."""
 
+    SCHEME = "openpi"
     INTS = ("horizon", "action_dim", "obs_dim")
-    FLOATS = {"timeout": 1.0, "connect_timeout": 2.0, "retry": 0.5, "delay_ms": 0.0}
     STRS = ("prompt", "camera")
-
-    def __init__(self, target: str) -> None:
-        hostport, _, query = str(target).partition("?")
-        host, sep, port = hostport.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise BackendError(f"openpi address {target!r}: expected HOST:PORT[?options], e.g. 127.0.0.1:8000")
-        self.host, self.port = host.strip("[]"), int(port)
-        self.ints: dict[str, int] = {}
-        self.floats = dict(self.FLOATS)
-        self.strs: dict[str, str] = {}
-        for key, val in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-            try:
-                if key in self.INTS:
-                    self.ints[key] = int(val)
-                    if self.ints[key] < 1:
-                        raise ValueError("must be >= 1")
-                elif key in self.FLOATS:
-                    self.floats[key] = float(val)
-                    if not np.isfinite(self.floats[key]) or self.floats[key] < 0:
-                        raise ValueError("must be finite and >= 0")
-                elif key in self.STRS:
-                    self.strs[key] = val
-                else:
-                    known = (*self.INTS, *self.FLOATS, *self.STRS)
-                    raise ValueError(f"unknown option (known: {', '.join(known)})")
-            except ValueError as exc:
-                raise BackendError(f"openpi address {target!r}: option {key}={val!r}: {exc}") from None
-        if self.floats["delay_ms"] > MAX_DELAY_MS:
-            raise BackendError(f"openpi address {target!r}: delay_ms is bounded to {MAX_DELAY_MS:.0f}")
-        if self.floats["timeout"] <= 0 or self.floats["connect_timeout"] <= 0:
-            raise BackendError(f"openpi address {target!r}: timeout and connect_timeout must be > 0")
 
     @property
     def uri(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        return f"ws://{self.hostport}"
 
 
 def parse_address(target: str) -> OpenpiAddress:
@@ -183,26 +144,19 @@ def _client_class():
     return BoundedClient
 
 
-class OpenpiPolicy:
-    """:class:`ChunkPolicy` over an openpi websocket server (see the module docstring).
+class OpenpiPolicy(RemoteChunkPolicy):
+    """:class:`ChunkPolicy` over an openpi websocket server (see the module docstring; errors,
+    reconnects and timing: :class:`~async_vla_ros.policy.remote.RemoteChunkPolicy`)."""
 
-    Not thread-safe (one ``infer`` at a time, like every backend). ``clock`` (seconds,
-    monotonic) and ``sleep`` are injectable for tests.
-    """
+    hint = "; is `async-vla-ros serve` (or another openpi server) running there?"
+    sampler_hint = " (it needs `async-vla-ros serve` there: it runs our guidance next to the model)"
 
     def __init__(self, address: OpenpiAddress | str, task: str = "", *, clock=time.monotonic, sleep=time.sleep):
-        self.address = address if isinstance(address, OpenpiAddress) else OpenpiAddress(address)
-        self.task = str(task)
-        self._clock, self._sleep = clock, sleep
+        address = address if isinstance(address, OpenpiAddress) else OpenpiAddress(address)
+        super().__init__(address, task, clock=clock, sleep=sleep)
+        self.server = f"openpi server at {address.uri}"
         self._client = None
-        self._lock = threading.Lock()
-        self._last_attempt = -float("inf")
         self.metadata: dict[str, Any] = {}
-        self.last_info: dict[str, Any] = {}
-        self.last_error = ""
-        self.n_connects = 0
-        self.n_unavailable = 0
-        self.n_bad_replies = 0
         try:
             self._connect(force=True)
         except BackendUnavailable as exc:
@@ -240,46 +194,24 @@ class OpenpiPolicy:
         self.camera = self.address.strs.get("camera") or (self.cameras[0] if self.cameras else "image")
         self.prompt = self.address.strs.get("prompt") or str(ours.get("instruction") or self.task)
 
-    # ------------------------------------------------------------------ connection
-    def _connect(self, force: bool = False) -> None:
-        now = self._clock()
-        if not force and now - self._last_attempt < self.address.floats["retry"]:
-            raise BackendUnavailable(
-                f"openpi server at {self.address.uri} unavailable ({self.last_error}); "
-                f"next reconnect attempt in {self.address.floats['retry'] - (now - self._last_attempt):.2f} s"
-            )
-        self._last_attempt = now
-        try:
-            client = _client_class()(
-                self.address.uri, self.address.floats["connect_timeout"], self.address.floats["timeout"]
-            )
-        except Exception as exc:  # noqa: BLE001 - refused, timed out, handshake: all mean "no server"
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            raise BackendUnavailable(
-                f"cannot reach the openpi server at {self.address.uri} ({self.last_error}); "
-                "is `async-vla-ros serve` (or another openpi server) running there?"
-            ) from None
+    # ------------------------------------------------------------------ connection (RemoteChunkPolicy hooks)
+    def _open(self) -> None:
+        client = _client_class()(
+            self.address.uri, self.address.floats["connect_timeout"], self.address.floats["timeout"]
+        )
         self._client = client
         self.metadata = client.get_server_metadata() or {}
-        self.n_connects += 1
-        self.last_error = ""
+
+    def _after_connect(self) -> None:
         if hasattr(self, "horizon"):  # a reconnect
             self._apply_metadata()
 
-    def _drop(self, why: str) -> None:
-        self.last_error = why
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
-        self._client = None
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop("closed")
-
-    # ------------------------------------------------------------------ ChunkPolicy
+    # ------------------------------------------------------------------ requests
     def _row_obs(self, obs: Any, row: int, b: int) -> dict[str, Any]:
         if isinstance(obs, Mapping):
             state = np.asarray(obs["state"], dtype=np.float64)
@@ -300,99 +232,26 @@ class OpenpiPolicy:
             out["images"] = imgs
         return out
 
-    def _check_obs(self, obs: Any) -> int:
-        s = np.asarray(obs["state"] if isinstance(obs, Mapping) else obs)
-        if s.dtype == object or not np.issubdtype(s.dtype, np.number):
-            raise ValueError(f"observation must be numeric, got dtype {s.dtype}")
-        if s.ndim != 2 or s.shape[1] != self.obs_dim or s.shape[0] < 1:
-            raise ValueError(f"observation must have shape (B, obs_dim) = (B, {self.obs_dim}), got {s.shape}")
-        if not np.isfinite(s).all():
-            raise ValueError("observation contains NaN or Inf")
-        return s.shape[0]
+    def _payload(self, obs: Any, row: int, b: int, sampler: str, kw: dict[str, Any]) -> dict[str, Any]:
+        req = self._row_obs(obs, row, b)
+        if self.guided:
+            g = guidance_payload(sampler, kw["prefix"], kw["weights"], kw["n_frozen"], kw["seed"], row)
+            if g is not None:
+                req[GUIDANCE_KEY] = g
+        return req
 
-    def _check_reply(self, reply: Any) -> tuple[np.ndarray, float]:
+    def _request(self, payload: dict[str, Any]) -> tuple[Any, float]:
+        reply = self._client.infer(payload)
         if not isinstance(reply, Mapping) or "actions" not in reply:
             keys = sorted(map(str, reply)) if isinstance(reply, Mapping) else type(reply).__name__
             raise RemoteReplyError(f"reply without 'actions' (got {keys})")
-        a = np.asarray(reply["actions"])
-        if a.dtype == object or not np.issubdtype(a.dtype, np.number):
-            raise RemoteReplyError(f"reply actions are not numeric (dtype {a.dtype})")
-        if a.shape != (self.horizon, self.action_dim):
-            raise RemoteReplyError(
-                f"reply actions have shape {a.shape}, expected (H, A) = ({self.horizon}, {self.action_dim})"
-            )
-        if not np.isfinite(a).all():
-            raise RemoteReplyError("reply actions contain NaN or Inf")
         timing = reply.get("server_timing") or {}
         infer_ms = timing.get("infer_ms", -1.0) if isinstance(timing, Mapping) else -1.0
-        return a.astype(np.float64), float(infer_ms) / 1e3 if np.isfinite(infer_ms) and infer_ms >= 0 else -1.0
-
-    def infer(
-        self,
-        obs: np.ndarray | Mapping[str, np.ndarray],
-        sampler: str = "vanilla",
-        prefix: np.ndarray | None = None,
-        weights: np.ndarray | None = None,
-        n_frozen: np.ndarray | None = None,
-        seed: int | None = None,
-    ) -> np.ndarray:
-        """(B, H, A) float64 in robot units; one request per row (openpi servers take one observation)."""
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        b = self._check_obs(obs)
-        delay = self.address.floats["delay_ms"] / 1e3
-        out = np.empty((b, self.horizon, self.action_dim))
-        rtt = server = 0.0
-        server_known = True
-        with self._lock:
-            for row in range(b):
-                if self._client is None:
-                    self._connect()
-                if sampler != "vanilla" and sampler not in self.samplers:
-                    raise BackendError(
-                        f"the openpi server at {self.address.uri} runs only {'/'.join(self.samplers)}; sampler "
-                        f"{sampler!r} needs `async-vla-ros serve` there (it runs our guidance next to the model)"
-                    )
-                req = self._row_obs(obs, row, b)
-                g = guidance_payload(sampler, prefix, weights, n_frozen, seed, row) if self.guided else None
-                if g is not None:
-                    req[GUIDANCE_KEY] = g
-                t0 = self._clock()
-                if delay > 0:
-                    self._sleep(delay)  # injected network delay, request direction
-                try:
-                    reply = self._client.infer(req)
-                except RemoteReplyError as exc:
-                    self.n_bad_replies += 1
-                    self._drop(str(exc))
-                    raise
-                except Exception as exc:  # noqa: BLE001 - closed, reset, timeout: the server is gone for now
-                    self.n_unavailable += 1
-                    kind = "no reply within" if isinstance(exc, TimeoutError) else "connection lost"
-                    why = f"{kind} {self.address.floats['timeout']:.2f} s" if kind.startswith("no") else kind
-                    self._drop(f"{why}: {type(exc).__name__}: {exc}")
-                    raise BackendUnavailable(f"openpi server at {self.address.uri}: {self.last_error}") from None
-                if delay > 0:
-                    self._sleep(delay)  # reply direction
-                rtt_row = self._clock() - t0
-                try:
-                    out[row], server_row = self._check_reply(reply)
-                except RemoteReplyError:
-                    self.n_bad_replies += 1
-                    raise
-                rtt += rtt_row
-                server += max(server_row, 0.0)
-                server_known = server_known and server_row >= 0
-        self.last_info = {
-            "sampler": sampler,
-            "round_trip_s": rtt,
-            "server_infer_s": server if server_known else -1.0,
-            "network_s": max(rtt - server, 0.0) if server_known else -1.0,
-            "latency_ms": 1e3 * rtt,
-        }
-        return out
+        try:
+            infer_ms = float(infer_ms)
+        except (TypeError, ValueError):
+            infer_ms = -1.0
+        return reply["actions"], infer_ms / 1e3 if np.isfinite(infer_ms) and infer_ms >= 0 else -1.0
 
 
 def _load_openpi(req: BackendRequest) -> OpenpiPolicy:

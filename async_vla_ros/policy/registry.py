@@ -60,6 +60,7 @@ BACKEND_MODULES = (
     "async_vla_ros.sim.experts",  # expert
     "async_vla_ros.policy.openpi_backend",  # openpi (remote: openpi websocket server)
     "async_vla_ros.policy.lerobot_backend",  # lerobot (LeRobot policy folders; lerobot imported on load)
+    "async_vla_ros.policy.lerobot_grpc_backend",  # lerobot-grpc (remote: LeRobot's stock gRPC policy server)
 )
 
 

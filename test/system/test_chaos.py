@@ -85,3 +85,10 @@ def test_remote_faults_bit(results):
     assert all(
         p.get("recovery_s") is not None for k, p in ph.items() if k in ("server_up", "killed_mid_chunk", "slow")
     ), _explain(r)
+    # the same faults against LeRobot's stock gRPC policy_server
+    g = r.details["grpc_phases"]
+    assert g["down_at_start"]["unavailable"] >= 3 and g["down_at_start"]["accepted"] == 0, _explain(r)
+    assert g["killed_mid_chunk"]["unavailable"] >= 2, _explain(r)
+    assert g["slow"]["unavailable"] >= 3 and g["slow"]["scheduler_timeouts"] >= 1, _explain(r)
+    assert g["malformed_nan"]["inference_failed"] >= 3 and g["malformed_shape"]["inference_failed"] >= 3, _explain(r)
+    assert all(p.get("recovery_s") is not None for k, p in g.items() if k != "down_at_start"), _explain(r)
