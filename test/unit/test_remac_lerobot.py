@@ -39,7 +39,7 @@ def test_train_remac_on_a_lerobot_policy_saves_a_folder_lerobot_loads(tiny_smolv
     # and it serves through our backend with the prefix (REMAC) sampler
     be = load_policy_spec(f"lerobot:{out}", BackendRequest("track"))
     rng = np.random.default_rng(0)
-    obs = {"state": rng.normal(size=(1, 24)), "image": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)}
+    obs = {"state": rng.normal(size=(1, 24)), "images": {"scene": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)}}
     prev = be.infer(obs, "vanilla", seed=0)
     chunk = be.infer(obs, "prefix", prefix=prev, n_frozen=np.array([2]), seed=1)
     np.testing.assert_allclose(chunk[0, :2], prev[0, :2], atol=1e-5)
