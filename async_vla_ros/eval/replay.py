@@ -203,7 +203,7 @@ def observation_frames(msg) -> dict[str, np.ndarray]:
     out = {}
     for name, im in zip(msg.camera_names, msg.images):
         if im.height and im.width and im.encoding == "rgb8" and len(im.data) == im.height * im.width * 3:
-            out[str(name)] = np.frombuffer(bytes(im.data), np.uint8).reshape(im.height, im.width, 3)
+            out[str(name)] = np.frombuffer(bytearray(im.data), np.uint8).reshape(im.height, im.width, 3)
     return out
 
 

@@ -675,7 +675,7 @@ def observation_images(msg: Observation) -> dict[str, np.ndarray | None]:
             continue
         if img.encoding != "rgb8" or len(img.data) != img.height * img.width * 3:
             raise InputError("bad_image", f"camera {name!r}: image must be packed rgb8")
-        out[name] = np.frombuffer(bytes(img.data), np.uint8).reshape(img.height, img.width, 3)
+        out[name] = np.frombuffer(bytearray(img.data), np.uint8).reshape(img.height, img.width, 3)
     return out
 
 
