@@ -126,3 +126,14 @@ def test_recorded_bag_exports_observations_every_camera_the_instruction_and_exec
     assert float(ds[3]["observation.images.wrist"][0, 0, 0]) == pytest.approx(103 / 255, abs=1e-6)
     assert out["cameras"] == ["scene", "wrist"]
     assert ds[1]["task"] == "keep the gripper on the moving target" and ds[4]["task"] == "track the target as it moves"
+    # replay feeds the same recorded cameras and instruction to a policy that takes them
+    from async_vla_ros.bags import BagError
+    from async_vla_ros.eval.replay import load_recording
+
+    run = load_recording(bag)
+    x = run.policy_input(4, ["wrist", "scene"])
+    assert x["images"]["wrist"].shape == (1, 4, 4, 3) and int(x["images"]["wrist"][0, 0, 0, 0]) == 104
+    assert x["instruction"] == "track the target as it moves"
+    assert run.policy_input(4, []).shape == (1, 24)  # a state policy: the state only
+    with pytest.raises(BagError, match=r"takes cameras \['front', 'scene'\].*carry \['scene', 'wrist'\]"):
+        run.policy_input(0, ["front", "scene"])
