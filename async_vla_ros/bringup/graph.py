@@ -302,7 +302,11 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
             except GraphError:
                 pass
     elif a["policy"] == "expert" or ":" in a["policy"]:
-        per_node["policy"].update(policy=a["policy"])  # a registered backend, NAME[:TARGET] or SCHEME://ADDRESS
+        # a registered backend, NAME[:TARGET] or SCHEME://ADDRESS: refuse here a preset it cannot serve
+        # (the same check as the policy node's load, without loading anything) so the launch fails with
+        # one line instead of a policy node that exits after the graph has started
+        _check_backend_serves(a["policy"], preset)
+        per_node["policy"].update(policy=a["policy"])
     else:
         if not Path(a["policy"]).expanduser().is_file():
             raise GraphError(f"policy:={a['policy']}: no such checkpoint file (or default, expert, NAME:TARGET)")
@@ -328,6 +332,20 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if not nodes:
         raise GraphError(f"graph {name!r} has no node for these arguments")
     return Graph(name, tuple(nodes), a)
+
+
+def _check_backend_serves(policy: str, preset: Any) -> None:
+    from async_vla_ros.policy.registry import BackendError, get_backend, parse_policy_spec
+
+    try:
+        spec = parse_policy_spec(policy)
+        if spec.backend == "flow" and spec.target and not Path(spec.target).expanduser().is_file():
+            raise BackendError("no backend of that name and no such checkpoint file (backends: see --help)")
+        why = get_backend(spec.backend).cannot_serve(preset, spec.target)
+    except BackendError as exc:
+        raise GraphError(f"policy:={policy}: {exc}") from exc
+    if why:
+        raise GraphError(f"policy:={policy} cannot serve method:={preset.name}: {why}")
 
 
 def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) -> None:

@@ -45,7 +45,7 @@ def test_launch_arguments_map_to_node_parameters():
         "franka",
         parse_launch_args(
             [
-                "method:=remac",
+                "method:=naive",  # the expert serves base presets only (bringup refuses remac)
                 "policy:=expert",
                 "task:=intercept",
                 "control_hz:=25",
@@ -60,7 +60,7 @@ def test_launch_arguments_map_to_node_parameters():
             ]
         ),
     )
-    assert g.node("scheduler").parameters["strategy"] == "remac"
+    assert g.node("scheduler").parameters["strategy"] == "naive"
     assert g.node("scheduler").parameters["dt"] == pytest.approx(0.04)
     assert g.node("policy").parameters["injected_latency_s"] == pytest.approx(0.1)
     assert g.node("policy").parameters["task"] == "intercept" == g.node("sim").parameters["task"]

@@ -55,3 +55,12 @@ def test_bad_recording_arguments_and_when_conditions(tmp_path):
         _when_matches({"nope": 1}, args)
     with pytest.raises(GraphError, match="must be a value or"):
         _when_matches({"sim": {"is": "x"}}, args)
+
+
+def test_launch_refuses_a_policy_that_cannot_serve_the_preset():
+    # the scripted expert has no REMAC model: one clear line at launch, not a policy node dying later
+    with pytest.raises(GraphError, match="policy:=expert cannot serve method:=remac: .*no remac model"):
+        build_graph("franka", {"policy": "expert", "method": "remac"})
+    build_graph("franka", {"policy": "expert", "method": "naive"})  # a preset it serves starts
+    with pytest.raises(GraphError, match="no backend of that name and no such checkpoint file"):
+        build_graph("franka", {"policy": "nosuch:x"})
