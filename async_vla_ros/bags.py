@@ -56,8 +56,8 @@ DEFAULT_TOPICS: dict[str, str] = {
     N.absolute(N.TRAJECTORY_COMMAND): "trajectory_msgs/msg/JointTrajectory",
     N.absolute(N.FORWARD_COMMAND): "std_msgs/msg/Float64MultiArray",
     N.absolute(N.JOINT_STATES): "sensor_msgs/msg/JointState",
-    N.absolute(N.IMAGE): "sensor_msgs/msg/Image",
-    N.absolute(N.CAMERA_INFO): "sensor_msgs/msg/CameraInfo",
+    **{N.absolute(N.camera_image_topic(c)): "sensor_msgs/msg/Image" for c in N.CAMERAS},
+    **{N.absolute(N.camera_info_topic(c)): "sensor_msgs/msg/CameraInfo" for c in N.CAMERAS},
     "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
     N.absolute(N.EPISODE_RESULT): "diagnostic_msgs/msg/DiagnosticStatus",
     # metrics (async_vla_ros.nodes.metrics): every node's ~/metrics, the correction node's per-tick topic

@@ -39,7 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="latency injected into every chunk")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    parser.add_argument("--no-camera", action="store_true", help="do not render camera images")
+    parser.add_argument(
+        "--no-camera",
+        action="store_true",
+        help="render no camera even for a policy that takes cameras (a state policy gets none anyway)",
+    )
+    parser.add_argument(
+        "--instruction",
+        default="",
+        help="language instruction sent with the observations (default: the task's first paraphrase; "
+        "change it live with `ros2 param set /camera_ingestion instruction ...`)",
+    )
     parser.add_argument("--log-dir", default=None, help="where node logs go (default: a temp folder)")
     parser.add_argument(
         "--record",
@@ -61,7 +71,8 @@ def run(ns: argparse.Namespace) -> int:
         "policy": policy,
         "latency_ms": str(ns.latency_ms),
         "seed": str(ns.seed),
-        "camera": "false" if ns.no_camera else "true",
+        "camera": "false" if ns.no_camera else "auto",
+        "instruction": ns.instruction,
     }
     if ns.record:
         args["record"] = ns.record

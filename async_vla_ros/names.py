@@ -1,4 +1,5 @@
-"""Names shared across the stack, defined once: tasks, FR3 joints, action dimensions, topics.
+"""Names shared across the stack, defined once: tasks, FR3 joints, action dimensions, topics,
+cameras and the tasks' language instructions.
 
 Topic names are relative (nodes resolve them in their namespace, so ``namespace:=/arm`` moves the
 whole graph); :func:`absolute` gives the name as recorded in a bag of an un-namespaced graph.
@@ -20,8 +21,7 @@ ACTION_CHUNK = "policy/action_chunk"  # policy -> scheduler
 ACTION_PLAN = "scheduler/action_plan"  # scheduler -> correction
 CHUNK_REPORT = "scheduler/chunk_report"  # scheduler -> metrics, dashboard, bags
 JOINT_STATES = "joint_states"  # robot (sim | franka_ros2)
-IMAGE = "camera/image_raw"  # camera driver | sim
-CAMERA_INFO = "camera/camera_info"
+CAMERAS = ("scene", "wrist")  # the sim scene's cameras (sim/scene.py): fixed scene view, wrist (hand) view
 TASK_STATE = "sim/task_state"  # sim: privileged task state (experts, success checks)
 EPISODE_RESULT = "sim/episode_result"
 FORWARD_COMMAND = "forward_position_controller/commands"  # Float64MultiArray command interface
@@ -29,6 +29,55 @@ TRAJECTORY_COMMAND = "fr3_arm_controller/joint_trajectory"  # JointTrajectory co
 COMMAND_METRICS = "correction/command_metrics"  # correction's per-tick metrics
 DIAGNOSTICS = "/diagnostics"
 COMMAND_TOPICS = (FORWARD_COMMAND, TRAJECTORY_COMMAND)  # the two ros2_control command interfaces
+
+
+# Language instructions per task: several paraphrases each. The first of ``INSTRUCTIONS[task]`` is
+# the task's default (camera_ingestion's ``instruction`` parameter when empty); ``HELD_OUT``
+# paraphrases never go into training data (demos, dataset exports), only into evaluation.
+INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "track": (
+        "follow the moving target with the gripper",
+        "keep the gripper on the moving target",
+        "track the target as it moves",
+    ),
+    "intercept": (
+        "catch the rolling ball before it reaches the goal",
+        "stop the ball with the paddle before it gets to the goal",
+        "intercept the rolling ball",
+    ),
+    "bifurcate": (
+        "reach the goal past the drifting pole",
+        "go around the pole to the goal",
+        "move to the goal without touching the pole",
+    ),
+    "pick_moving": (
+        "pick up the moving cube",
+        "grasp the sliding cube and lift it",
+        "grab the cube while it moves",
+    ),
+}
+HELD_OUT: dict[str, tuple[str, ...]] = {
+    "track": ("stay close to the target wherever it goes",),
+    "intercept": ("block the ball on its way to the goal",),
+    "bifurcate": ("pass the moving pole on either side and reach the goal",),
+    "pick_moving": ("lift the cube that is moving",),
+}
+assert set(INSTRUCTIONS) == set(HELD_OUT) == set(TASK_NAMES), "an instruction table misses a task"
+
+
+def default_instruction(task: str) -> str:
+    """The task's first paraphrase ('' for an unknown or empty task)."""
+    return INSTRUCTIONS.get(task, ("",))[0]
+
+
+def camera_image_topic(camera: str) -> str:
+    """``camera/<camera>/image_raw``: one sensor_msgs/Image topic per camera (relative)."""
+    return f"camera/{camera}/image_raw"
+
+
+def camera_info_topic(camera: str) -> str:
+    """``camera/<camera>/camera_info`` (relative)."""
+    return f"camera/{camera}/camera_info"
 
 
 def absolute(name: str) -> str:

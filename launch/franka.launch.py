@@ -4,8 +4,8 @@ The Franka graph for ROS 2 launch. The nodes, their parameters and remappings co
 ``async_vla_ros.bringup.graph.build_graph`` -- the same function the built-in launcher
 (``async-vla-ros launch franka ...``) uses -- so both start exactly the same graph. Launch
 arguments are the ones listed in ``async_vla_ros.bringup.graph.LAUNCH_ARGS`` (sim, bridge, method,
-policy, a2c2, task, control_hz, command_hz, latency_ms, namespace, episodes, seed, camera, command,
-fifo); they are validated there, with a clear error for a bad value.
+policy, a2c2, task, control_hz, command_hz, latency_ms, namespace, episodes, seed, camera, cameras,
+instruction, command, fifo, ...); they are validated there, with a clear error for a bad value.
 
 launch / launch_ros are imported inside :func:`generate_launch_description` only, so this file can
 be imported (and its graph tested) where ROS launch tools are not installed.

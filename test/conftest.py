@@ -59,3 +59,12 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_smolvla_dir(tmp_path_factory):
     return _tiny_smolvla(tmp_path_factory, "tiny_smolvla")
+
+
+TWO_CAMERAS = {"scene": "observation.images.scene", "wrist": "observation.images.wrist"}
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvla_2cam_dir(tmp_path_factory):
+    """The same tiny SmolVLA with the sim's two cameras (scene and wrist, 64x64 each)."""
+    return _tiny_smolvla(tmp_path_factory, "tiny_smolvla_2cam", cameras=TWO_CAMERAS)

@@ -112,7 +112,20 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("namespace", "", "ROS namespace of every node"),
     LaunchArg("episodes", "0", "sim: stop after this many episodes (0: run until stopped)", kind="int", min=0),
     LaunchArg("seed", "0", "sim: seed of the first episode", kind="int", min=0),
-    LaunchArg("camera", "true", "sim: publish camera images", kind="bool"),
+    LaunchArg(
+        "camera",
+        "auto",
+        "cameras rendered and ingested: auto (those the policy takes; none for a state policy), true (the "
+        "policy's, else the scene camera, e.g. to record it), false (none)",
+        ("auto", "true", "false"),
+    ),
+    LaunchArg(
+        "cameras",
+        "",
+        "camera names, comma-separated (e.g. scene,wrist), for a policy whose backend cannot tell "
+        "(remote); must equal the policy's when it can ('' : the policy's)",
+    ),
+    LaunchArg("instruction", "", "language instruction ('' : the task's first paraphrase, names.INSTRUCTIONS)"),
     LaunchArg(
         "command",
         "trajectory",
@@ -265,9 +278,6 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if preset.beta is not None:
         per_node["scheduler"]["guidance_beta"] = float(preset.beta)
         per_node["policy"]["guidance_beta"] = float(preset.beta)
-    if not a["camera"]:
-        per_node["sim"]["camera_rate_hz"] = 0.0
-        per_node["camera_ingestion"]["image_topic"] = ""
     if not a["fifo"]:
         per_node["correction"]["sched_fifo_priority"] = 0
     if a["record"]:
@@ -301,6 +311,9 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         if not Path(a["policy"]).expanduser().is_file():
             raise GraphError(f"policy:={a['policy']}: no such checkpoint file (or default, expert, NAME:TARGET)")
         per_node["policy"].update(policy=str(Path(a["policy"]).expanduser().resolve()))
+    _cameras(a, preset, per_node)
+    if a["instruction"]:
+        per_node["camera_ingestion"]["instruction"] = a["instruction"]
     if preset.a2c2:
         head = _checkpoint(task, "a2c2") if a["a2c2"] == "default" else a["a2c2"]
         if not Path(head).expanduser().is_file():
@@ -333,6 +346,47 @@ def _check_backend_serves(policy: str, preset: Any) -> None:
         raise GraphError(f"policy:={policy}: {exc}") from exc
     if why:
         raise GraphError(f"policy:={policy} cannot serve method:={preset.name}: {why}")
+
+
+def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) -> None:
+    """The cameras of the graph: those the policy takes (read from its files: registry
+    ``policy_cameras``), rendered by the sim at the policy's image size and ingested into every
+    observation; none for a state policy, so it pays no rendering. ``cameras:=`` names them for a
+    backend that cannot tell; a mismatch with the policy's is one error naming both sets."""
+    from async_vla_ros.policy.registry import BackendError, BackendRequest, policy_cameras
+
+    try:
+        wanted = policy_cameras(per_node["policy"]["policy"], BackendRequest(a["task"], kind=preset.checkpoint))
+    except BackendError as exc:
+        raise GraphError(f"policy:={a['policy']}: {exc}") from None
+    given = [c.strip() for c in a["cameras"].split(",") if c.strip()]
+    if given and a["camera"] == "false":
+        raise GraphError(f"cameras:={a['cameras']} with camera:=false: choose one")
+    if len(set(given)) != len(given):
+        raise GraphError(f"cameras:={a['cameras']}: duplicate names")
+    if given and wanted is not None and set(given) != set(wanted):
+        raise GraphError(f"camera names differ: cameras:= gives {sorted(given)}, the policy takes {sorted(wanted)}")
+    if a["camera"] == "false":
+        names = []
+    else:
+        names = given or list(wanted or {})
+        if not names and a["camera"] == "true":
+            names = ["scene"]
+    if a["sim"] == "mujoco":
+        bad = [c for c in names if c not in N.CAMERAS]
+        if bad:
+            raise GraphError(f"the policy takes cameras {bad} the sim scene does not have (it has {list(N.CAMERAS)})")
+    if not names:
+        return  # the nodes' defaults: no camera rendered, none ingested
+    per_node["sim"]["cameras"] = list(names)
+    per_node["camera_ingestion"]["camera_names"] = list(names)
+    sizes = {tuple(hw) for c, hw in (wanted or {}).items() if c in names}
+    if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1:  # one square size: render it, no resampling
+        side = int(next(iter(sizes))[0])
+        per_node["sim"].update(image_width=side, image_height=side)
+        per_node["camera_ingestion"]["image_size"] = side
+    elif sizes:
+        raise GraphError(f"the policy's cameras take sizes {sorted(sizes)}; the graph ingests one square size")
 
 
 def resolve_policy(task: str, method: str, policy: str = "default") -> tuple[str, str]:

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     parser.add_argument("--task", required=True, choices=sorted(TASKS), help="simulation task")
     parser.add_argument(
+        "--instruction",
+        default="",
+        help="language instruction for policies that take one (default: the task's first paraphrase; "
+        "names.HELD_OUT lists the paraphrases held out of training data)",
+    )
+    parser.add_argument(
         "--method",
         nargs="+",
         default=["naive"],
@@ -174,6 +180,7 @@ def run(ns: argparse.Namespace) -> int:
                     threads=ns.threads,
                     strategy_options=lm.preset.strategy_options,
                     delay_spec=spec,
+                    instruction=ns.instruction,
                 )
                 res = runner.run(cfg)
                 done_before += ns.episodes

@@ -58,7 +58,8 @@ def make_probe_class():
             self.reports: list[tuple[int, int, bool, str, float, int]] = []  # arrival, chunk, ok, why, latency, d
             self.chunks: deque = deque(maxlen=50)  # real chunks (ActionChunk) with ERROR_NONE
             self.chunk_errors: dict[int, int] = {}
-            # arrival, episode, has image, status, published (DDS source timestamp), image stamp (0: none)
+            # arrival, episode, has images (every camera), status, published (DDS source timestamp),
+            # newest image stamp (0: none)
             self.obs: list[tuple[int, int, bool, int, int, int]] = []
             self.requests: list[tuple[int, int]] = []  # arrival, request_id (real ones)
             self.diag: dict[str, tuple[int, dict]] = {}  # node -> (stamp, values)
@@ -179,11 +180,12 @@ def make_probe_class():
             if msg.task == ROGUE_NAME:
                 return
             published = int(info.get("source_timestamp", 0) or 0) if info else 0
-            image_stamp = stamp_ns(msg.image.header.stamp) if msg.image.height else 0
+            # "has image": every camera slot filled; image stamp: the newest attached frame (0: none)
+            stamps = [stamp_ns(im.header.stamp) for im in msg.images if im.height]
+            complete = bool(msg.images) and len(stamps) == len(msg.images)
+            image_stamp = max(stamps, default=0)
             with self._lock:
-                self.obs.append(
-                    (self.now(), int(msg.episode_id), bool(msg.image.height), int(msg.status), published, image_stamp)
-                )
+                self.obs.append((self.now(), int(msg.episode_id), complete, int(msg.status), published, image_stamp))
                 self.last_obs = msg
 
         def _on_joint_state(self, msg) -> None:

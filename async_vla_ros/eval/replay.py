@@ -69,7 +69,9 @@ class RecordedRun:
     obs_t_ns: (N,) observation stamps (ns); obs: (N, obs_dim); episode: (N,) episode ids;
     delays: recorded measured delays (steps) of accepted chunks, in arrival order;
     inference_s: recorded model times (s); plans: list of (stamp_ns, dt, actions (L, A));
-    commands: (M,) stamps and (M, A_cmd) command positions.
+    commands: (M,) stamps and (M, A_cmd) command positions; images: camera -> (N, h, w, 3) uint8
+    (cameras every observation carried; a policy that takes cameras is fed these); instructions:
+    (N,) the observations' instructions.
     """
 
     path: Path
@@ -85,6 +87,25 @@ class RecordedRun:
     cmd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     merge_strategy: str = ""
     policy_name: str = ""  # ActionChunk.policy_name of the recording ("<backend>/<task>[/<spec>]")
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    instructions: list[str] = field(default_factory=list)
+
+    def policy_input(self, j: int, cameras) -> np.ndarray | dict:
+        """The policy's input for observation ``j``: the state, plus the recorded images and
+        instruction for a policy that takes ``cameras`` (BagError when the bag lacks one)."""
+        if not cameras:
+            return self.obs[j][None]
+        missing = sorted(set(cameras) - set(self.images))
+        if missing:
+            raise BagError(
+                f"bag {self.path}: the policy takes cameras {sorted(cameras)}, the recorded observations "
+                f"carry {sorted(self.images)} in every message (missing {missing})"
+            )
+        return {
+            "state": self.obs[j][None],
+            "images": {c: self.images[c][j][None] for c in cameras},
+            "instruction": self.instructions[j] if self.instructions else "",
+        }
 
 
 def load_recording(path: str | Path) -> RecordedRun:
@@ -100,7 +121,8 @@ def load_recording(path: str | Path) -> RecordedRun:
         for t in (OBS_TOPIC, REPORT_TOPIC, PLAN_TOPIC, REQUEST_TOPIC, CHUNK_TOPIC, *COMMAND_TOPICS)
         if t in info.topics
     ]
-    stamps, states, episodes, tasks = [], [], [], []
+    stamps, states, episodes, tasks, instructions = [], [], [], [], []
+    frames: list[dict[str, np.ndarray]] = []
     delays, inf_s, plans, cmd_t, cmd = [], [], [], [], []
     dt = None
     strategy = policy_name = ""
@@ -119,6 +141,8 @@ def load_recording(path: str | Path) -> RecordedRun:
             states.append(st)
             episodes.append(int(msg.episode_id))
             tasks.append(msg.task)
+            instructions.append(str(msg.instruction))
+            frames.append(observation_frames(msg))
         elif m.topic == REPORT_TOPIC:
             if msg.accepted and msg.measured_delay_steps >= 0:
                 delays.append(int(msg.measured_delay_steps))
@@ -148,6 +172,13 @@ def load_recording(path: str | Path) -> RecordedRun:
         raise BagError(f"bag {path} has {len(states)} usable observation(s) on {OBS_TOPIC}; replay needs at least 2")
     order = np.argsort(np.asarray(stamps), kind="stable")
     n_cmd = min((c.size for c in cmd), default=0)
+    # cameras present (same size) in every observation: what an image policy can be replayed on
+    common = set.intersection(*(set(f) for f in frames)) if frames else set()
+    images = {}
+    for c in sorted(common):
+        shapes = {frames[i][c].shape for i in range(len(frames))}
+        if len(shapes) == 1:
+            images[c] = np.stack([frames[i][c] for i in order])
     return RecordedRun(
         path=Path(path),
         obs_t_ns=np.asarray(stamps, dtype=np.int64)[order],
@@ -162,7 +193,18 @@ def load_recording(path: str | Path) -> RecordedRun:
         cmd=np.stack([c[:n_cmd] for c in cmd]) if cmd and n_cmd else np.zeros((0, 0)),
         merge_strategy=strategy,
         policy_name=policy_name,
+        images=images,
+        instructions=[instructions[i] for i in order],
     )
+
+
+def observation_frames(msg) -> dict[str, np.ndarray]:
+    """An Observation's camera images (name -> (h, w, 3) uint8); empty slots left out."""
+    out = {}
+    for name, im in zip(msg.camera_names, msg.images):
+        if im.height and im.width and im.encoding == "rgb8" and len(im.data) == im.height * im.width * 3:
+            out[str(name)] = np.frombuffer(bytearray(im.data), np.uint8).reshape(im.height, im.width, 3)
+    return out
 
 
 @dataclass(frozen=True)
@@ -329,6 +371,9 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
             f"bag {run.path} has no accepted chunk reports on {REPORT_TOPIC}: "
             "no recorded delays to replay (use --delay D)"
         )
+    cameras = list(getattr(policy, "camera_hw", None) or {})
+    if cameras:
+        run.policy_input(0, cameras)  # BagError now when the bag lacks a camera the policy takes
     dt, dt_ns = config.dt, config.dt * 1e9
     t0 = int(run.obs_t_ns[0])
     obs_step = np.floor((run.obs_t_ns - t0) / dt_ns).astype(np.int64)
@@ -358,7 +403,8 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
         spec = link.request(t)
         if spec is not None:
             t_start = time.perf_counter()
-            acts = infer_specs(policy, run.obs[j][None], [spec], seed=config.seed + spec.request_id)
+            obs_in = run.policy_input(j, cameras)
+            acts = infer_specs(policy, obs_in, [spec], seed=config.seed + spec.request_id)
             latency_ms.append((time.perf_counter() - t_start) * 1e3)
             chunk_obs_ns[link.next_chunk_id] = int(run.obs_t_ns[j])
             link.send(spec, acts[0], t)
@@ -454,8 +500,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="TOPIC",
-        help="topics to republish (default: the robot's: /joint_states /camera/image_raw "
-        "/camera/camera_info /sim/task_state; 'all': every topic of the bag)",
+        help="topics to republish (default: the robot's: /joint_states, /camera/<name>/image_raw and "
+        "camera_info of the sim cameras, /sim/task_state; 'all': every topic of the bag)",
     )
     g.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1)")
     g.add_argument(

@@ -2,7 +2,7 @@
 
 Messages go out in log-time order, each at ``start + (t_log - t_first) / rate`` on the monotonic
 clock, from a dedicated thread (no executor callback sleeps). By default the robot side of the
-graph is played (``/joint_states``, ``/camera/image_raw``, ``/camera/camera_info``,
+graph is played (``/joint_states``, ``/camera/<name>/image_raw`` and ``camera_info`` per camera,
 ``/sim/task_state``: what the robot and the task publish), so a running camera_ingestion ->
 policy -> scheduler -> correction chain works on recorded inputs; ``topics=None`` plays every
 topic of the bag.
@@ -40,7 +40,11 @@ __all__ = [
     "parse_remaps",
 ]
 
-ROBOT_TOPICS = (N.absolute(N.JOINT_STATES), N.absolute(N.IMAGE), N.absolute(N.CAMERA_INFO), N.absolute(N.TASK_STATE))
+ROBOT_TOPICS = (
+    N.absolute(N.JOINT_STATES),
+    *(N.absolute(t) for c in N.CAMERAS for t in (N.camera_image_topic(c), N.camera_info_topic(c))),
+    N.absolute(N.TASK_STATE),
+)
 _TIME = "builtin_interfaces/msg/Time"
 NS_PER_S = 1_000_000_000
 

@@ -1,4 +1,4 @@
-"""camera_ingestion node: joint states (+ task state) (+ camera image) -> ``Observation``.
+"""camera_ingestion node: joint states (+ task state) (+ named camera images) -> ``Observation``.
 
 Subscribes to the configured topics (QoS configurable: franka_ros2's convenience state topics are
 BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
@@ -6,9 +6,17 @@ BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
 * ``state`` = arm q (7) + arm qd (7) + gripper width (sum of the finger joints, 1) + the task
   state's fields (on the sim: TCP (3) and the task fields), i.e. the layout of the sim tasks'
   observations (``sim.tasks``: q, qd, gripper, tcp, task fields);
-* ``image`` = the camera frame nearest in time, resized (nearest-neighbour) to
-  ``image_size`` x ``image_size`` rgb8 (uint8; the policy backend scales to [0, 1]); missing or
-  older than ``max_image_age_s``: no image and ``STATUS_IMAGE_MISSING``.
+* ``camera_names`` / ``images`` = one slot per camera of ``camera_names`` (parameter; each read
+  from ``camera/<name>/image_raw`` unless ``camera_topics`` maps it elsewhere): the frame of that
+  camera nearest in time, resized (nearest-neighbour) to ``image_size`` x ``image_size`` rgb8
+  (uint8; the policy backend scales to [0, 1]). A camera whose nearest frame is missing or
+  further than ``max_image_age_s`` from the observation time keeps its slot empty (height =
+  width = 0) and the observation says ``STATUS_IMAGE_MISSING``; counted per camera
+  (``images_missing.<name>`` in /diagnostics). Bad frames are counted drops
+  (``image.<name>.<reason>``).
+* ``instruction`` = the ``instruction`` parameter (settable at runtime: ``ros2 param set
+  /camera_ingestion instruction "..."``), or, when empty, the observed task's first paraphrase
+  (``names.INSTRUCTIONS``).
 
 Trigger: with a task-state topic, one observation per task state (the task state fixes the
 observation time; the joint state nearest to it within ``max_pair_dt_s`` is used). Without one, a
@@ -38,7 +46,7 @@ from async_vla_ros.nodes.common import (
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
-from async_vla_ros.nodes.params import Param, declare_params
+from async_vla_ros.nodes.params import Param, ParamError, declare_params, enable_runtime_updates
 
 NODE_NAME = "camera_ingestion"
 QOS = ("reliable", "best_effort")
@@ -51,8 +59,20 @@ THRESHOLDS = (
 PARAMS = (
     Param("joint_state_topic", N.JOINT_STATES, "sensor_msgs/JointState input"),
     Param("joint_state_reliability", "reliable", "QoS reliability of the joint-state subscription", choices=QOS),
-    Param("image_topic", N.IMAGE, "sensor_msgs/Image input ('' : no camera)"),
-    Param("image_reliability", "reliable", "QoS reliability of the image subscription", choices=QOS),
+    Param(
+        "camera_names",
+        [],
+        "cameras to attach, in order (each a sensor_msgs/Image topic camera/<name>/image_raw; [] : none)",
+        elem=str,
+    ),
+    Param(
+        "camera_topics",
+        [],
+        "NAME=TOPIC entries: read camera NAME from TOPIC instead of camera/<name>/image_raw "
+        "(entries for cameras not in camera_names are unused)",
+        elem=str,
+    ),
+    Param("image_reliability", "reliable", "QoS reliability of the image subscriptions", choices=QOS),
     Param("task_state_topic", N.TASK_STATE, "async_vla_msgs/Observation with task fields ('' : none)"),
     Param("qos_depth", 10, "history depth of every subscription", min=1, max=1000),
     Param("arm_joint_names", list(N.ARM_JOINTS), "the 7 arm joints, in order"),
@@ -67,7 +87,13 @@ PARAMS = (
         "max_state_age_s", 0.1, "drop an observation whose state is older than this when published", min=0.001, max=10.0
     ),
     Param("max_pair_dt_s", 0.02, "max stamp difference between a task state and its joint state", min=0.0, max=1.0),
-    Param("max_image_age_s", 0.3, "max stamp difference between the observation and its image", min=0.0, max=10.0),
+    Param(
+        "max_image_age_s",
+        0.3,
+        "max stamp difference between the observation and each camera's image",
+        min=0.0,
+        max=10.0,
+    ),
     Param(
         "max_future_s",
         0.2,
@@ -77,6 +103,12 @@ PARAMS = (
     ),
     Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
     Param("frame_id", "fr3_link0", "frame_id of the observations"),
+    Param(
+        "instruction",
+        "",
+        "language instruction sent with every observation ('' : the observed task's first paraphrase)",
+        dynamic=True,
+    ),
     *telemetry_params(THRESHOLDS),
 )
 
@@ -91,13 +123,15 @@ class CameraIngestionNode(Node):
         self.p = p = declare_params(self, PARAMS)
         if len(p["arm_joint_names"]) != 7:
             raise ValueError(f"arm_joint_names must list 7 joints, got {len(p['arm_joint_names'])}")
+        self.cameras = camera_topics(p["camera_names"], p["camera_topics"]) if p["image_size"] > 0 else {}
         self.drops = DropCounter(self.get_logger())
         self._js: StampedBuffer = StampedBuffer(64)
-        self._img: StampedBuffer = StampedBuffer(8)
+        self._img: dict[str, StampedBuffer] = {name: StampedBuffer(8) for name in self.cameras}
         self._task: StampedBuffer = StampedBuffer(8)
         self._last_published_ns = -1
         self.obs_id = 0
-        self.n_images_attached = 0
+        self.n_images_attached = 0  # observations with every camera attached
+        self.n_missing: dict[str, int] = {name: 0 for name in self.cameras}
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
@@ -111,11 +145,11 @@ class CameraIngestionNode(Node):
             make_qos(p["joint_state_reliability"], depth),
             callback_group=group,
         )
-        if p["image_topic"] and p["image_size"] > 0:
+        for name, topic in self.cameras.items():
             self.create_subscription(
                 Image,
-                p["image_topic"],
-                self._on_image,
+                topic,
+                lambda msg, name=name: self._on_image(name, msg),
                 make_qos(p["image_reliability"], min(depth, 4)),
                 callback_group=group,
             )
@@ -131,6 +165,11 @@ class CameraIngestionNode(Node):
         else:
             self.create_timer(1.0 / p["rate_hz"], self._on_timer, callback_group=group)
         self.diag = Telemetry(self, self._diag_values, THRESHOLDS, p, callback_group=MutuallyExclusiveCallbackGroup())
+        enable_runtime_updates(self, PARAMS, self.p)
+        if self.cameras:
+            self.get_logger().info(
+                "cameras: " + ", ".join(f"{n} <- {self.resolve_topic_name(t)}" for n, t in self.cameras.items())
+            )
 
     # ------------------------------------------------------------------ inputs (edge)
     def _checked_stamp(self, stamp_msg, what: str) -> int:
@@ -154,13 +193,13 @@ class CameraIngestionNode(Node):
         except InputError as exc:
             self.drops.drop(f"joint_state.{exc.reason}", str(exc))
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, name: str, msg: Image) -> None:
         try:
             rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-            stamp = self._checked_stamp(msg.header.stamp, "image")
-            self._img.push(stamp, resize_nearest(rgb, self.p["image_size"]))
+            stamp = self._checked_stamp(msg.header.stamp, f"image of camera {name!r}")
+            self._img[name].push(stamp, resize_nearest(rgb, self.p["image_size"]))
         except InputError as exc:
-            self.drops.drop(f"image.{exc.reason}", str(exc))
+            self.drops.drop(f"image.{name}.{exc.reason}", str(exc))
 
     def _on_task_state(self, msg: Observation) -> None:
         try:
@@ -198,6 +237,7 @@ class CameraIngestionNode(Node):
             + ["gripper_width"]
         )
         msg = Observation()
+        task = ""
         if self.use_task:
             task_state, episode_id, task, task_names = self._task.nearest(ref_ns)[1]
             state_parts.append(task_state)
@@ -212,31 +252,76 @@ class CameraIngestionNode(Node):
         msg.state_dim = state.size
         msg.state_names = names
         msg.state = state.tolist()
-        if self._img is not None and len(self._img):
-            img = self._img.nearest(ref_ns, int(p["max_image_age_s"] * NS_PER_S))
-            if img is not None:
-                msg.image.header.stamp.sec, msg.image.header.stamp.nanosec = divmod(img[0], NS_PER_S)
-                msg.image.height, msg.image.width = img[1].shape[:2]
-                msg.image.encoding = "rgb8"
-                msg.image.step = img[1].shape[1] * 3
-                msg.image.data = img[1].tobytes()
-                msg.image_age_s = abs(ref_ns - img[0]) / NS_PER_S
-                self.n_images_attached += 1
-            else:
-                msg.status = Observation.STATUS_IMAGE_MISSING
-        elif p["image_topic"] and p["image_size"] > 0:
-            msg.status = Observation.STATUS_IMAGE_MISSING
+        msg.instruction = p["instruction"] or N.default_instruction(task)
+        self._attach_images(msg, ref_ns)
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
         self.pub.publish(msg)
 
+    def _attach_images(self, msg: Observation, ref_ns: int) -> None:
+        """One slot per configured camera: its frame nearest to ``ref_ns`` within
+        ``max_image_age_s``, or an empty image (and STATUS_IMAGE_MISSING)."""
+        max_age = int(self.p["max_image_age_s"] * NS_PER_S)
+        complete = True
+        for name, buf in self._img.items():
+            slot = Image()
+            found = buf.nearest(ref_ns, max_age) if len(buf) else None
+            if found is None:
+                complete = False
+                self.n_missing[name] += 1
+                age = 0.0
+            else:
+                stamp, rgb = found
+                slot.header.stamp.sec, slot.header.stamp.nanosec = divmod(stamp, NS_PER_S)
+                slot.height, slot.width = rgb.shape[:2]
+                slot.encoding = "rgb8"
+                slot.step = rgb.shape[1] * 3
+                slot.data = rgb.tobytes()
+                age = abs(ref_ns - stamp) / NS_PER_S
+            msg.camera_names.append(name)
+            msg.images.append(slot)
+            msg.image_ages_s.append(age)
+        if not complete:
+            msg.status = Observation.STATUS_IMAGE_MISSING
+        elif self._img:
+            self.n_images_attached += 1
+
     def _diag_values(self) -> dict:
-        vals = {"observations": self.obs_id, "images_attached": self.n_images_attached, "dropped": self.drops.total()}
+        vals = {
+            "observations": self.obs_id,
+            "images_attached": self.n_images_attached,
+            "cameras": ",".join(self.cameras),
+            "instruction": self.p["instruction"],
+            "dropped": self.drops.total(),
+        }
+        vals.update({f"images_missing.{k}": v for k, v in self.n_missing.items()})
         ages = np.asarray(self.obs_ages)
         if ages.size:
             vals.update({"obs_age_median_s": float(np.median(ages)), "obs_age_p95_s": float(np.quantile(ages, 0.95))})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
+
+
+def camera_topics(names, entries) -> dict[str, str]:
+    """Camera name -> image topic: ``camera/<name>/image_raw`` unless an entry ``NAME=TOPIC`` of
+    ``camera_topics`` says otherwise (entries of other cameras are unused: a bridge config may list
+    every physical camera). ParamError on duplicate or empty names and malformed entries."""
+    problems = []
+    names = [str(n) for n in names]
+    if any(not n.strip() for n in names):
+        problems.append("camera_names: empty name")
+    if len(set(names)) != len(names):
+        problems.append(f"camera_names: duplicate names in {names}")
+    topics = {n: N.camera_image_topic(n) for n in names}
+    for entry in entries:
+        name, sep, topic = str(entry).partition("=")
+        if not sep or not name.strip() or not topic.strip():
+            problems.append(f"camera_topics: {entry!r} is not NAME=TOPIC")
+        elif name.strip() in topics:
+            topics[name.strip()] = topic.strip()
+    if problems:
+        raise ParamError(NODE_NAME, problems)
+    return topics
 
 
 def main(args=None) -> int:

@@ -1,7 +1,12 @@
 """policy node: serves ``ChunkRequest``s with a chunk policy backend, off the executor thread.
 
 Subscribes ``/observation`` (latest observations by id) and ``/policy/chunk_request``; publishes
-``/policy/action_chunk``. Each valid request goes to a single-slot worker thread
+``/policy/action_chunk``. A policy that takes cameras (``camera_hw`` of the backend, e.g. a LeRobot
+VLA) gets ``{"state": (1, obs_dim), "images": {name: (1, h, w, 3) uint8}, "instruction": str}``
+from the observation's named cameras and instruction; the observation's camera names must be
+exactly the policy's (else every observation is dropped as ``observation.camera_mismatch``, the
+message naming both sets, and requests are answered ``ERROR_NO_OBSERVATION`` with it). A state
+policy gets the state only. Each valid request goes to a single-slot worker thread
 (:class:`~async_vla_ros.nodes.worker.InferenceWorker`): one inference at a time, a request still
 waiting when a newer one arrives is answered with ``ERROR_STALE_REQUEST`` and never runs, so the
 executor never blocks and the model always works on the newest request. The backend runs with
@@ -191,10 +196,15 @@ class PolicyNode(Node):
         self.needs_image = bool(getattr(self.backend, "needs_image", False)) or (
             getattr(getattr(self.backend, "config", None), "encoder", "") == "image"
         )
+        # the policy's cameras (name -> (h, w), or names with unknown sizes; None: not known)
+        self.camera_hw = policy_cameras(self.backend)
+        self.wants_mapping = self.needs_image or bool(getattr(self.backend, "takes_instruction", False))
+        self.obs_problem = ""  # why the last observation was dropped (named in NO_OBSERVATION answers)
         self.n_unavailable = 0
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
-        self._obs: OrderedDict[int, tuple[int, np.ndarray, np.ndarray | None, int]] = OrderedDict()
+        # obs_id -> (stamp, state, {camera: image | None}, episode, instruction)
+        self._obs: OrderedDict[int, tuple[int, np.ndarray, dict[str, np.ndarray | None], int, str]] = OrderedDict()
         self.obs_ids = SequenceTracker("obs_id", p["rewind_after"])
         self._last_request_id = 0
         self._last_request_ns = 0  # stamp of the last request taken
@@ -248,18 +258,21 @@ class PolicyNode(Node):
             stamp = stamp_to_ns(msg.header.stamp)
             if stamp <= 0:
                 raise InputError("no_stamp", "observation without a header stamp")
-            image = None
-            if msg.image.height and msg.image.width:
-                if msg.image.encoding != "rgb8" or len(msg.image.data) != msg.image.height * msg.image.width * 3:
-                    raise InputError("bad_image", "observation image must be packed rgb8")
-                image = np.frombuffer(bytes(msg.image.data), np.uint8).reshape(msg.image.height, msg.image.width, 3)
+            images = observation_images(msg) if self.needs_image else {}
+            if self.camera_hw is not None and set(images) != set(self.camera_hw):
+                raise InputError(
+                    "camera_mismatch",
+                    f"camera names differ: the graph sends {sorted(images)}, "
+                    f"the policy takes {sorted(self.camera_hw)} (camera_ingestion parameter camera_names)",
+                )
         except InputError as exc:
+            self.obs_problem = str(exc)
             return self.drops.drop(f"observation.{exc.reason}", str(exc))
         with self._obs_cond:
             order = self.obs_ids.update(int(msg.obs_id))  # core/sequence.py: restarts and rogue ids
             if order.accepted:
                 self._obs.pop(msg.obs_id, None)  # a reused id (sender restarted) goes to the newest end
-                self._obs[msg.obs_id] = (stamp, state, image, int(msg.episode_id))
+                self._obs[msg.obs_id] = (stamp, state, images, int(msg.episode_id), str(msg.instruction))
                 while len(self._obs) > self.p["obs_memory"]:
                     self._obs.popitem(last=False)
                 self._obs_cond.notify_all()
@@ -368,7 +381,8 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ worker thread
     def _observation_for(self, job: Job):
-        """(stamp_ns, state, image, episode_id, obs_id) of the requested (or newest) observation."""
+        """(stamp_ns, state, images, episode_id, instruction, obs_id) of the requested (or newest)
+        observation, or (None, why)."""
         with self._obs_cond:
             if job.obs_id:
                 oid = job.obs_id
@@ -379,13 +393,16 @@ class PolicyNode(Node):
                     )
                 entry = self._obs.get(oid)
                 if entry is None:
-                    return None, f"observation {oid} is not (or no longer) available"
+                    return None, f"observation {oid} is not (or no longer) available" + self._why_dropped()
             elif self._obs:
                 oid = next(reversed(self._obs))
                 entry = self._obs[oid]
             else:
-                return None, "no observation received yet"
+                return None, "no observation received yet" + self._why_dropped()
         return (*entry, oid), ""
+
+    def _why_dropped(self) -> str:
+        return f" (the last one was dropped: {self.obs_problem})" if self.obs_problem else ""
 
     def _run(self, job: Job) -> None:
         if job.warmup:
@@ -405,7 +422,7 @@ class PolicyNode(Node):
                 job.received_ns,
                 job.request_ns,
             )
-        obs_ns, state, image, _episode, obs_id = entry
+        obs_ns, state, images, _episode, instruction, obs_id = entry
         if start - obs_ns > self.p["max_obs_age_s"] * NS_PER_S:
             return self._publish_error(
                 job.request_id,
@@ -418,7 +435,8 @@ class PolicyNode(Node):
                 job.received_ns,
                 job.request_ns,
             )
-        if self.needs_image and image is None:
+        missing = sorted(n for n, img in images.items() if img is None)
+        if self.needs_image and (missing or not images):
             return self._publish_error(
                 job.request_id,
                 job.episode_id,
@@ -426,12 +444,14 @@ class PolicyNode(Node):
                 job.sampler,
                 job.dt,
                 ActionChunk.ERROR_NO_OBSERVATION,
-                "image policy: observation has no image",
+                f"image policy: observation {obs_id} lacks camera(s) {missing or 'all'} (image missing or stale)",
                 job.received_ns,
                 job.request_ns,
             )
         sampler, kwargs = self._sampler_args(job)
-        obs = {"state": state[None], "image": image[None]} if self.needs_image else state[None]
+        obs = state[None]
+        if self.wants_mapping:
+            obs = {"state": obs, "images": {n: img[None] for n, img in images.items()}, "instruction": instruction}
         t0 = self.get_clock().now().nanoseconds
         try:
             actions = np.asarray(self.backend.infer(obs, sampler, **kwargs), dtype=np.float64)
@@ -478,8 +498,15 @@ class PolicyNode(Node):
     def _warmup(self) -> None:
         t0 = time.perf_counter()
         obs = np.zeros((1, self.obs_dim))
+        if self.wants_mapping:
+            hw = self.camera_hw or {}
+            obs = {
+                "state": obs,
+                "images": {n: np.zeros((1, *size, 3), np.uint8) for n, size in hw.items() if size is not None},
+                "instruction": "",
+            }
         try:
-            self.backend.infer(obs if not self.needs_image else {"state": obs, "image": None}, "vanilla", seed=0)
+            self.backend.infer(obs, "vanilla", seed=0)
         except Exception as exc:  # noqa: BLE001 - an expert may reject an all-zero state; not fatal
             self.get_logger().info(f"warm-up inference skipped: {exc}")
             return
@@ -606,13 +633,50 @@ class PolicyNode(Node):
             "injected_latency_s": float(self.p["injected_latency_s"]),
             "backend_unavailable": self.n_unavailable,
             "policy": self.policy_name,
+            "cameras": ",".join(sorted(self.camera_hw or ())),
         }
+        info = getattr(self.backend, "last_info", None) or {}
+        if "instruction" in info:  # what the backend last used (LeRobot: the observation's, else its folder's)
+            vals["instruction"] = str(info["instruction"])
+        if "cameras" in info:
+            vals["cameras_fed"] = ",".join(info["cameras"])
         vals.update({f"errors.{k}": v for k, v in self.n_errors_by_code.items()})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
 
     def close(self) -> None:
         self.worker.stop()
+
+
+def policy_cameras(backend) -> dict[str, tuple[int, int] | None] | None:
+    """The cameras a backend takes: ``camera_hw`` (name -> (h, w)), else its ``cameras`` names
+    (sizes unknown), else None (a backend that does not say: no name check)."""
+    hw = getattr(backend, "camera_hw", None)
+    if hw:
+        return {str(n): tuple(int(v) for v in size) for n, size in dict(hw).items()}
+    names = getattr(backend, "cameras", None)
+    if isinstance(names, (list, tuple, dict)) and names and all(isinstance(n, str) for n in names):
+        return {str(n): None for n in names}
+    return None
+
+
+def observation_images(msg: Observation) -> dict[str, np.ndarray | None]:
+    """The observation's cameras: name -> (h, w, 3) uint8, or None for an empty slot (the
+    camera's image was missing or stale). InputError for malformed camera fields."""
+    names = list(msg.camera_names)
+    if len(names) != len(msg.images):
+        raise InputError("bad_image", f"{len(names)} camera names for {len(msg.images)} images")
+    if len(set(names)) != len(names):
+        raise InputError("bad_image", f"duplicate camera names {names}")
+    out: dict[str, np.ndarray | None] = {}
+    for name, img in zip(names, msg.images):
+        if not (img.height and img.width):
+            out[name] = None
+            continue
+        if img.encoding != "rgb8" or len(img.data) != img.height * img.width * 3:
+            raise InputError("bad_image", f"camera {name!r}: image must be packed rgb8")
+        out[name] = np.frombuffer(bytearray(img.data), np.uint8).reshape(img.height, img.width, 3)
+    return out
 
 
 def main(args=None) -> int:

@@ -3,7 +3,10 @@
 Publishes
   ``/joint_states`` (sensor_msgs/JointState): arm joints (FR3 names by default) + two finger
   joints, at ``joint_state_rate_hz``;
-  ``/camera/image_raw`` + ``/camera/camera_info`` (rgb8) at ``camera_rate_hz`` (0: off);
+  ``/camera/<name>/image_raw`` + ``/camera/<name>/camera_info`` (rgb8) for each MuJoCo camera
+  in ``cameras`` (``scene``, ``wrist``; ``[]``, the default: none is rendered) at
+  ``camera_rate_hz`` (0: off); bringup lists the cameras the policy takes, so a state-only
+  policy pays no rendering;
   ``/sim/task_state`` (async_vla_msgs/Observation): TCP + the task's observation fields, episode
   id and task name, at every control step (what a perception module would provide on hardware);
   ``/sim/episode_result`` (diagnostic_msgs/DiagnosticStatus): one per finished episode (success,
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is imported
 
@@ -46,7 +50,7 @@ from async_vla_ros.core.cycle_timer import CycleTimer
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, set_realtime, shutting_down
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
-from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
+from async_vla_ros.nodes.params import Param, ParamError, declare_params, enable_runtime_updates
 
 NODE_NAME = "sim"
 FR3_JOINTS = list(N.ARM_JOINTS)
@@ -86,8 +90,13 @@ PARAMS = (
         "after the settle time, stay frozen until the first command arrives "
         "(the episode clock starts when the controller is engaged)",
     ),
-    Param("camera_rate_hz", 5.0, "camera image rate (0: no camera)", min=0.0, max=60.0),
-    Param("camera_name", "scene", "MuJoCo camera", choices=("scene", "wrist")),
+    Param("camera_rate_hz", 5.0, "camera image rate, every camera (0: no camera)", min=0.0, max=60.0),
+    Param(
+        "cameras",
+        [],
+        f"MuJoCo cameras to render and publish on camera/<name>/image_raw (of {', '.join(N.CAMERAS)}; [] : none)",
+        elem=str,
+    ),
     Param("image_width", 96, "image width (px)", min=16, max=640),
     Param("image_height", 96, "image height (px)", min=16, max=480),
     Param(
@@ -97,7 +106,7 @@ PARAMS = (
         choices=("collision", "visual"),
     ),
     Param("frame_id", "fr3_link0", "frame of the task state (robot base)"),
-    Param("camera_frame_id", "camera_optical_frame", "frame of the camera images"),
+    Param("camera_frame_id", "camera_optical_frame", "frame of the camera images (prefixed <camera>_)"),
     Param("sched_fifo_priority", 0, "SCHED_FIFO priority of the physics thread (0: default scheduler)", min=0, max=98),
     # fault injection (async-vla-ros chaos, test/system/test_chaos.py): settable at runtime
     Param("pause_joint_states", False, "fault injection: stop publishing /joint_states", dynamic=True),
@@ -126,6 +135,9 @@ class SimNode(Node):
             raise ValueError("joint_names must be 7 distinct names")
         if len(p["finger_joint_names"]) != 2:
             raise ValueError("finger_joint_names must be 2 names")
+        bad = [c for c in p["cameras"] if c not in N.CAMERAS]
+        if bad or len(set(p["cameras"])) != len(p["cameras"]):
+            raise ParamError(NODE_NAME, [f"cameras: {list(p['cameras'])} must be distinct names of {N.CAMERAS}"])
         from async_vla_ros.nodes.sim_driver import PhysicsDriver
 
         self.drops = DropCounter(self.get_logger())
@@ -149,10 +161,16 @@ class SimNode(Node):
         self.pub_js = self.create_publisher(JointState, N.JOINT_STATES, 10)
         self.pub_task = self.create_publisher(Observation, N.TASK_STATE, 10)
         self.pub_result = self.create_publisher(DiagnosticStatus, N.EPISODE_RESULT, 10)
-        self.pub_img = self.pub_info = None
+        # camera -> (image publisher, camera_info publisher)
+        self.pub_cams: dict[str, tuple] = {}
         if p["camera_rate_hz"] > 0:
-            self.pub_img = self.create_publisher(Image, N.IMAGE, 2)
-            self.pub_info = self.create_publisher(CameraInfo, N.CAMERA_INFO, 2)
+            for cam in p["cameras"]:
+                self.pub_cams[cam] = (
+                    self.create_publisher(Image, N.camera_image_topic(cam), 2),
+                    self.create_publisher(CameraInfo, N.camera_info_topic(cam), 2),
+                )
+        self.frames_rendered = 0
+        self.render_s: list[float] = []  # seconds per rendered frame (the last 200)
         group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointTrajectory, N.TRAJECTORY_COMMAND, self._on_trajectory, 10, callback_group=group)
         self.create_subscription(Float64MultiArray, N.FORWARD_COMMAND, self._on_forward, 10, callback_group=group)
@@ -258,7 +276,7 @@ class SimNode(Node):
         timer = CycleTimer(period, MonotonicClock(), catch_up=True)
         self.timer_stats = timer
         js_every = max(1, round(1.0 / (p["joint_state_rate_hz"] * period)))
-        cam_every = max(1, round(1.0 / (p["camera_rate_hz"] * period))) if p["camera_rate_hz"] > 0 else 0
+        cam_every = max(1, round(1.0 / (p["camera_rate_hz"] * period))) if self.pub_cams else 0
         groups = (0, 3) if p["render_geoms"] == "collision" else (0, 2)
         frozen_every = max(1, round(self.driver.dt / period))  # task state rate while frozen
         self._start_episode(None)
@@ -297,7 +315,7 @@ class SimNode(Node):
                 self._publish_joint_states()
             if cam_every and tick % cam_every == 0:
                 try:
-                    self._publish_image(groups)
+                    self._publish_images(groups)
                 except Exception as exc:  # noqa: BLE001 - no GL here: run without a camera, say so once
                     if self._stop.is_set() or shutting_down(self.context):
                         raise  # shutting down, not a rendering problem
@@ -378,38 +396,40 @@ class SimNode(Node):
         msg.state = state.tolist()
         self.pub_task.publish(msg)
 
-    def _publish_image(self, groups: tuple[int, ...]) -> None:
+    def _publish_images(self, groups: tuple[int, ...]) -> None:
         p = self.p
         if p["pause_camera"]:
             return
-        with self._lock:
-            rgb = self.driver.render(p["camera_name"], p["image_width"], p["image_height"], groups)
-        stamp = self._stamp()
-        img = Image()
-        img.header.stamp = stamp
-        img.header.frame_id = p["camera_frame_id"]
-        img.height, img.width = rgb.shape[:2]
-        img.encoding = "rgb8"
-        img.step = img.width * 3
-        img.data = rgb.tobytes()
-        self.pub_img.publish(img)
-        info = CameraInfo()
-        info.header = img.header
-        info.height, info.width = img.height, img.width
-        fovy = float(self.driver.model.cam_fovy[self._camera_id()])
-        f = 0.5 * img.height / np.tan(np.deg2rad(fovy) / 2)
-        cx, cy = (img.width - 1) / 2, (img.height - 1) / 2
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        self.pub_info.publish(info)
-
-    def _camera_id(self) -> int:
         import mujoco
 
-        return mujoco.mj_name2id(self.driver.model, mujoco.mjtObj.mjOBJ_CAMERA, self.p["camera_name"])
+        for cam, (pub_img, pub_info) in self.pub_cams.items():
+            t0 = time.perf_counter()
+            with self._lock:
+                rgb = self.driver.render(cam, p["image_width"], p["image_height"], groups)
+            self.render_s.append(time.perf_counter() - t0)
+            del self.render_s[:-200]
+            self.frames_rendered += 1
+            img = Image()
+            img.header.stamp = self._stamp()
+            img.header.frame_id = f"{cam}_{p['camera_frame_id']}"
+            img.height, img.width = rgb.shape[:2]
+            img.encoding = "rgb8"
+            img.step = img.width * 3
+            img.data = rgb.tobytes()
+            pub_img.publish(img)
+            info = CameraInfo()
+            info.header = img.header
+            info.height, info.width = img.height, img.width
+            cam_id = mujoco.mj_name2id(self.driver.model, mujoco.mjtObj.mjOBJ_CAMERA, cam)
+            fovy = float(self.driver.model.cam_fovy[cam_id])
+            f = 0.5 * img.height / np.tan(np.deg2rad(fovy) / 2)
+            cx, cy = (img.width - 1) / 2, (img.height - 1) / 2
+            info.distortion_model = "plumb_bob"
+            info.d = [0.0] * 5
+            info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+            info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+            info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+            pub_info.publish(info)
 
     # ------------------------------------------------------------------ report / lifecycle
     def _diag_values(self) -> dict:
@@ -421,7 +441,11 @@ class SimNode(Node):
             "commands": self.n_commands,
             "dropped": self.drops.total(),
             "realtime_lag_s": float(self.realtime_lag_s),
+            "cameras": ",".join(self.pub_cams),
+            "frames_rendered": self.frames_rendered,
         }
+        if self.render_s:
+            vals["render_median_s"] = float(np.median(self.render_s))
         vals["rejected_commands"] = vals["dropped"] - self.drops.as_dict().get("settling", 0)
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         if self.timer_stats is not None:

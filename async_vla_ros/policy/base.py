@@ -46,6 +46,8 @@ from async_vla_ros.policy.registry import (
 )
 
 CHECKPOINT_FORMAT = "async_vla_ros.policy/1"
+# the camera a flow image policy reads (its demos' first camera: `demos --images` records scene)
+FLOW_IMAGE_CAMERA = "scene"
 
 
 @runtime_checkable
@@ -55,8 +57,10 @@ class ChunkPolicy(Protocol):
 
     ``infer`` arguments:
 
-    * ``obs``: (B, obs_dim) float array, or a mapping (e.g. ``{"state": (B, obs_dim),
-      "image": (B, h, w, 3) uint8}``) for image policies,
+    * ``obs``: (B, obs_dim) float array, or a mapping ``{"state": (B, obs_dim), "images":
+      {camera: (B, h, w, 3) uint8}, "instruction": str}`` for policies that take cameras (they
+      name them in ``camera_hw``: camera -> (h, w)); a one-camera flow image policy also takes
+      ``"image"`` directly (training, tests),
     * ``sampler``: ``"vanilla" | "rtc" | "rtc_jf" | "prefix" | "remac" | "bid"`` (what each needs:
       ``policy.samplers.SAMPLER_INPUTS``),
     * ``prefix``: (B, H, A) previous plan aligned to the new chunk's steps (rtc, rtc_jf, prefix,
@@ -195,6 +199,13 @@ class FlowPolicyBackend:
     def latent_dim(self) -> int:
         return self.config.hidden
 
+    @property
+    def camera_hw(self) -> dict[str, tuple[int, int]]:
+        """Camera name -> (h, w) an image policy takes (``FLOW_IMAGE_CAMERA``); {} for state policies."""
+        if self.config.encoder != "image":
+            return {}
+        return {FLOW_IMAGE_CAMERA: tuple(int(v) for v in self.config.image_size)}
+
     # ------------------------------------------------------------------ input checks
     def _prepare_obs(self, obs) -> tuple[torch.Tensor | dict[str, torch.Tensor], int]:
         """Validate and normalise the observation; returns (network input, B)."""
@@ -205,11 +216,21 @@ class FlowPolicyBackend:
             b = state.shape[0]
             if self.config.encoder != "image":
                 return self._state_tensor(state), b
-            if "image" not in obs:
+            image = obs.get("image")
+            if image is None and obs.get("images") is not None:
+                images = obs["images"]
+                if set(images) != {FLOW_IMAGE_CAMERA}:
+                    raise ValueError(
+                        f"camera names do not match: this image policy takes [{FLOW_IMAGE_CAMERA!r}], "
+                        f"given {sorted(images)}"
+                    )
+                image = images[FLOW_IMAGE_CAMERA]
+            if image is None:
                 raise ValueError(
-                    "image policy needs obs['image']: (B, h, w, ch) uint8 or (B, ch, h, w) float in [0, 1]"
+                    f"image policy needs obs['images'][{FLOW_IMAGE_CAMERA!r}] (or obs['image']): "
+                    "(B, h, w, ch) uint8 or (B, ch, h, w) float in [0, 1]"
                 )
-            return {"state": self._state_tensor(state), "image": self._image_tensor(obs["image"], b)}, b
+            return {"state": self._state_tensor(state), "image": self._image_tensor(image, b)}, b
         if self.config.encoder == "image":
             raise ValueError("image policy needs a mapping obs = {'state': (B, obs_dim), 'image': ...}")
         state = self._check_state(obs)
@@ -585,11 +606,21 @@ def _load_flow(req: BackendRequest) -> FlowPolicyBackend:
     return FlowPolicyBackend.from_checkpoint(ckpt, settings=dataclasses.replace(settings, **changes), weak_network=weak)
 
 
+def _flow_cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
+    """The camera an image checkpoint reads ({} for a state checkpoint), from its config only."""
+    path = Path(req.target).expanduser() if req.target else checkpoint_file(req.task, req.kind, req.checkpoint_dir)
+    if not path.is_file():
+        return {}  # loading says what is wrong
+    cfg = FlowNetConfig.from_dict(load_checkpoint(path)["network_config"])
+    return {FLOW_IMAGE_CAMERA: tuple(int(v) for v in cfg.image_size)} if cfg.encoder == "image" else {}
+
+
 register_backend(
     Backend(
         "flow",
         _load_flow,
         "flow-matching checkpoint (async_vla_ros.policy/1): 'default' (the task's shipped files) or a .pt path",
         from_checkpoint=FlowPolicyBackend.from_checkpoint,
+        cameras=_flow_cameras,
     )
 )

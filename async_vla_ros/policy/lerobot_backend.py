@@ -5,10 +5,10 @@ LeRobot's ``save_pretrained`` (``config.json``, ``model.safetensors``) with its
 pre/post-processors (``policy_preprocessor.json``, ``policy_postprocessor.json``), and maps:
 
 * our observation -> its batch: ``obs["state"] (B, obs_dim)`` -> ``observation.state``; camera
-  images ``obs["images"] = {name: (B, h, w, 3) uint8}`` (or the one ``obs["image"]``) ->
-  ``observation.images.*`` by the folder's camera map; the language instruction
-  (``obs["instruction"]``, else the folder's) -> ``task``; the pre-processor normalises and
-  tokenises;
+  images ``obs["images"] = {name: (B, h, w, 3) uint8}`` -> ``observation.images.*`` by the
+  folder's camera map (the names must be exactly the policy's); the language instruction
+  (``obs["instruction"]`` when non-empty, else the folder's) -> ``task``; the pre-processor
+  normalises and tokenises; ``last_info`` records the instruction and cameras it fed;
 * its chunk -> robot units: the post-processor un-normalises (B, chunk_size, A).
 
 Checks, each a :class:`BackendError` saying what differs: state and action dimensions; joint
@@ -150,6 +150,7 @@ class LeRobotPolicyBackend:
                 raise BackendError(f"{len(names)} {what} names for a {what} of dimension {dim}")
         self.task = str(task)
         self.needs_image = bool(self.image_keys)
+        self.takes_instruction = True  # the policy node hands over the observation's instruction
         model = getattr(policy, "model", None)
         self.is_flow = all(hasattr(model, a) for a in ("embed_prefix", "denoise_step", "vlm_with_expert")) and all(
             hasattr(policy, a) for a in ("prepare_images", "prepare_state")
@@ -160,8 +161,13 @@ class LeRobotPolicyBackend:
         self._norm_step = next((s for s in getattr(preprocessor, "steps", []) if hasattr(s, "_normalize_action")), None)
         if self.is_flow:
             self._enable_lerobot_rtc()
+        # inference only: no parameter needs a gradient, so RTC's VJP records only the ops that
+        # depend on x (the time embedding, the cached prefix, every weight stay out of the graph);
+        # a trainer (train/remac_lerobot.py) enables what it trains itself
+        self.policy.requires_grad_(False)
         self._generator = torch.Generator().manual_seed(self.settings.seed)
         self.last_info: dict[str, Any] = {}
+        self._fed: dict[str, Any] = {}
 
     @property
     def camera_hw(self) -> dict[str, tuple[int, int]]:
@@ -186,25 +192,17 @@ class LeRobotPolicyBackend:
     def _images(self, obs: Mapping[str, Any], b: int) -> dict[str, Any]:
         import torch
 
-        given: dict[str, Any] = {}
-        if "images" in obs and obs["images"] is not None:
-            if not isinstance(obs["images"], Mapping):
-                raise BackendError("obs['images'] must map camera names to (B, h, w, 3) uint8 arrays")
-            given.update(obs["images"])
-        if obs.get("image") is not None:
-            if len(self.cameras) != 1:
-                raise BackendError(
-                    f"one unnamed image given, but the policy takes {len(self.cameras)} cameras "
-                    f"({', '.join(self.cameras)}): pass obs['images'] by name"
-                )
-            given.setdefault(next(iter(self.cameras)), obs["image"])
+        given = obs.get("images") if isinstance(obs, Mapping) else None
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            raise BackendError("obs['images'] must map camera names to (B, h, w, 3) uint8 arrays")
         missing = sorted(set(self.cameras) - set(given))
         unknown = sorted(set(given) - set(self.cameras))
         if missing or unknown:
+            detail = "; ".join(x for x in (missing and f"missing {missing}", unknown and f"unknown {unknown}") if x)
             raise BackendError(
-                f"camera names do not match: the policy takes {sorted(self.cameras)}"
-                + (f", missing {missing}" if missing else "")
-                + (f", unknown {unknown}" if unknown else "")
+                f"camera names do not match: the policy takes {sorted(self.cameras)}, given {sorted(given)} ({detail})"
             )
         out = {}
         for name, key in self.cameras.items():
@@ -237,9 +235,10 @@ class LeRobotPolicyBackend:
         if self.image_keys:
             batch.update(self._images(obs, b))
         instr = obs.get("instruction") or self.instruction
-        batch["task"] = [str(instr)] * b if isinstance(instr, str) else [str(x) for x in instr]
+        batch["task"] = [str(instr)] * b if isinstance(instr, str) else [str(x) or self.instruction for x in instr]
         if len(batch["task"]) != b:
             raise BackendError(f"{len(batch['task'])} instructions for {b} observations")
+        self._fed = {"instruction": batch["task"][0], "cameras": sorted(self.cameras) if self.image_keys else []}
         return self.pre(batch), b
 
     # ------------------------------------------------------------------ action space
@@ -366,7 +365,7 @@ class LeRobotPolicyBackend:
             raise BackendError(f"sampler {sampler!r} needs weights (B, H)")
         if sampler == "bid" and (y is None) != (w is None):
             raise BackendError("bid needs prefix and weights together (or neither, for a first chunk)")
-        info: dict[str, Any] = {"sampler": sampler, "n_steps": self.n_steps}
+        info: dict[str, Any] = {"sampler": sampler, "n_steps": self.n_steps, **self._fed}
         shape = (b, h, self.padded_dim)
         if sampler == "vanilla":
             if self.is_flow:
@@ -525,11 +524,39 @@ def _load(req: BackendRequest) -> LeRobotPolicyBackend:
     return backend
 
 
+def folder_cameras(folder: str | Path) -> dict[str, tuple[int, int]]:
+    """Our camera name -> (h, w) of a LeRobot policy folder, from its ``config.json`` and sidecar
+    only (no lerobot import): what the graph renders and ingests for it."""
+    folder = Path(folder).expanduser()
+    path = folder / "config.json"
+    if not path.is_file():
+        raise BackendError(f"{folder}: not a LeRobot policy folder (no config.json)")
+    try:
+        feats = json.loads(path.read_text()).get("input_features", {})
+    except ValueError as exc:
+        raise BackendError(f"{path}: not valid JSON ({exc})") from exc
+    keys = {k: v for k, v in feats.items() if k.startswith(IMAGE_PREFIX)}
+    cams = _read_sidecar(folder).get("cameras") or {k[len(IMAGE_PREFIX) :]: k for k in keys}
+    bad = sorted(set(cams.values()) - set(keys))
+    if bad:
+        raise BackendError(
+            f"{folder}: camera map names features the policy does not have: {bad}; it has {sorted(keys)}"
+        )
+    return {name: tuple(int(v) for v in keys[key]["shape"][1:]) for name, key in cams.items()}
+
+
+def _cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
+    if not req.target:
+        raise BackendError("the lerobot backend needs a folder: lerobot:DIR")
+    return folder_cameras(req.target)
+
+
 register_backend(
     Backend(
         "lerobot",
         _load,
         "a LeRobot PreTrainedPolicy folder (save_pretrained + processors): lerobot:DIR",
         samplers=FLOW_SAMPLERS,
+        cameras=_cameras,
     )
 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from async_vla_ros import names as N
 from async_vla_ros.hfenv import apply_hf_offline
 
 __all__ = ["TinySmolVLASpec", "build_tiny_vlm", "build_tiny_smolvla", "INSTRUCTIONS"]
@@ -75,7 +76,8 @@ def build_tiny_vlm(directory: str | Path, image_size: int = 64, width: int = 64)
     trainer = trainers.WordLevelTrainer(
         vocab_size=512, special_tokens=["<pad>", "<unk>", "<bos>", "<eos>", *_SPECIAL.values()]
     )
-    tok.train_from_iterator([*INSTRUCTIONS, " ".join(map(str, range(64)))], trainer=trainer)
+    phrases = [p for table in (N.INSTRUCTIONS, N.HELD_OUT) for task in table.values() for p in task]
+    tok.train_from_iterator([*INSTRUCTIONS, *phrases, " ".join(map(str, range(64)))], trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",

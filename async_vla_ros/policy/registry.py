@@ -51,6 +51,7 @@ __all__ = [
     "load_models",
     "load_policy_spec",
     "parse_policy_spec",
+    "policy_cameras",
     "register_backend",
 ]
 
@@ -107,6 +108,10 @@ class Backend:
     kinds: tuple[str, ...] | None = None  # checkpoint kinds it can serve (None: any; expert: base only)
     samplers: tuple[str, ...] = SAMPLERS  # samplers it runs (others: the preset is refused)
     from_checkpoint: Callable[..., Any] | None = None  # (ckpt dict, **kw) -> ChunkPolicy for checkpoint files
+    # request -> {camera: (h, w)} the policy takes, read cheaply (no model built): bringup renders
+    # and ingests only these. None: the backend cannot tell before it runs (no cameras unless the
+    # launch names them)
+    cameras: Callable[[BackendRequest], dict[str, tuple[int, int]]] | None = None
 
     def cannot_serve(self, preset: MethodPreset, target: str = "") -> str | None:
         """Why this backend cannot serve ``preset`` (None: it can)."""
@@ -193,6 +198,16 @@ def parse_policy_spec(text: str) -> PolicySpec:
     if sep and head in _REGISTRY:
         return PolicySpec(s, head, rest)
     return PolicySpec(s, "flow", s)  # a checkpoint path
+
+
+def policy_cameras(spec: str, request: BackendRequest) -> dict[str, tuple[int, int]] | None:
+    """The cameras (name -> (h, w)) the policy ``spec`` takes, without building it; None when
+    its backend cannot tell (a remote server: name them at launch). BackendError as loading would."""
+    parsed = parse_policy_spec(spec)
+    backend = get_backend(parsed.backend)
+    if backend.cameras is None:
+        return None
+    return dict(backend.cameras(replace(request, target=parsed.target)))
 
 
 def checkpoint_file(task: str, kind: str, directory: str | Path | None = None) -> Path:

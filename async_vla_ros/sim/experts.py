@@ -257,7 +257,13 @@ def _register() -> None:
 
     # the expert IS the task's base policy: no REMAC/ablation model to serve
     register_backend(
-        Backend("expert", _load_expert, "the task's scripted expert as a chunk policy (no weights)", kinds=("base",))
+        Backend(
+            "expert",
+            _load_expert,
+            "the task's scripted expert as a chunk policy (no weights)",
+            kinds=("base",),
+            cameras=lambda _req: {},  # privileged state only
+        )
     )
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.core.chunk import Chunk
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator, DelaySpec, ForecastTally
 from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, step_requests
@@ -99,6 +100,7 @@ class LockstepConfig:
     stop_when_decided: bool = True  # stop simulating an env once its outcome is known
     threads: int | None = None  # physics threads (None: min(2, cpus))
     delay_spec: DelaySpec | None = None  # delays that vary per chunk (overrides ``delay``; module doc)
+    instruction: str = ""  # language instruction for policies that take cameras ('' : the task's first paraphrase)
 
     @property
     def delay_label(self) -> str:
@@ -307,9 +309,10 @@ class LockstepRunner:
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.strategy, delay=delay, **opts)
 
-    def _policy_obs(self, env: BatchedPandaEnv, obs: np.ndarray, rows: Sequence[int]):
-        """The policy's input for ``rows``: the state, plus camera images rendered at this step for
-        a policy that names its cameras (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA)."""
+    def _policy_obs(self, env: BatchedPandaEnv, obs: np.ndarray, rows: Sequence[int], config: LockstepConfig):
+        """The policy's input for ``rows``: the state, plus camera images rendered at this step and
+        the instruction (as camera_ingestion sends them) for a policy that names its cameras
+        (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA)."""
         cams = getattr(self.policy, "camera_hw", None)
         if not cams:
             return obs[rows]
@@ -317,7 +320,11 @@ class LockstepRunner:
             name: np.stack([env.render(int(i), camera=name, width=w, height=h) for i in rows])
             for name, (h, w) in cams.items()
         }
-        return {"state": obs[rows], "images": images}
+        return {
+            "state": obs[rows],
+            "images": images,
+            "instruction": config.instruction or N.default_instruction(config.task),
+        }
 
     def _run_batch(
         self,
@@ -365,7 +372,10 @@ class LockstepRunner:
             if req:
                 tic = time.perf_counter()
                 chunks = infer_specs(
-                    self.policy, self._policy_obs(env, obs, req), specs, seed=_call_seed(config.seed, b_idx, call)
+                    self.policy,
+                    self._policy_obs(env, obs, req, config),
+                    specs,
+                    seed=_call_seed(config.seed, b_idx, call),
                 )
                 dt_inf = time.perf_counter() - tic
                 timers["infer"] += dt_inf

@@ -32,9 +32,10 @@ class Episode:
 
     obs: np.ndarray  # (T, obs_dim) observation of step t
     actions: np.ndarray  # (T, A) expert action of step t
-    images: np.ndarray | None = None  # (T, h, w, 3) uint8 camera frames, optional
+    images: np.ndarray | None = None  # (T, h, w, 3) uint8 frames of the first camera, optional
     seed: int = -1  # episode seed (-1: unknown)
     meta: Mapping[str, Any] = field(default_factory=dict)  # per-episode metadata (success, side, ...)
+    camera_images: Mapping[str, np.ndarray] = field(default_factory=dict)  # every camera: name -> (T, h, w, 3)
 
     def __post_init__(self) -> None:
         obs = np.asarray(self.obs, dtype=np.float64)
@@ -52,6 +53,16 @@ class Episode:
                     f"episode images must be (T, h, w, ch) uint8 with T = {obs.shape[0]}, got {img.shape} {img.dtype}"
                 )
             object.__setattr__(self, "images", img)
+        cams = {}
+        for name, frames in dict(self.camera_images or {}).items():
+            img = np.asarray(frames)
+            if img.ndim != 4 or img.shape[0] != obs.shape[0] or img.dtype != np.uint8:
+                raise ValueError(
+                    f"episode camera {name!r} must be (T, h, w, ch) uint8 with T = {obs.shape[0]}, "
+                    f"got {img.shape} {img.dtype}"
+                )
+            cams[str(name)] = img
+        object.__setattr__(self, "camera_images", cams)
         object.__setattr__(self, "obs", obs)
         object.__setattr__(self, "actions", act)
 
@@ -76,11 +87,19 @@ def episode_from_record(rec: Any) -> Episode:
     if obs is None or act is None:
         raise ValueError(f"demonstration record has no obs/actions fields: {type(rec).__name__}")
     images = _field(rec, "images", "image")
+    cams = _field(rec, "camera_images") or {}
     seed = _field(rec, "seed")
     meta = _field(rec, "meta", "metadata") or {}
     if not isinstance(meta, Mapping):
         meta = {}
-    return Episode(obs=obs, actions=act, images=images, seed=-1 if seed is None else int(seed), meta=dict(meta))
+    return Episode(
+        obs=obs,
+        actions=act,
+        images=images,
+        seed=-1 if seed is None else int(seed),
+        meta=dict(meta),
+        camera_images=dict(cams) if isinstance(cams, Mapping) else {},
+    )
 
 
 @dataclass(frozen=True)
@@ -161,7 +180,8 @@ class ChunkWindows:
     """All (episode, step) windows of a set of episodes with horizon H.
 
     Arrays (N = total steps): ``obs (N, obs_dim)``, ``chunks (N, H, A)`` (padded past the episode
-    end with its last action), ``ep (N,)``, ``t (N,)``, ``images (N, h, w, ch)`` uint8 or None.
+    end with its last action), ``ep (N,)``, ``t (N,)``, ``images (N, h, w, ch)`` uint8 or None
+    (the first camera), ``camera_images`` {camera: (N, h, w, ch)} (the cameras every episode has).
     """
 
     def __init__(self, episodes: Sequence[Episode], horizon: int) -> None:
@@ -195,6 +215,8 @@ class ChunkWindows:
         self.ep = np.concatenate(ep)
         self.t = np.concatenate(ts)
         self.images = np.concatenate(imgs) if imgs else None
+        common = set.intersection(*(set(e.camera_images) for e in episodes))
+        self.camera_images = {c: np.concatenate([e.camera_images[c] for e in episodes]) for c in sorted(common)}
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

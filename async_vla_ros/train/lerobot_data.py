@@ -1,9 +1,10 @@
 """LeRobotDataset v3 <-> our demonstrations: export (demos and recorded rosbag2 bags), import.
 
 * :func:`export_lerobot` writes ``LeRobotDataset.create(...)`` at ``DST`` from our demonstrations
-  directory (``async-vla-ros demos``) or from a bag recorded from the running graph (``/observation``
-  state and image, the executed command of each step, the task's instruction); the result opens
-  with ``LeRobotDataset(repo_id, root=DST)``, offline.
+  directory (``async-vla-ros demos``: every recorded camera; the task's training paraphrases,
+  ``names.INSTRUCTIONS``, one per episode in turn) or from a bag recorded from the running graph
+  (``/observation`` state, every camera it carried, its instruction; the executed command of each
+  step); the result opens with ``LeRobotDataset(repo_id, root=DST)``, offline.
 * :func:`import_lerobot` reads a LeRobotDataset v3 folder into our demonstrations layout
   (``sim/demos.py``), which ``train base|remac|a2c2`` read.
 
@@ -27,18 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.hfenv import apply_hf_offline
 
 __all__ = ["ExportEpisode", "export_lerobot", "import_lerobot", "episodes_from_demos", "episodes_from_bag", "SIDECAR"]
 
 SIDECAR = "meta/async_vla_ros.json"
 ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper_width"]
-TASK_INSTRUCTIONS = {
-    "track": "track the moving target with the gripper",
-    "intercept": "intercept the moving target",
-    "bifurcate": "reach the target that will appear",
-    "pick_moving": "pick up the moving cube",
-}
 
 
 @dataclass
@@ -49,6 +45,7 @@ class ExportEpisode:
     actions: np.ndarray  # (T, A)
     executed: np.ndarray | None = None  # (T, A) commands actually sent (demos)
     images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (T, h, w, 3) uint8
+    instructions: list[str] | None = None  # (T,) per frame (a bag: what the graph sent); None: the task's
 
 
 def _state_names(obs_fields: Sequence[Sequence[Any]] | None, dim: int) -> list[str]:
@@ -74,22 +71,17 @@ def episodes_from_demos(src: str | Path) -> tuple[list[ExportEpisode], dict[str,
 def episodes_from_bag(src: str | Path, dt: float | None = None) -> tuple[list[ExportEpisode], dict[str, Any]]:
     """A bag recorded from the running graph -> one episode per ``episode_id``.
 
-    Step t is one ``/observation`` (state, its image if any); its action is the command the robot
+    Step t is one ``/observation`` (state, every camera that all observations carried, its
+    instruction); its action is the command the robot
     was sent next (the first command logged after the observation's stamp; the last steps with no
     later command are dropped). Frame rate: ``1 / dt`` of the recorded requests, or ``dt``.
     """
-    from async_vla_ros.bags import BagError, read_messages
-    from async_vla_ros.eval.replay import COMMAND_TOPICS, OBS_TOPIC, load_recording
+    from async_vla_ros.bags import BagError
+    from async_vla_ros.eval.replay import COMMAND_TOPICS, load_recording
 
     run = load_recording(src)  # states, stamps, episodes, commands, dt (validated)
     if run.cmd.size == 0:
         raise BagError(f"bag {src} has no executed commands ({' or '.join(COMMAND_TOPICS)}): nothing to label with")
-    images: dict[int, np.ndarray] = {}
-    for m in read_messages(src, [OBS_TOPIC]):
-        im = m.msg.image
-        if im.height and im.width and im.encoding == "rgb8":
-            stamp = int(m.msg.header.stamp.sec) * 1_000_000_000 + int(m.msg.header.stamp.nanosec)
-            images[stamp] = np.asarray(im.data, dtype=np.uint8).reshape(im.height, im.width, 3)
     step_dt = dt or run.dt
     if not step_dt:
         raise BagError(f"bag {src}: no control period recorded; pass dt")
@@ -101,11 +93,9 @@ def episodes_from_bag(src: str | Path, dt: float | None = None) -> tuple[list[Ex
         rows, idx = rows[keep], idx[keep]
         if len(rows) < 2:
             continue
-        ep_imgs: dict[str, np.ndarray] = {}
-        stamps = run.obs_t_ns[rows]
-        if images and all(int(s) in images for s in stamps):
-            ep_imgs["camera"] = np.stack([images[int(s)] for s in stamps])
-        eps.append(ExportEpisode(run.obs[rows], run.cmd[idx], None, ep_imgs))
+        ep_imgs = {c: frames[rows] for c, frames in run.images.items()}
+        instr = [run.instructions[int(i)] for i in rows] if run.instructions else None
+        eps.append(ExportEpisode(run.obs[rows], run.cmd[idx], None, ep_imgs, instr))
     if not eps:
         raise BagError(f"bag {src}: no episode with at least 2 labelled observations")
     return eps, {"task": run.task, "fps": 1.0 / step_dt, "obs_fields": None}
@@ -142,7 +132,9 @@ def export_lerobot(
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     task = meta["task"] or "unknown"
-    instr = instruction or TASK_INSTRUCTIONS.get(task, task)
+    # the task's training paraphrases (held-out ones never go into data), one per episode in turn
+    phrases = [instruction] if instruction else list(N.INSTRUCTIONS.get(task, (task,)))
+    instr = phrases[0]
     obs_dim, a_dim = eps[0].obs.shape[1], eps[0].actions.shape[1]
     state_names = _state_names(meta["obs_fields"], obs_dim)
     action_names = ACTION_NAMES if a_dim == len(ACTION_NAMES) else [f"action_{i}" for i in range(a_dim)]
@@ -162,14 +154,14 @@ def export_lerobot(
         }
     repo = repo_id or f"local/{task}"
     ds = LeRobotDataset.create(repo_id=repo, root=dst, fps=int(round(meta["fps"])), features=features, use_videos=False)
-    for e in eps:
+    for i, e in enumerate(eps):
         if sorted(e.images) != cams or e.obs.shape[1] != obs_dim or e.actions.shape[1] != a_dim:
             raise ValueError("episodes differ in cameras or dimensions: cannot share one dataset's features")
         for t in range(e.obs.shape[0]):
             frame: dict[str, Any] = {
                 "observation.state": e.obs[t].astype(np.float32),
                 "action": e.actions[t].astype(np.float32),
-                "task": instr,
+                "task": (instruction or (e.instructions[t] if e.instructions else "") or phrases[i % len(phrases)]),
             }
             if "action.executed" in features:
                 frame["action.executed"] = e.executed[t].astype(np.float32)
@@ -183,6 +175,7 @@ def export_lerobot(
         "source_kind": kind,
         "task": task,
         "instruction": instr,
+        "instructions": phrases,
         "obs_fields": meta["obs_fields"],
         "state_names": state_names,
         "action_names": action_names,

@@ -16,7 +16,8 @@ are merged (peft ``merge_and_unload``) and the policy is written with LeRobot's 
 any policy, with zero inference overhead.
 
 Training data: our demonstrations (``async-vla-ros demos TASK --images CAM``, or ``dataset
-import`` of a LeRobotDataset); one camera per demo set, mapped to the policy's only camera.
+import`` of a LeRobotDataset); every camera the policy takes, by name (the demos' camera names are
+the sim's: ``scene``, ``wrist``), each at the policy's image size.
 """
 
 from __future__ import annotations
@@ -83,23 +84,29 @@ def train_remac_lerobot(
     be = load_lerobot_folder(base_dir, settings=LeRobotSettings(seed=config.seed, num_threads=config.num_threads))
     if not be.is_flow:
         raise ValueError(f"{base_dir}: a {be.cfg.type!r} policy is not a flow VLA; REMAC needs one (SmolVLA)")
-    if len(be.cameras) != 1:
-        raise ValueError(f"{base_dir}: REMAC on our demos feeds one camera; the policy takes {sorted(be.cameras)}")
     win = ChunkWindows(demos.episodes, be.horizon)
     if win.obs_dim != be.obs_dim or win.action_dim != be.action_dim:
         raise ValueError(
             f"demos have obs_dim {win.obs_dim}, A {win.action_dim}; the policy {be.obs_dim}, {be.action_dim}"
         )
-    (cam, (ch, cw)) = next(iter(be.camera_hw.items()))
-    if win.images is None or win.images.shape[1:3] != (ch, cw):
-        got = None if win.images is None else win.images.shape[1:3]
-        raise ValueError(f"the policy's camera {cam!r} takes {ch}x{cw} images; the demos have {got}")
+    missing = sorted(set(be.camera_hw) - set(win.camera_images))
+    if missing:
+        raise ValueError(
+            f"the policy takes cameras {sorted(be.camera_hw)}; the demos carry {sorted(win.camera_images)} "
+            f"(missing {missing}: record them with `demos --images {' '.join(sorted(be.camera_hw))}`)"
+        )
+    for cam, hw in be.camera_hw.items():
+        if win.camera_images[cam].shape[1:3] != tuple(hw):
+            raise ValueError(
+                f"the policy's camera {cam!r} takes {hw[0]}x{hw[1]} images; the demos have "
+                f"{win.camera_images[cam].shape[1:3]}"
+            )
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n, h = len(win), be.horizon
 
     def obs_of(rows):
-        return {"state": win.obs[rows], "image": win.images[rows]}
+        return {"state": win.obs[rows], "images": {c: win.camera_images[c][rows] for c in be.camera_hw}}
 
     t0 = time.perf_counter()
     chunks_n = be._normalize_actions(win.chunks).detach()  # (N, H, padded)

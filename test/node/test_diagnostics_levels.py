@@ -47,7 +47,6 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
     node = CameraIngestionNode(
         parameter_overrides=[
             P("task_state_topic", value=""),
-            P("image_topic", value=""),
             P("rate_hz", value=5.0),
             P("diag_window_s", value=1.0),
             P("metrics_period_s", value=0.05),

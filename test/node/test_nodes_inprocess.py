@@ -102,6 +102,7 @@ def _track_state(node: Node) -> np.ndarray:
         (PolicyNode, [P("policy", value="expert"), P("injected_latency_s", value="0.1")], "injected_latency_s"),
         (CameraIngestionNode, [P("joint_state_reliability", value="sometimes")], "joint_state_reliability"),
         (CameraIngestionNode, [P("arm_joint_names", value=["a", "b"])], "7 joints"),
+        (CameraIngestionNode, [P("camera_names", value=["scene", "scene"])], "duplicate names"),
     ],
 )
 def test_bad_parameters_fail_at_start_with_a_clear_message(cls, overrides, needle):
@@ -390,21 +391,33 @@ def test_rogue_observation_with_huge_episode_id(run):
 
 # ---------------------------------------------------------------------- camera ingestion
 class Sensors(Node):
-    def __init__(self):
+    def __init__(self, cameras=("scene", "wrist")):
         super().__init__("test_sensors")
         self.out: list[Observation] = []
         self.pub_js = self.create_publisher(JointState, "joint_states", 10)
-        self.pub_img = self.create_publisher(Image, "camera/image_raw", 10)
+        self.pub_img = {c: self.create_publisher(Image, f"camera/{c}/image_raw", 10) for c in cameras}
         self.pub_task = self.create_publisher(Observation, "sim/task_state", 10)
         self.create_subscription(Observation, "observation", self.out.append, 10)
 
+    def image(self, camera: str, stamp_ns: int, fill: int) -> None:
+        img = Image(height=32, width=48, encoding="rgb8", step=48 * 3)
+        img.header.stamp = ns_to_stamp(stamp_ns)
+        img.data = np.full(32 * 48 * 3, fill, np.uint8).tobytes()
+        self.pub_img[camera].publish(img)
+
 
 def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
-    node = CameraIngestionNode(parameter_overrides=[P("image_size", value=16)])
+    node = CameraIngestionNode(
+        parameter_overrides=[
+            P("image_size", value=16),
+            P("camera_names", value=["scene", "wrist"]),
+            P("max_image_age_s", value=0.02),
+        ]
+    )
     s = Sensors()
     assert run(
         lambda: (
-            all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_img, s.pub_task))
+            all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_task, *s.pub_img.values()))
             and node.pub.get_subscription_count() > 0
         ),
         10.0,
@@ -412,17 +425,15 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
         s,
     )
     now = s.get_clock().now().nanoseconds
-    img = Image(height=32, width=48, encoding="rgb8", step=48 * 3)
-    img.header.stamp = ns_to_stamp(now - 5_000_000)
-    img.data = (np.arange(32 * 48 * 3) % 251).astype(np.uint8).tobytes()
-    s.pub_img.publish(img)
+    s.image("scene", now - 5_000_000, 7)
+    s.image("wrist", now - 50_000_000, 9)  # 50 ms before the observation: stale for this one
     for dt_ms, q in ((-30, 0.1), (-2, 0.2)):  # two joint states; the task state is at `now`
         js = JointState(
             name=ARM + ["fr3_finger_joint1", "fr3_finger_joint2"], position=[q] * 7 + [0.01, 0.015], velocity=[0.5] * 9
         )
         js.header.stamp = ns_to_stamp(now + dt_ms * 1_000_000)
         s.pub_js.publish(js)
-    assert run(lambda: len(node._js) == 2 and len(node._img) == 1, 5.0)
+    assert run(lambda: len(node._js) == 2 and all(len(b) == 1 for b in node._img.values()), 5.0)
     task = Observation(episode_id=4, task="track", state_dim=3, state=[1.0, 2.0, 3.0], state_names=["a", "b", "c"])
     task.header.stamp = ns_to_stamp(now)
     s.pub_task.publish(task)
@@ -433,17 +444,60 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
     np.testing.assert_allclose(st[:7], 0.2)  # the joint state 2 ms from the task state, not the one 30 ms away
     np.testing.assert_allclose(st[7:14], 0.5)
     assert st[14] == pytest.approx(0.025) and st[15:].tolist() == [1.0, 2.0, 3.0]
-    assert (o.episode_id, o.task, o.obs_id, o.status) == (4, "track", 1, Observation.STATUS_OK)
+    assert (o.episode_id, o.task, o.obs_id) == (4, "track", 1)
     assert stamp_to_ns(o.header.stamp) == now
-    assert (o.image.height, o.image.width, o.image.encoding) == (16, 16, "rgb8")
-    assert o.image_age_s == pytest.approx(0.005)
+    # every configured camera keeps its slot, in order; the stale one is empty and says so
+    assert list(o.camera_names) == ["scene", "wrist"] and o.status == Observation.STATUS_IMAGE_MISSING
+    scene, wrist = o.images
+    assert (scene.height, scene.width, scene.encoding) == (16, 16, "rgb8") and set(bytes(scene.data)) == {7}
+    assert (wrist.height, wrist.width) == (0, 0)
+    assert o.image_ages_s[0] == pytest.approx(0.005) and o.image_ages_s[1] == 0.0
+    assert node.n_missing == {"scene": 0, "wrist": 1}
+    from async_vla_ros import names as N
+
+    assert o.instruction == N.INSTRUCTIONS["track"][0]  # the task's first paraphrase by default
+    # both cameras fresh: complete, OK; the instruction set at runtime travels with it
+    res = node.set_parameters([P("instruction", value="follow the target, please")])
+    assert res[0].successful
+    t2 = now + 20_000_000
+    s.image("wrist", t2 - 3_000_000, 11)
+    s.image("scene", t2 - 1_000_000, 12)
+    js = JointState(name=ARM, position=[0.3] * 7, velocity=[0.0] * 7)
+    js.header.stamp = ns_to_stamp(t2)
+    s.pub_js.publish(js)
+    assert run(lambda: sum(len(b) for b in node._img.values()) == 4 and len(node._js) == 3, 5.0)
+    task.header.stamp = ns_to_stamp(t2)
+    s.pub_task.publish(task)
+    assert run(lambda: len(s.out) == 2, 5.0)
+    o2 = s.out[1]
+    assert o2.status == Observation.STATUS_OK and o2.instruction == "follow the target, please"
+    assert [set(bytes(im.data)) for im in o2.images] == [{12}, {11}]
+    assert node.n_images_attached == 1
     # a task state older than max_state_age_s (0.1 s) when it arrives is dropped (never published)
-    assert run(lambda: s.get_clock().now().nanoseconds > now + int(0.15 * NS_PER_S), 5.0)
+    assert run(lambda: s.get_clock().now().nanoseconds > t2 + int(0.15 * NS_PER_S), 5.0)
     old = Observation(state_dim=3, state=[1.0, 2.0, 3.0])
-    old.header.stamp = ns_to_stamp(now + 1_000_000)
+    old.header.stamp = ns_to_stamp(t2 + 1_000_000)
     s.pub_task.publish(old)
     assert run(lambda: node.drops.as_dict().get("stale_state", 0) == 1, 5.0)
-    assert len(s.out) == 1
+    assert len(s.out) == 2
+    # a bad frame is a counted drop under its camera's name
+    bad = Image(height=2, width=2, encoding="rgb8", step=6, data=b"\x00" * 5)
+    bad.header.stamp = s.get_clock().now().to_msg()
+    s.pub_img["wrist"].publish(bad)
+    assert run(lambda: node.drops.as_dict().get("image.wrist.bad_shape", 0) == 1, 5.0)
+
+
+def test_camera_topics_parameter():
+    from async_vla_ros.nodes.camera_ingestion import camera_topics
+
+    assert camera_topics(["scene", "wrist"], ["wrist=/hand/color", "front=/unused"]) == {
+        "scene": "camera/scene/image_raw",
+        "wrist": "/hand/color",
+    }
+    with pytest.raises(ParamError, match="duplicate"):
+        camera_topics(["scene", "scene"], [])
+    with pytest.raises(ParamError, match="NAME=TOPIC"):
+        camera_topics(["scene"], ["scene"])
 
 
 def test_correction_franka_gripper_bridge_says_arm_only_without_franka_msgs(run):
@@ -466,3 +520,44 @@ def test_correction_franka_gripper_bridge_says_arm_only_without_franka_msgs(run)
     finally:
         corr.close()
         corr.destroy_node()
+
+
+# ---------------------------------------------------------------------- sim cameras
+def test_sim_renders_exactly_the_listed_cameras_each_on_its_topic(run):
+    pytest.importorskip("mujoco")
+    from async_vla_ros.assets import panda_available
+
+    if not panda_available():
+        pytest.skip("MuJoCo Panda model not fetched (make setup)")
+    from async_vla_ros.nodes.sim_node import SimNode
+
+    with pytest.raises(ParamError, match="must be distinct names of"):
+        SimNode(parameter_overrides=[P("cameras", value=["top"])])
+    bare = SimNode(parameter_overrides=[P("camera_rate_hz", value=20.0)])  # the default: no camera
+    try:
+        assert bare.pub_cams == {}
+        assert not [t for t, _ in bare.get_topic_names_and_types() if t.startswith("/camera/")]
+    finally:
+        bare.close()
+        bare.destroy_node()
+    sim = SimNode(
+        parameter_overrides=[
+            P("cameras", value=["scene", "wrist"]),
+            P("camera_rate_hz", value=20.0),
+            P("image_width", value=32),
+            P("image_height", value=32),
+        ]
+    )
+    got: dict[str, Image] = {}
+    sink = Node("test_camera_sink")
+    for cam in ("scene", "wrist"):
+        sink.create_subscription(Image, f"camera/{cam}/image_raw", lambda m, c=cam: got.setdefault(c, m), 10)
+    try:
+        assert run(lambda: len(got) == 2, 30.0, sim, sink), sim._diag_values()
+        for cam, m in got.items():
+            assert (m.height, m.width, m.encoding) == (32, 32, "rgb8") and len(m.data) == 32 * 32 * 3
+            assert m.header.frame_id == f"{cam}_camera_optical_frame"
+        assert bytes(got["scene"].data) != bytes(got["wrist"].data)  # two different views
+        assert sim._diag_values()["cameras"] == "scene,wrist" and sim.frames_rendered >= 2
+    finally:
+        sim.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_launch_arguments_map_to_node_parameters():
         "franka",
         parse_launch_args(
             [
-                "method:=remac",
+                "method:=naive",  # the expert serves base presets only (bringup refuses remac)
                 "policy:=expert",
                 "task:=intercept",
                 "control_hz:=25",
@@ -59,13 +60,11 @@ def test_launch_arguments_map_to_node_parameters():
             ]
         ),
     )
-    assert g.node("scheduler").parameters["strategy"] == "remac"
+    assert g.node("scheduler").parameters["strategy"] == "naive"
     assert g.node("scheduler").parameters["dt"] == pytest.approx(0.04)
     assert g.node("policy").parameters["injected_latency_s"] == pytest.approx(0.1)
     assert g.node("policy").parameters["task"] == "intercept" == g.node("sim").parameters["task"]
-    assert (
-        g.node("sim").parameters["camera_rate_hz"] == 0.0 and g.node("camera_ingestion").parameters["image_topic"] == ""
-    )
+    assert "cameras" not in g.node("sim").parameters and "camera_names" not in g.node("camera_ingestion").parameters
     assert g.node("correction").parameters["sched_fifo_priority"] == 0
     assert g.node("correction").parameters["command_interface"] == "forward"
     assert (g.node("sim").parameters["episodes"], g.node("sim").parameters["seed"]) == (3, 9)
@@ -73,6 +72,36 @@ def test_launch_arguments_map_to_node_parameters():
     cmd = g.node("scheduler").command("/tmp/p.yaml", python="py")
     assert cmd[:3] == ["py", "-m", "async_vla_ros.nodes.scheduler_node"]
     assert cmd[3:] == ["--ros-args", "-r", "__node:=scheduler", "-r", "__ns:=/robot1", "--params-file", "/tmp/p.yaml"]
+
+
+def test_cameras_follow_the_policy_state_policies_render_none(tmp_path):
+    """A state policy gets no camera (the sim renders none: no cost); ``camera:=true`` adds the
+    scene camera (recording); a policy that takes cameras gets exactly those, at its size."""
+    g = build_graph("franka", {"policy": "expert"})
+    assert "cameras" not in g.node("sim").parameters and "camera_names" not in g.node("camera_ingestion").parameters
+    g = build_graph("franka", {"policy": "expert", "camera": "true"})
+    assert g.node("sim").parameters["cameras"] == ["scene"] == g.node("camera_ingestion").parameters["camera_names"]
+    g = build_graph("franka", {"policy": "expert", "camera": "true", "instruction": "track it"})
+    assert g.node("camera_ingestion").parameters["instruction"] == "track it"
+    # a LeRobot folder's cameras from its config.json + sidecar alone (no lerobot import)
+    folder = tmp_path / "vla"
+    folder.mkdir()
+    feats = {
+        "observation.state": {"type": "STATE", "shape": [24]},
+        "observation.images.scene": {"type": "VISUAL", "shape": [3, 96, 96]},
+        "observation.images.wrist": {"type": "VISUAL", "shape": [3, 96, 96]},
+    }
+    (folder / "config.json").write_text(json.dumps({"type": "smolvla", "input_features": feats}))
+    g = build_graph("franka", {"policy": f"lerobot:{folder}"})
+    assert g.node("sim").parameters["cameras"] == ["scene", "wrist"]
+    assert (g.node("sim").parameters["image_width"], g.node("sim").parameters["image_height"]) == (96, 96)
+    assert g.node("camera_ingestion").parameters["camera_names"] == ["scene", "wrist"]
+    assert g.node("camera_ingestion").parameters["image_size"] == 96
+    with pytest.raises(GraphError, match=r"cameras:= gives \['scene'\], the policy takes \['scene', 'wrist'\]"):
+        build_graph("franka", {"policy": f"lerobot:{folder}", "cameras": "scene"})
+    (folder / "async_vla_ros.json").write_text(json.dumps({"cameras": {"front": "observation.images.scene"}}))
+    with pytest.raises(GraphError, match="the sim scene does not have"):
+        build_graph("franka", {"policy": f"lerobot:{folder}"})
 
 
 def test_franka_bridge_overlay_and_sim_none():
@@ -96,7 +125,9 @@ def test_franka_bridge_overlay_and_sim_none():
         (["method:=rtcc", "policy:=expert"], "did you mean 'rtc'"),
         (["sim:=gazebo"], "must be one of mujoco, none"),
         (["command_hz:=5"], "must lie in"),
-        (["camera:=maybe"], "true or false"),
+        (["camera:=maybe"], "must be one of auto, true, false"),
+        (["policy:=expert", "cameras:=scene,wrist"], "the policy takes []"),
+        (["policy:=expert", "camera:=false", "cameras:=scene"], "choose one"),
         (["policy:=/no/such/file.pt"], "no such checkpoint file"),
         (["method"], "name:=value"),
     ],
@@ -119,6 +150,7 @@ def test_every_node_parameter_in_the_graph_is_declared_by_its_node():
         {"policy": "expert"},
         {"sim": "none", "bridge": "franka", "policy": "expert"},
         {"policy": "expert", "camera": "false", "fifo": "false", "method": "bid"},
+        {"policy": "expert", "camera": "true", "instruction": "track it"},
     ):
         for node in build_graph("franka", args).nodes:
             validate_values(node.name, tables[node.name], node.parameters)  # raises on any problem

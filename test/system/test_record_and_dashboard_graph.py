@@ -66,7 +66,8 @@ def test_graph_with_recorder_and_dashboard(tmp_path):
     port = _free_port()
     bag = tmp_path / "bag"
     graph = build_graph(
-        "franka", {"policy": "expert", "record": str(bag), "dashboard": "true", "dashboard_port": str(port)}
+        "franka",
+        {"policy": "expert", "camera": "true", "record": str(bag), "dashboard": "true", "dashboard_port": str(port)},
     )
     assert [n.name for n in graph.nodes] == [
         "recorder",
@@ -139,8 +140,8 @@ def _check_recording(bag: Path) -> None:
         "/scheduler/chunk_report",
         "/fr3_arm_controller/joint_trajectory",
         "/joint_states",
-        "/camera/image_raw",
-        "/camera/camera_info",
+        "/camera/scene/image_raw",
+        "/camera/scene/camera_info",
         "/diagnostics",
         "/scheduler/metrics",
         "/policy/metrics",

@@ -45,12 +45,22 @@ def test_loads_through_the_registry_with_dims(be):
     assert not np.array_equal(out, be.infer(_obs(2), "vanilla", seed=4))
 
 
-def test_single_unnamed_image_maps_to_the_one_camera(be):
+def test_cameras_go_by_name_and_a_mismatch_names_both_sets(be):
     o = _obs()
-    np.testing.assert_array_equal(
-        be.infer({"state": o["state"], "image": o["images"]["scene"]}, "vanilla", seed=1),
-        be.infer(o, "vanilla", seed=1),
-    )
+    with pytest.raises(BackendError, match=r"the policy takes \['scene'\], given \['front'\]"):
+        be.infer({"state": o["state"], "images": {"front": o["images"]["scene"]}}, "vanilla", seed=1)
+    with pytest.raises(BackendError, match="missing"):  # no unnamed single-image path
+        be.infer({"state": o["state"], "image": o["images"]["scene"]}, "vanilla", seed=1)
+
+
+def test_the_observation_instruction_is_used_when_present(be):
+    o = _obs()
+    be.infer(o, "vanilla", seed=1)
+    assert be.last_info["instruction"] == be.instruction and be.last_info["cameras"] == ["scene"]
+    said = "keep the gripper on the moving target"
+    out = be.infer({**o, "instruction": said}, "vanilla", seed=1)
+    assert be.last_info["instruction"] == said
+    assert not np.array_equal(out, be.infer(o, "vanilla", seed=1))  # the tokens changed the chunk
 
 
 @pytest.mark.parametrize(

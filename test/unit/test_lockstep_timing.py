@@ -290,3 +290,39 @@ def test_uniform_delays_vary_and_are_counted():
     assert f["requests"] > 10 and f["under"] > 0 and f["over"] > 0  # max-over-window forecast: mostly over
     assert f["over"] > f["under"]
     assert res.summary()["delay_label"] == "U{1..4}"
+
+
+class RenderingEnv(FakeEnv):
+    """FakeEnv that renders: every pixel = the env index, one value per camera name."""
+
+    def render(self, i, camera="scene", width=8, height=8):
+        return np.full((height, width, 3), i + (100 if camera == "wrist" else 0), np.uint8)
+
+
+class CameraPolicy(EncodingPolicy):
+    """EncodingPolicy that takes two cameras and records what it was fed."""
+
+    camera_hw = {"scene": (6, 6), "wrist": (4, 4)}
+
+    def __init__(self, obs_dim):
+        super().__init__(obs_dim)
+        self.fed: list[dict] = []
+
+    def infer(self, obs, sampler="vanilla", prefix=None, weights=None, n_frozen=None, seed=None):
+        self.fed.append(obs)
+        return super().infer(obs["state"], sampler, prefix, weights, n_frozen, seed)
+
+
+@pytest.mark.parametrize("instruction", ["", "stay close to the target wherever it goes"])
+def test_lockstep_feeds_every_named_camera_and_the_instruction(instruction):
+    from async_vla_ros import names as N
+
+    task = make_task("track")
+    policy = CameraPolicy(task.obs_dim)
+    runner = LockstepRunner(policy, env_factory=lambda task, n, threads=None: RenderingEnv(task, n))
+    runner.run(LockstepConfig(task="track", strategy="naive", episodes=2, batch=2, instruction=instruction))
+    first = policy.fed[0]
+    assert set(first["images"]) == {"scene", "wrist"}
+    assert first["images"]["scene"].shape == (2, 6, 6, 3) and first["images"]["wrist"].shape == (2, 4, 4, 3)
+    assert first["images"]["wrist"][1, 0, 0, 0] == 101  # env 1's wrist camera, by name
+    assert first["instruction"] == (instruction or N.INSTRUCTIONS["track"][0])

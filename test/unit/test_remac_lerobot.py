@@ -39,7 +39,32 @@ def test_train_remac_on_a_lerobot_policy_saves_a_folder_lerobot_loads(tiny_smolv
     # and it serves through our backend with the prefix (REMAC) sampler
     be = load_policy_spec(f"lerobot:{out}", BackendRequest("track"))
     rng = np.random.default_rng(0)
-    obs = {"state": rng.normal(size=(1, 24)), "image": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)}
+    obs = {"state": rng.normal(size=(1, 24)), "images": {"scene": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)}}
     prev = be.infer(obs, "vanilla", seed=0)
     chunk = be.infer(obs, "prefix", prefix=prev, n_frozen=np.array([2]), seed=1)
     np.testing.assert_allclose(chunk[0, :2], prev[0, :2], atol=1e-5)
+
+
+def test_train_remac_feeds_every_camera_through_a_lerobot_dataset_round_trip(tiny_smolvla_2cam_dir, tmp_path):
+    """Demos with both sim cameras -> LeRobotDataset v3 -> imported demos -> REMAC on a two-camera
+    SmolVLA: both cameras reach training (the backend refuses a batch that lacks one); demos
+    without the wrist camera are refused with the names."""
+    from async_vla_ros.sim.demos import write_demos
+    from async_vla_ros.train.data import load_episodes
+    from async_vla_ros.train.lerobot_data import export_lerobot, import_lerobot
+    from async_vla_ros.train.remac import RemacConfig
+    from async_vla_ros.train.remac_lerobot import train_remac_lerobot
+
+    demos = tmp_path / "demos"
+    write_demos("track", demos, 1, batch=1, images=("scene", "wrist"), image_size=64, progress=False)
+    export_lerobot(demos, tmp_path / "lr")
+    import_lerobot(tmp_path / "lr", tmp_path / "back")
+    eps = load_episodes(tmp_path / "back")
+    assert sorted(eps.episodes[0].camera_images) == ["scene", "wrist"]
+    cfg = RemacConfig(steps=2, batch_size=4, warmup=1, base_samples=1, d_max=3, lr=1e-2)
+    res = train_remac_lerobot(eps, tiny_smolvla_2cam_dir, cfg, tmp_path / "remac")
+    assert len(res["history"]) == 2 and all(np.isfinite(h["loss"]) for h in res["history"])
+    one = tmp_path / "one"
+    write_demos("track", one, 1, batch=1, images=("scene",), image_size=64, progress=False)
+    with pytest.raises(ValueError, match=r"takes cameras \['scene', 'wrist'\]; the demos carry \['scene'\]"):
+        train_remac_lerobot(load_episodes(one), tiny_smolvla_2cam_dir, cfg, tmp_path / "remac1")
