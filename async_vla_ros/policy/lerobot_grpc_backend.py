@@ -62,6 +62,7 @@ from async_vla_ros.policy.lerobot_backend import (
     STATE_KEY,
     LeRobotPolicyBackend,
     _read_sidecar,
+    folder_cameras,
 )
 from async_vla_ros.policy.registry import Backend, BackendError, BackendRequest, BackendUnavailable, register_backend
 from async_vla_ros.policy.remote import RemoteAddress, RemoteChunkPolicy, RemoteReplyError
@@ -376,6 +377,13 @@ def _load(req: BackendRequest) -> LeRobotGrpcPolicy:
     return LeRobotGrpcPolicy(req.target, req.task)
 
 
+def _cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
+    """The cameras of the policy folder named in the address (what the graph renders and sends)."""
+    if not req.target:
+        raise BackendError(f"the lerobot-grpc backend needs an address: lerobot-grpc://{GrpcAddress.EXAMPLE}")
+    return folder_cameras(GrpcAddress(req.target).strs["policy"])
+
+
 register_backend(
     Backend(
         "lerobot-grpc",
@@ -383,5 +391,6 @@ register_backend(
         "LeRobot's stock async-inference policy server (gRPC, pickle: trusted networks only): "
         "lerobot-grpc://HOST:PORT?policy=DIR (docs/remote.md)",
         samplers=("vanilla",),
+        cameras=_cameras,
     )
 )
