@@ -9,6 +9,7 @@ executable) before ``rclpy.init``, the CLI, the launchers and the tests. rclpy r
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import sys
@@ -38,6 +39,7 @@ __all__ = [
     "Diagnostics",
     "run_node",
     "shutting_down",
+    "enable_crash_tracebacks",
 ]
 
 
@@ -169,6 +171,16 @@ def shutting_down(context=None, wait_s: float = 1.0) -> bool:
     return True
 
 
+def enable_crash_tracebacks() -> None:
+    """On a fatal signal (SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL) print the Python traceback of
+    every thread to stderr (the node's log under a launcher) before the process dies: the frame
+    that was running in each thread is what a bug report about a crashed node needs. Permanent,
+    costs nothing until a crash. A process that enabled it already (pytest, ``python -X
+    faulthandler``, ``PYTHONFAULTHANDLER``) keeps its own setting."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
 def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
@@ -178,6 +190,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
     A node sets ``exit_code`` (non-zero on a fatal error in one of its threads) and
     ``shutdown_requested`` to end the spin itself.
     """
+    enable_crash_tracebacks()
     argv = list(sys.argv if args is None else args)
     apply_ros_defaults()  # before init: rclpy reads the environment there
     rclpy.init(args=argv)
