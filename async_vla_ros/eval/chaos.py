@@ -222,16 +222,16 @@ class ChaosRun:
         self.baseline_latency_s = float(np.median(lat)) if lat else None
 
     def stop(self) -> dict[str, int | None]:
+        from async_vla_ros.nodes.common import stop_spin
+
         codes: dict[str, int | None] = {}
         if self.launcher is not None:
             codes = self.launcher.stop()
         if self._executor is not None:
-            self._executor.shutdown(timeout_sec=2.0)
-        if self._spin is not None:
             # the probe's spin thread must be gone before its node and context are: a run that
             # ended with all cases passed once aborted at exit ("terminate called without an
             # active exception", status 134) with the thread still inside the executor
-            self._spin.join(timeout=10.0)
+            stop_spin(self._executor, self._spin)
         if self.probe is not None:
             # only now, with nothing spinning the probe: an entity destroyed from this thread
             # during the spin can kill it (see ChaosProbe.stop_bag)

@@ -79,6 +79,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.nodes.common import stop_spin
     from async_vla_ros.policy.base import load_checkpoint
     from async_vla_ros.policy.registry import checkpoint_file
 
@@ -98,7 +99,8 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     mon = GraphMonitor(name="chaos_remote_monitor")
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
     phases: dict[str, dict[str, Any]] = {}
 
     def alive() -> bool:
@@ -197,7 +199,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     finally:
         server.kill()
         codes = launcher.stop()
-        ex.shutdown(timeout_sec=2.0)
+        stop_spin(ex, spin)  # before the node goes (see stop_spin)
         mon.destroy_node()
         if own_rclpy and rclpy.ok():
             rclpy.shutdown()

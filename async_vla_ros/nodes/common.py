@@ -40,6 +40,7 @@ __all__ = [
     "run_node",
     "shutting_down",
     "enable_crash_tracebacks",
+    "stop_spin",
 ]
 
 
@@ -169,6 +170,17 @@ def shutting_down(context=None, wait_s: float = 1.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def stop_spin(executor, thread: threading.Thread | None, timeout_s: float = 10.0) -> None:
+    """Stop an executor that spins in ``thread`` and wait for that thread to end. Call it before
+    destroying the executor's nodes or their entities: rclpy's ``Executor.shutdown`` returns at once
+    (its wait for running work never happens once it set its own shut-down flag), and a node
+    destroyed while the spin still builds its wait set kills the spin thread ("InvalidHandle:
+    cannot use Destroyable because destruction was requested")."""
+    executor.shutdown(timeout_sec=2.0)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout_s)
 
 
 def enable_crash_tracebacks() -> None:
