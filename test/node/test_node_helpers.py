@@ -265,3 +265,40 @@ sys.exit(run_node(Crashes, sys.argv))
     assert "Fatal Python error: Segmentation fault" in out.stderr, out.stderr[-2000:]
     assert "in close" in out.stderr and "in run_node" in out.stderr, out.stderr[-2000:]
     assert "in worker_loop" in out.stderr, out.stderr[-2000:]  # every thread, not only the crashing one
+
+
+def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_is_reported(tmp_path):
+    """A bad parameter found after rclpy's Node.__init__ made the node: run_node destroys the
+    half-built node with destroy_node right there, instead of leaving it to be freed implicitly
+    when the exception is dropped (the scheduler died of SIGSEGV there once in 240 such exits) or
+    to rclpy.shutdown's clean-up of tracked nodes."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import sys, traceback
+from rclpy.node import Node
+from std_msgs.msg import String
+from async_vla_ros.nodes.common import run_node
+from async_vla_ros.nodes.params import ParamError
+
+class FailsLate(Node):
+    NODE_NAME = "fails_late"
+    def __init__(self):
+        super().__init__("fails_late")
+        self.create_publisher(String, "fails_late/out", 10)
+        raise ParamError("fails_late", ["bad: invalid"])
+    def destroy_node(self):
+        callers = [f.name for f in traceback.extract_stack()[:-1]]
+        print("destroy_node from", "shutdown" if "_cleanup" in callers else callers[-1], flush=True)
+        super().destroy_node()
+
+sys.exit(run_node(FailsLate, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cannot start" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["destroy_node from build_node"], out.stdout + out.stderr[-2000:]
