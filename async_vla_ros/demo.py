@@ -96,6 +96,7 @@ def run(ns: argparse.Namespace) -> int:
 
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.nodes.common import stop_spin
 
     log_file = open(log_path, "w", buffering=1)
     tty = sys.stdout.isatty()
@@ -140,7 +141,7 @@ def run(ns: argparse.Namespace) -> int:
     finally:
         status = monitor.status_line()
         codes = launcher.stop()
-        executor.shutdown(timeout_sec=2.0)
+        stop_spin(executor, spin)  # before the node goes (see stop_spin)
         summary = _summary(monitor, graph, time.monotonic() - t_start)
         monitor.destroy_node()
         if rclpy.ok():

@@ -75,18 +75,67 @@ def domain_in_use(domain_id: int, wait_s: float = 3.0, timeout_s: float = 60.0) 
     return not (last and last[0] == "0")
 
 
+_HELD_DOMAINS: dict[int, int] = {}  # domain id -> open file descriptor holding its lock (this process)
+
+
+def domain_lock_path(domain_id: int) -> str:
+    """The lock file of ``domain_id``: one folder per machine (the system temp folder), shared by
+    every checkout and session of this project."""
+    return os.path.join(tempfile.gettempdir(), "async_vla_ros", "domains", f"{int(domain_id)}.lock")
+
+
+def reserve_domain(domain_id: int) -> bool:
+    """Take the machine-wide lock of ``domain_id`` for the rest of this process's life: an exclusive
+    ``flock`` on :func:`domain_lock_path`, which the kernel releases when the process ends, however it
+    ends. False when another live process holds it. Holding it twice in one process is fine."""
+    import fcntl
+
+    domain_id = int(domain_id)
+    if domain_id in _HELD_DOMAINS:
+        return True
+    path = domain_lock_path(domain_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by child processes
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _HELD_DOMAINS[domain_id] = fd
+    return True
+
+
+def release_domain(domain_id: int) -> None:
+    """Give back a domain this process reserved (no-op when it holds none)."""
+    fd = _HELD_DOMAINS.pop(int(domain_id), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def free_session_domain_id(seed: int | None = None, tries: int = 5, wait_s: float = 3.0) -> int:
-    """:func:`session_domain_id`, moved on to the next ids while another process (a test session of
-    another checkout, a graph started by hand on the same id) already uses it: on a shared machine
-    two sessions on one domain see each other's nodes (a probe then counts a foreign correction
-    node's commands and counters). After ``tries`` busy ids the last one is used."""
+    """A domain id for this test session that no other session uses, reserved for this process's
+    life: starting at :func:`session_domain_id`, each candidate must (1) take its machine-wide lock
+    (:func:`reserve_domain`; a session of this project holds it from here to its end, also between
+    its tests while none of its nodes run) and (2) show no ROS node by discovery (a graph started by
+    hand, a process that does not take the locks). Discovery alone was not enough on a shared
+    machine: it sees a session's domain as free in the gaps between that session's tests, so two
+    sessions ended up on one domain and each probe counted the other graph's commands and
+    counters. Candidates locked by another process cost nothing; at most ``tries`` are probed by
+    discovery; if all of those are busy the last one probed is used (and reserved)."""
     first = session_domain_id(seed)
     start = _TEST_DOMAIN_RANGE.index(first)
+    probed = 0
     candidate = first
-    for k in range(tries):
+    for k in range(len(_TEST_DOMAIN_RANGE)):
         candidate = _TEST_DOMAIN_RANGE[(start + k) % len(_TEST_DOMAIN_RANGE)]
+        if candidate in _HELD_DOMAINS or not reserve_domain(candidate):
+            continue  # this process already gave it out, or another live session holds it
+        probed += 1
         if not domain_in_use(candidate, wait_s):
             return candidate
+        if probed >= tries:
+            return candidate
+        release_domain(candidate)
     return candidate
 
 

@@ -95,6 +95,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
 
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.nodes.common import stop_spin
 
     graph = build_graph("franka", args)
     log: list[str] = []
@@ -134,7 +135,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
         corr = monitor.diag("correction")
     finally:
         launcher.stop()
-        ex.shutdown(timeout_sec=2.0)
+        stop_spin(ex, spinner)  # before the node goes (see stop_spin)
         monitor.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import tempfile
 import threading
@@ -176,6 +177,7 @@ class ChaosRun:
         self.bag_path = self.workdir / "recorded_bag"
         self.dt_cmd = 1.0 / config.command_hz
         self._param_clients: dict[str, Any] = {}
+        self._first_pids: dict[str, int] = {}
 
     # -------------------------------------------------------------- graph lifecycle
     def start(self) -> None:
@@ -204,6 +206,7 @@ class ChaosRun:
         (self.workdir / "launch").mkdir(exist_ok=True)
         self.launcher = Launcher(self.graph, echo=self._node_line, workdir=str(self.workdir / "launch"))
         self.launcher.start()
+        self._first_pids = {n.spec.name: n.pid for n in self.launcher.nodes}
         t0 = time.monotonic()
         if not self.wait(lambda: self._accepted_within(1.0) and self.probe.n_commands() > 50, c.start_timeout_s):
             raise RuntimeError(
@@ -214,28 +217,29 @@ class ChaosRun:
         # a clean baseline: recorded into the bag that the bad_bags case corrupts
         t_base = self.probe.now()
         self.wait(lambda: len([r for r in self.probe.reports_since(t_base) if r[2]]) >= 40, 30.0)
-        self.probe.stop_bag()
+        self.probe.stop_bag(self._executor)  # unsubscribes in the spin thread (see stop_bag)
         lat = [r[4] for r in self.probe.reports_since(t_base) if r[2] and r[4] > 0]
         self.baseline_latency_s = float(np.median(lat)) if lat else None
 
     def stop(self) -> dict[str, int | None]:
+        from async_vla_ros.nodes.common import stop_spin
+
         codes: dict[str, int | None] = {}
         if self.launcher is not None:
             codes = self.launcher.stop()
+        if self._executor is not None:
+            # the probe's spin thread must be gone before its node and context are: a run that
+            # ended with all cases passed once aborted at exit ("terminate called without an
+            # active exception", status 134) with the thread still inside the executor
+            stop_spin(self._executor, self._spin)
         if self.probe is not None:
+            # only now, with nothing spinning the probe: an entity destroyed from this thread
+            # during the spin can kill it (see ChaosProbe.stop_bag)
             self.probe.stop_bag()
             for client in self._param_clients.values():  # AsyncParameterClient has no destroy()
                 for attr in [a for a in vars(client) if a.endswith("_client")]:
                     self.probe.destroy_client(getattr(client, attr))
             self._param_clients.clear()
-        if self._executor is not None:
-            self._executor.shutdown(timeout_sec=2.0)
-        if self._spin is not None:
-            # the probe's spin thread must be gone before its node and context are: a run that
-            # ended with all cases passed once aborted at exit ("terminate called without an
-            # active exception", status 134) with the thread still inside the executor
-            self._spin.join(timeout=10.0)
-        if self.probe is not None:
             self.probe.destroy_node()
         if self._ctx is not None:
             import rclpy
@@ -261,6 +265,34 @@ class ChaosRun:
                 return cond()
             time.sleep(poll)
         return cond()
+
+    def foreign_nodes(self) -> list[str]:
+        """ROS nodes on this run's domain besides the graph's and the probe (one each; the ros2 CLI
+        daemon aside): another graph sharing the domain -- often with the same node names -- whose
+        commands, chunks and diagnostics the probe would count as this graph's. A node this run
+        restarted may show twice for a while (the killed process stays in discovery until its
+        lease runs out): not counted."""
+        from collections import Counter
+
+        ours = {n.name for n in self.graph.nodes} | {self.probe.get_name()}
+        restarted = {n.spec.name for n in self.launcher.nodes if n.pid != self._first_pids.get(n.spec.name)}
+        seen = Counter(name for name, _ns in self.probe.get_node_names_and_namespaces())
+        extra = [
+            f"{n} (x{k})" if n in ours else n
+            for n, k in sorted(seen.items())
+            if k > (n in ours) and n not in restarted and not n.startswith("_ros2cli")
+        ]
+        return extra
+
+    def _check_alone(self, res: CaseResult) -> None:
+        if self._spin is not None and not self._spin.is_alive():
+            res.fail("the probe stopped listening: its spin thread ended (see the run's stderr)")
+        foreign = self.foreign_nodes()
+        if foreign:
+            res.fail(
+                f"other ROS nodes on domain {os.environ.get('ROS_DOMAIN_ID')}: {', '.join(foreign)} "
+                "(another graph shares it: the probe cannot tell its messages from this graph's)"
+            )
 
     def _accepted_within(self, window_s: float) -> bool:
         return self.probe.first_accept_after(self.probe.now() - int(window_s * NS)) is not None
@@ -331,6 +363,7 @@ class ChaosRun:
         self.echo(f"[chaos] case {name} ...")
         try:
             if case.needs_graph:
+                self._check_alone(res)
                 if not self._alive():
                     res.fail("a node was not running before the case")
                 elif not self._healthy():
@@ -366,6 +399,7 @@ class ChaosRun:
                     if not res.alive:
                         dead = sorted({n.name for n in self.graph.nodes} - set(self.launcher.alive()))
                         res.fail(f"node(s) exited: {', '.join(dead)}")
+                    self._check_alone(res)  # a graph that joined the domain during the case
                     holds = counter_delta(diag0["correction"], self.probe.diag_of("correction"), "holds")
                     res.details.setdefault("correction_holds", holds.get("", 0))
             else:

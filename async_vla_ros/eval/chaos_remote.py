@@ -128,6 +128,7 @@ def _faults(protocol: str, res: Any, task: str, folder: str, echo: Callable[[str
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.nodes.common import stop_spin
 
     port = free_port()
     graph = build_graph("franka", _graph_params(protocol, task, port, folder))
@@ -140,7 +141,8 @@ def _faults(protocol: str, res: Any, task: str, folder: str, echo: Callable[[str
     mon = GraphMonitor(name="chaos_remote_monitor")
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
     phases: dict[str, dict[str, Any]] = {}
     drops: dict[str, Any] = {}
     tag = f"[{protocol}] "
@@ -244,7 +246,7 @@ def _faults(protocol: str, res: Any, task: str, folder: str, echo: Callable[[str
     finally:
         server.kill()
         codes = launcher.stop()
-        ex.shutdown(timeout_sec=2.0)
+        stop_spin(ex, spin)  # before the node goes (see stop_spin)
         mon.destroy_node()
         if own_rclpy and rclpy.ok():
             rclpy.shutdown()

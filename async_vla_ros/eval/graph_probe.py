@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -118,14 +119,35 @@ def make_probe_class():
                 if self._bag is not None:
                     self._bag.write_raw(topic, self.get_clock().now().nanoseconds, data)
 
-        def stop_bag(self) -> None:
+        def stop_bag(self, executor=None, timeout_s: float = 10.0) -> None:
+            """Close the bag and drop its subscriptions. While ``executor`` spins this node in
+            another thread, they are destroyed in that thread (an executor task): destroyed from
+            here, one can vanish while the executor builds its wait set, and rclpy's spin then dies
+            ("InvalidHandle: cannot use Destroyable because destruction was requested", seen in a
+            loaded chaos run) and the probe hears nothing more. Without ``executor`` (nothing spins
+            the node) they are destroyed here."""
             with self._bag_lock:
                 if self._bag is not None:
                     self._bag.close()
                     self._bag = None
-            for s in getattr(self, "_bag_subs", []):
-                self.destroy_subscription(s)
-            self._bag_subs = []
+            subs, self._bag_subs = list(getattr(self, "_bag_subs", [])), []
+
+            def destroy() -> None:
+                for s in subs:
+                    self.destroy_subscription(s)
+
+            if not subs:
+                return
+            if executor is None:
+                destroy()
+                return
+            task = executor.create_task(destroy)
+            deadline = time.monotonic() + timeout_s
+            while not task.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the probe's executor did not run the unsubscribe within {timeout_s} s")
+                time.sleep(0.01)
+            task.result()  # re-raises what the destroy raised
 
         # -------------------------------------------------------------- callbacks
         def now(self) -> int:

@@ -147,6 +147,7 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
 
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
+    from async_vla_ros.nodes.common import stop_spin
 
     res = SoakResult(config)
     work = Path(config.workdir or tempfile.mkdtemp(prefix="async_vla_ros_soak_"))
@@ -240,7 +241,7 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
                 p.kill()
             p.wait(timeout=10)
         res.exit_codes = launcher.stop()
-        executor.shutdown(timeout_sec=2.0)
+        stop_spin(executor, spin)  # before the probe goes (see stop_spin)
         probe.destroy_node()
         if ctx.ok():
             rclpy.shutdown(context=ctx)

@@ -3,6 +3,8 @@ the single-slot inference worker. Known answers, no sleeps."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -223,3 +225,80 @@ sys.exit(run_node(TwoSigints, sys.argv))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "closed" in out.stdout and "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_node_that_dies_of_a_fatal_signal_prints_where_every_thread_was(tmp_path):
+    """run_node enables faulthandler: a crash in C (here a SIGSEGV raised in the node's close, as
+    the intermittent exit crashes looked from outside: status -11 and nothing else) leaves the
+    Python traceback of every thread on stderr, the node's log under a launcher."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import os, signal, sys, threading, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+def worker_loop(stop):
+    while not stop.is_set():
+        time.sleep(0.01)
+
+class Crashes(Node):
+    NODE_NAME = "crashes"
+    def __init__(self):
+        super().__init__("crashes")
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=worker_loop, args=(self._stop,), daemon=True)
+        self._worker.start()
+        self.shutdown_requested = True
+    def close(self):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+sys.exit(run_node(Crashes, sys.argv))
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == -signal.SIGSEGV, (out.returncode, out.stderr[-2000:])
+    assert "Fatal Python error: Segmentation fault" in out.stderr, out.stderr[-2000:]
+    assert "in close" in out.stderr and "in run_node" in out.stderr, out.stderr[-2000:]
+    assert "in worker_loop" in out.stderr, out.stderr[-2000:]  # every thread, not only the crashing one
+
+
+def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_is_reported(tmp_path):
+    """A bad parameter found after rclpy's Node.__init__ made the node: run_node destroys the
+    half-built node with destroy_node right there, instead of leaving it to be freed implicitly
+    when the exception is dropped (the scheduler died of SIGSEGV there once in 240 such exits) or
+    to rclpy.shutdown's clean-up of tracked nodes."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import sys, traceback
+from rclpy.node import Node
+from std_msgs.msg import String
+from async_vla_ros.nodes.common import run_node
+from async_vla_ros.nodes.params import ParamError
+
+class FailsLate(Node):
+    NODE_NAME = "fails_late"
+    def __init__(self):
+        super().__init__("fails_late")
+        self.create_publisher(String, "fails_late/out", 10)
+        raise ParamError("fails_late", ["bad: invalid"])
+    def destroy_node(self):
+        callers = [f.name for f in traceback.extract_stack()[:-1]]
+        print("destroy_node from", "shutdown" if "_cleanup" in callers else callers[-1], flush=True)
+        super().destroy_node()
+
+sys.exit(run_node(FailsLate, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cannot start" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["destroy_node from build_node"], out.stdout + out.stderr[-2000:]

@@ -15,6 +15,7 @@ def monitor():
     from rclpy.executors import SingleThreadedExecutor
 
     from async_vla_ros.bringup.monitor import GraphMonitor
+    from async_vla_ros.nodes.common import stop_spin
 
     rclpy.init()
     mon = GraphMonitor()
@@ -23,6 +24,6 @@ def monitor():
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     yield mon
-    ex.shutdown(timeout_sec=2.0)
+    stop_spin(ex, th)  # before the node goes (see stop_spin)
     mon.destroy_node()
     rclpy.shutdown()

@@ -109,6 +109,8 @@ class Probe:
     def stop(self) -> None:
         import rclpy
 
-        self.executor.shutdown(timeout_sec=2.0)
+        from async_vla_ros.nodes.common import stop_spin
+
+        stop_spin(self.executor, self.thread)  # before the node goes (see stop_spin)
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)

@@ -1,5 +1,9 @@
 import os
+import subprocess
+import sys
+import tempfile
 
+from async_vla_ros import rosenv
 from async_vla_ros.rosenv import apply_ros_defaults, check_ros_env, session_domain_id
 
 
@@ -40,3 +44,42 @@ def test_this_test_session_runs_with_safe_defaults():
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert 10 <= int(os.environ["ROS_DOMAIN_ID"]) < 100
     assert "async_vla_ros_test_logs_" in os.environ["ROS_LOG_DIR"]
+
+
+def test_a_domain_reserved_by_another_process_is_skipped_until_that_process_ends(tmp_path, monkeypatch):
+    """Two test sessions must never share a domain, also while one of them has no node running
+    (discovery alone saw such a domain as free): the lock is taken by another process, so this one
+    moves on, and the lock is gone with that process."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a lock folder of this test only
+    monkeypatch.setattr(rosenv, "domain_in_use", lambda domain_id, wait_s=3.0: False)  # no discovery here
+    held = set(rosenv._HELD_DOMAINS)  # this session's own domain (conftest)
+    dom = next(d for d in range(10, 99) if d not in held and d + 1 not in held)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DOMAIN, str(dom)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not rosenv.reserve_domain(dom)
+        seed = next(s for s in range(1000) if session_domain_id(s) == dom)
+        assert rosenv.free_session_domain_id(seed) == dom + 1
+        assert rosenv.free_session_domain_id(seed) not in (dom, dom + 1)  # dom + 1 is given out already
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        for d in set(rosenv._HELD_DOMAINS) - held:
+            rosenv.release_domain(d)
+    assert rosenv.reserve_domain(dom)  # the holder ended: its lock went with it
+    rosenv.release_domain(dom)
+
+
+HOLD_DOMAIN = """
+import sys
+from async_vla_ros.rosenv import reserve_domain
+assert reserve_domain(int(sys.argv[1]))
+print("held", flush=True)
+sys.stdin.read()
+"""
