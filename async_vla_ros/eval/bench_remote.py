@@ -161,7 +161,7 @@ def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, war
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stamp_to_ns
+    from async_vla_ros.nodes.common import stamp_to_ns, stop_spin
 
     task = remote.task
     camera = "false" if remote.protocol == "openpi" else "true"  # the LeRobot policy reads the sim's camera
@@ -174,7 +174,8 @@ def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, war
     mon = GraphMonitor()
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
     try:
         launcher.start()
         # serving: wait (bounded) for the first accepted chunk and the first episode end, then warm up
@@ -198,7 +199,7 @@ def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, war
         eps = mon.episode_results()[n_ep0:]
     finally:
         launcher.stop()
-        ex.shutdown(timeout_sec=2.0)
+        stop_spin(ex, spin)  # before the node goes (see stop_spin)
         mon.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
