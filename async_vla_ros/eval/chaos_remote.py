@@ -79,7 +79,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
     from async_vla_ros.policy.base import load_checkpoint
     from async_vla_ros.policy.registry import checkpoint_file
 
@@ -99,7 +99,7 @@ def remote_faults(res: Any, task: str = "track", echo: Callable[[str], None] = p
     mon = GraphMonitor(name="chaos_remote_monitor")
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin = SpinThread(ex, name="chaos-remote-monitor")
     spin.start()
     phases: dict[str, dict[str, Any]] = {}
 

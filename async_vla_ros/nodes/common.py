@@ -41,6 +41,7 @@ __all__ = [
     "shutting_down",
     "enable_crash_tracebacks",
     "stop_spin",
+    "SpinThread",
     "build_node",
 ]
 
@@ -173,12 +174,43 @@ def shutting_down(context=None, wait_s: float = 1.0) -> bool:
     return True
 
 
+class SpinThread(threading.Thread):
+    """Spins ``executor`` (``spin_once`` in a loop) until :meth:`stop`, which ends the loop and
+    joins the thread before it shuts the executor down. ``executor.spin`` in a thread can only be
+    ended by ``Executor.shutdown``, which returns at once (its wait for running work never happens
+    once it set its own shut-down flag) and destroys the executor's guard condition under the live
+    spin (the spin then dies with AttributeError / InvalidHandle); and a node destroyed while the
+    spin still builds its wait set kills the spin ("InvalidHandle: cannot use Destroyable because
+    destruction was requested")."""
+
+    def __init__(self, executor, name: str = "spin", period_s: float = 0.1) -> None:
+        super().__init__(name=name, daemon=True)
+        self.executor = executor
+        self._halt = threading.Event()
+        self._period_s = period_s
+
+    def run(self) -> None:
+        context = self.executor.context
+        while not self._halt.is_set() and context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=self._period_s)
+            except ExternalShutdownException:
+                return  # the context was shut down
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._halt.set()
+        if self.is_alive() and self is not threading.current_thread():
+            self.join(timeout_s)
+        self.executor.shutdown(timeout_sec=0)
+
+
 def stop_spin(executor, thread: threading.Thread | None, timeout_s: float = 10.0) -> None:
-    """Stop an executor that spins in ``thread`` and wait for that thread to end. Call it before
-    destroying the executor's nodes or their entities: rclpy's ``Executor.shutdown`` returns at once
-    (its wait for running work never happens once it set its own shut-down flag), and a node
-    destroyed while the spin still builds its wait set kills the spin thread ("InvalidHandle:
-    cannot use Destroyable because destruction was requested")."""
+    """Stop the spin of ``executor`` in ``thread`` and wait for that thread to end; call it before
+    destroying the executor's nodes or their entities (see :class:`SpinThread`). A plain thread
+    running ``executor.spin`` can only be stopped by shutting the executor down first."""
+    if isinstance(thread, SpinThread):
+        thread.stop(timeout_s)
+        return
     executor.shutdown(timeout_sec=2.0)
     if thread is not None and thread is not threading.current_thread():
         thread.join(timeout_s)
