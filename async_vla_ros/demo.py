@@ -96,7 +96,7 @@ def run(ns: argparse.Namespace) -> int:
 
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
 
     log_file = open(log_path, "w", buffering=1)
     tty = sys.stdout.isatty()
@@ -112,7 +112,7 @@ def run(ns: argparse.Namespace) -> int:
     monitor = GraphMonitor()
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = SpinThread(executor, name="demo-monitor")
     spin.start()
     launcher = Launcher(graph, echo=echo)
     t_start = time.monotonic()

@@ -23,7 +23,6 @@ import argparse
 import os
 import platform
 import sys
-import threading
 import time
 
 from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, resolve_policy
@@ -95,7 +94,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
 
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
 
     graph = build_graph("franka", args)
     log: list[str] = []
@@ -104,7 +103,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
     monitor = GraphMonitor()
     ex = SingleThreadedExecutor()
     ex.add_node(monitor)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner = SpinThread(ex, name="bench-monitor")
     spinner.start()
     hz = os.sysconf("SC_CLK_TCK")
     try:

@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, war
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stamp_to_ns, stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stamp_to_ns, stop_spin
 
     task = remote.task
     camera = "false" if remote.protocol == "openpi" else "true"  # the LeRobot policy reads the sim's camera
@@ -174,7 +173,7 @@ def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, war
     mon = GraphMonitor()
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin = SpinThread(ex, name="bench-remote-monitor")
     spin.start()
     try:
         launcher.start()

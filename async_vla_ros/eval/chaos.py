@@ -57,7 +57,6 @@ import math
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -187,6 +186,7 @@ class ChaosRun:
 
         from async_vla_ros.bringup.graph import build_graph
         from async_vla_ros.bringup.launcher import Launcher
+        from async_vla_ros.nodes.common import SpinThread
 
         c = self.config
         graph = build_graph(
@@ -201,7 +201,7 @@ class ChaosRun:
         self.probe = probe_cls(self._ctx, iface, record_bag=str(self.bag_path))
         self._executor = SingleThreadedExecutor(context=self._ctx)
         self._executor.add_node(self.probe)
-        self._spin = threading.Thread(target=self._executor.spin, name="chaos-probe", daemon=True)
+        self._spin = SpinThread(self._executor, name="chaos-probe")
         self._spin.start()
         (self.workdir / "launch").mkdir(exist_ok=True)
         self.launcher = Launcher(self.graph, echo=self._node_line, workdir=str(self.workdir / "launch"))

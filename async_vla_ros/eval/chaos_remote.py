@@ -29,7 +29,6 @@ bounded (the whole case ~2-5 min):
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +127,7 @@ def _faults(protocol: str, res: Any, task: str, folder: str, echo: Callable[[str
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
 
     port = free_port()
     graph = build_graph("franka", _graph_params(protocol, task, port, folder))
@@ -141,7 +140,7 @@ def _faults(protocol: str, res: Any, task: str, folder: str, echo: Callable[[str
     mon = GraphMonitor(name="chaos_remote_monitor")
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin = SpinThread(ex, name="chaos-remote-monitor")
     spin.start()
     phases: dict[str, dict[str, Any]] = {}
     drops: dict[str, Any] = {}

@@ -147,7 +147,7 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
 
     from async_vla_ros.bringup.graph import build_graph
     from async_vla_ros.bringup.launcher import Launcher
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
 
     res = SoakResult(config)
     work = Path(config.workdir or tempfile.mkdtemp(prefix="async_vla_ros_soak_"))
@@ -171,7 +171,7 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
     probe = make_probe_class()(ctx, graph.node("correction").parameters.get("command_interface", "trajectory"))
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(probe)
-    spin = threading.Thread(target=executor.spin, name="soak-probe", daemon=True)
+    spin = SpinThread(executor, name="soak-probe")
     spin.start()
     lines: list[str] = []
     (work / "launch").mkdir(exist_ok=True)

@@ -19,7 +19,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 from async_vla_msgs.msg import CommandMetrics, NodeMetrics  # noqa: E402
 from async_vla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
-from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
+from async_vla_ros.nodes.common import build_node, ns_to_stamp  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -152,7 +152,7 @@ def test_diagnostics_warn_then_error_then_ok_from_parameters():
 )
 def test_bad_threshold_parameters_fail_at_start(overrides, needle):
     with pytest.raises(ParamError) as exc:
-        CameraIngestionNode(parameter_overrides=overrides)
+        build_node(CameraIngestionNode, parameter_overrides=overrides)  # destroys the half-built node
     assert needle in str(exc.value)
 
 

@@ -25,7 +25,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkRequest, Observation  # noqa: E402
 from async_vla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
-from async_vla_ros.nodes.common import NS_PER_S, ns_to_stamp, stamp_to_ns  # noqa: E402
+from async_vla_ros.nodes.common import NS_PER_S, build_node, ns_to_stamp, stamp_to_ns  # noqa: E402
 from async_vla_ros.nodes.correction_node import CorrectionNode  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.policy_node import PolicyNode  # noqa: E402
@@ -107,7 +107,7 @@ def _track_state(node: Node) -> np.ndarray:
 )
 def test_bad_parameters_fail_at_start_with_a_clear_message(cls, overrides, needle):
     with pytest.raises((ParamError, ValueError)) as exc:
-        cls(parameter_overrides=overrides)
+        build_node(cls, parameter_overrides=overrides)  # destroys the half-built node
     assert needle in str(exc.value)
 
 
@@ -117,7 +117,7 @@ def test_flow_backend_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(BackendError, match="pass a checkpoint path"):
         checkpoint_file("track", "base", tmp_path)
     with pytest.raises(BackendError, match="no such checkpoint file"):
-        PolicyNode(parameter_overrides=[P("policy", value=str(tmp_path / "nope.pt"))])
+        build_node(PolicyNode, parameter_overrides=[P("policy", value=str(tmp_path / "nope.pt"))])
 
 
 def test_node_executable_exits_2_on_bad_parameter():

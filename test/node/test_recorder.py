@@ -17,6 +17,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from async_vla_ros import bags as B  # noqa: E402
+from async_vla_ros.nodes.common import build_node  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.recorder import RecorderNode  # noqa: E402
 
@@ -154,8 +155,9 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
 def test_recorder_rejects_existing_output_and_bad_params(ros, tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(ValueError, match="already exists"):
-        RecorderNode(parameter_overrides=[Parameter("output", value=str(tmp_path / "exists"))])
+        build_node(RecorderNode, parameter_overrides=[Parameter("output", value=str(tmp_path / "exists"))])
     with pytest.raises(ParamError, match="queue_size"):
-        RecorderNode(
-            parameter_overrides=[Parameter("output", value=str(tmp_path / "b")), Parameter("queue_size", value=1)]
+        build_node(
+            RecorderNode,
+            parameter_overrides=[Parameter("output", value=str(tmp_path / "b")), Parameter("queue_size", value=1)],
         )

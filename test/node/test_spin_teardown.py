@@ -4,7 +4,6 @@ subscriptions go in the spin thread itself."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -15,7 +14,7 @@ pytest.importorskip("async_vla_msgs.msg")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from async_vla_ros.eval.graph_probe import make_probe_class  # noqa: E402
-from async_vla_ros.nodes.common import stop_spin  # noqa: E402
+from async_vla_ros.nodes.common import SpinThread, stop_spin  # noqa: E402
 
 
 @pytest.fixture()
@@ -30,7 +29,7 @@ def ctx():
 def _spin(node, c):
     ex = SingleThreadedExecutor(context=c)
     ex.add_node(node)
-    th = threading.Thread(target=ex.spin, name="spin-under-test", daemon=True)
+    th = SpinThread(ex, name="spin-under-test")
     th.start()
     return ex, th
 

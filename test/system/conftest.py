@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 
@@ -15,13 +13,13 @@ def monitor():
     from rclpy.executors import SingleThreadedExecutor
 
     from async_vla_ros.bringup.monitor import GraphMonitor
-    from async_vla_ros.nodes.common import stop_spin
+    from async_vla_ros.nodes.common import SpinThread, stop_spin
 
     rclpy.init()
     mon = GraphMonitor()
     ex = SingleThreadedExecutor()
     ex.add_node(mon)
-    th = threading.Thread(target=ex.spin, daemon=True)
+    th = SpinThread(ex, name="monitor")
     th.start()
     yield mon
     stop_spin(ex, th)  # before the node goes (see stop_spin)

@@ -94,13 +94,14 @@ class Probe:
         from rclpy.executors import SingleThreadedExecutor
 
         from async_vla_ros.eval.graph_probe import make_probe_class
+        from async_vla_ros.nodes.common import SpinThread
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
         self.node = make_probe_class()(self.ctx, command_interface)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, name="probe", daemon=True)
+        self.thread = SpinThread(self.executor, name="probe")
         self.thread.start()
 
     def accepted(self, t0: int = 0) -> list[tuple]:
