@@ -249,6 +249,9 @@ def build_node(factory: Callable[..., Any], **kwargs: Any):
     return node
 
 
+STOP_TRACE_AFTER_S = 3.0  # run_node: a stop slower than this prints every thread's traceback
+
+
 def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
@@ -297,6 +300,9 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
         # launch escalates to SIGTERM / SIGKILL itself if a close hangs.
         with contextlib.suppress(ValueError):  # not the main thread (in-process tests): leave it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # a stop that takes longer than STOP_TRACE_AFTER_S prints where every thread is (launch
+        # escalates to SIGTERM after 5 s: without this a hung stop leaves nothing to go on)
+        faulthandler.dump_traceback_later(STOP_TRACE_AFTER_S, exit=False, file=sys.stderr)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
@@ -310,6 +316,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
                 print(f"[{name}] error while destroying the node: {exc}", file=sys.stderr)
         if rclpy.ok():
             rclpy.shutdown()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def set_realtime(priority: int, logger) -> bool:

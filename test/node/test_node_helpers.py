@@ -267,6 +267,48 @@ sys.exit(run_node(Crashes, sys.argv))
     assert "in worker_loop" in out.stderr, out.stderr[-2000:]  # every thread, not only the crashing one
 
 
+def test_a_stop_that_hangs_prints_where_every_thread_is(tmp_path):
+    """A node whose stop takes longer than STOP_TRACE_AFTER_S (launch sends SIGTERM after 5 s)
+    leaves every thread's traceback on stderr, then still exits 0 when its close ends: a policy
+    node that did not stop within launch's grace once left nothing to go on."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import sys, threading, time
+from rclpy.node import Node
+from async_vla_ros.nodes import common
+from async_vla_ros.nodes.common import run_node
+
+common.STOP_TRACE_AFTER_S = 0.5
+
+def busy_inference(stop):
+    while not stop.is_set():
+        time.sleep(0.01)
+
+class SlowStop(Node):
+    NODE_NAME = "slow_stop"
+    def __init__(self):
+        super().__init__("slow_stop")
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=busy_inference, args=(self._stop,), daemon=True)
+        self._worker.start()
+        self.shutdown_requested = True
+    def close(self):
+        time.sleep(1.5)  # a join that hangs past the watchdog
+        self._stop.set()
+        self._worker.join()
+
+sys.exit(run_node(SlowStop, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "in close" in out.stderr and "in busy_inference" in out.stderr, out.stderr[-2000:]
+
+
 def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_is_reported(tmp_path):
     """A bad parameter found after rclpy's Node.__init__ made the node: run_node destroys the
     half-built node with destroy_node right there, instead of leaving it to be freed implicitly
