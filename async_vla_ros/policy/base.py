@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from async_vla_ros.core.strategies import SAMPLERS, check_beta
 from async_vla_ros.policy import samplers as S
 from async_vla_ros.policy.networks import FlowNetConfig, ObsCond, build_network
 from async_vla_ros.policy.normalize import Normalizer
@@ -70,7 +71,10 @@ class ChunkPolicy(Protocol):
     * ``weights``: (B, H) soft mask in [0, 1] (rtc, rtc_jf, bid); for remac, > 0 on the prefix
       rows that hold real planned actions,
     * ``n_frozen``: (B,) number of frozen leading actions (prefix, remac),
-    * ``seed``: noise seed for this call (deterministic output), or None.
+    * ``seed``: noise seed for this call (deterministic output), or None,
+    * ``beta``: RTC guidance clip of this call (rtc, rtc_jf), or None for the policy's default
+      (a request parameter: one loaded policy serves every preset's beta). A backend without a
+      per-request clip leaves the parameter out (``core.requests.takes_beta``).
 
     Returns (B, H, A) float64.
     """
@@ -87,6 +91,7 @@ class ChunkPolicy(Protocol):
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray: ...
 
 
@@ -129,8 +134,13 @@ class SamplerSettings:
 
 
 def _check_sampler(name: str) -> str:
-    if name not in S.SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, S.SAMPLERS)}; known: {', '.join(S.SAMPLERS)}")
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}{did_you_mean(name, SAMPLERS)}; known: {', '.join(SAMPLERS)}")
+    if name not in S.SAMPLER_INPUTS:
+        raise ValueError(
+            f"the flow backend does not run sampler {name!r} (it runs {', '.join(S.SAMPLER_INPUTS)}; "
+            "rtc_lerobot is LeRobot's own RTC, on the lerobot backend)"
+        )
     return name
 
 
@@ -316,10 +326,12 @@ class FlowPolicyBackend:
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray:
         """One chunk per observation row: (B, H, A) float64 in robot units (see :class:`ChunkPolicy`)."""
         t_start = time.perf_counter_ns()
         _check_sampler(sampler)
+        beta = self.settings.beta if beta is None else check_beta(beta, "infer")
         obs_t, b = self._prepare_obs(obs)
         h, a, st = self.horizon, self.action_dim, self.settings
         y = w = nf = None
@@ -345,6 +357,8 @@ class FlowPolicyBackend:
         else:
             gen = self._generator
         info: dict[str, Any] = {"sampler": sampler, "n_steps": st.n_steps}
+        if sampler in ("rtc", "rtc_jf"):
+            info["beta"] = beta
         # RTC differentiates through x, which inference_mode forbids; no_grad is enough there.
         ctx = torch.no_grad() if sampler == "rtc" else torch.inference_mode()
         with ctx:
@@ -365,7 +379,7 @@ class FlowPolicyBackend:
                     st.n_steps,
                     y,
                     w,
-                    beta=st.beta,
+                    beta=beta,
                     validate=False,
                     jacobian=sampler == "rtc",
                 )
@@ -611,5 +625,7 @@ register_backend(
         _load_flow,
         "flow-matching checkpoint (async_vla_ros.policy/1): 'default' (the task's shipped files) or a .pt path",
         from_checkpoint=FlowPolicyBackend.from_checkpoint,
+        samplers=tuple(S.SAMPLER_INPUTS),
+        per_request_beta=True,
     )
 )
