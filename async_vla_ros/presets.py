@@ -44,7 +44,7 @@ class MethodPreset:
     help: str = ""  # one line for --help and reports
     ablation: bool = False  # only run on request (bench paper --ablations)
     schedule: str | None = None  # soft-mask schedule of an RTC-type strategy (None: the strategy's default)
-    beta: float | None = None  # guidance clip of an RTC-type sampler (None: the checkpoint's)
+    beta: float | None = None  # guidance clip of an RTC-type sampler, sent with each request (None: the policy's)
     backends: tuple[str, ...] = ()  # policy backends that can serve it (empty: any; e.g. rtc_lerobot: lerobot)
 
     def __post_init__(self) -> None:
@@ -77,8 +77,17 @@ class MethodPreset:
 
     @property
     def strategy_options(self) -> tuple[tuple[str, object], ...]:
-        """Keyword options of ``make_strategy`` this preset sets (``(("schedule", ...),)``)."""
-        return (("schedule", self.schedule),) if self.schedule is not None else ()
+        """Keyword options of ``make_strategy`` this preset sets (``(("schedule", ...), ("beta", ...))``).
+
+        The guidance clip is a strategy option: the strategy puts it into every request
+        (``Guidance.beta`` -> ``RequestSpec.beta`` -> ``ChunkRequest.guidance_beta`` / ``infer(beta=)``),
+        so one loaded policy serves every preset's beta, in the lockstep runner and in the nodes."""
+        opts: list[tuple[str, object]] = []
+        if self.schedule is not None:
+            opts.append(("schedule", self.schedule))
+        if self.beta is not None:
+            opts.append(("beta", float(self.beta)))
+        return tuple(opts)
 
     @property
     def sampler(self) -> str:

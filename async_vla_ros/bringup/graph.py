@@ -276,6 +276,8 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if preset.schedule is not None:  # the preset's RTC soft-mask schedule and guidance clip
         per_node["scheduler"]["rtc_schedule"] = preset.schedule
     if preset.beta is not None:
+        # sent with every request (the flow backend applies it per request); also the policy's
+        # load-time clip, for backends without a per-request one (lerobot, openpi)
         per_node["scheduler"]["guidance_beta"] = float(preset.beta)
         per_node["policy"]["guidance_beta"] = float(preset.beta)
     if not a["fifo"]:

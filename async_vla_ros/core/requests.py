@@ -8,6 +8,10 @@ same inputs everywhere:
   ``n_frozen``, its inference delay): ``prefix (B, H, A)`` and ``weights (B, H)``; ``prefix``: ``prefix``
   and ``n_frozen (B,)``; ``remac``: ``prefix``, ``weights`` (> 0 on the rows that hold planned
   actions) and ``n_frozen``; ``bid``: ``prefix`` and ``weights``; ``vanilla``: nothing;
+* ``beta``: the request's RTC guidance clip (``rtc``, ``rtc_jf``; None or <= 0: the policy's own
+  default). It goes to ``infer(beta=...)`` only when the policy takes a per-request clip
+  (:func:`takes_beta`), so one loaded policy serves every preset's beta, in the lockstep runner and
+  in the policy node alike;
 * **first chunk** (no previous plan: ``n_real == 0`` for every row, or no prefix received):
   ``rtc``, ``rtc_jf``, ``rtc_lerobot`` and ``prefix`` run ``vanilla`` (nothing to guide towards; their weights /
   frozen counts are all zero then, which is vanilla in exact arithmetic), ``bid`` gets ``prefix =
@@ -20,15 +24,25 @@ Pure numpy; ``policy`` is any object with ``infer`` (duck-typed ChunkPolicy).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from async_vla_ros.core.scheduler import RequestSpec
-from async_vla_ros.core.strategies import SAMPLERS
+from async_vla_ros.core.strategies import SAMPLERS, check_beta
 
-__all__ = ["SAMPLERS", "sampler_call", "spec_call", "infer_specs"]
+__all__ = ["SAMPLERS", "sampler_call", "spec_call", "infer_specs", "takes_beta"]
+
+
+def takes_beta(policy: Any) -> bool:
+    """Whether ``policy.infer`` accepts a per-request guidance clip ``beta``."""
+    try:
+        params = inspect.signature(policy.infer).parameters
+    except (TypeError, ValueError):
+        return False
+    return "beta" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def sampler_call(
@@ -37,9 +51,11 @@ def sampler_call(
     weights: np.ndarray | None,
     n_frozen: np.ndarray | None,
     seed: int | None = None,
+    beta: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """``(sampler to run, infer kwargs)`` for a batch: ``prefix`` (B, H, A) or None (first chunk),
-    ``weights`` (B, H) or None, ``n_frozen`` (B,) or None."""
+    ``weights`` (B, H) or None, ``n_frozen`` (B,) or None, ``beta`` the guidance clip of an
+    ``rtc`` / ``rtc_jf`` request (None or <= 0: the policy's default; passed as ``beta=``)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     kw: dict[str, Any] = {"seed": seed}
@@ -47,6 +63,8 @@ def sampler_call(
         return "vanilla", kw  # first chunk: nothing to guide towards
     if sampler in ("rtc", "rtc_jf"):
         kw.update(prefix=prefix, weights=weights)
+        if beta is not None and not beta <= 0:  # (NaN is refused by check_beta)
+            kw["beta"] = check_beta(beta, sampler)
     elif sampler == "remac" and prefix is not None:  # (no prefix: the policy starts from zeros)
         kw.update(prefix=prefix, weights=weights, n_frozen=np.asarray(n_frozen, dtype=np.int64))
     elif sampler == "prefix":
@@ -69,7 +87,10 @@ def spec_call(specs: Sequence[RequestSpec], seed: int | None = None) -> tuple[st
     prefix = None if first else np.stack([sp.prefix for sp in specs])
     weights = None if first else np.stack([sp.weights for sp in specs])
     n_frozen = np.array([sp.n_frozen for sp in specs], dtype=np.int64)
-    return sampler_call(sampler, prefix, weights, n_frozen, seed)
+    betas = {sp.beta for sp in specs}
+    if len(betas) > 1:
+        raise ValueError(f"one batched call runs one guidance clip, got {sorted(betas, key=str)}")
+    return sampler_call(sampler, prefix, weights, n_frozen, seed, beta=betas.pop())
 
 
 def infer_specs(
@@ -80,6 +101,10 @@ def infer_specs(
 ) -> np.ndarray:
     """Answer ``specs`` with one ``policy.infer`` on ``obs`` (B rows, one per spec): (B, H, A) float64."""
     sampler, kw = spec_call(specs, seed)
+    if "beta" in kw and not takes_beta(policy):
+        # a backend without a per-request clip runs the one it was loaded with (the registry
+        # loads such backends with the preset's beta)
+        del kw["beta"]
     out = np.asarray(policy.infer(obs, sampler, **kw), dtype=np.float64)
     h, a, b = int(policy.horizon), int(policy.action_dim), len(specs)
     if out.shape != (b, h, a):

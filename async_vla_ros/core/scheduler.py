@@ -99,6 +99,7 @@ class RequestSpec:
     n_frozen: int  # leading prefix rows the prefix sampler holds fixed
     n_real: int  # prefix rows that are planned actions (the rest is padding)
     strategy: str  # name of the merge strategy
+    beta: float | None = None  # RTC guidance clip of this request (None: the policy's default)
 
     def __post_init__(self) -> None:
         for name in ("prefix", "weights"):
@@ -316,6 +317,7 @@ class ChunkScheduler:
             n_frozen=g.n_frozen,
             n_real=n_real,
             strategy=self.strategy.name,
+            beta=g.beta,
         )
         self._next_request_id += 1
         self._issued[spec.request_id] = spec

@@ -34,6 +34,7 @@ from .timeline import ActionTimeline
 __all__ = [
     "SCHEDULES",
     "SAMPLERS",
+    "check_beta",
     "prefix_weights",
     "MergeStrategy",
     "SyncStrategy",
@@ -51,6 +52,19 @@ __all__ = [
 
 SCHEDULES = ("exp", "linear", "hard", "ones", "zeros")
 SAMPLERS = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid", "rtc_lerobot")
+"""Every sampler name a request may carry (the one list; each backend says which of them it runs:
+the flow backend's are the keys of ``policy.samplers.SAMPLER_INPUTS``)."""
+
+
+def check_beta(beta: Any, who: str = "beta") -> float | None:
+    """A request's RTC guidance clip: None (the policy's default) or a finite number > 0."""
+    if beta is None:
+        return None
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{who}: guidance beta must be a number > 0 or None, got {beta!r}")
+    if not (math.isfinite(float(beta)) and float(beta) > 0):
+        raise ValueError(f"{who}: guidance beta must be finite and > 0, got {beta!r}")
+    return float(beta)
 
 
 def _check_nonneg_int(name: str, v: Any) -> int:
@@ -116,6 +130,7 @@ class Guidance:
 
     weights: np.ndarray  # (H,) in [0, 1]
     n_frozen: int  # leading prefix actions the sampler must hold fixed
+    beta: float | None = None  # RTC guidance clip for this request (None: the policy's default)
 
 
 class MergeStrategy(abc.ABC):
@@ -266,16 +281,17 @@ class RTCStrategy(NaiveStrategy):
     name = "rtc"
     sampler = "rtc"
 
-    def __init__(self, schedule: str = "exp") -> None:
+    def __init__(self, schedule: str = "exp", beta: float | None = None) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"{self.name}: unknown schedule {schedule!r}; choose one of {SCHEDULES}")
         self.schedule = schedule
+        self.beta = check_beta(beta, self.name)
         if schedule == "hard" and self.name == "rtc":
             self.name = "rtc_hard"
 
     def guidance(self, n_real: int, d: int, s: int, horizon: int) -> Guidance:
         w = prefix_weights(d, s, horizon, self.schedule, n_real=n_real)
-        return Guidance(w, min(d, horizon) if n_real > 0 else 0)
+        return Guidance(w, min(d, horizon) if n_real > 0 else 0, self.beta)
 
 
 class RTCLeRobotStrategy(RTCStrategy):

@@ -136,16 +136,18 @@ def measure_latencies(
     The prefix is a real chunk of the same policy; weights/frozen count are those of the method's
     strategy for delay ``d`` and s = d (the numbers barely depend on them).
     """
-    from async_vla_ros.core.requests import sampler_call
+    from async_vla_ros.core.requests import sampler_call, takes_beta
     from async_vla_ros.core.strategies import make_strategy
 
     prepared = {}
     for m, (policy, head, spec) in calls.items():
         h = int(policy.horizon)
         chunk = policy.infer(obs, seed=0)
-        g = make_strategy(spec.strategy).guidance(h, d, max(d, 1), h)
-        _, kw = sampler_call(spec.sampler, chunk, g.weights[None], np.array([g.n_frozen]))
+        g = make_strategy(spec.strategy, **dict(spec.strategy_options)).guidance(h, d, max(d, 1), h)
+        _, kw = sampler_call(spec.sampler, chunk, g.weights[None], np.array([g.n_frozen]), beta=g.beta)
         del kw["seed"]
+        if "beta" in kw and not takes_beta(policy):
+            del kw["beta"]
         lat = policy.latent(obs) if head is not None and getattr(head.config, "latent_dim", 0) else None
         prepared[m] = (policy, head, spec, kw, chunk, lat, h)
     times: dict[str, list[float]] = {m: [] for m in calls}
@@ -322,19 +324,19 @@ def run_beta_sweep(config: BenchConfig, log: Callable[[str], None] = print) -> l
     """``rtc`` and ``rtc_jf`` on ``config.beta_sweep_task`` at every beta of ``config.betas`` and
     every delay d >= 1 of the run (same episodes and seeds as the main table), plus the prefix
     adherence at each beta when the task's demonstrations are there."""
-    from async_vla_ros.policy.registry import BackendRequest
     from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
 
     task = config.beta_sweep_task
     out: list[dict[str, Any]] = []
     delayed = [d for d in config.delays if d >= 1]
+    cache: dict = {}
     for m in ("rtc", "rtc_jf"):
         spec = get_preset(m)
+        # one loaded policy for every beta: the clip is a request parameter (the strategy's option)
+        lm = load_models(task, spec, "default", checkpoint_dir=config.ckpt_dir, cache=cache)
+        runner = LockstepRunner(lm.policy, lm.head)
         for beta in config.betas:
-            lm = load_models(
-                task, spec, "default", checkpoint_dir=config.ckpt_dir, request=BackendRequest(task, beta=float(beta))
-            )
-            runner = LockstepRunner(lm.policy, lm.head)
+            options = tuple((k, v) for k, v in spec.strategy_options if k != "beta") + (("beta", float(beta)),)
             for d in delayed:
                 r = runner.run(
                     LockstepConfig(
@@ -345,7 +347,7 @@ def run_beta_sweep(config: BenchConfig, log: Callable[[str], None] = print) -> l
                         episodes=config.episodes,
                         batch=config.batch,
                         seed=config.seed,
-                        strategy_options=spec.strategy_options,
+                        strategy_options=options,
                     )
                 )
                 out.append(
@@ -625,6 +627,31 @@ def machine_info() -> dict[str, str]:
     }
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def display_path(entry: str) -> str:
+    """A loaded file as the report shows it: ``"PATH (sha)"`` with PATH relative to the repository
+    (the shipped checkpoints: ``async_vla_ros/checkpoints/NAME``, also when the run used another
+    checkout or worktree of the project), never a machine-specific absolute path when avoidable."""
+    path, sep, rest = entry.partition(" (")
+    p = Path(path)
+    if p.is_absolute():
+        parts = p.parts
+        for i in range(len(parts) - 1):
+            if parts[i] == "async_vla_ros" and parts[i + 1] == "checkpoints":
+                p = Path(*parts[i:])
+                break
+        else:
+            for root in (REPO_ROOT, Path.cwd()):
+                try:
+                    p = p.resolve().relative_to(root.resolve())
+                    break
+                except ValueError:
+                    continue
+    return f"{p.as_posix()}{sep}{rest}"
+
+
 def _rate_cell(k: int, n: int) -> str:
     lo, hi = wilson_interval(k, n)
     return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
@@ -661,7 +688,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         L.append("- Not run (checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
     L.append("- Checkpoints:")
     for task, files in res.files.items():
-        L.append(f"  - {task}: " + "; ".join(f"{k}: `{v}`" for k, v in sorted(files.items())))
+        L.append(f"  - {task}: " + "; ".join(f"{k}: `{display_path(v)}`" for k, v in sorted(files.items())))
     L.append("")
     # pooled
     pooled = res.counts()

@@ -240,8 +240,7 @@ def adherence(
 
     def call(name: str, beta: float | None, obs_now, y, w, real, nf) -> np.ndarray:
         if name in ("rtc", "rtc_jf"):
-            base.settings = dataclasses.replace(base.settings, beta=beta)
-            return base.infer(obs_now, name, prefix=y, weights=w, seed=seed)
+            return base.infer(obs_now, name, prefix=y, weights=w, seed=seed, beta=beta)
         if name == "remac_clean":
             return policies[name].infer(obs_now, "prefix", prefix=y, n_frozen=nf, seed=seed)
         if name == "remac":

@@ -190,7 +190,9 @@ def run(ns: argparse.Namespace) -> int:
                     preset=m,
                     success_ci95=[lo, hi],
                     s=max(d, ns.horizon) if lm.preset.strategy != "sync" else ns.horizon,
-                    beta=getattr(getattr(lm.policy, "settings", None), "beta", None),
+                    beta=lm.preset.beta
+                    if lm.preset.beta is not None
+                    else getattr(getattr(lm.policy, "settings", None), "beta", None),
                     policy=lm.label,
                     files=lm.files,
                 )

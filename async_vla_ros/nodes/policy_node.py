@@ -43,7 +43,7 @@ from rclpy.node import Node
 
 from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation
 from async_vla_ros import names as N
-from async_vla_ros.core.requests import SAMPLERS, sampler_call
+from async_vla_ros.core.requests import SAMPLERS, sampler_call, takes_beta
 from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold
@@ -88,7 +88,7 @@ PARAMS = (
     Param(
         "guidance_beta",
         0.0,
-        "RTC guidance clip beta (<= 0: the checkpoint's; a request may override)",
+        "RTC guidance clip beta (<= 0: the checkpoint's); a request's guidance_beta > 0 overrides it per call",
         min=0.0,
         max=100.0,
     ),
@@ -180,6 +180,7 @@ class PolicyNode(Node):
             weak=p["weak_checkpoint"],
         )
         self.backend = load_policy_spec(spec, request)
+        self._takes_beta = takes_beta(self.backend)
         torch.set_num_threads(p["torch_threads"])  # a backend may have set its own
         self.H, self.A, self.obs_dim = (
             int(self.backend.horizon),
@@ -358,6 +359,8 @@ class PolicyNode(Node):
                 or (weights > 1 + 1e-9).any()
             ):
                 raise InputError("bad_weights", f"weights must be H = {H} values in [0, 1]")
+        if not (np.isfinite(msg.guidance_beta) and msg.guidance_beta <= 1e6):
+            raise InputError("bad_beta", f"guidance_beta must be finite, got {msg.guidance_beta}")
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
         if msg.sampler in ("rtc", "rtc_jf", "remac") and prefix is not None and weights is None:
@@ -486,14 +489,26 @@ class PolicyNode(Node):
         self._publish_chunk(job, obs_id, obs_ns, sampler, actions[0], t0, t1, injected, network_s)
 
     def _sampler_args(self, job: Job) -> tuple[str, dict]:
-        """The one request -> infer conversion (core/requests.py), first-chunk fallback included."""
-        return sampler_call(
+        """The one request -> infer conversion (core/requests.py), first-chunk fallback included;
+        the request's guidance clip (``guidance_beta`` > 0) goes to ``infer(beta=)``."""
+        sampler, kw = sampler_call(
             job.sampler,
             None if job.prefix is None else job.prefix[None],
             None if job.weights is None else job.weights[None],
             np.array([job.n_frozen]),
             job.seed,
+            beta=job.beta if job.beta > 0 else None,
         )
+        if "beta" in kw and not self._takes_beta:
+            # the backend has no per-request clip: it runs the one it was loaded with (guidance_beta)
+            del kw["beta"]
+            if job.beta != self.p["guidance_beta"]:
+                self.drops.drop(
+                    "request.guidance_beta_not_applied",
+                    f"backend {type(self.backend).__name__} takes no per-request guidance clip: the request's "
+                    f"{job.beta:g} is not applied, its load-time one is ({self.p['guidance_beta']:g}; 0: its default)",
+                )
+        return sampler, kw
 
     def _warmup(self) -> None:
         t0 = time.perf_counter()

@@ -120,6 +120,8 @@ class SchedulerNode(Node):
         kw = {}
         if p["strategy"] in ("rtc", "rtc_jf"):
             kw["schedule"] = p["rtc_schedule"]
+            if p["guidance_beta"] > 0:  # travels with every request (RequestSpec.beta)
+                kw["beta"] = p["guidance_beta"]
         elif p["strategy"] == "te":
             kw["m"] = p["te_m"]
         elif p["strategy"] == "bid":
@@ -312,7 +314,7 @@ class SchedulerNode(Node):
         if spec.n_real > 0:  # nothing planned (first chunk): no prefix, no guidance
             msg.prefix = spec.prefix.reshape(-1).tolist()
             msg.weights = spec.weights.tolist()
-        msg.guidance_beta = float(self.p["guidance_beta"])
+        msg.guidance_beta = 0.0 if spec.beta is None else float(spec.beta)  # 0: the policy's default
         msg.seed = -1
         self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d), obs_id, obs_ns)
         for old in [r for r in self._requests if r < spec.request_id - 64]:

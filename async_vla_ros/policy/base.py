@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from async_vla_ros.core.strategies import SAMPLERS, check_beta
 from async_vla_ros.policy import samplers as S
 from async_vla_ros.policy.checks import check_sampler, check_seed, check_state, did_you_mean
 from async_vla_ros.policy.networks import FlowNetConfig, ObsCond, build_network
@@ -68,7 +69,10 @@ class ChunkPolicy(Protocol):
     * ``weights``: (B, H) soft mask in [0, 1] (rtc, rtc_jf, bid); for remac, > 0 on the prefix
       rows that hold real planned actions,
     * ``n_frozen``: (B,) number of frozen leading actions (prefix, remac),
-    * ``seed``: noise seed for this call (deterministic output), or None.
+    * ``seed``: noise seed for this call (deterministic output), or None,
+    * ``beta``: RTC guidance clip of this call (rtc, rtc_jf), or None for the policy's default
+      (a request parameter: one loaded policy serves every preset's beta). A backend without a
+      per-request clip leaves the parameter out (``core.requests.takes_beta``).
 
     Returns (B, H, A) float64.
     """
@@ -85,6 +89,7 @@ class ChunkPolicy(Protocol):
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray: ...
 
 
@@ -124,6 +129,16 @@ class SamplerSettings:
         if unknown:
             raise ValueError(f"unknown SamplerSettings fields: {sorted(unknown)}")
         return cls(**dict(d))
+
+
+def _check_sampler(name: str) -> str:
+    check_sampler(name, SAMPLERS)
+    if name not in S.SAMPLER_INPUTS:
+        raise ValueError(
+            f"the flow backend does not run sampler {name!r} (it runs {', '.join(S.SAMPLER_INPUTS)}; "
+            "rtc_lerobot is LeRobot's own RTC, on the lerobot backend)"
+        )
+    return name
 
 
 class FlowPolicyBackend:
@@ -318,11 +333,13 @@ class FlowPolicyBackend:
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray:
         """One chunk per observation row: (B, H, A) float64 in robot units (see :class:`ChunkPolicy`)."""
         t_start = time.perf_counter_ns()
-        check_sampler(sampler, S.SAMPLERS)
+        _check_sampler(sampler)
         seed = check_seed(seed)
+        beta = self.settings.beta if beta is None else check_beta(beta, "infer")
         obs_t, b = self._prepare_obs(obs)
         h, a, st = self.horizon, self.action_dim, self.settings
         y = w = nf = None
@@ -346,6 +363,8 @@ class FlowPolicyBackend:
         else:
             gen = self._generator
         info: dict[str, Any] = {"sampler": sampler, "n_steps": st.n_steps}
+        if sampler in ("rtc", "rtc_jf"):
+            info["beta"] = beta
         # RTC differentiates through x, which inference_mode forbids; no_grad is enough there.
         ctx = torch.no_grad() if sampler == "rtc" else torch.inference_mode()
         with ctx:
@@ -366,7 +385,7 @@ class FlowPolicyBackend:
                     st.n_steps,
                     y,
                     w,
-                    beta=st.beta,
+                    beta=beta,
                     validate=False,
                     jacobian=sampler == "rtc",
                 )
@@ -622,5 +641,7 @@ register_backend(
         "flow-matching checkpoint (async_vla_ros.policy/1): 'default' (the task's shipped files) or a .pt path",
         from_checkpoint=FlowPolicyBackend.from_checkpoint,
         cameras=_flow_cameras,
+        samplers=tuple(S.SAMPLER_INPUTS),
+        per_request_beta=True,
     )
 )

@@ -112,6 +112,9 @@ class Backend:
     # and ingests only these. None: the backend cannot tell before it runs (no cameras unless the
     # launch names them)
     cameras: Callable[[BackendRequest], dict[str, tuple[int, int]]] | None = None
+    # infer takes a per-request guidance clip ``beta=`` (the preset's beta then travels with each
+    # request); otherwise the registry loads the backend with the preset's beta
+    per_request_beta: bool = False
 
     def cannot_serve(self, preset: MethodPreset, target: str = "") -> str | None:
         """Why this backend cannot serve ``preset`` (None: it can)."""
@@ -281,8 +284,10 @@ def load_models(
         raise BackendError(f"policy {spec.text!r} cannot serve preset {preset.name!r}: {why}")
     cdir = str(checkpoint_dir or "")
     req = replace(request or BackendRequest(task), task=task, target=spec.target, kind=preset.checkpoint)
-    if preset.beta is not None and req.beta <= 0:
-        req = replace(req, beta=float(preset.beta))  # the preset's guidance clip unless the caller set one
+    if preset.beta is not None and req.beta <= 0 and not backend.per_request_beta:
+        # a backend without a per-request clip is loaded with the preset's (unless the caller set one);
+        # the others get it with every request (the strategy's Guidance.beta), one model for all betas
+        req = replace(req, beta=float(preset.beta))
     req = replace(req, checkpoint_dir=cdir)
     files: dict[str, str] = {}
     if spec.is_default:

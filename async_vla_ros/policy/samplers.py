@@ -22,7 +22,7 @@ the prefix ``Y`` the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -420,9 +420,6 @@ def sample_bid(
     return BidResult(actions=chosen, candidates=cands, index=idx, weak=weak)
 
 
-SAMPLERS: Sequence[str] = ("vanilla", "rtc", "rtc_jf", "prefix", "remac", "bid")
-"""Sampler names a :class:`~async_vla_ros.policy.base.ChunkPolicy` accepts."""
-
 SAMPLER_INPUTS: dict[str, tuple[str, ...]] = {
     "vanilla": (),
     "rtc": ("prefix", "weights"),
@@ -432,4 +429,6 @@ SAMPLER_INPUTS: dict[str, tuple[str, ...]] = {
     "remac": ("prefix", "weights", "n_frozen"),
     "bid": ("prefix", "weights"),
 }
-"""What a request must carry for each sampler (besides the observation)."""
+"""The samplers this module implements (those the flow backend runs; every sampler name a request
+may carry is in ``core.strategies.SAMPLERS``) and what a request must carry for each (besides the
+observation)."""

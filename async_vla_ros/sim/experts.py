@@ -70,9 +70,18 @@ class ScriptedExpert:
 
     # ------------------------------------------------------------------ ChunkPolicy
     def infer(
-        self, obs, sampler: str = "vanilla", prefix=None, weights=None, n_frozen=None, seed: int | None = None
+        self,
+        obs,
+        sampler: str = "vanilla",
+        prefix=None,
+        weights=None,
+        n_frozen=None,
+        seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray:
-        """Chunks (B, H, 8) planned from obs (B, obs_dim); see the module docstring for samplers."""
+        """Chunks (B, H, 8) planned from obs (B, obs_dim); see the module docstring for samplers.
+        ``beta`` (a request's RTC guidance clip) is accepted and unused: the expert's blend with the
+        prefix has no guidance weight to clip."""
         if isinstance(obs, dict):
             obs = obs["state"]
         o = np.asarray(obs, dtype=np.float64)
@@ -263,6 +272,7 @@ def _register() -> None:
             "the task's scripted expert as a chunk policy (no weights)",
             kinds=("base",),
             cameras=lambda _req: {},  # privileged state only
+            per_request_beta=True,
         )
     )
 

@@ -257,53 +257,42 @@ def train_a2c2(
         f"train a2c2: task={task!r} {len(train_rows)} train / {len(val_rows)} val samples, "
         f"{count_params(head)} params, latent={config.latent}"
     )
-    bar = C.progress(config.steps, step, f"a2c2[{task}]", progress_bar)
-    val = val0 = None
+    last: dict[str, float | None] = {"val_mse": None, "val_mse_zero": None}
     if history:
-        val, val0 = history[-1]["val_mse"], history[-1]["val_mse_zero"]
-    running, n_run = 0.0, 0
-    end = config.steps if stop_at is None else min(config.steps, int(stop_at))
-    try:
-        while step < end:
-            for g in opt.param_groups:
-                g["lr"] = C.lr_at(step, config.steps, config.lr, config.warmup)
-            rows = torch.as_tensor(train_rows[np_rng.integers(0, len(train_rows), config.batch_size)])
-            inp, tgt = tens.batch(rows)
-            loss = ((head(*inp) - tgt) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
-            opt.step()
-            step += 1
-            running += loss.item()
-            n_run += 1
-            bar.update(1)
-            if step % config.val_every == 0 or step == config.steps:
-                if len(val_rows):
-                    val, val0 = _mse(head, tens, val_rows)
-                history.append(
-                    {
-                        "step": step,
-                        "train_mse": running / max(n_run, 1),
-                        "val_mse": val,
-                        "val_mse_zero": val0,
-                        "seconds": round(time.perf_counter() - t_start, 2),
-                    }
-                )
-                bar.set_postfix(
-                    train=f"{running / max(n_run, 1):.5f}",
-                    val="-" if val is None else f"{val:.5f}",
-                    zero="-" if val0 is None else f"{val0:.5f}",
-                )
-                if not progress_bar:
-                    log(f"step {step}: train {history[-1]['train_mse']:.5f} val {val} (no correction {val0})")
-                running, n_run = 0.0, 0
-            if step % config.ckpt_every == 0 or step == end:
-                write(step, val, val0)
-    finally:
-        bar.close()
-    if not out.exists():
-        write(step, val, val0)
+        last = {"val_mse": history[-1]["val_mse"], "val_mse_zero": history[-1]["val_mse_zero"]}
+
+    def step_fn(_step: int):
+        rows = torch.as_tensor(train_rows[np_rng.integers(0, len(train_rows), config.batch_size)])
+        inp, tgt = tens.batch(rows)
+        return ((head(*inp) - tgt) ** 2).mean(), {}
+
+    def validate() -> dict[str, Any]:
+        if len(val_rows):
+            last["val_mse"], last["val_mse_zero"] = _mse(head, tens, val_rows)
+        return dict(last)
+
+    step = C.train_loop(
+        step_fn=step_fn,
+        params=head.parameters(),
+        opt=opt,
+        steps=config.steps,
+        step=step,
+        end=config.steps if stop_at is None else min(config.steps, int(stop_at)),
+        grad_clip=config.grad_clip,
+        val_every=config.val_every,
+        ckpt_every=config.ckpt_every,
+        validate=validate,
+        write=lambda step_now: write(step_now, last["val_mse"], last["val_mse_zero"]),
+        out=out,
+        history=history,
+        t_start=t_start,
+        desc=f"a2c2[{task}]",
+        progress_bar=progress_bar,
+        log=log,
+        lr_at=lambda st: C.lr_at(st, config.steps, config.lr, config.warmup),
+        loss_name="mse",
+    )
+    val, val0 = last["val_mse"], last["val_mse_zero"]
     secs = time.perf_counter() - t_start
     log(f"train a2c2: done at step {step}, val mse {val} (no correction: {val0}), {secs:.1f} s -> {out}")
     return TrainResult(path=out, step=step, val_loss=val, history=tuple(history), seconds=secs)

@@ -332,51 +332,45 @@ def train_base(
         f"train base: task={task!r} windows={len(train_rows)} train / {len(val_rows)} val, "
         f"{count_params(net)} params, {config.steps} steps, batch {config.batch_size}"
     )
-    bar = C.progress(config.steps, step, f"base[{task}]", progress_bar)
-    val_loss: float | None = history[-1]["val_loss"] if history else None
-    running, n_running = 0.0, 0
-    end = config.steps if stop_at is None else min(config.steps, int(stop_at))
-    try:
-        while step < end:
-            for g in opt.param_groups:
-                g["lr"] = C.lr_at(step, config.steps, config.lr, config.warmup)
-            rows = torch.as_tensor(train_rows[np_rng.integers(0, len(train_rows), config.batch_size)])
-            loss = flow_matching_loss(net, batcher.obs_input(rows), batcher.chunks[rows], generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-            opt.step()
-            ema.update(net)
-            step += 1
-            running += loss.item()
-            n_running += 1
-            bar.update(1)
-            if step % config.val_every == 0 or step == config.steps:
-                if len(val_rows):
-                    eval_net.load_state_dict(ema.state_dict())
-                    val_loss = _validate(eval_net, batcher, val_rows, config.seed + 4)
-                history.append(
-                    {
-                        "step": step,
-                        "train_loss": running / max(n_running, 1),
-                        "val_loss": val_loss,
-                        "seconds": round(time.perf_counter() - t_start, 2),
-                    }
-                )
-                bar.set_postfix(
-                    train=f"{running / max(n_running, 1):.4f}", val="-" if val_loss is None else f"{val_loss:.4f}"
-                )
-                if not progress_bar:
-                    log(f"step {step}: train {history[-1]['train_loss']:.4f} val {val_loss}")
-                running, n_running = 0.0, 0
-            if config.weak_at and step == config.weak_at:
-                write(step, val_loss, weak=True)
-            if step % config.ckpt_every == 0 or step == end:
-                write(step, val_loss)
-    finally:
-        bar.close()
-    if not out.exists():
-        write(step, val_loss)
+    last = {"val_loss": history[-1]["val_loss"] if history else None}
+
+    def step_fn(_step: int):
+        rows = torch.as_tensor(train_rows[np_rng.integers(0, len(train_rows), config.batch_size)])
+        return flow_matching_loss(net, batcher.obs_input(rows), batcher.chunks[rows], generator=gen), {}
+
+    def validate() -> dict[str, Any]:
+        if len(val_rows):
+            eval_net.load_state_dict(ema.state_dict())
+            last["val_loss"] = _validate(eval_net, batcher, val_rows, config.seed + 4)
+        return dict(last)
+
+    def snapshot_weak(step_now: int) -> None:
+        if config.weak_at and step_now == config.weak_at:
+            write(step_now, last["val_loss"], weak=True)
+
+    step = C.train_loop(
+        step_fn=step_fn,
+        params=net.parameters(),
+        opt=opt,
+        steps=config.steps,
+        step=step,
+        end=config.steps if stop_at is None else min(config.steps, int(stop_at)),
+        grad_clip=config.grad_clip,
+        val_every=config.val_every,
+        ckpt_every=config.ckpt_every,
+        validate=validate,
+        write=lambda step_now: write(step_now, last["val_loss"]),
+        out=out,
+        history=history,
+        t_start=t_start,
+        desc=f"base[{task}]",
+        progress_bar=progress_bar,
+        log=log,
+        lr_at=lambda st: C.lr_at(st, config.steps, config.lr, config.warmup),
+        after_step=lambda _s: ema.update(net),
+        on_step_end=snapshot_weak,
+    )
+    val_loss = last["val_loss"]
     secs = time.perf_counter() - t_start
     log(f"train base: done at step {step}, val loss {val_loss}, {secs:.1f} s -> {out}")
     return TrainResult(path=out, step=step, val_loss=val_loss, history=tuple(history), seconds=secs)

@@ -14,7 +14,8 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,94 @@ def progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return "-" if v is None else str(v)
+
+
+def train_loop(
+    *,
+    step_fn: Callable[[int], tuple[torch.Tensor, Mapping[str, float]]],
+    params: Iterable[nn.Parameter],
+    opt: torch.optim.Optimizer,
+    steps: int,
+    step: int,
+    end: int,
+    grad_clip: float,
+    val_every: int,
+    ckpt_every: int,
+    validate: Callable[[], Mapping[str, Any]],
+    write: Callable[[int], Any],
+    out: str | os.PathLike,
+    history: list[dict[str, Any]],
+    t_start: float,
+    desc: str,
+    progress_bar: bool,
+    log: Callable[[str], None],
+    lr_at: Callable[[int], float] | None = None,
+    after_step: Callable[[int], None] | None = None,
+    entry_info: Callable[[int], Mapping[str, Any]] | None = None,
+    on_step_end: Callable[[int], None] | None = None,
+    loss_name: str = "loss",
+) -> int:
+    """The one optimisation loop of the trainers (base, REMAC both variants, A2C2): from ``step``
+    to ``end``, returns the step reached.
+
+    Per step: ``lr_at(step)`` into every param group (None: the optimiser's constant rate),
+    ``loss, parts = step_fn(step)``, backward, gradient-norm clip ``grad_clip`` over ``params``,
+    ``opt.step()``, then ``after_step(step + 1)`` (an EMA update). Every ``val_every`` steps and at
+    ``steps``: one history entry ``{"step", **entry_info(step), **validate(), "seconds",
+    "train_<loss_name>", "train_<part>"...}`` (training means since the previous entry), shown on
+    the bar or logged. Then ``on_step_end(step)`` (an extra snapshot), and ``write(step)`` every
+    ``ckpt_every`` steps and at ``end``; after the loop, ``write(step)`` if ``out`` does not exist yet.
+    """
+    params = list(params)
+    bar = progress(steps, step, desc, progress_bar)
+    agg: dict[str, float] = {}
+    n_agg = 0
+    try:
+        while step < end:
+            if lr_at is not None:
+                lr = lr_at(step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+            loss, parts = step_fn(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            step += 1
+            if after_step is not None:
+                after_step(step)
+            n_agg += 1
+            agg[loss_name] = agg.get(loss_name, 0.0) + loss.item()
+            for k, v in parts.items():
+                agg[k] = agg.get(k, 0.0) + float(v)
+            bar.update(1)
+            if step % val_every == 0 or step == steps:
+                entry: dict[str, Any] = {"step": step}
+                if entry_info is not None:
+                    entry.update(entry_info(step))
+                entry.update(validate())
+                entry["seconds"] = round(time.perf_counter() - t_start, 2)
+                entry.update({f"train_{k}": v / max(n_agg, 1) for k, v in agg.items()})
+                history.append(entry)
+                shown = {k: v for k, v in entry.items() if k not in ("step", "seconds")}
+                bar.set_postfix(
+                    {k: _short(v) for k, v in shown.items() if k.startswith("val") or k == f"train_{loss_name}"}
+                )
+                if not progress_bar:
+                    log(f"step {step}: " + " ".join(f"{k} {_short(v)}" for k, v in shown.items()))
+                agg, n_agg = {}, 0
+            if on_step_end is not None:
+                on_step_end(step)
+            if step % ckpt_every == 0 or step == end:
+                write(step)
+    finally:
+        bar.close()
+    if not Path(out).exists():
+        write(step)
+    return step

@@ -575,72 +575,55 @@ def train_remac(
         f"{count_trainable_params(model)} LoRA params, {config.steps} steps, mask={config.mask} "
         f"curriculum={config.curriculum} align={config.align}"
     )
-    bar = C.progress(config.steps, step, f"remac[{task}]", progress_bar)
-    val = val_base = history[-1].get("val_masked_fm") if history else None
-    agg = {"loss": 0.0, "fm": 0.0, "m": 0.0, "delta": 0.0, "base_prefix": 0.0}
-    n_agg = 0
-    end = config.steps if stop_at is None else min(config.steps, int(stop_at))
-    try:
-        while step < end:
-            for g in opt.param_groups:
-                g["lr"] = C.lr_at(step, config.steps, config.lr, config.warmup)
-            rows = train_rows[np_rng.integers(0, len(train_rows), config.batch_size)]
-            d = np_rng.integers(0, config.d_max + 1, len(rows))
-            prefix, used = build_prefixes(
-                windows, batcher.chunks, base_chunks, rows, d, config.s_min, config.sigma(step), np_rng
-            )
-            r = torch.as_tensor(rows)
-            loss, parts = remac_loss(
-                model,
-                batcher.obs_input(r),
-                batcher.chunks[r],
-                prefix,
-                torch.as_tensor(d),
-                mask=config.mask,
-                lambda_m=lam_m,
-                lambda_delta=lam_d,
-                generator=gen,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            step += 1
-            n_agg += 1
-            agg["loss"] += loss.item()
-            agg["base_prefix"] += float(used.mean())
-            for k in ("fm", "m", "delta"):
-                agg[k] += parts[k]
-            bar.update(1)
-            if step % config.val_every == 0 or step == config.steps:
-                val, val_base = validate()
-                entry = {
-                    "step": step,
-                    "sigma": config.sigma(step),
-                    "val_masked_fm": val,
-                    "val_masked_fm_base": val_base,
-                    "seconds": round(time.perf_counter() - t_start, 2),
-                }
-                entry.update({f"train_{k}": v / max(n_agg, 1) for k, v in agg.items()})
-                history.append(entry)
-                bar.set_postfix(
-                    loss=f"{entry['train_loss']:.4f}",
-                    val="-" if val is None else f"{val:.4f}",
-                    base="-" if val_base is None else f"{val_base:.4f}",
-                )
-                if not progress_bar:
-                    log(
-                        f"step {step}: sigma {entry['sigma']:.2f} loss {entry['train_loss']:.4f} "
-                        f"val {val} (base {val_base})"
-                    )
-                agg = dict.fromkeys(agg, 0.0)
-                n_agg = 0
-            if step % config.ckpt_every == 0 or step == end:
-                write(step, val, val_base)
-    finally:
-        bar.close()
-    if not out.exists():
-        write(step, val, val_base)
+    prev = history[-1].get("val_masked_fm") if history else None
+    last = {"val_masked_fm": prev, "val_masked_fm_base": prev}
+
+    def step_fn(step_now: int):
+        rows = train_rows[np_rng.integers(0, len(train_rows), config.batch_size)]
+        d = np_rng.integers(0, config.d_max + 1, len(rows))
+        prefix, used = build_prefixes(
+            windows, batcher.chunks, base_chunks, rows, d, config.s_min, config.sigma(step_now), np_rng
+        )
+        r = torch.as_tensor(rows)
+        loss, parts = remac_loss(
+            model,
+            batcher.obs_input(r),
+            batcher.chunks[r],
+            prefix,
+            torch.as_tensor(d),
+            mask=config.mask,
+            lambda_m=lam_m,
+            lambda_delta=lam_d,
+            generator=gen,
+        )
+        return loss, {"fm": parts["fm"], "m": parts["m"], "delta": parts["delta"], "base_prefix": float(used.mean())}
+
+    def validate_entry() -> dict[str, Any]:
+        last["val_masked_fm"], last["val_masked_fm_base"] = validate()
+        return dict(last)
+
+    step = C.train_loop(
+        step_fn=step_fn,
+        params=params,
+        opt=opt,
+        steps=config.steps,
+        step=step,
+        end=config.steps if stop_at is None else min(config.steps, int(stop_at)),
+        grad_clip=config.grad_clip,
+        val_every=config.val_every,
+        ckpt_every=config.ckpt_every,
+        validate=validate_entry,
+        write=lambda step_now: write(step_now, last["val_masked_fm"], last["val_masked_fm_base"]),
+        out=out,
+        history=history,
+        t_start=t_start,
+        desc=f"remac[{task}]",
+        progress_bar=progress_bar,
+        log=log,
+        lr_at=lambda st: C.lr_at(st, config.steps, config.lr, config.warmup),
+        entry_info=lambda st: {"sigma": config.sigma(st)},
+    )
+    val, val_base = last["val_masked_fm"], last["val_masked_fm_base"]
     secs = time.perf_counter() - t_start
     log(f"train remac: done at step {step}, val masked fm {val} (base {val_base}), {secs:.1f} s -> {out}")
     return TrainResult(path=out, step=step, val_loss=val, history=tuple(history), seconds=secs)
@@ -804,65 +787,54 @@ def train_remac_authors(
         f"curriculum={config.curriculum} delta={config.delta}"
     )
     model.train()
-    bar = C.progress(config.steps, 0, f"remac-authors[{task}]", progress_bar)
     history: list[dict[str, Any]] = []
-    val = val_base = None
-    agg = {"loss": 0.0, "charb": 0.0, "delta": 0.0, "consist": 0.0, "gt_frac": 0.0}
-    n_agg = 0
-    step = 0
-    try:
-        while step < config.steps:
-            rows = train_rows[np_rng.integers(0, len(train_rows), config.batch_size)]
-            d = np_rng.integers(config.d_min(step), config.d_max + 1, len(rows))
-            k = np_rng.integers(0, config.base_samples, len(rows))
-            r = torch.as_tensor(rows)
-            loss, parts = remac_authors_loss(
-                model,
-                batcher.obs_input(r),
-                batcher.chunks[r],
-                base_chunks[torch.as_tensor(k), r],
-                torch.as_tensor(d),
-                config.p_ground_truth(step),
-                mask=config.mask,
-                gamma_flow=config.gamma_flow,
-                gamma_keep=config.gamma_keep,
-                delta=config.delta,
-                generator=gen,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
-            _ema_update(ema, params, config.ema)
-            step += 1
-            n_agg += 1
-            agg["loss"] += loss.item()
-            for key in ("charb", "delta", "consist", "gt_frac"):
-                agg[key] += parts[key]
-            bar.update(1)
-            if step % config.val_every == 0 or step == config.steps:
-                val, val_base = validate()
-                entry = {
-                    "step": step,
-                    "p_ground_truth": config.p_ground_truth(step - 1),
-                    "d_min": config.d_min(step - 1),
-                    "val_masked_fm": val,
-                    "val_masked_fm_base": val_base,
-                    "seconds": round(time.perf_counter() - t_start, 2),
-                }
-                entry.update({f"train_{key}": v / max(n_agg, 1) for key, v in agg.items()})
-                history.append(entry)
-                if not progress_bar:
-                    log(
-                        f"step {step}: p_gt {entry['p_ground_truth']:.2f} d_min {entry['d_min']} "
-                        f"loss {entry['train_loss']:.5f} val {val} (backbone {val_base})"
-                    )
-                agg = dict.fromkeys(agg, 0.0)
-                n_agg = 0
-            if step % config.ckpt_every == 0 or step == config.steps:
-                write(step, val, val_base, history)
-    finally:
-        bar.close()
+    last: dict[str, float | None] = {"val_masked_fm": None, "val_masked_fm_base": None}
+
+    def step_fn(step_now: int):
+        rows = train_rows[np_rng.integers(0, len(train_rows), config.batch_size)]
+        d = np_rng.integers(config.d_min(step_now), config.d_max + 1, len(rows))
+        k = np_rng.integers(0, config.base_samples, len(rows))
+        r = torch.as_tensor(rows)
+        return remac_authors_loss(
+            model,
+            batcher.obs_input(r),
+            batcher.chunks[r],
+            base_chunks[torch.as_tensor(k), r],
+            torch.as_tensor(d),
+            config.p_ground_truth(step_now),
+            mask=config.mask,
+            gamma_flow=config.gamma_flow,
+            gamma_keep=config.gamma_keep,
+            delta=config.delta,
+            generator=gen,
+        )
+
+    def validate_entry() -> dict[str, Any]:
+        last["val_masked_fm"], last["val_masked_fm_base"] = validate()
+        return dict(last)
+
+    step = C.train_loop(
+        step_fn=step_fn,
+        params=params,
+        opt=opt,
+        steps=config.steps,
+        step=0,
+        end=config.steps,
+        grad_clip=config.grad_clip,
+        val_every=config.val_every,
+        ckpt_every=config.ckpt_every,
+        validate=validate_entry,
+        write=lambda step_now: write(step_now, last["val_masked_fm"], last["val_masked_fm_base"], history),
+        out=out,
+        history=history,
+        t_start=t_start,
+        desc=f"remac-authors[{task}]",
+        progress_bar=progress_bar,
+        log=log,
+        after_step=lambda _s: _ema_update(ema, params, config.ema),
+        entry_info=lambda st: {"p_ground_truth": config.p_ground_truth(st - 1), "d_min": config.d_min(st - 1)},
+    )
+    val, val_base = last["val_masked_fm"], last["val_masked_fm_base"]
     secs = time.perf_counter() - t_start
     log(f"train remac (authors): done at step {step}, val masked fm {val} (backbone {val_base}), {secs:.1f} s -> {out}")
     return TrainResult(path=out, step=step, val_loss=val, history=tuple(history), seconds=secs)

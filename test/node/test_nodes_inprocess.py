@@ -174,8 +174,9 @@ class Client(Node):
         self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
         self.create_subscription(ActionChunk, "policy/action_chunk", self.chunks.append, 10)
 
-    def request(self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8):
+    def request(self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8, beta=0.0):
         m = ChunkRequest()
+        m.guidance_beta = float(beta)
         m.header.stamp = self.get_clock().now().to_msg()
         m.request_id, m.episode_id, m.obs_id, m.sampler = rid, 1, obs_id, method
         m.horizon, m.action_dim, m.dt, m.n_frozen = h, a, 0.05, n_frozen
@@ -282,6 +283,46 @@ def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
     assert c2.error_code == ActionChunk.ERROR_NONE
     np.testing.assert_allclose(np.asarray(c2.actions).reshape(8, 8)[:3], prefix[:3], atol=1e-5)  # frozen prefix
     assert policy.policy_name.startswith("flow/track")
+
+
+def test_policy_node_applies_each_requests_guidance_beta(run, tmp_path):
+    """One loaded policy, the clip per request: a ChunkRequest's guidance_beta reaches the sampler
+    (the chunk equals the backend's own infer at that beta), 0 means the policy's default, and two
+    betas on the same observation and seed give different chunks."""
+    from async_vla_ros.policy.base import load_policy, make_flow_backend
+    from async_vla_ros.policy.networks import FlowNetConfig
+
+    cfg = FlowNetConfig(
+        obs_dim=OBS_DIM, action_dim=8, horizon=8, hidden=32, channel_hidden=32, token_hidden=8, depth=1, obs_hidden=32
+    )
+    ckpt = make_flow_backend(cfg, init_seed=3, task="track").save(tmp_path / "random_flow.pt")
+    policy = PolicyNode(parameter_overrides=[P("policy", value=str(ckpt)), P("guidance_beta", value=2.0)])
+    client = Client()
+    assert run(_ready(client, policy), 10.0, policy, client)
+    state = _track_state(client)
+    client.pub_obs.publish(_obs_msg(client, 1, state))
+    prefix = np.tile(np.concatenate([Q0, [0.04]]), (8, 1)) + 0.3
+    weights = np.r_[np.ones(3), 0.5, 0.25, np.zeros(3)]
+    ref = load_policy(ckpt)
+    got = {}
+    for rid, (sampler, beta) in enumerate((("rtc", 0.5), ("rtc", 20.0), ("rtc_jf", 0.5), ("rtc", 0.0)), start=1):
+        client.request(rid, sampler, 1, prefix, weights, beta=beta)  # one at a time: none superseded
+        assert run(lambda rid=rid: any(c.request_id == rid for c in client.chunks), 15.0)
+        c = next(c for c in client.chunks if c.request_id == rid)
+        assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
+        got[rid] = np.asarray(c.actions).reshape(8, 8)
+        # guidance_beta 0: the node's load-time clip (its guidance_beta parameter, 2.0; the file says 5)
+        want = ref.infer(
+            state[None], sampler, prefix=prefix[None], weights=weights[None], seed=7, beta=beta if beta > 0 else 2.0
+        )[0]
+        np.testing.assert_allclose(got[rid], want, atol=1e-6, err_msg=f"request {rid}: {sampler} beta {beta}")
+    assert np.abs(got[1] - got[2]).max() > 1e-3  # the clip changed the chunk: it was applied
+    assert (
+        ref.settings.beta == 5.0
+        and np.abs(got[4] - ref.infer(state[None], "rtc", prefix=prefix[None], weights=weights[None], seed=7)[0]).max()
+        > 1e-3
+    )
+    assert policy.drops.as_dict().get("request.guidance_beta_not_applied", 0) == 0
 
 
 # ---------------------------------------------------------------------- scheduler -> policy -> correction

@@ -87,8 +87,11 @@ def test_load_models_gives_each_preset_its_files(tmp_path):
     naive = R.load_models("track", get_preset("naive"), cache=cache)
     te = R.load_models("track", get_preset("te"), cache=cache)
     assert te.policy is naive.policy  # one model shared by the presets of a run that load it alike
-    rtc = R.load_models("track", get_preset("rtc"), cache=cache)  # same file; its preset sets the guidance clip
-    assert rtc.files == naive.files and rtc.policy.settings.beta == get_preset("rtc").beta
+    # same file and the same loaded model: the preset's guidance clip travels with each request
+    rtc = R.load_models("track", get_preset("rtc"), cache=cache)
+    assert rtc.files == naive.files and rtc.policy is naive.policy
+    rtc_jf = R.load_models("track", get_preset("rtc_jf"), cache=cache)
+    assert rtc_jf.policy is naive.policy and ("beta", 5.0) in rtc_jf.preset.strategy_options
     remac = R.load_models("track", get_preset("remac_a2c2"), cache=cache)
     assert set(remac.files) == {"remac", "a2c2"} and remac.head is not None and remac.policy is not naive.policy
     bid = R.load_models("track", get_preset("bid"), cache=cache)

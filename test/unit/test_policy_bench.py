@@ -49,3 +49,15 @@ def test_bench_rejects_bad_arguments():
         bench_samplers.run(_ns("--delay", "9", "--horizon", "8"))
     with pytest.raises(SystemExit):
         bench_samplers.run(_ns("--reps", "0"))
+
+
+def test_report_shows_checkpoints_relative_to_the_repository():
+    """The benchmark report never names a machine's checkout (it once showed /work/wt/<who>/...)."""
+    from async_vla_ros.eval.bench_paper import REPO_ROOT, display_path
+
+    assert display_path("/work/wt/i15/async_vla_ros/checkpoints/track_base.pt (b80aade52592)") == (
+        "async_vla_ros/checkpoints/track_base.pt (b80aade52592)"
+    )
+    assert display_path(str(REPO_ROOT / "runs" / "x.pt") + " (abc)") == "runs/x.pt (abc)"
+    assert display_path("async_vla_ros/checkpoints/a.pt (1)") == "async_vla_ros/checkpoints/a.pt (1)"
+    assert display_path("/elsewhere/x.pt") == "/elsewhere/x.pt"  # outside the project: said as it is
