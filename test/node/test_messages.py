@@ -52,6 +52,11 @@ def test_ids_shapes_and_error_fields_exist():
         assert hasattr(plan, field)
     assert msgs.ActionChunk.ERROR_NONE == 0
     assert msgs.ChunkRequest.SAMPLER_RTC == "rtc"
+    # every sampler a request may carry has its constant in the message
+    from async_vla_ros.core.strategies import SAMPLERS
+
+    consts = {v for k, v in vars(msgs.ChunkRequest).items() if k.startswith("SAMPLER_")}
+    assert consts == set(SAMPLERS)
 
 
 def test_flat_arrays_carry_shaped_data():

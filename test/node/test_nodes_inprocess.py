@@ -262,6 +262,9 @@ def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
             P("policy", value=str(ckpt)),
             P("injected_latency_s", value=0.05),
             P("n_steps", value=3),
+            # one observation serves both requests: at load ~8 the second one started 2.6 s after it
+            # (the test is about latency injection and the samplers, not about the staleness limit)
+            P("max_obs_age_s", value=30.0),
         ]
     )
     client = Client()
