@@ -25,6 +25,7 @@ from async_vla_ros.rosenv import apply_ros_defaults
 apply_ros_defaults()
 
 import rclpy  # noqa: E402
+from rclpy._rclpy_pybind11 import RCLError  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -118,6 +119,11 @@ def main() -> int:
         ex.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # SIGINT shut the context down while a timer published ("publisher's context is invalid",
+        # seen in a loaded fresh-clone run): a clean stop; any other rcl error is a real one
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -91,4 +91,6 @@ def test_remote_faults_bit(results):
     assert g["killed_mid_chunk"]["unavailable"] >= 2, _explain(r)
     assert g["slow"]["unavailable"] >= 3 and g["slow"]["scheduler_timeouts"] >= 1, _explain(r)
     assert g["malformed_nan"]["inference_failed"] >= 3 and g["malformed_shape"]["inference_failed"] >= 3, _explain(r)
-    assert all(p.get("recovery_s") is not None for k, p in g.items() if k != "down_at_start"), _explain(r)
+    assert all(g[k].get("recovery_s") is not None for k in ("server_up", "killed_mid_chunk", "slow", "final")), (
+        _explain(r)
+    )  # (the malformed phases keep the server up: no recovery to time)

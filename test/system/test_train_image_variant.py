@@ -49,7 +49,8 @@ def test_image_policy_trains_and_serves_chunks(tmp_path):
         "20",
         "--no-progress",
     )
-    train = [float(line.split("train ")[1].split()[0]) for line in log.splitlines() if line.startswith("step ")]
+    # one line per validation: "step 20: val_loss ... train_loss ..." (train.common.train_loop)
+    train = [float(line.split("train_loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("step ")]
     assert len(train) == 3 and train[-1] < train[0], log
 
     policy = load_policy(ckpt)
