@@ -18,11 +18,15 @@ on import and child processes inherit ``os.environ``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import MutableMapping
 
 DEFAULT_DOMAIN_ID = 42
+# `kill -USR1 PID` prints every thread's Python stack of a node (nodes.common.register_stack_dump);
+# the built-in launcher sends it to a node that ignored SIGINT and SIGTERM, before SIGKILL
+STACK_DUMP_SIGNAL = signal.SIGUSR1
 # Fast DDS maps a domain id to UDP ports; ids above 101 collide with ephemeral ports on Linux.
 _TEST_DOMAIN_RANGE = range(10, 100)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from async_vla_ros.bringup.graph import Graph, NodeLaunch
-from async_vla_ros.rosenv import apply_ros_defaults
+from async_vla_ros.rosenv import STACK_DUMP_SIGNAL, apply_ros_defaults
 
 __all__ = ["Launcher", "NodeProcess"]
 
@@ -200,7 +200,13 @@ class Launcher:
                 self._echo(f"[launcher] {n.spec.name} ignored SIGINT; sending SIGTERM")
                 self._signal(n, signal.SIGTERM)
         self._wait_all(3.0)
-        for n in self.nodes:
+        hung = [n for n in self.nodes if n.proc.poll() is None]
+        for n in hung:  # where it hangs, before it is killed (run_node registers the dump)
+            self._echo(f"[launcher] {n.spec.name} still running; its threads' stacks follow (SIGUSR1)")
+            self._signal(n, STACK_DUMP_SIGNAL)
+        if hung:
+            time.sleep(1.0)  # the dump is written by a C handler at once; its reader echoes it
+        for n in hung:
             if n.proc.poll() is None:
                 self._echo(f"[launcher] {n.spec.name} still running; sending SIGKILL")
                 self._signal(n, signal.SIGKILL)

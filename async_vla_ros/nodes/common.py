@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from async_vla_ros.core.clock import NS_PER_S, stamp_to_ns
 from async_vla_ros.nodes.params import ParamError
-from async_vla_ros.rosenv import apply_ros_defaults
+from async_vla_ros.rosenv import STACK_DUMP_SIGNAL, apply_ros_defaults
 
 __all__ = [
     "NS_PER_S",
@@ -224,6 +224,17 @@ def enable_crash_tracebacks() -> None:
     faulthandler``, ``PYTHONFAULTHANDLER``) keeps its own setting."""
     if not faulthandler.is_enabled():
         faulthandler.enable(file=sys.stderr, all_threads=True)
+    register_stack_dump()
+
+
+def register_stack_dump() -> None:
+    """``kill -USR1 PID`` prints the Python stack of every thread of this node to stderr, from a
+    C-level handler: it answers also while the main thread is stuck inside a C call (an executor's
+    wait, a lock, DDS), where Python-level signal handlers -- rclpy's SIGINT/SIGTERM included --
+    never run. The built-in launcher sends it before it SIGKILLs a node that ignored SIGINT and
+    SIGTERM, so a hung stop leaves where it hung in the log."""
+    with contextlib.suppress(ValueError, RuntimeError, AttributeError):  # no such signal / not main thread
+        faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True, chain=False)
 
 
 def build_node(factory: Callable[..., Any], **kwargs: Any):
@@ -298,8 +309,13 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
         # `ros2 launch` then forwards a second SIGINT: that one must not interrupt close() (a
         # KeyboardInterrupt in a thread join, exit code -2) or the interpreter's exit handlers.
         # launch escalates to SIGTERM / SIGKILL itself if a close hangs.
-        with contextlib.suppress(ValueError):  # not the main thread (in-process tests): leave it
+        # SIGTERM, from here on, ends the process at once (launch's escalation when a stop hangs):
+        # rclpy's handlers only shut the context down, which a hung close() never looks at, and
+        # the EventsExecutor's own handler answers only the first of SIGINT / SIGTERM at all; a
+        # hung close() could then only be SIGKILLed.
+        with contextlib.suppress(ValueError):  # not the main thread (in-process tests): leave them
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # a stop that takes longer than STOP_TRACE_AFTER_S prints where every thread is (launch
         # escalates to SIGTERM after 5 s: without this a hung stop leaves nothing to go on)
         faulthandler.dump_traceback_later(STOP_TRACE_AFTER_S, exit=False, file=sys.stderr)

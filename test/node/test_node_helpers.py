@@ -344,3 +344,99 @@ sys.exit(run_node(FailsLate, sys.argv))
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cannot start" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["destroy_node from build_node"], out.stdout + out.stderr[-2000:]
+
+
+def test_a_node_stuck_in_a_callback_is_dumped_then_killed_by_the_launcher(tmp_path):
+    """A node whose executor thread is stuck inside C code (a DDS call, a lock) never runs Python's
+    signal handlers, so SIGINT and SIGTERM do nothing: the built-in launcher asks it for every
+    thread's stack (SIGUSR1, registered by run_node, answered by a C-level handler) before it
+    SIGKILLs it, so the log says where it hung. A CI run once lost a scheduler that way, with
+    nothing to go on. The stuck call is modelled by a sleep with SIGINT / SIGTERM / SIGUSR1 blocked
+    on the executor's thread (a Python-level wait would be interrupted by KeyboardInterrupt; the
+    dump then runs on another thread, as it would during a hang in C)."""
+    import sys
+
+    from async_vla_ros.bringup.graph import Graph, NodeLaunch
+    from async_vla_ros.bringup.launcher import Launcher
+
+    (tmp_path / "stuck_node.py").write_text(
+        """
+import signal, sys, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+class Stuck(Node):
+    NODE_NAME = "stuck"
+    def __init__(self):
+        super().__init__("stuck")
+        self.create_timer(0.05, self.stuck_callback)
+    def stuck_callback(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
+        print("in the callback", flush=True)
+        time.sleep(3600)  # never returns in time
+
+if __name__ == "__main__":
+    sys.exit(run_node(Stuck, sys.argv))
+"""
+    )
+    graph = Graph("stuck", (NodeLaunch("stuck", "stuck_node", "stuck_node"),), {})
+    lines: list[str] = []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    launcher = Launcher(graph, echo=lines.append, grace_s=1.0, env=env, python=sys.executable)
+    launcher.start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 60.0
+        while not any("in the callback" in line for line in lines):
+            assert launcher.check() and time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.05)
+    finally:
+        codes = launcher.stop()
+    out = "\n".join(lines)
+    assert codes == {"stuck": -signal.SIGKILL}, out
+    assert "stuck ignored SIGINT; sending SIGTERM" in out, out
+    assert "its threads' stacks follow" in out, out
+    assert "in stuck_callback" in out and "most recent call first" in out, out
+
+
+def test_sigterm_ends_a_node_whose_close_hangs_after_sigint(tmp_path):
+    """launch's escalation works: SIGINT starts the stop, close() hangs, SIGTERM ends the process
+    at once (rclpy's handlers would only shut down an already shut-down context, and the
+    EventsExecutor's answers the first signal only)."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import sys, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+class HangingClose(Node):
+    NODE_NAME = "hanging_close"
+    def __init__(self):
+        super().__init__("hanging_close")
+        self.create_timer(0.05, lambda: None)
+        print("up", flush=True)
+    def close(self):
+        print("closing", flush=True)
+        time.sleep(60)
+
+sys.exit(run_node(HangingClose, sys.argv))
+"""
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "closing"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
