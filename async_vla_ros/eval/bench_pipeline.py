@@ -68,6 +68,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--remote-methods", nargs="+", default=["rtc", "naive"], help="--remote: methods of the graph runs"
     )
+    parser.add_argument(
+        "--lockstep-episodes",
+        type=int,
+        default=100,
+        help="--remote: episodes per (added delay, method) of the lockstep replay of the measured round trips "
+        "(0: none)",
+    )
+    parser.add_argument(
+        "--lockstep-methods",
+        nargs="+",
+        default=["naive", "bid", "rtc", "rtc_a2c2"],
+        help="--remote: methods of the lockstep replay (shipped checkpoints)",
+    )
+    parser.add_argument(
+        "--trace-dir", default="", help="--remote: keep the measured delay traces (json) here (default: a temp dir)"
+    )
+    parser.add_argument("--lockstep-json", default="", help="--remote: also write the lockstep rows as JSON")
 
 
 def _cpu_ticks(pid: int) -> int | None:

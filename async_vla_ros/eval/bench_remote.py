@@ -17,16 +17,24 @@ thread; :mod:`async_vla_ros.eval.policy_servers`):
    (injected in the client, both ways: the ``delay_ms`` option of both backends). openpi's server
    reports its time in each reply; LeRobot's stock server only logs it (``Observation N | Total
    time: X ms``), so here it is read from the server's output, matched by timestep.
-2. **Absorption**: the Franka graph (MuJoCo sim) with ``policy:=<backend>://...?delay_ms=D`` for
-   each added delay and each method the backend can serve, ``--remote-duration`` s each: measured
-   and forecast delay d, switch jumps (``ChunkReport.boundary_jump`` of accepted chunks), hold
-   steps, episodes and their success.
+2. **Absorption in lockstep** (``--lockstep-episodes``): the round trips measured at each added
+   delay become a delay trace (``latency_s``, one per call, written as json: ``--trace-dir``), and
+   ``async-vla-ros eval`` replays it per chunk (``--delay-trace``: d = ceil(latency / dt), the
+   forecast from the scheduler's delay estimator) on the task with the shipped checkpoints for
+   each of ``--lockstep-methods``: success with its Wilson interval, switch jumps and how often the
+   forecast was under / over the delay, against the added delay, with enough episodes per cell to
+   compare methods. The policy is ours in-process; the delays are the protocol's, measured.
+3. **Absorption in the graph**: the Franka graph (MuJoCo sim) with
+   ``policy:=<backend>://...?delay_ms=D`` for each added delay and each method the backend can
+   serve, ``--remote-duration`` s each: measured and forecast delay d, switch jumps
+   (``ChunkReport.boundary_jump`` of accepted chunks), hold steps, episodes and their success.
 
 Not a timed test: numbers depend on the machine and its load (printed with the run).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -144,12 +152,107 @@ def round_trips(remote: Remote, delays_ms, n: int, hz: float = 20.0) -> dict:
                 i["network_s"] = i["round_trip_s"] - i["server_infer_s"]
             infos = [i for i in infos if np.isfinite(i["server_infer_s"])]
         res[d] = {
+            "round_trips_s": [float(i["round_trip_s"]) for i in infos],  # the trace of part 2
             "round_trip": _pct([i["round_trip_s"] for i in infos]),
             "server_infer": _pct([i["server_infer_s"] for i in infos]),
             "network": _pct([i["network_s"] for i in infos]),
             "n": len(infos),
         }
     return res
+
+
+def write_traces(rt: dict, delays_ms, protocol: str, out_dir: Path) -> dict[float, Path]:
+    """Part 2's input: one json delay trace per added delay (``{"latency_s": [...]}``, the
+    measured round trips in call order; ``eval --delay-trace`` reads it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for d in delays_ms:
+        p = out_dir / f"remote_{protocol}_plus{d:g}ms.json"
+        p.write_text(
+            json.dumps(
+                {
+                    "latency_s": rt[d]["round_trips_s"],
+                    "protocol": protocol,
+                    "added_one_way_ms": d,
+                    "what": "request out -> chunk in of each paced round trip (bench pipeline --remote)",
+                }
+            )
+        )
+        paths[d] = p
+    return paths
+
+
+def lockstep_absorption(
+    traces: dict[float, Path],
+    task: str,
+    methods,
+    episodes: int,
+    policy: str = "default",
+    batch: int = 50,
+    seed: int = 0,
+    json_out: Path | None = None,
+) -> list[dict]:
+    """Part 2 (module docstring): ``async-vla-ros eval`` on every trace, one row per
+    (added delay, method): the trace's delays in steps, success and its Wilson interval, jumps,
+    the forecast's under / over rates."""
+    import argparse
+
+    from async_vla_ros.core.delay import load_delay_trace
+    from async_vla_ros.eval import eval_cmd
+    from async_vla_ros.sim.tasks import make_task
+
+    dt = make_task(task).dt
+    tmp_json = Path(tempfile.mkdtemp(prefix="bench_remote_eval_")) / "eval.json"
+    ns = eval_cmd.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--task", task, "--policy", policy, "--episodes", str(episodes), "--batch", str(batch)]
+        + ["--seed", str(seed), "--json", str(tmp_json), "--delay-trace", *map(str, traces.values())]
+        + ["--method", *methods]
+    )
+    ns.delay = []  # the traces only
+    eval_cmd.run(ns)
+    summaries = json.loads(tmp_json.read_text())
+    by_label = {}
+    for d, path in traces.items():
+        spec = load_delay_trace(path, dt)
+        by_label[spec.label] = (d, np.asarray(spec.trace))
+    rows = []
+    for s in summaries:
+        d, steps = by_label[s["delay_label"]]
+        fc = s.get("forecast") or {}
+        rows.append(
+            {
+                "added_one_way_ms": d,
+                "method": s["preset"],
+                "d_steps_median": float(np.median(steps)),
+                "d_steps_p90": float(np.quantile(steps, 0.9)),
+                "d_steps_max": int(steps.max()),
+                "successes": s["successes"],
+                "n": s["n"],
+                "success_ci95": s["success_ci95"],
+                "switch_jump_max": s["switch_jump_max"],
+                "forecast_under": fc.get("under_rate"),
+                "forecast_over": fc.get("over_rate"),
+            }
+        )
+    rows.sort(key=lambda r: (r["added_one_way_ms"], list(methods).index(r["method"])))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+def format_absorption(rows: list[dict]) -> list[str]:
+    """Part 2's table: success vs added delay, one line per (delay, method)."""
+    out = ["  delay  d steps med/p90/max  method      success [95% Wilson]      jump_max rad  forecast under/over"]
+    for r in rows:
+        lo, hi = r["success_ci95"]
+        fc = "-" if r["forecast_under"] is None else f"{r['forecast_under']:.2f} / {r['forecast_over']:.2f}"
+        out.append(
+            f"  +{r['added_one_way_ms']:<4g}  {r['d_steps_median']:>3.0f} / {r['d_steps_p90']:.0f} / {r['d_steps_max']:<6d}"
+            f"  {r['method']:<10}  {r['successes'] / r['n']:.2f} [{lo:.2f}, {hi:.2f}] ({r['successes']}/{r['n']})"
+            f"  {r['switch_jump_max']:>8.3f}      {fc}"
+        )
+    return out
 
 
 def graph_run(remote: Remote, delay_ms: float, method: str, duration: float, warmup: float) -> dict:
@@ -275,6 +378,23 @@ def run_remote(ns) -> int:
                 f"server infer {ms(r['server_infer'][0])}, network {ms(r['network'][0])} / {ms(r['network'][1])}, "
                 f"overhead vs in-process {ms(over)} ({r['n']} calls matched)"
             )
+        if ns.lockstep_episodes > 0:
+            trace_dir = Path(ns.trace_dir) if ns.trace_dir else Path(tempfile.mkdtemp(prefix="bench_remote_traces_"))
+            traces = write_traces(rt, delays, proto, trace_dir)
+            print(
+                f"\nabsorption in lockstep: the round trips above as delay traces ({trace_dir}), replayed by "
+                f"`async-vla-ros eval --task {ns.task} --policy default --delay-trace ...` "
+                f"({ns.lockstep_episodes} episodes per cell):",
+                flush=True,
+            )
+            rows = lockstep_absorption(
+                traces,
+                ns.task,
+                ns.lockstep_methods,
+                ns.lockstep_episodes,
+                json_out=Path(ns.lockstep_json) if ns.lockstep_json else None,
+            )
+            print("\n".join(format_absorption(rows)), flush=True)
         if ns.remote_duration > 0:
             backend = get_backend(proto)
             methods = []
