@@ -275,12 +275,9 @@ def train_a2c2(
         step_fn=step_fn,
         params=head.parameters(),
         opt=opt,
-        steps=config.steps,
+        config=config,
         step=step,
-        end=config.steps if stop_at is None else min(config.steps, int(stop_at)),
-        grad_clip=config.grad_clip,
-        val_every=config.val_every,
-        ckpt_every=config.ckpt_every,
+        stop_at=stop_at,
         validate=validate,
         write=lambda step_now: write(step_now, last["val_mse"], last["val_mse_zero"]),
         out=out,
@@ -289,7 +286,6 @@ def train_a2c2(
         desc=f"a2c2[{task}]",
         progress_bar=progress_bar,
         log=log,
-        lr_at=lambda st: C.lr_at(st, config.steps, config.lr, config.warmup),
         loss_name="mse",
     )
     val, val0 = last["val_mse"], last["val_mse_zero"]

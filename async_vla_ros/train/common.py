@@ -224,12 +224,9 @@ def train_loop(
     step_fn: Callable[[int], tuple[torch.Tensor, Mapping[str, float]]],
     params: Iterable[nn.Parameter],
     opt: torch.optim.Optimizer,
-    steps: int,
+    config: Any,
     step: int,
-    end: int,
-    grad_clip: float,
-    val_every: int,
-    ckpt_every: int,
+    stop_at: int | None,
     validate: Callable[[], Mapping[str, Any]],
     write: Callable[[int], Any],
     out: str | os.PathLike,
@@ -238,16 +235,19 @@ def train_loop(
     desc: str,
     progress_bar: bool,
     log: Callable[[str], None],
-    lr_at: Callable[[int], float] | None = None,
+    lr_schedule: bool = True,
     after_step: Callable[[int], None] | None = None,
     entry_info: Callable[[int], Mapping[str, Any]] | None = None,
     on_step_end: Callable[[int], None] | None = None,
     loss_name: str = "loss",
 ) -> int:
     """The one optimisation loop of the trainers (base, REMAC both variants, A2C2): from ``step``
-    to ``end``, returns the step reached.
+    to ``end = min(config.steps, stop_at)`` (``stop_at`` None: ``config.steps``), returns the step
+    reached. ``config`` is the trainer's config: ``steps``, ``grad_clip``, ``val_every``,
+    ``ckpt_every`` and, with ``lr_schedule``, ``lr`` and ``warmup`` are read from it.
 
-    Per step: ``lr_at(step)`` into every param group (None: the optimiser's constant rate),
+    Per step: with ``lr_schedule``, :func:`lr_at` (warm-up, cosine) into every param group (else
+    the optimiser's constant rate),
     ``loss, parts = step_fn(step)``, backward, gradient-norm clip ``grad_clip`` over ``params``,
     ``opt.step()``, then ``after_step(step + 1)`` (an EMA update). Every ``val_every`` steps and at
     ``steps``: one history entry ``{"step", **entry_info(step), **validate(), "seconds",
@@ -255,14 +255,17 @@ def train_loop(
     the bar or logged. Then ``on_step_end(step)`` (an extra snapshot), and ``write(step)`` every
     ``ckpt_every`` steps and at ``end``; after the loop, ``write(step)`` if ``out`` does not exist yet.
     """
+    steps, grad_clip = int(config.steps), float(config.grad_clip)
+    val_every, ckpt_every = int(config.val_every), int(config.ckpt_every)
+    end = steps if stop_at is None else min(steps, int(stop_at))
     params = list(params)
     bar = progress(steps, step, desc, progress_bar)
     agg: dict[str, float] = {}
     n_agg = 0
     try:
         while step < end:
-            if lr_at is not None:
-                lr = lr_at(step)
+            if lr_schedule:
+                lr = lr_at(step, steps, config.lr, config.warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
             loss, parts = step_fn(step)
