@@ -218,6 +218,9 @@ class ReplayConfig:
     s_min: int = 1  # execution horizon floor
     seed: int = 0  # policy seed base (request r uses seed + r)
     preset: str = ""  # method preset shown in labels ('' : the strategy's name)
+    # the preset's make_strategy options (presets.Preset.strategy_options: RTC schedule, guidance
+    # clip beta), as the scheduler node and the lockstep runner get them
+    strategy_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         from async_vla_ros.core.strategies import STRATEGIES
@@ -271,6 +274,7 @@ class ReplayResult:
             "label": self.config.label,
             "method": self.config.preset or self.config.strategy,
             "strategy": self.config.strategy,
+            "strategy_options": dict(self.config.strategy_options),
             "delay": self.config.delay,
             "dt": self.config.dt,
             "horizon": self.config.horizon,
@@ -383,6 +387,7 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
         SchedulerConfig(horizon=H, action_dim=A, s_min=config.s_min),
         config.strategy,
         DelayEstimator(DelayConfig(d_init=0 if config.delay is None else config.delay, d_max=d_max)),
+        **dict(config.strategy_options),
     )
     delay = constant_delay(config.delay) if config.delay is not None else cycled_delays(run.delays, d_max)
     link = DelayedDelivery(sched, delay)
@@ -629,7 +634,19 @@ def run(ns: argparse.Namespace) -> int:
             dt = float(np.median(gaps))
             print(f"note: no dt in the bag (no plans/requests): using the median observation period {dt:.4f} s")
         configs = [
-            (m, ReplayConfig(lm.preset.strategy, d, dt, int(lm.policy.horizon), ns.s_min, ns.seed, preset=m))
+            (
+                m,
+                ReplayConfig(
+                    lm.preset.strategy,
+                    d,
+                    dt,
+                    int(lm.policy.horizon),
+                    ns.s_min,
+                    ns.seed,
+                    preset=m,
+                    strategy_options=lm.preset.strategy_options,
+                ),
+            )
             for m, lm in models.items()
             for d in delays
         ]

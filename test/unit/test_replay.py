@@ -290,3 +290,30 @@ def test_replay_of_a_flow_recording_loads_each_presets_models(tmp_path, capsys):
     gone = write_track_bag(tmp_path / "gone", steps=12, policy_name="flow/track/" + str(tmp_path / "nope.pt"))
     assert main(["replay", str(gone), "--delay", "2", "--out", str(out)]) == 2
     assert "not on this machine" in capsys.readouterr().err
+
+
+def test_replay_gives_the_scheduler_the_presets_strategy_options(track_bag, expert):
+    """The preset's RTC schedule and guidance clip reach the replayed scheduler, as they reach the
+    scheduler node and the lockstep runner: every guided rtc request carries the preset's beta to
+    ``infer(beta=...)``; without the options it carries none (the policy's own default)."""
+    from async_vla_ros.presets import get_preset
+
+    class BetaSpy:
+        def __init__(self, inner):
+            self.inner, self.betas = inner, []
+            self.horizon, self.action_dim, self.obs_dim = inner.horizon, inner.action_dim, inner.obs_dim
+
+        def infer(self, obs, *args, beta=None, **kwargs):
+            self.betas.append(beta)
+            return self.inner.infer(obs, *args, **kwargs)
+
+    rec = R.load_recording(track_bag)
+    preset = get_preset("rtc")
+    assert dict(preset.strategy_options)["beta"] == 5.0
+    spy = BetaSpy(expert)
+    R.replay(rec, spy, R.ReplayConfig("rtc", 2, DT, H, preset="rtc", strategy_options=preset.strategy_options))
+    # the first request has nothing planned to guide towards: no guidance, no clip
+    assert spy.betas[0] is None and len(spy.betas) > 3 and set(spy.betas[1:]) == {5.0}
+    bare = BetaSpy(expert)
+    R.replay(rec, bare, R.ReplayConfig("rtc", 2, DT, H))
+    assert bare.betas and set(bare.betas) == {None}
