@@ -243,6 +243,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+def _file_entry(path: Path) -> str:
+    """``"path (sha)"`` for reports: a file of this package relative to the package's parent
+    (``async_vla_ros/checkpoints/track_base.pt``), so reports name it the same from any checkout;
+    any other file by its path as given."""
+    pkg_parent = Path(__file__).resolve().parents[2]
+    try:
+        shown = Path(path).resolve().relative_to(pkg_parent)
+    except ValueError:
+        shown = path
+    return f"{shown} ({_sha(Path(path))})"
+
+
 @dataclass
 class PresetModels:
     """A task's models for one preset."""
@@ -292,7 +304,7 @@ def load_models(
     files: dict[str, str] = {}
     if spec.is_default:
         path = checkpoint_file(task, preset.checkpoint, cdir)
-        files[preset.checkpoint] = f"{path} ({_sha(path)})"
+        files[preset.checkpoint] = _file_entry(path)
         req = replace(req, target=str(path))
         if preset.uses_weak and not req.weak:
             req = replace(req, weak="default")
@@ -300,7 +312,7 @@ def load_models(
         path = Path(spec.target).expanduser()
         if not path.is_file():
             raise BackendError(f"policy {spec.text!r}: no such checkpoint file (or use 'default' / 'expert')")
-        files["policy"] = f"{path} ({_sha(path)})"
+        files["policy"] = _file_entry(path)
     if req.weak == "default":
         try:
             wpath = checkpoint_file(task, "base_weak", cdir)
@@ -308,7 +320,7 @@ def load_models(
             req = replace(req, weak="")  # BID then scores by backward coherence only
         else:
             req = replace(req, weak=str(wpath))
-            files["base_weak"] = f"{wpath} ({_sha(wpath)})"
+            files["base_weak"] = _file_entry(wpath)
     cache = {} if cache is None else cache
     pol = _cached(cache, ("policy", backend.name, req), lambda: backend.load(req))
     head = None
@@ -319,7 +331,7 @@ def load_models(
         if not hpath.is_file():
             raise BackendError(f"A2C2 head {hpath}: no such file")
         head = _cached(cache, ("head", str(hpath)), lambda: CorrectionHead.load(hpath))
-        files["a2c2"] = f"{hpath} ({_sha(hpath)})"
+        files["a2c2"] = _file_entry(hpath)
         if getattr(head.config, "latent_dim", 0) > 0 and not hasattr(pol, "latent"):
             raise BackendError(
                 f"policy {spec.text!r} cannot serve preset {preset.name!r}: the A2C2 head takes the base "

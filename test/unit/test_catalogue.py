@@ -162,3 +162,27 @@ def test_chunk_is_the_delivered_type():
     spec = link.request(0)
     ch = link.send(spec, np.zeros((4, 2)), 0)
     assert isinstance(ch, Chunk) and sched.n_accepted == 1 and link.in_flight == 0
+
+
+def test_report_file_entries_name_shipped_checkpoints_from_the_package_and_hash_them():
+    """Reports name a shipped checkpoint the same from any checkout (package-relative path) with its
+    content hash; a file outside the package keeps the path it was given."""
+    import hashlib
+
+    from async_vla_ros.checkpoints import DIR
+    from async_vla_ros.policy.registry import _file_entry
+
+    path = DIR / "track_base.pt"
+    if not path.is_file():
+        pytest.skip("shipped track checkpoint missing")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert _file_entry(path) == f"async_vla_ros/checkpoints/track_base.pt ({sha})"
+    assert _file_entry(DIR / ".." / "checkpoints" / "track_base.pt") == _file_entry(path)
+
+
+def test_report_file_entries_keep_outside_paths(tmp_path):
+    from async_vla_ros.policy.registry import _file_entry
+
+    f = tmp_path / "head.pt"
+    f.write_bytes(b"x")
+    assert _file_entry(f).startswith(f"{f} (") and _file_entry(f).endswith(")")
