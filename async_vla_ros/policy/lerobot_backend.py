@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros.core.strategies import check_beta
 from async_vla_ros.hfenv import apply_hf_offline
 from async_vla_ros.policy import samplers as S
 from async_vla_ros.policy.registry import SAMPLERS, Backend, BackendError, BackendRequest, register_backend
@@ -337,8 +338,13 @@ class LeRobotPolicyBackend:
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray:
-        """One chunk per observation row: (B, H, A) float64 in robot units (ChunkPolicy)."""
+        """One chunk per observation row: (B, H, A) float64 in robot units (ChunkPolicy).
+
+        ``beta``: this call's guidance clip for rtc, rtc_jf and rtc_lerobot (LeRobot's
+        ``max_guidance_weight``, set for the call); None: the folder's load-time default. One
+        loaded policy serves every preset's clip."""
         import torch
 
         t_start = time.perf_counter_ns()
@@ -346,6 +352,10 @@ class LeRobotPolicyBackend:
             raise BackendError(
                 f"sampler {sampler!r}: a {self.cfg.type!r} LeRobot policy runs {', '.join(self.samplers)}"
             )
+        try:
+            beta = self.settings.beta if beta is None else check_beta(beta, "lerobot infer")
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
         batch, b = self._batch(obs)
         h, st = self.horizon, self.settings
         gen = self._generator if seed is None else torch.Generator().manual_seed(int(seed))
@@ -366,6 +376,8 @@ class LeRobotPolicyBackend:
         if sampler == "bid" and (y is None) != (w is None):
             raise BackendError("bid needs prefix and weights together (or neither, for a first chunk)")
         info: dict[str, Any] = {"sampler": sampler, "n_steps": self.n_steps, **self._fed}
+        if sampler in ("rtc", "rtc_jf", "rtc_lerobot"):
+            info["beta"] = beta
         shape = (b, h, self.padded_dim)
         if sampler == "vanilla":
             if self.is_flow:
@@ -381,13 +393,18 @@ class LeRobotPolicyBackend:
             d, e = self.lerobot_rtc_args(w, n_frozen)
             info.update(inference_delay=d, execution_horizon=e)
             noise = torch.randn(shape, generator=gen)
-            out = self.policy.predict_action_chunk(
-                batch,
-                noise=noise,
-                inference_delay=d,
-                prev_chunk_left_over=y[..., : self.action_dim],
-                execution_horizon=e,
-            )
+            rc = self.policy.rtc_processor.rtc_config  # read by LeRobot's guidance on every call
+            rc.max_guidance_weight = float(beta)
+            try:
+                out = self.policy.predict_action_chunk(
+                    batch,
+                    noise=noise,
+                    inference_delay=d,
+                    prev_chunk_left_over=y[..., : self.action_dim],
+                    execution_horizon=e,
+                )
+            finally:
+                rc.max_guidance_weight = float(st.beta)
         else:
             v = self.velocity_fn(batch)
             n = self.n_steps
@@ -395,7 +412,7 @@ class LeRobotPolicyBackend:
                 wt = torch.as_tensor(np.clip(w, 0.0, 1.0), dtype=torch.float32)
                 x0 = torch.randn(shape, generator=gen)
                 with torch.no_grad():
-                    out = S.sample_rtc(v, x0, n, y, wt, beta=st.beta, validate=False, jacobian=sampler == "rtc")
+                    out = S.sample_rtc(v, x0, n, y, wt, beta=beta, validate=False, jacobian=sampler == "rtc")
             elif sampler == "prefix":
                 if n_frozen is None:
                     raise BackendError("the prefix sampler needs n_frozen (B,)")
@@ -558,5 +575,6 @@ register_backend(
         "a LeRobot PreTrainedPolicy folder (save_pretrained + processors): lerobot:DIR",
         samplers=FLOW_SAMPLERS,
         cameras=_cameras,
+        per_request_beta=True,
     )
 )

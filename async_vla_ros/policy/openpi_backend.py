@@ -10,7 +10,8 @@ Protocol (one observation dict per request, one action dict per reply):
 * request: ``{"state": (obs_dim,) float64, "images": {camera: (h, w, 3) uint8}, "prompt": str}``
   (the layout of openpi's ALOHA examples), plus, for guided samplers only, the optional key
   :data:`GUIDANCE_KEY` holding ``{"version": 1, "sampler": str, "prefix": (H, A) float64,
-  "weights": (H,) float64, "n_frozen": int, "seed": int (-1: none)}``: exactly the arguments of
+  "weights": (H,) float64, "n_frozen": int, "seed": int (-1: none), "beta": float (optional: the
+  RTC guidance clip of this request; absent: the server policy's default)}``: exactly the arguments of
   :meth:`ChunkPolicy.infer` (d and s are in them: the first d weights are 1 and ``n_frozen`` = d
   for REMAC), so the server runs the same guidance as a local policy. A plain openpi server
   ignores the key; a vanilla request carries none (and a plain client sending none gets vanilla).
@@ -86,12 +87,14 @@ def parse_address(target: str) -> OpenpiAddress:
 
 
 def guidance_payload(
-    sampler: str, prefix: Any, weights: Any, n_frozen: Any, seed: int | None, row: int
+    sampler: str, prefix: Any, weights: Any, n_frozen: Any, seed: int | None, row: int, beta: float | None = None
 ) -> dict[str, Any] | None:
     """The :data:`GUIDANCE_KEY` value for batch row ``row`` (None: a plain vanilla request)."""
     if sampler == "vanilla" and seed is None:
         return None
     g: dict[str, Any] = {"version": PROTOCOL_VERSION, "sampler": sampler, "seed": -1 if seed is None else int(seed)}
+    if beta is not None:
+        g["beta"] = float(beta)
     if prefix is not None:
         g["prefix"] = np.asarray(prefix, dtype=np.float64)[row]
     if weights is not None:
@@ -235,7 +238,7 @@ class OpenpiPolicy(RemoteChunkPolicy):
     def _payload(self, obs: Any, row: int, b: int, sampler: str, kw: dict[str, Any]) -> dict[str, Any]:
         req = self._row_obs(obs, row, b)
         if self.guided:
-            g = guidance_payload(sampler, kw["prefix"], kw["weights"], kw["n_frozen"], kw["seed"], row)
+            g = guidance_payload(sampler, kw["prefix"], kw["weights"], kw["n_frozen"], kw["seed"], row, kw.get("beta"))
             if g is not None:
                 req[GUIDANCE_KEY] = g
         return req
@@ -269,5 +272,6 @@ register_backend(
         "openpi",
         _load_openpi,
         "openpi websocket policy server: openpi://HOST:PORT[?options] (docs/remote.md)",
+        per_request_beta=True,  # our server takes the clip in the guidance dict
     )
 )

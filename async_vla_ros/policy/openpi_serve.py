@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from async_vla_ros.core.requests import SAMPLERS, sampler_call
+from async_vla_ros.core.requests import SAMPLERS, sampler_call, takes_beta
 from async_vla_ros.policy.openpi_backend import GUIDANCE_KEY, META_KEY, PROTOCOL_VERSION
 
 __all__ = ["FAULTS", "ServedPolicy", "make_server", "add_arguments", "run"]
@@ -137,7 +137,14 @@ class ServedPolicy:
             weights = weights[None]
         n_frozen = np.array([int(g.get("n_frozen", 0))])
         seed = int(g.get("seed", -1))
-        return sampler_call(sampler, prefix, weights, n_frozen, None if seed < 0 else seed)
+        beta = g.get("beta")
+        try:
+            sampler, kw = sampler_call(sampler, prefix, weights, n_frozen, None if seed < 0 else seed, beta=beta)
+        except ValueError as exc:  # a bad clip
+            raise RequestError(str(exc)) from None
+        if "beta" in kw and not takes_beta(self.policy):
+            raise RequestError(f"this server's policy has no per-request guidance clip (beta {kw['beta']} sent)")
+        return sampler, kw
 
     def infer(self, obs: dict) -> dict:
         self.n_requests += 1

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from async_vla_ros.core.requests import SAMPLERS
+from async_vla_ros.core.strategies import check_beta
 from async_vla_ros.policy.checks import check_sampler, check_seed, check_state
 from async_vla_ros.policy.registry import BackendError, BackendUnavailable
 
@@ -216,12 +217,19 @@ class RemoteChunkPolicy:
         weights: np.ndarray | None = None,
         n_frozen: np.ndarray | None = None,
         seed: int | None = None,
+        beta: float | None = None,
     ) -> np.ndarray:
-        """(B, H, A) float64 in robot units; one request per row (policy servers take one observation)."""
+        """(B, H, A) float64 in robot units; one request per row (policy servers take one observation).
+        ``beta``: the request's RTC guidance clip, sent along where the protocol carries it (ours
+        over openpi); None: the server's default."""
         check_sampler(sampler, SAMPLERS)
         seed = check_seed(seed)
+        try:
+            beta = check_beta(beta, "remote infer")
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
         b = self._state(obs).shape[0]
-        kw = {"prefix": prefix, "weights": weights, "n_frozen": n_frozen, "seed": seed}
+        kw = {"prefix": prefix, "weights": weights, "n_frozen": n_frozen, "seed": seed, "beta": beta}
         delay = self.address.floats["delay_ms"] / 1e3
         out = np.empty((b, self.horizon, self.action_dim))
         rtt = server = 0.0

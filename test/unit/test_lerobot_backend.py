@@ -208,3 +208,29 @@ def test_rtc_jf_is_lerobot_guidance_and_the_authors_remac_is_refused(be):
         be.infer(o, "remac", prefix=prev, weights=w, n_frozen=np.array([d]), seed=3)
     why = get_backend("lerobot").cannot_serve(get_preset("remac"), "x")
     assert why and "'remac'" in why
+
+
+def test_guidance_clip_is_a_request_parameter(be):
+    """One loaded LeRobot policy serves every preset's clip: ``beta`` per call reaches our rtc / rtc_jf
+    and LeRobot's own rtc (its ``max_guidance_weight``, restored after the call); None is the
+    load-time default, and a call with the default's value gives the same chunk as None."""
+    from async_vla_ros.core.requests import takes_beta
+
+    assert takes_beta(be) and get_backend("lerobot").per_request_beta
+    o = _obs(seed=7)
+    prev = be.infer(o, "vanilla", seed=1)
+    d, s = 3, 2
+    w = prefix_weights(d, s, H, "exp")[None]
+    nf = np.array([d])
+    default = be.settings.beta
+    for sampler, kw in (("rtc", {}), ("rtc_jf", {}), ("rtc_lerobot", {"n_frozen": nf})):
+        base = be.infer(o, sampler, prefix=prev, weights=w, seed=2, **kw)
+        assert be.last_info["beta"] == default
+        same = be.infer(o, sampler, prefix=prev, weights=w, seed=2, beta=default, **kw)
+        np.testing.assert_array_equal(base, same)
+        small = be.infer(o, sampler, prefix=prev, weights=w, seed=2, beta=0.05, **kw)
+        assert be.last_info["beta"] == 0.05
+        assert np.abs(small - base).max() > 1e-6, sampler  # the clip changed the guidance
+        assert be.policy.rtc_processor.rtc_config.max_guidance_weight == default  # restored
+    with pytest.raises(BackendError, match="beta"):
+        be.infer(o, "rtc", prefix=prev, weights=w, seed=2, beta=float("nan"))

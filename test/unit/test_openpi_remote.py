@@ -132,6 +132,16 @@ def test_vanilla_and_guided_samplers_equal_local(flow, served_flow):
         assert 0 <= info["network_s"] < info["round_trip_s"]
     # rtc actually guides (not silently vanilla): differs from the vanilla chunk of the same seed
     assert not np.allclose(remote.infer(obs, "rtc", seed=7, **cases["rtc"]), flow.infer(obs, "vanilla", seed=7))
+    # the request's guidance clip travels with it: the served chunk equals local rtc with that clip,
+    # and differs from the server's default clip
+    for beta in (0.05, 2.0):
+        local = flow.infer(obs, "rtc", seed=7, beta=beta, **cases["rtc"])
+        np.testing.assert_array_equal(remote.infer(obs, "rtc", seed=7, beta=beta, **cases["rtc"]), local)
+    assert not np.allclose(
+        remote.infer(obs, "rtc", seed=7, beta=0.05, **cases["rtc"]), remote.infer(obs, "rtc", seed=7, **cases["rtc"])
+    )
+    with pytest.raises(BackendError, match="beta"):
+        remote.infer(obs, "rtc", seed=7, beta=-1.0, **cases["rtc"])
     two = np.repeat(obs, 2, axis=0)
     assert remote.infer(two, "rtc", seed=7, prefix=np.repeat(prefix, 2, 0), weights=np.repeat(weights, 2, 0)).shape == (
         2,
@@ -307,4 +317,19 @@ def test_served_policy_rejects_bad_requests(flow):
     with pytest.raises(ValueError, match="prefix must be"):
         sp.infer(
             {"state": np.zeros(flow.obs_dim), GUIDANCE_KEY: {"version": 1, "sampler": "rtc", "prefix": np.zeros(3)}}
+        )
+    h, a = flow.horizon, flow.action_dim
+    rtc = {"version": 1, "sampler": "rtc", "prefix": np.zeros((h, a)), "weights": np.ones(h)}
+    with pytest.raises(ValueError, match="beta"):
+        sp.infer({"state": np.zeros(flow.obs_dim), GUIDANCE_KEY: {**rtc, "beta": float("nan")}})
+
+    class NoClip:  # a policy without a per-request clip: a sent clip is refused, not ignored
+        horizon, action_dim, obs_dim = flow.horizon, flow.action_dim, flow.obs_dim
+
+        def infer(self, obs, sampler="vanilla", prefix=None, weights=None, n_frozen=None, seed=None):
+            return np.zeros((1, h, a))
+
+    with pytest.raises(ValueError, match="no per-request guidance clip"):
+        ServedPolicy(NoClip(), task="track").infer(
+            {"state": np.zeros(flow.obs_dim), GUIDANCE_KEY: {**rtc, "beta": 2.0}}
         )
