@@ -337,6 +337,9 @@ def camera_stops(run: ChaosRun, res: CaseResult) -> None:
     )
 
 
+HOLD_SLACK_S = 0.25  # a stream fault: commands may go on this long past the plan's end (delivery)
+
+
 def _stream_fault(run: ChaosRun, res: CaseResult, param: str, on, off, what: str) -> None:
     d0 = {n: run.probe.diag_of(n) for n in ("camera_ingestion", "correction")}
     run.require(res, "sim", param, on)
@@ -369,16 +372,32 @@ def _stream_fault(run: ChaosRun, res: CaseResult, param: str, on, off, what: str
     holds = counter_delta(d0["correction"], run.probe.diag_of("correction"), "holds").get("", 0)
     if obs:
         res.fail(f"{len(obs)} observations published during the fault")
-    res.details.update(ingestion_drops=drops, holds=holds, merged_during=len(merged), commands_during=n_during)
-    # the robot held: the correction node repeated its last target, or (a new episode began
-    # just before the fault, so it never engaged) it published nothing and the robot's own
-    # controller held
+    # No new observation means no new chunk: the correction node may finish the plan it has (at
+    # most H control steps from the fault's start), then it holds its last target or -- a new
+    # episode began and it disengaged until the arm is measured at the new start -- publishes
+    # nothing, and the robot's own controller holds. Commands stamped later than that, without
+    # holds, would be a plan followed blindly.
+    sched = run.graph.node("scheduler").parameters
+    plan_s = int(sched.get("horizon", 8)) * float(sched.get("dt", 0.05))
+    stamps, _, _ = run.probe.commands(t0, t_end)
+    last_s = float((stamps.max() - t0) / NS) if len(stamps) else None
+    res.details.update(
+        ingestion_drops=drops,
+        holds=holds,
+        merged_during=len(merged),
+        commands_during=n_during,
+        last_command_s=last_s,
+        plan_s=plan_s,
+    )
     held = (
         f"correction held {holds} ticks"
         if holds
         else "correction published nothing (robot's controller held)"
         if n_during == 0
-        else "correction did not hold"
+        else f"correction finished its plan ({n_during} commands, the last {last_s:.2f} s into the fault, "
+        f"plan {plan_s:.2f} s), then published nothing (robot's controller held)"
+        if last_s is not None and last_s <= plan_s + HOLD_SLACK_S
+        else f"correction did not hold ({n_during} commands, the last {last_s} s into the fault)"
     )
     res.observed = f"{what}; observations stopped, {held}; ingestion dropped " + (
         ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "nothing"

@@ -16,12 +16,14 @@ clock, optionally under SCHED_FIFO):
 
 Nothing is published before the first plan of an episode has been sampled (the robot's own
 controller keeps holding); after that, when the plan runs dry (nothing planned for the current
-step) it holds the last target. The filter starts from the measured joints: the newest
-``/joint_states`` at start, and at every new episode seen on ``/observation`` the first
-``/joint_states`` measured at or after that observation (by stamp: a queued older message is not
-where the arm is) whose joints agree with the observation's within ``episode_start_tol_rad``. Until
-then nothing is published (the robot's controller holds). It never restarts from an observation's
-state, and an episode whose observation disagrees with the arm (rogue, or stale) never engages. Episode ids
+step) it holds the last target. An episode may engage once the arm is measured: at start, any
+``/joint_states``; at every new episode seen on ``/observation``, a ``/joint_states`` measured at or
+after that observation (by stamp: a queued older message is not where the arm is) whose joints
+agree with the observation's within ``episode_start_tol_rad``. Until then nothing is published (the
+robot's controller holds). It engages at the first planned sample after that, and the filter then
+starts from the newest measured joints (the arm may have moved while its controller held). It
+never restarts from an observation's state, and an episode whose observation disagrees with the
+arm (rogue, or stale) never engages. Episode ids
 and plan ids follow :class:`~async_vla_ros.core.sequence.SequenceTracker` (an older id is dropped
 unless ``rewind_after`` arrive in a row: its sender restarted). Plans of other episodes are dropped.
 Each filter restart is announced on
@@ -380,22 +382,28 @@ class CorrectionNode(Node):
             sample = self.plan.sample(now)
             horizon = self.plan.horizon
             obs = self._obs
-        if reset is not None:
-            q0, g0 = reset
+            # where the arm is now: the command stream (re)starts from here when it engages
+            newest = None if self._q_meas is None else (self._q_meas.copy(), self._grip_meas)
+        if reset is not None:  # ready to engage (the episode's start agreed with the arm), not engaged
+            self._ready = True
+            self._engaged = False
+        if not self._ready:
+            return  # no measured joints yet: nothing safe to command
+        if sample is None and not self._engaged:
+            return  # no plan yet in this episode: leave the robot's controller holding on its own
+        if not self._engaged:
+            # Engage: the filter starts from the newest measured joints, not from the measurement
+            # that let the episode engage. Between the two the robot's own controller held the last
+            # target, and the arm may have kept moving towards it (a tracking lag of ~0.1 rad in a
+            # loaded chaos run): starting from the older measurement would jump by that much.
+            q0, g0 = newest if newest is not None else reset
             self.safety.reset(
                 np.clip(q0, self.safety.config.joint_limits.q_min, self.safety.config.joint_limits.q_max), g0
             )
             self._target = np.concatenate([q0, [g0 if g0 is not None else self.safety.gripper]])
-            self._ready = True
-            self._engaged = False
             self._residual_key = None
             self.pub_segment.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id="filter_reset"))
-        if not self._ready:
-            return  # no measured joints yet: nothing safe to command
-        if sample is not None:
             self._engaged = True
-        if not self._engaged:
-            return  # no plan yet in this episode: leave the robot's controller holding on its own
         self.n_ticks += 1
         residual_norm = 0.0
         if sample is None:

@@ -433,6 +433,56 @@ def test_rogue_observation_with_huge_episode_id(run):
             assert np.max(np.abs(after[0] - Q0)) < 0.01, (seg, after[0])
 
 
+class DriftingRobot(Robot):
+    """The Robot, whose measured joints can be moved (an arm still converging on its controller's
+    last target while nothing is commanded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_js = Q0.copy()
+
+    def tick(self):
+        js = JointState()
+        js.header.stamp = self.get_clock().now().to_msg()
+        js.name = ARM + ["fr3_finger_joint1"]
+        js.position = self.q_js.tolist() + [0.0]
+        self.pub_js.publish(js)
+        self.obs_id += 1
+        self.pub_obs.publish(_obs_msg(self, self.obs_id, self.state, self.episode))
+
+
+def test_a_new_episode_restarts_the_commands_from_where_the_arm_is_when_it_engages(run):
+    """A new episode may engage once a measurement after its first observation agrees with it; it
+    engages when its first plan arrives. If the arm moved in between (its controller held the last
+    target and the arm kept converging), the command stream restarts from where the arm is then,
+    not from the earlier measurement: a loaded chaos run restarted 0.09 rad away from the arm."""
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert"), P("injected_latency_s", value=0.6)])
+    sched = SchedulerNode(parameter_overrides=[P("strategy", value="naive")])
+    corr = CorrectionNode(
+        parameter_overrides=[P("robot", value="panda"), P("sched_fifo_priority", value=0), P("rate_hz", value=100.0)]
+    )
+    robot = DriftingRobot()
+    assert run(lambda: len(robot.commands) >= 20, 30.0, policy, sched, corr, robot)
+    n_seg = len(robot.segments)
+    robot.episode = 2  # the new episode's observations agree with the arm (Q0) ...
+    assert run(lambda: corr.episode_id == 2, 10.0)
+    t_new = time.monotonic()
+    assert run(lambda: time.monotonic() - t_new > 0.2, 5.0)
+    drift = np.array([0.06, -0.06, 0.06, 0.06, -0.06, 0.06, 0.0])
+    robot.q_js = Q0 + drift  # ... then the arm moves before the episode's first plan (0.6 s latency)
+    assert run(lambda: len(robot.segments) > n_seg, 10.0), "the new episode never engaged"
+    seg = robot.segments[-1]
+    assert run(
+        lambda: any(c.header.stamp.sec * 10**9 + c.header.stamp.nanosec >= seg for c in robot.commands), 5.0
+    )
+    first = next(
+        np.asarray(c.points[0].positions[:7])
+        for c in robot.commands
+        if c.header.stamp.sec * 10**9 + c.header.stamp.nanosec >= seg
+    )
+    assert np.max(np.abs(first - (Q0 + drift))) < 0.01, first - Q0
+
+
 # ---------------------------------------------------------------------- camera ingestion
 class Sensors(Node):
     def __init__(self, cameras=("scene", "wrist")):

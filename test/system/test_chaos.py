@@ -60,9 +60,14 @@ def test_faults_that_interrupt_service_recover_quickly(results):
 def test_faults_actually_happened(results):
     """The checks above can only mean something if the faults bit: the robot held during the
     stream faults, the spike raised the latency, the flood superseded requests."""
+    from async_vla_ros.eval.chaos_cases import HOLD_SLACK_S
+
     for name in ("joint_states_stop", "clock_jump_forward", "clock_jump_back"):
-        d = results[name].details  # held by the correction node, or (not engaged yet) by the robot
-        assert d["holds"] > 0 or d["commands_during"] == 0, _explain(results[name])
+        # held by the correction node, or by the robot: the correction node published nothing, or
+        # finished its plan (at most H steps) and then disengaged at a new episode
+        d = results[name].details
+        stopped = d["last_command_s"] is not None and d["last_command_s"] <= d["plan_s"] + HOLD_SLACK_S
+        assert d["holds"] > 0 or d["commands_during"] == 0 or stopped, _explain(results[name])
         assert sum(d["ingestion_drops"].values()) > 0, _explain(results[name])
     assert results["latency_spike_x10"].details["latency_ratio"] > 4.0, _explain(results["latency_spike_x10"])
     assert results["request_flood"].details["policy"].get("superseded", 0) > 0, _explain(results["request_flood"])
