@@ -472,9 +472,7 @@ def test_a_new_episode_restarts_the_commands_from_where_the_arm_is_when_it_engag
     robot.q_js = Q0 + drift  # ... then the arm moves before the episode's first plan (0.6 s latency)
     assert run(lambda: len(robot.segments) > n_seg, 10.0), "the new episode never engaged"
     seg = robot.segments[-1]
-    assert run(
-        lambda: any(c.header.stamp.sec * 10**9 + c.header.stamp.nanosec >= seg for c in robot.commands), 5.0
-    )
+    assert run(lambda: any(c.header.stamp.sec * 10**9 + c.header.stamp.nanosec >= seg for c in robot.commands), 5.0)
     first = next(
         np.asarray(c.points[0].positions[:7])
         for c in robot.commands
