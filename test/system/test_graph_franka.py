@@ -39,14 +39,16 @@ def test_full_graph_completes_an_episode(monitor):
         assert wait_for(lambda: len(monitor.episode_results()) >= 1, 90.0, launcher), (
             "no episode finished:\n" + "\n".join(lines[-60:])
         )
+        # the counters below come once per second; under load the policy's warm-up can outlast the
+        # first episode (a loaded fresh-clone run stopped at 83 commands): run until they are there
         assert wait_for(
             lambda: (
-                monitor.diag("correction").get("commands", 0) > 0
+                monitor.diag("correction").get("commands", 0) > 100
                 and monitor.diag("camera_ingestion").get("images_attached", 0) > 0
             ),
-            10.0,
+            30.0,
             launcher,
-        )
+        ), "\n".join(lines[-40:])
         assert sorted(launcher.alive()) == sorted(n.name for n in graph.nodes)
     finally:
         codes = launcher.stop()
@@ -66,7 +68,8 @@ def test_full_graph_completes_an_episode(monitor):
     corr = monitor.diag("correction")
     assert corr["commands"] > 100 and corr["period_error_median_s"] < 0.005
     assert monitor.diag("sim")["commands"] > 0
-    assert codes == {n.name: 0 for n in graph.nodes}, codes  # every node stopped cleanly on SIGINT
+    # every node stopped cleanly on SIGINT (a hung stop leaves its stacks in the lines: run_node)
+    assert codes == {n.name: 0 for n in graph.nodes}, f"{codes}\n" + "\n".join(lines[-80:])
     assert not launcher.failed
 
 
