@@ -254,7 +254,8 @@ class Crashes(Node):
         self._worker.start()
         self.shutdown_requested = True
     def close(self):
-        os.kill(os.getpid(), signal.SIGSEGV)
+        # to this thread: a process-directed kill() can land on a DDS thread while main runs on
+        signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
 
 sys.exit(run_node(Crashes, sys.argv))
 """
