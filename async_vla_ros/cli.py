@@ -115,6 +115,12 @@ _COMMANDS: tuple[Command, ...] = (
         group="train",
     ),
     Command(
+        "vla",
+        "async_vla_ros.train.vla",
+        "train the multi-task VLA (tiny SmolVLA: cameras + instruction + proprioception) on every task's demos",
+        group="train",
+    ),
+    Command(
         "a2c2", "async_vla_ros.train.a2c2", "train an A2C2 correction head on a base checkpoint's chunks", group="train"
     ),
     Command(

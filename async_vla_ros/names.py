@@ -31,6 +31,12 @@ DIAGNOSTICS = "/diagnostics"
 COMMAND_TOPICS = (FORWARD_COMMAND, TRAJECTORY_COMMAND)  # the two ros2_control command interfaces
 
 
+# Proprioception: the first values of every observation state, in this order, in the simulator's
+# observation (sim/tasks.py COMMON_FIELDS: q 7, qd 7, gripper 1) and in camera_ingestion's
+# (``<joint>.position`` x 7, ``<joint>.velocity`` x 7, ``gripper_width``). A policy that reads only
+# these (``reads_proprio``, e.g. the multi-task VLA) takes that prefix of any task's state.
+N_PROPRIO = 15
+
 # Language instructions per task: several paraphrases each. The first of ``INSTRUCTIONS[task]`` is
 # the task's default (camera_ingestion's ``instruction`` parameter when empty); ``HELD_OUT``
 # paraphrases never go into training data (demos, dataset exports), only into evaluation.

@@ -68,3 +68,12 @@ TWO_CAMERAS = {"scene": "observation.images.scene", "wrist": "observation.images
 def tiny_smolvla_2cam_dir(tmp_path_factory):
     """The same tiny SmolVLA with the sim's two cameras (scene and wrist, 64x64 each)."""
     return _tiny_smolvla(tmp_path_factory, "tiny_smolvla_2cam", cameras=TWO_CAMERAS)
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvla_proprio_dir(tmp_path_factory):
+    """A multi-task-style tiny SmolVLA: both cameras, the 15 proprioception values as its state
+    (``state_input: proprioception``, as ``train vla`` writes it), no task of its own."""
+    return _tiny_smolvla(
+        tmp_path_factory, "tiny_smolvla_proprio", cameras=TWO_CAMERAS, state_dim=15, proprio_only=True, task=""
+    )

@@ -50,6 +50,7 @@ import numpy as np
 from async_vla_ros import names as N
 from async_vla_ros.bags import BagError, bag_info, read_messages
 from async_vla_ros.core.clock import stamp_to_ns
+from async_vla_ros.policy.checks import policy_state
 
 __all__ = ["RecordedRun", "ReplayConfig", "ReplayResult", "load_recording", "replay", "add_arguments", "run"]
 
@@ -90,11 +91,13 @@ class RecordedRun:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     instructions: list[str] = field(default_factory=list)
 
-    def policy_input(self, j: int, cameras) -> np.ndarray | dict:
-        """The policy's input for observation ``j``: the state, plus the recorded images and
-        instruction for a policy that takes ``cameras`` (BagError when the bag lacks one)."""
+    def policy_input(self, j: int, cameras, policy: Any = None) -> np.ndarray | dict:
+        """The policy's input for observation ``j``: the state (the part ``policy`` reads), plus the
+        recorded images and instruction for a policy that takes ``cameras`` (BagError when the bag
+        lacks one)."""
+        state = self.obs[j][None] if policy is None else policy_state(policy, self.obs[j][None])
         if not cameras:
-            return self.obs[j][None]
+            return state
         missing = sorted(set(cameras) - set(self.images))
         if missing:
             raise BagError(
@@ -102,7 +105,7 @@ class RecordedRun:
                 f"carry {sorted(self.images)} in every message (missing {missing})"
             )
         return {
-            "state": self.obs[j][None],
+            "state": state,
             "images": {c: self.images[c][j][None] for c in cameras},
             "instruction": self.instructions[j] if self.instructions else "",
         }
@@ -365,11 +368,12 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
     H, A = int(policy.horizon), int(policy.action_dim)
     if H != config.horizon:
         raise ValueError(f"config.horizon {config.horizon} != policy horizon {H}")
-    if run.obs.shape[1] != int(policy.obs_dim):
+    try:
+        policy_state(policy, run.obs[:1])
+    except ValueError as exc:
         raise ValueError(
-            f"the bag's observations have {run.obs.shape[1]} values, the policy expects "
-            f"{policy.obs_dim}: wrong policy/task for this recording"
-        )
+            f"the bag's observations do not fit the policy ({exc}): wrong policy/task for this recording"
+        ) from None
     if config.delay is None and not run.delays:
         raise BagError(
             f"bag {run.path} has no accepted chunk reports on {REPORT_TOPIC}: "
@@ -377,7 +381,7 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
         )
     cameras = list(getattr(policy, "camera_hw", None) or {})
     if cameras:
-        run.policy_input(0, cameras)  # BagError now when the bag lacks a camera the policy takes
+        run.policy_input(0, cameras, policy)  # BagError now when the bag lacks a camera the policy takes
     dt, dt_ns = config.dt, config.dt * 1e9
     t0 = int(run.obs_t_ns[0])
     obs_step = np.floor((run.obs_t_ns - t0) / dt_ns).astype(np.int64)
@@ -408,7 +412,7 @@ def replay(run: RecordedRun, policy, config: ReplayConfig, correction=None) -> R
         spec = link.request(t)
         if spec is not None:
             t_start = time.perf_counter()
-            obs_in = run.policy_input(j, cameras)
+            obs_in = run.policy_input(j, cameras, policy)
             acts = infer_specs(policy, obs_in, [spec], seed=config.seed + spec.request_id)
             latency_ms.append((time.perf_counter() - t_start) * 1e3)
             chunk_obs_ns[link.next_chunk_id] = int(run.obs_t_ns[j])

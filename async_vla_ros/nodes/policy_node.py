@@ -51,6 +51,7 @@ from async_vla_ros.nodes.ingest import InputError
 from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
 from async_vla_ros.nodes.worker import InferenceWorker
+from async_vla_ros.policy.checks import policy_state
 from async_vla_ros.policy.registry import BackendUnavailable
 
 NODE_NAME = "policy"
@@ -248,12 +249,12 @@ class PolicyNode(Node):
     def _on_observation(self, msg: Observation) -> None:
         try:
             state = np.asarray(msg.state, dtype=np.float64)
-            if state.shape != (self.obs_dim,) or msg.state_dim != self.obs_dim:
-                raise InputError(
-                    "bad_shape",
-                    f"state has {state.size} values (state_dim {msg.state_dim}); "
-                    f"the policy needs obs_dim = {self.obs_dim}",
-                )
+            if state.ndim != 1 or msg.state_dim != state.size:
+                raise InputError("bad_shape", f"state has {state.size} values, state_dim says {msg.state_dim}")
+            try:  # a proprioception-only policy (the multi-task VLA) reads the head of any task's state
+                state = policy_state(self.backend, state)
+            except ValueError as exc:
+                raise InputError("bad_shape", str(exc)) from None
             if not np.all(np.isfinite(state)):
                 raise InputError("non_finite", "observation state contains NaN or Inf")
             stamp = stamp_to_ns(msg.header.stamp)

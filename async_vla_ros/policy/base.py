@@ -75,6 +75,10 @@ class ChunkPolicy(Protocol):
       per-request clip leaves the parameter out (``core.requests.takes_beta``).
 
     Returns (B, H, A) float64.
+
+    A policy with ``reads_proprio = True`` (optional attribute, default False) reads only the
+    proprioception, the first ``obs_dim`` (= ``names.N_PROPRIO``) values of any task's state: its
+    callers hand it that prefix (:func:`policy_state`), so one policy serves every task.
     """
 
     horizon: int

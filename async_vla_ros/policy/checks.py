@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["did_you_mean", "check_sampler", "check_seed", "check_state"]
+__all__ = ["did_you_mean", "check_sampler", "check_seed", "check_state", "reads_proprio", "policy_state"]
 
 
 def did_you_mean(name: str, choices: Iterable[Any]) -> str:
@@ -48,3 +48,26 @@ def check_state(state: Any, obs_dim: int) -> np.ndarray:
     if not np.isfinite(s).all():
         raise ValueError("observation contains NaN or Inf")
     return s
+
+
+def reads_proprio(policy: Any) -> bool:
+    """Whether ``policy`` reads only the proprioception prefix of the state (see ChunkPolicy)."""
+    return bool(getattr(policy, "reads_proprio", False))
+
+
+def policy_state(policy: Any, state: np.ndarray) -> np.ndarray:
+    """The part of an observation state (..., n) that ``policy`` reads: all of it, or for a
+    proprioception-only policy its first ``obs_dim`` columns. ValueError when the state is too short
+    (or, for a policy that reads it all, of another width)."""
+    state = np.asarray(state)
+    dim, n = int(policy.obs_dim), int(state.shape[-1]) if state.ndim else 0
+    if reads_proprio(policy):
+        if n < dim:
+            raise ValueError(
+                f"the policy reads the {dim} proprioception values (q, qd, gripper) at the head of the state; "
+                f"the state has only {n}"
+            )
+        return state[..., :dim]
+    if n != dim:
+        raise ValueError(f"the state has {n} values, the policy needs obs_dim = {dim}")
+    return state

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.core.strategies import check_beta
 from async_vla_ros.hfenv import apply_hf_offline
 from async_vla_ros.policy import samplers as S
@@ -108,6 +109,7 @@ class LeRobotPolicyBackend:
         action_names: Sequence[str] | None = None,
         task: str = "",
         settings: LeRobotSettings | None = None,
+        reads_proprio: bool = False,
     ) -> None:
         import torch
 
@@ -150,6 +152,12 @@ class LeRobotPolicyBackend:
             if names is not None and len(names) != dim:
                 raise BackendError(f"{len(names)} {what} names for a {what} of dimension {dim}")
         self.task = str(task)
+        # the policy reads only q, qd, gripper (names.N_PROPRIO values at the head of any task's state)
+        self.reads_proprio = bool(reads_proprio)
+        if self.reads_proprio and self.obs_dim != N.N_PROPRIO:
+            raise BackendError(
+                f"a proprioception-only policy takes {N.N_PROPRIO} state values (q, qd, gripper), this one {self.obs_dim}"
+            )
         self.needs_image = bool(self.image_keys)
         self.takes_instruction = True  # the policy node hands over the observation's instruction
         model = getattr(policy, "model", None)
@@ -520,6 +528,7 @@ def load_lerobot_folder(
         action_names=side.get("action_names"),
         task=side.get("task", ""),
         settings=settings,
+        reads_proprio=side.get("state_input") == "proprioception",
     )
 
 

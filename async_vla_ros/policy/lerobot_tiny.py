@@ -60,6 +60,7 @@ class TinySmolVLASpec:
     action_names: Sequence[str] | None = None
     instruction: str = INSTRUCTIONS[0]
     task: str = ""
+    proprio_only: bool = False  # the state is q, qd, gripper (names.N_PROPRIO), the head of any task's state
 
 
 def build_tiny_vlm(directory: str | Path, image_size: int = 64, width: int = 64) -> Path:
@@ -183,5 +184,7 @@ def build_tiny_smolvla(directory: str | Path, spec: TinySmolVLASpec | None = Non
         side["action_names"] = list(spec.action_names)
     if spec.task:
         side["task"] = spec.task
+    if spec.proprio_only:
+        side["state_input"] = "proprioception"
     (directory / "async_vla_ros.json").write_text(json.dumps(side, indent=1))
     return directory

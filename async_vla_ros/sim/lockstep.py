@@ -59,6 +59,7 @@ from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, step_re
 from async_vla_ros.core.requests import infer_specs
 from async_vla_ros.core.scheduler import ChunkScheduler, MergeResult, SchedulerConfig
 from async_vla_ros.core.strategies import STRATEGIES, make_strategy
+from async_vla_ros.policy.checks import policy_state, reads_proprio
 from async_vla_ros.sim.env import BatchedPandaEnv
 from async_vla_ros.sim.tasks import TASKS, make_task
 
@@ -261,7 +262,8 @@ class LockstepRunner:
 
     def run(self, config: LockstepConfig) -> LockstepResult:
         task = make_task(config.task)
-        if self.policy.obs_dim != task.obs_dim or self.policy.action_dim != 8:
+        proprio = reads_proprio(self.policy) and self.policy.obs_dim <= task.obs_dim
+        if (self.policy.obs_dim != task.obs_dim and not proprio) or self.policy.action_dim != 8:
             raise ValueError(
                 f"policy dims (obs {self.policy.obs_dim}, action {self.policy.action_dim}) do not "
                 f"match task {config.task!r} (obs {task.obs_dim}, action 8)"
@@ -314,14 +316,15 @@ class LockstepRunner:
         the instruction (as camera_ingestion sends them) for a policy that names its cameras
         (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA)."""
         cams = getattr(self.policy, "camera_hw", None)
+        state = policy_state(self.policy, obs[rows])
         if not cams:
-            return obs[rows]
+            return state
         images = {
             name: np.stack([env.render(int(i), camera=name, width=w, height=h) for i in rows])
             for name, (h, w) in cams.items()
         }
         return {
-            "state": obs[rows],
+            "state": state,
             "images": images,
             "instruction": config.instruction or N.default_instruction(config.task),
         }

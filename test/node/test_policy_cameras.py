@@ -143,6 +143,55 @@ def test_policy_node_feeds_every_camera_and_the_instruction(tiny_smolvla_2cam_di
             n.destroy_node()
 
 
+def test_a_proprioception_policy_gets_the_head_of_the_tasks_state(tiny_smolvla_proprio_dir):
+    """The multi-task VLA reads q, qd, gripper (the first 15 values) of any task's observation;
+    a state shorter than that is a counted, explained drop and the request gets an error chunk."""
+    policy = PolicyNode(
+        parameter_overrides=[
+            Parameter("policy", value=f"lerobot:{tiny_smolvla_proprio_dir}"),
+            Parameter("task", value="track"),
+            Parameter("warmup", value=False),
+        ]
+    )
+    client = Client()
+    ex = SingleThreadedExecutor()
+    for n in (policy, client):
+        ex.add_node(n)
+    try:
+        assert policy.backend.reads_proprio and policy.obs_dim == 15
+        ready = lambda: client.pub_obs.get_subscription_count() > 0 and policy.pub.get_subscription_count() > 0  # noqa: E731
+        assert _spin(ex, ready, 10.0)
+        client.observation(1, {"scene": 10, "wrist": 200})  # track's 24 values
+        assert _spin(ex, lambda: 1 in policy._obs, 5.0)
+        client.request(1, 1)
+        assert _spin(ex, lambda: len(client.chunks) >= 1, 60.0)
+        c = client.chunks[0]
+        assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
+        direct = policy.backend.infer(
+            {
+                "state": np.linspace(-0.5, 0.5, OBS_DIM)[None, :15],
+                "images": {
+                    "scene": np.full((1, 64, 64, 3), 10, np.uint8),
+                    "wrist": np.full((1, 64, 64, 3), 200, np.uint8),
+                },
+            },
+            "vanilla",
+            seed=3,
+        )
+        np.testing.assert_allclose(np.asarray(c.actions).reshape(8, 8), direct[0], atol=1e-6)
+        short = Observation(obs_id=2, episode_id=1, task="track", state_dim=10)
+        short.header.stamp = client.get_clock().now().to_msg()
+        short.state = [0.0] * 10
+        client.pub_obs.publish(short)
+        assert _spin(ex, lambda: policy.drops.as_dict().get("observation.bad_shape", 0) == 1, 5.0)
+        assert "15 proprioception values" in policy.obs_problem and "only 10" in policy.obs_problem
+    finally:
+        policy.close()
+        for n in (policy, client):
+            ex.remove_node(n)
+            n.destroy_node()
+
+
 def test_observation_images_rejects_malformed_camera_fields():
     from async_vla_ros.nodes.ingest import InputError
 

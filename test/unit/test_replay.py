@@ -213,7 +213,7 @@ def test_config_and_bag_errors(tmp_path, track_bag, expert):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(B.BagError):
         R.load_recording(trunc)
-    with pytest.raises(ValueError, match="policy expects"):
+    with pytest.raises(ValueError, match="do not fit the policy .* needs obs_dim"):
         R.replay(R.load_recording(track_bag), _WrongDim(), R.ReplayConfig("naive", 1, DT, H))
 
 

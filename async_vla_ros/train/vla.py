@@ -1,0 +1,330 @@
+"""The multi-task VLA: a tiny SmolVLA (LeRobot architecture, random init, the project's own VLM
+config and tokenizer) trained by behaviour cloning on every task's camera demonstrations, the
+language instruction choosing the task.
+
+``async-vla-ros train vla --demos DIR [DIR ...] --out OUT_DIR``
+
+What the policy gets (and nothing else; no privileged object state):
+
+* ``observation.images.scene`` and ``observation.images.wrist``: the sim's two cameras, rendered at
+  ``image_size`` (``async-vla-ros demos TASK --images scene wrist --image-size 64``);
+* ``observation.state``: the proprioception, ``names.N_PROPRIO`` values (q, qd, gripper width),
+  the head of every task's state, so one policy serves all four tasks (``reads_proprio``);
+* ``task``: a language instruction, for each training sample one of the task's training
+  paraphrases (``names.INSTRUCTIONS``) drawn at random; ``names.HELD_OUT`` never appears here.
+
+The objective is LeRobot's own (``SmolVLAPolicy.forward``: flow matching on the normalised, padded
+action chunk), run by our optimisation loop (``train.common.train_loop``: warm-up + cosine
+learning rate, gradient clip, periodic validation and checkpoints). Normalisation statistics come
+from the training windows (mean/std, with floors: a dimension that never varies, such as the
+gripper on tasks that do not grasp, must not turn noise into a 1000-sigma input). The joint
+velocities are blinded by default (``--no-blind-qd`` to feed them), for the reason given in
+docs/training.md for the state policies: in noisy demonstrations ``qd`` carries the last step's
+execution noise, a spurious cue. The result is a LeRobot policy folder (``save_pretrained`` with
+its processors) and our sidecar (cameras, state input, instructions, training record):
+``--policy lerobot:OUT_DIR`` serves it in the policy node, ``eval``, ``bench`` and ``replay``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from async_vla_ros import names as N
+from async_vla_ros.train import common as C
+from async_vla_ros.train.data import ChunkWindows, DemoSet, Episode, load_episodes, split_episodes
+
+__all__ = ["VLAConfig", "VLAData", "load_vla_data", "train_vla"]
+
+CAMERAS = ("scene", "wrist")
+STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observation.images."
+OBS_SCALE_MIN = 0.01  # floor on state std (normalised units explode on near-constant inputs)
+ACTION_SCALE_MIN = 1e-3  # floor on action std (the gripper on tasks that never grasp)
+BLIND_SCALE = 1e6  # std given to a blinded state dimension: its normalised input is ~0
+
+
+@dataclass(frozen=True)
+class VLAConfig(C.DictConfig):
+    """Multi-task tiny SmolVLA training run."""
+
+    steps: int = 20000  # optimiser steps
+    batch_size: int = 32  # windows per step
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    warmup: int = 500  # linear warm-up steps, then cosine to 5 %
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0
+    val_every: int = 1000  # validation (and a history entry) every N steps
+    ckpt_every: int = 5000  # policy folder written every N steps and at the end
+    val_fraction: float = 0.05  # episodes held out per task for the validation loss
+    seed: int = 0
+    num_threads: int = 2  # torch threads
+    chunk: int = 8  # H: actions per chunk (the state policies' H)
+    n_steps: int = 10  # flow integration steps at inference
+    width: int = 64  # VLM hidden size
+    image_size: int = 64  # square camera frames (the demos' size)
+    blind_qd: bool = True  # joint velocities blinded (see the module docstring)
+
+
+@dataclass
+class VLAData:
+    """Every task's windows in one set: proprioceptive state, cameras, chunks, per-window task."""
+
+    windows: ChunkWindows
+    tasks: tuple[str, ...]  # task of each episode (windows.ep indexes it)
+    sources: tuple[dict[str, Any], ...]  # DemoSet.describe() per directory
+
+    def task_of(self, rows: np.ndarray) -> list[str]:
+        return [self.tasks[int(e)] for e in self.windows.ep[rows]]
+
+
+def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> VLAData:
+    """Read demonstration directories (one task each) into one window set; ValueError with what to
+    record when a directory lacks a camera or has frames of another size."""
+    episodes: list[Episode] = []
+    tasks: list[str] = []
+    sources = []
+    seen: dict[str, str] = {}
+    for d in dirs:
+        demos: DemoSet = load_episodes(d)
+        task = demos.task
+        if task not in N.TASK_NAMES:
+            raise ValueError(f"{d}: demonstrations of an unknown task {task!r} (expected one of {N.TASK_NAMES})")
+        if task in seen:
+            raise ValueError(f"{d}: a second directory of task {task!r} (first: {seen[task]})")
+        seen[task] = str(d)
+        for e in demos.episodes:
+            missing = [c for c in CAMERAS if c not in e.camera_images]
+            if missing:
+                raise ValueError(
+                    f"{d}: episodes lack cameras {missing}; record them with "
+                    f"`async-vla-ros demos {task} --images {' '.join(CAMERAS)} --image-size {image_size}`"
+                )
+            hw = {e.camera_images[c].shape[1:3] for c in CAMERAS}
+            if hw != {(image_size, image_size)}:
+                raise ValueError(f"{d}: frames are {sorted(hw)}, the policy takes {image_size}x{image_size}")
+            if e.obs.shape[1] < N.N_PROPRIO:
+                raise ValueError(f"{d}: observations have {e.obs.shape[1]} values, fewer than {N.N_PROPRIO}")
+            episodes.append(
+                Episode(
+                    obs=e.obs[:, : N.N_PROPRIO],
+                    actions=e.actions,
+                    seed=e.seed,
+                    meta={**dict(e.meta), "task": task},
+                    camera_images={c: e.camera_images[c] for c in CAMERAS},
+                )
+            )
+            tasks.append(task)
+        sources.append(demos.describe())
+    if not episodes:
+        raise ValueError("no demonstrations given")
+    return VLAData(ChunkWindows(episodes, horizon), tuple(tasks), tuple(sources))
+
+
+def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dict[str, Any]]:
+    import torch
+
+    obs = win.obs[rows]
+    acts = win.chunks[rows].reshape(-1, win.action_dim)
+    s_mean, s_std = obs.mean(0), np.maximum(obs.std(0), OBS_SCALE_MIN)
+    if blind_qd:
+        s_mean[7:14], s_std[7:14] = 0.0, BLIND_SCALE
+    a_mean, a_std = acts.mean(0), np.maximum(acts.std(0), ACTION_SCALE_MIN)
+
+    def t(x):
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    return {
+        STATE_KEY: {"mean": t(s_mean), "std": t(s_std)},
+        ACTION_KEY: {"mean": t(a_mean), "std": t(a_std)},
+    }
+
+
+def _instructions(tasks: Sequence[str], rng: np.random.Generator) -> list[str]:
+    return [str(rng.choice(N.INSTRUCTIONS[t])) for t in tasks]
+
+
+def train_vla(
+    dirs: Sequence[str | Path],
+    config: VLAConfig,
+    out_dir: str | Path,
+    *,
+    progress_bar: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Train the multi-task tiny SmolVLA on the demonstration directories; write ``out_dir``."""
+    from async_vla_ros.hfenv import apply_hf_offline
+
+    apply_hf_offline()
+    import torch
+
+    from async_vla_ros.policy.lerobot_backend import SIDECAR, load_lerobot_folder
+    from async_vla_ros.policy.lerobot_tiny import TinySmolVLASpec, build_tiny_smolvla
+
+    C.set_threads(config.num_threads)
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    data = load_vla_data(dirs, config.chunk, config.image_size)
+    win = data.windows
+    # per task, whole episodes held out (the same share of every task)
+    train_eps, val_eps = [], []
+    for k, task in enumerate(sorted(set(data.tasks))):
+        ids = np.flatnonzero(np.asarray(data.tasks) == task)
+        tr, va = split_episodes(len(ids), config.val_fraction, config.seed + k)
+        train_eps += ids[tr].tolist()
+        val_eps += ids[va].tolist()
+    train_rows = win.rows_of_episodes(sorted(train_eps))
+    val_rows = win.rows_of_episodes(sorted(val_eps))
+    spec = TinySmolVLASpec(
+        cameras={c: IMAGE_PREFIX + c for c in CAMERAS},
+        image_hw=(config.image_size, config.image_size),
+        state_dim=N.N_PROPRIO,
+        action_dim=win.action_dim,
+        chunk=config.chunk,
+        n_steps=config.n_steps,
+        width=config.width,
+        seed=config.seed,
+        state_names=[f"{j}.position" for j in N.ARM_JOINTS]
+        + [f"{j}.velocity" for j in N.ARM_JOINTS]
+        + ["gripper_width"],
+        action_names=list(N.ACTION_NAMES),
+        instruction=N.default_instruction(data.tasks[0]),
+        proprio_only=True,
+    )
+    build_tiny_smolvla(out_dir, spec, stats=_stats(win, train_rows, config.blind_qd))
+    be = load_lerobot_folder(out_dir)
+    policy, pre = be.policy, be.pre
+    policy.requires_grad_(True)
+    policy.train()
+    n_params = sum(p.numel() for p in policy.parameters())
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # LeRobot draws the flow noise and time from the global generator
+
+    def batch_of(rows: np.ndarray, instr: list[str]) -> dict[str, Any]:
+        b = {
+            STATE_KEY: torch.as_tensor(win.obs[rows], dtype=torch.float32),
+            ACTION_KEY: torch.as_tensor(win.chunks[rows], dtype=torch.float32),
+            "task": instr,
+        }
+        for c in CAMERAS:
+            img = torch.from_numpy(np.ascontiguousarray(win.camera_images[c][rows]))
+            b[IMAGE_PREFIX + c] = img.permute(0, 3, 1, 2).float().div_(255.0)
+        return pre(b)
+
+    def step_fn(step: int):
+        rows = train_rows[rng.integers(0, len(train_rows), config.batch_size)]
+        loss, _ = policy.forward(batch_of(rows, _instructions(data.task_of(rows), rng)))
+        return loss, {}
+
+    # validation: a fixed draw of held-out windows, instructions, noise and flow times
+    vrng = np.random.default_rng(config.seed + 1)
+    v_rows = val_rows[vrng.choice(len(val_rows), min(len(val_rows), 256), replace=False)] if len(val_rows) else val_rows
+    v_instr = _instructions(data.task_of(v_rows), vrng)
+    v_noise = torch.randn((len(v_rows), config.chunk, be.padded_dim), generator=gen)
+    v_time = torch.rand(len(v_rows), generator=gen) * 0.999 + 0.001
+
+    def validate() -> dict[str, Any]:
+        if not len(v_rows):
+            return {}
+        policy.eval()
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(v_rows), 64):
+                sl = slice(i, i + 64)
+                b = batch_of(v_rows[sl], v_instr[sl])
+                loss, _ = policy.forward(b, noise=v_noise[sl], time=v_time[sl])
+                total += float(loss) * len(v_rows[sl])
+        policy.train()
+        return {"val_fm": total / len(v_rows)}
+
+    history: list[dict[str, Any]] = []
+    record = {
+        "kind": "vla",
+        "config": config.to_dict(),
+        "demos": list(data.sources),
+        "tasks": sorted(set(data.tasks)),
+        "windows": {"train": int(len(train_rows)), "val": int(len(val_rows))},
+        "params": int(n_params),
+        "instructions": {t: list(N.INSTRUCTIONS[t]) for t in sorted(set(data.tasks))},
+        "held_out_instructions": {t: list(N.HELD_OUT[t]) for t in sorted(set(data.tasks))},
+        **C.provenance(),
+    }
+
+    def write(step: int) -> None:
+        policy.eval()
+        policy.save_pretrained(out_dir)
+        policy.train()
+        side_path = out_dir / SIDECAR
+        side = json.loads(side_path.read_text())
+        side["training"] = {
+            **record,
+            "step": int(step),
+            "history": history,
+            "seconds": round(time.perf_counter() - t_start, 1),
+        }
+        side_path.write_text(json.dumps(side, indent=1))
+
+    log(
+        f"train vla: tasks {record['tasks']}, {len(train_rows)} train / {len(val_rows)} val windows, "
+        f"{n_params:,} parameters, {config.steps} steps of batch {config.batch_size}, {config.num_threads} thread(s)"
+    )
+    step = C.train_loop(
+        step_fn=step_fn,
+        params=params,
+        opt=opt,
+        config=config,
+        step=0,
+        stop_at=None,
+        validate=validate,
+        write=write,
+        out=out_dir / "model.safetensors",
+        history=history,
+        t_start=t_start,
+        desc="train vla",
+        progress_bar=progress_bar,
+        log=log,
+    )
+    secs = time.perf_counter() - t_start
+    last = history[-1] if history else {}
+    log(f"train vla: done at step {step}, val_fm {last.get('val_fm')}, {secs:.1f} s -> {out_dir}")
+    return {"out": str(out_dir), "step": step, "seconds": secs, "history": history, "params": n_params}
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from async_vla_ros.train.base import add_config_arguments
+
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        default=[f"data/demos_vla/{t}" for t in N.TASK_NAMES],
+        help="demonstration directories, one per task, with both cameras "
+        "[data/demos_vla/{track,intercept,bifurcate,pick_moving}]",
+    )
+    parser.add_argument("--out", default="runs/train/vla", help="policy folder to write [runs/train/vla]")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-blind-qd", dest="blind_qd", action="store_false", help="feed the joint velocities")
+    add_config_arguments(parser, VLAConfig)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from async_vla_ros.train.base import _config_from_ns
+
+    try:
+        config = dataclasses.replace(_config_from_ns(ns, VLAConfig), blind_qd=ns.blind_qd)
+        train_vla(ns.demos, config, ns.out, progress_bar=not ns.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"train vla: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,95 @@
+"""The multi-task VLA: proprioception-only state, both cameras, instruction per task; trained by
+``train vla`` into a LeRobot folder that the backend, the lockstep runner and replay serve on any
+task's observation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+# torchvision (lerobot) before the first MuJoCo EGL context (docs/lerobot.md, "Known limits")
+import torchvision  # noqa: F401, I001
+
+from async_vla_ros import names as N
+from async_vla_ros.assets import panda_available
+from async_vla_ros.policy.checks import policy_state, reads_proprio
+
+
+class _P:
+    def __init__(self, obs_dim, proprio):
+        self.obs_dim, self.reads_proprio = obs_dim, proprio
+
+
+def test_policy_state_gives_a_proprio_policy_the_head_of_any_tasks_state():
+    s = np.arange(2 * 24, dtype=float).reshape(2, 24)
+    np.testing.assert_array_equal(policy_state(_P(15, True), s), s[:, :15])
+    np.testing.assert_array_equal(policy_state(_P(15, True), s[0]), s[0, :15])  # one observation, as the node has
+    np.testing.assert_array_equal(policy_state(_P(24, False), s), s)
+    with pytest.raises(ValueError, match="proprioception values .* only 10"):
+        policy_state(_P(15, True), s[:, :10])
+    with pytest.raises(ValueError, match="24 values, the policy needs obs_dim = 30"):
+        policy_state(_P(30, False), s)
+    assert not reads_proprio(object()) and reads_proprio(_P(15, True))
+
+
+def test_the_proprioception_prefix_is_the_same_in_the_sim_and_in_camera_ingestion():
+    from async_vla_ros.sim.tasks import COMMON_FIELDS
+
+    assert [n for n, _ in COMMON_FIELDS[:3]] == ["q", "qd", "gripper"]
+    assert sum(k for _, k in COMMON_FIELDS[:3]) == N.N_PROPRIO
+
+
+@pytest.mark.skipif(not panda_available(), reason="MuJoCo Panda model not fetched (make setup)")
+def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioception(tmp_path):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
+    from async_vla_ros.sim.demos import write_demos
+    from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
+    from async_vla_ros.train.vla import VLAConfig, load_vla_data, train_vla
+
+    demos = {}
+    for task in ("track", "intercept"):
+        demos[task] = tmp_path / task
+        write_demos(task, demos[task], 2, batch=2, images=("scene", "wrist"), image_size=32, progress=False)
+    data = load_vla_data(list(demos.values()), horizon=4, image_size=32)
+    assert data.windows.obs_dim == N.N_PROPRIO and set(data.tasks) == {"track", "intercept"}
+    with pytest.raises(ValueError, match="frames are .* takes 64x64"):
+        load_vla_data([demos["track"]], horizon=4, image_size=64)
+
+    cfg = VLAConfig(steps=3, batch_size=4, warmup=1, val_every=3, ckpt_every=3, chunk=4, n_steps=2, image_size=32)
+    out = tmp_path / "vla"
+    lines = []
+    res = train_vla(list(demos.values()), cfg, out, log=lines.append)
+    assert res["step"] == 3 and np.isfinite(res["history"][-1]["val_fm"]) and "train_loss" in res["history"][-1]
+    assert any("2 thread" in line and "['intercept', 'track']" in line for line in lines)
+    SmolVLAPolicy.from_pretrained(str(out))  # LeRobot itself loads it
+    side = json.loads((out / "async_vla_ros.json").read_text())
+    assert side["state_input"] == "proprioception" and side["cameras"] == {
+        "scene": "observation.images.scene",
+        "wrist": "observation.images.wrist",
+    }
+    assert side["training"]["step"] == 3 and side["training"]["held_out_instructions"]["track"] == list(
+        N.HELD_OUT["track"]
+    )
+    stats = __import__("safetensors.torch", fromlist=["load_file"]).load_file(
+        str(next(out.glob("policy_preprocessor_step_*normalizer*.safetensors")))
+    )
+    std = stats["observation.state.std"].numpy()
+    assert np.all(std[7:14] >= 1e5) and np.all(std >= 0.01)  # qd blinded, the rest floored
+
+    be = load_policy_spec(f"lerobot:{out}", BackendRequest("intercept"))
+    assert be.reads_proprio and be.obs_dim == N.N_PROPRIO and be.camera_hw == {"scene": (32, 32), "wrist": (32, 32)}
+    # the lockstep runner hands it the head of intercept's state (wider than 15) and both cameras
+    r = LockstepRunner(be).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1, delay=0))
+    assert len(r.episodes) == 1
+    # a policy that reads the whole state still needs the task's width
+    with pytest.raises(ValueError, match="do not match task"):
+        LockstepRunner(_FullState(be)).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1))
+
+
+class _FullState:
+    def __init__(self, be):
+        self.horizon, self.action_dim, self.obs_dim, self.infer = be.horizon, be.action_dim, be.obs_dim, be.infer
