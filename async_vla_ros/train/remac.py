@@ -839,7 +839,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base", required=True, help="base policy checkpoint to fine-tune, or lerobot:DIR (a LeRobot flow VLA folder)"
     )
-    parser.add_argument("--demos", default=None, help="demonstrations directory [data/demos/<task of --base>]")
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        default=None,
+        help="demonstrations directory [data/demos/<task of --base>]; for a multi-task VLA (train vla) "
+        "one directory per task",
+    )
     parser.add_argument("--out", default=None, help="checkpoint to write [next to --base: remac.pt]")
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -889,13 +895,16 @@ def run(ns: argparse.Namespace) -> int:
             folder = Path(ns.base.split(":", 1)[1])
             if not ns.demos or not ns.out:
                 raise ValueError("--base lerobot:DIR needs --demos DIR and --out OUT_DIR")
-            res = train_remac_lerobot(load_episodes(ns.demos), folder, config, ns.out, progress_bar=not ns.no_progress)
+            demos = load_episodes(ns.demos[0]) if len(ns.demos) == 1 else ns.demos
+            res = train_remac_lerobot(demos, folder, config, ns.out, progress_bar=not ns.no_progress)
             print(
                 f"wrote {res['out']} (LeRobot policy folder, LoRA merged; loss {res['loss_first']:.4f} -> {res['loss_last']:.4f})"
             )
             return 0
         task = str(load_checkpoint(ns.base).get("task", ""))
-        demos = load_episodes(ns.demos or f"data/demos/{task}")
+        if ns.demos and len(ns.demos) > 1:
+            raise ValueError(f"--demos: one directory for a {task!r} checkpoint, got {len(ns.demos)}")
+        demos = load_episodes(ns.demos[0] if ns.demos else f"data/demos/{task}")
         out = ns.out or str(Path(ns.base).with_name("remac.pt"))
         if ns.variant in (None, "authors"):
             if ns.resume:

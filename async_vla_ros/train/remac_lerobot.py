@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,22 @@ def expert_linear_names(model: nn.Module) -> list[str]:
 
 
 def train_remac_lerobot(
-    demos: DemoSet,
+    demos: DemoSet | Sequence[str | Path],
     base_dir: str | Path,
     config: Any,
     out_dir: str | Path,
     *,
     progress_bar: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune the LeRobot policy at ``base_dir`` with REMAC; write the merged policy folder."""
+    """Fine-tune the LeRobot policy at ``base_dir`` with REMAC; write the merged policy folder.
+
+    ``demos``: one task's demonstrations, or for a multi-task proprioception-only VLA (``train
+    vla``) its demonstration directories, one per task: each window then carries its task's
+    instruction (a training paraphrase drawn at random per step, as in ``train vla``)."""
     from async_vla_ros.policy.lerobot_backend import SIDECAR, LeRobotSettings, load_lerobot_folder
     from async_vla_ros.policy.lora import apply_lora, count_trainable_params, merge_lora
     from async_vla_ros.train.remac import build_prefixes, remac_loss
+    from async_vla_ros.train.vla import load_vla_data, sample_instructions
 
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -84,7 +90,24 @@ def train_remac_lerobot(
     be = load_lerobot_folder(base_dir, settings=LeRobotSettings(seed=config.seed, num_threads=config.num_threads))
     if not be.is_flow:
         raise ValueError(f"{base_dir}: a {be.cfg.type!r} policy is not a flow VLA; REMAC needs one (SmolVLA)")
-    win = ChunkWindows(demos.episodes, be.horizon)
+    rng = np.random.default_rng(config.seed)
+    if not be.reads_proprio:
+        if not isinstance(demos, DemoSet):
+            raise ValueError(f"{base_dir}: several demonstration directories need a multi-task VLA (train vla)")
+        win = ChunkWindows(demos.episodes, be.horizon)
+        described: Any = demos.describe()
+
+        def instructions(rows):
+            return None  # the folder's instruction (or the backend's default)
+    else:  # the multi-task VLA: proprioception, both cameras, each window its task's instruction
+        dirs = [demos.path] if isinstance(demos, DemoSet) else list(demos)
+        size = {hw[0] for hw in be.camera_hw.values()}
+        data = load_vla_data(dirs, be.horizon, size.pop() if len(size) == 1 else 0)
+        win, described = data.windows, list(data.sources)
+
+        def instructions(rows):
+            return sample_instructions(data.task_of(rows), rng)
+
     if win.obs_dim != be.obs_dim or win.action_dim != be.action_dim:
         raise ValueError(
             f"demos have obs_dim {win.obs_dim}, A {win.action_dim}; the policy {be.obs_dim}, {be.action_dim}"
@@ -101,12 +124,15 @@ def train_remac_lerobot(
                 f"the policy's camera {cam!r} takes {hw[0]}x{hw[1]} images; the demos have "
                 f"{win.camera_images[cam].shape[1:3]}"
             )
-    rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n, h = len(win), be.horizon
 
     def obs_of(rows):
-        return {"state": win.obs[rows], "images": {c: win.camera_images[c][rows] for c in be.camera_hw}}
+        obs = {"state": win.obs[rows], "images": {c: win.camera_images[c][rows] for c in be.camera_hw}}
+        instr = instructions(rows)
+        if instr is not None:
+            obs["instruction"] = instr
+        return obs
 
     t0 = time.perf_counter()
     chunks_n = be._normalize_actions(win.chunks).detach()  # (N, H, padded)
@@ -164,7 +190,7 @@ def train_remac_lerobot(
     side = json.loads((base_dir / SIDECAR).read_text()) if (base_dir / SIDECAR).is_file() else {}
     side["remac"] = {
         "base": str(base_dir),
-        "demos": demos.describe(),
+        "demos": described,
         "config": config.to_dict() if hasattr(config, "to_dict") else {},
         "lora_params": n_lora,
         "lora_targets": len(targets),

@@ -43,7 +43,7 @@ from async_vla_ros import names as N
 from async_vla_ros.train import common as C
 from async_vla_ros.train.data import ChunkWindows, DemoSet, Episode, load_episodes, split_episodes
 
-__all__ = ["VLAConfig", "VLAData", "load_vla_data", "train_vla"]
+__all__ = ["VLAConfig", "VLAData", "load_vla_data", "sample_instructions", "train_vla"]
 
 CAMERAS = ("scene", "wrist")
 STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observation.images."
@@ -148,7 +148,8 @@ def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dic
     }
 
 
-def _instructions(tasks: Sequence[str], rng: np.random.Generator) -> list[str]:
+def sample_instructions(tasks: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """One training paraphrase of each task (``names.INSTRUCTIONS``; never a held-out one)."""
     return [str(rng.choice(N.INSTRUCTIONS[t])) for t in tasks]
 
 
@@ -224,13 +225,13 @@ def train_vla(
 
     def step_fn(step: int):
         rows = train_rows[rng.integers(0, len(train_rows), config.batch_size)]
-        loss, _ = policy.forward(batch_of(rows, _instructions(data.task_of(rows), rng)))
+        loss, _ = policy.forward(batch_of(rows, sample_instructions(data.task_of(rows), rng)))
         return loss, {}
 
     # validation: a fixed draw of held-out windows, instructions, noise and flow times
     vrng = np.random.default_rng(config.seed + 1)
     v_rows = val_rows[vrng.choice(len(val_rows), min(len(val_rows), 256), replace=False)] if len(val_rows) else val_rows
-    v_instr = _instructions(data.task_of(v_rows), vrng)
+    v_instr = sample_instructions(data.task_of(v_rows), vrng)
     v_noise = torch.randn((len(v_rows), config.chunk, be.padded_dim), generator=gen)
     v_time = torch.rand(len(v_rows), generator=gen) * 0.999 + 0.001
 

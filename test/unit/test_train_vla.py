@@ -85,6 +85,15 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     # the lockstep runner hands it the head of intercept's state (wider than 15) and both cameras
     r = LockstepRunner(be).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1, delay=0))
     assert len(r.episodes) == 1
+    # REMAC LoRA on it, every task's windows with their instructions; the merged folder stays a VLA
+    from async_vla_ros.train.remac import RemacConfig
+    from async_vla_ros.train.remac_lerobot import train_remac_lerobot
+
+    rcfg = RemacConfig(steps=2, batch_size=4, warmup=1, base_samples=1, d_max=2, lr=1e-2)
+    rem = train_remac_lerobot(list(demos.values()), out, rcfg, tmp_path / "vla_remac")
+    assert len(rem["history"]) == 2 and rem["lora_params"] > 0 and len(rem["demos"]) == 2
+    tuned = load_policy_spec(f"lerobot:{tmp_path / 'vla_remac'}", BackendRequest("track"))
+    assert tuned.reads_proprio
     # a policy that reads the whole state still needs the task's width
     with pytest.raises(ValueError, match="do not match task"):
         LockstepRunner(_FullState(be)).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1))
