@@ -303,12 +303,13 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
                 per_node["policy"]["weak_checkpoint"] = _checkpoint(task, "base_weak")
             except GraphError:
                 pass
-    elif a["policy"] == "expert" or ":" in a["policy"]:
+    elif ":" in a["policy"] or _is_backend_name(a["policy"]):
         # a registered backend, NAME[:TARGET] or SCHEME://ADDRESS: refuse here a preset it cannot serve
         # (the same check as the policy node's load, without loading anything) so the launch fails with
-        # one line instead of a policy node that exits after the graph has started
+        # one line instead of a policy node that exits after the graph has started; the preset's
+        # checkpoint kind goes with it (the vla backend serves remac_clean from its REMAC folder)
         _check_backend_serves(a["policy"], preset)
-        per_node["policy"].update(policy=a["policy"])
+        per_node["policy"].update(policy=a["policy"], checkpoint_kind=preset.checkpoint)
     else:
         if not Path(a["policy"]).expanduser().is_file():
             raise GraphError(f"policy:={a['policy']}: no such checkpoint file (or default, expert, NAME:TARGET)")
@@ -334,6 +335,12 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if not nodes:
         raise GraphError(f"graph {name!r} has no node for these arguments")
     return Graph(name, tuple(nodes), a)
+
+
+def _is_backend_name(policy: str) -> bool:
+    from async_vla_ros.policy.registry import available_backends
+
+    return policy in available_backends()
 
 
 def _check_backend_serves(policy: str, preset: Any) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -510,11 +510,19 @@ def load_lerobot_folder(
     except Exception as exc:  # noqa: BLE001 - draccus/json errors of all kinds
         raise BackendError(f"{folder}/config.json: not a LeRobot policy config ({exc})") from exc
     cfg.device = device
+    pre_overrides: dict[str, Any] = {"device_processor": {"device": device}}
+    own_vlm = folder / "vlm"
+    vlm_name = getattr(cfg, "vlm_model_name", None)
+    if vlm_name is not None and own_vlm.is_dir() and Path(vlm_name) != own_vlm:
+        # a folder that carries its VLM config and tokenizer (lerobot_tiny, train vla) stays usable
+        # when moved or shipped: its config.json names the path it was built at
+        cfg.vlm_model_name = str(own_vlm.resolve())
+        pre_overrides["tokenizer_processor"] = {"tokenizer_name": cfg.vlm_model_name}
     policy = get_policy_class(cfg.type).from_pretrained(str(folder), config=cfg)
     pre, post = make_pre_post_processors(
         cfg,
         pretrained_path=str(folder),
-        preprocessor_overrides={"device_processor": {"device": device}},
+        preprocessor_overrides=pre_overrides,
         postprocessor_overrides={"device_processor": {"device": "cpu"}},
     )
     side = _read_sidecar(folder)
@@ -585,5 +593,46 @@ register_backend(
         samplers=FLOW_SAMPLERS,
         cameras=_cameras,
         per_request_beta=True,
+    )
+)
+
+
+# ---------------------------------------------------------------------- the shipped multi-task VLA
+VLA_FOLDERS = {"base": "vla", "remac_clean": "vla_remac"}  # checkpoint kind -> folder in checkpoints/
+
+
+def vla_folder(kind: str = "base", directory: str | Path | None = None) -> Path:
+    """The shipped multi-task VLA folder of a checkpoint kind (``train vla``; REMAC: ``train remac
+    --base lerobot:...``), in ``directory`` (default: the package's checkpoints); BackendError
+    saying how to make it when missing."""
+    from async_vla_ros.checkpoints import DIR
+
+    if kind not in VLA_FOLDERS:
+        raise BackendError(f"the vla backend has no {kind} model (it has {sorted(VLA_FOLDERS)})")
+    folder = Path(directory or DIR) / VLA_FOLDERS[kind]
+    if not (folder / "config.json").is_file():
+        raise BackendError(f"{folder}: the multi-task VLA is not there; train it as docs/training.md says (train vla)")
+    return folder
+
+
+def _load_vla(req: BackendRequest) -> LeRobotPolicyBackend:
+    folder = Path(req.target) if req.target else vla_folder(req.kind or "base", req.checkpoint_dir or None)
+    return _load(replace(req, target=str(folder)))
+
+
+def _vla_cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
+    return folder_cameras(req.target or vla_folder(req.kind or "base", req.checkpoint_dir or None))
+
+
+register_backend(
+    Backend(
+        "vla",
+        _load_vla,
+        "the shipped multi-task VLA (tiny SmolVLA: both cameras, an instruction, proprioception): vla",
+        kinds=tuple(VLA_FOLDERS),
+        samplers=FLOW_SAMPLERS,
+        cameras=_vla_cameras,
+        per_request_beta=True,
+        no_a2c2="the VLA's head (VLA features, never the privileged state) is not trained yet",
     )
 )

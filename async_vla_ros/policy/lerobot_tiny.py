@@ -54,6 +54,8 @@ class TinySmolVLASpec:
     chunk: int = 10
     n_steps: int = 10
     width: int = 64  # VLM hidden size
+    patches: int = 4  # vision patches per image side (patch size = image size / patches)
+    vision_width: int = 32  # vision encoder hidden size
     seed: int = 0
     rtc_beta: float | None = None  # set: the saved config carries an RTCConfig with this max guidance weight
     state_names: Sequence[str] | None = None
@@ -63,8 +65,12 @@ class TinySmolVLASpec:
     proprio_only: bool = False  # the state is q, qd, gripper (names.N_PROPRIO), the head of any task's state
 
 
-def build_tiny_vlm(directory: str | Path, image_size: int = 64, width: int = 64) -> Path:
+def build_tiny_vlm(
+    directory: str | Path, image_size: int = 64, width: int = 64, patches: int = 4, vision_width: int = 32
+) -> Path:
     """Write a tiny SmolVLM config + processor (tokenizer included) into ``directory``."""
+    if image_size % patches or patches % 2:
+        raise ValueError(f"{patches} patches per side must divide the image size {image_size} and be even")
     apply_hf_offline()
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor
@@ -108,12 +114,12 @@ def build_tiny_vlm(directory: str | Path, image_size: int = 64, width: int = 64)
             pad_token_id=fast.pad_token_id,
         ),
         vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
+            hidden_size=vision_width,
+            intermediate_size=2 * vision_width,
             num_hidden_layers=1,
             num_attention_heads=2,
             image_size=image_size,
-            patch_size=image_size // 4,
+            patch_size=image_size // patches,
         ),
         scale_factor=2,
         image_token_id=fast.convert_tokens_to_ids("<image>"),
@@ -142,7 +148,9 @@ def build_tiny_smolvla(directory: str | Path, spec: TinySmolVLASpec | None = Non
     h, w = spec.image_hw
     if h != w:
         raise ValueError("the tiny VLM takes square images")
-    vlm = build_tiny_vlm(directory / "vlm", image_size=h, width=spec.width)
+    vlm = build_tiny_vlm(
+        directory / "vlm", image_size=h, width=spec.width, patches=spec.patches, vision_width=spec.vision_width
+    )
     cfg = SmolVLAConfig(
         device="cpu",
         input_features={

@@ -115,9 +115,13 @@ class Backend:
     # infer takes a per-request guidance clip ``beta=`` (the preset's beta then travels with each
     # request); otherwise the registry loads the backend with the preset's beta
     per_request_beta: bool = False
+    # None: presets with an A2C2 head run with the task's head; else why this backend's policy has none
+    no_a2c2: str | None = None
 
     def cannot_serve(self, preset: MethodPreset, target: str = "") -> str | None:
         """Why this backend cannot serve ``preset`` (None: it can)."""
+        if preset.a2c2 and self.no_a2c2:
+            return f"preset {preset.name!r} runs an A2C2 head: {self.no_a2c2}"
         if self.kinds is not None and preset.checkpoint not in self.kinds:
             return (
                 f"the {self.name!r} backend has no {preset.checkpoint} model: preset {preset.name!r} needs the "

@@ -70,6 +70,8 @@ class VLAConfig(C.DictConfig):
     chunk: int = 8  # H: actions per chunk (the state policies' H)
     n_steps: int = 10  # flow integration steps at inference
     width: int = 64  # VLM hidden size
+    patches: int = 8  # vision patches per image side (8: 8x8 px patches at 64 px, 16 tokens per camera)
+    vision_width: int = 64  # vision encoder hidden size
     image_size: int = 64  # square camera frames (the demos' size)
     blind_qd: bool = True  # joint velocities blinded (see the module docstring)
 
@@ -192,6 +194,8 @@ def train_vla(
         chunk=config.chunk,
         n_steps=config.n_steps,
         width=config.width,
+        patches=config.patches,
+        vision_width=config.vision_width,
         seed=config.seed,
         state_names=[f"{j}.position" for j in N.ARM_JOINTS]
         + [f"{j}.velocity" for j in N.ARM_JOINTS]

@@ -102,3 +102,24 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
 class _FullState:
     def __init__(self, be):
         self.horizon, self.action_dim, self.obs_dim, self.infer = be.horizon, be.action_dim, be.obs_dim, be.infer
+
+
+def test_the_vla_backend_serves_its_presets_and_refuses_a2c2_ones(tiny_smolvla_proprio_dir, tmp_path):
+    from async_vla_ros.bringup.graph import GraphError, build_graph
+    from async_vla_ros.policy.lerobot_backend import vla_folder
+    from async_vla_ros.policy.registry import BackendError, BackendRequest, load_models
+    from async_vla_ros.presets import get_preset
+
+    spec = f"vla:{tiny_smolvla_proprio_dir}"
+    g = build_graph("franka", {"policy": spec, "method": "remac_clean", "task": "intercept"})
+    assert g.node("policy").parameters["checkpoint_kind"] == "remac_clean"  # vla serves it from vla_remac/
+    assert g.node("sim").parameters["cameras"] == ["scene", "wrist"]
+    with pytest.raises(GraphError, match="A2C2 head: the VLA's head"):
+        build_graph("franka", {"policy": spec, "method": "rtc_a2c2", "task": "intercept"})
+    m = load_models("pick_moving", get_preset("rtc_lerobot"), spec)  # one VLA for every task
+    assert m.policy.reads_proprio
+    with pytest.raises(BackendError, match="has no remac model"):
+        load_models("track", get_preset("remac"), spec)
+    with pytest.raises(BackendError, match="multi-task VLA is not there; train it"):
+        vla_folder("base", tmp_path)
+    assert BackendRequest("track").kind == "base"
