@@ -28,7 +28,15 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["checkpoints/*.pt", "checkpoints/*.json", "web/*"]},
+    package_data={
+        PACKAGE: [
+            "checkpoints/*.pt",
+            "checkpoints/*.json",
+            # the multi-task VLA and its REMAC: LeRobot policy folders with their tiny VLM (config, tokenizer)
+            *(f"checkpoints/{f}/{sub}*" for f in ("vla", "vla_remac") for sub in ("", "vlm/")),
+            "web/*",
+        ]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

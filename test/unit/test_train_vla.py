@@ -94,6 +94,27 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert len(rem["history"]) == 2 and rem["lora_params"] > 0 and len(rem["demos"]) == 2
     tuned = load_policy_spec(f"lerobot:{tmp_path / 'vla_remac'}", BackendRequest("track"))
     assert tuned.reads_proprio
+    # shipped as the manifest ships it: float16 weights, an entry from the training record
+    import shutil
+
+    from async_vla_ros.train.manifest import main as manifest_main
+
+    ship = tmp_path / "ckpts"
+    shutil.copytree(out, ship / "vla")
+    before = be.infer(
+        {"state": np.zeros((1, 15)), "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist")}},
+        seed=0,
+    )
+    assert manifest_main([str(ship)]) == 0
+    (entry,) = json.loads((ship / "manifest.json").read_text())["folders"]
+    assert entry["kind"] == "vla" and entry["stored_dtype"] == "float16" and entry["step"] == 3
+    assert entry["command"].startswith("async-vla-ros train vla --demos data/demos_vla/intercept data/demos_vla/track")
+    shipped = load_policy_spec(f"vla:{ship / 'vla'}", BackendRequest("track"))
+    after = shipped.infer(
+        {"state": np.zeros((1, 15)), "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist")}},
+        seed=0,
+    )
+    np.testing.assert_allclose(after, before, atol=5e-3)
     # a policy that reads the whole state still needs the task's width
     with pytest.raises(ValueError, match="do not match task"):
         LockstepRunner(_FullState(be)).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1))
