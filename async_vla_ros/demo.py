@@ -232,6 +232,20 @@ def _summary(monitor, graph, elapsed: float) -> dict:
             f"  policy {pol.get('policy', '?')}: {pol.get('chunks', 0)} chunks, "
             f"{pol.get('superseded', 0)} superseded requests"
         )
+    ing = monitor.diag("camera_ingestion")
+    if ing.get("cameras"):
+        lat_img = ing.get("image_latency_median_s")
+        lines.append(
+            f"  cameras {ing['cameras']}: {ing.get('images_attached', 0)} observations with every frame"
+            + (
+                f"; image pipeline latency (frame stamp -> observation out) median {1e3 * lat_img:.1f} ms, "
+                f"p95 {1e3 * ing['image_latency_p95_s']:.1f} ms"
+                if lat_img is not None
+                else ""
+            )
+        )
+    if pol.get("instruction") or ing.get("instruction"):
+        lines.append(f"  instruction: {pol.get('instruction') or ing.get('instruction')!r}")
     flowed = bool(lat) and int(corr.get("commands", 0) or 0) > 0 and monitor.n_plans > 0
     return {"text": "\n".join(lines), "flowed": flowed}
 

@@ -163,4 +163,10 @@ class GraphMonitor(Node):
             parts.append(
                 f"cmd jitter p99 {1e3 * corr['period_error_p99_s']:.2f} ms{' FIFO' if corr.get('sched_fifo') else ''}"
             )
+        ing = self.diag("camera_ingestion")
+        if "image_latency_median_s" in ing:
+            parts.append(f"images {1e3 * ing['image_latency_median_s']:.0f} ms")
+        said = self.diag("policy").get("instruction")
+        if said:
+            parts.append(f"'{said}'")
         return " | ".join(parts)

@@ -133,6 +133,8 @@ class CameraIngestionNode(Node):
         self.n_images_attached = 0  # observations with every camera attached
         self.n_missing: dict[str, int] = {name: 0 for name in self.cameras}
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
+        self.image_latencies: deque[float] = deque(maxlen=200)  # oldest attached frame's age at publication (s)
+        self._oldest_frame_ns = 0
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
         # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
@@ -257,12 +259,16 @@ class CameraIngestionNode(Node):
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
         self.pub.publish(msg)
+        if self._img and msg.status == Observation.STATUS_OK:
+            # the image pipeline's latency: the oldest attached frame's stamp -> this observation out
+            self.image_latencies.append((self.get_clock().now().nanoseconds - self._oldest_frame_ns) / NS_PER_S)
 
     def _attach_images(self, msg: Observation, ref_ns: int) -> None:
         """One slot per configured camera: its frame nearest to ``ref_ns`` within
         ``max_image_age_s``, or an empty image (and STATUS_IMAGE_MISSING)."""
         max_age = int(self.p["max_image_age_s"] * NS_PER_S)
         complete = True
+        self._oldest_frame_ns = ref_ns
         for name, buf in self._img.items():
             slot = Image()
             found = buf.nearest(ref_ns, max_age) if len(buf) else None
@@ -272,6 +278,7 @@ class CameraIngestionNode(Node):
                 age = 0.0
             else:
                 stamp, rgb = found
+                self._oldest_frame_ns = min(self._oldest_frame_ns, stamp)
                 slot.header.stamp.sec, slot.header.stamp.nanosec = divmod(stamp, NS_PER_S)
                 slot.height, slot.width = rgb.shape[:2]
                 slot.encoding = "rgb8"
@@ -298,6 +305,11 @@ class CameraIngestionNode(Node):
         ages = np.asarray(self.obs_ages)
         if ages.size:
             vals.update({"obs_age_median_s": float(np.median(ages)), "obs_age_p95_s": float(np.quantile(ages, 0.95))})
+        lat = np.asarray(self.image_latencies)
+        if lat.size:
+            vals.update(
+                {"image_latency_median_s": float(np.median(lat)), "image_latency_p95_s": float(np.quantile(lat, 0.95))}
+            )
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
 

@@ -565,6 +565,9 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
     assert o2.status == Observation.STATUS_OK and o2.instruction == "follow the target, please"
     assert [set(bytes(im.data)) for im in o2.images] == [{12}, {11}]
     assert node.n_images_attached == 1
+    # the image pipeline latency (oldest attached frame -> observation out) of complete observations only
+    assert len(node.image_latencies) == 1
+    assert node._diag_values()["image_latency_median_s"] == pytest.approx(node.image_latencies[0])
     # a task state older than max_state_age_s (0.1 s) when it arrives is dropped (never published)
     assert run(lambda: s.get_clock().now().nanoseconds > t2 + int(0.15 * NS_PER_S), 5.0)
     old = Observation(state_dim=3, state=[1.0, 2.0, 3.0])
