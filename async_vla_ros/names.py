@@ -76,6 +76,19 @@ def default_instruction(task: str) -> str:
     return INSTRUCTIONS.get(task, ("",))[0]
 
 
+# A policy camera named ``<camera>_prev`` is that camera's frame one control period earlier (the
+# previous frame, so a policy sees motion). It is not rendered or published on its own: the lockstep
+# runner and camera_ingestion derive it from ``<camera>``'s frames, training from the demo's t - 1.
+PREV_SUFFIX = "_prev"
+
+
+def frame_source(camera: str) -> tuple[str, int]:
+    """``(camera it comes from, control periods back)``: ``("scene", 1)`` for ``scene_prev``."""
+    if camera.endswith(PREV_SUFFIX) and len(camera) > len(PREV_SUFFIX):
+        return camera[: -len(PREV_SUFFIX)], 1
+    return camera, 0
+
+
 def camera_image_topic(camera: str) -> str:
     """``camera/<camera>/image_raw``: one sensor_msgs/Image topic per camera (relative)."""
     return f"camera/{camera}/image_raw"

@@ -13,7 +13,9 @@ BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
   further than ``max_image_age_s`` from the observation time keeps its slot empty (height =
   width = 0) and the observation says ``STATUS_IMAGE_MISSING``; counted per camera
   (``images_missing.<name>`` in /diagnostics). Bad frames are counted drops
-  (``image.<name>.<reason>``).
+  (``image.<name>.<reason>``). A name ``<camera>_prev`` (``names.frame_source``) is not a camera
+  of its own: its slot holds ``<camera>``'s frame nearest to ``prev_frame_offset_s`` (one control
+  period) before the observation, the previous frame a policy needs to see motion.
 * ``instruction`` = the ``instruction`` parameter (settable at runtime: ``ros2 param set
   /camera_ingestion instruction "..."``), or, when empty, the observed task's first paraphrase
   (``names.INSTRUCTIONS``).
@@ -102,6 +104,14 @@ PARAMS = (
         max=60.0,
     ),
     Param("image_size", 64, "side of the published square image (0: never attach images)", min=0, max=512),
+    Param(
+        "prev_frame_offset_s",
+        0.05,
+        "a camera named <camera>_prev in camera_names is <camera>'s frame this long before the observation "
+        "(one control period: the previous frame)",
+        min=0.001,
+        max=1.0,
+    ),
     Param("frame_id", "fr3_link0", "frame_id of the observations"),
     Param(
         "instruction",
@@ -123,7 +133,13 @@ class CameraIngestionNode(Node):
         self.p = p = declare_params(self, PARAMS)
         if len(p["arm_joint_names"]) != 7:
             raise ValueError(f"arm_joint_names must list 7 joints, got {len(p['arm_joint_names'])}")
-        self.cameras = camera_topics(p["camera_names"], p["camera_topics"]) if p["image_size"] > 0 else {}
+        # every slot of camera_names, in order; a <camera>_prev slot is <camera>'s earlier frame, so only
+        # the cameras themselves are subscribed
+        self.slots = [str(n) for n in p["camera_names"]] if p["image_size"] > 0 else []
+        if len(set(self.slots)) != len(self.slots):
+            raise ParamError(NODE_NAME, [f"camera_names: duplicate names in {self.slots}"])
+        sources = list(dict.fromkeys(N.frame_source(n)[0] for n in self.slots))
+        self.cameras = camera_topics(sources, p["camera_topics"]) if self.slots else {}
         self.drops = DropCounter(self.get_logger())
         self._js: StampedBuffer = StampedBuffer(64)
         self._img: dict[str, StampedBuffer] = {name: StampedBuffer(8) for name in self.cameras}
@@ -131,7 +147,7 @@ class CameraIngestionNode(Node):
         self._last_published_ns = -1
         self.obs_id = 0
         self.n_images_attached = 0  # observations with every camera attached
-        self.n_missing: dict[str, int] = {name: 0 for name in self.cameras}
+        self.n_missing: dict[str, int] = {name: 0 for name in self.slots}
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         self.image_latencies: deque[float] = deque(maxlen=200)  # oldest attached frame's age at publication (s)
         self._oldest_frame_ns = 0
@@ -269,9 +285,12 @@ class CameraIngestionNode(Node):
         max_age = int(self.p["max_image_age_s"] * NS_PER_S)
         complete = True
         self._oldest_frame_ns = ref_ns
-        for name, buf in self._img.items():
+        for name in self.slots:
+            cam, back = N.frame_source(name)
+            buf = self._img[cam]
+            at = ref_ns - int(back * self.p["prev_frame_offset_s"] * NS_PER_S)
             slot = Image()
-            found = buf.nearest(ref_ns, max_age) if len(buf) else None
+            found = buf.nearest(at, max_age) if len(buf) else None
             if found is None:
                 complete = False
                 self.n_missing[name] += 1
@@ -297,7 +316,7 @@ class CameraIngestionNode(Node):
         vals = {
             "observations": self.obs_id,
             "images_attached": self.n_images_attached,
-            "cameras": ",".join(self.cameras),
+            "cameras": ",".join(self.slots),
             "instruction": self.p["instruction"],
             "dropped": self.drops.total(),
         }

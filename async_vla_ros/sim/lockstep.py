@@ -311,18 +311,39 @@ class LockstepRunner:
         cfg = SchedulerConfig(horizon=h, action_dim=int(self.policy.action_dim), s_min=min(config.s_min, h))
         return ChunkScheduler(cfg, config.strategy, delay=delay, **opts)
 
-    def _policy_obs(self, env: BatchedPandaEnv, obs: np.ndarray, rows: Sequence[int], config: LockstepConfig):
+    def _render(self, env: BatchedPandaEnv, rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """This step's frame of every camera the policy's cameras come from, for ``rows``."""
+        cams = getattr(self.policy, "camera_hw", None) or {}
+        shots: dict[str, tuple[int, int]] = {}
+        for name, hw in cams.items():
+            shots.setdefault(N.frame_source(name)[0], tuple(hw))
+        return {
+            cam: np.stack([env.render(int(i), camera=cam, width=w, height=h) for i in rows])
+            for cam, (h, w) in shots.items()
+        }
+
+    def _policy_obs(
+        self,
+        env: BatchedPandaEnv,
+        obs: np.ndarray,
+        rows: Sequence[int],
+        config: LockstepConfig,
+        frames: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+    ):
         """The policy's input for ``rows``: the state, plus camera images rendered at this step and
         the instruction (as camera_ingestion sends them) for a policy that names its cameras
-        (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA)."""
+        (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA). ``frames``: (this step's,
+        the previous step's) frames of every env (policies with ``<camera>_prev`` cameras)."""
         cams = getattr(self.policy, "camera_hw", None)
         state = policy_state(self.policy, obs[rows])
         if not cams:
             return state
-        images = {
-            name: np.stack([env.render(int(i), camera=name, width=w, height=h) for i in rows])
-            for name, (h, w) in cams.items()
-        }
+        if frames is None:
+            now = self._render(env, rows)
+            images = {name: now[N.frame_source(name)[0]] for name in cams}
+        else:
+            idx = np.asarray(rows, dtype=int)
+            images = {name: frames[N.frame_source(name)[1]][N.frame_source(name)[0]][idx] for name in cams}
         return {
             "state": state,
             "images": images,
@@ -362,11 +383,18 @@ class LockstepRunner:
         steps = np.zeros(n, dtype=int)
         infer_batch = 0.0
         call = 0
+        # a policy that takes previous frames: every env's cameras rendered every step
+        every_step = any(N.frame_source(c)[1] for c in (getattr(self.policy, "camera_hw", None) or {}))
+        frames = prev = None
         for t in range(env.episode_steps):
             if config.stop_when_decided:
                 active &= ~env.decided()
             if not active.any():
                 break
+            if every_step:
+                now = self._render(env, range(n))
+                frames = (now, prev if prev is not None else now)  # the first step's "previous" is itself
+                prev = now
             # 1. arrivals
             for i in np.flatnonzero(active):
                 links[i].arrive(t)
@@ -376,7 +404,7 @@ class LockstepRunner:
                 tic = time.perf_counter()
                 chunks = infer_specs(
                     self.policy,
-                    self._policy_obs(env, obs, req, config),
+                    self._policy_obs(env, obs, req, config, frames),
                     specs,
                     seed=_call_seed(config.seed, b_idx, call),
                 )

@@ -234,3 +234,18 @@ class ChunkWindows:
         """Flat indices of every window of the given episodes."""
         parts = [np.arange(self._offsets[i], self._offsets[i + 1]) for i in episode_ids]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def frames(self, rows: np.ndarray, cameras: Sequence[str]) -> dict[str, np.ndarray]:
+        """Camera name -> (len(rows), h, w, ch) frames of the windows ``rows``; a name
+        ``<camera>_prev`` (``names.frame_source``) is that camera's frame one step earlier in the
+        episode (its first frame at t = 0)."""
+        from async_vla_ros.names import frame_source
+
+        rows = np.asarray(rows, dtype=np.int64)
+        out = {}
+        for name in cameras:
+            cam, back = frame_source(name)
+            if cam not in self.camera_images:
+                raise KeyError(f"the demonstrations have no camera {cam!r} (they have {sorted(self.camera_images)})")
+            out[name] = self.camera_images[cam][rows - np.minimum(self.t[rows], back)]
+        return out

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from async_vla_ros import names as N
 from async_vla_ros.train.data import ChunkWindows, DemoSet
 
 __all__ = ["ExpertVelocity", "expert_linear_names", "train_remac_lerobot"]
@@ -112,13 +113,14 @@ def train_remac_lerobot(
         raise ValueError(
             f"demos have obs_dim {win.obs_dim}, A {win.action_dim}; the policy {be.obs_dim}, {be.action_dim}"
         )
-    missing = sorted(set(be.camera_hw) - set(win.camera_images))
+    missing = sorted({N.frame_source(c)[0] for c in be.camera_hw} - set(win.camera_images))
     if missing:
         raise ValueError(
             f"the policy takes cameras {sorted(be.camera_hw)}; the demos carry {sorted(win.camera_images)} "
             f"(missing {missing}: record them with `demos --images {' '.join(sorted(be.camera_hw))}`)"
         )
-    for cam, hw in be.camera_hw.items():
+    for name, hw in be.camera_hw.items():
+        cam = N.frame_source(name)[0]
         if win.camera_images[cam].shape[1:3] != tuple(hw):
             raise ValueError(
                 f"the policy's camera {cam!r} takes {hw[0]}x{hw[1]} images; the demos have "
@@ -128,7 +130,7 @@ def train_remac_lerobot(
     n, h = len(win), be.horizon
 
     def obs_of(rows):
-        obs = {"state": win.obs[rows], "images": {c: win.camera_images[c][rows] for c in be.camera_hw}}
+        obs = {"state": win.obs[rows], "images": win.frames(rows, list(be.camera_hw))}
         instr = instructions(rows)
         if instr is not None:
             obs["instruction"] = instr

@@ -8,6 +8,11 @@ What the policy gets (and nothing else; no privileged object state):
 
 * ``observation.images.scene`` and ``observation.images.wrist``: the sim's two cameras, rendered at
   ``image_size`` (``async-vla-ros demos TASK --images scene wrist --image-size 64``);
+* ``observation.images.scene_prev``: the scene camera's previous frame (one control period, 50 ms,
+  earlier; ``--prev-frames``): one frame cannot show which way, or how fast, the target, the ball,
+  the pole or the cube moves, and every task depends on it. The fixed scene view, not the wrist
+  view, whose own motion would mix into it. A deployment has it for free (the camera's last frame);
+  the lockstep runner and camera_ingestion supply it (``names.frame_source``);
 * ``observation.state``: the proprioception, ``names.N_PROPRIO`` values (q, qd, gripper width),
   the head of every task's state, so one policy serves all four tasks (``reads_proprio``);
 * ``task``: a language instruction, for each training sample one of the task's training
@@ -74,6 +79,19 @@ class VLAConfig(C.DictConfig):
     vision_width: int = 64  # vision encoder hidden size
     image_size: int = 64  # square camera frames (the demos' size)
     blind_qd: bool = True  # joint velocities blinded (see the module docstring)
+    prev_frames: tuple[str, ...] = ("scene",)  # cameras whose previous frame is a second input (motion)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prev_frames, str):
+            object.__setattr__(self, "prev_frames", tuple(x.strip() for x in self.prev_frames.split(",") if x.strip()))
+        bad = [c for c in self.prev_frames if c not in CAMERAS]
+        if bad or len(set(self.prev_frames)) != len(self.prev_frames):
+            raise ValueError(f"prev_frames: cameras of {CAMERAS}, each once; got {self.prev_frames}")
+
+    @property
+    def policy_cameras(self) -> tuple[str, ...]:
+        """Every image input: the cameras, then the previous frames (``<camera>_prev``)."""
+        return CAMERAS + tuple(c + N.PREV_SUFFIX for c in self.prev_frames)
 
 
 @dataclass
@@ -187,7 +205,7 @@ def train_vla(
     train_rows = win.rows_of_episodes(sorted(train_eps))
     val_rows = win.rows_of_episodes(sorted(val_eps))
     spec = TinySmolVLASpec(
-        cameras={c: IMAGE_PREFIX + c for c in CAMERAS},
+        cameras={c: IMAGE_PREFIX + c for c in config.policy_cameras},
         image_hw=(config.image_size, config.image_size),
         state_dim=N.N_PROPRIO,
         action_dim=win.action_dim,
@@ -222,8 +240,8 @@ def train_vla(
             ACTION_KEY: torch.as_tensor(win.chunks[rows], dtype=torch.float32),
             "task": instr,
         }
-        for c in CAMERAS:
-            img = torch.from_numpy(np.ascontiguousarray(win.camera_images[c][rows]))
+        for c, frames in win.frames(rows, config.policy_cameras).items():
+            img = torch.from_numpy(np.ascontiguousarray(frames))
             b[IMAGE_PREFIX + c] = img.permute(0, 3, 1, 2).float().div_(255.0)
         return pre(b)
 

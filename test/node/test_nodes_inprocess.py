@@ -582,6 +582,46 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
     assert run(lambda: node.drops.as_dict().get("image.wrist.bad_shape", 0) == 1, 5.0)
 
 
+def test_camera_ingestion_attaches_the_previous_frame_of_a_prev_slot(run):
+    """``scene_prev`` is no camera of its own: its slot holds the scene frame one control period
+    (``prev_frame_offset_s``) before the observation; only ``scene`` is subscribed."""
+    node = CameraIngestionNode(
+        parameter_overrides=[
+            P("image_size", value=16),
+            P("camera_names", value=["scene", "scene_prev"]),
+            P("max_image_age_s", value=0.02),
+            P("prev_frame_offset_s", value=0.05),
+        ]
+    )
+    s = Sensors(cameras=("scene",))
+    assert list(node.cameras) == ["scene"] and node.slots == ["scene", "scene_prev"]
+    assert run(
+        lambda: (
+            all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_task, *s.pub_img.values()))
+            and node.pub.get_subscription_count() > 0
+        ),
+        10.0,
+        node,
+        s,
+    )
+    now = s.get_clock().now().nanoseconds
+    for back_ms, fill in ((100, 1), (50, 2), (0, 3)):  # frames every control period
+        s.image("scene", now - back_ms * 1_000_000, fill)
+    js = JointState(name=ARM, position=[0.1] * 7, velocity=[0.0] * 7)
+    js.header.stamp = ns_to_stamp(now)
+    s.pub_js.publish(js)
+    assert run(lambda: len(node._img["scene"]) == 3 and len(node._js) == 1, 5.0, node, s)
+    task = Observation(episode_id=1, task="track", state_dim=3, state=[1.0, 2.0, 3.0])
+    task.header.stamp = ns_to_stamp(now)
+    s.pub_task.publish(task)
+    assert run(lambda: len(s.out) == 1, 5.0, node, s)
+    o = s.out[0]
+    assert list(o.camera_names) == ["scene", "scene_prev"] and o.status == Observation.STATUS_OK
+    assert [set(bytes(im.data)) for im in o.images] == [{3}, {2}]
+    assert o.image_ages_s[1] == pytest.approx(0.05)
+    assert node._diag_values()["cameras"] == "scene,scene_prev"
+
+
 def test_camera_topics_parameter():
     from async_vla_ros.nodes.camera_ingestion import camera_topics
 

@@ -70,6 +70,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert side["state_input"] == "proprioception" and side["cameras"] == {
         "scene": "observation.images.scene",
         "wrist": "observation.images.wrist",
+        "scene_prev": "observation.images.scene_prev",  # the previous frame: motion
     }
     assert side["training"]["step"] == 3 and side["training"]["held_out_instructions"]["track"] == list(
         N.HELD_OUT["track"]
@@ -81,7 +82,8 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert np.all(std[7:14] >= 1e5) and np.all(std >= 0.01)  # qd blinded, the rest floored
 
     be = load_policy_spec(f"lerobot:{out}", BackendRequest("intercept"))
-    assert be.reads_proprio and be.obs_dim == N.N_PROPRIO and be.camera_hw == {"scene": (32, 32), "wrist": (32, 32)}
+    assert be.reads_proprio and be.obs_dim == N.N_PROPRIO
+    assert be.camera_hw == {"scene": (32, 32), "wrist": (32, 32), "scene_prev": (32, 32)}
     # the lockstep runner hands it the head of intercept's state (wider than 15) and both cameras
     r = LockstepRunner(be).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1, delay=0))
     assert len(r.episodes) == 1
@@ -102,7 +104,10 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     ship = tmp_path / "ckpts"
     shutil.copytree(out, ship / "vla")
     before = be.infer(
-        {"state": np.zeros((1, 15)), "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist")}},
+        {
+            "state": np.zeros((1, 15)),
+            "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist", "scene_prev")},
+        },
         seed=0,
     )
     assert manifest_main([str(ship)]) == 0
@@ -111,7 +116,10 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert entry["command"].startswith("async-vla-ros train vla --demos data/demos_vla/intercept data/demos_vla/track")
     shipped = load_policy_spec(f"vla:{ship / 'vla'}", BackendRequest("track"))
     after = shipped.infer(
-        {"state": np.zeros((1, 15)), "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist")}},
+        {
+            "state": np.zeros((1, 15)),
+            "images": {c: np.zeros((1, 32, 32, 3), np.uint8) for c in ("scene", "wrist", "scene_prev")},
+        },
         seed=0,
     )
     np.testing.assert_allclose(after, before, atol=5e-3)
@@ -144,3 +152,51 @@ def test_the_vla_backend_serves_its_presets_and_refuses_a2c2_ones(tiny_smolvla_p
     with pytest.raises(BackendError, match="multi-task VLA is not there; train it"):
         vla_folder("base", tmp_path)
     assert BackendRequest("track").kind == "base"
+    # a policy with a previous frame: the sim renders its two cameras at the control rate, ingestion
+    # derives the third slot one control period back
+    from async_vla_ros.policy.lerobot_tiny import TinySmolVLASpec, build_tiny_smolvla
+
+    cams = {c: f"observation.images.{c}" for c in ("scene", "wrist", "scene_prev")}
+    prev_dir = build_tiny_smolvla(tmp_path / "prev", TinySmolVLASpec(cameras=cams, state_dim=15, proprio_only=True))
+    g = build_graph("franka", {"policy": f"vla:{prev_dir}", "method": "rtc", "task": "track"})
+    sim, ing = g.node("sim").parameters, g.node("camera_ingestion").parameters
+    assert sim["cameras"] == ["scene", "wrist"] and sim["camera_rate_hz"] == 20.0
+    assert ing["camera_names"] == ["scene", "wrist", "scene_prev"] and ing["prev_frame_offset_s"] == 0.05
+
+
+def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_lockstep_runner(tmp_path):
+    """``<camera>_prev`` is the frame of the step before (the first step's is its own): the same in
+    the training windows and in what the lockstep runner hands a policy at every step."""
+    from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
+    from async_vla_ros.train.data import ChunkWindows, Episode
+
+    frames = np.arange(4, dtype=np.uint8)[:, None, None, None] * np.ones((4, 2, 2, 3), np.uint8)
+    ep = Episode(obs=np.zeros((4, 15)), actions=np.zeros((4, 8)), camera_images={"scene": frames})
+    win = ChunkWindows([ep, ep], horizon=2)
+    got = win.frames(np.array([0, 1, 3, 4, 6]), ["scene", "scene_prev"])
+    assert got["scene"][:, 0, 0, 0].tolist() == [0, 1, 3, 0, 2]
+    assert got["scene_prev"][:, 0, 0, 0].tolist() == [0, 0, 2, 0, 1]  # window 4 starts episode 2
+    with pytest.raises(KeyError, match="no camera 'wrist'"):
+        win.frames(np.array([0]), ["wrist_prev"])
+    if not panda_available():
+        pytest.skip("MuJoCo Panda model not fetched (make setup)")
+
+    class Recorder:  # a proprioception policy with a previous frame, holding the arm where it is
+        horizon, action_dim, obs_dim, reads_proprio = 4, 8, N.N_PROPRIO, True
+        camera_hw = {"scene": (16, 16), "scene_prev": (16, 16)}
+
+        def __init__(self):
+            self.seen = []
+
+        def infer(self, obs, sampler="vanilla", prefix=None, weights=None, n_frozen=None, seed=None, beta=None):
+            self.seen.append({k: v.copy() for k, v in obs["images"].items()})
+            q = np.asarray(obs["state"])[:, :7]
+            return np.repeat(np.concatenate([q, np.full((len(q), 1), 0.04)], 1)[:, None], self.horizon, 1)
+
+    pol = Recorder()
+    LockstepRunner(pol).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1, delay=0))
+    assert len(pol.seen) > 3  # naive at d = 0: a request every step
+    np.testing.assert_array_equal(pol.seen[0]["scene_prev"], pol.seen[0]["scene"])
+    for before, now in zip(pol.seen, pol.seen[1:]):
+        np.testing.assert_array_equal(now["scene_prev"], before["scene"])
+    assert any(not np.array_equal(a["scene"], b["scene"]) for a, b in zip(pol.seen, pol.seen[1:]))  # the ball moves
