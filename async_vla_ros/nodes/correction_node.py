@@ -382,8 +382,10 @@ class CorrectionNode(Node):
             sample = self.plan.sample(now)
             horizon = self.plan.horizon
             obs = self._obs
-            # where the arm is now: the command stream (re)starts from here when it engages
-            newest = None if self._q_meas is None else (self._q_meas.copy(), self._grip_meas)
+            # where the arm is now: the command stream (re)starts from here when it engages (read only
+            # on a tick that may engage; an engaged loop does not copy it 100 times a second)
+            may_engage = not self._engaged or reset is not None
+            newest = (self._q_meas.copy(), self._grip_meas) if may_engage and self._q_meas is not None else None
         if reset is not None:  # ready to engage (the episode's start agreed with the arm), not engaged
             self._ready = True
             self._engaged = False
