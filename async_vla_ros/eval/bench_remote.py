@@ -197,24 +197,17 @@ def lockstep_absorption(
     the forecast's under / over rates."""
     import argparse
 
-    from async_vla_ros.core.delay import load_delay_trace
     from async_vla_ros.eval import eval_cmd
-    from async_vla_ros.sim.tasks import make_task
 
-    dt = make_task(task).dt
-    tmp_json = Path(tempfile.mkdtemp(prefix="bench_remote_eval_")) / "eval.json"
     ns = eval_cmd.add_arguments(argparse.ArgumentParser()).parse_args(
         ["--task", task, "--policy", policy, "--episodes", str(episodes), "--batch", str(batch)]
-        + ["--seed", str(seed), "--json", str(tmp_json), "--delay-trace", *map(str, traces.values())]
+        + ["--seed", str(seed), "--delay-trace", *map(str, traces.values())]
         + ["--method", *methods]
     )
     ns.delay = []  # the traces only
-    eval_cmd.run(ns)
-    summaries = json.loads(tmp_json.read_text())
-    by_label = {}
-    for d, path in traces.items():
-        spec = load_delay_trace(path, dt)
-        by_label[spec.label] = (d, np.asarray(spec.trace))
+    summaries, specs = eval_cmd.evaluate(ns)
+    # eval loads the traces in the order given: the same order as the added delays
+    by_label = {spec.label: (d, np.asarray(spec.trace)) for d, spec in zip(traces, specs, strict=True)}
     rows = []
     for s in summaries:
         d, steps = by_label[s["delay_label"]]

@@ -116,6 +116,14 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 
 def run(ns: argparse.Namespace) -> int:
+    evaluate(ns)
+    return 0
+
+
+def evaluate(ns: argparse.Namespace) -> tuple[list[dict], list[Any]]:
+    """What ``eval`` runs and prints (and writes with ``--json``): returns the per-condition
+    summaries and the delay specs they ran (``DelaySpec``; a summary's ``delay_label`` names its
+    spec), for callers that go on with them (``bench pipeline --remote``)."""
     from async_vla_ros.presets import PresetError, get_preset
     from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
 
@@ -222,7 +230,7 @@ def run(ns: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summaries, indent=2))
         print(f"wrote {out}")
-    return 0
+    return summaries, delays
 
 
 def main(argv: list[str] | None = None) -> int:
