@@ -75,11 +75,13 @@ class VLAConfig(C.DictConfig):
     chunk: int = 8  # H: actions per chunk (the state policies' H)
     n_steps: int = 10  # flow integration steps at inference
     width: int = 64  # VLM hidden size
-    patches: int = 8  # vision patches per image side (8: 8x8 px patches at 64 px, 16 tokens per camera)
-    vision_width: int = 64  # vision encoder hidden size
+    patches: int = 4  # vision patches per image side (4: 16x16 px patches at 64 px, 4 tokens per camera)
+    vision_width: int = 32  # vision encoder hidden size
     image_size: int = 64  # square camera frames (the demos' size)
     blind_qd: bool = True  # joint velocities blinded (see the module docstring)
-    prev_frames: tuple[str, ...] = ("scene",)  # cameras whose previous frame is a second input (motion)
+    # cameras whose previous frame is an extra input ("scene": scene_prev). Off by default: measured, it
+    # made the policy copy the arm's own motion (docs/training.md, section 4)
+    prev_frames: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.prev_frames, str):

@@ -59,7 +59,20 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     with pytest.raises(ValueError, match="frames are .* takes 64x64"):
         load_vla_data([demos["track"]], horizon=4, image_size=64)
 
-    cfg = VLAConfig(steps=3, batch_size=4, warmup=1, val_every=3, ckpt_every=3, chunk=4, n_steps=2, image_size=32)
+    cfg = VLAConfig(
+        steps=3,
+        batch_size=4,
+        warmup=1,
+        val_every=3,
+        ckpt_every=3,
+        chunk=4,
+        n_steps=2,
+        image_size=32,
+        prev_frames="scene",
+    )
+    assert VLAConfig().prev_frames == () and cfg.prev_frames == ("scene",)  # off by default (docs/training.md)
+    with pytest.raises(ValueError, match="prev_frames"):
+        VLAConfig(prev_frames=("front",))
     out = tmp_path / "vla"
     lines = []
     res = train_vla(list(demos.values()), cfg, out, log=lines.append)
