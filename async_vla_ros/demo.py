@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy",
         default="default",
-        help="default (shipped checkpoint; falls back to the scripted expert, with a note, when the "
-        "task has none yet), expert, or a checkpoint path",
+        help="default (the task's shipped state checkpoint; falls back to the scripted expert, with a note, "
+        "when the task has none yet), vla (the shipped multi-task VLA: cameras + instruction), expert, a "
+        "checkpoint path, or NAME:TARGET of a registered backend (lerobot:DIR, openpi://HOST:PORT ...)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="latency injected into every chunk")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")

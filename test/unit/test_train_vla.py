@@ -213,3 +213,24 @@ def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_locks
     for before, now in zip(pol.seen, pol.seen[1:]):
         np.testing.assert_array_equal(now["scene_prev"], before["scene"])
     assert any(not np.array_equal(a["scene"], b["scene"]) for a, b in zip(pol.seen, pol.seen[1:]))  # the ball moves
+
+
+def test_the_shipped_vla_matches_the_manifest_and_serves_any_task():
+    import hashlib
+
+    from async_vla_ros.checkpoints import DIR
+    from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
+
+    folder = DIR / "vla"
+    (entry,) = [f for f in json.loads((DIR / "manifest.json").read_text())["folders"] if f["folder"] == "vla"]
+    assert entry["sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert entry["stored_dtype"] == "float16" and entry["tasks"] == sorted(N.TASK_NAMES)
+    be = load_policy_spec("vla", BackendRequest("pick_moving"))
+    assert be.reads_proprio and be.camera_hw == {"scene": (64, 64), "wrist": (64, 64)}
+    obs = {
+        "state": np.zeros((2, N.N_PROPRIO)),
+        "images": {c: np.zeros((2, 64, 64, 3), np.uint8) for c in ("scene", "wrist")},
+        "instruction": [N.INSTRUCTIONS["track"][0], N.HELD_OUT["pick_moving"][0]],
+    }
+    chunk = be.infer(obs, seed=0)
+    assert chunk.shape == (2, 8, 8) and np.isfinite(chunk).all()
