@@ -161,7 +161,7 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
         "state_input": side.get("state_input", "full"),
         "cameras": sorted(side.get("cameras") or {}),
     }
-    if "training" in side:
+    if "training" in side and "remac" not in side:  # a REMAC folder keeps its base's record: not its own
         tr = side["training"]
         hist = tr.get("history") or []
         e.update(
@@ -198,7 +198,14 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
             + Path(str(rm.get("base", ""))).name
             + " --demos "
             + " ".join(f"data/demos_vla/{d.get('task')}" for d in (rm.get("demos") or []) if isinstance(d, dict))
-            + f" --out async_vla_ros/checkpoints/{folder.name}",
+            + f" --out async_vla_ros/checkpoints/{folder.name}"
+            + "".join(
+                f" --{k.replace('_', '-')} {v}"
+                for k, v in (rm.get("config") or {}).items()
+                if k in ("steps", "batch_size", "base_samples", "num_threads")
+            ),
+            seed=(rm.get("config") or {}).get("seed"),
+            remac={k: (rm.get("config") or {}).get(k) for k in ("d_max", "lora_rank", "mask", "curriculum", "align")},
         )
     return e
 

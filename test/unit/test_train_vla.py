@@ -116,6 +116,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
 
     ship = tmp_path / "ckpts"
     shutil.copytree(out, ship / "vla")
+    shutil.copytree(tmp_path / "vla_remac", ship / "vla_remac")
     before = be.infer(
         {
             "state": np.zeros((1, 15)),
@@ -124,8 +125,12 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         seed=0,
     )
     assert manifest_main([str(ship)]) == 0
-    (entry,) = json.loads((ship / "manifest.json").read_text())["folders"]
+    entry, rentry = json.loads((ship / "manifest.json").read_text())["folders"]
     assert entry["kind"] == "vla" and entry["stored_dtype"] == "float16" and entry["step"] == 3
+    assert rentry["kind"] == "vla_remac" and rentry["base"] == "vla" and rentry["stored_dtype"] == "float16"
+    assert "step" not in rentry and rentry["command"].startswith(
+        "async-vla-ros train remac --variant clean --base lerobot:"
+    )
     assert entry["command"].startswith("async-vla-ros train vla --demos data/demos_vla/intercept data/demos_vla/track")
     shipped = load_policy_spec(f"vla:{ship / 'vla'}", BackendRequest("track"))
     after = shipped.infer(
