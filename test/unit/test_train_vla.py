@@ -239,3 +239,27 @@ def test_the_shipped_vla_matches_the_manifest_and_serves_any_task():
     }
     chunk = be.infer(obs, seed=0)
     assert chunk.shape == (2, 8, 8) and np.isfinite(chunk).all()
+
+
+def test_the_shipped_vla_remac_serves_the_remac_clean_preset():
+    import hashlib
+
+    from async_vla_ros.checkpoints import DIR
+    from async_vla_ros.policy.lerobot_backend import vla_folder
+    from async_vla_ros.policy.registry import load_models
+    from async_vla_ros.presets import get_preset
+
+    assert vla_folder("remac_clean") == DIR / "vla_remac" and vla_folder("base") == DIR / "vla"
+    (entry,) = [f for f in json.loads((DIR / "manifest.json").read_text())["folders"] if f["folder"] == "vla_remac"]
+    assert entry["kind"] == "vla_remac" and entry["base"] == "vla" and entry["stored_dtype"] == "float16"
+    assert entry["sha256"] == hashlib.sha256((DIR / "vla_remac" / "model.safetensors").read_bytes()).hexdigest()
+    m = load_models("intercept", get_preset("remac_clean"), "vla")
+    base = load_models("intercept", get_preset("naive"), "vla")
+    obs = {
+        "state": np.zeros((1, N.N_PROPRIO)),
+        "images": {c: np.zeros((1, 64, 64, 3), np.uint8) for c in ("scene", "wrist")},
+    }
+    prev = base.policy.infer(obs, seed=0)
+    chunk = m.policy.infer(obs, "prefix", prefix=prev, n_frozen=np.array([2]), seed=1)
+    np.testing.assert_allclose(chunk[0, :2], prev[0, :2], atol=1e-5)  # the frozen prefix kept
+    assert not np.allclose(m.policy.infer(obs, seed=0), prev)  # another model than the base
