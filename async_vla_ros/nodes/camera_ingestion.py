@@ -150,7 +150,6 @@ class CameraIngestionNode(Node):
         self.n_missing: dict[str, int] = {name: 0 for name in self.slots}
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         self.image_latencies: deque[float] = deque(maxlen=200)  # oldest attached frame's age at publication (s)
-        self._oldest_frame_ns = 0
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
         # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
@@ -271,20 +270,21 @@ class CameraIngestionNode(Node):
         msg.state_names = names
         msg.state = state.tolist()
         msg.instruction = p["instruction"] or N.default_instruction(task)
-        self._attach_images(msg, ref_ns)
+        oldest_frame_ns = self._attach_images(msg, ref_ns)
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
         self.pub.publish(msg)
         if self._img and msg.status == Observation.STATUS_OK:
             # the image pipeline's latency: the oldest attached frame's stamp -> this observation out
-            self.image_latencies.append((self.get_clock().now().nanoseconds - self._oldest_frame_ns) / NS_PER_S)
+            self.image_latencies.append((self.get_clock().now().nanoseconds - oldest_frame_ns) / NS_PER_S)
 
-    def _attach_images(self, msg: Observation, ref_ns: int) -> None:
+    def _attach_images(self, msg: Observation, ref_ns: int) -> int:
         """One slot per configured camera: its frame nearest to ``ref_ns`` within
-        ``max_image_age_s``, or an empty image (and STATUS_IMAGE_MISSING)."""
+        ``max_image_age_s``, or an empty image (and STATUS_IMAGE_MISSING). Returns the oldest
+        attached frame's stamp (``ref_ns`` when none is older)."""
         max_age = int(self.p["max_image_age_s"] * NS_PER_S)
         complete = True
-        self._oldest_frame_ns = ref_ns
+        oldest = ref_ns
         for name in self.slots:
             cam, back = N.frame_source(name)
             buf = self._img[cam]
@@ -297,7 +297,7 @@ class CameraIngestionNode(Node):
                 age = 0.0
             else:
                 stamp, rgb = found
-                self._oldest_frame_ns = min(self._oldest_frame_ns, stamp)
+                oldest = min(oldest, stamp)
                 slot.header.stamp.sec, slot.header.stamp.nanosec = divmod(stamp, NS_PER_S)
                 slot.height, slot.width = rgb.shape[:2]
                 slot.encoding = "rgb8"
@@ -311,6 +311,7 @@ class CameraIngestionNode(Node):
             msg.status = Observation.STATUS_IMAGE_MISSING
         elif self._img:
             self.n_images_attached += 1
+        return oldest
 
     def _diag_values(self) -> dict:
         vals = {

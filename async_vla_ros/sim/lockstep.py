@@ -59,7 +59,7 @@ from async_vla_ros.core.delivery import DelayedDelivery, constant_delay, step_re
 from async_vla_ros.core.requests import infer_specs
 from async_vla_ros.core.scheduler import ChunkScheduler, MergeResult, SchedulerConfig
 from async_vla_ros.core.strategies import STRATEGIES, make_strategy
-from async_vla_ros.policy.checks import policy_state, reads_proprio
+from async_vla_ros.policy.checks import policy_state
 from async_vla_ros.sim.env import BatchedPandaEnv
 from async_vla_ros.sim.tasks import TASKS, make_task
 
@@ -262,8 +262,12 @@ class LockstepRunner:
 
     def run(self, config: LockstepConfig) -> LockstepResult:
         task = make_task(config.task)
-        proprio = reads_proprio(self.policy) and self.policy.obs_dim <= task.obs_dim
-        if (self.policy.obs_dim != task.obs_dim and not proprio) or self.policy.action_dim != 8:
+        try:  # the one rule of what a policy reads of a state (policy.checks.policy_state)
+            policy_state(self.policy, np.zeros(task.obs_dim))
+            fits = True
+        except ValueError:
+            fits = False
+        if not fits or self.policy.action_dim != 8:
             raise ValueError(
                 f"policy dims (obs {self.policy.obs_dim}, action {self.policy.action_dim}) do not "
                 f"match task {config.task!r} (obs {task.obs_dim}, action 8)"
