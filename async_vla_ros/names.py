@@ -22,6 +22,11 @@ ACTION_PLAN = "scheduler/action_plan"  # scheduler -> correction
 CHUNK_REPORT = "scheduler/chunk_report"  # scheduler -> metrics, dashboard, bags
 JOINT_STATES = "joint_states"  # robot (sim | franka_ros2)
 CAMERAS = ("scene", "wrist")  # the sim scene's cameras (sim/scene.py): fixed scene view, wrist (hand) view
+# What a camera draws (MuJoCo geom groups): the Panda's collision meshes (~5x faster on CPU) or its
+# visual meshes; table and task objects are group 0. One default for every renderer (demos, the sim
+# node, the lockstep runner): a policy trained on one style and run on the other sees another robot.
+IMAGE_STYLES = {"collision": (0, 3), "visual": (0, 2)}
+IMAGE_STYLE = "collision"
 TASK_STATE = "sim/task_state"  # sim: privileged task state (experts, success checks)
 EPISODE_RESULT = "sim/episode_result"
 FORWARD_COMMAND = "forward_position_controller/commands"  # Float64MultiArray command interface

@@ -101,9 +101,10 @@ PARAMS = (
     Param("image_height", 96, "image height (px)", min=16, max=480),
     Param(
         "render_geoms",
-        "collision",
-        "what the camera draws: collision geoms (fast) or visual meshes",
-        choices=("collision", "visual"),
+        N.IMAGE_STYLE,
+        "what the camera draws: collision geoms (fast) or visual meshes (names.IMAGE_STYLES; a camera policy "
+        "must see the style it was trained on)",
+        choices=tuple(N.IMAGE_STYLES),
     ),
     Param("frame_id", "fr3_link0", "frame of the task state (robot base)"),
     Param("camera_frame_id", "camera_optical_frame", "frame of the camera images (prefixed <camera>_)"),
@@ -277,7 +278,7 @@ class SimNode(Node):
         self.timer_stats = timer
         js_every = max(1, round(1.0 / (p["joint_state_rate_hz"] * period)))
         cam_every = max(1, round(1.0 / (p["camera_rate_hz"] * period))) if self.pub_cams else 0
-        groups = (0, 3) if p["render_geoms"] == "collision" else (0, 2)
+        groups = N.IMAGE_STYLES[p["render_geoms"]]
         frozen_every = max(1, round(self.driver.dt / period))  # task state rate while frozen
         self._start_episode(None)
         tick = 0

@@ -110,6 +110,7 @@ class LeRobotPolicyBackend:
         task: str = "",
         settings: LeRobotSettings | None = None,
         reads_proprio: bool = False,
+        image_style: str = N.IMAGE_STYLE,
     ) -> None:
         import torch
 
@@ -142,6 +143,10 @@ class LeRobotPolicyBackend:
         if bad:
             raise BackendError(f"camera map names features the policy does not have: {bad}; it has {self.image_keys}")
         self.cameras = cams
+        if image_style not in N.IMAGE_STYLES:
+            raise BackendError(f"image_style {image_style!r} is not one of {sorted(N.IMAGE_STYLES)}")
+        # what its training frames drew (the robot's collision or visual meshes): renderers draw the same
+        self.image_style = str(image_style)
         self.instruction = str(instruction)
         self.state_names = list(state_names) if state_names is not None else None
         self.action_names = list(action_names) if action_names is not None else None
@@ -537,6 +542,7 @@ def load_lerobot_folder(
         task=side.get("task", ""),
         settings=settings,
         reads_proprio=side.get("state_input") == "proprioception",
+        image_style=side.get("image_style", N.IMAGE_STYLE),
     )
 
 

@@ -35,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from async_vla_ros import names as N
+
 FORMAT = "async_vla_ros.demos/1"
 CAMERAS = ("scene", "wrist")
-IMAGE_STYLES = {"collision": (0, 3), "visual": (0, 2)}  # MuJoCo geom groups drawn
+IMAGE_STYLES = N.IMAGE_STYLES  # MuJoCo geom groups drawn per style
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +103,7 @@ def write_demos(
     noise: float = 0.0,
     images: Sequence[str] = (),
     image_size: int = 96,
-    image_style: str = "collision",
+    image_style: str = N.IMAGE_STYLE,
     only_success: bool = False,
     progress: bool = True,
     overwrite: bool = False,
@@ -329,7 +331,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--image-style",
         choices=sorted(IMAGE_STYLES),
-        default="collision",
+        default=N.IMAGE_STYLE,
         help="draw the robot's collision meshes (fast, default) or its visual meshes",
     )
     parser.add_argument("--only-success", action="store_true", help="keep only successful episodes (up to 3N tries)")

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import mujoco
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
 from async_vla_ros.sim.tasks import Q_REST, EpisodeState, Task, make_task
@@ -191,7 +192,7 @@ class BatchedPandaEnv:
         camera: str = "scene",
         width: int = 128,
         height: int = 128,
-        geom_groups: tuple[int, ...] = (0, 2),
+        geom_groups: tuple[int, ...] = N.IMAGE_STYLES[N.IMAGE_STYLE],
     ) -> np.ndarray:
         """RGB image (height, width, 3) uint8 of env ``index`` at the current step."""
         key = (camera, width, height, tuple(geom_groups))
@@ -251,8 +252,14 @@ class PandaEnv:
     def success(self) -> bool:
         return bool(self._env.success()[0])
 
-    def render(self, camera: str = "scene", width: int = 128, height: int = 128) -> np.ndarray:
-        return self._env.render(0, camera, width, height)
+    def render(
+        self,
+        camera: str = "scene",
+        width: int = 128,
+        height: int = 128,
+        geom_groups: tuple[int, ...] = N.IMAGE_STYLES[N.IMAGE_STYLE],
+    ) -> np.ndarray:
+        return self._env.render(0, camera, width, height, geom_groups)
 
     def close(self) -> None:
         self._env.close()

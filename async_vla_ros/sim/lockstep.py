@@ -318,11 +318,12 @@ class LockstepRunner:
     def _render(self, env: BatchedPandaEnv, rows: Sequence[int]) -> dict[str, np.ndarray]:
         """This step's frame of every camera the policy's cameras come from, for ``rows``."""
         cams = getattr(self.policy, "camera_hw", None) or {}
+        groups = N.IMAGE_STYLES[getattr(self.policy, "image_style", N.IMAGE_STYLE)]  # what its training frames drew
         shots: dict[str, tuple[int, int]] = {}
         for name, hw in cams.items():
             shots.setdefault(N.frame_source(name)[0], tuple(hw))
         return {
-            cam: np.stack([env.render(int(i), camera=cam, width=w, height=h) for i in rows])
+            cam: np.stack([env.render(int(i), camera=cam, width=w, height=h, geom_groups=groups) for i in rows])
             for cam, (h, w) in shots.items()
         }
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.assets import require_panda
 
 TIMESTEP = 0.001
@@ -189,7 +190,7 @@ class SceneRenderer:
         width: int = 128,
         height: int = 128,
         camera: str = "scene",
-        geom_groups: tuple[int, ...] = (0, 2),
+        geom_groups: tuple[int, ...] = N.IMAGE_STYLES[N.IMAGE_STYLE],
     ):
         if not (16 <= width <= 640 and 16 <= height <= 480):
             raise ValueError(f"image size {width}x{height} outside 16..640 x 16..480")

@@ -103,6 +103,7 @@ class VLAData:
     windows: ChunkWindows
     tasks: tuple[str, ...]  # task of each episode (windows.ep indexes it)
     sources: tuple[dict[str, Any], ...]  # DemoSet.describe() per directory
+    image_style: str = N.IMAGE_STYLE  # what the frames draw (names.IMAGE_STYLES); the policy must be shown the same
 
     def task_of(self, rows: np.ndarray) -> list[str]:
         return [self.tasks[int(e)] for e in self.windows.ep[rows]]
@@ -115,8 +116,11 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
     tasks: list[str] = []
     sources = []
     seen: dict[str, str] = {}
+    styles: dict[str, str] = {}
     for d in dirs:
         demos: DemoSet = load_episodes(d)
+        # demonstrations written before the style was recorded drew the default
+        styles[str(d)] = str((demos.metadata.get("images") or {}).get("style") or N.IMAGE_STYLE)
         task = demos.task
         if task not in N.TASK_NAMES:
             raise ValueError(f"{d}: demonstrations of an unknown task {task!r} (expected one of {N.TASK_NAMES})")
@@ -148,7 +152,11 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
         sources.append(demos.describe())
     if not episodes:
         raise ValueError("no demonstrations given")
-    return VLAData(ChunkWindows(episodes, horizon), tuple(tasks), tuple(sources))
+    if len(set(styles.values())) > 1:
+        raise ValueError(
+            f"the demonstrations draw different image styles: {styles}; record them all with one --image-style"
+        )
+    return VLAData(ChunkWindows(episodes, horizon), tuple(tasks), tuple(sources), next(iter(styles.values())))
 
 
 def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dict[str, Any]]:
@@ -292,6 +300,7 @@ def train_vla(
         policy.train()
         side_path = out_dir / SIDECAR
         side = json.loads(side_path.read_text())
+        side["image_style"] = data.image_style  # the sim and the lockstep runner must draw what training saw
         side["training"] = {
             **record,
             "step": int(step),

@@ -295,7 +295,8 @@ def test_uniform_delays_vary_and_are_counted():
 class RenderingEnv(FakeEnv):
     """FakeEnv that renders: every pixel = the env index, one value per camera name."""
 
-    def render(self, i, camera="scene", width=8, height=8):
+    def render(self, i, camera="scene", width=8, height=8, geom_groups=(0, 3)):
+        self.drawn = tuple(geom_groups)
         return np.full((height, width, 3), i + (100 if camera == "wrist" else 0), np.uint8)
 
 
@@ -326,3 +327,23 @@ def test_lockstep_feeds_every_named_camera_and_the_instruction(instruction):
     assert first["images"]["scene"].shape == (2, 6, 6, 3) and first["images"]["wrist"].shape == (2, 4, 4, 3)
     assert first["images"]["wrist"][1, 0, 0, 0] == 101  # env 1's wrist camera, by name
     assert first["instruction"] == (instruction or N.INSTRUCTIONS["track"][0])
+
+
+@pytest.mark.parametrize("style", [None, "collision", "visual"])
+def test_lockstep_draws_the_image_style_the_policy_was_trained_on(style):
+    """Frames drawn in another style than the training frames show the policy another robot
+    (the default is the style demos and the sim node draw)."""
+    from async_vla_ros import names as N
+
+    task = make_task("track")
+    policy = CameraPolicy(task.obs_dim)
+    if style is not None:
+        policy.image_style = style
+    envs = []
+
+    def make_env(task, n, threads=None):
+        envs.append(RenderingEnv(task, n))
+        return envs[-1]
+
+    LockstepRunner(policy, env_factory=make_env).run(LockstepConfig(task="track", episodes=1, batch=1))
+    assert envs[0].drawn == N.IMAGE_STYLES[style or N.IMAGE_STYLE]

@@ -58,6 +58,12 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert data.windows.obs_dim == N.N_PROPRIO and set(data.tasks) == {"track", "intercept"}
     with pytest.raises(ValueError, match="frames are .* takes 64x64"):
         load_vla_data([demos["track"]], horizon=4, image_size=64)
+    assert data.image_style == N.IMAGE_STYLE
+    write_demos(
+        "bifurcate", tmp_path / "vis", 1, images=("scene", "wrist"), image_size=32, image_style="visual", progress=False
+    )
+    with pytest.raises(ValueError, match="different image styles"):
+        load_vla_data([demos["track"], tmp_path / "vis"], horizon=4, image_size=32)
 
     cfg = VLAConfig(
         steps=3,
@@ -80,6 +86,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert any("2 thread" in line and "['intercept', 'track']" in line for line in lines)
     SmolVLAPolicy.from_pretrained(str(out))  # LeRobot itself loads it
     side = json.loads((out / "async_vla_ros.json").read_text())
+    assert side["image_style"] == N.IMAGE_STYLE  # the sim and the lockstep runner draw what training saw
     assert side["state_input"] == "proprioception" and side["cameras"] == {
         "scene": "observation.images.scene",
         "wrist": "observation.images.wrist",
@@ -95,7 +102,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert np.all(std[7:14] >= 1e5) and np.all(std >= 0.01)  # qd blinded, the rest floored
 
     be = load_policy_spec(f"lerobot:{out}", BackendRequest("intercept"))
-    assert be.reads_proprio and be.obs_dim == N.N_PROPRIO
+    assert be.reads_proprio and be.obs_dim == N.N_PROPRIO and be.image_style == N.IMAGE_STYLE
     assert be.camera_hw == {"scene": (32, 32), "wrist": (32, 32), "scene_prev": (32, 32)}
     # the lockstep runner hands it the head of intercept's state (wider than 15) and both cameras
     r = LockstepRunner(be).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1, delay=0))
