@@ -305,6 +305,53 @@ class LeRobotPolicyBackend:
 
         return v
 
+    # ------------------------------------------------------------------ observation features
+    @property
+    def latent_dim(self) -> int:
+        """Size of :meth:`latent` (0: the policy exposes no features)."""
+        if not self.is_flow:
+            return 0
+        if not hasattr(self, "_latent_dim"):
+            probe = {
+                "state": np.zeros((1, self.obs_dim)),
+                "images": {n: np.zeros((1, h, w, 3), np.uint8) for n, (h, w) in self.camera_hw.items()},
+            }
+            self._latent_dim = int(self.latent(probe).shape[1])
+        return self._latent_dim
+
+    def latent(self, obs: Any) -> np.ndarray:
+        """The VLA's features of an observation, (B, F): what A2C2's head reads instead of the state.
+
+        The prefix (cameras, instruction, proprioception) through the VLM, as for a chunk: every
+        image token's output (the spatial layout: where things are), the mean over the instruction's
+        tokens, and the state token. Nothing else of the task reaches it (no privileged state)."""
+        import torch
+        from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
+
+        if not self.is_flow:
+            raise BackendError(f"a {self.cfg.type!r} policy exposes no prefix features")
+        batch, b = self._batch(obs)
+        policy, m = self.policy, self.policy.model
+        with torch.inference_mode():
+            images, img_masks = policy.prepare_images(batch)
+            state = policy.prepare_state(batch)
+            tokens, tmask = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
+            pe, ppm, pam = m.embed_prefix(images, img_masks, tokens, tmask, state=state)
+            (out, _), _ = m.vlm_with_expert.forward(
+                attention_mask=make_att_2d_masks(ppm, pam),
+                position_ids=torch.cumsum(ppm, dim=1) - 1,
+                past_key_values=None,
+                inputs_embeds=[pe, None],
+                use_cache=False,
+                fill_kv_cache=True,
+            )
+            n_lang, n_img = tokens.shape[1], out.shape[1] - tokens.shape[1] - 1  # layout: images, language, state
+            img = out[:, :n_img].reshape(b, -1)
+            lm = tmask[:, :, None].to(out.dtype)
+            lang = (out[:, n_img : n_img + n_lang] * lm).sum(1) / lm.sum(1).clamp(min=1.0)
+            feat = torch.cat([img, lang, out[:, -1]], dim=1)
+        return feat.float().numpy().astype(np.float64)
+
     # ------------------------------------------------------------------ LeRobot's RTC
     def _enable_lerobot_rtc(self) -> None:
         from lerobot.configs.types import RTCAttentionSchedule
@@ -585,6 +632,13 @@ def folder_cameras(folder: str | Path) -> dict[str, tuple[int, int]]:
     return {name: tuple(int(v) for v in keys[key]["shape"][1:]) for name, key in cams.items()}
 
 
+def _no_default_head(req: BackendRequest) -> Path:
+    raise BackendError(
+        "a LeRobot folder has no default A2C2 head: train one (train a2c2 --base lerobot:DIR --demos ...) and "
+        "give it (--a2c2 FILE, a2c2:=FILE)"
+    )
+
+
 def _cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
     if not req.target:
         raise BackendError("the lerobot backend needs a folder: lerobot:DIR")
@@ -599,6 +653,7 @@ register_backend(
         samplers=FLOW_SAMPLERS,
         cameras=_cameras,
         per_request_beta=True,
+        head_file=_no_default_head,
     )
 )
 
@@ -621,6 +676,19 @@ def vla_folder(kind: str = "base", directory: str | Path | None = None) -> Path:
     return folder
 
 
+VLA_HEAD = "vla_a2c2.pt"  # the multi-task VLA's A2C2 head, next to its folders
+
+
+def vla_head(req: BackendRequest) -> Path:
+    """The shipped VLA's A2C2 head (``train a2c2 --base vla``); BackendError when missing."""
+    from async_vla_ros.checkpoints import DIR
+
+    path = Path(req.checkpoint_dir or DIR) / VLA_HEAD
+    if not path.is_file():
+        raise BackendError(f"{path}: the VLA's A2C2 head is not there; train it as docs/training.md says (train a2c2)")
+    return path
+
+
 def _load_vla(req: BackendRequest) -> LeRobotPolicyBackend:
     folder = Path(req.target) if req.target else vla_folder(req.kind or "base", req.checkpoint_dir or None)
     return _load(replace(req, target=str(folder)))
@@ -639,6 +707,6 @@ register_backend(
         samplers=FLOW_SAMPLERS,
         cameras=_vla_cameras,
         per_request_beta=True,
-        no_a2c2="the VLA's head (VLA features, never the privileged state) is not trained yet",
+        head_file=vla_head,
     )
 )

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from async_vla_ros import names as N
 from async_vla_ros.core.strategies import SAMPLERS  # every sampler name, once
 from async_vla_ros.presets import MethodPreset
 
@@ -117,6 +118,9 @@ class Backend:
     per_request_beta: bool = False
     # None: presets with an A2C2 head run with the task's head; else why this backend's policy has none
     no_a2c2: str | None = None
+    # request -> the A2C2 head file of this backend's policy (None: the task's <task>_a2c2.pt); it
+    # raises BackendError saying how to make it when missing
+    head_file: Callable[[BackendRequest], Path] | None = None
 
     def cannot_serve(self, preset: MethodPreset, target: str = "") -> str | None:
         """Why this backend cannot serve ``preset`` (None: it can)."""
@@ -331,14 +335,34 @@ def load_models(
     if preset.a2c2:
         from async_vla_ros.policy.a2c2 import CorrectionHead
 
-        hpath = checkpoint_file(task, "a2c2", cdir) if a2c2 == "default" else Path(a2c2).expanduser()
+        if a2c2 != "default":
+            hpath = Path(a2c2).expanduser()
+        elif backend.head_file is not None:
+            hpath = backend.head_file(req)
+        else:
+            hpath = checkpoint_file(task, "a2c2", cdir)
         if not hpath.is_file():
             raise BackendError(f"A2C2 head {hpath}: no such file")
         head = _cached(cache, ("head", str(hpath)), lambda: CorrectionHead.load(hpath))
         files["a2c2"] = _file_entry(hpath)
-        if getattr(head.config, "latent_dim", 0) > 0 and not hasattr(pol, "latent"):
-            raise BackendError(
-                f"policy {spec.text!r} cannot serve preset {preset.name!r}: the A2C2 head takes the base "
-                "policy's latent, which this backend does not provide"
-            )
+        check_head_fits(head, pol, f"policy {spec.text!r} cannot serve preset {preset.name!r}")
     return PresetModels(preset, spec, pol, head, files)
+
+
+def check_head_fits(head: Any, policy: Any, context: str) -> None:
+    """BackendError (prefixed ``context``) unless the A2C2 head reads what ``policy`` gives it: the
+    state it reads (``policy_state``: a VLA's proprioception), its action size and horizon, and
+    its features (``latent``) when the head takes them."""
+    cfg = head.config
+    reads = N.N_PROPRIO if getattr(policy, "reads_proprio", False) else int(policy.obs_dim)
+    if (cfg.obs_dim, cfg.action_dim, cfg.horizon) != (reads, int(policy.action_dim), int(policy.horizon)):
+        raise BackendError(
+            f"{context}: the A2C2 head takes state {cfg.obs_dim}, action {cfg.action_dim}, H {cfg.horizon}; the "
+            f"policy gives state {reads}, action {policy.action_dim}, H {policy.horizon}"
+        )
+    if cfg.latent_dim:
+        if not hasattr(policy, "latent"):
+            raise BackendError(f"{context}: the A2C2 head takes the base policy's latent, which it does not provide")
+        have = getattr(policy, "latent_dim", cfg.latent_dim)
+        if int(have) != cfg.latent_dim:
+            raise BackendError(f"{context}: the A2C2 head takes {cfg.latent_dim} features, the policy gives {have}")

@@ -434,9 +434,14 @@ class LockstepRunner:
             if self.correction is not None:
                 sel = np.flatnonzero(active & (ks >= 0))
                 if len(sel):
+                    # the head reads what the policy reads of the state (a VLA: proprioception) and,
+                    # with a latent, the policy's features of this step's observation (a VLA: its cameras)
+                    pobs = self._policy_obs(env, obs, sel, config, frames) if self._latent else None
                     tic = time.perf_counter()
-                    lat = self.policy.latent(obs[sel]) if self._latent else None
-                    res = self.correction.residual(obs[sel], base[sel], ks[sel], h, latent=lat)
+                    lat = self.policy.latent(pobs) if self._latent else None
+                    res = self.correction.residual(
+                        policy_state(self.policy, obs[sel]), base[sel], ks[sel], h, latent=lat
+                    )
                     timers["corr"] += time.perf_counter() - tic
                     executed = base.copy()
                     executed[sel] = base[sel] + np.asarray(res, dtype=np.float64)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from async_vla_ros import names as N
 from async_vla_ros.policy.a2c2 import CorrectionConfig, CorrectionHead
 from async_vla_ros.policy.base import ChunkPolicy, FlowPolicyBackend, load_checkpoint, load_policy
 from async_vla_ros.policy.networks import count_params
@@ -100,16 +101,27 @@ class A2C2Dataset:
 
 
 def build_a2c2_dataset(
-    policy: ChunkPolicy, episodes: Sequence[Episode], *, seed: int = 0, latent: bool = False
+    policy: ChunkPolicy,
+    episodes: Sequence[Episode],
+    *,
+    seed: int = 0,
+    latent: bool = False,
+    inputs: Callable[[int, Episode], Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> A2C2Dataset:
     """Run ``policy`` (vanilla sampler) on every observation of every episode and pair each step
-    t with the base action of every chunk that covers it (see module docstring)."""
+    t with the base action of every chunk that covers it (see module docstring).
+
+    ``inputs(i, episode)``: what the policy is given for all of episode i's steps (default its
+    state ``episode.obs``; a VLA: cameras, instruction and proprioception); the head's ``obs`` is
+    ``episode.obs`` either way, its latent ``policy.latent`` of those inputs."""
     h = int(policy.horizon)
     if latent and not hasattr(policy, "latent"):
         raise ValueError("latent features need a policy with .latent(obs) (the flow backend)")
     cols: dict[str, list[np.ndarray]] = {n: [] for n in ("obs", "base", "k", "target", "ep", "t", "latent")}
     for i, e in enumerate(episodes):
-        chunks = np.asarray(policy.infer(e.obs, sampler="vanilla", seed=seed + i))  # (T, H, A)
+        x = e.obs if inputs is None else inputs(i, e)
+        chunks = np.asarray(policy.infer(x, sampler="vanilla", seed=seed + i))  # (T, H, A)
         if chunks.shape != (e.length, h, e.actions.shape[1]):
             raise ValueError(f"policy returned {chunks.shape}, expected {(e.length, h, e.actions.shape[1])}")
         tt, kk = np.meshgrid(np.arange(e.length), np.arange(h), indexing="ij")  # (T, H)
@@ -123,8 +135,10 @@ def build_a2c2_dataset(
         cols["ep"].append(np.full(len(t_v), i))
         cols["t"].append(t_v)
         if latent:
-            lat = np.asarray(policy.latent(e.obs))  # (T, L)
+            lat = np.asarray(policy.latent(x))  # (T, L)
             cols["latent"].append(lat[t_v])
+        if progress is not None:
+            progress(i + 1, len(episodes))
     cat = {n: np.concatenate(v) for n, v in cols.items() if v}
     return A2C2Dataset(
         obs=cat["obs"],
@@ -193,9 +207,6 @@ def train_a2c2(
     log(f"train a2c2: running the base policy on {len(demos.episodes)} episodes")
     ds = build_a2c2_dataset(policy, demos.episodes, seed=config.seed + 7, latent=config.latent)
     C.set_threads(config.num_threads)  # the backend sets its own thread count
-    train_eps, val_eps = split_episodes(len(demos.episodes), config.val_fraction, config.seed)
-    train_rows, val_rows = ds.rows_of_episodes(train_eps), ds.rows_of_episodes(val_eps)
-    tens = _Tensors(ds, norm)
     head_cfg = CorrectionConfig(
         obs_dim=policy.obs_dim,
         action_dim=policy.action_dim,
@@ -204,6 +215,51 @@ def train_a2c2(
         hidden=config.hidden,
         depth=config.depth,
     )
+    about = {
+        "task": task,
+        "demos": demos.describe(),
+        "base_checkpoint": str(base_ckpt),
+        "base_git": ckpt.get("train_config", {}).get("provenance", {}),
+    }
+    return fit_head(
+        ds,
+        norm,
+        head_cfg,
+        config,
+        out,
+        about=about,
+        n_episodes=len(demos.episodes),
+        resume_demos=demos if resume else None,
+        progress_bar=progress_bar,
+        stop_at=stop_at,
+        log=log,
+        t_start=t_start,
+    )
+
+
+def fit_head(
+    ds: A2C2Dataset,
+    norm: Normalizer,
+    head_cfg: CorrectionConfig,
+    config: A2C2Config,
+    out: str | Path,
+    *,
+    about: dict[str, Any],
+    n_episodes: int,
+    resume_demos: DemoSet | None = None,
+    progress_bar: bool = True,
+    stop_at: int | None = None,
+    log: Callable[[str], None] = print,
+    t_start: float | None = None,
+) -> TrainResult:
+    """Train a correction head on a built dataset (whole episodes held out for validation) and
+    write it to ``out``; ``about`` goes into its training record (task, demos, base)."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    out = Path(out)
+    task = str(about.get("task", ""))
+    train_eps, val_eps = split_episodes(n_episodes, config.val_fraction, config.seed)
+    train_rows, val_rows = ds.rows_of_episodes(train_eps), ds.rows_of_episodes(val_eps)
+    tens = _Tensors(ds, norm)
     torch.manual_seed(config.seed)
     head = CorrectionHead(head_cfg, norm)
     head.train()
@@ -211,8 +267,8 @@ def train_a2c2(
     np_rng = np.random.default_rng(config.seed + 2)
     gen = torch.Generator().manual_seed(config.seed + 3)
     step, history = 0, []
-    if resume:
-        st = C.resume_state(out, KIND, A2C2Config, config, demos)
+    if resume_demos is not None:
+        st = C.resume_state(out, KIND, A2C2Config, config, resume_demos)
         head.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         C.set_rng_state(st["rng"], np_rng, gen)
@@ -221,14 +277,11 @@ def train_a2c2(
     def record(step_now: int, val: float | None, val0: float | None) -> dict[str, Any]:
         return {
             "kind": KIND,
-            "task": task,
+            **about,
             "config": config.to_dict(),
             "head": head_cfg.to_dict(),
-            "horizon": policy.horizon,
+            "horizon": head_cfg.horizon,
             "seed": config.seed,
-            "demos": demos.describe(),
-            "base_checkpoint": str(base_ckpt),
-            "base_git": ckpt.get("train_config", {}).get("provenance", {}),
             "samples": len(ds),
             "num_params": count_params(head),
             "step": step_now,
@@ -294,10 +347,132 @@ def train_a2c2(
     return TrainResult(path=out, step=step, val_loss=val, history=tuple(history), seconds=secs)
 
 
+# ---------------------------------------------------------------------- the VLA's head
+def is_vla_spec(base: str) -> bool:
+    """A policy spec of a LeRobot VLA (``vla``, ``vla:DIR``, ``lerobot:DIR``) rather than a checkpoint file."""
+    return base == "vla" or base.startswith(("vla:", "lerobot:"))
+
+
+def train_a2c2_vla(
+    dirs: Sequence[str | Path],
+    base: str,
+    config: A2C2Config,
+    out: str | Path,
+    *,
+    episodes_per_task: int | None = None,
+    progress_bar: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """A2C2 head of a multi-task VLA (``base``: ``vla`` or ``lerobot:DIR``), trained on every
+    task's demonstrations (one directory each, as for ``train vla``).
+
+    What the head reads is what the paper gives it, never the privileged state: the VLA's
+    features of the latest observation (``latent``: its cameras and instruction through the VLM),
+    the proprioception (q, gripper; qd blinded as for the VLA), the base action and its index k.
+    The base chunks come from the VLA itself on each demonstration's frames, with a training
+    paraphrase of the episode's task as the instruction."""
+    from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
+    from async_vla_ros.train.vla import ACTION_SCALE_MIN, BLIND_SCALE, OBS_SCALE_MIN, sample_instructions
+
+    t_start = time.perf_counter()
+    C.set_threads(config.num_threads)
+    if not config.latent:
+        raise ValueError("the VLA's head reads the VLA's features: latent must be on")
+    rng = np.random.default_rng(config.seed + 11)
+    episodes: list[Episode] = []
+    tasks: list[str] = []
+    sources = []
+    for d in dirs:
+        demos = load_episodes(d)
+        eps = list(demos.episodes[: episodes_per_task or None])
+        if not eps or not all(e.camera_images for e in eps):
+            raise ValueError(f"{d}: the VLA's head needs demonstrations with camera frames (demos --images ...)")
+        episodes += eps
+        tasks += [demos.task] * len(eps)
+        sources.append({**demos.describe(), "used_episodes": len(eps)})
+    policy = load_policy_spec(base, BackendRequest(tasks[0], num_threads=config.num_threads))
+    if not getattr(policy, "reads_proprio", False) or not getattr(policy, "latent_dim", 0):
+        raise ValueError(f"{base}: not a proprioception-and-cameras VLA with features (latent)")
+    C.set_threads(config.num_threads)
+    cams = dict(policy.camera_hw)
+    instructions = sample_instructions(tasks, rng)
+
+    def inputs(i: int, e: Episode) -> dict[str, Any]:
+        t = np.arange(e.length)
+        images = {}
+        for name in cams:
+            src, back = N.frame_source(name)
+            images[name] = e.camera_images[src][np.maximum(t - back, 0)]
+        return {"state": e.obs[:, : N.N_PROPRIO], "images": images, "instruction": instructions[i]}
+
+    proprio = [replace(e, obs=e.obs[:, : N.N_PROPRIO], camera_images=e.camera_images) for e in episodes]
+    log(f"train a2c2 (VLA {base}): running the VLA on {len(proprio)} episodes of {sorted(set(tasks))}")
+    bar = None
+    if progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(proprio), unit="ep", desc="a2c2 data", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+
+    ds = build_a2c2_dataset(policy, proprio, seed=config.seed + 7, latent=True, inputs=inputs, progress=progress)
+    if bar is not None:
+        bar.close()
+    log(f"train a2c2: dataset built in {time.perf_counter() - t_start:.1f} s ({len(ds)} samples)")
+    C.set_threads(config.num_threads)
+    obs = np.concatenate([e.obs for e in proprio])
+    center, scale = obs.mean(0), np.maximum(obs.std(0), OBS_SCALE_MIN)
+    center[7:14], scale[7:14] = 0.0, BLIND_SCALE  # qd blinded, as for the VLA (docs/training.md)
+    acts = np.concatenate([e.actions for e in proprio])
+    from async_vla_ros.policy.normalize import DimNorm
+
+    norm = Normalizer(
+        DimNorm("meanstd", center, scale),
+        DimNorm("meanstd", acts.mean(0), np.maximum(acts.std(0), ACTION_SCALE_MIN)),
+    )
+    head_cfg = CorrectionConfig(
+        obs_dim=N.N_PROPRIO,
+        action_dim=int(policy.action_dim),
+        horizon=int(policy.horizon),
+        latent_dim=int(policy.latent_dim),
+        hidden=config.hidden,
+        depth=config.depth,
+    )
+    about = {"task": "", "tasks": sorted(set(tasks)), "demos": sources, "base_checkpoint": base, "inputs": "vla"}
+    return fit_head(
+        ds,
+        norm,
+        head_cfg,
+        config,
+        out,
+        about=about,
+        n_episodes=len(proprio),
+        progress_bar=progress_bar,
+        log=log,
+        t_start=t_start,
+    )
+
+
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", required=True, help="base policy checkpoint whose chunks the head corrects")
-    parser.add_argument("--demos", default=None, help="demonstrations directory [data/demos/<task of --base>]")
+    parser.add_argument(
+        "--base",
+        required=True,
+        help="base policy whose chunks the head corrects: a checkpoint file, or a VLA (vla, lerobot:DIR) trained "
+        "on several tasks",
+    )
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        default=None,
+        help="demonstrations directory [data/demos/<task of --base>]; a VLA: one directory per task, with cameras",
+    )
+    parser.add_argument(
+        "--episodes-per-task", type=int, default=0, help="a VLA: use the first N episodes of each task (0: all)"
+    )
     parser.add_argument("--out", default=None, help="head file to write [next to --base: a2c2.pt]")
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     parser.add_argument("--latent", action="store_true", help="feed the base latent to the head")
@@ -308,8 +483,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(ns: argparse.Namespace) -> int:
     try:
         config = _config_from_ns(ns, A2C2Config)
+        if is_vla_spec(ns.base):
+            if not ns.demos:
+                raise ValueError("a VLA's head needs --demos: one directory per task, with cameras")
+            if ns.resume:
+                raise ValueError("--resume is for a checkpoint's head; rerun the VLA's head from the start")
+            out = ns.out or "vla_a2c2.pt"
+            train_a2c2_vla(
+                ns.demos,
+                ns.base,
+                replace(config, latent=True),
+                out,
+                episodes_per_task=ns.episodes_per_task or None,
+                progress_bar=not ns.no_progress,
+            )
+            return 0
+        if ns.demos and len(ns.demos) > 1:
+            raise ValueError("a checkpoint's head takes one --demos directory (its task's)")
         task = str(load_checkpoint(ns.base).get("task", ""))
-        demos = load_episodes(ns.demos or f"data/demos/{task}")
+        demos = load_episodes(ns.demos[0] if ns.demos else f"data/demos/{task}")
         out = ns.out or str(Path(ns.base).with_name("a2c2.pt"))
         train_a2c2(demos, ns.base, config, out, resume=ns.resume, progress_bar=not ns.no_progress)
     except (ValueError, FileNotFoundError, ImportError) as exc:

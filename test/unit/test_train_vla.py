@@ -116,6 +116,22 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert len(rem["history"]) == 2 and rem["lora_params"] > 0 and len(rem["demos"]) == 2
     tuned = load_policy_spec(f"lerobot:{tmp_path / 'vla_remac'}", BackendRequest("track"))
     assert tuned.reads_proprio
+    # its A2C2 head: VLA features + proprioception + base action + k, trained on both tasks' frames
+    from async_vla_ros.policy.a2c2 import CorrectionHead
+    from async_vla_ros.policy.registry import load_models
+    from async_vla_ros.presets import get_preset
+    from async_vla_ros.train.a2c2 import A2C2Config, train_a2c2_vla
+
+    hcfg = A2C2Config(steps=4, batch_size=16, warmup=1, val_every=2, ckpt_every=4, latent=True, val_fraction=0.25)
+    hres = train_a2c2_vla(list(demos.values()), f"lerobot:{out}", hcfg, tmp_path / "head.pt", progress_bar=False)
+    assert hres.step == 4 and np.isfinite(hres.val_loss)
+    head = CorrectionHead.load(tmp_path / "head.pt")
+    assert head.config.obs_dim == N.N_PROPRIO and head.config.latent_dim == be.latent_dim > 0
+    m = load_models("intercept", get_preset("rtc_a2c2"), f"lerobot:{out}", a2c2=str(tmp_path / "head.pt"))
+    r = LockstepRunner(m.policy, m.head).run(
+        LockstepConfig(task="intercept", strategy="rtc", episodes=1, batch=1, delay=2, s_min=2)
+    )
+    assert r.correction_s > 0 and len(r.episodes) == 1
     # shipped as the manifest ships it: float16 weights, an entry from the training record
     import shutil
 
@@ -158,8 +174,9 @@ class _FullState:
         self.horizon, self.action_dim, self.obs_dim, self.infer = be.horizon, be.action_dim, be.obs_dim, be.infer
 
 
-def test_the_vla_backend_serves_its_presets_and_refuses_a2c2_ones(tiny_smolvla_proprio_dir, tmp_path):
-    from async_vla_ros.bringup.graph import GraphError, build_graph
+def test_the_vla_backend_serves_its_presets_and_its_own_a2c2_head(tiny_smolvla_proprio_dir, tmp_path):
+    from async_vla_ros.bringup.graph import build_graph
+    from async_vla_ros.checkpoints import checkpoint_path
     from async_vla_ros.policy.lerobot_backend import vla_folder
     from async_vla_ros.policy.registry import BackendError, BackendRequest, load_models
     from async_vla_ros.presets import get_preset
@@ -168,9 +185,14 @@ def test_the_vla_backend_serves_its_presets_and_refuses_a2c2_ones(tiny_smolvla_p
     g = build_graph("franka", {"policy": spec, "method": "remac_clean", "task": "intercept"})
     assert g.node("policy").parameters["checkpoint_kind"] == "remac_clean"  # vla serves it from vla_remac/
     assert g.node("sim").parameters["cameras"] == ["scene", "wrist"]
-    with pytest.raises(GraphError, match="A2C2 head: the VLA's head"):
-        build_graph("franka", {"policy": spec, "method": "rtc_a2c2", "task": "intercept"})
     m = load_models("pick_moving", get_preset("rtc_lerobot"), spec)  # one VLA for every task
+    # the VLA's head is its own (vla_a2c2.pt), never a task's state head; a missing one says how to make it
+    with pytest.raises(BackendError, match="VLA's A2C2 head is not there; train it"):
+        load_models("track", get_preset("rtc_a2c2"), spec, checkpoint_dir=tmp_path)
+    with pytest.raises(BackendError, match="takes state 24, action 8, H 8; the policy gives state 15"):
+        load_models("track", get_preset("rtc_a2c2"), spec, a2c2=str(checkpoint_path("track", "a2c2")))
+    with pytest.raises(BackendError, match="no default A2C2 head"):
+        load_models("track", get_preset("rtc_a2c2"), f"lerobot:{tiny_smolvla_proprio_dir}")
     assert m.policy.reads_proprio
     with pytest.raises(BackendError, match="has no remac model"):
         load_models("track", get_preset("remac"), spec)
