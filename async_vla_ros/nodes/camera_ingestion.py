@@ -25,6 +25,12 @@ observation time; the joint state nearest to it within ``max_pair_dt_s`` is used
 timer at ``rate_hz`` publishes the latest joint state. Stale data (older than ``max_state_age_s``
 when it would be published) and already-published stamps are dropped, never republished; inputs
 stamped more than ``max_future_s`` ahead (a sender's clock jumped) are dropped before buffering.
+
+Timing, per stage of the image path, as rolling medians / p95 / p99 in /diagnostics (the pipeline
+benchmark's stage split): ``image_transport`` (an image's header stamp -> its callback here),
+``image_prep`` (its decoding and resize here), ``obs_age`` (the observation's state stamp -> its
+assembly starts), ``ingest`` (assembly starts -> ``publish`` returned), ``obs_age_out`` (the
+state stamp -> ``publish`` returned).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from async_vla_ros.nodes.common import (
 )
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.ingest import InputError, StampedBuffer, image_to_rgb, joint_arrays, resize_nearest
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
 from async_vla_ros.nodes.params import Param, ParamError, declare_params, enable_runtime_updates
 
 NODE_NAME = "camera_ingestion"
@@ -150,6 +156,11 @@ class CameraIngestionNode(Node):
         self.n_missing: dict[str, int] = {name: 0 for name in self.slots}
         self.obs_ages: deque[float] = deque(maxlen=200)  # state age at publication (s)
         self.image_latencies: deque[float] = deque(maxlen=200)  # oldest attached frame's age at publication (s)
+        # stage timing (s): frame stamp -> callback, decode + resize, observation assembly + publish
+        self.image_transport: deque[float] = deque(maxlen=400)
+        self.image_prep: deque[float] = deque(maxlen=400)
+        self.ingest: deque[float] = deque(maxlen=400)
+        self.obs_age_out: deque[float] = deque(maxlen=400)
         group = MutuallyExclusiveCallbackGroup()  # one group: buffers need no locks
         depth = p["qos_depth"]
         # Deep history: after a stall the sim catches up with a burst of ~40 task states; a depth
@@ -211,12 +222,15 @@ class CameraIngestionNode(Node):
             self.drops.drop(f"joint_state.{exc.reason}", str(exc))
 
     def _on_image(self, name: str, msg: Image) -> None:
+        received = self.get_clock().now().nanoseconds
         try:
             rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
             stamp = self._checked_stamp(msg.header.stamp, f"image of camera {name!r}")
             self._img[name].push(stamp, resize_nearest(rgb, self.p["image_size"]))
         except InputError as exc:
-            self.drops.drop(f"image.{name}.{exc.reason}", str(exc))
+            return self.drops.drop(f"image.{name}.{exc.reason}", str(exc))
+        self.image_transport.append((received - stamp) / NS_PER_S)
+        self.image_prep.append((self.get_clock().now().nanoseconds - received) / NS_PER_S)
 
     def _on_task_state(self, msg: Observation) -> None:
         try:
@@ -274,9 +288,12 @@ class CameraIngestionNode(Node):
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
         self.pub.publish(msg)
+        out = self.get_clock().now().nanoseconds
+        self.ingest.append((out - now) / NS_PER_S)
+        self.obs_age_out.append((out - ref_ns) / NS_PER_S)
         if self._img and msg.status == Observation.STATUS_OK:
             # the image pipeline's latency: the oldest attached frame's stamp -> this observation out
-            self.image_latencies.append((self.get_clock().now().nanoseconds - oldest_frame_ns) / NS_PER_S)
+            self.image_latencies.append((out - oldest_frame_ns) / NS_PER_S)
 
     def _attach_images(self, msg: Observation, ref_ns: int) -> int:
         """One slot per configured camera: its frame nearest to ``ref_ns`` within
@@ -322,14 +339,14 @@ class CameraIngestionNode(Node):
             "dropped": self.drops.total(),
         }
         vals.update({f"images_missing.{k}": v for k, v in self.n_missing.items()})
-        ages = np.asarray(self.obs_ages)
-        if ages.size:
-            vals.update({"obs_age_median_s": float(np.median(ages)), "obs_age_p95_s": float(np.quantile(ages, 0.95))})
+        vals.update(quantile_values("obs_age", self.obs_ages))
         lat = np.asarray(self.image_latencies)
         if lat.size:
             vals.update(
                 {"image_latency_median_s": float(np.median(lat)), "image_latency_p95_s": float(np.quantile(lat, 0.95))}
             )
+        for name in ("image_transport", "image_prep", "ingest", "obs_age_out"):
+            vals.update(quantile_values(name, getattr(self, name)))
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from async_vla_msgs.msg import NodeMetrics
@@ -41,7 +42,18 @@ from async_vla_ros.nodes.health import (
 )
 from async_vla_ros.nodes.params import Param
 
-__all__ = ["Telemetry", "telemetry_params"]
+__all__ = ["Telemetry", "telemetry_params", "quantile_values"]
+
+
+def quantile_values(name: str, samples: Sequence[float]) -> dict[str, float]:
+    """``{name}_median_s``, ``{name}_p95_s``, ``{name}_p99_s`` of a node's rolling window of
+    durations (s); nothing while it is empty (a metric without samples yet is absent). The window is
+    copied first (one C-level step: another thread may append to a deque meanwhile)."""
+    a = np.asarray(list(samples), dtype=np.float64)
+    if not a.size:
+        return {}
+    med, p95, p99 = np.quantile(a, (0.5, 0.95, 0.99))
+    return {f"{name}_median_s": float(med), f"{name}_p95_s": float(p95), f"{name}_p99_s": float(p99)}
 
 
 def telemetry_params(thresholds: Sequence[Threshold]) -> tuple[Param, ...]:

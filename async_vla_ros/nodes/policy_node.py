@@ -20,6 +20,9 @@ scores without backward coherence; the chunk's ``sampler`` says what ran.
 
 Every chunk carries the observation stamp (``header.stamp``), the ids and measured
 ``ChunkTiming`` (received, inference start/end, queue and model time, injected delay).
+/diagnostics adds two timings of the observation's way (rolling median / p95 / p99):
+``obs_age_in`` (an observation's stamp -> its callback here) and ``obs_wait`` (an observation's
+callback -> the model starting on it, per chunk: waiting for the scheduler's request and the worker).
 ``injected_latency_s`` adds latency after the model (as the RTC/REMAC papers' +100/+200 ms
 experiments did); it is included in the timing and waits on the stop event (interruptible). It
 can be changed at runtime (``set_parameters``; fault injection: latency spikes).
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +51,7 @@ from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.ingest import InputError
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params, enable_runtime_updates
 from async_vla_ros.nodes.worker import InferenceWorker
 from async_vla_ros.policy.checks import policy_state
@@ -205,8 +208,11 @@ class PolicyNode(Node):
         self.n_unavailable = 0
         self.drops = DropCounter(self.get_logger())
         self._obs_cond = threading.Condition()
-        # obs_id -> (stamp, state, {camera: image | None}, episode, instruction)
-        self._obs: OrderedDict[int, tuple[int, np.ndarray, dict[str, np.ndarray | None], int, str]] = OrderedDict()
+        # obs_id -> (stamp, state, {camera: image | None}, episode, instruction, received ns)
+        self._obs: OrderedDict[int, tuple[int, np.ndarray, dict[str, np.ndarray | None], int, str, int]] = OrderedDict()
+        # stage timing (s): observation stamp -> received here; received -> model starts on it
+        self.obs_age_in: deque[float] = deque(maxlen=400)
+        self.obs_wait: deque[float] = deque(maxlen=400)
         self.obs_ids = SequenceTracker("obs_id", p["rewind_after"])
         self._last_request_id = 0
         self._last_request_ns = 0  # stamp of the last request taken
@@ -247,6 +253,8 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ inputs (edge)
     def _on_observation(self, msg: Observation) -> None:
+        # (no message-info callback for the source timestamp: rclpy's EventsExecutor fails on them)
+        received = self.get_clock().now().nanoseconds
         try:
             state = np.asarray(msg.state, dtype=np.float64)
             if state.ndim != 1 or msg.state_dim != state.size:
@@ -260,6 +268,7 @@ class PolicyNode(Node):
             stamp = stamp_to_ns(msg.header.stamp)
             if stamp <= 0:
                 raise InputError("no_stamp", "observation without a header stamp")
+            self.obs_age_in.append((received - stamp) / NS_PER_S)
             images = observation_images(msg) if self.needs_image else {}
             if self.camera_hw is not None and set(images) != set(self.camera_hw):
                 raise InputError(
@@ -274,7 +283,7 @@ class PolicyNode(Node):
             order = self.obs_ids.update(int(msg.obs_id))  # core/sequence.py: restarts and rogue ids
             if order.accepted:
                 self._obs.pop(msg.obs_id, None)  # a reused id (sender restarted) goes to the newest end
-                self._obs[msg.obs_id] = (stamp, state, images, int(msg.episode_id), str(msg.instruction))
+                self._obs[msg.obs_id] = (stamp, state, images, int(msg.episode_id), str(msg.instruction), received)
                 while len(self._obs) > self.p["obs_memory"]:
                     self._obs.popitem(last=False)
                 self._obs_cond.notify_all()
@@ -385,8 +394,8 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ worker thread
     def _observation_for(self, job: Job):
-        """(stamp_ns, state, images, episode_id, instruction, obs_id) of the requested (or newest)
-        observation, or (None, why)."""
+        """(stamp_ns, state, images, episode_id, instruction, received_ns, obs_id) of the requested (or
+        newest) observation, or (None, why)."""
         with self._obs_cond:
             if job.obs_id:
                 oid = job.obs_id
@@ -426,7 +435,7 @@ class PolicyNode(Node):
                 job.received_ns,
                 job.request_ns,
             )
-        obs_ns, state, images, _episode, instruction, obs_id = entry
+        obs_ns, state, images, _episode, instruction, obs_received_ns, obs_id = entry
         if start - obs_ns > self.p["max_obs_age_s"] * NS_PER_S:
             return self._publish_error(
                 job.request_id,
@@ -457,6 +466,7 @@ class PolicyNode(Node):
         if self.wants_mapping:
             obs = {"state": obs, "images": {n: img[None] for n, img in images.items()}, "instruction": instruction}
         t0 = self.get_clock().now().nanoseconds
+        self.obs_wait.append((t0 - obs_received_ns) / NS_PER_S)
         try:
             actions = np.asarray(self.backend.infer(obs, sampler, **kwargs), dtype=np.float64)
         except BackendUnavailable as exc:
@@ -651,6 +661,8 @@ class PolicyNode(Node):
             "policy": self.policy_name,
             "cameras": ",".join(sorted(self.camera_hw or ())),
         }
+        vals.update(quantile_values("obs_age_in", self.obs_age_in))
+        vals.update(quantile_values("obs_wait", self.obs_wait))
         info = getattr(self.backend, "last_info", None) or {}
         if "instruction" in info:  # what the backend last used (LeRobot: the observation's, else its folder's)
             vals["instruction"] = str(info["instruction"])

@@ -18,7 +18,9 @@ episode, so an observation marks the start of its step.
   the request it answers: a future or stale stamp is rejected), then merged at once
   (``on_message`` at the current core step; the core
   merges from the next step when the current one was already handed out), the plan republished,
-  and a ``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d).
+  and a ``/scheduler/chunk_report`` published (measured latency split, predicted vs measured d);
+  /diagnostics has ``merge_median_s`` / ``_p95_s`` / ``_p99_s`` (an accepted chunk's arrival -> its
+  plan published).
 
 It never blocks: nothing here waits for inference. Ids on the wire start at 1
 (``ChunkRequest.request_id``); the core counts from 0: request ``r`` on the wire is core request
@@ -42,7 +44,7 @@ from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES
 from async_vla_ros.nodes.common import NS_PER_S, DropCounter, RosClock, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params
 
 NODE_NAME = "scheduler"
@@ -158,6 +160,7 @@ class SchedulerNode(Node):
         self.n_reports = 0
         self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
         self.delay_errors: deque[int] = deque(maxlen=100)  # measured - forecast d of merged chunks (steps)
+        self.merges: deque[float] = deque(maxlen=400)  # accepted chunk's arrival -> its plan published (s)
         group = MutuallyExclusiveCallbackGroup()  # scheduler state is touched only from this group
         self.pub_req = self.create_publisher(ChunkRequest, N.CHUNK_REQUEST, 10)
         self.pub_plan = self.create_publisher(ActionPlan, N.ACTION_PLAN, 10)
@@ -275,6 +278,7 @@ class SchedulerNode(Node):
         self._report(msg, arrival, result, info, result.reason or "")
         if result.accepted:
             self._publish_plan(t_now)
+            self.merges.append((self.clock.now_ns() - arrival) / NS_PER_S)
 
     # ------------------------------------------------------------------ per step
     def _execute_until(self, t: int) -> None:
@@ -415,6 +419,7 @@ class SchedulerNode(Node):
             vals["overhead_p99_s"] = float(np.quantile(arr[:, 1], 0.99))
             vals["measured_d_median"] = float(np.median(arr[:, 2]))
             vals["latency_p95_s"] = float(np.quantile(arr[:, 0], 0.95))
+        vals.update(quantile_values("merge", self.merges))
         if len(self.delay_errors) >= 10:  # a share of fewer chunks is noise (the first chunk alone: 0 or 1)
             err = np.asarray(self.delay_errors)
             vals["delay_underestimated_fraction"] = float(np.mean(err > 0))
