@@ -125,6 +125,15 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         "camera names, comma-separated (e.g. scene,wrist), for a policy whose backend cannot tell "
         "(remote); must equal the policy's when it can ('' : the policy's)",
     ),
+    LaunchArg(
+        "camera_size",
+        "0",
+        "sim: render every camera at this square size in px, like a camera driver's resolution; camera_ingestion "
+        "still resizes to the policy's image size (0: render at the policy's size)",
+        kind="int",
+        min=0,
+        max=480,
+    ),
     LaunchArg("instruction", "", "language instruction ('' : the task's first paraphrase, names.INSTRUCTIONS)"),
     LaunchArg(
         "command",
@@ -405,6 +414,11 @@ def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) 
         per_node["camera_ingestion"]["image_size"] = side
     elif sizes:
         raise GraphError(f"the policy's cameras take sizes {sorted(sizes)}; the graph ingests one square size")
+    if a["camera_size"]:
+        if a["camera_size"] < 16:
+            raise GraphError(f"camera_size:={a['camera_size']}: the sim renders 16 px or more (0: the policy's size)")
+        # the sim renders at the driver resolution; ingestion resizes to the policy's size (set above)
+        per_node["sim"].update(image_width=a["camera_size"], image_height=a["camera_size"])
 
 
 def resolve_policy(task: str, method: str, policy: str = "default") -> tuple[str, str]:
