@@ -11,9 +11,17 @@ prints, from the nodes' own measurements:
 * command period error of the correction loop: ``|actual tick interval - 1/rate|`` (median, p99,
   max) as measured by the correction node;
 * CPU use per node (user + system time of each node process over the measurement window, in % of
-  one core), read from ``/proc/<pid>/stat`` of the processes the launcher started.
+  one core), read from ``/proc/<pid>/stat`` of the processes the launcher started;
+* the observation -> chunk latency split into stages (image transport, ingestion, observation
+  transport, waiting, model, scheduling; ``eval/latency_split.py``), median / p95 / p99 each, and
+  the overhead beyond the model (total - model - injected delay; target median <= 3 ms with two
+  64 px cameras). With a policy that takes cameras (``--policy vla``: the shipped SmolVLA, scene
+  and wrist cameras) the graph runs once per ``--image-sizes`` entry (default 64 and 224 px: the
+  sim renders at that size, camera_ingestion resizes to the policy's 64 px) and the tables stand
+  side by side.
 
-The first ``--warmup`` seconds are excluded from the CPU figures and the latency samples.
+The first ``--warmup`` seconds after the first accepted chunk are excluded from the CPU figures and
+the latency samples (a VLA policy node takes from seconds to a minute, on a loaded machine, to load).
 Not a timed test: numbers depend on the machine and its load (printed with the run).
 """
 
@@ -27,10 +35,17 @@ import time
 
 from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, resolve_policy
 
+DEFAULT_IMAGE_SIZES = (64, 224)  # px, side by side, for a policy that takes cameras
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per run (default 20)")
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds excluded at the start (default 4)")
+    parser.add_argument(
+        "--warmup", type=float, default=4.0, help="seconds excluded after the first accepted chunk (default 4)"
+    )
+    parser.add_argument(
+        "--start-timeout", type=float, default=120.0, help="seconds to wait for the first accepted chunk (default 120)"
+    )
     parser.add_argument("--task", default="track", choices=TASKS)
     parser.add_argument("--method", default="rtc")
     parser.add_argument(
@@ -46,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run with SCHED_FIFO on the command loop, without, or both (default)",
     )
     parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
+    parser.add_argument(
+        "--image-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="camera sizes (px) the sim renders at, one run each, side by side; camera_ingestion resizes to the "
+        "policy's size (default: 64 224 for a policy that takes cameras, e.g. --policy vla; else the policy's / "
+        "the scene camera's default size)",
+    )
     parser.add_argument(
         "--remote",
         choices=("openpi", "lerobot-grpc"),
@@ -103,7 +128,7 @@ def _percentiles(x) -> tuple[float, float, float]:
     return float(np.median(a)), float(np.quantile(a, 0.99)), float(a.max())
 
 
-def run_once(args: dict, duration: float, warmup: float) -> dict:
+def run_once(args: dict, duration: float, warmup: float, start_timeout: float = 120.0) -> dict:
     """One graph run; returns the measurements (see module docstring)."""
     import numpy as np
     import rclpy
@@ -125,6 +150,13 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
     hz = os.sysconf("SC_CLK_TCK")
     try:
         launcher.start()
+        t_start = time.monotonic()
+        while not monitor.accepted_reports():  # the graph serves chunks: the warm-up starts
+            if not launcher.check():
+                raise RuntimeError("a node died: " + "; ".join(log[-20:]))
+            if time.monotonic() - t_start > start_timeout:
+                raise RuntimeError(f"no chunk was accepted within {start_timeout:g} s of the start")
+            time.sleep(0.1)
         t0 = time.monotonic()
         cpu0 = None
         while time.monotonic() - t0 < duration + warmup:
@@ -149,6 +181,7 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
 
         reps = [r for r in monitor.accepted_reports() if stamp_to_ns(r.header.stamp) >= t_from]
         corr = monitor.diag("correction")
+        diags = {n: monitor.diag(n) for n in ("camera_ingestion", "policy", "scheduler", "sim")}
     finally:
         launcher.stop()
         stop_spin(ex, spinner)  # before the node goes (see stop_spin)
@@ -161,7 +194,12 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
     inf = np.array([r.inference_s for r in reps])
     inj = np.array([r.injected_delay_s for r in reps])
     age = np.array([r.obs_age_s for r in reps])
+    from async_vla_ros.eval.latency_split import chunk_columns, stage_table
+
     return {
+        "stages": stage_table(chunk_columns(reps), diags),
+        "cameras": str(diags["camera_ingestion"].get("cameras", "")),
+        "render_median_s": diags["sim"].get("render_median_s"),
         "n_chunks": len(reps),
         "obs_to_chunk_minus_model": _percentiles(total - inf - inj),
         "request_to_chunk_minus_model": _percentiles(total - age - inf - inj),
@@ -175,6 +213,31 @@ def run_once(args: dict, duration: float, warmup: float) -> dict:
         "fifo": bool(corr.get("sched_fifo")),
         "rate_hz": corr.get("rate_hz"),
     }
+
+
+def _size_configs(ns: argparse.Namespace, base: dict) -> list[int]:
+    """Camera render sizes, one run each (0: the graph's own size). A policy that takes cameras
+    defaults to 64 and 224 px; GraphError for sizes the sim cannot render or with --no-camera."""
+    if ns.image_sizes:
+        if ns.no_camera:
+            raise GraphError("--image-sizes with --no-camera: choose one")
+        bad = [px for px in ns.image_sizes if not 16 <= px <= 480]
+        if bad:
+            raise GraphError(f"--image-sizes {bad}: the sim renders 16 to 480 px")
+        return list(dict.fromkeys(ns.image_sizes))
+    if ns.no_camera:
+        return [0]
+    takes = build_graph("franka", dict(base, camera="auto")).node("camera_ingestion").parameters.get("camera_names")
+    return list(DEFAULT_IMAGE_SIZES) if takes else [0]
+
+
+def _images_label(args: dict) -> str:
+    """What a run's graph renders: ``scene,wrist 64 px`` (render size), or ``no images``."""
+    sim = build_graph("franka", args).node("sim").parameters
+    cams = sim.get("cameras") or []
+    if not cams:
+        return "no images"
+    return f"{','.join(cams)} {sim.get('image_width', '?')} px"
 
 
 def run(ns: argparse.Namespace) -> int:
@@ -197,33 +260,42 @@ def run(ns: argparse.Namespace) -> int:
     }
     try:
         build_graph("franka", base)
+        sizes = _size_configs(ns, base)
+        labels = {px: _images_label(dict(base, camera_size=str(px))) for px in sizes}
     except GraphError as exc:
         print(f"bench pipeline: {exc}", file=sys.stderr)
         return 2
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[ns.fifo]
     print(
-        f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, command {ns.command_hz:g} Hz, "
-        f"{ns.duration:g} s per run after {ns.warmup:g} s warm-up; {platform.node()}, {os.cpu_count()} CPUs, "
-        f"load avg {os.getloadavg()[0]:.2f}"
+        f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, control "
+        f"{build_graph('franka', base).args['control_hz']:g} Hz, command {ns.command_hz:g} Hz, images: "
+        f"{'; '.join(labels.values())}, {ns.duration:g} s per run after {ns.warmup:g} s warm-up; "
+        f"{platform.node()}, {os.cpu_count()} CPUs, load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     results = []
     for fifo in modes:
-        print(f"  running with fifo:={'true' if fifo else 'false'} ...", flush=True)
-        try:
-            res = run_once(dict(base, fifo="true" if fifo else "false"), ns.duration, ns.warmup)
-        except RuntimeError as exc:
-            print(f"bench pipeline: {exc}", file=sys.stderr)
-            return 1
-        results.append((fifo, res))
+        for px in sizes:
+            print(f"  running with fifo:={'true' if fifo else 'false'}, {labels[px]} ...", flush=True)
+            try:
+                res = run_once(
+                    dict(base, fifo="true" if fifo else "false", camera_size=str(px)),
+                    ns.duration,
+                    ns.warmup,
+                    ns.start_timeout,
+                )
+            except RuntimeError as exc:
+                print(f"bench pipeline: {exc}", file=sys.stderr)
+                return 1
+            results.append((fifo, px, res))
 
     def ms(x):
         return "n/a" if x is None else f"{1e3 * x:.3f}"
 
-    for fifo, r in results:
+    for fifo, px, r in results:
         label = "SCHED_FIFO" if r["fifo"] else ("default scheduler" + (" (FIFO not permitted)" if fifo else ""))
         m1, m2 = r["obs_to_chunk_minus_model"], r["request_to_chunk_minus_model"]
         md, pe = r["model"], r["period_error"]
-        print(f"\ncommand loop: {label}; {r['n_chunks']} chunks")
+        print(f"\ncommand loop: {label}; {labels[px]}; {r['n_chunks']} chunks")
         print(
             f"  obs -> chunk available, minus model time:     median {ms(m1[0])} ms  p99 {ms(m1[1])} ms  max {ms(m1[2])} ms"
             "   (target median <= 2, p99 <= 5)"
@@ -235,5 +307,23 @@ def run(ns: argparse.Namespace) -> int:
         print(
             f"  command period error at {r['rate_hz']} Hz:       median {ms(pe[0])} ms  p99 {ms(pe[1])} ms  max {ms(pe[2])} ms"
         )
+        if r["render_median_s"] is not None:
+            print(f"  camera render at the sim, median per frame:   {ms(r['render_median_s'])} ms")
         print("  CPU per node (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()))
+    from async_vla_ros.eval.latency_split import format_stage_table
+
+    for fifo in modes:
+        runs = [(px, r) for f, px, r in results if f == fifo]
+        loop = "SCHED_FIFO" if runs[0][1]["fifo"] else "default scheduler"
+        print(f"\nobs -> chunk latency split, command loop {loop} (nodes' own timestamps):")
+        print(format_stage_table({labels[px]: r["stages"] for px, r in runs}, title="stage"))
+        over = []
+        for px, r in runs:
+            o = next(s for s in r["stages"] if s.key == "overhead")
+            over.append(f"{labels[px]} {ms(o.median_s)} ms")
+        print(
+            "overhead beyond the model (total - model - injected), median: "
+            + ", ".join(over)
+            + "   (target median <= 3 ms at 64x64)"
+        )
     return 0
