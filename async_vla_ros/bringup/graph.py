@@ -327,10 +327,7 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
     if a["instruction"]:
         per_node["camera_ingestion"]["instruction"] = a["instruction"]
     if preset.a2c2:
-        head = _checkpoint(task, "a2c2") if a["a2c2"] == "default" else a["a2c2"]
-        if not Path(head).expanduser().is_file():
-            raise GraphError(f"a2c2:={a['a2c2']}: no such A2C2 head file")
-        per_node["correction"]["a2c2_head"] = str(Path(head).expanduser().resolve())
+        _a2c2(a, preset, per_node)
 
     nodes = []
     for spec in graphs[name].get("nodes", []):
@@ -364,6 +361,61 @@ def _check_backend_serves(policy: str, preset: Any) -> None:
         raise GraphError(f"policy:={policy}: {exc}") from exc
     if why:
         raise GraphError(f"policy:={policy} cannot serve method:={preset.name}: {why}")
+
+
+def _a2c2(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) -> None:
+    """The correction node's A2C2 head, by the registry's rule (``load_models``): ``a2c2:=default``
+    is the policy backend's own head when it has one (the vla backend: ``vla_a2c2.pt``), else the
+    task's ``<task>_a2c2.pt``; a path is taken as given. A head of another state width than the
+    policy reads (the task's state head under a VLA) is refused here, in one line. A head that reads
+    the policy's features (``latent_dim`` > 0), or a policy that reads only part of the state (a
+    VLA: proprioception), has the correction node load the same policy spec and checkpoint kind as
+    the policy node (``a2c2_policy``): it computes the features of every observation (its cameras
+    and instruction) and checks at start that the head fits the policy (``check_head_fits``)."""
+    from async_vla_ros.policy.registry import (
+        BackendError,
+        BackendRequest,
+        checkpoint_file,
+        get_backend,
+        parse_policy_spec,
+    )
+
+    task, policy = a["task"], per_node["policy"]["policy"]
+    kind = per_node["policy"].get("checkpoint_kind", preset.checkpoint)
+    try:
+        spec = parse_policy_spec(policy)
+        backend = get_backend(spec.backend)
+        req = BackendRequest(task, target=spec.target, kind=kind)
+        if a["a2c2"] != "default":
+            path = Path(a["a2c2"]).expanduser()
+        elif backend.head_file is not None:
+            path = backend.head_file(req)
+        else:
+            path = checkpoint_file(task, "a2c2")
+        reads = backend.state_dim(req) if backend.state_dim is not None else None
+    except BackendError as exc:
+        raise GraphError(f"a2c2:={a['a2c2']} with policy:={a['policy']}: {exc}") from None
+    if not path.is_file():
+        raise GraphError(
+            f"a2c2:={a['a2c2']}: no such A2C2 head file; train one for this policy (async-vla-ros train a2c2 "
+            "--base ... --demos ..., docs/training.md) or use a2c2:=default"
+        )
+    from async_vla_ros.policy.a2c2 import CorrectionHead
+
+    try:
+        cfg = CorrectionHead.load(path).config
+    except Exception as exc:  # noqa: BLE001 - torch's loader raises many kinds for a file that is not a head
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GraphError(f"a2c2:={a['a2c2']}: not an A2C2 head ({why})") from None
+    if reads is not None and cfg.obs_dim != reads:
+        raise GraphError(
+            f"a2c2:={a['a2c2']} ({path.name}) takes a state of {cfg.obs_dim} values, policy:={a['policy']} reads "
+            f"{reads}: give the head trained on this policy (async-vla-ros train a2c2 --base {a['policy']} ..., "
+            "docs/training.md)"
+        )
+    per_node["correction"]["a2c2_head"] = str(path.resolve())
+    if cfg.latent_dim or reads is not None:
+        per_node["correction"].update(a2c2_policy=policy, a2c2_policy_kind=kind, task=task)
 
 
 def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) -> None:

@@ -26,7 +26,15 @@ never restarts from an observation's state, and an episode whose observation dis
 arm (rogue, or stale) never engages. Episode ids
 and plan ids follow :class:`~async_vla_ros.core.sequence.SequenceTracker` (an older id is dropped
 unless ``rewind_after`` arrive in a row: its sender restarted). Plans of other episodes are dropped.
-Each filter restart is announced on
+A head that reads the base policy's features (``latent_dim`` > 0: the VLA's head) runs with
+``a2c2_policy``, the policy node's spec (and ``a2c2_policy_kind``): the node loads that policy,
+refuses to start unless the head fits it (``policy.registry.check_head_fits``), and computes the
+features of every observation (its cameras and instruction, its proprioception by
+``policy.checks.policy_state``) on a worker thread, never in the command loop (newest observation
+wins; superseded ones are counted). The loop adds the residual of the newest observation whose
+features are ready. An observation without usable images, or whose features fail or are not
+finite, is a counted drop (``a2c2.*``) and turns the head off until the next good one: the base
+action passes through to the safety filter. Each filter restart is announced on
 ``/correction/command_segment`` (``std_msgs/Header``, stamped before the first command from the new
 start): commands on either side of it are not consecutive filter outputs.
 """
@@ -34,6 +42,7 @@ start): commands on either side of it are not consecutive filter outputs.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -61,9 +70,12 @@ from async_vla_ros.nodes.common import (
 )
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.ingest import InputError, joint_arrays
-from async_vla_ros.nodes.metrics import Telemetry, telemetry_params
+from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params
 from async_vla_ros.nodes.plan import INTERPOLATIONS, PlanBuffer
+from async_vla_ros.nodes.policy_node import observation_images
+from async_vla_ros.nodes.worker import InferenceWorker
+from async_vla_ros.policy.checks import policy_state
 
 NODE_NAME = "correction"
 FR3_JOINTS = list(N.ARM_JOINTS)
@@ -101,6 +113,14 @@ PARAMS = (
     Param("scale_acceleration", 1.0, "fraction of the acceleration limits used", min=0.01, max=1.0),
     Param("scale_jerk", 1.0, "fraction of the jerk limits used", min=0.01, max=1.0),
     Param("a2c2_head", "", "A2C2 correction head checkpoint ('' : no correction)"),
+    Param(
+        "a2c2_policy",
+        "",
+        "policy spec whose features (latent) and share of the state the A2C2 head reads: the policy node's "
+        "(bringup sets it for such a head); '' : the head reads the observation's state",
+    ),
+    Param("a2c2_policy_kind", "base", "checkpoint kind of a2c2_policy (the policy node's checkpoint_kind)"),
+    Param("task", "track", "task of a2c2_policy (its default checkpoint)", choices=N.TASK_NAMES),
     Param("arm_joint_names", FR3_JOINTS, "the 7 arm joints (joint states and commands)"),
     Param("joint_state_topic", N.JOINT_STATES, "measured joints (start pose of the filter)"),
     Param(
@@ -180,22 +200,23 @@ class CorrectionNode(Node):
             )
         )
         self.head = None
+        self.a2c2_policy = None  # the base policy whose features / state share the head reads
+        self._takes_latent = self._wants_mapping = False
         if p["a2c2_head"]:
-            import torch
-
-            from async_vla_ros.policy.a2c2 import CorrectionHead
-
-            torch.set_num_threads(1)
-            self.head = CorrectionHead.load(p["a2c2_head"])
-            if self.head.config.latent_dim:
-                raise ValueError("the correction node runs heads without a base-policy latent (latent_dim must be 0)")
+            self._load_head(p)
         self.drops = DropCounter(self.get_logger())
         self._lock = threading.Lock()  # guards plan, measured joints, observation, episode flags
         self.plan = PlanBuffer(8, p["interpolation"])
         self._plan_dim: int | None = None
         self._q_meas: np.ndarray | None = None
         self._grip_meas: float | None = None
-        self._obs: tuple[int, np.ndarray] | None = None  # (obs_id, state)
+        # (obs_id, state the head reads or None, features (1, L) or None) of the newest observation
+        # whose features are ready; the head is off while either it needs is None
+        self._obs: tuple[int, np.ndarray | None, np.ndarray | None] | None = None
+        self._obs_seq = 0  # observations accepted (numbers the feature jobs)
+        self._obs_seq_stored = 0  # ... the one in _obs (an older job's features never replace it)
+        self.feature_s: deque[float] = deque(maxlen=400)  # time of each feature computation
+        self.n_residual_ticks = 0  # ticks that added the head's residual
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self.plan_ids = SequenceTracker("plan_id", p["rewind_after"])
         # a new episode waits for a measurement of the joints: (observation stamp, its joints) or None
@@ -250,8 +271,46 @@ class CorrectionNode(Node):
         )
         self.pub_tick = self.create_publisher(CommandMetrics, "~/command_metrics", 10) if p["command_metrics"] else None
         self._stop = threading.Event()
+        self.feature_worker: InferenceWorker | None = None
+        if self._takes_latent:
+            self.feature_worker = InferenceWorker(
+                self._features, self._on_feature_error, name="a2c2-features", max_consecutive_errors=1 << 30
+            )
+            self.feature_worker.start()
         self._thread = threading.Thread(target=self._run, name="correction-loop", daemon=True)
         self._thread.start()
+
+    def _load_head(self, p: dict) -> None:
+        """The A2C2 head, and the policy whose features it reads (module docstring); ValueError
+        (the node does not start) for a head that does not fit it."""
+        import torch
+
+        from async_vla_ros.policy.a2c2 import CorrectionHead
+
+        torch.set_num_threads(1)
+        self.head = CorrectionHead.load(p["a2c2_head"])
+        latent_dim = self.head.config.latent_dim
+        if not p["a2c2_policy"]:
+            if latent_dim:
+                raise ValueError(
+                    f"a2c2_head {p['a2c2_head']} reads the base policy's features ({latent_dim}): set a2c2_policy "
+                    "to the policy node's spec (bringup does)"
+                )
+            return
+        from async_vla_ros.policy.registry import BackendRequest, check_head_fits, load_policy_spec
+
+        self.a2c2_policy = load_policy_spec(
+            p["a2c2_policy"], BackendRequest(p["task"], kind=p["a2c2_policy_kind"], num_threads=1)
+        )
+        torch.set_num_threads(1)  # a backend may have set its own
+        # also computes one observation's features (latent_dim): the first real one is not slower
+        check_head_fits(self.head, self.a2c2_policy, f"a2c2_head {p['a2c2_head']} with a2c2_policy {p['a2c2_policy']}")
+        self._takes_latent = bool(latent_dim)
+        self._wants_mapping = bool(getattr(self.a2c2_policy, "camera_hw", None))  # cameras + instruction
+        self.get_logger().info(
+            f"A2C2 head {p['a2c2_head']} on {p['a2c2_policy']}"
+            + (f" ({latent_dim} features of each observation)" if latent_dim else "")
+        )
 
     @property
     def episode_id(self) -> int:
@@ -333,6 +392,7 @@ class CorrectionNode(Node):
         state = np.asarray(msg.state, dtype=np.float64)
         if state.size < 7 or not np.all(np.isfinite(state)):
             return self.drops.drop("observation.bad_state", "observation state must hold >= 7 finite joint positions")
+        head_state, job_inputs = self._head_inputs(msg, state)
         with self._lock:
             episode = self.episodes.update(int(msg.episode_id))
             if episode.kind is SeqEvent.STALE:
@@ -347,7 +407,69 @@ class CorrectionNode(Node):
                 self._reset_pending = (stamp_to_ns(msg.header.stamp), state[:7].copy())
                 self._mismatch_reported = False
                 self._reset_to = None
-            self._obs = (int(msg.obs_id), state)
+            self._obs_seq += 1
+            seq = self._obs_seq
+            if job_inputs is None:  # no features to wait for: the head reads this (or is off: None)
+                self._obs = (int(msg.obs_id), head_state, None)
+                self._obs_seq_stored = seq
+        if job_inputs is not None:
+            self.feature_worker.submit((seq, int(msg.obs_id), head_state, *job_inputs))
+
+    def _head_inputs(self, msg: Observation, state: np.ndarray):
+        """(the state the head reads or None, (images, instruction) to compute features from or None).
+        A problem is a counted drop and a None state: the head is off for this observation."""
+        if self.a2c2_policy is None:
+            return state, None
+        try:
+            head_state = policy_state(self.a2c2_policy, state)
+        except ValueError as exc:
+            self.drops.drop("a2c2.bad_state", str(exc))
+            return None, None
+        if not self._takes_latent:
+            return head_state, None
+        images: dict = {}
+        if self._wants_mapping:
+            try:
+                images = observation_images(msg)
+            except InputError as exc:
+                self.drops.drop(f"a2c2.{exc.reason}", str(exc))
+                return None, None
+            wanted = set(self.a2c2_policy.camera_hw)
+            missing = sorted(n for n in wanted if images.get(n) is None)
+            if missing:
+                self.drops.drop(
+                    "a2c2.no_image",
+                    f"observation {msg.obs_id} lacks camera(s) {missing} (image missing or stale): no A2C2 "
+                    "features, the base action passes through",
+                )
+                return None, None
+            images = {n: images[n] for n in wanted}
+        return head_state, (images, str(msg.instruction))
+
+    # ------------------------------------------------------------------ feature worker thread
+    def _features(self, job) -> None:
+        """The policy's features of one observation (worker thread); stored with its state unless a
+        newer observation is already stored."""
+        seq, obs_id, state, images, instruction = job
+        x = state[None]
+        if self._wants_mapping:
+            x = {"state": x, "images": {n: img[None] for n, img in images.items()}, "instruction": instruction}
+        t0 = time.perf_counter()
+        try:
+            latent = np.asarray(self.a2c2_policy.latent(x), dtype=np.float64)
+            if latent.shape != (1, self.head.config.latent_dim) or not np.all(np.isfinite(latent)):
+                raise ValueError(f"features of shape {latent.shape}, finite: {bool(np.all(np.isfinite(latent)))}")
+        except Exception as exc:  # noqa: BLE001 - a failed feature is a counted drop, never a dead node
+            self.drops.drop("a2c2.features", f"{type(exc).__name__}: {exc}: the base action passes through")
+            state = latent = None
+        self.feature_s.append(time.perf_counter() - t0)
+        with self._lock:
+            if seq > self._obs_seq_stored:
+                self._obs = (obs_id, state, latent)
+                self._obs_seq_stored = seq
+
+    def _on_feature_error(self, job, exc: BaseException) -> None:
+        self.drops.drop("a2c2.features", f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ loop thread
     def _run(self) -> None:
@@ -413,10 +535,17 @@ class CorrectionNode(Node):
             target = self._target  # plan ran dry: hold the last target
         else:
             target = sample.action
-            if self.head is not None and obs is not None and horizon == self.head.config.horizon:
+            if (
+                self.head is not None
+                and obs is not None
+                and obs[1] is not None
+                and (obs[2] is not None or not self._takes_latent)
+                and horizon == self.head.config.horizon
+            ):
                 residual = self._a2c2(sample, obs, horizon)
                 target = target + residual
                 residual_norm = float(np.linalg.norm(residual))
+                self.n_residual_ticks += 1
             self._target = target
         q_cmd, g_cmd, flags = self.safety.filter(target[:7], target[7] if target.size > 7 else None)
         self._publish(q_cmd, g_cmd)
@@ -451,16 +580,18 @@ class CorrectionNode(Node):
         m.dropped_inputs = self.drops.total()
         self.pub_tick.publish(m)
 
-    def _a2c2(self, sample, obs: tuple[int, np.ndarray], horizon: int) -> np.ndarray:
+    def _a2c2(self, sample, obs: tuple[int, np.ndarray, np.ndarray | None], horizon: int) -> np.ndarray:
         """Residual (A,) for this control step and observation (cached between ticks)."""
         key = (sample.step, obs[0])
         if key != self._residual_key:
-            state = obs[1]
+            state, latent = obs[1], obs[2]
             if state.size != self.head.config.obs_dim or sample.action.size != self.head.config.action_dim:
                 self.drops.drop("a2c2.shape", f"head needs obs_dim {self.head.config.obs_dim}, got {state.size}")
                 self._residual = np.zeros_like(sample.action)
             else:
-                self._residual = self.head.residual(state[None], sample.action[None], np.array([sample.k]), horizon)[0]
+                self._residual = self.head.residual(
+                    state[None], sample.action[None], np.array([sample.k]), horizon, latent=latent
+                )[0]
             self._residual_key = key
         return self._residual
 
@@ -516,6 +647,16 @@ class CorrectionNode(Node):
         if self.timer is not None:
             st = self.timer.stats()
             vals.update({"overruns": st.overruns, "missed_ticks": st.missed})
+        if self.head is not None:
+            vals["a2c2_ticks"] = self.n_residual_ticks
+        if self.feature_worker is not None:
+            vals.update(
+                {
+                    "a2c2_features": self.feature_worker.completed,
+                    "a2c2_features_superseded": self.feature_worker.superseded,
+                }
+            )
+            vals.update(quantile_values("a2c2_feature", self.feature_s))  # time per observation
         vals.update({f"safety.{k}": v for k, v in self.safety.counts.items()})
         vals.update({f"dropped.{k}": v for k, v in self.drops.as_dict().items()})
         return vals
@@ -524,6 +665,8 @@ class CorrectionNode(Node):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
+        if self.feature_worker is not None:
+            self.feature_worker.stop(timeout=2.0)
 
 
 def main(args=None) -> int:

@@ -632,6 +632,25 @@ def folder_cameras(folder: str | Path) -> dict[str, tuple[int, int]]:
     return {name: tuple(int(v) for v in keys[key]["shape"][1:]) for name, key in cams.items()}
 
 
+def folder_state_dim(folder: str | Path) -> int:
+    """The width of the state a LeRobot policy folder reads (its ``observation.state``), from its
+    ``config.json`` only (no lerobot import): a VLA's proprioception, or a task's full state."""
+    path = Path(folder).expanduser() / "config.json"
+    if not path.is_file():
+        raise BackendError(f"{Path(folder).expanduser()}: not a LeRobot policy folder (no config.json)")
+    try:
+        feat = json.loads(path.read_text()).get("input_features", {}).get("observation.state")
+        return int(feat["shape"][0])
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise BackendError(f"{path}: no observation.state feature with a shape ({exc})") from exc
+
+
+def _state_dim(req: BackendRequest) -> int:
+    if not req.target:
+        raise BackendError("the lerobot backend needs a folder: lerobot:DIR")
+    return folder_state_dim(req.target)
+
+
 def _no_default_head(req: BackendRequest) -> Path:
     raise BackendError(
         "a LeRobot folder has no default A2C2 head: train one (train a2c2 --base lerobot:DIR --demos ...) and "
@@ -654,6 +673,7 @@ register_backend(
         cameras=_cameras,
         per_request_beta=True,
         head_file=_no_default_head,
+        state_dim=_state_dim,
     )
 )
 
@@ -698,6 +718,10 @@ def _vla_cameras(req: BackendRequest) -> dict[str, tuple[int, int]]:
     return folder_cameras(req.target or vla_folder(req.kind or "base", req.checkpoint_dir or None))
 
 
+def _vla_state_dim(req: BackendRequest) -> int:
+    return folder_state_dim(req.target or vla_folder(req.kind or "base", req.checkpoint_dir or None))
+
+
 register_backend(
     Backend(
         "vla",
@@ -708,5 +732,6 @@ register_backend(
         cameras=_vla_cameras,
         per_request_beta=True,
         head_file=vla_head,
+        state_dim=_vla_state_dim,
     )
 )

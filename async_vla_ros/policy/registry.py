@@ -121,6 +121,10 @@ class Backend:
     # request -> the A2C2 head file of this backend's policy (None: the task's <task>_a2c2.pt); it
     # raises BackendError saying how to make it when missing
     head_file: Callable[[BackendRequest], Path] | None = None
+    # request -> the width of the observation state the policy reads (a VLA: its proprioception),
+    # read cheaply (no model built): bringup refuses a head of another width before anything starts.
+    # None: the backend cannot tell before it loads
+    state_dim: Callable[[BackendRequest], int] | None = None
 
     def cannot_serve(self, preset: MethodPreset, target: str = "") -> str | None:
         """Why this backend cannot serve ``preset`` (None: it can)."""
