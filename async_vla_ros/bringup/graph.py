@@ -97,7 +97,12 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         "policy spec: default (shipped checkpoint of the task for the preset), expert (scripted), a checkpoint "
         "path, or NAME:TARGET / SCHEME://ADDRESS of a registered backend",
     ),
-    LaunchArg("a2c2", "default", "A2C2 head for presets that use one: default (shipped) or a path"),
+    LaunchArg(
+        "a2c2",
+        "default",
+        "A2C2 head for presets that use one: default (the policy backend's own, e.g. the vla's vla_a2c2.pt, else "
+        "the task's shipped <task>_a2c2.pt) or a path",
+    ),
     LaunchArg("task", "track", "task (sim scene, expert, default checkpoints)", TASKS),
     LaunchArg(
         "control_hz",
