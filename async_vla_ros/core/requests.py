@@ -93,14 +93,38 @@ def spec_call(specs: Sequence[RequestSpec], seed: int | None = None) -> tuple[st
     return sampler_call(sampler, prefix, weights, n_frozen, seed, beta=betas.pop())
 
 
+ONE_GUIDANCE_PER_CALL = frozenset({"rtc_lerobot"})  # samplers that take one (d, H - s) per call
+
+
+def _rows(obs: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of an observation batch: an array, or a mapping of arrays / per-row lists (an
+    instruction string applies to every row)."""
+    if isinstance(obs, Mapping):
+        return {k: (v if isinstance(v, str) else _rows(v, idx)) for k, v in obs.items()}
+    if isinstance(obs, (list, tuple)):
+        return [obs[i] for i in idx]
+    return np.asarray(obs)[idx]
+
+
 def infer_specs(
     policy: Any,
     obs: np.ndarray | Mapping[str, np.ndarray],
     specs: Sequence[RequestSpec],
     seed: int | None = None,
 ) -> np.ndarray:
-    """Answer ``specs`` with one ``policy.infer`` on ``obs`` (B rows, one per spec): (B, H, A) float64."""
+    """Answer ``specs`` with one ``policy.infer`` on ``obs`` (B rows, one per spec): (B, H, A) float64.
+
+    A sampler that guides a whole call with one (d, H - s) (``ONE_GUIDANCE_PER_CALL``: LeRobot's RTC)
+    gets one call per distinct guidance when the rows differ (delays that vary per chunk)."""
     sampler, kw = spec_call(specs, seed)
+    if sampler in ONE_GUIDANCE_PER_CALL and kw.get("weights") is not None and len(specs) > 1:
+        keys = [(int(n), np.asarray(w).tobytes()) for n, w in zip(kw["n_frozen"], kw["weights"])]
+        if len(set(keys)) > 1:
+            out = np.empty((len(specs), int(policy.horizon), int(policy.action_dim)))
+            for key in dict.fromkeys(keys):
+                idx = np.array([i for i, k in enumerate(keys) if k == key])
+                out[idx] = infer_specs(policy, _rows(obs, idx), [specs[i] for i in idx], seed)
+            return out
     if "beta" in kw and not takes_beta(policy):
         # a backend without a per-request clip runs the one it was loaded with (the registry
         # loads such backends with the preset's beta)

@@ -80,6 +80,9 @@ class BenchConfig:
     adherence_obs: int = 128  # demonstration observations per task for the prefix-adherence table (0: none)
     beta_sweep_task: str = ""  # task of the beta sweep of rtc / rtc_jf ("": none)
     betas: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)  # guidance clips of the sweep
+    # whose policies: "default" (each task's privileged-state checkpoints) or a policy spec such as
+    # "vla" (the multi-task VLA: cameras, instruction, proprioception; its own REMAC and A2C2 head)
+    policy: str = "default"
 
     def __post_init__(self) -> None:
         from async_vla_ros.sim.tasks import TASKS
@@ -123,9 +126,10 @@ class BenchConfig:
 
 # ---------------------------------------------------------------------- latency
 def measure_latencies(
-    calls: Mapping[str, tuple[Any, Any | None, MethodPreset]], obs: np.ndarray, reps: int, d: int = 2
+    calls: Mapping[str, tuple[Any, Any | None, MethodPreset]], obs: Any, reps: int, d: int = 2
 ) -> dict[str, dict[str, float]]:
-    """B = 1 chunk latency (ms) per method on ``obs`` (1, obs_dim), and the head's per-step time.
+    """B = 1 chunk latency (ms) per method on ``obs`` (1, obs_dim) (a VLA: its input mapping, see
+    ``_policy_input``), and the head's per-step time (with the VLA's features of the observation).
 
     ``calls``: preset name -> (policy, head or None, preset). Each method is timed in short blocks of
     consecutive calls (warm caches, as when one model serves a robot; the first call of a block
@@ -150,6 +154,7 @@ def measure_latencies(
             del kw["beta"]
         lat = policy.latent(obs) if head is not None and getattr(head.config, "latent_dim", 0) else None
         prepared[m] = (policy, head, spec, kw, chunk, lat, h)
+    head_obs = obs["state"] if isinstance(obs, Mapping) else obs  # what a head reads of the state
     times: dict[str, list[float]] = {m: [] for m in calls}
     htimes: dict[str, list[float]] = {m: [] for m in calls}
     rounds = 5
@@ -162,7 +167,9 @@ def measure_latencies(
                 t_chunk = (time.perf_counter() - tic) * 1e3
                 if head is not None:
                     tic = time.perf_counter()
-                    head.residual(obs, chunk[:, 0], np.array([j % h]), h, latent=lat)
+                    # a head with features computes them from the latest observation every step
+                    feats = policy.latent(obs) if lat is not None else None
+                    head.residual(head_obs, chunk[:, 0], np.array([j % h]), h, latent=feats)
                     t_head = (time.perf_counter() - tic) * 1e3
                 if j > 0:
                     times[m].append(t_chunk)
@@ -214,8 +221,44 @@ class BenchResults:
         return vals
 
 
-def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], None] = print) -> BenchResults:
-    """Run the sweep; returns the results (no files written)."""
+def _why_not_run(config: BenchConfig, task: str, spec: MethodPreset) -> str:
+    """Why a preset is left out of a task's sweep ('' : it runs). REMAC variants and ablations are
+    trained per task as time allows (skipped and reported when absent); a backend says which presets
+    it cannot serve (the VLA: the authors' REMAC). A missing base or A2C2 file stays an error."""
+    if config.policy != "default":
+        from async_vla_ros.policy.registry import get_backend, parse_policy_spec
+
+        parsed = parse_policy_spec(config.policy)
+        return get_backend(parsed.backend).cannot_serve(spec, parsed.target) or ""
+    try:
+        checkpoint_file(task, spec.checkpoint, config.ckpt_dir)
+    except BackendError:
+        if not (spec.ablation or spec.checkpoint.startswith("remac")):
+            raise
+        return f"no {task}_{spec.checkpoint}.pt"
+    return ""
+
+
+def _policy_input(policy: Any, env: Any, obs: np.ndarray, task: str) -> Any:
+    """What ``policy`` is given for the env's current state ``obs`` (1, obs_dim): the state, or for a
+    policy that takes cameras its cameras rendered now (in its training style), the state it reads
+    and the task's instruction (as camera_ingestion sends them)."""
+    from async_vla_ros.policy.checks import policy_state
+
+    cams = getattr(policy, "camera_hw", None)
+    if not cams:
+        return obs
+    groups = N.IMAGE_STYLES[getattr(policy, "image_style", N.IMAGE_STYLE)]
+    images = {}
+    for name, (h, w) in cams.items():
+        images[name] = env.render(0, camera=N.frame_source(name)[0], width=w, height=h, geom_groups=groups)[None]
+    return {"state": policy_state(policy, obs), "images": images, "instruction": N.default_instruction(task)}
+
+
+def run_bench(
+    config: BenchConfig, progress: bool = True, log: Callable[[str], None] = print, cell_log: bool = False
+) -> BenchResults:
+    """Run the sweep; returns the results (no files written). ``cell_log``: a line per finished cell."""
     import torch
 
     from async_vla_ros.sim.env import BatchedPandaEnv
@@ -243,22 +286,19 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
             cache: dict = {}  # models shared by the presets of this task
             loaded: dict[str, PresetModels] = {}
             for m, spec in specs.items():
-                # REMAC variants and ablations are trained per task as time allows: skipped and reported
-                # when absent (a missing base or A2C2 file stays an error)
-                try:
-                    checkpoint_file(task, spec.checkpoint, config.ckpt_dir)
-                except BackendError:
-                    if not (spec.ablation or spec.checkpoint.startswith("remac")):
-                        raise
-                    res.skipped.append(f"{m} on {task} (no {task}_{spec.checkpoint}.pt)")
+                why = _why_not_run(config, task, spec)
+                if why:
+                    res.skipped.append(f"{m} on {task} ({why})")
                     total -= (len(config.delays) + len(dspecs)) * config.episodes
                     if bar is not None:
                         bar.total = total
                     continue
-                loaded[m] = load_models(task, spec, "default", checkpoint_dir=config.ckpt_dir, cache=cache)
+                loaded[m] = load_models(task, spec, config.policy, checkpoint_dir=config.ckpt_dir, cache=cache)
             res.files[task] = {k: v for lm in loaded.values() for k, v in lm.files.items()}
             env = BatchedPandaEnv(task, 1, threads=1)
             obs1 = env.reset([config.seed])
+            if loaded:
+                obs1 = _policy_input(next(iter(loaded.values())).policy, env, obs1, task)
             env.close()
             res.latency[task] = measure_latencies(
                 {m: (lm.policy, lm.head, lm.preset) for m, lm in loaded.items()}, obs1, config.latency_reps
@@ -298,10 +338,12 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
                     )
                     res.summaries.append(s)
                     done += config.episodes
+                    if cell_log:
+                        log(f"{m} d={s['delay']}: {r.successes}/{r.n} ({time.perf_counter() - t0:.0f} s)")
                     if bar is not None:
                         bar.update(config.episodes)
                         bar.set_postfix(task=task, method=m, d=s["delay"], succ=f"{r.success_rate:.2f}")
-            if config.adherence_obs:
+            if config.adherence_obs and config.policy == "default":  # on the state checkpoints and their demos
                 from async_vla_ros.eval.bench_samplers import adherence
 
                 try:
@@ -310,13 +352,50 @@ def run_bench(config: BenchConfig, progress: bool = True, log: Callable[[str], N
                     )
                 except FileNotFoundError as exc:  # no demonstrations for the task: said in the report
                     log(f"bench paper: no adherence table for {task}: {exc}")
-        if config.beta_sweep_task:
+        if config.beta_sweep_task and config.policy == "default":
             res.beta_sweep = run_beta_sweep(config, log=log)
     finally:
         if bar is not None:
             bar.close()
     res.wall_s = time.perf_counter() - t0
     log(f"bench paper: {done} episodes in {res.wall_s:.0f} s")
+    return res
+
+
+def _run_part(config: BenchConfig) -> dict[str, Any]:
+    """One worker's share of a parallel sweep (a process of its own: one torch thread)."""
+    task = ",".join(config.tasks)
+
+    def log(line: str) -> None:
+        print(f"bench paper [{task}] {line}", file=sys.stderr, flush=True)
+
+    return dump(run_bench(config, progress=False, log=log, cell_log=True))
+
+
+def run_parallel(
+    config: BenchConfig, jobs: int, progress: bool = True, log: Callable[[str], None] = print
+) -> BenchResults:
+    """:func:`run_bench` with the tasks spread over ``jobs`` processes (one torch thread each; the
+    same episodes and seeds as one process: every cell is seeded by the run seed alone), merged."""
+    if jobs <= 1 or len(config.tasks) == 1:
+        return run_bench(config, progress=progress, log=log)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    t0 = time.perf_counter()
+    sweep = config.beta_sweep_task if config.beta_sweep_task in config.tasks else ""
+    parts_cfg = []
+    for i, task in enumerate(config.tasks):
+        owns_sweep = task == sweep or (config.beta_sweep_task and not sweep and i == 0)
+        parts_cfg.append(replace(config, tasks=(task,), beta_sweep_task=config.beta_sweep_task if owns_sweep else ""))
+    log(f"bench paper: {len(parts_cfg)} tasks on {jobs} processes (a line per finished cell)")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        dumps = list(pool.map(_run_part, parts_cfg))
+    res = merge_dumps(dumps)
+    res.config = config
+    res.wall_s = time.perf_counter() - t0  # elapsed, not the sum over the processes
+    log(f"bench paper: {sum(s['n'] for s in res.summaries)} episodes in {res.wall_s:.0f} s ({jobs} processes)")
     return res
 
 
@@ -658,20 +737,71 @@ def _rate_cell(k: int, n: int) -> str:
 
 
 def write_report(res: BenchResults, path: str | Path, command: str, plots: Mapping[str, str], notes: str = "") -> Path:
-    """Markdown report of ``res``."""
-    cfg = res.config
+    """Markdown report of ``res`` (one condition)."""
+    return write_reports([("", res, plots)], path, command, notes)
+
+
+CONDITION_TITLES = {
+    "vla": "The VLA: cameras, an instruction and proprioception in, chunks out",
+    "state": "Privileged state: one MLP per task reading the simulator's object state (the baseline condition)",
+}
+
+
+def write_reports(
+    conditions: Sequence[tuple[str, BenchResults, Mapping[str, str]]], path: str | Path, command: str, notes: str = ""
+) -> Path:
+    """Markdown report of one or more conditions (label, results, plots); with several, each is a
+    section of its own, in the order given."""
     info = machine_info()
-    L: list[str] = []
-    L.append("# Paper-style benchmark: success vs inference delay (lockstep simulation)\n")
+    total = sum(r.wall_s for _, r, _ in conditions)
+    L: list[str] = ["# Paper-style benchmark: success vs inference delay (lockstep simulation)\n"]
     L.append(
         f"Generated by `{command}` on {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; "
-        f"the sweep took {res.wall_s / 60:.1f} min.\n"
+        f"the sweep took {total / 60:.1f} min"
+        + (
+            " (" + ", ".join(f"{_cond_name(r.config)} {r.wall_s / 60:.1f} min" for _, r, _ in conditions) + ")"
+            if len(conditions) > 1
+            else ""
+        )
+        + ".\n"
     )
     L.append(
         f"- Machine: {info['cpu']}, {info['cores']} cores (shared with other jobs during the run), "
         f"{info['os']}; Python {info['python']}, torch {info['torch']} ({info['torch_threads']} thread), "
-        f"mujoco {info['mujoco']}, numpy {info['numpy']}; git {info['git']}."
+        f"mujoco {info['mujoco']}, numpy {info['numpy']}; git {info['git']}.\n"
     )
+    several = len(conditions) > 1
+    for i, (label, res, plots) in enumerate(conditions):
+        if several:
+            L.append(f"\n# {i + 1}. {label or CONDITION_TITLES.get(_cond_name(res.config), res.config.policy)}\n")
+        L += _report_lines(res, plots, "##")
+    if notes:
+        L.append("\n# Notes\n" if several else "\n## Notes\n")
+        L.append(notes.strip() + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(L) + "\n")
+    return path
+
+
+def _cond_name(cfg: BenchConfig) -> str:
+    return (
+        "vla"
+        if cfg.policy in ("vla", "vla:") or cfg.policy.startswith("vla:")
+        else ("state" if cfg.policy == "default" else cfg.policy)
+    )
+
+
+def _report_lines(res: BenchResults, plots: Mapping[str, str], h: str) -> list[str]:
+    """One condition's sections (headings at level ``h``)."""
+    cfg = res.config
+    L: list[str] = []
+    what = (
+        "each task's privileged-state checkpoints (`async_vla_ros/checkpoints/<task>_*.pt`)"
+        if cfg.policy == "default"
+        else f"`--policy {cfg.policy}` for every task (one multi-task model; the instruction names the task)"
+    )
+    L.append(f"- Policies: {what}.")
     L.append(
         f"- Setting: H = 8, s = max(d, {cfg.s_min}) for every method (sync executes s actions of a chunk, "
         f"then stands still for the d steps of inference), dt = 50 ms, delays d = {list(cfg.delays)}, N = {cfg.episodes} episodes per cell "
@@ -685,18 +815,18 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         f"{cfg.latency_reps} calls, measured in this run."
     )
     if res.skipped:
-        L.append("- Not run (checkpoint not trained for that task): " + "; ".join(res.skipped) + ".")
+        L.append("- Not run: " + "; ".join(res.skipped) + ".")
     L.append("- Checkpoints:")
     for task, files in res.files.items():
         L.append(f"  - {task}: " + "; ".join(f"{k}: `{display_path(v)}`" for k, v in sorted(files.items())))
     L.append("")
     # pooled
     pooled = res.counts()
-    L.append("## All tasks pooled\n")
+    L.append(f"{h} All tasks pooled\n")
     L.append(_success_table(pooled, cfg))
     for task in cfg.tasks:
         c = res.counts(task)
-        L.append(f"\n## {task}\n")
+        L.append(f"\n{h} {task}\n")
         if task in plots:
             L.append(f"![{task} success vs delay]({plots[task]})\n")
         L.append("Success rate [95 % Wilson CI]:\n")
@@ -704,7 +834,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         L.append("\nSmoothness (switch jump rad / RMS jerk rad/s^3), mean over episodes:\n")
         L.append(_smooth_table(res, task))
     if cfg.delay_specs():
-        L.append("\n## Delays that vary: the forecast and what its misses cost\n")
+        L.append(f"\n{h} Delays that vary: the forecast and what its misses cost\n")
         L.append(
             "Each chunk's delay is drawn (uniform) or replayed from the trace; the request's d (frozen prefix, s) is "
             "the forecast of the scheduler node's delay estimator (max over the last 20 measured delays, first one "
@@ -715,7 +845,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         )
         L.append(_forecast_table(res))
     if res.adherence:
-        L.append("\n## Prefix adherence of the guided samplers (shipped checkpoints, demonstration observations)\n")
+        L.append(f"\n{h} Prefix adherence of the guided samplers (shipped checkpoints, demonstration observations)\n")
         L.append(
             f"{cfg.adherence_obs} observations per task drawn from its demonstrations; the prefix Y is the base "
             "policy's own chunk from the observation s = max(d, 1) steps earlier, shifted by s (what the scheduler "
@@ -726,15 +856,15 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
         )
         L.append(_adherence_tables(res))
     if res.beta_sweep:
-        L.append(f"\n## Guidance clip beta: rtc and rtc_jf on {cfg.beta_sweep_task}\n")
+        L.append(f"\n{h} Guidance clip beta: rtc and rtc_jf on {cfg.beta_sweep_task}\n")
         L.append(
             f"Success [95 % Wilson] with N = {cfg.episodes} episodes per cell (same seeds as above), and prefix "
             "adherence (as in the previous section, mean over d = 1..4 of the medians).\n"
         )
         L.append(_beta_sweep_table(res))
-    L.append("\n## Inference latency per method (measured in this run)\n")
+    L.append(f"\n{h} Inference latency per method (measured in this run)\n")
     L.append(_latency_table(res))
-    L.append("\n## The papers' claims against these numbers\n")
+    L.append(f"\n{h} The papers' claims against these numbers\n")
     L.append(
         "Pooled over tasks; 'under delay' pools d >= 1. Verdicts come from the numbers by a fixed rule "
         "(two-sided test at 5 %), not from expectations.\n"
@@ -746,13 +876,7 @@ def write_report(res: BenchResults, path: str | Path, command: str, plots: Mappi
     if len(cfg.tasks) > 1:
         L.append("\nPer task (d >= 1 pooled; same rule):\n")
         L.append(_per_task_claims(res))
-    if notes:
-        L.append("\n## Notes\n")
-        L.append(notes.strip() + "\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L) + "\n")
-    return path
+    return L
 
 
 PER_TASK_PAIRS = (
@@ -937,11 +1061,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from async_vla_ros.presets import preset_names
 
     main, abl = preset_names(), [p for p in preset_names(ablations=True) if p not in preset_names()]
-    parser.add_argument("--methods", nargs="+", default=None, help=f"presets (config/methods.yaml) [{' '.join(main)}]")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"presets (config/methods.yaml) [state: {' '.join(main)}; vla: those it serves, with rtc_lerobot]",
+    )
     parser.add_argument("--ablations", action="store_true", help=f"also run {' '.join(abl)}")
     parser.add_argument("--delays", nargs="+", type=int, default=None, help="delays d [0 1 2 3 4]")
     parser.add_argument("--s-min", type=int, default=None, help="s = max(d, S_MIN) [1]")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes per cell [80]")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"episodes per cell [vla {CONDITION_EPISODES['vla']}, state {CONDITION_EPISODES['state']}]",
+    )
     parser.add_argument("--batch", type=int, default=None, help="envs in lockstep [40]")
     parser.add_argument("--seed", type=int, default=None, help="run seed [0]")
     parser.add_argument("--latency-reps", type=int, default=None, help="timed B=1 calls per method [100]")
@@ -959,6 +1093,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="smoke configuration: track, d in {2, 4}, 2 episodes (seconds, for tests)"
     )
+    parser.add_argument(
+        "--condition",
+        nargs="+",
+        choices=("vla", "state"),
+        default=None,
+        help="whose policies: vla (the multi-task VLA from cameras + instruction; its REMAC and A2C2 head) and/or "
+        "state (each task's privileged-state checkpoints), one report section each, in this order [vla state]",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"processes the tasks are spread over (one torch thread each) [min(4, CPUs) = {min(4, os.cpu_count() or 1)}]",
+    )
     parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
     parser.add_argument("--plots-dir", default=None, help="PNG folder [the report's folder]")
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
@@ -971,6 +1119,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="write the report from --json dumps of runs over disjoint tasks",
     )
+
+
+# N per cell of each condition by default: both sections together stay under ~30 min on the
+# 2-core development machine (docs/benchmark timings in reports/benchmark.md's header)
+CONDITION_EPISODES = {"vla": 40, "state": 40}
+CONDITION_POLICY = {"vla": "vla", "state": "default"}
+
+
+def configs_from_ns(ns: argparse.Namespace) -> list[BenchConfig]:
+    """One BenchConfig per condition (``--condition``), in order."""
+    from dataclasses import replace
+
+    from async_vla_ros.presets import preset_names
+
+    base = config_from_ns(ns)
+    out = []
+    for cond in ns.condition or ("vla", "state"):
+        vals: dict[str, Any] = {"policy": CONDITION_POLICY[cond]}
+        if ns.episodes is None and not ns.tiny:
+            vals["episodes"] = CONDITION_EPISODES[cond]
+        if cond == "vla":
+            if ns.methods is None:
+                vals["methods"] = preset_names(ablations=False, backend="vla")
+            vals.update(adherence_obs=0, beta_sweep_task="")  # on the state checkpoints and their demos
+        out.append(replace(base, **vals))
+    return out
 
 
 def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
@@ -1008,7 +1182,31 @@ def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
 def merge_results(paths: Sequence[str | Path]) -> BenchResults:
     """One :class:`BenchResults` from the ``--json`` dumps of runs over disjoint (task, method)
     sets with the same settings otherwise: tasks in the order given, methods in first-seen order."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
+    return merge_dumps([json.loads(Path(p).read_text()) for p in paths])
+
+
+def dump(res: BenchResults) -> dict[str, Any]:
+    """JSON-compatible form of a result (what ``--json`` writes and :func:`merge_dumps` reads)."""
+    return json.loads(
+        json.dumps(
+            {
+                "config": res.config.__dict__,
+                "summaries": res.summaries,
+                "latency": res.latency,
+                "files": res.files,
+                "wall_s": res.wall_s,
+                "adherence": res.adherence,
+                "beta_sweep": res.beta_sweep,
+                "trace_info": res.trace_info,
+                "skipped": res.skipped,
+            },
+            default=str,
+        )
+    )
+
+
+def merge_dumps(parts: Sequence[Mapping[str, Any]]) -> BenchResults:
+    """:func:`merge_results` on loaded dumps."""
     if not parts:
         raise ValueError("nothing to merge")
     cfg0 = dict(parts[0]["config"])
@@ -1016,8 +1214,8 @@ def merge_results(paths: Sequence[str | Path]) -> BenchResults:
     methods: list[str] = []
     for part in parts:
         c = part["config"]
-        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces"):
-            if c[key] != cfg0[key]:
+        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces", "policy"):
+            if c.get(key, "default") != cfg0.get(key, "default"):
                 raise ValueError(f"cannot merge runs with different {key}: {c[key]} vs {cfg0[key]}")
         tasks += [t for t in c["tasks"] if t not in tasks]
         methods += [m for m in c["methods"] if m not in methods]
@@ -1054,62 +1252,78 @@ def run(ns: argparse.Namespace) -> int:
             return 2
         return _write_outputs(res, ns, "async-vla-ros bench paper --merge " + " ".join(ns.merge))
     try:
-        cfg = config_from_ns(ns)
+        cfgs = configs_from_ns(ns)
     except ValueError as exc:
         print(f"bench paper: {exc}", file=sys.stderr)
+        return 2
+    jobs = ns.jobs if ns.jobs is not None else min(4, os.cpu_count() or 1)
+    if jobs < 1:
+        print("bench paper: --jobs must be >= 1", file=sys.stderr)
         return 2
     command = "async-vla-ros bench paper" + (
         " " + " ".join(shlex.quote(a) for a in sys.argv[3:])
         if len(sys.argv) > 3 and sys.argv[1:3] == ["bench", "paper"]
         else _argv_from_ns(ns)
     )
-    try:
-        res = run_bench(cfg, progress=not ns.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"bench paper: {exc}", file=sys.stderr)
-        return 2
-    return _write_outputs(res, ns, command)
-
-
-def _write_outputs(res: BenchResults, ns: argparse.Namespace, command: str) -> int:
-    cfg = res.config
-    out = Path(ns.out)
-    if ns.json:  # first, so that the measurements survive any later failure
-        jp = Path(ns.json)
-        jp.parent.mkdir(parents=True, exist_ok=True)
-        jp.write_text(
-            json.dumps(
-                {
-                    "config": cfg.__dict__,
-                    "summaries": res.summaries,
-                    "latency": res.latency,
-                    "files": res.files,
-                    "wall_s": res.wall_s,
-                    "adherence": res.adherence,
-                    "beta_sweep": res.beta_sweep,
-                    "trace_info": res.trace_info,
-                    "skipped": res.skipped,
-                },
-                indent=1,
-                default=str,
-            )
+    results = []
+    for cfg in cfgs:
+        print(
+            f"bench paper: condition {_cond_name(cfg)}: {len(cfg.tasks)} tasks x {len(cfg.methods)} methods x "
+            f"{len(cfg.delays) + len(cfg.jitter) + len(cfg.traces)} delays x N = {cfg.episodes}",
+            flush=True,
         )
+        try:
+            results.append(run_parallel(cfg, jobs, progress=not ns.no_progress))
+        except (FileNotFoundError, ValueError, BackendError) as exc:
+            print(f"bench paper: {_cond_name(cfg)}: {exc}", file=sys.stderr)
+            return 2
+        if ns.json:  # at once, so that the measurements survive any later failure
+            _write_json(results[-1], _json_path(ns.json, _cond_name(cfg), len(cfgs)))
+    return _write_outputs(results, ns, command, wrote_json=True)
+
+
+def _json_path(path: str, cond: str, n: int) -> Path:
+    p = Path(path)
+    return p if n == 1 else p.with_name(f"{p.stem}.{cond}{p.suffix}")
+
+
+def _write_json(res: BenchResults, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dump(res), indent=1))
+
+
+def _write_outputs(
+    results: BenchResults | Sequence[BenchResults], ns: argparse.Namespace, command: str, wrote_json: bool = False
+) -> int:
+    results = [results] if isinstance(results, BenchResults) else list(results)
+    out = Path(ns.out)
+    if ns.json and not wrote_json:
+        for res in results:
+            _write_json(res, _json_path(ns.json, _cond_name(res.config), len(results)))
     plots_dir = Path(ns.plots_dir) if ns.plots_dir else out.parent
     from async_vla_ros.eval.plots import success_vs_delay
 
-    plots = {}
-    for task in cfg.tasks:
-        p = success_vs_delay(
-            {m: {d: v for d, v in c.items() if isinstance(d, int)} for m, c in res.counts(task).items()},
-            task,
-            plots_dir / f"benchmark_{task}.png",
-            methods=cfg.methods,
-            title_suffix=f" (N={cfg.episodes}, H=8, s=max(d,{cfg.s_min}))",
-        )
-        plots[task] = os.path.relpath(p, out.parent)
+    conditions = []
+    n_plots = 0
+    for res in results:
+        cfg = res.config
+        cond = _cond_name(cfg)
+        prefix = "benchmark_" if cond == "state" else f"benchmark_{cond}_"
+        plots = {}
+        for task in cfg.tasks:
+            p = success_vs_delay(
+                {m: {d: v for d, v in c.items() if isinstance(d, int)} for m, c in res.counts(task).items()},
+                task,
+                plots_dir / f"{prefix}{task}.png",
+                methods=cfg.methods,
+                title_suffix=f" ({cond}, N={cfg.episodes}, H=8, s=max(d,{cfg.s_min}))",
+            )
+            plots[task] = os.path.relpath(p, out.parent)
+        n_plots += len(plots)
+        conditions.append(("", res, plots))
     notes = Path(ns.notes).read_text() if ns.notes else ""
-    write_report(res, out, command, plots, notes)
-    print(f"wrote {out} and {len(plots)} plot(s) in {plots_dir} ({res.wall_s:.0f} s)")
+    write_reports(conditions, out, command, notes)
+    print(f"wrote {out} and {n_plots} plot(s) in {plots_dir} ({sum(r.wall_s for r in results):.0f} s)")
     return 0
 
 

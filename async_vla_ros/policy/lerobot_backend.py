@@ -245,7 +245,7 @@ class LeRobotPolicyBackend:
         if not np.isfinite(s).all():
             raise BackendError("observation state contains NaN or Inf")
         b = s.shape[0]
-        batch: dict[str, Any] = {STATE_KEY: torch.as_tensor(s, dtype=torch.float32)}
+        batch: dict[str, Any] = {STATE_KEY: torch.tensor(s, dtype=torch.float32)}  # a copy: s may be read-only
         if self.image_keys:
             batch.update(self._images(obs, b))
         instr = obs.get("instruction") or self.instruction

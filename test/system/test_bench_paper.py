@@ -29,8 +29,22 @@ def _write_tiny_checkpoints(d, task="track", weak=True):
     CorrectionHead(CorrectionConfig(obs_dim, 8, 8, hidden=16, depth=1), norm).save(d / f"{task}_a2c2.pt")
 
 
-def test_tiny_benchmark_runs_end_to_end(tmp_path):
+def _write_tiny_vla(d, folder):
+    """The VLA condition's files in ``d``: a tiny VLA as vla/ and vla_remac/, and its A2C2 head."""
+    import shutil
+
+    from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
+
+    shutil.copytree(folder, d / "vla")
+    shutil.copytree(folder, d / "vla_remac")
+    be = load_policy_spec(f"vla:{folder}", BackendRequest("track"))
+    cfg = CorrectionConfig(15, 8, be.horizon, latent_dim=be.latent_dim, hidden=16, depth=1)
+    CorrectionHead(cfg, Normalizer.identity(15, 8)).save(d / "vla_a2c2.pt")
+
+
+def test_tiny_benchmark_runs_both_conditions_end_to_end(tmp_path, tiny_smolvla_proprio_dir):
     _write_tiny_checkpoints(tmp_path)
+    _write_tiny_vla(tmp_path, tiny_smolvla_proprio_dir)
     out = tmp_path / "rep" / "benchmark.md"
     rc = main(
         [
@@ -51,9 +65,21 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     text = out.read_text()
     from async_vla_ros.presets import preset_names
 
+    # the VLA condition first, then the privileged-state one, each a section with its own tables
+    vla_at, state_at = text.index("# 1. The VLA"), text.index("# 2. Privileged state")
+    assert vla_at < state_at
+    vla, state = text[vla_at:state_at], text[state_at:]
+    for m in ("naive", "rtc", "rtc_lerobot", "remac_clean", "a2c2", "rtc_a2c2", "bid"):
+        assert f"| {m} |" in vla
+    assert "remac on track (" in vla and "rtc_lerobot" not in state  # what the VLA cannot serve is reported
+    assert "benchmark_vla_track.png" in vla and (out.parent / "benchmark_vla_track.png").is_file()
+    assert "--policy vla" in vla and "## The papers' claims" in vla
+    assert (tmp_path / "b.vla.json").is_file() and (tmp_path / "b.state.json").is_file()
+    text = state
     for m in preset_names():
         assert f"| {m} |" in text
-    assert "95 % Wilson" in text and "d=4" in text and "torch" in text and "bench paper" in text
+    assert "torch" in out.read_text() and "bench paper" in out.read_text()  # the header, once for both
+    assert "95 % Wilson" in text and "d=4" in text
     assert "## The papers' claims" in text and "B=1 chunk" in text
     png = out.parent / "benchmark_track.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -66,11 +92,24 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):
     assert (
         main(
-            ["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(tmp_path / "r.md"), "--no-progress"]
+            [
+                "bench",
+                "paper",
+                "--tiny",
+                "--condition",
+                "state",
+                "--ckpt-dir",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "r.md"),
+                "--no-progress",
+            ]
         )
         == 2
     )
     assert "not found" in capsys.readouterr().err
+    rc = main(["bench", "paper", "--tiny", "--ckpt-dir", str(tmp_path), "--out", str(tmp_path / "r.md")])
+    assert rc == 2 and "multi-task VLA is not there; train it" in capsys.readouterr().err
     assert main(["bench", "paper", "--tiny", "--methods", "rtcc", "--out", str(tmp_path / "r.md")]) == 2
     assert "did you mean 'rtc'" in capsys.readouterr().err
 

@@ -125,6 +125,37 @@ def test_one_request_conversion_with_the_first_chunk_fallback():
     assert out.shape == (1, 4, 2)
 
 
+class _OneGuidance:
+    """A policy that, like LeRobot's RTC, takes one (d, H - s) per call; it records its calls."""
+
+    horizon, action_dim = 4, 2
+
+    def __init__(self):
+        self.calls = []
+
+    def infer(self, obs, sampler, prefix=None, weights=None, n_frozen=None, seed=None):
+        assert (n_frozen == n_frozen[0]).all() and (weights == weights[:1]).all(), "rows differ"
+        self.calls.append((obs["state"][:, 0].tolist(), obs["instruction"], int(n_frozen[0])))
+        return np.repeat(obs["state"][:, :1, None], 4, axis=1).repeat(2, axis=2)
+
+
+def test_a_sampler_with_one_guidance_per_call_gets_one_call_per_distinct_delay():
+    from async_vla_ros.core.scheduler import RequestSpec
+
+    def spec(d):
+        w = np.r_[np.ones(d), np.zeros(4 - d)]
+        return RequestSpec(0, 0, d, d, "rtc_lerobot", np.ones((4, 2)), w, d, 4, "rtc_lerobot")
+
+    pol = _OneGuidance()
+    obs = {"state": np.arange(4.0)[:, None].repeat(3, 1), "instruction": "go", "images": {"c": np.zeros((4, 2))}}
+    out = infer_specs(pol, obs, [spec(1), spec(2), spec(1), spec(3)], seed=0)
+    assert sorted(pol.calls) == [([0.0, 2.0], "go", 1), ([1.0], "go", 2), ([3.0], "go", 3)]
+    np.testing.assert_array_equal(out[:, 0, 0], [0, 1, 2, 3])  # every row answered from its own observation
+    pol.calls.clear()
+    infer_specs(pol, obs, [spec(2)] * 4, seed=0)
+    assert len(pol.calls) == 1  # equal rows: one call
+
+
 # ---------------------------------------------------------------------- delivery loop
 def test_delivery_loop_asks_the_delay_per_chunk_and_delivers_in_arrival_order():
     sched = ChunkScheduler(SchedulerConfig(horizon=8, action_dim=2, s_min=1), "naive")
