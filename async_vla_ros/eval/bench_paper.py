@@ -1123,7 +1123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # N per cell of each condition by default: both sections together stay under ~30 min on the
 # 2-core development machine (docs/benchmark timings in reports/benchmark.md's header)
-CONDITION_EPISODES = {"vla": 40, "state": 40}
+CONDITION_EPISODES = {"vla": 20, "state": 80}
 CONDITION_POLICY = {"vla": "vla", "state": "default"}
 
 

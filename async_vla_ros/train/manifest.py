@@ -44,7 +44,8 @@ def _entry(path: Path) -> dict[str, Any]:
     tc = d.get("train_config") or (d.get("extra") or {}).get("train_config") or {}
     hist = (d.get("extra") or {}).get("history") or []
     kind = tc.get("kind", "?")
-    demos = (tc.get("demos") or {}).get("path", "")
+    vla_head = tc.get("inputs") == "vla"  # the multi-task VLA's head: demos of every task, no task of its own
+    demos = "" if vla_head else (tc.get("demos") or {}).get("path", "")
     e: dict[str, Any] = {
         "file": path.name,
         "bytes": path.stat().st_size,
@@ -82,7 +83,22 @@ def _entry(path: Path) -> dict[str, Any]:
         e["val_mse_no_correction"] = tc.get("val_mse_zero")
     base = tc.get("base_checkpoint", "")
     stem = path.stem
-    if kind in COMMANDS and not e.get("weak_snapshot"):
+    if vla_head:
+        cfg = tc.get("config") or {}
+        e.update(
+            kind="vla_a2c2",
+            tasks=tc.get("tasks"),
+            base=base,
+            demos=[
+                {k: d.get(k) for k in ("path", "episodes", "used_episodes", "task", "fingerprint")} for d in tc["demos"]
+            ],
+            latent_dim=(tc.get("head") or {}).get("latent_dim"),
+            command=f"async-vla-ros train a2c2 --base {base} --demos "
+            + " ".join(f"data/demos_vla/{t}" for t in tc.get("tasks") or [])
+            + f" --out async_vla_ros/checkpoints/{path.name}"
+            + "".join(f" --{k.replace('_', '-')} {cfg[k]}" for k in ("hidden", "depth", "steps") if k in cfg),
+        )
+    elif kind in COMMANDS and not e.get("weak_snapshot"):
         cmd = COMMANDS[kind].format(
             task=tc.get("task"), demos=demos, out=f"async_vla_ros/checkpoints/{path.name}", base=base
         )

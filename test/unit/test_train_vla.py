@@ -140,6 +140,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     ship = tmp_path / "ckpts"
     shutil.copytree(out, ship / "vla")
     shutil.copytree(tmp_path / "vla_remac", ship / "vla_remac")
+    shutil.copy(tmp_path / "head.pt", ship / "vla_a2c2.pt")
     before = be.infer(
         {
             "state": np.zeros((1, 15)),
@@ -149,6 +150,15 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     )
     assert manifest_main([str(ship)]) == 0
     entry, rentry = json.loads((ship / "manifest.json").read_text())["folders"]
+    (hentry,) = json.loads((ship / "manifest.json").read_text())["files"]
+    assert (
+        hentry["kind"] == "vla_a2c2"
+        and hentry["tasks"] == ["intercept", "track"]
+        and hentry["stored_dtype"] == "float16"
+    )
+    assert hentry["command"].startswith(
+        f"async-vla-ros train a2c2 --base lerobot:{out} --demos data/demos_vla/intercept"
+    )
     assert entry["kind"] == "vla" and entry["stored_dtype"] == "float16" and entry["step"] == 3
     assert rentry["kind"] == "vla_remac" and rentry["base"] == "vla" and rentry["stored_dtype"] == "float16"
     assert "step" not in rentry and rentry["command"].startswith(
@@ -164,6 +174,9 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         seed=0,
     )
     np.testing.assert_allclose(after, before, atol=5e-3)
+    # the shipped (float16) head still serves the VLA's A2C2 presets from the folder's checkpoint dir
+    m16 = load_models("track", get_preset("a2c2"), "vla", checkpoint_dir=ship)
+    assert m16.head.config.latent_dim == be.latent_dim and "vla_a2c2.pt" in m16.files["a2c2"]
     # a policy that reads the whole state still needs the task's width
     with pytest.raises(ValueError, match="do not match task"):
         LockstepRunner(_FullState(be)).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1))
