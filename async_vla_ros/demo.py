@@ -1,7 +1,8 @@
 """The main job: ``async-vla-ros demo`` (``make demo``).
 
 Starts the whole ROS 2 graph headless with the built-in launcher -- MuJoCo sim node, camera
-ingestion, policy (the shipped checkpoint of the task), scheduler, correction -- for a bounded
+ingestion, policy (by default the shipped multi-task VLA from the cameras and an instruction; `--policy
+state` the privileged-state baseline), scheduler, correction -- for a bounded
 time, prints a live one-line status (task, successes, chunk rate, measured latency and delay d,
 command-loop jitter), then a summary, and exits 0 when the graph ran and data flowed end to end
 (non-zero if a node died or nothing flowed). Node logs go to a file (its path is printed);
@@ -30,13 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     methods = preset_names(ablations=True)
     parser.add_argument("--task", default="track", choices=TASKS, help="task (default: track)")
     parser.add_argument("--method", default="rtc", choices=methods, help="method preset (default: rtc)")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run the graph (default: 30)")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="seconds to run the graph, loading included (default: 60)"
+    )
     parser.add_argument(
         "--policy",
-        default="default",
-        help="default (the task's shipped state checkpoint; falls back to the scripted expert, with a note, "
-        "when the task has none yet), vla (the shipped multi-task VLA: cameras + instruction), expert, a "
-        "checkpoint path, or NAME:TARGET of a registered backend (lerobot:DIR, openpi://HOST:PORT ...)",
+        default="vla",
+        help="vla (default: the shipped multi-task VLA, from the cameras, an instruction and proprioception; "
+        "with its own REMAC and A2C2 head), state (the labelled baseline: the task's shipped privileged-state "
+        "checkpoint, which reads the simulator's object state), expert, a checkpoint path, or NAME:TARGET of a "
+        "registered backend (lerobot:DIR, openpi://HOST:PORT ...)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="latency injected into every chunk")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")

@@ -94,8 +94,9 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg(
         "policy",
         "default",
-        "policy spec: default (shipped checkpoint of the task for the preset), expert (scripted), a checkpoint "
-        "path, or NAME:TARGET / SCHEME://ADDRESS of a registered backend",
+        "policy spec: default or state (the task's shipped privileged-state checkpoint for the preset), vla (the "
+        "shipped multi-task VLA: cameras + instruction), expert (scripted), a checkpoint path, or NAME:TARGET / "
+        "SCHEME://ADDRESS of a registered backend",
     ),
     LaunchArg(
         "a2c2",
@@ -257,6 +258,8 @@ def _when_matches(when: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
 def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, directory: Path | None = None) -> Graph:
     """The graph ``name`` for these launch arguments (see module docstring)."""
     a = resolve_args(args or {})
+    if a["policy"] == "state":  # the privileged-state baseline: the task's shipped checkpoints
+        a["policy"] = "default"
     graphs = load_config("graph.yaml", directory).get("graphs", {})
     if name not in graphs:
         close = difflib.get_close_matches(name, list(graphs), n=1)
@@ -481,6 +484,8 @@ def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) 
 def resolve_policy(task: str, method: str, policy: str = "default") -> tuple[str, str]:
     """``(policy launch value, note for the user)``: ``default`` when the task ships the preset's
     checkpoints, else the scripted expert with a note saying why (demo, bench record/pipeline)."""
+    if policy == "state":
+        policy = "default"
     if policy != "default":
         return policy, ""
     try:

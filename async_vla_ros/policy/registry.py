@@ -200,7 +200,7 @@ def parse_policy_spec(text: str) -> PolicySpec:
     s = str(text).strip()
     if not s:
         raise BackendError("empty policy spec: use 'default', 'expert', a checkpoint path, or NAME:TARGET")
-    if s == "default":
+    if s in ("default", "state"):  # state: the privileged-state baseline, the task's shipped checkpoints
         return PolicySpec(s, "flow", "")
     if "://" in s:
         scheme, rest = s.split("://", 1)

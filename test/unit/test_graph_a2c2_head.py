@@ -64,3 +64,23 @@ def test_the_task_policy_keeps_its_state_head_and_the_node_reads_the_observation
     corr = g.node("correction").parameters
     assert corr["a2c2_head"] == str(checkpoint_path("track", "a2c2").resolve())
     assert "a2c2_policy" not in corr  # a state head of a flow checkpoint: no features to compute
+
+
+def test_state_names_the_privileged_state_baseline_and_the_vla_is_the_demos_default():
+    import argparse
+
+    from async_vla_ros.checkpoints import checkpoint_path
+    from async_vla_ros.demo import add_arguments
+    from async_vla_ros.policy.registry import parse_policy_spec
+
+    assert parse_policy_spec("state").is_default
+    g = build_graph("franka", {"policy": "state", "method": "rtc_a2c2", "task": "track"})
+    assert g.node("policy").parameters["policy"] == str(checkpoint_path("track", "base"))
+    assert g.node("correction").parameters["a2c2_head"] == str(checkpoint_path("track", "a2c2").resolve())
+    assert "cameras" not in g.node("sim").parameters or not g.node("sim").parameters["cameras"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args([])
+    assert ns.policy == "vla"  # the main job runs the VLA from the cameras and an instruction
+    g = build_graph("franka", {"policy": ns.policy, "method": ns.method, "task": ns.task})
+    assert g.node("sim").parameters["cameras"] == ["scene", "wrist"]
