@@ -792,6 +792,16 @@ def _cond_name(cfg: BenchConfig) -> str:
     )
 
 
+def _grouped_skips(skipped: Sequence[str]) -> list[str]:
+    """``"M on TASK (why)"`` entries with the same method and reason as one ``"M on T1, T2 (why)"``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for entry in skipped:
+        head, sep, why = entry.partition(" (")
+        method, _, task = head.partition(" on ")
+        groups.setdefault((method, sep + why), []).append(task)
+    return [f"{m} on {', '.join(tasks)}{why}" for (m, why), tasks in groups.items()]
+
+
 def _report_lines(res: BenchResults, plots: Mapping[str, str], h: str) -> list[str]:
     """One condition's sections (headings at level ``h``)."""
     cfg = res.config
@@ -815,7 +825,7 @@ def _report_lines(res: BenchResults, plots: Mapping[str, str], h: str) -> list[s
         f"{cfg.latency_reps} calls, measured in this run."
     )
     if res.skipped:
-        L.append("- Not run: " + "; ".join(res.skipped) + ".")
+        L.append("- Not run: " + "; ".join(_grouped_skips(res.skipped)) + ".")
     L.append("- Checkpoints:")
     for task, files in res.files.items():
         L.append(f"  - {task}: " + "; ".join(f"{k}: `{display_path(v)}`" for k, v in sorted(files.items())))
@@ -1185,6 +1195,17 @@ def merge_results(paths: Sequence[str | Path]) -> BenchResults:
     return merge_dumps([json.loads(Path(p).read_text()) for p in paths])
 
 
+def merge_conditions(paths: Sequence[str | Path]) -> list[BenchResults]:
+    """:func:`merge_results` per condition (the dumps' ``policy``): the VLA first, then the state
+    condition, then any other, each merged from its dumps."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for p in paths:
+        part = json.loads(Path(p).read_text())
+        by.setdefault(str(part["config"].get("policy", "default")), []).append(part)
+    order = sorted(by, key=lambda pol: (pol != "vla", pol != "default", pol))
+    return [merge_dumps(by[pol]) for pol in order]
+
+
 def dump(res: BenchResults) -> dict[str, Any]:
     """JSON-compatible form of a result (what ``--json`` writes and :func:`merge_dumps` reads)."""
     return json.loads(
@@ -1241,16 +1262,16 @@ def merge_dumps(parts: Sequence[Mapping[str, Any]]) -> BenchResults:
 
 
 def run(ns: argparse.Namespace) -> int:
-    if ns.merge:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)  # as in the runs (the report names the thread count)
+    torch.set_num_threads(1)  # as in every run and worker (the report names the thread count)
+    if ns.merge:
         try:
-            res = merge_results(ns.merge)
+            results = merge_conditions(ns.merge)
         except (ValueError, OSError, KeyError) as exc:
             print(f"bench paper --merge: {exc}", file=sys.stderr)
             return 2
-        return _write_outputs(res, ns, "async-vla-ros bench paper --merge " + " ".join(ns.merge))
+        return _write_outputs(results, ns, "async-vla-ros bench paper --merge " + " ".join(ns.merge))
     try:
         cfgs = configs_from_ns(ns)
     except ValueError as exc:
