@@ -83,6 +83,7 @@ class BenchConfig:
     # whose policies: "default" (each task's privileged-state checkpoints) or a policy spec such as
     # "vla" (the multi-task VLA: cameras, instruction, proprioception; its own REMAC and A2C2 head)
     policy: str = "default"
+    safety_filter: bool = False  # commands through the FR3 safety filter at 100 Hz, as in the graph (sim/env.py)
 
     def __post_init__(self) -> None:
         from async_vla_ros.sim.tasks import TASKS
@@ -322,6 +323,7 @@ def run_bench(
                         seed=config.seed,
                         strategy_options=(("s", s_exec),) if spec.strategy == "sync" else spec.strategy_options,
                         delay_spec=None if fixed else cond,
+                        safety_filter=config.safety_filter,
                     )
                     r = runner.run(lc)
                     s = r.summary()
@@ -812,6 +814,11 @@ def _report_lines(res: BenchResults, plots: Mapping[str, str], h: str) -> list[s
         else f"`--policy {cfg.policy}` for every task (one multi-task model; the instruction names the task)"
     )
     L.append(f"- Policies: {what}.")
+    if cfg.safety_filter:
+        L.append(
+            "- Commands: ramped at 100 Hz through the FR3 safety filter (velocity, acceleration, jerk limits), as "
+            "the graph's correction node sends them (`--safety-filter`)."
+        )
     L.append(
         f"- Setting: H = 8, s = max(d, {cfg.s_min}) for every method (sync executes s actions of a chunk, "
         f"then stands still for the d steps of inference), dt = 50 ms, delays d = {list(cfg.delays)}, N = {cfg.episodes} episodes per cell "
@@ -1117,6 +1124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"processes the tasks are spread over (one torch thread each) [min(4, CPUs) = {min(4, os.cpu_count() or 1)}]",
     )
+    parser.add_argument(
+        "--safety-filter",
+        action="store_true",
+        help="every command through the FR3 safety filter at 100 Hz, as the graph's correction node does",
+    )
     parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
     parser.add_argument("--plots-dir", default=None, help="PNG folder [the report's folder]")
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
@@ -1186,6 +1198,8 @@ def config_from_ns(ns: argparse.Namespace) -> BenchConfig:
         vals["beta_sweep_task"] = ns.beta_sweep
     if ns.betas is not None:
         vals["betas"] = tuple(ns.betas)
+    if getattr(ns, "safety_filter", False):
+        vals["safety_filter"] = True
     return BenchConfig(**vals)
 
 

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "names.HELD_OUT lists the paraphrases held out of training data)",
     )
     parser.add_argument(
+        "--safety-filter",
+        action="store_true",
+        help="drive the arm as the running graph does: every step's command ramped at 100 Hz through the FR3 "
+        "safety filter (velocity, acceleration, jerk limits) before the servos (default: the command as is)",
+    )
+    parser.add_argument(
         "--method",
         nargs="+",
         default=["naive"],
@@ -189,6 +195,7 @@ def evaluate(ns: argparse.Namespace) -> tuple[list[dict], list[Any]]:
                     strategy_options=lm.preset.strategy_options,
                     delay_spec=spec,
                     instruction=ns.instruction,
+                    safety_filter=ns.safety_filter,
                 )
                 res = runner.run(cfg)
                 done_before += ns.episodes

@@ -19,6 +19,14 @@ Order inside a control step t: action -> physics (dt) -> metrics of step t (stat
 events of step t+1 (kicks, pushes, mocap motion) -> observation of step t+1. So an event at a step
 boundary is visible in the observation of that step, like a camera frame taken right after it.
 
+``safety=SafetyConfig(...)`` (``core.safety``) makes the env drive the actuators as the running
+graph does: each step's command is reached by a linear ramp from the previous step's command,
+sampled at ``command_rate_hz`` (100 Hz: 5 ticks per 50 ms step), and every tick passes that env's
+:class:`~async_vla_ros.core.safety.SafetyFilter` (the robot's velocity, acceleration and jerk limits)
+before it reaches the servos. Without it the step's command goes to the servos as is, which lets
+a policy's step changes through faster than a real arm's limits allow (``filter_deviation``: by
+how much the filter moved each tick's command, rad).
+
 ``PandaEnv`` is the single-environment view (obs (obs_dim,), action (8,)).
 """
 
@@ -27,11 +35,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import mujoco
 import numpy as np
 
 from async_vla_ros import names as N
+from async_vla_ros.core.safety import SafetyConfig, SafetyFilter
 from async_vla_ros.sim import kinematics as K
 from async_vla_ros.sim import scene as S
 from async_vla_ros.sim.tasks import Q_REST, EpisodeState, Task, make_task
@@ -40,7 +50,14 @@ from async_vla_ros.sim.tasks import Q_REST, EpisodeState, Task, make_task
 class BatchedPandaEnv:
     """B environments of one task (see module docstring)."""
 
-    def __init__(self, task: str | Task, num_envs: int, threads: int | None = None):
+    def __init__(
+        self,
+        task: str | Task,
+        num_envs: int,
+        threads: int | None = None,
+        safety: SafetyConfig | None = None,
+        command_rate_hz: float = 100.0,
+    ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.task: Task = make_task(task) if isinstance(task, str) else task
@@ -69,6 +86,19 @@ class BatchedPandaEnv:
         self.command = np.zeros((self.num_envs, S.ACTION_DIM))  # last applied command (B, 8)
         self._tcp = np.zeros((self.num_envs, 3))
         self._renderers: dict[tuple, S.SceneRenderer] = {}
+        self.safety = safety
+        self._filters: list[SafetyFilter] = []
+        self._prev_command = self.command.copy()
+        self.filter_deviation: list[float] = []  # per tick: max |filtered - ramped target| (rad)
+        if safety is not None:
+            ticks = self.dt * float(command_rate_hz)
+            if not (ticks >= 1 and abs(ticks - round(ticks)) < 1e-9 and self._substeps % round(ticks) == 0):
+                raise ValueError(
+                    f"command_rate_hz {command_rate_hz} must give a whole number of ticks per {self.dt} s step "
+                    f"that divides its {self._substeps} physics steps"
+                )
+            self._ticks = int(round(ticks))
+            self.safety = replace(safety, dt=self.dt / self._ticks)
 
     # ------------------------------------------------------------------ episode
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
@@ -96,6 +126,11 @@ class BatchedPandaEnv:
             self.task.reset_objects(self.model, d, self.states[i])
             mujoco.mj_forward(self.model, d)
         self._tcp = K.fk(q0)[0]
+        self._prev_command = self.command.copy()
+        if self.safety is not None:
+            self._filters = [SafetyFilter(self.safety) for _ in range(self.num_envs)]
+            for i, f in enumerate(self._filters):
+                f.reset(self.command[i, :7], float(self.command[i, 7]))
         for i, d in enumerate(self.datas):
             self.task.pre_step(self.model, d, self.states[i], self._tcp[i])
         self._obs = self._observe(np.arange(self.num_envs))
@@ -148,8 +183,20 @@ class BatchedPandaEnv:
         return self._obs.copy()
 
     def _physics(self, idx: np.ndarray) -> None:
+        if self.safety is None:
+            for i in idx:
+                mujoco.mj_step(self.model, self.datas[i], nstep=self._substeps)
+            return
+        n = self._ticks
         for i in idx:
-            mujoco.mj_step(self.model, self.datas[i], nstep=self._substeps)
+            prev, cmd, f = self._prev_command[i], self.command[i], self._filters[i]
+            for j in range(n):
+                target = prev + (j + 1) / n * (cmd - prev)
+                q, g, _ = f.filter(target[:7], float(target[7]))
+                self.filter_deviation.append(float(np.max(np.abs(q - target[:7]))))
+                self.datas[i].ctrl[:] = S.command_to_ctrl(np.r_[q, target[7] if g is None else g])
+                mujoco.mj_step(self.model, self.datas[i], nstep=self._substeps // n)
+            self._prev_command[i] = cmd
 
     def _observe(self, idx: np.ndarray) -> np.ndarray:
         obs = np.empty((len(idx), self.obs_dim))

@@ -102,6 +102,8 @@ class LockstepConfig:
     threads: int | None = None  # physics threads (None: min(2, cpus))
     delay_spec: DelaySpec | None = None  # delays that vary per chunk (overrides ``delay``; module doc)
     instruction: str = ""  # language instruction for policies that take cameras ('' : the task's first paraphrase)
+    # drive the arm as the graph does: 100 Hz ramped commands through the FR3 safety filter (sim/env.py)
+    safety_filter: bool = False
 
     @property
     def delay_label(self) -> str:
@@ -278,13 +280,13 @@ class LockstepRunner:
         timers = {"infer": 0.0, "corr": 0.0, "calls": 0}
         tallies: list[ForecastTally] = []
         batch = min(config.batch, config.episodes)
-        env = self.env_factory(task, batch, threads=config.threads)
+        env = self.env_factory(task, batch, threads=config.threads, **self._env_kw(config))
         try:
             for b, start in enumerate(range(0, config.episodes, batch)):
                 part = seeds[start : start + batch]
                 if len(part) < batch:
                     env.close()
-                    env = self.env_factory(task, len(part), threads=config.threads)
+                    env = self.env_factory(task, len(part), threads=config.threads, **self._env_kw(config))
                 records.extend(self._run_batch(env, config, part, b, timers, tallies))
                 if self.progress is not None:
                     self.progress(len(records), config.episodes)
@@ -303,6 +305,14 @@ class LockstepRunner:
         )
 
     # ------------------------------------------------------------------ one batch
+    @staticmethod
+    def _env_kw(config: LockstepConfig) -> dict[str, Any]:
+        if not config.safety_filter:
+            return {}
+        from async_vla_ros.core.safety import SafetyConfig
+
+        return {"safety": SafetyConfig(robot="fr3")}  # the correction node's default (robot:=fr3, scales 1.0)
+
     def _make_scheduler(self, config: LockstepConfig) -> ChunkScheduler:
         h = int(self.policy.horizon)
         opts = dict(config.strategy_options)
