@@ -1249,7 +1249,7 @@ def merge_dumps(parts: Sequence[Mapping[str, Any]]) -> BenchResults:
     methods: list[str] = []
     for part in parts:
         c = part["config"]
-        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces", "policy"):
+        for key in ("delays", "episodes", "seed", "s_min", "jitter", "traces", "policy", "safety_filter"):
             if c.get(key, "default") != cfg0.get(key, "default"):
                 raise ValueError(f"cannot merge runs with different {key}: {c[key]} vs {cfg0[key]}")
         tasks += [t for t in c["tasks"] if t not in tasks]
@@ -1343,7 +1343,8 @@ def _write_outputs(
     for res in results:
         cfg = res.config
         cond = _cond_name(cfg)
-        prefix = "benchmark_" if cond == "state" else f"benchmark_{cond}_"
+        # plots named after the report (benchmark.md: benchmark_<task>.png, benchmark_vla_<task>.png)
+        prefix = f"{out.stem}_" if cond == "state" else f"{out.stem}_{cond}_"
         plots = {}
         for task in cfg.tasks:
             p = success_vs_delay(

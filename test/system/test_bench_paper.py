@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from async_vla_ros.cli import main
@@ -140,3 +141,24 @@ def test_claim_verdicts_follow_the_numbers():
     res.summaries[3]["successes"] = 42
     claims = {c.text: c.verdict for c in B.check_claims(res)}
     assert claims["RTC (soft mask) beats naive async under delay (d in [2])"].startswith("not resolved")
+
+
+def test_the_safety_filter_condition_is_said_and_its_plots_are_named_after_the_report(tmp_path):
+    _write_tiny_checkpoints(tmp_path)
+    out = tmp_path / "sf.md"
+    argv = ["bench", "paper", "--tiny", "--condition", "state", "--methods", "naive", "rtc", "--safety-filter"]
+    rc = main(
+        argv + ["--ckpt-dir", str(tmp_path), "--out", str(out), "--no-progress", "--json", str(tmp_path / "sf.json")]
+    )
+    assert rc == 0
+    text = out.read_text()
+    assert "through the FR3 safety filter" in text and "sf_track.png" in text and (tmp_path / "sf_track.png").is_file()
+    # its dump does not merge with an unfiltered one of the same condition
+    import json
+
+    dump = json.loads((tmp_path / "sf.json").read_text())
+    assert dump["config"]["safety_filter"] is True and all(s["safety_filter"] for s in dump["summaries"])
+    dump["config"]["safety_filter"] = False
+    (tmp_path / "plain.json").write_text(json.dumps(dump))
+    with pytest.raises(ValueError, match="different safety_filter"):
+        B.merge_results([tmp_path / "sf.json", tmp_path / "plain.json"])
