@@ -1352,7 +1352,8 @@ def _write_outputs(
                 task,
                 plots_dir / f"{prefix}{task}.png",
                 methods=cfg.methods,
-                title_suffix=f" ({cond}, N={cfg.episodes}, H=8, s=max(d,{cfg.s_min}))",
+                title_suffix=f" ({cond}{', safety filter' if cfg.safety_filter else ''}, N={cfg.episodes}, H=8, "
+                f"s=max(d,{cfg.s_min}))",
             )
             plots[task] = os.path.relpath(p, out.parent)
         n_plots += len(plots)
