@@ -71,4 +71,11 @@ def test_shipped_checkpoints_load_match_their_tasks_and_the_manifest():
             pol = load_policy(path)
             assert (pol.obs_dim, pol.action_dim, pol.horizon) == (make_task(task).obs_dim, 8, 8)
     assert (DIR / "track_remac.pt").exists()  # at least track has the authors' variant
-    assert sum(p.stat().st_size for p in DIR.glob("*.pt")) < 10e6  # "a few MB"
+    tasks = ("track", "intercept", "bifurcate", "pick_moving")
+    state = [p for p in DIR.glob("*.pt") if p.name.startswith(tasks)]
+    assert sum(p.stat().st_size for p in state) < 10e6  # the privileged-state set: "a few MB"
+    # everything shipped, the multi-task VLA's folders and head included, stays small for a package
+    assert sum(p.stat().st_size for p in DIR.rglob("*") if p.is_file()) < 15e6
+    head = man["vla_a2c2.pt"]  # the VLA's head: current in the manifest, on the VLA's 640 features
+    assert head["sha256"] == hashlib.sha256((DIR / "vla_a2c2.pt").read_bytes()).hexdigest()
+    assert head["kind"] == "vla_a2c2" and CorrectionHead.load(DIR / "vla_a2c2.pt").config.latent_dim == 640
