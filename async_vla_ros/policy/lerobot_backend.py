@@ -326,25 +326,13 @@ class LeRobotPolicyBackend:
         image token's output (the spatial layout: where things are), the mean over the instruction's
         tokens, and the state token. Nothing else of the task reaches it (no privileged state)."""
         import torch
-        from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
 
         if not self.is_flow:
             raise BackendError(f"a {self.cfg.type!r} policy exposes no prefix features")
         batch, b = self._batch(obs)
-        policy, m = self.policy, self.policy.model
         with torch.inference_mode():
-            images, img_masks = policy.prepare_images(batch)
-            state = policy.prepare_state(batch)
+            _, out, _ = prefix_pass(self.policy, batch, use_cache=False)
             tokens, tmask = batch["observation.language.tokens"], batch["observation.language.attention_mask"]
-            pe, ppm, pam = m.embed_prefix(images, img_masks, tokens, tmask, state=state)
-            (out, _), _ = m.vlm_with_expert.forward(
-                attention_mask=make_att_2d_masks(ppm, pam),
-                position_ids=torch.cumsum(ppm, dim=1) - 1,
-                past_key_values=None,
-                inputs_embeds=[pe, None],
-                use_cache=False,
-                fill_kv_cache=True,
-            )
             n_lang, n_img = tokens.shape[1], out.shape[1] - tokens.shape[1] - 1  # layout: images, language, state
             img = out[:, :n_img].reshape(b, -1)
             lm = tmask[:, :, None].to(out.dtype)
@@ -494,10 +482,9 @@ class LeRobotPolicyBackend:
         return actions
 
 
-def encode_prefix(policy: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A SmolVLA-style policy's prefix (images, language, state) -> (pad masks, KV cache), once,
-    without gradient (the VLM is never differentiated: RTC's VJP and REMAC's LoRA live in the
-    action expert)."""
+def prefix_pass(policy: Any, batch: Mapping[str, Any], use_cache: bool) -> tuple[Any, Any, Any]:
+    """A SmolVLA-style policy's prefix (images, language, state) through its VLM, without gradient:
+    (pad masks, the prefix's output embeddings, the KV cache when ``use_cache``)."""
     import torch
     from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
 
@@ -512,14 +499,22 @@ def encode_prefix(policy: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
             batch["observation.language.attention_mask"],
             state=state,
         )
-        _, pkv = m.vlm_with_expert.forward(
+        (out, _), pkv = m.vlm_with_expert.forward(
             attention_mask=make_att_2d_masks(ppm, pam),
             position_ids=torch.cumsum(ppm, dim=1) - 1,
             past_key_values=None,
             inputs_embeds=[pe, None],
-            use_cache=True,
+            use_cache=use_cache,
             fill_kv_cache=True,
         )
+    return ppm, out, pkv
+
+
+def encode_prefix(policy: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A SmolVLA-style policy's prefix (images, language, state) -> (pad masks, KV cache), once,
+    without gradient (the VLM is never differentiated: RTC's VJP and REMAC's LoRA live in the
+    action expert)."""
+    ppm, _, pkv = prefix_pass(policy, batch, use_cache=True)
     return ppm, pkv
 
 
