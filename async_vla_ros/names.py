@@ -27,6 +27,11 @@ CAMERAS = ("scene", "wrist")  # the sim scene's cameras (sim/scene.py): fixed sc
 # node, the lockstep runner): a policy trained on one style and run on the other sees another robot.
 IMAGE_STYLES = {"collision": (0, 3), "visual": (0, 2)}
 IMAGE_STYLE = "collision"
+# Where the fixed scene camera stands (placements by name in sim/scene.py SCENE_CAMERAS). A policy
+# trained on one placement and run on another sees another picture: the VLA's sidecar records it
+# (``scene_camera``) and the LeRobot backend refuses a folder whose placement is not this one.
+SCENE_CAMERA = "front_v1"
+SCENE_CAMERA_LEGACY = "front_v1"  # what a folder whose sidecar names no placement was trained on
 TASK_STATE = "sim/task_state"  # sim: privileged task state (experts, success checks)
 EPISODE_RESULT = "sim/episode_result"
 FORWARD_COMMAND = "forward_position_controller/commands"  # Float64MultiArray command interface

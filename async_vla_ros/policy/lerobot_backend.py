@@ -111,6 +111,7 @@ class LeRobotPolicyBackend:
         settings: LeRobotSettings | None = None,
         reads_proprio: bool = False,
         image_style: str = N.IMAGE_STYLE,
+        scene_camera: str | None = None,
     ) -> None:
         import torch
 
@@ -147,6 +148,15 @@ class LeRobotPolicyBackend:
             raise BackendError(f"image_style {image_style!r} is not one of {sorted(N.IMAGE_STYLES)}")
         # what its training frames drew (the robot's collision or visual meshes): renderers draw the same
         self.image_style = str(image_style)
+        # where the scene camera stood in its training frames (names.SCENE_CAMERA): a policy that reads
+        # the scene camera is refused where the sim places it elsewhere (it would see another picture)
+        self.scene_camera = None if scene_camera is None else str(scene_camera)
+        if self.scene_camera is not None and "scene" in self.cameras and self.scene_camera != N.SCENE_CAMERA:
+            raise BackendError(
+                f"the policy was trained with the scene camera at {self.scene_camera!r}; the sim places it at "
+                f"{N.SCENE_CAMERA!r} (names.SCENE_CAMERA, sim/scene.py SCENE_CAMERAS): it would see another "
+                "picture. Retrain it on demonstrations recorded with this placement"
+            )
         self.instruction = str(instruction)
         self.state_names = list(state_names) if state_names is not None else None
         self.action_names = list(action_names) if action_names is not None else None
@@ -585,7 +595,19 @@ def load_lerobot_folder(
         settings=settings,
         reads_proprio=side.get("state_input") == "proprioception",
         image_style=side.get("image_style", N.IMAGE_STYLE),
+        scene_camera=_scene_camera(side),
     )
+
+
+def _scene_camera(side: Mapping[str, Any]) -> str | None:
+    """The scene camera's placement a folder was trained with: its sidecar's ``scene_camera``; a folder
+    trained on our demonstrations before it was recorded (a sidecar with a ``training`` or ``remac``
+    record) saw ``names.SCENE_CAMERA_LEGACY``; None (unchecked) for a folder of unknown origin."""
+    if side.get("scene_camera"):
+        return str(side["scene_camera"])
+    if "training" in side or "remac" in side:
+        return N.SCENE_CAMERA_LEGACY
+    return None
 
 
 def _load(req: BackendRequest) -> LeRobotPolicyBackend:

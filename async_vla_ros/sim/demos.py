@@ -237,6 +237,7 @@ def write_demos(
             "dtype": "uint8",
             "encoding": "raw row-major bytes",
             "style": image_style,
+            "scene_camera": N.SCENE_CAMERA,  # the scene camera's placement (sim.scene.SCENE_CAMERAS)
         }
         if images
         else None,

@@ -43,6 +43,16 @@ ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_joint1", "finger_joint2")
 _GRIPPER_CTRL_PER_M = 255.0 / GRIPPER_MAX
 
+# Placements of the fixed ``scene`` camera, by name; ``names.SCENE_CAMERA`` is the one build_spec
+# places. A policy that reads this camera is trained on one placement and must be shown that one: the
+# VLA's sidecar records it (``scene_camera``) and the LeRobot backend refuses another. ``front_v1`` sees the whole table from 1.3 m (a 4 cm object is 2-3 px at
+# 64 px); ``front_v2`` frames the tasks' workspace (x 0.30..0.82 m, |y| <= 0.25 m, z 0..0.42 m; the
+# intercept ball enters the view at x ~0.82) from 40 degrees above the table, ~1 px per cm at 64 px.
+SCENE_CAMERAS: dict[str, dict[str, tuple[float, ...] | float]] = {
+    "front_v1": {"pos": (1.45, 0.0, 0.85), "target": (0.45, 0.0, 0.05), "fovy": 50.0},
+    "front_v2": {"pos": (1.52, 0.0, 0.96), "target": (0.52, 0.0, 0.12), "fovy": 27.0},
+}
+
 # Collision bit masks (see module docstring).
 TABLE_CONTYPE, TABLE_CONAFF = 1, 0
 ROBOT_CONTYPE, ROBOT_CONAFF = 2, 0
@@ -112,9 +122,12 @@ def build_spec(
             conaffinity=ROBOT_CONAFF,
             mass=0.05,
         )
-    cam_pos = np.array([1.45, 0.0, 0.85])
+    cam = SCENE_CAMERAS[N.SCENE_CAMERA]
     spec.worldbody.add_camera(
-        name="scene", pos=list(cam_pos), xyaxes=_look_at_xyaxes(cam_pos, [0.45, 0.0, 0.05]), fovy=50
+        name="scene",
+        pos=list(cam["pos"]),
+        xyaxes=_look_at_xyaxes(np.array(cam["pos"]), np.array(cam["target"])),
+        fovy=float(cam["fovy"]),
     )
     hand.add_camera(name="wrist", pos=[0.07, 0.0, 0.02], quat=[0.0, 1.0, 0.0, 0.0], fovy=75)
     spec.worldbody.add_light(name="key", pos=[0.5, 0.5, 1.8], dir=[0, -0.3, -1], castshadow=False)

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
+from async_vla_ros import names as N
 from async_vla_ros.sim import scene as S
 
 COMMON_FIELDS: tuple[tuple[str, int], ...] = (("q", 7), ("qd", 7), ("gripper", 1), ("tcp", 3))
@@ -129,7 +130,7 @@ class Task(ABC):
     # ------------------------------------------------------------------ model
     def build_model(self) -> mujoco.MjModel:
         """Compile the task's scene (cached per task type and config; each call returns a copy)."""
-        key = (type(self).__name__, repr(getattr(self, "config", None)))
+        key = (type(self).__name__, repr(getattr(self, "config", None)), N.SCENE_CAMERA)
         if key not in _MODEL_CACHE:
             spec = S.build_spec(self.add_objects, robot_contacts=self.robot_contacts)
             while len(_MODEL_CACHE) >= 8:

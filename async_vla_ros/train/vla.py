@@ -104,6 +104,7 @@ class VLAData:
     tasks: tuple[str, ...]  # task of each episode (windows.ep indexes it)
     sources: tuple[dict[str, Any], ...]  # DemoSet.describe() per directory
     image_style: str = N.IMAGE_STYLE  # what the frames draw (names.IMAGE_STYLES); the policy must be shown the same
+    scene_camera: str = N.SCENE_CAMERA_LEGACY  # where the scene camera stood (sim.scene.SCENE_CAMERAS)
 
     def task_of(self, rows: np.ndarray) -> list[str]:
         return [self.tasks[int(e)] for e in self.windows.ep[rows]]
@@ -117,10 +118,13 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
     sources = []
     seen: dict[str, str] = {}
     styles: dict[str, str] = {}
+    placements: dict[str, str] = {}
     for d in dirs:
         demos: DemoSet = load_episodes(d)
         # demonstrations written before the style was recorded drew the default
         styles[str(d)] = str((demos.metadata.get("images") or {}).get("style") or N.IMAGE_STYLE)
+        # and before the scene camera's placement was recorded, the camera stood at front_v1
+        placements[str(d)] = str((demos.metadata.get("images") or {}).get("scene_camera") or N.SCENE_CAMERA_LEGACY)
         task = demos.task
         if task not in N.TASK_NAMES:
             raise ValueError(f"{d}: demonstrations of an unknown task {task!r} (expected one of {N.TASK_NAMES})")
@@ -156,7 +160,17 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
         raise ValueError(
             f"the demonstrations draw different image styles: {styles}; record them all with one --image-style"
         )
-    return VLAData(ChunkWindows(episodes, horizon), tuple(tasks), tuple(sources), next(iter(styles.values())))
+    if len(set(placements.values())) > 1:
+        raise ValueError(
+            f"the demonstrations saw the scene camera at different placements: {placements}; record them all with one"
+        )
+    return VLAData(
+        ChunkWindows(episodes, horizon),
+        tuple(tasks),
+        tuple(sources),
+        next(iter(styles.values())),
+        next(iter(placements.values())),
+    )
 
 
 def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dict[str, Any]]:
@@ -301,6 +315,7 @@ def train_vla(
         side_path = out_dir / SIDECAR
         side = json.loads(side_path.read_text())
         side["image_style"] = data.image_style  # the sim and the lockstep runner must draw what training saw
+        side["scene_camera"] = data.scene_camera  # and place the scene camera where it stood (the backend checks)
         side["training"] = {
             **record,
             "step": int(step),

@@ -123,3 +123,59 @@ def test_renders_non_blank_image():
     # Not a blank frame: many distinct colours and a real spread of intensities.
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50
     assert img.std() > 10
+
+
+_TASK_OBJECTS = {"track": ("target",), "intercept": ("ball",), "bifurcate": ("pole", "goal"), "pick_moving": ("cube",)}
+
+
+def _in_scene_view(model: mujoco.MjModel, data: mujoco.MjData, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Which world points (n, 3) the scene camera's square image shows (pinhole, fovy both ways)."""
+    cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "scene")
+    d = (points - data.cam_xpos[cid]) @ data.cam_xmat[cid].reshape(3, 3)  # camera frame: x right, y up, -z ahead
+    half = np.tan(np.radians(model.cam_fovy[cid]) / 2) * (1 - margin)
+    return (d[:, 2] < 0) & (np.abs(d[:, 0] / -d[:, 2]) < half) & (np.abs(d[:, 1] / -d[:, 2]) < half)
+
+
+@pytest.mark.parametrize("placement", sorted(S.SCENE_CAMERAS))
+def test_every_scene_camera_placement_sees_every_tasks_objects_and_the_fingertips(placement, monkeypatch):
+    from async_vla_ros import names as N
+    from async_vla_ros.sim.experts import ScriptedExpert
+
+    monkeypatch.setattr(N, "SCENE_CAMERA", placement)
+    for name, bodies in _TASK_OBJECTS.items():
+        task = make_task(name)
+        env = BatchedPandaEnv(task, 6)
+        cid = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, "scene")
+        assert env.model.cam_fovy[cid] == pytest.approx(S.SCENE_CAMERAS[placement]["fovy"])  # the named placement
+        ids = [mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, b) for b in bodies]
+        hand = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, "hand")
+        expert = ScriptedExpert(task)
+        obs = env.reset(list(range(100, 106)))
+        for _ in range(env.episode_steps):
+            for i, d in enumerate(env.datas):
+                mujoco.mj_kinematics(env.model, d)
+                mujoco.mj_camlight(env.model, d)
+                tcp = d.xpos[hand] + d.xmat[hand].reshape(3, 3)[:, 2] * K.TCP_OFFSET  # between the fingertips
+                pts = np.vstack([d.xpos[ids], tcp])
+                # the intercept ball is rolled in from x 0.86..0.92 and enters the view by x = 0.82; once
+                # the paddle has sent it away from the goal line (|y| <= 0.25 there) it may leave
+                keep = pts[:, 0] <= 0.82
+                if name == "intercept":
+                    p, v = obs[i, task.obs_slices["ball_pos"]], obs[i, task.obs_slices["ball_vel"]]
+                    y_goal = p[1] + v[1] * (0.30 - p[0]) / min(v[0], -1e-6)
+                    keep[0] &= v[0] < 0 and abs(y_goal) <= 0.3
+                assert _in_scene_view(env.model, d, pts[keep]).all(), (placement, name, pts)
+            obs = env.step(expert.act(obs))
+        env.close()
+
+
+def test_the_default_scene_camera_frames_the_workspace():
+    """front_v2 shows a 4 cm object in the middle of the workspace ~4 px wide at 64 px (front_v1: ~2)."""
+    from async_vla_ros import names as N
+
+    assert N.SCENE_CAMERA in S.SCENE_CAMERAS and N.SCENE_CAMERA_LEGACY == "front_v1"
+    for placement, lo, hi in (("front_v1", 1.5, 3.0), ("front_v2", 3.5, 5.0)):
+        cam = S.SCENE_CAMERAS[placement]
+        dist = np.linalg.norm(np.array(cam["pos"]) - [0.5, 0.0, 0.1])
+        px = 0.04 / (2 * dist * np.tan(np.radians(cam["fovy"]) / 2)) * 64
+        assert lo < px < hi, (placement, px)

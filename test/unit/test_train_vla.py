@@ -64,6 +64,13 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     )
     with pytest.raises(ValueError, match="different image styles"):
         load_vla_data([demos["track"], tmp_path / "vis"], horizon=4, image_size=32)
+    assert data.scene_camera == N.SCENE_CAMERA  # the demos record where the scene camera stood
+    other = next(p for p in ("front_v1", "front_v2") if p != N.SCENE_CAMERA)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(N, "SCENE_CAMERA", other)
+        write_demos("bifurcate", tmp_path / "elsewhere", 1, images=("scene", "wrist"), image_size=32, progress=False)
+    with pytest.raises(ValueError, match="different placements"):
+        load_vla_data([demos["track"], tmp_path / "elsewhere"], horizon=4, image_size=32)
 
     cfg = VLAConfig(
         steps=3,
@@ -87,6 +94,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     SmolVLAPolicy.from_pretrained(str(out))  # LeRobot itself loads it
     side = json.loads((out / "async_vla_ros.json").read_text())
     assert side["image_style"] == N.IMAGE_STYLE  # the sim and the lockstep runner draw what training saw
+    assert side["scene_camera"] == N.SCENE_CAMERA  # and the scene camera where it stood
     assert side["state_input"] == "proprioception" and side["cameras"] == {
         "scene": "observation.images.scene",
         "wrist": "observation.images.wrist",
@@ -185,6 +193,33 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
 class _FullState:
     def __init__(self, be):
         self.horizon, self.action_dim, self.obs_dim, self.infer = be.horizon, be.action_dim, be.obs_dim, be.infer
+
+
+def test_a_vla_trained_with_the_scene_camera_elsewhere_is_refused(tiny_smolvla_proprio_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from async_vla_ros.policy.registry import BackendError, BackendRequest, load_policy_spec
+
+    folder = tmp_path / "vla"
+    shutil.copytree(tiny_smolvla_proprio_dir, folder)
+    side_path = folder / "async_vla_ros.json"
+    side = json.loads(side_path.read_text())
+    assert "scene_camera" not in side and "training" not in side
+
+    def load(**extra):
+        side_path.write_text(json.dumps({**side, **extra}))
+        return load_policy_spec(f"lerobot:{folder}", BackendRequest("track"))
+
+    monkeypatch.setattr(N, "SCENE_CAMERA", "front_v2")
+    assert load().scene_camera is None  # a folder of unknown origin: unchecked
+    assert load(scene_camera="front_v2").scene_camera == "front_v2"
+    with pytest.raises(BackendError, match="scene camera at 'front_v1'.*places it at 'front_v2'"):
+        load(scene_camera="front_v1")
+    # trained on our demonstrations before the placement was recorded: front_v1
+    with pytest.raises(BackendError, match="scene camera at 'front_v1'"):
+        load(training={"step": 1})
+    monkeypatch.setattr(N, "SCENE_CAMERA", "front_v1")
+    assert load(training={"step": 1}).scene_camera == "front_v1"
 
 
 def test_the_vla_backend_serves_its_presets_and_its_own_a2c2_head(tiny_smolvla_proprio_dir, tmp_path):
