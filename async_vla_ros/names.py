@@ -13,6 +13,10 @@ TASK_NAMES = ("track", "intercept", "bifurcate", "pick_moving")  # sim/tasks.py 
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))  # franka_ros2 FR3 arm joints, in order
 ACTION_NAMES = (*ARM_JOINTS, "gripper_width")  # the A = 8 action dimensions
+N_ARM = len(ARM_JOINTS)  # the joint targets at the head of an action (and the joint positions of a state)
+# What a LeRobot folder's 7 joint targets are (its sidecar's ``action_frame``): absolute joint positions,
+# or relative to the observation's joint positions (``delta_q``; the gripper width stays absolute)
+ACTION_FRAMES = ("absolute", "delta_q")
 
 # topics (relative names)
 OBSERVATION = "observation"  # camera_ingestion -> policy, scheduler, correction

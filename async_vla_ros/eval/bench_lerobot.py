@@ -80,7 +80,7 @@ def _vanilla_v(be, obs, seed):
     noise = torch.randn((b, be.horizon, be.padded_dim), generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         x = S.sample_vanilla(v, noise, be.n_steps)
-    return be._to_robot(x)
+    return be._to_robot(x, obs)
 
 
 def _prefix(be, obs):

@@ -112,6 +112,7 @@ class LeRobotPolicyBackend:
         reads_proprio: bool = False,
         image_style: str = N.IMAGE_STYLE,
         scene_camera: str | None = None,
+        action_frame: str = "absolute",
     ) -> None:
         import torch
 
@@ -148,6 +149,12 @@ class LeRobotPolicyBackend:
             raise BackendError(f"image_style {image_style!r} is not one of {sorted(N.IMAGE_STYLES)}")
         # what its training frames drew (the robot's collision or visual meshes): renderers draw the same
         self.image_style = str(image_style)
+        if action_frame not in N.ACTION_FRAMES:
+            raise BackendError(f"action_frame {action_frame!r} is not one of {N.ACTION_FRAMES}")
+        # "delta_q": the chunk's joint targets are relative to the observation's joint positions
+        self.action_frame = str(action_frame)
+        if self.action_frame == "delta_q" and (self.obs_dim < N.N_ARM or self.action_dim < N.N_ARM):
+            raise BackendError(f"a delta_q policy needs >= {N.N_ARM} state and action values")
         # where the scene camera stood in its training frames (names.SCENE_CAMERA): a policy that reads
         # the scene camera is refused where the sim places it elsewhere (it would see another picture)
         self.scene_camera = None if scene_camera is None else str(scene_camera)
@@ -266,20 +273,38 @@ class LeRobotPolicyBackend:
         return self.pre(batch), b
 
     # ------------------------------------------------------------------ action space
-    def _normalize_actions(self, a: np.ndarray):
-        """(B, H, A) robot units -> (B, H, padded) normalised model space (zeros in the padding)."""
+    def _frame_offset(self, state: Any, b: int) -> np.ndarray | None:
+        """(B, 1, A) what a chunk in the model's frame lacks of robot units: the observation's joint
+        positions for a ``delta_q`` policy (None for an absolute one)."""
+        if self.action_frame == "absolute":
+            return None
+        if state is None:
+            raise BackendError("a delta_q policy's actions need the observation state they are relative to")
+        s = np.asarray(state["state"] if isinstance(state, Mapping) else state, dtype=np.float64).reshape(b, -1)
+        off = np.zeros((b, 1, self.action_dim))
+        off[:, 0, : N.N_ARM] = s[:, : N.N_ARM]
+        return off
+
+    def _normalize_actions(self, a: np.ndarray, state: Any = None):
+        """(B, H, A) robot units -> (B, H, padded) normalised model space (zeros in the padding).
+        ``state`` (B, obs_dim): the observations the chunks start from (needed by a delta_q policy)."""
         import torch
 
-        t = torch.as_tensor(a, dtype=torch.float32)
+        a = np.asarray(a, dtype=np.float64)
+        off = self._frame_offset(state, a.shape[0])
+        t = torch.as_tensor(a if off is None else a - off, dtype=torch.float32)
         if self._norm_step is not None:
             t = self._norm_step._normalize_action(t, inverse=False)
         if self.padded_dim > self.action_dim:
             t = torch.nn.functional.pad(t, (0, self.padded_dim - self.action_dim))
         return t
 
-    def _to_robot(self, x) -> np.ndarray:
+    def _to_robot(self, x, state: Any = None) -> np.ndarray:
         out = self.post(x[..., : self.action_dim].detach())
         arr = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float64)
+        off = self._frame_offset(state, arr.shape[0])
+        if off is not None:
+            arr = arr + off
         if not np.isfinite(arr).all():
             raise FloatingPointError("policy produced NaN/Inf actions")
         return arr
@@ -422,7 +447,7 @@ class LeRobotPolicyBackend:
             p = np.asarray(prefix, dtype=np.float64)
             if p.shape != (b, h, self.action_dim) or not np.isfinite(p).all():
                 raise BackendError(f"prefix must be finite (B, H, A) = ({b}, {h}, {self.action_dim}), got {p.shape}")
-            y = self._normalize_actions(p)
+            y = self._normalize_actions(p, obs)
         if weights is not None:
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != (b, h) or not np.isfinite(w).all() or (w < -1e-9).any() or (w > 1 + 1e-6).any():
@@ -486,7 +511,7 @@ class LeRobotPolicyBackend:
                     res = S.sample_bid(v, x0, n, y, w, select=_bid_select(self))
                 out = res.actions
                 info.update(bid_index=res.index.tolist(), bid_n=st.bid_n)
-        actions = self._to_robot(out[..., : self.action_dim])
+        actions = self._to_robot(out[..., : self.action_dim], obs)
         info["latency_ms"] = (time.perf_counter_ns() - t_start) / 1e6
         self.last_info = info
         return actions
@@ -596,6 +621,7 @@ def load_lerobot_folder(
         reads_proprio=side.get("state_input") == "proprioception",
         image_style=side.get("image_style", N.IMAGE_STYLE),
         scene_camera=_scene_camera(side),
+        action_frame=side.get("action_frame", "absolute"),
     )
 
 

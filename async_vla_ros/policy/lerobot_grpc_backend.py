@@ -126,6 +126,12 @@ class PolicyFolder:
             raise BackendError(f"the policy needs input features this backend does not feed: {unfed}")
         side_path = self.folder / SIDECAR
         side = _read_sidecar(self.folder)
+        if side.get("action_frame", "absolute") != "absolute":
+            # LeRobot's server returns the model's chunk as is: joint targets relative to q, not positions
+            raise BackendError(
+                f"{self.folder}: its actions are {side['action_frame']!r} (names.ACTION_FRAMES); LeRobot's "
+                "policy server returns them unconverted. Serve it in process (lerobot:DIR)"
+            )
         cams = side.get("cameras") or {k[len(IMAGE_PREFIX) :]: k for k in self.image_shapes}
         bad = sorted(set(cams.values()) - set(self.image_shapes))
         if bad:

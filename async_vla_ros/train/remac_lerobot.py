@@ -137,12 +137,13 @@ def train_remac_lerobot(
         return obs
 
     t0 = time.perf_counter()
-    chunks_n = be._normalize_actions(win.chunks).detach()  # (N, H, padded)
+    chunks_n = be._normalize_actions(win.chunks, win.obs).detach()  # (N, H, padded)
     base = torch.empty((config.base_samples, n, h, be.padded_dim))
     for k in range(config.base_samples):  # the frozen base policy's own chunks (self-conditioning)
         for i in range(0, n, 64):
             rows = np.arange(i, min(i + 64, n))
-            base[k, rows] = be._normalize_actions(be.infer(obs_of(rows), "vanilla", seed=config.seed + 7919 * k + i))
+            chunk = be.infer(obs_of(rows), "vanilla", seed=config.seed + 7919 * k + i)
+            base[k, rows] = be._normalize_actions(chunk, win.obs[rows])
     net = ExpertVelocity(be.policy)
     targets = expert_linear_names(net)
     model = apply_lora(net, rank=config.lora_rank, alpha=config.lora_alpha, targets=targets)

@@ -82,8 +82,13 @@ class VLAConfig(C.DictConfig):
     # cameras whose previous frame is an extra input ("scene": scene_prev). Off by default: measured, it
     # made the policy copy the arm's own motion (docs/training.md, section 4)
     prev_frames: tuple[str, ...] = ()
+    # what the 7 joint targets of a chunk are: "absolute" joint positions, or "delta_q", relative to the
+    # observation's joint positions (the gripper width stays absolute); names.ACTION_FRAMES
+    action_frame: str = "absolute"
 
     def __post_init__(self) -> None:
+        if self.action_frame not in N.ACTION_FRAMES:
+            raise ValueError(f"action_frame must be one of {N.ACTION_FRAMES}, got {self.action_frame!r}")
         if isinstance(self.prev_frames, str):
             object.__setattr__(self, "prev_frames", tuple(x.strip() for x in self.prev_frames.split(",") if x.strip()))
         bad = [c for c in self.prev_frames if c not in CAMERAS]
@@ -219,6 +224,8 @@ def train_vla(
     t_start = time.perf_counter()
     data = load_vla_data(dirs, config.chunk, config.image_size)
     win = data.windows
+    if config.action_frame == "delta_q":  # the model learns (and its normaliser scales) the motion from q
+        win.chunks[..., : N.N_ARM] -= win.obs[:, None, : N.N_ARM]
     # per task, whole episodes held out (the same share of every task)
     train_eps, val_eps = [], []
     for k, task in enumerate(sorted(set(data.tasks))):
@@ -316,6 +323,7 @@ def train_vla(
         side = json.loads(side_path.read_text())
         side["image_style"] = data.image_style  # the sim and the lockstep runner must draw what training saw
         side["scene_camera"] = data.scene_camera  # and place the scene camera where it stood (the backend checks)
+        side["action_frame"] = config.action_frame  # the backend adds q back to "delta_q" chunks
         side["training"] = {
             **record,
             "step": int(step),

@@ -82,6 +82,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         n_steps=2,
         image_size=32,
         prev_frames="scene",
+        action_frame="delta_q",  # REMAC and the A2C2 head below run on a delta_q VLA
     )
     assert VLAConfig().prev_frames == () and cfg.prev_frames == ("scene",)  # off by default (docs/training.md)
     with pytest.raises(ValueError, match="prev_frames"):
@@ -95,6 +96,9 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     side = json.loads((out / "async_vla_ros.json").read_text())
     assert side["image_style"] == N.IMAGE_STYLE  # the sim and the lockstep runner draw what training saw
     assert side["scene_camera"] == N.SCENE_CAMERA  # and the scene camera where it stood
+    assert side["action_frame"] == "delta_q"
+    with pytest.raises(ValueError, match="action_frame"):
+        VLAConfig(action_frame="velocity")
     assert side["state_input"] == "proprioception" and side["cameras"] == {
         "scene": "observation.images.scene",
         "wrist": "observation.images.wrist",
@@ -220,6 +224,38 @@ def test_a_vla_trained_with_the_scene_camera_elsewhere_is_refused(tiny_smolvla_p
         load(training={"step": 1})
     monkeypatch.setattr(N, "SCENE_CAMERA", "front_v1")
     assert load(training={"step": 1}).scene_camera == "front_v1"
+
+
+def test_a_delta_q_vla_adds_the_observed_joint_positions_to_its_chunks(tiny_smolvla_proprio_dir, tmp_path):
+    import shutil
+
+    from async_vla_ros.policy.registry import BackendError, BackendRequest, load_policy_spec
+
+    absolute = load_policy_spec(f"lerobot:{tiny_smolvla_proprio_dir}", BackendRequest("track"))
+    folder = tmp_path / "vla"
+    shutil.copytree(tiny_smolvla_proprio_dir, folder)
+    side = json.loads((folder / "async_vla_ros.json").read_text())
+    (folder / "async_vla_ros.json").write_text(json.dumps({**side, "action_frame": "delta_q"}))
+    delta = load_policy_spec(f"lerobot:{folder}", BackendRequest("track"))
+    assert absolute.action_frame == "absolute" and delta.action_frame == "delta_q"
+    rng = np.random.default_rng(0)
+    state = rng.normal(0, 0.5, (2, N.N_PROPRIO))
+    obs = {
+        "state": state,
+        "images": {c: rng.integers(0, 255, (2, *hw, 3), np.uint8) for c, hw in delta.camera_hw.items()},
+    }
+    a, d = absolute.infer(obs, "vanilla", seed=3), delta.infer(obs, "vanilla", seed=3)
+    np.testing.assert_allclose(d[..., : N.N_ARM], a[..., : N.N_ARM] + state[:, None, : N.N_ARM], atol=1e-5)
+    np.testing.assert_allclose(d[..., N.N_ARM :], a[..., N.N_ARM :], atol=1e-6)  # the gripper stays absolute
+    # a prefix (the previous chunk, robot units) enters the model's frame relative to the new observation
+    np.testing.assert_allclose(
+        delta._normalize_actions(d, state).numpy(), absolute._normalize_actions(a).numpy(), atol=1e-4
+    )
+    with pytest.raises(BackendError, match="observation state"):
+        delta._normalize_actions(d)
+    (folder / "async_vla_ros.json").write_text(json.dumps({**side, "action_frame": "velocity"}))
+    with pytest.raises(BackendError, match="action_frame"):
+        load_policy_spec(f"lerobot:{folder}", BackendRequest("track"))
 
 
 def test_the_vla_backend_serves_its_presets_and_its_own_a2c2_head(tiny_smolvla_proprio_dir, tmp_path):
