@@ -85,8 +85,12 @@ class VLAConfig(C.DictConfig):
     # what the 7 joint targets of a chunk are: "absolute" joint positions, or "delta_q", relative to the
     # observation's joint positions (the gripper width stays absolute); names.ACTION_FRAMES
     action_frame: str = "absolute"
+    # EMA of the weights (validated and saved), as the base policies (section 1); 0: the raw weights
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
         if self.action_frame not in N.ACTION_FRAMES:
             raise ValueError(f"action_frame must be one of {N.ACTION_FRAMES}, got {self.action_frame!r}")
         if isinstance(self.prev_frames, str):
@@ -288,9 +292,27 @@ def train_vla(
     v_noise = torch.randn((len(v_rows), config.chunk, be.padded_dim), generator=gen)
     v_time = torch.rand(len(v_rows), generator=gen) * 0.999 + 0.001
 
+    ema = C.EMA(policy, config.ema) if config.ema > 0 else None
+
+    class _ema_weights:
+        """The EMA weights in the policy for a validation or a write, the raw ones back after."""
+
+        def __enter__(self):
+            if ema is not None:
+                self.raw = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+                policy.load_state_dict(ema.shadow)
+
+        def __exit__(self, *exc):
+            if ema is not None:
+                policy.load_state_dict(self.raw)
+
     def validate() -> dict[str, Any]:
         if not len(v_rows):
             return {}
+        with _ema_weights():
+            return _validate()
+
+    def _validate() -> dict[str, Any]:
         policy.eval()
         total = 0.0
         with torch.no_grad():
@@ -317,7 +339,8 @@ def train_vla(
 
     def write(step: int) -> None:
         policy.eval()
-        policy.save_pretrained(out_dir)
+        with _ema_weights():
+            policy.save_pretrained(out_dir)
         policy.train()
         side_path = out_dir / SIDECAR
         side = json.loads(side_path.read_text())
@@ -345,6 +368,7 @@ def train_vla(
         stop_at=None,
         validate=validate,
         write=write,
+        after_step=None if ema is None else (lambda _step: ema.update(policy)),
         out=out_dir / "model.safetensors",
         history=history,
         t_start=t_start,

@@ -83,6 +83,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         image_size=32,
         prev_frames="scene",
         action_frame="delta_q",  # REMAC and the A2C2 head below run on a delta_q VLA
+        ema=0.5,  # the EMA weights are validated and saved
     )
     assert VLAConfig().prev_frames == () and cfg.prev_frames == ("scene",)  # off by default (docs/training.md)
     with pytest.raises(ValueError, match="prev_frames"):
@@ -99,6 +100,8 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert side["action_frame"] == "delta_q"
     with pytest.raises(ValueError, match="action_frame"):
         VLAConfig(action_frame="velocity")
+    with pytest.raises(ValueError, match="ema"):
+        VLAConfig(ema=1.0)
     assert side["state_input"] == "proprioception" and side["cameras"] == {
         "scene": "observation.images.scene",
         "wrist": "observation.images.wrist",
