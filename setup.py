@@ -20,6 +20,7 @@ NODE_SCRIPTS = {
     "sim_node": f"{PACKAGE}.nodes.sim_node",
     "camera_ingestion": f"{PACKAGE}.nodes.camera_ingestion",
     "policy_node": f"{PACKAGE}.nodes.policy_node",
+    "policy_container": f"{PACKAGE}.nodes.policy_container",
     "scheduler_node": f"{PACKAGE}.nodes.scheduler_node",
     "correction_node": f"{PACKAGE}.nodes.correction_node",
 }

@@ -14,24 +14,41 @@ be imported (and its graph tested) where ROS launch tools are not installed.
 from __future__ import annotations
 
 
-def node_actions(graph, Node):
-    """launch_ros ``Node`` actions for every node of ``graph`` (a bringup ``Graph``).
+def node_actions(graph, Node, params_dir=None):
+    """launch_ros ``Node`` actions for every process of ``graph`` (a bringup ``Graph``).
 
-    ``Node`` is the launch_ros class (passed in so this is testable without launch_ros).
+    ``Node`` is the launch_ros class (passed in so this is testable without launch_ros). A process
+    that runs several nodes (``compose``: camera_ingestion in the policy's process) keeps its
+    nodes' own names and gets their parameters as a params file keyed by node name (written into
+    ``params_dir``, a new temporary directory by default): a plain dict would give every node
+    of the process every parameter.
     """
-    return [
-        Node(
-            package="async_vla_ros",
-            executable=spec.executable,
-            name=spec.name,
-            namespace=spec.namespace or None,
-            parameters=[dict(spec.parameters)],
-            remappings=list(spec.remappings),
-            output="screen",
-            emulate_tty=True,
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    actions = []
+    for spec in graph.nodes:
+        params = [dict(spec.parameters)]
+        if spec.hosted:
+            folder = Path(params_dir or tempfile.mkdtemp(prefix="async_vla_ros_launch_"))
+            path = folder / f"{spec.name}.params.yaml"
+            path.write_text(yaml.safe_dump(spec.params_file_content(), sort_keys=False))
+            params = [str(path)]
+        actions.append(
+            Node(
+                package="async_vla_ros",
+                executable=spec.executable,
+                name=None if spec.hosted else spec.name,
+                namespace=spec.namespace or None,
+                parameters=params,
+                remappings=spec.remap_arguments(),
+                output="screen",
+                emulate_tty=True,
+            )
         )
-        for spec in graph.nodes
-    ]
+    return actions
 
 
 def check_command_line(argv, log=print) -> None:

@@ -18,7 +18,7 @@ import copy
 import difflib
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,20 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     ),
     LaunchArg("fifo", "true", "run the command loop under SCHED_FIFO when permitted", kind="bool"),
     LaunchArg(
+        "compose",
+        "true",
+        "run camera_ingestion and the scheduler in the policy's process (ROS 2 composition): observation and chunk "
+        "are handed over without a DDS hop; false: one process per node (e.g. ingestion on the robot's computer)",
+        kind="bool",
+    ),
+    LaunchArg(
+        "request_ahead",
+        "true",
+        "the scheduler sends each chunk request one control step before its observation, so the policy starts "
+        "on the observation without waiting for the request; false: the request follows the observation",
+        kind="bool",
+    ),
+    LaunchArg(
         "record",
         "",
         "record a rosbag2 (MCAP) of the graph's topics into this new directory ('' : no "
@@ -194,15 +208,35 @@ class NodeLaunch:
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     namespace: str = ""
+    # nodes that run in this node's process too (composition, graph.yaml `compose`): the process
+    # then runs `module` (a container building every node under its own name), no node-name remap
+    hosted: tuple[NodeLaunch, ...] = ()
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """Every ROS node this process runs."""
+        return (self.name, *(h.name for h in self.hosted))
+
+    def remap_arguments(self) -> list[tuple[str, str]]:
+        """Remappings of the process: each node's own, node-scoped (``node:from``) in a container."""
+        if not self.hosted:
+            return list(self.remappings)
+        return [(f"{n.name}:{src}", dst) for n in (self, *self.hosted) for src, dst in n.remappings]
+
+    def params_file_content(self) -> dict[str, Any]:
+        """The parameters of every node of this process, in ROS params-file form (keyed by node name)."""
+        return {n.name: {"ros__parameters": copy.deepcopy(n.parameters)} for n in (self, *self.hosted)}
 
     def ros_arguments(self, params_file: str | None = None) -> list[str]:
         """``--ros-args`` for a plain process: name, namespace, params file, remaps."""
-        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        args = ["--ros-args"]
+        if not self.hosted:  # a container's nodes keep their own names
+            args += ["-r", f"__node:={self.name}"]
         if self.namespace:
             args += ["-r", f"__ns:={self.namespace}"]
         if params_file is not None:
             args += ["--params-file", params_file]
-        for src, dst in self.remappings:
+        for src, dst in self.remap_arguments():
             args += ["-r", f"{src}:={dst}"]
         return args
 
@@ -220,14 +254,26 @@ class Graph:
     args: dict[str, Any]
 
     def node(self, name: str) -> NodeLaunch:
+        """The node ``name``, also one hosted in another node's process."""
         for n in self.nodes:
-            if n.name == name:
+            for m in (n, *n.hosted):
+                if m.name == name:
+                    return m
+        raise KeyError(name)
+
+    def process_of(self, name: str) -> NodeLaunch:
+        """The process (top-level entry of ``nodes``) that runs node ``name``."""
+        for n in self.nodes:
+            if name in n.node_names:
                 return n
         raise KeyError(name)
 
     def params_file_content(self) -> dict[str, Any]:
         """All node parameters in ROS params-file form (keyed by node name)."""
-        return {n.name: {"ros__parameters": copy.deepcopy(n.parameters)} for n in self.nodes}
+        out: dict[str, Any] = {}
+        for n in self.nodes:
+            out.update(n.params_file_content())
+        return out
 
 
 def _checkpoint(task: str, kind: str) -> str:
@@ -287,7 +333,7 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         "sim": {"task": task, "seed": a["seed"], "episodes": a["episodes"]},
         "camera_ingestion": {},
         "policy": {"task": task, "injected_latency_s": a["latency_ms"] / 1000.0},
-        "scheduler": {"strategy": preset.strategy, "dt": dt},
+        "scheduler": {"strategy": preset.strategy, "dt": dt, "request_ahead": a["request_ahead"]},
         "correction": {"rate_hz": a["command_hz"], "command_interface": a["command"]},
     }
     if preset.schedule is not None:  # the preset's RTC soft-mask schedule and guidance clip
@@ -348,7 +394,30 @@ def build_graph(name: str = "franka", args: Mapping[str, str] | None = None, dir
         nodes.append(NodeLaunch(node, spec["module"], spec["executable"], p, remaps, a["namespace"]))
     if not nodes:
         raise GraphError(f"graph {name!r} has no node for these arguments")
+    if a["compose"]:
+        nodes = _compose(graphs[name].get("nodes", []), nodes)
     return Graph(name, tuple(nodes), a)
+
+
+def _compose(specs: Sequence[Mapping[str, Any]], nodes: list[NodeLaunch]) -> list[NodeLaunch]:
+    """graph.yaml ``compose``: a node's ``hosts`` move into its process, which runs the container
+    ``module`` / ``executable`` (only when every hosted node is in the graph)."""
+    by_name = {n.name: n for n in nodes}
+    for spec in specs:
+        comp = spec.get("compose")
+        if not comp or spec["name"] not in by_name:
+            continue
+        hosts = [str(h) for h in comp.get("hosts") or ()]
+        missing = [h for h in hosts if h not in by_name]
+        if not hosts or missing:
+            continue
+        if not comp.get("module") or not comp.get("executable"):
+            raise GraphError(f"graph.yaml: `compose` of {spec['name']!r} needs module and executable")
+        hosted = tuple(by_name.pop(h) for h in hosts)
+        by_name[spec["name"]] = replace(
+            by_name[spec["name"]], module=str(comp["module"]), executable=str(comp["executable"]), hosted=hosted
+        )
+    return [by_name[n.name] for n in nodes if n.name in by_name]
 
 
 def _is_backend_name(policy: str) -> bool:

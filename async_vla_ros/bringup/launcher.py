@@ -112,7 +112,8 @@ class Launcher:
         tail: deque = deque(maxlen=40)
         reader = threading.Thread(target=self._pump, args=(spec.name, proc, tail), daemon=True, name=f"log-{spec.name}")
         reader.start()
-        self._echo(f"[launcher] started {spec.name} (pid {proc.pid}): python -m {spec.module}")
+        hosts = f" (also {', '.join(h.name for h in spec.hosted)}, in the same process)" if spec.hosted else ""
+        self._echo(f"[launcher] started {spec.name} (pid {proc.pid}): python -m {spec.module}{hosts}")
         return NodeProcess(spec, proc, reader, tail, time.monotonic_ns())
 
     def restart(self, name: str, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> NodeProcess:

@@ -160,6 +160,7 @@ class ChunkScheduler:
         self.n_requests = 0
         self.n_accepted = 0
         self.n_timeouts = 0
+        self.n_unanswerable = 0
         self.n_holds = 0
         self.reset(keep_delay_stats=True)
 
@@ -280,8 +281,17 @@ class ChunkScheduler:
         return MergeResult(True, None, cid, rid, measured_d, t_switch, k0, jump, nf, ns, nfree)
 
     # ------------------------------------------------------------------ 2. requests
-    def maybe_request(self, t: int) -> RequestSpec | None:
-        """Issue the next request if the request policy says so (at most one in flight)."""
+    def maybe_request(self, t: int, ahead: int = 0) -> RequestSpec | None:
+        """Issue the next request if the request policy says so (at most one in flight).
+
+        ``ahead`` > 0 issues now, at step ``t``, the request that step ``t + ahead`` would issue
+        (``t_obs = t + ahead``: the chunk is still conditioned on that step's observation, which
+        does not exist yet). What a request carries depends only on the plan from ``t_obs`` on and
+        the delay forecast, which nothing but a chunk's arrival changes, and no chunk can arrive
+        while no request is in flight: sent one step early, the request is the one step
+        ``t + ahead`` would send, and the policy can start the moment that observation arrives
+        instead of waiting for the request's round trip (``nodes/scheduler_node.py``,
+        ``request_ahead``)."""
         self._advance(t)
         if self._outstanding is not None:
             if t - self._outstanding.t_obs >= self.config.timeout_steps:
@@ -290,6 +300,9 @@ class ChunkScheduler:
                 self.n_timeouts += 1
             else:
                 return None
+        if ahead < 0:
+            raise ValueError(f"ahead must be >= 0, got {ahead}")
+        t = t + ahead
         h = self.config.horizon
         d = min(self.delay.forecast(), h)
         s = self.strategy.execution_horizon(d, self.config.s_min, h)
@@ -327,6 +340,17 @@ class ChunkScheduler:
         self.n_requests += 1
         return spec
 
+    def unanswerable(self, request_id: int) -> bool:
+        """The policy answered request ``request_id`` with an error that no waiting can mend (its
+        observation never came): when it is the one in flight it is abandoned now instead of at
+        the timeout, so the next step can request again. Returns whether it was in flight."""
+        if self._outstanding is None or self._outstanding.request_id != request_id:
+            return False
+        self._abandoned.add(request_id)
+        self._outstanding = None
+        self.n_unanswerable += 1
+        return True
+
     # ------------------------------------------------------------------ 3. execution
     def action_at(self, t: int) -> np.ndarray | None:
         """The action for step ``t`` (a copy), or None: nothing planned, hold the last command."""
@@ -347,6 +371,7 @@ class ChunkScheduler:
             "accepted": self.n_accepted,
             "rejected": dict(self.reject_counts),
             "timeouts": self.n_timeouts,
+            "unanswerable": self.n_unanswerable,
             "hold_steps": self.n_holds,
             "delay_forecast": self.delay.forecast(),
             "delay_samples": self.delay.samples,

@@ -19,6 +19,10 @@ prints, from the nodes' own measurements:
   and wrist cameras) the graph runs once per ``--image-sizes`` entry (default 64 and 224 px: the
   sim renders at that size, camera_ingestion resizes to the policy's 64 px) and the tables stand
   side by side.
+* ``--layout``: ``fewest`` (the default graph: camera_ingestion in the policy's process, requests
+  sent one step ahead of their observation), ``separate`` (one process per node, each request
+  sent on its observation: two more hops between observation and chunk), or ``both``, side by side
+  in one run.
 
 The first ``--warmup`` seconds after the first accepted chunk are excluded from the CPU figures and
 the latency samples (a VLA policy node takes from seconds to a minute, on a loaded machine, to load).
@@ -36,6 +40,11 @@ import time
 from async_vla_ros.bringup.graph import TASKS, GraphError, build_graph, resolve_policy
 
 DEFAULT_IMAGE_SIZES = (64, 224)  # px, side by side, for a policy that takes cameras
+# --layout: launch arguments of each graph layout
+LAYOUTS = {
+    "fewest": {"compose": "true", "request_ahead": "true"},  # the default graph
+    "separate": {"compose": "false", "request_ahead": "false"},  # one process per node, request on the observation
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("both", "on", "off"),
         default="both",
         help="run with SCHED_FIFO on the command loop, without, or both (default)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("fewest", "separate", "both"),
+        default="fewest",
+        help="graph layout: fewest hops (the default graph: camera_ingestion in the policy's process, requests "
+        "sent ahead of their observation), separate (one process per node, requests on the observation), "
+        "or both, side by side",
     )
     parser.add_argument("--no-camera", action="store_true", help="no camera rendering / images")
     parser.add_argument(
@@ -164,12 +181,12 @@ def run_once(args: dict, duration: float, warmup: float, start_timeout: float = 
                 raise RuntimeError("a node died: " + "; ".join(log[-20:]))
             if cpu0 is None and time.monotonic() - t0 >= warmup:
                 cpu0 = (
-                    {n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes},
+                    {"+".join(n.spec.node_names): _cpu_ticks(n.pid) for n in launcher.nodes},
                     time.monotonic(),
                     monitor.get_clock().now().nanoseconds,
                 )
             time.sleep(0.1)
-        cpu1 = {n.spec.name: _cpu_ticks(n.pid) for n in launcher.nodes}
+        cpu1 = {"+".join(n.spec.node_names): _cpu_ticks(n.pid) for n in launcher.nodes}
         window = time.monotonic() - cpu0[1]
         cpu = {
             k: 100.0 * (cpu1[k] - cpu0[0][k]) / hz / window
@@ -266,36 +283,41 @@ def run(ns: argparse.Namespace) -> int:
         print(f"bench pipeline: {exc}", file=sys.stderr)
         return 2
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[ns.fifo]
+    layouts = {"both": ("fewest", "separate"), "fewest": ("fewest",), "separate": ("separate",)}[ns.layout]
+    # (layout, px) -> column label
+    cols = {(lay, px): (f"{lay}, " if len(layouts) > 1 else "") + labels[px] for lay in layouts for px in sizes}
     print(
         f"bench pipeline: task {ns.task}, method {ns.method}, policy {policy}, control "
         f"{build_graph('franka', base).args['control_hz']:g} Hz, command {ns.command_hz:g} Hz, images: "
-        f"{'; '.join(labels.values())}, {ns.duration:g} s per run after {ns.warmup:g} s warm-up; "
-        f"{platform.node()}, {os.cpu_count()} CPUs, load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"{'; '.join(labels.values())}, layout {', '.join(layouts)}, {ns.duration:g} s per run after "
+        f"{ns.warmup:g} s warm-up; {platform.node()}, {os.cpu_count()} CPUs, load avg "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     results = []
     for fifo in modes:
-        for px in sizes:
-            print(f"  running with fifo:={'true' if fifo else 'false'}, {labels[px]} ...", flush=True)
-            try:
-                res = run_once(
-                    dict(base, fifo="true" if fifo else "false", camera_size=str(px)),
-                    ns.duration,
-                    ns.warmup,
-                    ns.start_timeout,
-                )
-            except RuntimeError as exc:
-                print(f"bench pipeline: {exc}", file=sys.stderr)
-                return 1
-            results.append((fifo, px, res))
+        for lay in layouts:
+            for px in sizes:
+                print(f"  running with fifo:={'true' if fifo else 'false'}, {cols[lay, px]} ...", flush=True)
+                try:
+                    res = run_once(
+                        dict(base, fifo="true" if fifo else "false", camera_size=str(px), **LAYOUTS[lay]),
+                        ns.duration,
+                        ns.warmup,
+                        ns.start_timeout,
+                    )
+                except RuntimeError as exc:
+                    print(f"bench pipeline: {exc}", file=sys.stderr)
+                    return 1
+                results.append((fifo, (lay, px), res))
 
     def ms(x):
         return "n/a" if x is None else f"{1e3 * x:.3f}"
 
-    for fifo, px, r in results:
+    for fifo, key, r in results:
         label = "SCHED_FIFO" if r["fifo"] else ("default scheduler" + (" (FIFO not permitted)" if fifo else ""))
         m1, m2 = r["obs_to_chunk_minus_model"], r["request_to_chunk_minus_model"]
         md, pe = r["model"], r["period_error"]
-        print(f"\ncommand loop: {label}; {labels[px]}; {r['n_chunks']} chunks")
+        print(f"\ncommand loop: {label}; {cols[key]}; {r['n_chunks']} chunks")
         print(
             f"  obs -> chunk available, minus model time:     median {ms(m1[0])} ms  p99 {ms(m1[1])} ms  max {ms(m1[2])} ms"
             "   (target median <= 2, p99 <= 5)"
@@ -309,18 +331,18 @@ def run(ns: argparse.Namespace) -> int:
         )
         if r["render_median_s"] is not None:
             print(f"  camera render at the sim, median per frame:   {ms(r['render_median_s'])} ms")
-        print("  CPU per node (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()))
+        print("  CPU per process (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items()))
     from async_vla_ros.eval.latency_split import format_stage_table
 
     for fifo in modes:
-        runs = [(px, r) for f, px, r in results if f == fifo]
+        runs = [(key, r) for f, key, r in results if f == fifo]
         loop = "SCHED_FIFO" if runs[0][1]["fifo"] else "default scheduler"
         print(f"\nobs -> chunk latency split, command loop {loop} (nodes' own timestamps):")
-        print(format_stage_table({labels[px]: r["stages"] for px, r in runs}, title="stage"))
+        print(format_stage_table({cols[key]: r["stages"] for key, r in runs}, title="stage"))
         over = []
-        for px, r in runs:
+        for key, r in runs:
             o = next(s for s in r["stages"] if s.key == "overhead")
-            over.append(f"{labels[px]} {ms(o.median_s)} ms")
+            over.append(f"{cols[key]} {ms(o.median_s)} ms")
         print(
             "overhead beyond the model (total - model - injected), median: "
             + ", ".join(over)

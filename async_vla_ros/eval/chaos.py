@@ -141,15 +141,16 @@ class ChaosConfig:
 
 
 def with_overrides(graph, overrides: dict[str, dict[str, Any]]):
-    """A copy of ``graph`` with node parameters replaced (``{node: {param: value}}``)."""
-    nodes = []
-    for n in graph.nodes:
-        if n.name in overrides:
-            params = dict(n.parameters)
-            params.update(overrides[n.name])
-            n = dataclasses.replace(n, parameters=params)
-        nodes.append(n)
-    missing = set(overrides) - {n.name for n in graph.nodes}
+    """A copy of ``graph`` with node parameters replaced (``{node: {param: value}}``), also of
+    nodes that run in another node's process (``compose``)."""
+
+    def updated(n):
+        if n.name not in overrides:
+            return n
+        return dataclasses.replace(n, parameters={**n.parameters, **overrides[n.name]})
+
+    nodes = [dataclasses.replace(updated(n), hosted=tuple(updated(h) for h in n.hosted)) for n in graph.nodes]
+    missing = set(overrides) - {name for n in graph.nodes for name in n.node_names}
     if missing:
         raise ValueError(f"no node(s) {sorted(missing)} in graph {graph.name!r}")
     return dataclasses.replace(graph, nodes=tuple(nodes))
@@ -274,8 +275,14 @@ class ChaosRun:
         lease runs out): not counted."""
         from collections import Counter
 
-        ours = {n.name for n in self.graph.nodes} | {self.probe.get_name()}
-        restarted = {n.spec.name for n in self.launcher.nodes if n.pid != self._first_pids.get(n.spec.name)}
+        # every node of every process (camera_ingestion and the scheduler run in the policy's by default)
+        ours = {name for n in self.graph.nodes for name in n.node_names} | {self.probe.get_name()}
+        restarted = {
+            name
+            for n in self.launcher.nodes
+            if n.pid != self._first_pids.get(n.spec.name)
+            for name in n.spec.node_names
+        }
         seen = Counter(name for name, _ns in self.probe.get_node_names_and_namespaces())
         extra = [
             f"{n} (x{k})" if n in ours else n

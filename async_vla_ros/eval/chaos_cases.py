@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
 from async_vla_ros.eval import chaos_remote
 from async_vla_ros.eval.graph_probe import ROGUE_CHUNK_BASE, ROGUE_NAME, ROGUE_REQUEST_BASE
@@ -85,25 +87,46 @@ def policy_killed(run: ChaosRun, res: CaseResult) -> None:
     if not run.wait(lambda: len(run.probe.requests_since(t_set)) >= 1, 10.0):
         res.fail("no request reached the policy")
         return
+    # the process that runs the policy node: in the default graph (compose:=true) camera_ingestion
+    # and the scheduler die with it; with compose:=false the policy dies alone
+    proc = run.graph.process_of("policy")
+    with_it = [n for n in proc.node_names if n != "policy"]
     old_max = run.probe.max_chunk_id()
     d0 = run.probe.diag_of("scheduler")
+    c0 = run.probe.diag_of("correction")
     t_kill = run.probe.now()
-    run.launcher.restart("policy")
+    run.launcher.restart(proc.name)
     t_started = run.probe.now()
     run.recovery(res, t_kill, run.config.restart_timeout_s, pred=lambda r: r[1] > old_max)
     # the restarted node reads the params file again: injected latency 0
     t_rec = run.probe.now()
-    run.wait(lambda: run.probe.diag_stamped("scheduler")[0] > t_rec, 5.0)
+    run.wait(
+        lambda: run.probe.diag_stamped("scheduler")[0] > t_rec and run.probe.diag_stamped("correction")[0] > t_rec,
+        5.0,
+    )
+    holds = counter_delta(c0, run.probe.diag_of("correction"), "holds").get("", 0)
+    res.details.update(restart_s=(t_started - t_kill) / NS, killed_with=with_it, correction_holds=holds)
+    res.recovery_note = "kill -> first chunk of the restarted node (includes its start-up)"
+    new_chunk = (
+        f"first chunk of the new node merged {res.recovery_s:.2f} s after the kill"
+        if res.recovery_s is not None
+        else "no chunk of the new node merged"
+    )
+    if "scheduler" in with_it:
+        # the scheduler restarted too: no request left to time out; the plan stopped with it
+        res.observed = (
+            f"killed mid-chunk with {', '.join(with_it)} (one process; pid restarted); the correction node "
+            f"held {holds} ticks; {new_chunk}"
+        )
+        return
     timeouts = counter_delta(d0, run.probe.diag_of("scheduler"), "timeouts").get("", 0)
     rejected = counter_delta(d0, run.probe.diag_of("scheduler"), "rejected.")
-    res.details.update(restart_s=(t_started - t_kill) / NS, scheduler_timeouts=timeouts, rejected=rejected)
-    res.recovery_note = "kill -> first chunk of the restarted node (includes its start-up)"
+    res.details.update(scheduler_timeouts=timeouts, rejected=rejected)
     res.observed = (
         f"killed mid-chunk (pid restarted); scheduler timed out {timeouts} request(s)"
         + (", rejected " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) if rejected else "")
         + "; "
-        "first chunk of the new node merged "
-        + (f"{res.recovery_s:.2f} s after the kill" if res.recovery_s is not None else "never")
+        + new_chunk
     )
 
 
@@ -544,7 +567,15 @@ def bad_params_start(run: ChaosRun, res: CaseResult) -> None:
     procs = {}
     for spec in graph.nodes:
         arg, _needle = bad[spec.name]
-        cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "-p", arg]
+        if spec.hosted:
+            # a process of several nodes (the policy's, with camera_ingestion and the scheduler): the bad
+            # value goes to its own node only, in a params file keyed by node name, as the launchers do
+            name, value = arg.split(":=", 1)
+            params = Path(tempfile.mkdtemp(prefix="async_vla_ros_chaos_")) / "bad.yaml"
+            params.write_text(yaml.safe_dump({spec.name: {"ros__parameters": {name: yaml.safe_load(value)}}}))
+            cmd = [sys.executable, "-m", spec.module, "--ros-args", "--params-file", str(params)]
+        else:
+            cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "-p", arg]
         procs[spec.name] = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL
         )
@@ -729,9 +760,10 @@ CASES: tuple[Case, ...] = (
     Case(
         "policy_killed",
         policy_killed,
-        "the policy node dies mid-chunk and is restarted: the plan runs dry and the correction "
-        "node holds, the scheduler abandons the request after its timeout and re-requests; chunks of the "
-        "restarted node merge",
+        "the policy node's process dies mid-chunk and is restarted: the plan runs dry and the correction "
+        "node holds; a scheduler in another process (compose:=false) abandons the request after its timeout "
+        "and re-requests, one in the same process (the default) restarts with it; chunks of the restarted node "
+        "merge",
     ),
     Case(
         "bad_bags",

@@ -5,16 +5,19 @@ Pure (numpy, no rclpy): what the nodes measured themselves goes in, a table come
 * per accepted chunk, the scheduler's ``ChunkReport`` fields (``chunk_columns``): total latency
   (arrival at the scheduler - observation stamp), model time, injected delay, the chunk's way back
   (model end -> arrival at the scheduler), and the observation's age when the model started
-  (``obs_age_s + request_transport_s + queue_s``);
+  (total - model - injected - the chunk's way back);
 * the stages no report carries, as each node's rolling median / p95 / p99 in /diagnostics
   (``<stage>_median_s`` / ``_p95_s`` / ``_p99_s``, last 400 samples of the node):
   camera_ingestion ``image_transport`` (an image's stamp at the sim -> its callback), ``image_prep``
   (decode + resize), ``obs_age`` (the state's stamp -> assembly starts), ``ingest`` (assembly ->
   published), ``obs_age_out`` (the state's stamp -> published); policy ``obs_age_in`` (the state's
-  stamp -> its callback at the policy) and ``obs_wait`` (callback -> the model starts on it);
+  stamp -> its callback at the policy) and ``obs_wait`` (callback -> the model starts on it; a
+  request sent ahead of its observation is already waiting);
   scheduler ``merge`` (arrival -> plan published, after the total).
 
-Observation transport (ingestion -> policy) is the one stage no node times alone (the publisher's
+With camera_ingestion in the policy's process (``compose``, the default graph) the observation is
+handed over by a call, and its transport row says so. Otherwise, observation transport (ingestion
+-> policy) is the one stage no node times alone (the publisher's
 source timestamp would say, but rclpy's EventsExecutor cannot hand it to a callback): its median is
 the difference of the policy's and camera_ingestion's median observation ages (p95 / p99 "-"), the
 cumulative "obs stamp -> policy callback" row beside it is exact. The stages of the observation's
@@ -85,6 +88,7 @@ class Stage:
     p99_s: float | None
     n: int | None = None  # samples, for the per-chunk rows (the diagnostics windows do not say)
     exact: bool = True  # False: a difference of two medians (no p95 / p99)
+    note: str = ""  # shown instead of the figures (e.g. a stage this graph layout does not have)
 
 
 def chunk_columns(reports: Iterable[Any]) -> dict[str, np.ndarray]:
@@ -96,7 +100,10 @@ def chunk_columns(reports: Iterable[Any]) -> dict[str, np.ndarray]:
 def _derived(c: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
     col = {k: np.asarray(c[k], dtype=np.float64) for k in CHUNK_FIELDS}
     return {
-        "to_model": col["obs_age_s"] + col["request_transport_s"] + col["queue_s"],
+        # observation stamp -> model start: everything before the model (total - model - injected -
+        # the chunk's way back); the same as obs age + request transport + queue for a request sent
+        # after its observation, and also right for one sent ahead (its observation age is 0)
+        "to_model": col["total_latency_s"] - col["inference_s"] - col["injected_delay_s"] - col["transport_s"],
         "model": col["inference_s"],
         "injected": col["injected_delay_s"],
         "scheduling": col["transport_s"],
@@ -123,6 +130,9 @@ def stage_table(chunks: Mapping[str, Sequence[float]], diags: Mapping[str, Mappi
                 rows.append(Stage(key, label, per, med, p95, p99, int(a.size)))
             else:
                 rows.append(Stage(key, label, per, None, None, None, 0))
+        elif key == "obs_transport" and diags.get("policy", {}).get("observation_source") == "in-process":
+            # camera_ingestion runs in the policy's process and hands the observation over: no transport
+            rows.append(Stage(key, label, per, None, None, None, exact=False, note="in process, no DDS"))
         elif src[0] == "diff":
             a, b = (_num(diags.get(node, {}).get(f"{m}_median_s")) for node, m in (src[1:3], src[3:5]))
             rows.append(Stage(key, label, per, None if a is None or b is None else a - b, None, None, exact=False))
@@ -147,6 +157,8 @@ def _ms(x: float | None) -> str:
 
 
 def _cell(s: Stage) -> str:
+    if s.note:
+        return s.note
     if not s.exact:
         return f"~{_ms(s.median_s)} / - / -"
     return f"{_ms(s.median_s)} / {_ms(s.p95_s)} / {_ms(s.p99_s)}"

@@ -30,7 +30,8 @@ Timing, per stage of the image path, as rolling medians / p95 / p99 in /diagnost
 benchmark's stage split): ``image_transport`` (an image's header stamp -> its callback here),
 ``image_prep`` (its decoding and resize here), ``obs_age`` (the observation's state stamp -> its
 assembly starts), ``ingest`` (assembly starts -> ``publish`` returned), ``obs_age_out`` (the
-state stamp -> ``publish`` returned).
+state stamp -> ``publish`` returned). In one process with the policy node (``policy_container``)
+each observation is handed to it directly before it is published (``local_sinks``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class CameraIngestionNode(Node):
         sources = list(dict.fromkeys(N.frame_source(n)[0] for n in self.slots))
         self.cameras = camera_topics(sources, p["camera_topics"]) if self.slots else {}
         self.drops = DropCounter(self.get_logger())
+        # in-process consumers (policy_container): called with (observation, ns) before it is published
+        self.local_sinks: list = []
         self._js: StampedBuffer = StampedBuffer(64)
         self._img: dict[str, StampedBuffer] = {name: StampedBuffer(8) for name in self.cameras}
         self._task: StampedBuffer = StampedBuffer(8)
@@ -287,6 +290,8 @@ class CameraIngestionNode(Node):
         oldest_frame_ns = self._attach_images(msg, ref_ns)
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
+        for sink in self.local_sinks:  # the policy in this process first: its model can start now
+            sink(msg, self.get_clock().now().nanoseconds)
         self.pub.publish(msg)
         out = self.get_clock().now().nanoseconds
         self.ingest.append((out - now) / NS_PER_S)

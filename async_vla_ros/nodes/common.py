@@ -291,7 +291,8 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
                 raise
             return 0
         executor = make_executor()
-        executor.add_node(node)
+        for member in getattr(node, "nodes", None) or (node,):  # a container (nodes/policy_container.py) spins all
+            executor.add_node(member)
         try:
             while rclpy.ok() and not getattr(node, "shutdown_requested", False):
                 executor.spin_once(timeout_sec=0.2)

@@ -27,6 +27,14 @@ callback -> the model starting on it, per chunk: waiting for the scheduler's req
 experiments did); it is included in the timing and waits on the stop event (interruptible). It
 can be changed at runtime (``set_parameters``; fault injection: latency spikes).
 
+A request sent ahead of its observation (``obs_after`` set: the scheduler's ``request_ahead``)
+waits in the worker for the first observation stamped in ``[obs_after, obs_after + dt)``, the
+observation of its control step, and the model starts on it the moment it arrives (until
+``obs_after + dt + obs_wait_s``; an observation of another episode, or none of that step, is
+answered ``ERROR_NO_OBSERVATION``). In one process with camera_ingestion and the scheduler
+(``policy_container``) observations come in by a call (:meth:`hand_over`; their copies from the
+topic are skipped) and every chunk goes to the scheduler by a call before it is published.
+
 Requests are taken in stamp order (a repeated id, an older stamp or one from the future is
 dropped as stale), not id order, so a restarted scheduler (ids from 1 again) or one stray
 request with a huge id cannot block the stream. Chunk ids start at the node's start time in
@@ -115,7 +123,14 @@ PARAMS = (
     Param(
         "max_obs_age_s", 0.5, "answer ERROR_NO_OBSERVATION when the newest observation is older", min=0.001, max=60.0
     ),
-    Param("obs_wait_s", 0.05, "how long a request naming an obs_id not yet received waits for it", min=0.0, max=5.0),
+    Param(
+        "obs_wait_s",
+        0.05,
+        "how long a request naming an obs_id not yet received waits for it (a request sent ahead: this long "
+        "past its step's window)",
+        min=0.0,
+        max=5.0,
+    ),
     Param(
         "rewind_after",
         10,
@@ -156,6 +171,7 @@ class Job:
     request_ns: int
     received_ns: int
     warmup: bool = False
+    obs_after_ns: int = 0  # > 0: sent ahead; the observation stamped in [obs_after_ns, + dt)
 
 
 class PolicyNode(Node):
@@ -166,6 +182,13 @@ class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = p = declare_params(self, PARAMS)
+        # "in-process": a camera_ingestion in this process hands observations over (policy_container);
+        # their copies from the topic are then skipped (other publishers' still count)
+        self.observation_source = "topic"
+        self._handed_over: OrderedDict[tuple[int, int], None] = OrderedDict()  # (obs_id, stamp) handed over
+        self.n_echoes = 0
+        # in-process consumers of every chunk sent (policy_container: the scheduler), before it is published
+        self.local_chunk_sinks: list = []
         import torch
 
         torch.set_num_threads(p["torch_threads"])
@@ -255,6 +278,21 @@ class PolicyNode(Node):
     def _on_observation(self, msg: Observation) -> None:
         # (no message-info callback for the source timestamp: rclpy's EventsExecutor fails on them)
         received = self.get_clock().now().nanoseconds
+        if self._handed_over.pop((int(msg.obs_id), stamp_to_ns(msg.header.stamp)), False) is None:
+            self.n_echoes += 1  # the published copy of one camera_ingestion handed over (skipped once)
+            return
+        self.take_observation(msg, received)
+
+    def hand_over(self, msg: Observation, received: int) -> None:
+        """An observation from a camera_ingestion in this process (``policy_container``): taken at
+        once, with the same checks; its copy from the topic is skipped."""
+        self._handed_over[(int(msg.obs_id), stamp_to_ns(msg.header.stamp))] = None
+        while len(self._handed_over) > 64:
+            self._handed_over.popitem(last=False)
+        self.take_observation(msg, received)
+
+    def take_observation(self, msg: Observation, received: int) -> None:
+        """One observation in (the subscription, or :meth:`hand_over`)."""
         try:
             state = np.asarray(msg.state, dtype=np.float64)
             if state.ndim != 1 or msg.state_dim != state.size:
@@ -373,6 +411,9 @@ class PolicyNode(Node):
             raise InputError("bad_beta", f"guidance_beta must be finite, got {msg.guidance_beta}")
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
+        obs_after = stamp_to_ns(msg.obs_after)
+        if obs_after and msg.obs_id:
+            raise InputError("bad_obs", "a request names its observation by obs_id or by obs_after, not both")
         if msg.sampler in ("rtc", "rtc_jf", "remac") and prefix is not None and weights is None:
             raise InputError("bad_weights", f"{msg.sampler} with a prefix needs weights")
         if msg.sampler == "bid" and (prefix is None) != (weights is None):
@@ -390,12 +431,15 @@ class PolicyNode(Node):
             int(msg.seed) if msg.seed >= 0 else None,
             stamp_to_ns(msg.header.stamp),
             received,
+            obs_after_ns=obs_after,
         )
 
     # ------------------------------------------------------------------ worker thread
     def _observation_for(self, job: Job):
         """(stamp_ns, state, images, episode_id, instruction, received_ns, obs_id) of the requested (or
         newest) observation, or (None, why)."""
+        if job.obs_after_ns:
+            return self._observation_after(job)
         with self._obs_cond:
             if job.obs_id:
                 oid = job.obs_id
@@ -412,6 +456,39 @@ class PolicyNode(Node):
                 entry = self._obs[oid]
             else:
                 return None, "no observation received yet" + self._why_dropped()
+        return (*entry, oid), ""
+
+    def _observation_after(self, job: Job):
+        """A request sent ahead: the first observation stamped in ``[obs_after, obs_after + dt)``,
+        waiting for it until ``obs_after + dt + obs_wait_s`` (see ``_observation_for``)."""
+        lo = job.obs_after_ns
+        hi = lo + int(job.dt * NS_PER_S)
+        deadline = hi + int(self.p["obs_wait_s"] * NS_PER_S)
+
+        def first():
+            for oid, entry in self._obs.items():
+                if entry[0] >= lo:
+                    return oid, entry
+            return None
+
+        with self._obs_cond:
+            found = first()
+            while found is None and not self.worker.stop_event.is_set():
+                left = (deadline - self.get_clock().now().nanoseconds) / NS_PER_S
+                if left <= 0:
+                    break
+                self._obs_cond.wait(timeout=min(left, 0.1))
+                found = first()
+        if found is None:
+            return None, f"no observation stamped in [{lo}, {hi}) arrived (request sent ahead)" + self._why_dropped()
+        oid, entry = found
+        if entry[0] >= hi:
+            return None, (
+                f"the observation of the request's step (stamped in [{lo}, {hi})) was not received; "
+                f"the next is obs {oid}" + self._why_dropped()
+            )
+        if entry[3] != job.episode_id:
+            return None, f"observation {oid} is of episode {entry[3]}, the request of episode {job.episode_id}"
         return (*entry, oid), ""
 
     def _why_dropped(self) -> str:
@@ -615,8 +692,18 @@ class PolicyNode(Node):
         tm.obs_age_at_start_s = (t0 - obs_ns) / NS_PER_S
         tm.header.stamp = self.get_clock().now().to_msg()
         if self.context.ok():
+            self._hand_chunk(msg)  # the scheduler in this process first (policy_container)
             self.pub.publish(msg)
             self.n_chunks_ok += 1
+
+    def _hand_chunk(self, msg: ActionChunk) -> None:
+        """To the in-process consumers (the scheduler): a failure there is theirs, counted and
+        logged here, and never stops the chunk from being published."""
+        for sink in self.local_chunk_sinks:
+            try:
+                sink(msg)
+            except Exception as exc:  # noqa: BLE001 - the consumer's bug must not become an inference error
+                self.drops.drop("chunk.handover_failed", f"chunk {msg.chunk_id}: {type(exc).__name__}: {exc}")
 
     def _publish_error(
         self,
@@ -639,6 +726,7 @@ class PolicyNode(Node):
         msg.timing.header.stamp = msg.header.stamp
         if not self.context.ok():
             return
+        self._hand_chunk(msg)
         self.pub.publish(msg)
         self.n_errors_by_code[code] = self.n_errors_by_code.get(code, 0) + 1
 
@@ -660,6 +748,8 @@ class PolicyNode(Node):
             "backend_unavailable": self.n_unavailable,
             "policy": self.policy_name,
             "cameras": ",".join(sorted(self.camera_hw or ())),
+            "observation_source": self.observation_source,
+            "observation_echoes_skipped": self.n_echoes,
         }
         vals.update(quantile_values("obs_age_in", self.obs_age_in))
         vals.update(quantile_values("obs_wait", self.obs_wait))

@@ -9,7 +9,12 @@ episode, so an observation marks the start of its step.
 * ``/observation`` (one per control step): its step ``t_obs`` (stamp rounded to the grid) ->
   ``maybe_request(t_obs)``; a request (prefix Y, weights W, d, s, n_frozen from the core) names
   that observation's ``obs_id``, so the chunk's action k is for step ``t_obs + k`` exactly as in
-  the lockstep runner. A new episode id resets the scheduler (delay statistics kept); an older one
+  the lockstep runner. With ``request_ahead`` (default) the request is sent one step early:
+  observation ``t`` also asks the core for the request step ``t + 1`` would issue
+  (``maybe_request(t, ahead=1)``: the same request, since nothing but a chunk changes it and none
+  is in flight), sent with ``obs_after`` = the start of step ``t + 1``'s stamp window, so the policy
+  starts the model the moment that observation arrives instead of waiting for the request's round
+  trip (one DDS hop less between observation and chunk). A new episode id resets the scheduler (delay statistics kept); an older one
   is dropped, unless ``rewind_after`` of them arrive in a row (a restarted source, or a
   bad message that carried a huge id: :mod:`async_vla_ros.core.sequence`).
 * timer at ``dt``: ``action_at`` for every step up to now (the executed history), then the plan
@@ -22,14 +27,17 @@ episode, so an observation marks the start of its step.
   /diagnostics has ``merge_median_s`` / ``_p95_s`` / ``_p99_s`` (an accepted chunk's arrival -> its
   plan published).
 
-It never blocks: nothing here waits for inference. Ids on the wire start at 1
+In one process with the policy node (``policy_container``) its chunks come in by a call
+(:meth:`take_chunk`, on the policy's worker thread, under the lock every callback here takes; their
+copies from the topic are skipped, other publishers' are not). It never blocks: nothing here waits for inference. Ids on the wire start at 1
 (``ChunkRequest.request_id``); the core counts from 0: request ``r`` on the wire is core request
 ``r - 1``.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -96,6 +104,12 @@ PARAMS = (
         max=100000,
     ),
     Param(
+        "request_ahead",
+        True,
+        "send each request one control step before its observation (ChunkRequest.obs_after): the policy "
+        "starts on the observation without waiting for the request",
+    ),
+    Param(
         "max_future_s",
         0.2,
         "drop observations stamped further in the future than this (a clock jumped)",
@@ -154,8 +168,9 @@ class SchedulerNode(Node):
         self._aligned = False
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
-        # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns)
-        self._requests: dict[int, tuple[int, int, int, int, int]] = {}
+        # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns, ahead); a request sent ahead
+        # has obs_id 0 and obs_stamp_ns = the start of its observation's stamp window (obs_after)
+        self._requests: dict[int, tuple[int, int, int, int, int, bool]] = {}
         self.plan_id = 0
         self.n_reports = 0
         self.arrivals: deque[tuple[int, float, float, int]] = deque(maxlen=200)  # (arrival_ns, total, overhead, d)
@@ -167,12 +182,23 @@ class SchedulerNode(Node):
         # Deep queues for chunks and their reports: a burst (rogue or after a stall) must reach the
         # validation and the monitors, not be overwritten in a depth-10 DDS history first.
         self.pub_report = self.create_publisher(ChunkReport, N.CHUNK_REPORT, 100)
-        self.create_subscription(ActionChunk, N.ACTION_CHUNK, self._on_chunk, 100, callback_group=group)
-        self.create_subscription(Observation, N.OBSERVATION, self._on_observation, 10, callback_group=group)
-        self.create_timer(p["dt"], self._tick, callback_group=group)
+        self.create_subscription(ActionChunk, N.ACTION_CHUNK, self._on_topic_chunk, 100, callback_group=group)
+        # chunks of a policy node in this process (policy_container) come in on its worker thread
+        # (take_chunk; rclpy's EventsExecutor has no guard conditions to move them onto the
+        # executor): the scheduler's state is then guarded by this lock, taken by every callback
+        # that touches it; their copies from the topic are skipped
+        self._lock = threading.RLock()
+        # chunk ids taken in process whose published copy has not come back yet (skipped once: a
+        # second copy, e.g. a rogue re-send, is taken and checked like any other chunk)
+        self._handed_over: OrderedDict[int, None] = OrderedDict()
+        self.n_echoes = 0
+        self.create_subscription(
+            Observation, N.OBSERVATION, self._locked(self._on_observation), 10, callback_group=group
+        )
+        self.create_timer(p["dt"], self._locked_tick, callback_group=group)
         self.diag = Telemetry(
             self,
-            self._diag_values,
+            self._locked(self._diag_values),
             THRESHOLDS,
             p,
             rate_keys=("dropped_inputs", "hold_steps", "timeouts"),
@@ -219,6 +245,18 @@ class SchedulerNode(Node):
         spec = self.sched.maybe_request(self._core_t)
         if spec is not None:
             self._send_request(spec, int(msg.obs_id), stamp)
+        else:
+            self._request_ahead()
+
+    def _request_ahead(self) -> None:
+        """``request_ahead``: send now the request the next step's observation would send, if any
+        (after an observation that sent none, and after a chunk freed the request slot)."""
+        if not self.p["request_ahead"] or self._core_t is None or self.pub_req.get_subscription_count() == 0:
+            return
+        spec = self.sched.maybe_request(self._core_t, ahead=1)
+        if spec is not None:  # the observation of step t_obs: stamped within dt/2 of its start
+            window = self.steps.t0_ns + spec.t_obs * self.steps.dt_ns - self.steps.dt_ns // 2
+            self._send_request(spec, 0, window, ahead=True)
 
     @property
     def episode_id(self) -> int:
@@ -239,12 +277,46 @@ class SchedulerNode(Node):
         if self._last_t is not None:
             self._publish_plan(self._last_t)
 
+    def _locked(self, callback):
+        """``callback`` under the scheduler's lock (subscriptions: one message; Telemetry: none)."""
+
+        def run(*args):
+            with self._lock:
+                return callback(*args)
+
+        return run
+
+    def _locked_tick(self) -> None:  # (no arguments: rclpy hands a timer info to callbacks that take one)
+        with self._lock:
+            self._tick()
+
+    def take_chunk(self, msg: ActionChunk) -> None:
+        """A chunk from a policy node in this process, on the caller's thread (its copy from the
+        topic is skipped)."""
+        with self._lock:
+            self._handed_over[int(msg.chunk_id)] = None
+            while len(self._handed_over) > 256:
+                self._handed_over.popitem(last=False)
+            self._on_chunk(msg)
+
+    def _on_topic_chunk(self, msg: ActionChunk) -> None:
+        with self._lock:
+            if self._handed_over.pop(int(msg.chunk_id), False) is None:
+                self.n_echoes += 1  # the published copy of a chunk taken in process
+                return
+            self._on_chunk(msg)
+
     def _on_chunk(self, msg: ActionChunk) -> None:
         arrival = self.clock.now_ns()
         if msg.episode_id != self.episode_id:
             return self.drops.drop("chunk.other_episode", f"chunk of episode {msg.episode_id}, now {self.episode_id}")
         if msg.error_code != ActionChunk.ERROR_NONE:
             self.drops.drop(f"chunk.error_{msg.error_code}", msg.error_message)
+            if msg.error_code == ActionChunk.ERROR_NO_OBSERVATION and msg.request_id > 0:
+                # its observation never came (dropped, or late): request again from the next one
+                # rather than hold until the timeout
+                if self.sched.unanswerable(int(msg.request_id) - 1):
+                    self._request_ahead()
             return self._report(msg, arrival, None, None, "error")
         if msg.request_id == 0:
             return self.drops.drop("chunk.bad_request_id", "request_id 0")
@@ -256,16 +328,27 @@ class SchedulerNode(Node):
                 f"chunk {msg.chunk_id} names {list(msg.action_names)}, expected {list(self.p['action_names'])}",
             )
             return self._report(msg, arrival, None, info, "bad_action_names")
-        if info is not None and (int(msg.obs_id) != info[3] or stamp_to_ns(msg.header.stamp) != info[4]):
-            # a chunk answers a request from the observation the request named: its stamp is
-            # that observation's stamp; anything else (future / stale stamp) is not that answer
+        if info is not None and not self._answers(msg, info):
+            # a chunk answers a request from the observation the request named (sent ahead: from
+            # the observation of its step): its stamp is that observation's stamp; anything else
+            # (future / stale stamp) is not that answer
+            named = (
+                f"the observation stamped in [{info[4]}, {info[4] + self.steps.dt_ns})"
+                if info[5]
+                else f"obs {info[3]} stamped {info[4]}"
+            )
             self.drops.drop(
                 "chunk.stamp_mismatch",
                 f"chunk {msg.chunk_id}: obs {msg.obs_id} stamped "
-                f"{stamp_to_ns(msg.header.stamp)}, request {msg.request_id} "
-                f"named obs {info[3]} stamped {info[4]}",
+                f"{stamp_to_ns(msg.header.stamp)}, request {msg.request_id} named {named}",
             )
             return self._report(msg, arrival, None, info, "stamp_mismatch")
+        if info is not None and info[0] > self._core_step():
+            # the chunk of a request sent ahead, back before this node took its observation (the
+            # policy in this process answered within the step): the clock is past that observation's
+            # step, so the core moves there first, as the observation would have moved it
+            self._execute_until(info[0] - 1)
+            self._core_t = info[0]
         t_now = self._core_step()
         actions = np.asarray(msg.actions, dtype=np.float64)
         if actions.size == self.H * self.A and msg.horizon == self.H and msg.action_dim == self.A:
@@ -279,6 +362,14 @@ class SchedulerNode(Node):
         if result.accepted:
             self._publish_plan(t_now)
             self.merges.append((self.clock.now_ns() - arrival) / NS_PER_S)
+            self._request_ahead()
+
+    def _answers(self, msg: ActionChunk, info: tuple) -> bool:
+        """Whether the chunk's observation (id, stamp) is the one its request named."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        if info[5]:  # sent ahead: the observation of the request's step, whichever id it got
+            return info[4] <= stamp < info[4] + self.steps.dt_ns
+        return int(msg.obs_id) == info[3] and stamp == info[4]
 
     # ------------------------------------------------------------------ per step
     def _execute_until(self, t: int) -> None:
@@ -301,13 +392,17 @@ class SchedulerNode(Node):
         self._execute_until(t)
         self._publish_plan(t)
 
-    def _send_request(self, spec, obs_id: int, obs_ns: int) -> None:
+    def _send_request(self, spec, obs_id: int, obs_ns: int, ahead: bool = False) -> None:
+        """``ahead``: sent before its observation; ``obs_ns`` is then the start of the observation's
+        stamp window (``ChunkRequest.obs_after``) and ``obs_id`` 0."""
         now = self.clock.now_ns()
         msg = ChunkRequest()
         msg.header.stamp = ns_to_stamp(now)
         msg.request_id = spec.request_id + 1
         msg.episode_id = self.episode_id
-        msg.obs_id = obs_id  # the observation of step t_obs
+        msg.obs_id = obs_id  # the observation of step t_obs (0: sent ahead, obs_after names it)
+        if ahead:
+            msg.obs_after = ns_to_stamp(obs_ns)
         msg.sampler = spec.sampler
         msg.horizon = self.H
         msg.action_dim = self.A
@@ -320,7 +415,7 @@ class SchedulerNode(Node):
             msg.weights = spec.weights.tolist()
         msg.guidance_beta = 0.0 if spec.beta is None else float(spec.beta)  # 0: the policy's default
         msg.seed = -1
-        self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d), obs_id, obs_ns)
+        self._requests[spec.request_id] = (spec.t_obs, now, int(spec.d), obs_id, obs_ns, ahead)
         for old in [r for r in self._requests if r < spec.request_id - 64]:
             del self._requests[old]
         self.pub_req.publish(msg)
@@ -365,7 +460,10 @@ class SchedulerNode(Node):
         r.reject_reason = "" if r.accepted else reason
         request_ns = info[1] if info is not None else stamp_to_ns(tm.request_stamp)
         end_ns = stamp_to_ns(tm.inference_end)
-        r.obs_age_s = (request_ns - obs_ns) / NS_PER_S if obs_ns and request_ns else -1.0
+        if info is not None and info[5]:
+            r.obs_age_s = 0.0  # sent ahead: the request waited for its observation, not the other way round
+        else:
+            r.obs_age_s = (request_ns - obs_ns) / NS_PER_S if obs_ns and request_ns else -1.0
         received_ns = stamp_to_ns(tm.received_stamp)
         r.request_transport_s = (received_ns - request_ns) / NS_PER_S if received_ns and request_ns else -1.0
         r.inference_s = tm.inference_s if msg.error_code == ActionChunk.ERROR_NONE else -1.0
@@ -389,7 +487,7 @@ class SchedulerNode(Node):
         if r.accepted and obs_ns and request_ns:
             # observation-to-chunk-available minus model time, minus the observation's age when
             # the request went out (sampling phase) and the injected latency: the pipeline overhead
-            overhead = (arrival - request_ns) / NS_PER_S - r.inference_s - r.injected_delay_s
+            overhead = (arrival - max(request_ns, obs_ns)) / NS_PER_S - r.inference_s - r.injected_delay_s
             self.arrivals.append((arrival, r.total_latency_s, overhead, r.measured_delay_steps))
             if r.predicted_delay_steps >= 0 and r.measured_delay_steps >= 0:
                 self.delay_errors.append(r.measured_delay_steps - r.predicted_delay_steps)
@@ -406,6 +504,7 @@ class SchedulerNode(Node):
             "hold_steps": st["hold_steps"],
             "delay_forecast": st["delay_forecast"],
             "dropped": self.drops.total(),
+            "chunk_echoes_skipped": self.n_echoes,
         }
         # waiting for the policy node to subscribe (start-up) is not an input problem
         vals["dropped_inputs"] = vals["dropped"] - self.drops.as_dict().get("no_policy", 0)

@@ -174,11 +174,15 @@ class Client(Node):
         self.pub_req = self.create_publisher(ChunkRequest, "policy/chunk_request", 10)
         self.create_subscription(ActionChunk, "policy/action_chunk", self.chunks.append, 10)
 
-    def request(self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8, beta=0.0):
+    def request(
+        self, rid: int, method: str, obs_id: int, prefix=None, weights=None, n_frozen=0, h=8, a=8, beta=0.0, after=0
+    ):
         m = ChunkRequest()
         m.guidance_beta = float(beta)
         m.header.stamp = self.get_clock().now().to_msg()
         m.request_id, m.episode_id, m.obs_id, m.sampler = rid, 1, obs_id, method
+        if after:  # sent ahead: the observation stamped in [after, after + dt)
+            m.obs_after = ns_to_stamp(after)
         m.horizon, m.action_dim, m.dt, m.n_frozen = h, a, 0.05, n_frozen
         m.prefix = [] if prefix is None else np.asarray(prefix).reshape(-1).tolist()
         m.weights = [] if weights is None else list(weights)
@@ -247,6 +251,48 @@ def test_policy_node_expert_serves_requests_and_rejects_bad_ones(run):
     client.request(3, "vanilla", 1)
     assert run(lambda: policy.drops.as_dict().get("request.stale_id", 0) == 1, 5.0)
     assert run(lambda: policy.drops.as_dict().get("observation.bad_shape", 0) == 1, 5.0)
+
+
+def test_policy_node_serves_a_request_sent_ahead_on_the_observation_of_its_step(run):
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert"), P("obs_wait_s", value=0.02)])
+    client = Client()
+    assert run(_ready(client, policy), 10.0, policy, client)
+    state = _track_state(client)
+    dt = 50_000_000
+
+    def obs_at(obs_id, stamp_ns):
+        m = _obs_msg(client, obs_id, state)
+        m.header.stamp = ns_to_stamp(stamp_ns)
+        client.pub_obs.publish(m)
+
+    # the request arrives first and waits; the observation of its window is the one served
+    t = client.get_clock().now().nanoseconds + 200_000_000
+    client.request(1, "vanilla", 0, after=t)
+    run(lambda: False, 0.1)  # the request is waiting in the worker
+    obs_at(1, t - 1_000_000)  # before the window: not this step's
+    obs_at(2, t + 20_000_000)
+    assert run(lambda: len(client.chunks) >= 1, 10.0)
+    c = client.chunks[0]
+    assert c.error_code == ActionChunk.ERROR_NONE, c.error_message
+    assert c.obs_id == 2 and stamp_to_ns(c.header.stamp) == t + 20_000_000
+    # the step's observation never came (the next one did): answered, not served from another step
+    t2 = t + 2 * dt
+    client.request(2, "vanilla", 0, after=t2)
+    obs_at(3, t2 + dt + 5_000_000)
+    assert run(lambda: len(client.chunks) >= 2, 10.0)
+    c = client.chunks[1]
+    assert c.error_code == ActionChunk.ERROR_NO_OBSERVATION and "was not received" in c.error_message
+    # nothing arrives at all: answered after the window and obs_wait_s
+    t3 = client.get_clock().now().nanoseconds + 10 * dt
+    client.request(3, "vanilla", 0, after=t3)
+    assert run(lambda: len(client.chunks) >= 3, 10.0)
+    assert client.chunks[2].error_code == ActionChunk.ERROR_NO_OBSERVATION
+    assert "arrived" in client.chunks[2].error_message
+    # an observation id and a window at once: not a valid request
+    client.request(4, "vanilla", 3, after=t3 + dt)
+    assert run(lambda: len(client.chunks) >= 4, 10.0)
+    c = client.chunks[3]
+    assert c.error_code == ActionChunk.ERROR_INVALID_REQUEST and "not both" in c.error_message
 
 
 def test_policy_node_flow_checkpoint_rtc_with_injected_latency(run, tmp_path):
@@ -388,6 +434,76 @@ def test_scheduler_policy_correction_chain(run):
     n_req = st["requests"]
     robot.episode = 2
     assert run(lambda: sched.episode_id == 2 and corr.episode_id == 2 and sched.sched.stats()["requests"] > n_req, 10.0)
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_the_scheduler_sends_requests_one_step_ahead_of_their_observation(run, ahead):
+    policy = PolicyNode(parameter_overrides=[P("policy", value="expert")])
+    sched = SchedulerNode(parameter_overrides=[P("strategy", value="rtc"), P("request_ahead", value=ahead)])
+    robot = Robot()
+    requests: list[ChunkRequest] = []
+    chunks: list[ActionChunk] = []
+    robot.create_subscription(ChunkRequest, "policy/chunk_request", requests.append, 10)
+    robot.create_subscription(ActionChunk, "policy/action_chunk", chunks.append, 10)
+    assert run(lambda: len(sched.arrivals) >= 6, 20.0, policy, sched, robot)
+    assert sched.sched.stats()["rejected"] == {} and sched.drops.as_dict().get("chunk.stamp_mismatch", 0) == 0
+    early = [r for r in requests if stamp_to_ns(r.obs_after) > 0]
+    if not ahead:
+        assert not early and all(r.obs_id > 0 for r in requests)
+        return
+    # the episode's first request goes out with its observation; the others a step before theirs
+    assert requests[0].obs_id > 0 and stamp_to_ns(requests[0].obs_after) == 0
+    assert len(early) >= 3 and all(r.obs_id == 0 for r in early)
+    by_id = {c.request_id: c for c in chunks if c.error_code == ActionChunk.ERROR_NONE}
+    served = [r for r in early if r.request_id in by_id]
+    assert len(served) >= 3
+    for r in served:  # each answered from the observation of its step, stamped after the request
+        lo = stamp_to_ns(r.obs_after)
+        stamp = stamp_to_ns(by_id[r.request_id].header.stamp)
+        assert lo <= stamp < lo + 50_000_000 and stamp > stamp_to_ns(r.header.stamp)
+    # reports: the observation -> chunk latency, 0 observation age for a request sent ahead
+    assert all(a[2] < 0.5 for a in sched.arrivals)
+
+
+def test_a_chunk_sent_back_before_the_scheduler_took_its_observation_is_merged(run):
+    # in one process with the policy (policy_container) the chunk of a request sent ahead can come
+    # back before the scheduler's own copy of that observation: merged at its step, delay 0
+    sched = SchedulerNode(parameter_overrides=[P("strategy", value="naive"), P("s_min", value=1)])
+    requests: list[ChunkRequest] = []
+    probe = Node("test_probe")
+    probe.create_subscription(ChunkRequest, "policy/chunk_request", requests.append, 10)
+    # only the probe spins: the scheduler's timer stays still, its steps move by observations and chunks
+    assert run(lambda: sched.pub_req.get_subscription_count() > 0, 10.0, probe)
+    state = _track_state(probe)
+    t0 = probe.get_clock().now().nanoseconds
+
+    def obs(i):
+        m = _obs_msg(probe, i, state)
+        m.header.stamp = ns_to_stamp(t0 + (i - 1) * 50_000_000)
+        return m
+
+    def chunk(req, o):
+        c = ActionChunk(chunk_id=1000 + req.request_id, request_id=req.request_id, episode_id=1, obs_id=o.obs_id)
+        c.header.stamp = o.header.stamp
+        c.horizon, c.action_dim, c.dt = 8, 8, 0.05
+        c.action_names = list(sched.p["action_names"])
+        c.actions = np.tile(np.concatenate([Q0, [0.0]]), 8).tolist()
+        return c
+
+    sched._locked(sched._on_observation)(obs(1))  # the first request goes out with its observation
+    assert run(lambda: len(requests) >= 1, 5.0)
+    sched.take_chunk(chunk(requests[0], obs(1)))  # merged: the next request is sent ahead, for step 1
+    assert run(lambda: len(requests) >= 2, 5.0)
+    ahead = requests[1]
+    assert ahead.obs_id == 0 and stamp_to_ns(ahead.obs_after) > 0
+    while probe.get_clock().now().nanoseconds < t0 + 50_000_000:  # the clock reaches observation 2
+        run(lambda: False, 0.01)
+    sched.take_chunk(chunk(ahead, obs(2)))  # before the scheduler saw observation 2
+    assert sched.sched.stats()["accepted"] == 2 and sched.sched.stats()["rejected"] == {}
+    assert sched.arrivals[-1][3] == 0  # measured delay: 0 steps
+    sched._locked(sched._on_observation)(obs(2))  # its own copy arrives afterwards: nothing breaks
+    assert sched.drops.total() == 0, sched.drops.as_dict()
+    run(lambda: True, 0.0, sched)  # (destroyed by the fixture)
 
 
 def test_rogue_observation_with_huge_episode_id(run):
@@ -620,6 +736,75 @@ def test_camera_ingestion_attaches_the_previous_frame_of_a_prev_slot(run):
     assert [set(bytes(im.data)) for im in o.images] == [{3}, {2}]
     assert o.image_ages_s[1] == pytest.approx(0.05)
     assert node._diag_values()["cameras"] == "scene,scene_prev"
+
+
+def test_policy_container_hands_observations_and_chunks_over_in_process(run):
+    from async_vla_ros.nodes.policy_container import PolicyContainer
+
+    box = build_node(
+        PolicyContainer,
+        node_overrides={
+            "policy": [P("policy", value="expert")],
+            "camera_ingestion": [P("camera_names", value=["scene"])],
+            "scheduler": [P("strategy", value="naive")],
+        },
+    )
+    ing, policy, sched = box.nodes
+    assert [n.get_name() for n in box.nodes] == ["camera_ingestion", "policy", "scheduler"]
+    assert policy.observation_source == "in-process"
+    s = Sensors(cameras=("scene",))
+    chunks: list[ActionChunk] = []
+    s.create_subscription(ActionChunk, "policy/action_chunk", chunks.append, 10)
+    assert run(
+        lambda: (
+            ing.pub.get_subscription_count() >= 3  # sensors, policy, scheduler
+            and s.pub_task.get_subscription_count() > 0
+            and policy.pub.get_subscription_count() >= 2
+            and sched.pub_req.get_subscription_count() > 0
+        ),
+        10.0,
+        *box.nodes,
+        s,
+    )
+    t_next = time.monotonic()
+    for _ in range(12):  # 20 Hz: a joint state and a camera frame, then the task state that triggers
+        run(lambda t=t_next: time.monotonic() >= t, 1.0)
+        t_next += 0.05
+        now = s.get_clock().now().nanoseconds
+        s.image("scene", now - 1_000_000, 5)
+        js = JointState(name=ARM + ["fr3_finger_joint1", "fr3_finger_joint2"], position=[0.1] * 9, velocity=[0.0] * 9)
+        js.header.stamp = ns_to_stamp(now - 1_000_000)
+        s.pub_js.publish(js)
+        task = _track_state(s)[15:]
+        msg = Observation(episode_id=1, task="track", state_dim=task.size, state=task.tolist())
+        msg.header.stamp = ns_to_stamp(now)
+        s.pub_task.publish(msg)
+    # published for the others, handed to the policy with the same id and stamp; the copy from the
+    # topic skipped, not counted as a duplicate
+    assert run(lambda: len(s.out) >= 8 and policy.n_echoes >= 1, 5.0)  # (the first may miss its image)
+    first = s.out[0]
+    assert policy._obs[first.obs_id][0] == stamp_to_ns(first.header.stamp)
+    assert policy.drops.total() == 0
+    # the scheduler took the policy's chunks in process (and skipped their published copies)
+    assert run(lambda: len(sched.arrivals) >= 2 and sched.n_echoes >= 2, 10.0)
+    # (a test step late by more than dt/2 on a loaded machine misses its window: answered NO_OBSERVATION)
+    assert sched.sched.stats()["rejected"] == {}, sched.sched.stats()
+    assert set(sched.drops.as_dict()) <= {"chunk.error_2"}, sched.drops.as_dict()
+    # a second copy of a chunk it took in process (a rogue re-send) is checked: a duplicate
+    pub = s.create_publisher(ActionChunk, "policy/action_chunk", 10)
+    assert run(lambda: pub.get_subscription_count() > 0, 5.0)
+    dup = chunks[-1]
+    n_dup = sched.sched.stats()["rejected"].get("duplicate", 0)
+    pub.publish(dup)
+    assert run(lambda: sched.sched.stats()["rejected"].get("duplicate", 0) == n_dup + 1, 5.0)
+    assert policy._diag_values()["observation_source"] == "in-process"
+    assert sched._diag_values()["chunk_echoes_skipped"] >= 2
+    # a chunk from another publisher on the topic is still taken and checked
+    rogue = ActionChunk(chunk_id=1, request_id=999, episode_id=1)
+    rogue.action_names = list(sched.p["action_names"])
+    n0 = sum(sched.sched.stats()["rejected"].values())
+    pub.publish(rogue)
+    assert run(lambda: sum(sched.sched.stats()["rejected"].values()) + sched.drops.total() > n0, 5.0)
 
 
 def test_camera_topics_parameter():

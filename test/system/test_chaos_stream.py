@@ -92,6 +92,10 @@ def test_with_overrides_replaces_only_the_named_parameters():
     assert g2.node("correction").parameters["robot"] == "fr3"
     assert g.node("correction").parameters["robot"] == "panda"  # the original is untouched
     assert g2.node("policy").parameters == g.node("policy").parameters
+    # a node in another node's process (the scheduler, composed into the policy's by default)
+    g3 = with_overrides(g, {"scheduler": {"s_min": 2}})
+    assert g3.node("scheduler").parameters["s_min"] == 2 and g.node("scheduler").parameters["s_min"] == 1
+    assert g3.process_of("scheduler").params_file_content()["scheduler"]["ros__parameters"]["s_min"] == 2
     with pytest.raises(ValueError, match="no node"):
         with_overrides(g, {"nope": {}})
 

@@ -78,9 +78,9 @@ def test_launcher_fails_when_a_node_dies():
     lines: list[str] = []
     launcher = Launcher(graph, echo=lines.append, grace_s=5.0)
     launcher.start()
-    victim = next(n for n in launcher.nodes if n.spec.name == "scheduler")
+    victim = next(n for n in launcher.nodes if n.spec.name == "correction")
     assert wait_for(
-        lambda: any("scheduler" in line and "INFO" in line for line in lines) or victim.proc.poll() is None,
+        lambda: any("correction" in line and "INFO" in line for line in lines) or victim.proc.poll() is None,
         30.0,
         launcher,
     )
@@ -89,6 +89,6 @@ def test_launcher_fails_when_a_node_dies():
     rc = launcher.run(duration_s=60.0, install_signals=False)
     assert rc == 1
     assert time.monotonic() - t0 < 30.0
-    assert launcher.failed == [("scheduler", -signal.SIGKILL)]
+    assert launcher.failed == [("correction", -signal.SIGKILL)]
     assert launcher.alive() == []
-    assert any("node scheduler died (signal 9)" in line for line in lines)
+    assert any("node correction died (signal 9)" in line for line in lines)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from async_vla_ros.bringup.graph import (
     LAUNCH_ARGS,
@@ -32,7 +33,22 @@ def _load_launch_file():
 
 def test_default_graph_nodes_and_parameters():
     g = build_graph("franka", {"policy": "expert"})
-    assert [n.name for n in g.nodes] == ["sim", "camera_ingestion", "policy", "scheduler", "correction"]
+    # composed (the default): camera_ingestion and the scheduler run in the policy's process
+    assert [n.name for n in g.nodes] == ["sim", "policy", "correction"]
+    proc = g.process_of("camera_ingestion")
+    assert proc is g.process_of("scheduler") and proc.name == "policy"
+    assert proc.node_names == ("policy", "camera_ingestion", "scheduler")
+    from async_vla_ros.nodes.policy_container import NODE_NAMES
+
+    assert set(proc.node_names) == set(NODE_NAMES)  # graph.yaml's hosts are what the container builds
+    assert proc.module == "async_vla_ros.nodes.policy_container" and proc.executable == "policy_container"
+    assert "__node:=policy" not in proc.ros_arguments("P.yaml")  # each node keeps its own name
+    assert set(g.params_file_content()) == {"sim", "camera_ingestion", "policy", "scheduler", "correction"}
+    assert set(proc.params_file_content()) == {"policy", "camera_ingestion", "scheduler"}
+    flat = build_graph("franka", {"policy": "expert", "compose": "false"})
+    assert [n.name for n in flat.nodes] == ["sim", "camera_ingestion", "policy", "scheduler", "correction"]
+    assert flat.node("policy").module == "async_vla_ros.nodes.policy_node" and not flat.node("policy").hosted
+    assert g.node("camera_ingestion").parameters == flat.node("camera_ingestion").parameters
     assert g.node("policy").parameters["policy"] == "expert"
     assert g.node("scheduler").parameters["strategy"] == "rtc" and g.node("scheduler").parameters["dt"] == 0.05
     assert g.node("correction").parameters["rate_hz"] == 100.0
@@ -152,23 +168,33 @@ def test_every_node_parameter_in_the_graph_is_declared_by_its_node():
         {"policy": "expert", "camera": "false", "fifo": "false", "method": "bid"},
         {"policy": "expert", "camera": "true", "instruction": "track it"},
     ):
-        for node in build_graph("franka", args).nodes:
-            validate_values(node.name, tables[node.name], node.parameters)  # raises on any problem
+        for proc in build_graph("franka", args).nodes:
+            for node in (proc, *proc.hosted):
+                validate_values(node.name, tables[node.name], node.parameters)  # raises on any problem
 
 
-def test_launch_file_builds_node_actions_from_the_same_graph():
+def test_launch_file_builds_node_actions_from_the_same_graph(tmp_path):
     mod = _load_launch_file()
 
     class FakeNode:  # records what launch_ros.actions.Node would receive
         def __init__(self, **kw):
             self.kw = kw
 
-    g = build_graph("franka", {"policy": "expert", "namespace": "/arm"})
+    g = build_graph("franka", {"policy": "expert", "namespace": "/arm", "compose": "false"})
     actions = mod.node_actions(g, FakeNode)
     assert [a.kw["name"] for a in actions] == [n.name for n in g.nodes]
     for a, n in zip(actions, g.nodes):
         assert a.kw["package"] == "async_vla_ros" and a.kw["executable"] == n.executable
         assert a.kw["parameters"] == [n.parameters] and a.kw["namespace"] == "/arm"
+    # composed: the container process keeps its nodes' names and gets a params file keyed by them
+    g = build_graph("franka", {"policy": "expert", "namespace": "/arm"})
+    actions = {a.kw["executable"]: a.kw for a in mod.node_actions(g, FakeNode, params_dir=tmp_path)}
+    kw = actions["policy_container"]
+    assert kw["name"] is None and kw["namespace"] == "/arm"
+    (path,) = kw["parameters"]
+    content = yaml.safe_load(Path(path).read_text())
+    assert content["camera_ingestion"]["ros__parameters"] == g.node("camera_ingestion").parameters
+    assert content["policy"]["ros__parameters"]["policy"] == "expert"
 
 
 def test_launch_file_generates_description_with_launch_ros():

@@ -69,15 +69,9 @@ def test_graph_with_recorder_and_dashboard(tmp_path):
         "franka",
         {"policy": "expert", "camera": "true", "record": str(bag), "dashboard": "true", "dashboard_port": str(port)},
     )
-    assert [n.name for n in graph.nodes] == [
-        "recorder",
-        "sim",
-        "camera_ingestion",
-        "policy",
-        "scheduler",
-        "correction",
-        "dashboard",
-    ]
+    # processes (camera_ingestion and the scheduler run in the policy's: compose, the default)
+    assert [n.name for n in graph.nodes] == ["recorder", "sim", "policy", "correction", "dashboard"]
+    assert graph.process_of("scheduler").name == graph.process_of("camera_ingestion").name == "policy"
     log: deque[str] = deque(maxlen=400)
     launcher = Launcher(graph, echo=log.append, workdir=str(tmp_path))
     url = f"http://127.0.0.1:{port}/"

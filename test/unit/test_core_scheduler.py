@@ -33,9 +33,11 @@ def make_chunk(spec, chunk_id=None, horizon=H, t_obs=None):
     )
 
 
-def simulate(name, d, s_min, steps=24, horizon=H, delays=None, **kw):
+def simulate(name, d, s_min, steps=24, horizon=H, delays=None, ahead=False, **kw):
     """Lockstep run with a fixed true delay d (or per-request ``delays``); the delay estimator
-    knows d from the start. Returns (sched, executed [(cid, k) | None], specs, results)."""
+    knows d from the start. ``ahead``: each request is issued one step before its observation
+    (``maybe_request(t, ahead=1)``), its chunk computed from step t_obs on.
+    Returns (sched, executed [(cid, k) | None], specs, results)."""
     sched = ChunkScheduler(
         SchedulerConfig(horizon, A, s_min=s_min),
         name,
@@ -49,6 +51,14 @@ def simulate(name, d, s_min, steps=24, horizon=H, delays=None, **kw):
             pending.remove(item)
             results.append(sched.on_chunk(item[1], t))
         spec = sched.maybe_request(t)
+        if spec is None and ahead:
+            spec = sched.maybe_request(t, ahead=1)
+            if spec is not None:
+                assert spec.t_obs == t + 1
+                specs.append(spec)
+                dd = d if delays is None else delays[spec.request_id]
+                pending.append((spec.t_obs + dd, make_chunk(spec, horizon=horizon)))
+                spec = None
         if spec is not None:
             specs.append(spec)
             dd = d if delays is None else delays[spec.request_id]
@@ -90,6 +100,38 @@ def test_async_switching_d2_s4(name):
     assert [s.t_obs for s in specs] == [0, 4, 8, 12]
     assert [r.k_start for r in res] == [0, 2, 2]
     assert [r.measured_d for r in res] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("name", ["naive", "rtc", "rtc_hard", "remac", "bid", "sync", "te"])
+@pytest.mark.parametrize("d, s_min", [(0, 1), (1, 1), (2, 4), (3, 2), (5, 1)])
+def test_a_request_issued_one_step_ahead_is_the_request_of_its_step(name, d, s_min):
+    # the scheduler node sends each request one control step before its observation
+    # (request_ahead): the same request, the same chunks executed at the same steps
+    base = simulate(name, d=d, s_min=s_min, steps=30)
+    early = simulate(name, d=d, s_min=s_min, steps=30, ahead=True)
+    assert early[1] == base[1]
+    issued = [r for r in early[2] if r.t_obs < 30]  # (one may be issued at step 29 for step 30)
+    assert len(issued) == len(base[2]) > 1
+    for a, b in zip(issued, base[2]):
+        assert (a.request_id, a.t_obs, a.d, a.s, a.sampler, a.n_frozen, a.n_real) == (
+            b.request_id,
+            b.t_obs,
+            b.d,
+            b.s,
+            b.sampler,
+            b.n_frozen,
+            b.n_real,
+        )
+        np.testing.assert_array_equal(a.prefix, b.prefix)
+        np.testing.assert_array_equal(a.weights, b.weights)
+    # the first request of an episode has no step before it: it goes out with its observation
+    assert base[2][0].t_obs == early[2][0].t_obs == 0
+
+
+def test_maybe_request_ahead_is_validated():
+    sched = ChunkScheduler(SchedulerConfig(H, A), "naive", DelayEstimator(DelayConfig()))
+    with pytest.raises(ValueError, match="ahead"):
+        sched.maybe_request(0, ahead=-1)
 
 
 def test_naive_d0_executes_from_index_0_without_holding():

@@ -124,3 +124,28 @@ def test_camera_size_renders_at_the_driver_size_and_ingests_at_the_policys():
         build_graph("franka", {"policy": "vla", "camera_size": "8"})
     with pytest.raises(GraphError, match="camera_size"):
         build_graph("franka", {"policy": "vla", "camera_size": "1000"})
+
+
+def test_a_request_sent_ahead_and_an_in_process_handover():
+    """With the default graph (requests sent one step ahead, camera_ingestion in the policy's
+    process) the report's observation age is 0 and the queue holds the wait for the observation;
+    obs stamp -> model start still comes out right, and the transport row says there is none."""
+    n = 11
+    to_model = 1e-3 * (1 + np.arange(n))  # obs stamp -> model start, 1..11 ms
+    chunks = {
+        "obs_age_s": np.zeros(n),  # sent ahead
+        "request_transport_s": np.full(n, 0.5e-3),
+        "queue_s": 0.050 + to_model,  # waiting for the observation, then for the model
+        "inference_s": np.full(n, 40e-3),
+        "injected_delay_s": np.zeros(n),
+        "transport_s": np.full(n, 0.75e-3),
+        "total_latency_s": to_model + 40e-3 + 0.75e-3,
+    }
+    diags = {**DIAGS, "policy": {**DIAGS["policy"], "observation_source": "in-process"}}
+    rows = {s.key: s for s in stage_table(chunks, diags)}
+    assert rows["to_model"].median_s == pytest.approx(6e-3)
+    assert rows["overhead"].median_s == pytest.approx(6e-3 + 0.75e-3)
+    ot = rows["obs_transport"]
+    assert ot.median_s is None and ot.note == "in process, no DDS"
+    text = format_stage_table({"fewest": list(rows.values())})
+    assert "in process, no DDS" in next(line for line in text.splitlines() if line.startswith("observation transport"))
