@@ -36,6 +36,7 @@ each observation is handed to it directly before it is published (``local_sinks`
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -290,8 +291,11 @@ class CameraIngestionNode(Node):
         oldest_frame_ns = self._attach_images(msg, ref_ns)
         self._last_published_ns = ref_ns
         self.obs_ages.append((now - ref_ns) / NS_PER_S)
-        for sink in self.local_sinks:  # the policy in this process first: its model can start now
-            sink(msg, self.get_clock().now().nanoseconds)
+        if self.local_sinks:
+            for sink in self.local_sinks:  # the policy in this process first: its model can start now
+                sink(msg, self.get_clock().now().nanoseconds)
+            # let the woken inference thread take the interpreter lock now, not after this publish
+            time.sleep(0)
         self.pub.publish(msg)
         out = self.get_clock().now().nanoseconds
         self.ingest.append((out - now) / NS_PER_S)
