@@ -233,7 +233,7 @@ def run_soak(config: SoakConfig | None = None, echo: Callable[[str], None] | Non
             k: 100.0 * ((cpu1[k] or 0.0) - cpu0.get(k, 0.0)) / elapsed_run for k in pids if cpu1.get(k) is not None
         }
         # counters, aligned on each publisher's last diagnostics (before anything stops)
-        diag_end = {n.name: probe.diag_stamped(n.name) for n in graph.nodes}
+        diag_end = {name: probe.diag_stamped(name) for n in graph.nodes for name in n.node_names}
         t_cmd1 = probe.now()
     finally:
         for p in stress:  # processes this run started, by pid
