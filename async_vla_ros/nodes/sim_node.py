@@ -5,8 +5,9 @@ Publishes
   joints, at ``joint_state_rate_hz``;
   ``/camera/<name>/image_raw`` + ``/camera/<name>/camera_info`` (rgb8) for each MuJoCo camera
   in ``cameras`` (``scene``, ``wrist``; ``[]``, the default: none is rendered) at
-  ``camera_rate_hz`` (0: off); bringup lists the cameras the policy takes, so a state-only
-  policy pays no rendering;
+  ``camera_rate_hz`` (0: off; up to the control rate the frames are rendered at control steps,
+  just before that step's task state, so an observation's frames show the instant of its state);
+  bringup lists the cameras the policy takes, so a state-only policy pays no rendering;
   ``/sim/task_state`` (async_vla_msgs/Observation): TCP + the task's observation fields, episode
   id and task name, at every control step (what a perception module would provide on hardware);
   ``/sim/episode_result`` (diagnostic_msgs/DiagnosticStatus): one per finished episode (success,
@@ -278,7 +279,14 @@ class SimNode(Node):
         self.timer_stats = timer
         js_every = max(1, round(1.0 / (p["joint_state_rate_hz"] * period)))
         cam_every = max(1, round(1.0 / (p["camera_rate_hz"] * period))) if self.pub_cams else 0
+        # at or below the control rate, frames are taken at control steps, every cam_steps-th, right
+        # before that step's task state: an observation then pairs its state with a frame of the
+        # same instant, as the lockstep runner and the demonstrations do (on their own 20 Hz phase
+        # the frames were 30 ms older than the state, median); faster cameras keep the tick cadence
+        control_hz = 1.0 / self.driver.dt
+        cam_steps = round(control_hz / p["camera_rate_hz"]) if cam_every and p["camera_rate_hz"] <= control_hz else 0
         groups = N.IMAGE_STYLES[p["render_geoms"]]
+        self._cameras_ok = bool(cam_every)
         frozen_every = max(1, round(self.driver.dt / period))  # task state rate while frozen
         self._start_episode(None)
         tick = 0
@@ -301,6 +309,8 @@ class SimNode(Node):
                     sim_s = self.driver.step_index * self.driver.dt + self.driver.sub_steps * self.driver.physics_dt
                 self.realtime_lag_s = (now - self._run_start_ns) / NS_PER_S - sim_s / p["real_time_factor"]
                 if crossed:
+                    if cam_steps and self._cameras_ok and self.driver.step_index % cam_steps == 0:
+                        self._publish_images_or_disable(groups)  # the frames of this step, then its state
                     self._publish_task_state()
                 if self.driver.done:
                     self._finish_episode()
@@ -314,14 +324,18 @@ class SimNode(Node):
                 self._publish_task_state()  # keeps observations fresh while the scene settles
             if tick % js_every == 0:
                 self._publish_joint_states()
-            if cam_every and tick % cam_every == 0:
-                try:
-                    self._publish_images(groups)
-                except Exception as exc:  # noqa: BLE001 - no GL here: run without a camera, say so once
-                    if self._stop.is_set() or shutting_down(self.context):
-                        raise  # shutting down, not a rendering problem
-                    self.get_logger().error(f"camera disabled, rendering failed: {type(exc).__name__}: {exc}")
-                    cam_every = 0
+            # between control steps (a faster camera) and while the scene is frozen: the tick cadence
+            if self._cameras_ok and (not cam_steps or not running) and tick % cam_every == 0:
+                self._publish_images_or_disable(groups)
+
+    def _publish_images_or_disable(self, groups: tuple[int, ...]) -> None:
+        try:
+            self._publish_images(groups)
+        except Exception as exc:  # noqa: BLE001 - no GL here: run without a camera, say so once
+            if self._stop.is_set() or shutting_down(self.context):
+                raise  # shutting down, not a rendering problem
+            self.get_logger().error(f"camera disabled, rendering failed: {type(exc).__name__}: {exc}")
+            self._cameras_ok = False
 
     def _start_episode(self, seed: int | None) -> None:
         now = self.get_clock().now().nanoseconds

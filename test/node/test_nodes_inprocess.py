@@ -843,6 +843,51 @@ def test_correction_franka_gripper_bridge_says_arm_only_without_franka_msgs(run)
 
 
 # ---------------------------------------------------------------------- sim cameras
+def test_sim_renders_each_control_steps_frames_just_before_its_task_state(run):
+    # an observation pairs the task state with the newest frames: they must show that instant (as
+    # in the lockstep runner and the demonstrations), not one from the camera's own phase
+    pytest.importorskip("mujoco")
+    from async_vla_ros.assets import panda_available
+
+    if not panda_available():
+        pytest.skip("MuJoCo Panda model not fetched (make setup)")
+    from async_vla_ros.nodes.sim_node import SimNode
+
+    sim = SimNode(
+        parameter_overrides=[
+            P("cameras", value=["scene"]),
+            P("camera_rate_hz", value=20.0),
+            P("image_width", value=32),
+            P("image_height", value=32),
+            P("wait_for_command", value=False),
+            P("settle_s", value=0.1),
+        ]
+    )
+    frames: list[int] = []
+    states: list[tuple[int, int]] = []  # (stamp, obs_id)
+    sink = Node("test_frame_sink")
+    sink.create_subscription(Image, "camera/scene/image_raw", lambda m: frames.append(stamp_to_ns(m.header.stamp)), 50)
+    sink.create_subscription(
+        Observation, "sim/task_state", lambda m: states.append((stamp_to_ns(m.header.stamp), int(m.obs_id))), 50
+    )
+    try:
+        assert run(lambda: len({o for _, o in states}) >= 25, 30.0, sim, sink), sim._diag_values()
+    finally:
+        sim.close()
+    # the running steps: each new obs_id (one per control step); the newest frame before each
+    first = {}
+    for stamp, oid in states:
+        first.setdefault(oid, stamp)
+    ages = []
+    for oid, stamp in sorted(first.items())[2:]:
+        before = [f for f in frames if f <= stamp]
+        assert before, oid
+        ages.append((stamp - max(before)) / 1e6)
+    # rendered and published right before the state (the state's stamp follows the frame's
+    # camera_info); on the camera's own phase they were 0-50 ms older, 30 ms median
+    assert len(ages) >= 20 and np.median(ages) < 5.0 and np.mean(np.asarray(ages) < 10.0) > 0.9, ages
+
+
 def test_sim_renders_exactly_the_listed_cameras_each_on_its_topic(run):
     pytest.importorskip("mujoco")
     from async_vla_ros.assets import panda_available
