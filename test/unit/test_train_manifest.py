@@ -76,6 +76,6 @@ def test_shipped_checkpoints_load_match_their_tasks_and_the_manifest():
     assert sum(p.stat().st_size for p in state) < 10e6  # the privileged-state set: "a few MB"
     # everything shipped, the multi-task VLA's folders and head included, stays small for a package
     assert sum(p.stat().st_size for p in DIR.rglob("*") if p.is_file()) < 15e6
-    head = man["vla_a2c2.pt"]  # the VLA's head: current in the manifest, on the VLA's 640 features
+    head = man["vla_a2c2.pt"]  # the VLA's head: current in the manifest, on the VLA's 1280 features (width 128)
     assert head["sha256"] == hashlib.sha256((DIR / "vla_a2c2.pt").read_bytes()).hexdigest()
-    assert head["kind"] == "vla_a2c2" and CorrectionHead.load(DIR / "vla_a2c2.pt").config.latent_dim == 640
+    assert head["kind"] == "vla_a2c2" and CorrectionHead.load(DIR / "vla_a2c2.pt").config.latent_dim == 1280
