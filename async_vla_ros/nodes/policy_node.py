@@ -28,10 +28,9 @@ experiments did); it is included in the timing and waits on the stop event (inte
 can be changed at runtime (``set_parameters``; fault injection: latency spikes).
 
 A request sent ahead of its observation (``obs_after`` set: the scheduler's ``request_ahead``)
-waits in the worker for the first observation stamped in ``[obs_after, obs_after + dt)``, the
-observation of its control step, and the model starts on it the moment it arrives (until
-``obs_after + dt + obs_wait_s``; an observation of another episode, or none of that step, is
-answered ``ERROR_NO_OBSERVATION``). In one process with camera_ingestion and the scheduler
+names the next observation's id and waits in the worker for it; the model starts on it the moment
+it arrives (until ``obs_after + max(dt + obs_wait_s, max_obs_age_s)``; an observation of another
+episode, a later one instead, or none is answered ``ERROR_NO_OBSERVATION``). In one process with camera_ingestion and the scheduler
 (``policy_container``) observations come in by a call (:meth:`hand_over`; their copies from the
 topic are skipped) and every chunk goes to the scheduler by a call before it is published.
 
@@ -412,8 +411,8 @@ class PolicyNode(Node):
         if msg.n_frozen > H:
             raise InputError("bad_n_frozen", f"n_frozen {msg.n_frozen} > H = {H}")
         obs_after = stamp_to_ns(msg.obs_after)
-        if obs_after and msg.obs_id:
-            raise InputError("bad_obs", "a request names its observation by obs_id or by obs_after, not both")
+        if obs_after and not msg.obs_id:
+            raise InputError("bad_obs", "a request sent ahead (obs_after) must name the observation it waits for")
         if msg.sampler in ("rtc", "rtc_jf", "remac") and prefix is not None and weights is None:
             raise InputError("bad_weights", f"{msg.sampler} with a prefix needs weights")
         if msg.sampler == "bid" and (prefix is None) != (weights is None):
@@ -459,34 +458,26 @@ class PolicyNode(Node):
         return (*entry, oid), ""
 
     def _observation_after(self, job: Job):
-        """A request sent ahead: the first observation stamped in ``[obs_after, obs_after + dt)``,
-        waiting for it until ``obs_after + dt + obs_wait_s`` (see ``_observation_for``)."""
-        lo = job.obs_after_ns
-        hi = lo + int(job.dt * NS_PER_S)
-        deadline = hi + int(self.p["obs_wait_s"] * NS_PER_S)
-
-        def first():
-            for oid, entry in self._obs.items():
-                if entry[0] >= lo:
-                    return oid, entry
-            return None
-
+        """A request sent ahead: observation ``obs_id`` (the one after the sender's last), waiting
+        for it until ``obs_after + max(dt + obs_wait_s, max_obs_age_s)``; an error when a later one
+        came instead."""
+        oid = job.obs_id
+        # as long as an observation may be old and still be served (max_obs_age_s), at least a step
+        deadline = job.obs_after_ns + int(max(job.dt + self.p["obs_wait_s"], self.p["max_obs_age_s"]) * NS_PER_S)
         with self._obs_cond:
-            found = first()
-            while found is None and not self.worker.stop_event.is_set():
+            while oid not in self._obs and self.obs_ids.current < oid and not self.worker.stop_event.is_set():
                 left = (deadline - self.get_clock().now().nanoseconds) / NS_PER_S
                 if left <= 0:
                     break
                 self._obs_cond.wait(timeout=min(left, 0.1))
-                found = first()
-        if found is None:
-            return None, f"no observation stamped in [{lo}, {hi}) arrived (request sent ahead)" + self._why_dropped()
-        oid, entry = found
-        if entry[0] >= hi:
-            return None, (
-                f"the observation of the request's step (stamped in [{lo}, {hi})) was not received; "
-                f"the next is obs {oid}" + self._why_dropped()
-            )
+            entry = self._obs.get(oid)
+            current = self.obs_ids.current
+        if entry is None:
+            if current > oid:
+                return None, f"observation {oid} (request sent ahead) was not received; the next is {current}" + (
+                    self._why_dropped()
+                )
+            return None, f"observation {oid} (request sent ahead) did not arrive in time" + self._why_dropped()
         if entry[3] != job.episode_id:
             return None, f"observation {oid} is of episode {entry[3]}, the request of episode {job.episode_id}"
         return (*entry, oid), ""

@@ -12,7 +12,7 @@ episode, so an observation marks the start of its step.
   the lockstep runner. With ``request_ahead`` (default) the request is sent one step early:
   observation ``t`` also asks the core for the request step ``t + 1`` would issue
   (``maybe_request(t, ahead=1)``: the same request, since nothing but a chunk changes it and none
-  is in flight), sent with ``obs_after`` = the start of step ``t + 1``'s stamp window, so the policy
+  is in flight), naming the next observation's id with ``obs_after`` = observation t's stamp, so the policy
   starts the model the moment that observation arrives instead of waiting for the request's round
   trip (one DDS hop less between observation and chunk). A new episode id resets the scheduler (delay statistics kept); an older one
   is dropped, unless ``rewind_after`` of them arrive in a row (a restarted source, or a
@@ -166,10 +166,11 @@ class SchedulerNode(Node):
         self.drops = DropCounter(self.get_logger())
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self._aligned = False
+        self._last_obs: tuple[int, int, int] | None = None  # (step, stamp, obs_id) of the last observation
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
         # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns, ahead); a request sent ahead
-        # has obs_id 0 and obs_stamp_ns = the start of its observation's stamp window (obs_after)
+        # has obs_stamp_ns = the stamp of the observation before its own (obs_after)
         self._requests: dict[int, tuple[int, int, int, int, int, bool]] = {}
         self.plan_id = 0
         self.n_reports = 0
@@ -240,6 +241,7 @@ class SchedulerNode(Node):
             t_obs = self._last_t  # late: request from it anyway, its chunk is aligned one step late
         self._execute_until(t_obs - 1)
         self._core_t = max(t_obs, self._core_t if self._core_t is not None else t_obs)
+        self._last_obs = (t_obs, stamp, int(msg.obs_id))
         if self.pub_req.get_subscription_count() == 0:
             return self.drops.drop("no_policy", "no policy node subscribes to the requests yet")
         spec = self.sched.maybe_request(self._core_t)
@@ -253,10 +255,16 @@ class SchedulerNode(Node):
         (after an observation that sent none, and after a chunk freed the request slot)."""
         if not self.p["request_ahead"] or self._core_t is None or self.pub_req.get_subscription_count() == 0:
             return
-        spec = self.sched.maybe_request(self._core_t, ahead=1)
-        if spec is not None:  # the observation of step t_obs: stamped within dt/2 of its start
-            window = self.steps.t0_ns + spec.t_obs * self.steps.dt_ns - self.steps.dt_ns // 2
-            self._send_request(spec, 0, window, ahead=True)
+        if self._last_obs is None:
+            return
+        t_last, stamp_last, id_last = self._last_obs
+        ahead = t_last + 1 - self._core_t  # 1, or 0 when the timer already entered the next step
+        if ahead < 0:
+            return  # the stream paused (no observation for a step or more): the next one requests
+        spec = self.sched.maybe_request(self._core_t, ahead=ahead)
+        if spec is not None:
+            # the next observation (ids count up by one per observation sent) is the next step's
+            self._send_request(spec, id_last + 1, stamp_last, ahead=True)
 
     @property
     def episode_id(self) -> int:
@@ -313,10 +321,10 @@ class SchedulerNode(Node):
         if msg.error_code != ActionChunk.ERROR_NONE:
             self.drops.drop(f"chunk.error_{msg.error_code}", msg.error_message)
             if msg.error_code == ActionChunk.ERROR_NO_OBSERVATION and msg.request_id > 0:
-                # its observation never came (dropped, or late): request again from the next one
-                # rather than hold until the timeout
-                if self.sched.unanswerable(int(msg.request_id) - 1):
-                    self._request_ahead()
+                # its observation never came (dropped, late, or the stream paused): the next
+                # observation requests again, with its own id (not ahead: a paused stream would
+                # otherwise be answered with one such error per step), rather than hold until the timeout
+                self.sched.unanswerable(int(msg.request_id) - 1)
             return self._report(msg, arrival, None, None, "error")
         if msg.request_id == 0:
             return self.drops.drop("chunk.bad_request_id", "request_id 0")
@@ -332,11 +340,7 @@ class SchedulerNode(Node):
             # a chunk answers a request from the observation the request named (sent ahead: from
             # the observation of its step): its stamp is that observation's stamp; anything else
             # (future / stale stamp) is not that answer
-            named = (
-                f"the observation stamped in [{info[4]}, {info[4] + self.steps.dt_ns})"
-                if info[5]
-                else f"obs {info[3]} stamped {info[4]}"
-            )
+            named = f"obs {info[3]} stamped after {info[4]}" if info[5] else f"obs {info[3]} stamped {info[4]}"
             self.drops.drop(
                 "chunk.stamp_mismatch",
                 f"chunk {msg.chunk_id}: obs {msg.obs_id} stamped "
@@ -367,8 +371,8 @@ class SchedulerNode(Node):
     def _answers(self, msg: ActionChunk, info: tuple) -> bool:
         """Whether the chunk's observation (id, stamp) is the one its request named."""
         stamp = stamp_to_ns(msg.header.stamp)
-        if info[5]:  # sent ahead: the observation of the request's step, whichever id it got
-            return info[4] <= stamp < info[4] + self.steps.dt_ns
+        if info[5]:  # sent ahead: the named observation, stamped after the one before it
+            return int(msg.obs_id) == info[3] and stamp > info[4]
         return int(msg.obs_id) == info[3] and stamp == info[4]
 
     # ------------------------------------------------------------------ per step
@@ -393,14 +397,14 @@ class SchedulerNode(Node):
         self._publish_plan(t)
 
     def _send_request(self, spec, obs_id: int, obs_ns: int, ahead: bool = False) -> None:
-        """``ahead``: sent before its observation; ``obs_ns`` is then the start of the observation's
-        stamp window (``ChunkRequest.obs_after``) and ``obs_id`` 0."""
+        """``ahead``: sent before its observation ``obs_id``; ``obs_ns`` is then the stamp of the
+        observation before it (``ChunkRequest.obs_after``)."""
         now = self.clock.now_ns()
         msg = ChunkRequest()
         msg.header.stamp = ns_to_stamp(now)
         msg.request_id = spec.request_id + 1
         msg.episode_id = self.episode_id
-        msg.obs_id = obs_id  # the observation of step t_obs (0: sent ahead, obs_after names it)
+        msg.obs_id = obs_id  # the observation of step t_obs (sent ahead: not sent yet)
         if ahead:
             msg.obs_after = ns_to_stamp(obs_ns)
         msg.sampler = spec.sampler
