@@ -167,6 +167,7 @@ class SchedulerNode(Node):
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self._aligned = False
         self._last_obs: tuple[int, int, int] | None = None  # (step, stamp, obs_id) of the last observation
+        self._ahead_for = -1  # the observation id the last request sent ahead named
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
         # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns, ahead); a request sent ahead
@@ -244,7 +245,8 @@ class SchedulerNode(Node):
         self._last_obs = (t_obs, stamp, int(msg.obs_id))
         if self.pub_req.get_subscription_count() == 0:
             return self.drops.drop("no_policy", "no policy node subscribes to the requests yet")
-        spec = self.sched.maybe_request(self._core_t)
+        # at most one request per observation: one sent ahead for this observation was its request
+        spec = None if int(msg.obs_id) == self._ahead_for else self.sched.maybe_request(self._core_t)
         if spec is not None:
             self._send_request(spec, int(msg.obs_id), stamp)
         else:
@@ -264,6 +266,7 @@ class SchedulerNode(Node):
         spec = self.sched.maybe_request(self._core_t, ahead=ahead)
         if spec is not None:
             # the next observation (ids count up by one per observation sent) is the next step's
+            self._ahead_for = id_last + 1
             self._send_request(spec, id_last + 1, stamp_last, ahead=True)
 
     @property
@@ -336,7 +339,7 @@ class SchedulerNode(Node):
                 f"chunk {msg.chunk_id} names {list(msg.action_names)}, expected {list(self.p['action_names'])}",
             )
             return self._report(msg, arrival, None, info, "bad_action_names")
-        if info is not None and not self._answers(msg, info):
+        if info is not None and not self._answers(msg, info, arrival):
             # a chunk answers a request from the observation the request named (sent ahead: from
             # the observation of its step): its stamp is that observation's stamp; anything else
             # (future / stale stamp) is not that answer
@@ -368,11 +371,11 @@ class SchedulerNode(Node):
             self.merges.append((self.clock.now_ns() - arrival) / NS_PER_S)
             self._request_ahead()
 
-    def _answers(self, msg: ActionChunk, info: tuple) -> bool:
+    def _answers(self, msg: ActionChunk, info: tuple, arrival: int) -> bool:
         """Whether the chunk's observation (id, stamp) is the one its request named."""
         stamp = stamp_to_ns(msg.header.stamp)
-        if info[5]:  # sent ahead: the named observation, stamped after the one before it
-            return int(msg.obs_id) == info[3] and stamp > info[4]
+        if info[5]:  # sent ahead: the named observation, stamped after the one before it, not in the future
+            return int(msg.obs_id) == info[3] and info[4] < stamp <= arrival
         return int(msg.obs_id) == info[3] and stamp == info[4]
 
     # ------------------------------------------------------------------ per step
