@@ -260,6 +260,11 @@ class SchedulerNode(Node):
         if self._last_obs is None:
             return
         t_last, stamp_last, id_last = self._last_obs
+        if id_last + 1 <= self._ahead_for:
+            # the next observation has had its request (its chunk came back, in process, before this
+            # node took the observation): that observation, when it comes, sends the one after.
+            # Requesting here would be a second request for it (22-24 chunks/s merged at 20 Hz)
+            return
         ahead = t_last + 1 - self._core_t  # 1, or 0 when the timer already entered the next step
         if ahead < 0:
             return  # the stream paused (no observation for a step or more): the next one requests

@@ -464,10 +464,19 @@ def test_the_scheduler_sends_requests_one_step_ahead_of_their_observation(run, a
     assert all(a[2] < 0.5 for a in sched.arrivals)
 
 
-def test_a_chunk_sent_back_before_the_scheduler_took_its_observation_is_merged(run):
+@pytest.mark.parametrize("strategy", ["naive", "rtc"])
+def test_a_chunk_sent_back_before_the_scheduler_took_its_observation_is_merged(run, strategy):
     # in one process with the policy (policy_container) the chunk of a request sent ahead can come
     # back before the scheduler's own copy of that observation: merged at its step, delay 0
-    sched = SchedulerNode(parameter_overrides=[P("strategy", value="naive"), P("s_min", value=1)])
+    # rtc with a forecast delay of 1: the core requests again in the step its chunk merges
+    sched = SchedulerNode(
+        parameter_overrides=[
+            P("strategy", value=strategy),
+            P("s_min", value=1),
+            P("d_init", value=1),
+            P("delay_warmup", value=10),
+        ]
+    )
     requests: list[ChunkRequest] = []
     probe = Node("test_probe")
     probe.create_subscription(ChunkRequest, "policy/chunk_request", requests.append, 10)
@@ -500,8 +509,17 @@ def test_a_chunk_sent_back_before_the_scheduler_took_its_observation_is_merged(r
     sched.take_chunk(chunk(ahead, obs(2)))  # before the scheduler saw observation 2
     assert sched.sched.stats()["accepted"] == 2 and sched.sched.stats()["rejected"] == {}
     assert sched.arrivals[-1][3] == 0  # measured delay: 0 steps
+    # observation 2 had its request: the chunk freeing the slot sends none (a second request for
+    # observation 2 was the graph's 22-24 chunks/s at 20 Hz)
+    run(lambda: len(requests) > 2, 0.3)
+    assert len(requests) == 2, [(r.request_id, r.obs_id) for r in requests]
     sched._locked(sched._on_observation)(obs(2))  # its own copy arrives afterwards: nothing breaks
     assert sched.drops.total() == 0, sched.drops.as_dict()
+    # ... and sends the next request, ahead for observation 3: one request per observation
+    assert run(lambda: len(requests) >= 3, 5.0)
+    assert [r.obs_id for r in requests] == [1, 2, 3] and stamp_to_ns(requests[2].obs_after) == stamp_to_ns(
+        obs(2).header.stamp
+    )
     run(lambda: True, 0.0, sched)  # (destroyed by the fixture)
 
 
