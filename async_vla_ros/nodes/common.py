@@ -263,6 +263,32 @@ def build_node(factory: Callable[..., Any], **kwargs: Any):
 STOP_TRACE_AFTER_S = 3.0  # run_node: a stop slower than this prints every thread's traceback
 
 
+class _SpinSafeInterrupt:
+    """Python's SIGINT handler for :func:`run_node`. rclpy's own handler (installed by
+    ``rclpy.init``) shuts the context down and chains to the handler it found, this one. While the
+    node starts (imports, checkpoints) it raises ``KeyboardInterrupt`` as Python's default does, so
+    a Ctrl-C aborts a long start. Once the node spins it only notes the signal: the context going
+    down ends the spin between two callbacks. A ``KeyboardInterrupt`` raised between two statements
+    of a callback would leave its work half done (the recorder counted a message it then never
+    queued for the bag)."""
+
+    def __init__(self) -> None:
+        self.spinning = False
+        self.received = 0
+
+    @classmethod
+    def install(cls) -> _SpinSafeInterrupt:
+        handler = cls()
+        with contextlib.suppress(ValueError):  # not the main thread (in-process tests): leave it
+            signal.signal(signal.SIGINT, handler)
+        return handler
+
+    def __call__(self, signum, frame) -> None:
+        self.received += 1
+        if not self.spinning:
+            raise KeyboardInterrupt
+
+
 def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> int:
     """``main`` of every node executable: init, build (parameters validated), spin, clean exit.
 
@@ -275,6 +301,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
     enable_crash_tracebacks()
     argv = list(sys.argv if args is None else args)
     apply_ros_defaults()  # before init: rclpy reads the environment there
+    interrupt = _SpinSafeInterrupt.install()  # before init: rclpy's handler chains to it
     rclpy.init(args=argv)
     node = None
     name = getattr(factory, "NODE_NAME", factory.__name__)
@@ -294,6 +321,7 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
         for member in getattr(node, "nodes", None) or (node,):  # a container (nodes/policy_container.py) spins all
             executor.add_node(member)
         try:
+            interrupt.spinning = True  # from here a SIGINT ends the spin through the context only
             while rclpy.ok() and not getattr(node, "shutdown_requested", False):
                 executor.spin_once(timeout_sec=0.2)
         except ExternalShutdownException:

@@ -98,6 +98,7 @@ class RecorderNode(Node):
         self._queue: queue.Queue = queue.Queue(maxsize=p["queue_size"])
         self.exit_code = 0
         self.shutdown_requested = False
+        self._closing = False
         self.writer_error: BaseException | None = None
         self._subs: dict[str, object] = {}
         self._best_effort = {self.resolve_topic_name(t) for t in p["best_effort_topics"]}
@@ -157,12 +158,15 @@ class RecorderNode(Node):
                 if self.context.ok():
                     raise
                 return
+            # counted and queued (or counted dropped) as one step, and never after close() queued
+            # the writer's stop: every message counted received is written or counted dropped
             with self._lock:
+                if self._closing:
+                    return
                 self.received[topic] += 1
-            try:
-                self._queue.put_nowait((topic, t_ns, data))
-            except queue.Full:
-                with self._lock:
+                try:
+                    self._queue.put_nowait((topic, t_ns, data))
+                except queue.Full:
                     self.dropped[topic] += 1
 
         return on_message
@@ -234,6 +238,8 @@ class RecorderNode(Node):
 
     def close(self, timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
         """Stop subscriptions, drain the queue into the bag, close it; returns :meth:`counts`."""
+        with self._lock:  # a callback still running (a multi-threaded executor) queues first
+            self._closing = True
         for sub in list(self._subs.values()):
             self.destroy_subscription(sub)
         self._subs.clear()

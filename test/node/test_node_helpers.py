@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -225,6 +226,68 @@ sys.exit(run_node(TwoSigints, sys.argv))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "closed" in out.stdout and "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_sigint_while_spinning_never_interrupts_a_callback_half_done(tmp_path):
+    """A SIGINT that lands inside a callback (pthread_kill to the main thread, so it is handled
+    right there) must not raise between two of its statements: the recorder once counted a message
+    received and was interrupted before queueing it for the bag. The callback finishes, the context
+    going down ends the spin, close runs, exit 0. A SIGINT while the node still starts aborts the
+    start (second script)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import signal, sys, threading, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+class SignalInCallback(Node):
+    NODE_NAME = "signal_in_callback"
+    def __init__(self):
+        super().__init__("signal_in_callback")
+        self.steps = []
+        self.create_timer(0.05, self.tick)
+    def tick(self):
+        self.steps.append("counted")
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs its signal handlers at the next bytecodes: here
+        self.steps.append("queued")
+    def close(self):
+        print("steps", self.steps, flush=True)
+
+sys.exit(run_node(SignalInCallback, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "steps ['counted', 'queued']" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
+    assert "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
+
+    slow = tmp_path / "slow_start.py"
+    slow.write_text(
+        """
+import signal, sys, threading, time
+from rclpy.node import Node
+from async_vla_ros.nodes.common import run_node
+
+class SlowStart(Node):
+    NODE_NAME = "slow_start"
+    def __init__(self):
+        super().__init__("slow_start")
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        time.sleep(30.0)  # a long start (a checkpoint): the SIGINT must cut it short
+        print("started", flush=True)
+
+sys.exit(run_node(SlowStart, sys.argv))
+"""
+    )
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(slow)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "started" not in out.stdout, (out.returncode, out.stderr[-2000:])
+    assert time.monotonic() - t0 < 25.0
 
 
 def test_a_node_that_dies_of_a_fatal_signal_prints_where_every_thread_was(tmp_path):
