@@ -23,6 +23,7 @@ the sim's: ``scene``, ``wrist``), each at the policy's image size.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,6 +191,11 @@ def train_remac_lerobot(
     policy.save_pretrained(out_dir)
     be.pre.save_pretrained(out_dir)
     be.post.save_pretrained(out_dir)
+    if (base_dir / "vlm").is_dir():
+        # the base's VLM config and tokenizer go with it (tens of KB): the folder stays loadable when
+        # shipped or moved, where its config.json names the path the base was built at (a shipped
+        # fine-tune once named a scratch folder a fresh clone does not have)
+        shutil.copytree(base_dir / "vlm", out_dir / "vlm", dirs_exist_ok=True)
     side = json.loads((base_dir / SIDECAR).read_text()) if (base_dir / SIDECAR).is_file() else {}
     side["remac"] = {
         "base": str(base_dir),

@@ -36,8 +36,18 @@ def test_train_remac_on_a_lerobot_policy_saves_a_folder_lerobot_loads(tiny_smolv
     assert set(bsd) == set(tsd)  # merged: no LoRA tensors left
     changed = {k for k in bsd if not torch.equal(bsd[k], tsd[k])}
     assert changed and all(".lm_expert." in k or "action_" in k for k in changed), sorted(changed)[:5]
-    # and it serves through our backend with the prefix (REMAC) sampler
-    be = load_policy_spec(f"lerobot:{out}", BackendRequest("track"))
+    # it carries the base's VLM config and tokenizer: moved elsewhere (shipped), it still loads, and
+    # serves through our backend with the prefix (REMAC) sampler
+    assert (out / "vlm" / "tokenizer.json").is_file() or (out / "vlm" / "config.json").is_file()
+    moved = tmp_path / "shipped" / "remac"
+    moved.parent.mkdir()
+    out.rename(moved)
+    for name, key in (("config.json", "vlm_model_name"), ("policy_preprocessor.json", "tokenizer_name")):
+        # the path it was built at is gone (a fresh clone): as the shipped checkpoints are
+        text = (moved / name).read_text()
+        assert key in text
+        (moved / name).write_text(text.replace(str(tiny_smolvla_dir), "/nonexistent/built_here"))
+    be = load_policy_spec(f"lerobot:{moved}", BackendRequest("track"))
     rng = np.random.default_rng(0)
     obs = {"state": rng.normal(size=(1, 24)), "images": {"scene": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)}}
     prev = be.infer(obs, "vanilla", seed=0)
