@@ -104,8 +104,14 @@ def policy_killed(run: ChaosRun, res: CaseResult) -> None:
         lambda: run.probe.diag_stamped("scheduler")[0] > t_rec and run.probe.diag_stamped("correction")[0] > t_rec,
         5.0,
     )
-    holds = counter_delta(c0, run.probe.diag_of("correction"), "holds").get("", 0)
-    res.details.update(restart_s=(t_started - t_kill) / NS, killed_with=with_it, correction_holds=holds)
+    c1 = run.probe.diag_of("correction")
+    holds = counter_delta(c0, c1, "holds").get("", 0)
+    # a new episode before the old plan ran dry disengages the correction node (the robot's own
+    # controller holds then): no hold of its own to count
+    new_episode = c1.get("episode_id") != c0.get("episode_id")
+    res.details.update(
+        restart_s=(t_started - t_kill) / NS, killed_with=with_it, correction_holds=holds, new_episode=new_episode
+    )
     res.recovery_note = "kill -> first chunk of the restarted node (includes its start-up)"
     new_chunk = (
         f"first chunk of the new node merged {res.recovery_s:.2f} s after the kill"
@@ -116,7 +122,7 @@ def policy_killed(run: ChaosRun, res: CaseResult) -> None:
         # the scheduler restarted too: no request left to time out; the plan stopped with it
         res.observed = (
             f"killed mid-chunk with {', '.join(with_it)} (one process; pid restarted); the correction node "
-            f"held {holds} ticks; {new_chunk}"
+            f"held {holds} ticks{' (a new episode began meanwhile)' if new_episode else ''}; {new_chunk}"
         )
         return
     timeouts = counter_delta(d0, run.probe.diag_of("scheduler"), "timeouts").get("", 0)

@@ -73,7 +73,9 @@ def test_faults_actually_happened(results):
     assert results["request_flood"].details["policy"].get("superseded", 0) > 0, _explain(results["request_flood"])
     killed = results["policy_killed"]
     if "scheduler" in killed.details["killed_with"]:  # the default graph: one process, restarted whole
-        assert killed.details["correction_holds"] >= 1, _explain(killed)
+        # the correction node held the last target once the old plan ran dry, or a new episode began
+        # first and it disengaged (the robot's controller held: the episode's first plan engages it)
+        assert killed.details["correction_holds"] >= 1 or killed.details["new_episode"], _explain(killed)
     else:
         assert killed.details["scheduler_timeouts"] >= 1, _explain(killed)
     rogue = results["rogue_observations"]
