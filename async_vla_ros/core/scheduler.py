@@ -292,6 +292,8 @@ class ChunkScheduler:
         ``t + ahead`` would send, and the policy can start the moment that observation arrives
         instead of waiting for the request's round trip (``nodes/scheduler_node.py``,
         ``request_ahead``)."""
+        if ahead < 0:
+            raise ValueError(f"ahead must be >= 0, got {ahead}")
         self._advance(t)
         if self._outstanding is not None:
             if t - self._outstanding.t_obs >= self.config.timeout_steps:
@@ -300,8 +302,6 @@ class ChunkScheduler:
                 self.n_timeouts += 1
             else:
                 return None
-        if ahead < 0:
-            raise ValueError(f"ahead must be >= 0, got {ahead}")
         t = t + ahead
         h = self.config.horizon
         d = min(self.delay.forecast(), h)

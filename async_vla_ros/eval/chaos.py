@@ -55,6 +55,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -426,6 +427,14 @@ def run_chaos(config: ChaosConfig | None = None, echo: Callable[[str], None] | N
     """Run the selected cases (graph cases on one graph start); returns one result per case."""
     config = config or ChaosConfig()
     run_ = ChaosRun(config, echo)
+    try:
+        return _run_cases(run_, config)
+    finally:
+        if not config.workdir:  # the temp folder this run made (params files, bags of the cases)
+            shutil.rmtree(run_.workdir, ignore_errors=True)
+
+
+def _run_cases(run_: ChaosRun, config: ChaosConfig) -> list[CaseResult]:
     selected = config.selected
     results: dict[str, CaseResult] = {}
     graph_cases = [n for n in selected if CASE_BY_NAME[n].needs_graph]

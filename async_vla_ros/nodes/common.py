@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,6 +62,35 @@ class RosClock:
 
     def now_ns(self) -> int:
         return int(self._clock.now().nanoseconds)
+
+
+class EchoFilter:
+    """Messages a node took in process (a hand-over within ``policy_container``) whose published copy
+    then comes back on the topic it also subscribes to: that copy is skipped, once. A second copy (a
+    rogue re-send of the same message) is taken and checked like any other. Bounded: past
+    ``capacity`` keys the oldest are forgotten (a copy that never came back, e.g. a failed publish).
+    Thread-safe (hand-overs come in on the sender's thread)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._taken: OrderedDict[Any, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.n_echoes = 0
+
+    def taken(self, key) -> None:
+        """A message with ``key`` was taken in process."""
+        with self._lock:
+            self._taken[key] = None
+            while len(self._taken) > self.capacity:
+                self._taken.popitem(last=False)
+
+    def is_echo(self, key) -> bool:
+        """True (and counted) for the first copy from the topic of a message taken in process."""
+        with self._lock:
+            if self._taken.pop(key, False) is None:
+                self.n_echoes += 1
+                return True
+            return False
 
 
 class DropCounter:

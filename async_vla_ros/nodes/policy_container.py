@@ -57,7 +57,6 @@ class PolicyContainer:
         self.nodes = (ingestion, policy, scheduler)
         self.ingestion, self.policy, self.scheduler = ingestion, policy, scheduler
         ingestion.local_sinks.append(policy.hand_over)
-        policy.observation_source = "in-process"
         policy.local_chunk_sinks.append(scheduler.take_chunk)
 
     @property

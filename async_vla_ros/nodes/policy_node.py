@@ -55,7 +55,7 @@ from async_vla_msgs.msg import ActionChunk, ChunkRequest, Observation
 from async_vla_ros import names as N
 from async_vla_ros.core.requests import SAMPLERS, sampler_call, takes_beta
 from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
-from async_vla_ros.nodes.common import NS_PER_S, DropCounter, ns_to_stamp, run_node, stamp_to_ns
+from async_vla_ros.nodes.common import NS_PER_S, DropCounter, EchoFilter, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.ingest import InputError
 from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
@@ -184,8 +184,7 @@ class PolicyNode(Node):
         # "in-process": a camera_ingestion in this process hands observations over (policy_container);
         # their copies from the topic are then skipped (other publishers' still count)
         self.observation_source = "topic"
-        self._handed_over: OrderedDict[tuple[int, int], None] = OrderedDict()  # (obs_id, stamp) handed over
-        self.n_echoes = 0
+        self.echoes = EchoFilter(64)  # observations handed over in process, by (obs_id, stamp)
         # in-process consumers of every chunk sent (policy_container: the scheduler), before it is published
         self.local_chunk_sinks: list = []
         import torch
@@ -277,17 +276,15 @@ class PolicyNode(Node):
     def _on_observation(self, msg: Observation) -> None:
         # (no message-info callback for the source timestamp: rclpy's EventsExecutor fails on them)
         received = self.get_clock().now().nanoseconds
-        if self._handed_over.pop((int(msg.obs_id), stamp_to_ns(msg.header.stamp)), False) is None:
-            self.n_echoes += 1  # the published copy of one camera_ingestion handed over (skipped once)
-            return
+        if self.echoes.is_echo((int(msg.obs_id), stamp_to_ns(msg.header.stamp))):
+            return  # the published copy of one camera_ingestion handed over
         self.take_observation(msg, received)
 
     def hand_over(self, msg: Observation, received: int) -> None:
         """An observation from a camera_ingestion in this process (``policy_container``): taken at
         once, with the same checks; its copy from the topic is skipped."""
-        self._handed_over[(int(msg.obs_id), stamp_to_ns(msg.header.stamp))] = None
-        while len(self._handed_over) > 64:
-            self._handed_over.popitem(last=False)
+        self.observation_source = "in-process"
+        self.echoes.taken((int(msg.obs_id), stamp_to_ns(msg.header.stamp)))
         self.take_observation(msg, received)
 
     def take_observation(self, msg: Observation, received: int) -> None:
@@ -740,7 +737,7 @@ class PolicyNode(Node):
             "policy": self.policy_name,
             "cameras": ",".join(sorted(self.camera_hw or ())),
             "observation_source": self.observation_source,
-            "observation_echoes_skipped": self.n_echoes,
+            "observation_echoes_skipped": self.echoes.n_echoes,
         }
         vals.update(quantile_values("obs_age_in", self.obs_age_in))
         vals.update(quantile_values("obs_wait", self.obs_wait))

@@ -14,7 +14,8 @@ episode, so an observation marks the start of its step.
   (``maybe_request(t, ahead=1)``: the same request, since nothing but a chunk changes it and none
   is in flight), naming the next observation's id with ``obs_after`` = observation t's stamp, so the policy
   starts the model the moment that observation arrives instead of waiting for the request's round
-  trip (one DDS hop less between observation and chunk). A new episode id resets the scheduler (delay statistics kept); an older one
+  trip (one DDS hop less between observation and chunk). At most one request per observation
+  (:mod:`async_vla_ros.core.ahead` says which observation a request is for). A new episode id resets the scheduler (delay statistics kept); an older one
   is dropped, unless ``rewind_after`` of them arrive in a row (a restarted source, or a
   bad message that carried a huge id: :mod:`async_vla_ros.core.sequence`).
 * timer at ``dt``: ``action_at`` for every step up to now (the executed history), then the plan
@@ -37,7 +38,7 @@ copies from the topic are skipped, other publishers' are not). It never blocks: 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -45,12 +46,13 @@ from rclpy.node import Node
 
 from async_vla_msgs.msg import ActionChunk, ActionPlan, ChunkReport, ChunkRequest, Observation
 from async_vla_ros import names as N
+from async_vla_ros.core.ahead import AheadRequests
 from async_vla_ros.core.clock import StepClock
 from async_vla_ros.core.delay import DelayConfig, DelayEstimator
 from async_vla_ros.core.scheduler import ChunkScheduler, SchedulerConfig
 from async_vla_ros.core.sequence import SeqEvent, SequenceTracker
 from async_vla_ros.core.strategies import SCHEDULES, STRATEGIES
-from async_vla_ros.nodes.common import NS_PER_S, DropCounter, RosClock, ns_to_stamp, run_node, stamp_to_ns
+from async_vla_ros.nodes.common import NS_PER_S, DropCounter, EchoFilter, RosClock, ns_to_stamp, run_node, stamp_to_ns
 from async_vla_ros.nodes.health import Threshold
 from async_vla_ros.nodes.metrics import Telemetry, quantile_values, telemetry_params
 from async_vla_ros.nodes.params import Param, declare_params
@@ -166,8 +168,7 @@ class SchedulerNode(Node):
         self.drops = DropCounter(self.get_logger())
         self.episodes = SequenceTracker("episode", p["rewind_after"], repeats_ok=True)
         self._aligned = False
-        self._last_obs: tuple[int, int, int] | None = None  # (step, stamp, obs_id) of the last observation
-        self._ahead_for = -1  # the observation id the last request sent ahead named
+        self._ahead = AheadRequests()  # which observation a request is for (core/ahead.py)
         self._last_t: int | None = None  # last step recorded as executed (action_at)
         self._core_t: int | None = None  # latest step handed to the core (never goes back)
         # core request id -> (t_obs, request_ns, d, obs_id, obs_stamp_ns, ahead); a request sent ahead
@@ -192,8 +193,7 @@ class SchedulerNode(Node):
         self._lock = threading.RLock()
         # chunk ids taken in process whose published copy has not come back yet (skipped once: a
         # second copy, e.g. a rogue re-send, is taken and checked like any other chunk)
-        self._handed_over: OrderedDict[int, None] = OrderedDict()
-        self.n_echoes = 0
+        self.echoes = EchoFilter(256)
         self.create_subscription(
             Observation, N.OBSERVATION, self._locked(self._on_observation), 10, callback_group=group
         )
@@ -242,11 +242,11 @@ class SchedulerNode(Node):
             t_obs = self._last_t  # late: request from it anyway, its chunk is aligned one step late
         self._execute_until(t_obs - 1)
         self._core_t = max(t_obs, self._core_t if self._core_t is not None else t_obs)
-        self._last_obs = (t_obs, stamp, int(msg.obs_id))
+        needs_request = self._ahead.observed(t_obs, stamp, int(msg.obs_id))
         if self.pub_req.get_subscription_count() == 0:
             return self.drops.drop("no_policy", "no policy node subscribes to the requests yet")
         # at most one request per observation: one sent ahead for this observation was its request
-        spec = None if int(msg.obs_id) == self._ahead_for else self.sched.maybe_request(self._core_t)
+        spec = self.sched.maybe_request(self._core_t) if needs_request else None
         if spec is not None:
             self._send_request(spec, int(msg.obs_id), stamp)
         else:
@@ -257,22 +257,15 @@ class SchedulerNode(Node):
         (after an observation that sent none, and after a chunk freed the request slot)."""
         if not self.p["request_ahead"] or self._core_t is None or self.pub_req.get_subscription_count() == 0:
             return
-        if self._last_obs is None:
+        # None: no observation yet, the next one has its request already (its chunk came back, in
+        # process, before this node took it), or the stream paused (core/ahead.py)
+        target = self._ahead.next_target(self._core_t)
+        if target is None:
             return
-        t_last, stamp_last, id_last = self._last_obs
-        if id_last + 1 <= self._ahead_for:
-            # the next observation has had its request (its chunk came back, in process, before this
-            # node took the observation): that observation, when it comes, sends the one after.
-            # Requesting here would be a second request for it (22-24 chunks/s merged at 20 Hz)
-            return
-        ahead = t_last + 1 - self._core_t  # 1, or 0 when the timer already entered the next step
-        if ahead < 0:
-            return  # the stream paused (no observation for a step or more): the next one requests
-        spec = self.sched.maybe_request(self._core_t, ahead=ahead)
+        spec = self.sched.maybe_request(self._core_t, ahead=target.ahead)
         if spec is not None:
-            # the next observation (ids count up by one per observation sent) is the next step's
-            self._ahead_for = id_last + 1
-            self._send_request(spec, id_last + 1, stamp_last, ahead=True)
+            self._ahead.named(target.obs_id)
+            self._send_request(spec, target.obs_id, target.after_stamp, ahead=True)
 
     @property
     def episode_id(self) -> int:
@@ -310,16 +303,13 @@ class SchedulerNode(Node):
         """A chunk from a policy node in this process, on the caller's thread (its copy from the
         topic is skipped)."""
         with self._lock:
-            self._handed_over[int(msg.chunk_id)] = None
-            while len(self._handed_over) > 256:
-                self._handed_over.popitem(last=False)
+            self.echoes.taken(int(msg.chunk_id))
             self._on_chunk(msg)
 
     def _on_topic_chunk(self, msg: ActionChunk) -> None:
         with self._lock:
-            if self._handed_over.pop(int(msg.chunk_id), False) is None:
-                self.n_echoes += 1  # the published copy of a chunk taken in process
-                return
+            if self.echoes.is_echo(int(msg.chunk_id)):
+                return  # the published copy of a chunk taken in process
             self._on_chunk(msg)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
@@ -516,7 +506,7 @@ class SchedulerNode(Node):
             "hold_steps": st["hold_steps"],
             "delay_forecast": st["delay_forecast"],
             "dropped": self.drops.total(),
-            "chunk_echoes_skipped": self.n_echoes,
+            "chunk_echoes_skipped": self.echoes.n_echoes,
         }
         # waiting for the policy node to subscribe (start-up) is not an input problem
         vals["dropped_inputs"] = vals["dropped"] - self.drops.as_dict().get("no_policy", 0)

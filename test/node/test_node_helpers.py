@@ -504,3 +504,17 @@ sys.exit(run_node(HangingClose, sys.argv))
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_echo_filter_skips_the_topic_copy_of_a_message_taken_in_process_once():
+    from async_vla_ros.nodes.common import EchoFilter
+
+    echoes = EchoFilter(capacity=3)
+    assert not echoes.is_echo(1)  # never taken in process: a message like any other
+    echoes.taken(1)
+    assert echoes.is_echo(1)  # its published copy: skipped
+    assert not echoes.is_echo(1)  # a second copy (a rogue re-send) is taken and checked
+    for k in range(10, 14):  # bounded: the oldest taken key is forgotten past the capacity
+        echoes.taken(k)
+    assert not echoes.is_echo(10) and echoes.is_echo(13)
+    assert echoes.n_echoes == 2
