@@ -62,7 +62,7 @@ def make_probe_class():
             # arrival, episode, has images (every camera), status, published (DDS source timestamp),
             # newest image stamp (0: none)
             self.obs: list[tuple[int, int, bool, int, int, int]] = []
-            self.requests: list[tuple[int, int]] = []  # arrival, request_id (real ones)
+            self.requests: list[tuple[int, int, int]] = []  # arrival, request_id, obs_id (real ones)
             self.diag: dict[str, tuple[int, dict]] = {}  # node -> (stamp, values)
             self.js: deque = deque(maxlen=20000)  # (stamp, (7,) arm joints) of /joint_states
             self.last_obs = None  # the latest real Observation message
@@ -233,7 +233,7 @@ def make_probe_class():
             if msg.request_id >= ROGUE_REQUEST_BASE:
                 return
             with self._lock:
-                self.requests.append((self.now(), int(msg.request_id)))
+                self.requests.append((self.now(), int(msg.request_id), int(msg.obs_id)))
 
         def _on_diag(self, msg) -> None:
             t = stamp_ns(msg.header.stamp)

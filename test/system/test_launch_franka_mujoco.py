@@ -85,11 +85,16 @@ class TestGraphRuns(unittest.TestCase):
             self.assertIn(f"/{node.name}", names)
 
     def test_3_topic_hz_of_chunk_reports(self):
+        t0 = self.probe.node.now()
         rates, out = topic_hz("/scheduler/chunk_report")
         self.assertGreaterEqual(len(rates), 2, out)
         # at most one chunk per control step, at least one per horizon (else the plan runs dry)
         lo, hi = CONTROL_HZ / HORIZON, CONTROL_HZ * 1.1
         self.assertTrue(lo <= rates[-1] <= hi, f"{rates[-1]} Hz not in [{lo}, {hi}]:\n{out}")
+        # ... because there is at most one request per observation (requests are sent ahead of it)
+        obs_ids = [r[2] for r in self.probe.node.requests_since(t0)]
+        self.assertGreater(len(obs_ids), 10)
+        self.assertEqual(len(obs_ids), len(set(obs_ids)), sorted(obs_ids))
 
     def test_4_param_set_refused_then_valid_change_takes_effect(self):
         bad = ros2("param", "set", "--no-daemon", "--spin-time", "5", "/policy", "injected_latency_s", "-1.0")
