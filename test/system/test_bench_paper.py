@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -88,6 +90,31 @@ def test_tiny_benchmark_runs_both_conditions_end_to_end(tmp_path, tiny_smolvla_p
     assert "remac_nomask on track (no track_remac_nomask.pt)" in text  # absent ablations are reported, not run
     assert "d ~ U{1..3}" in text and "forecast under / over" in text  # the jittered-delay column and its table
     assert "J = I" in text
+    # each condition names the machine and commit it was measured on; so does a report merged later
+    # from the dumps, and a dump without that record (older runs) says so instead of borrowing the
+    # merging machine's
+    whole = out.read_text()
+    assert "- Machine (vla): " in whole and "- Machine (state): " in whole and "not recorded" not in whole
+    vla_dump = json.loads((tmp_path / "b.vla.json").read_text())
+    assert vla_dump["machine"]["git"] and vla_dump["machine"]["cpu"]
+    del vla_dump["machine"]
+    (tmp_path / "old.vla.json").write_text(json.dumps(vla_dump))
+    merged = tmp_path / "merged.md"
+    rc = main(
+        [
+            "bench",
+            "paper",
+            "--merge",
+            str(tmp_path / "old.vla.json"),
+            str(tmp_path / "b.state.json"),
+            "--out",
+            str(merged),
+        ]
+    )
+    assert rc == 0
+    head = merged.read_text().split("# 1. The VLA")[0]
+    assert "- Machine (vla): not recorded in its dump" in head and "- Machine (state): " in head
+    assert "- This report written on: " in head
 
 
 def test_missing_checkpoint_and_bad_method_give_clear_errors(tmp_path, capsys):
