@@ -303,7 +303,6 @@ class _SpinSafeInterrupt:
 
     def __init__(self) -> None:
         self.spinning = False
-        self.received = 0
 
     @classmethod
     def install(cls) -> _SpinSafeInterrupt:
@@ -313,7 +312,6 @@ class _SpinSafeInterrupt:
         return handler
 
     def __call__(self, signum, frame) -> None:
-        self.received += 1
         if not self.spinning:
             raise KeyboardInterrupt
 

@@ -196,15 +196,22 @@ def test_worker_consecutive_errors_become_fatal():
     assert errors == [(1, "bad 1"), (2, "bad 2")]
 
 
+def _run_script(path, source: str, env=None):
+    """Write ``source`` (a node run by run_node) to ``path`` and run it in a process of its own."""
+    import subprocess
+    import sys
+
+    path.write_text(source)
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60, env=env)
+
+
 def test_a_second_sigint_during_close_does_not_interrupt_the_stop(tmp_path):
     """Ctrl-C in a terminal signals the whole process group and `ros2 launch` forwards another
     SIGINT: the second one lands while the node closes. run_node must finish the close and exit 0
     (seen before the fix: KeyboardInterrupt in the sim node's thread join, exit code -2)."""
-    import subprocess
-    import sys
 
-    script = tmp_path / "node.py"
-    script.write_text(
+    out = _run_script(
+        tmp_path / "node.py",
         """
 import os, signal, sys, time
 from rclpy.node import Node
@@ -221,9 +228,8 @@ class TwoSigints(Node):
         print("closed", flush=True)
 
 sys.exit(run_node(TwoSigints, sys.argv))
-"""
+""",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "closed" in out.stdout and "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
 
@@ -234,11 +240,9 @@ def test_a_sigint_while_spinning_never_interrupts_a_callback_half_done(tmp_path)
     received and was interrupted before queueing it for the bag. The callback finishes, the context
     going down ends the spin, close runs, exit 0. A SIGINT while the node still starts aborts the
     start (second script)."""
-    import subprocess
-    import sys
 
-    script = tmp_path / "node.py"
-    script.write_text(
+    out = _run_script(
+        tmp_path / "node.py",
         """
 import signal, sys, threading, time
 from rclpy.node import Node
@@ -259,15 +263,15 @@ class SignalInCallback(Node):
         print("steps", self.steps, flush=True)
 
 sys.exit(run_node(SignalInCallback, sys.argv))
-"""
+""",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "steps ['counted', 'queued']" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
     assert "KeyboardInterrupt" not in out.stderr, out.stderr[-2000:]
 
-    slow = tmp_path / "slow_start.py"
-    slow.write_text(
+    t0 = time.monotonic()
+    out = _run_script(
+        tmp_path / "slow_start.py",
         """
 import signal, sys, threading, time
 from rclpy.node import Node
@@ -282,10 +286,8 @@ class SlowStart(Node):
         print("started", flush=True)
 
 sys.exit(run_node(SlowStart, sys.argv))
-"""
+""",
     )
-    t0 = time.monotonic()
-    out = subprocess.run([sys.executable, str(slow)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "started" not in out.stdout, (out.returncode, out.stderr[-2000:])
     assert time.monotonic() - t0 < 25.0
 
@@ -378,11 +380,9 @@ def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_is_reporte
     half-built node with destroy_node right there, instead of leaving it to be freed implicitly
     when the exception is dropped (the scheduler died of SIGSEGV there once in 240 such exits) or
     to rclpy.shutdown's clean-up of tracked nodes."""
-    import subprocess
-    import sys
 
-    script = tmp_path / "node.py"
-    script.write_text(
+    out = _run_script(
+        tmp_path / "node.py",
         """
 import sys, traceback
 from rclpy.node import Node
@@ -402,9 +402,8 @@ class FailsLate(Node):
         super().destroy_node()
 
 sys.exit(run_node(FailsLate, sys.argv))
-"""
+""",
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "cannot start" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["destroy_node from build_node"], out.stdout + out.stderr[-2000:]
