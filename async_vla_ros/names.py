@@ -9,6 +9,8 @@ targets plus the gripper width.
 
 from __future__ import annotations
 
+import re
+
 TASK_NAMES = ("track", "intercept", "bifurcate", "pick_moving")  # sim/tasks.py TASKS, in this order
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))  # franka_ros2 FR3 arm joints, in order
@@ -91,16 +93,31 @@ def default_instruction(task: str) -> str:
 
 
 # A policy camera named ``<camera>_prev`` is that camera's frame one control period earlier (the
-# previous frame, so a policy sees motion). It is not rendered or published on its own: the lockstep
-# runner and camera_ingestion derive it from ``<camera>``'s frames, training from the demo's t - 1.
+# previous frame, so a policy sees motion); ``<camera>_prev<k>`` (k >= 2) is its frame k periods
+# earlier, for motion too small to see in one period. It is not rendered or published on its own:
+# the lockstep runner and camera_ingestion derive it from ``<camera>``'s frames, training from the
+# demo's t - k.
 PREV_SUFFIX = "_prev"
+MAX_FRAMES_BACK = 6  # camera_ingestion keeps 8 frames per camera; one period of slack each side
+
+
+def prev_frame_name(camera: str, back: int = 1) -> str:
+    """The policy camera that is ``camera``'s frame ``back`` control periods earlier."""
+    if isinstance(back, bool) or not isinstance(back, int) or not 1 <= back <= MAX_FRAMES_BACK:
+        raise ValueError(f"a previous frame is 1..{MAX_FRAMES_BACK} control periods back, got {back!r}")
+    return camera + PREV_SUFFIX + ("" if back == 1 else str(back))
 
 
 def frame_source(camera: str) -> tuple[str, int]:
-    """``(camera it comes from, control periods back)``: ``("scene", 1)`` for ``scene_prev``."""
-    if camera.endswith(PREV_SUFFIX) and len(camera) > len(PREV_SUFFIX):
-        return camera[: -len(PREV_SUFFIX)], 1
-    return camera, 0
+    """``(camera it comes from, control periods back)``: ``("scene", 1)`` for ``scene_prev``,
+    ``("scene", 3)`` for ``scene_prev3``, ``("scene", 0)`` for ``scene``."""
+    m = re.fullmatch(r"(.+)" + PREV_SUFFIX + r"([2-9]|[1-9][0-9]+)?", camera)
+    if m is None:
+        return camera, 0
+    back = int(m.group(2) or 1)
+    if back > MAX_FRAMES_BACK:
+        raise ValueError(f"camera {camera!r}: at most {MAX_FRAMES_BACK} control periods back")
+    return m.group(1), back
 
 
 def camera_image_topic(camera: str) -> str:

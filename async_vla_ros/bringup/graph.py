@@ -519,7 +519,7 @@ def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) 
         names = given or list(wanted or {})
         if not names and a["camera"] == "true":
             names = ["scene"]
-    # a previous frame (<camera>_prev) is not a camera of its own: ingestion derives it from <camera>
+    # a previous frame (<camera>_prev, <camera>_prev<k>) is not a camera of its own: ingestion derives it from <camera>
     sources = list(dict.fromkeys(N.frame_source(c)[0] for c in names))
     if a["sim"] == "mujoco":
         bad = [c for c in sources if c not in N.CAMERAS]
@@ -533,7 +533,7 @@ def _cameras(a: Mapping[str, Any], preset, per_node: dict[str, dict[str, Any]]) 
     if wanted:
         # a policy that takes cameras gets a frame every control period, as in its demonstrations
         # (the sim's 5 Hz default leaves frames up to 200 ms older than the state); a previous
-        # frame is one control period back
+        # frame is one control period back (<camera>_prev<k>: k periods)
         per_node["sim"]["camera_rate_hz"] = round(1.0 / dt, 6)
         per_node["camera_ingestion"]["prev_frame_offset_s"] = dt
     sizes = {tuple(hw) for c, hw in (wanted or {}).items() if c in names}

@@ -15,7 +15,8 @@ BEST_EFFORT), pairs them by header stamp and publishes ``/observation``:
   (``images_missing.<name>`` in /diagnostics). Bad frames are counted drops
   (``image.<name>.<reason>``). A name ``<camera>_prev`` (``names.frame_source``) is not a camera
   of its own: its slot holds ``<camera>``'s frame nearest to ``prev_frame_offset_s`` (one control
-  period) before the observation, the previous frame a policy needs to see motion.
+  period) before the observation, the previous frame a policy needs to see motion;
+  ``<camera>_prev<k>`` the frame k such periods before.
 * ``instruction`` = the ``instruction`` parameter (settable at runtime: ``ros2 param set
   /camera_ingestion instruction "..."``), or, when empty, the observed task's first paraphrase
   (``names.INSTRUCTIONS``).
@@ -116,7 +117,7 @@ PARAMS = (
         "prev_frame_offset_s",
         0.05,
         "a camera named <camera>_prev in camera_names is <camera>'s frame this long before the observation "
-        "(one control period: the previous frame)",
+        "(one control period: the previous frame); <camera>_prev<k>, k times this long",
         min=0.001,
         max=1.0,
     ),

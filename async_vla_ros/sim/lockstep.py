@@ -46,6 +46,7 @@ before, or the first step of a chunk after a hold (every chunk start except the 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -343,12 +344,12 @@ class LockstepRunner:
         obs: np.ndarray,
         rows: Sequence[int],
         config: LockstepConfig,
-        frames: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+        frames: Sequence[dict[str, np.ndarray]] | None = None,
     ):
         """The policy's input for ``rows``: the state, plus camera images rendered at this step and
         the instruction (as camera_ingestion sends them) for a policy that names its cameras
-        (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA). ``frames``: (this step's,
-        the previous step's) frames of every env (policies with ``<camera>_prev`` cameras)."""
+        (``camera_hw``: MuJoCo camera -> (h, w), e.g. a LeRobot VLA). ``frames[k]``: every env's
+        frames k steps ago (policies with ``<camera>_prev`` / ``<camera>_prev<k>`` cameras)."""
         cams = getattr(self.policy, "camera_hw", None)
         state = policy_state(self.policy, obs[rows])
         if not cams:
@@ -399,17 +400,19 @@ class LockstepRunner:
         infer_batch = 0.0
         call = 0
         # a policy that takes previous frames: every env's cameras rendered every step
-        every_step = any(N.frame_source(c)[1] for c in (getattr(self.policy, "camera_hw", None) or {}))
-        frames = prev = None
+        back = max((N.frame_source(c)[1] for c in (getattr(self.policy, "camera_hw", None) or {})), default=0)
+        every_step = back > 0
+        frames = None
+        history: deque[dict[str, np.ndarray]] = deque(maxlen=back + 1)  # newest first
         for t in range(env.episode_steps):
             if config.stop_when_decided:
                 active &= ~env.decided()
             if not active.any():
                 break
             if every_step:
-                now = self._render(env, range(n))
-                frames = (now, prev if prev is not None else now)  # the first step's "previous" is itself
-                prev = now
+                history.appendleft(self._render(env, range(n)))
+                # before the episode has k frames, "k back" is its first frame (as training's t - k)
+                frames = [history[min(k, len(history) - 1)] for k in range(back + 1)]
             # 1. arrivals
             for i in np.flatnonzero(active):
                 links[i].arrive(t)

@@ -82,6 +82,9 @@ class VLAConfig(C.DictConfig):
     # cameras whose previous frame is an extra input ("scene": scene_prev). Off by default: measured, it
     # made the policy copy the arm's own motion (docs/training.md, section 4)
     prev_frames: tuple[str, ...] = ()
+    # how many control periods back those frames are (1: scene_prev, 50 ms; k: scene_prev<k>): a ball at
+    # 0.6 m/s moves ~1.6 px of a 64 px front view per period, ~5 px in three
+    prev_gap: int = 1
     # what the 7 joint targets of a chunk are: "absolute" joint positions, or "delta_q", relative to the
     # observation's joint positions (the gripper width stays absolute); names.ACTION_FRAMES
     action_frame: str = "absolute"
@@ -98,11 +101,12 @@ class VLAConfig(C.DictConfig):
         bad = [c for c in self.prev_frames if c not in CAMERAS]
         if bad or len(set(self.prev_frames)) != len(self.prev_frames):
             raise ValueError(f"prev_frames: cameras of {CAMERAS}, each once; got {self.prev_frames}")
+        N.prev_frame_name("scene", self.prev_gap)  # raises on a gap out of range
 
     @property
     def policy_cameras(self) -> tuple[str, ...]:
-        """Every image input: the cameras, then the previous frames (``<camera>_prev``)."""
-        return CAMERAS + tuple(c + N.PREV_SUFFIX for c in self.prev_frames)
+        """Every image input: the cameras, then the previous frames (``<camera>_prev[<k>]``)."""
+        return CAMERAS + tuple(N.prev_frame_name(c, self.prev_gap) for c in self.prev_frames)
 
 
 @dataclass

@@ -717,17 +717,18 @@ def test_camera_ingestion_pairs_by_stamp_and_drops_stale(run):
 
 def test_camera_ingestion_attaches_the_previous_frame_of_a_prev_slot(run):
     """``scene_prev`` is no camera of its own: its slot holds the scene frame one control period
-    (``prev_frame_offset_s``) before the observation; only ``scene`` is subscribed."""
+    (``prev_frame_offset_s``) before the observation, ``scene_prev2`` two; only ``scene`` is
+    subscribed."""
     node = CameraIngestionNode(
         parameter_overrides=[
             P("image_size", value=16),
-            P("camera_names", value=["scene", "scene_prev"]),
+            P("camera_names", value=["scene", "scene_prev", "scene_prev2"]),
             P("max_image_age_s", value=0.02),
             P("prev_frame_offset_s", value=0.05),
         ]
     )
     s = Sensors(cameras=("scene",))
-    assert list(node.cameras) == ["scene"] and node.slots == ["scene", "scene_prev"]
+    assert list(node.cameras) == ["scene"] and node.slots == ["scene", "scene_prev", "scene_prev2"]
     assert run(
         lambda: (
             all(p.get_subscription_count() > 0 for p in (s.pub_js, s.pub_task, *s.pub_img.values()))
@@ -749,10 +750,10 @@ def test_camera_ingestion_attaches_the_previous_frame_of_a_prev_slot(run):
     s.pub_task.publish(task)
     assert run(lambda: len(s.out) == 1, 5.0, node, s)
     o = s.out[0]
-    assert list(o.camera_names) == ["scene", "scene_prev"] and o.status == Observation.STATUS_OK
-    assert [set(bytes(im.data)) for im in o.images] == [{3}, {2}]
-    assert o.image_ages_s[1] == pytest.approx(0.05)
-    assert node._diag_values()["cameras"] == "scene,scene_prev"
+    assert list(o.camera_names) == ["scene", "scene_prev", "scene_prev2"] and o.status == Observation.STATUS_OK
+    assert [set(bytes(im.data)) for im in o.images] == [{3}, {2}, {1}]
+    assert o.image_ages_s[1:] == pytest.approx([0.05, 0.10])
+    assert node._diag_values()["cameras"] == "scene,scene_prev,scene_prev2"
 
 
 def test_policy_container_hands_observations_and_chunks_over_in_process(run):

@@ -15,6 +15,7 @@ import torchvision  # noqa: F401, I001
 from async_vla_ros import names as N
 from async_vla_ros.assets import panda_available
 from async_vla_ros.policy.checks import policy_state, reads_proprio
+from async_vla_ros.train import vla
 
 
 class _P:
@@ -299,8 +300,9 @@ def test_the_vla_backend_serves_its_presets_and_its_own_a2c2_head(tiny_smolvla_p
 
 
 def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_lockstep_runner(tmp_path):
-    """``<camera>_prev`` is the frame of the step before (the first step's is its own): the same in
-    the training windows and in what the lockstep runner hands a policy at every step."""
+    """``<camera>_prev`` is the frame of the step before, ``<camera>_prev3`` three steps before
+    (before the episode has that many, its first frame): the same in the training windows and in
+    what the lockstep runner hands a policy at every step."""
     from async_vla_ros.sim.lockstep import LockstepConfig, LockstepRunner
     from async_vla_ros.train.data import ChunkWindows, Episode
 
@@ -310,6 +312,20 @@ def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_locks
     got = win.frames(np.array([0, 1, 3, 4, 6]), ["scene", "scene_prev"])
     assert got["scene"][:, 0, 0, 0].tolist() == [0, 1, 3, 0, 2]
     assert got["scene_prev"][:, 0, 0, 0].tolist() == [0, 0, 2, 0, 1]  # window 4 starts episode 2
+    assert win.frames(np.array([0, 2, 3, 7]), ["scene_prev3"])["scene_prev3"][:, 0, 0, 0].tolist() == [0, 0, 0, 0]
+    assert win.frames(np.array([3]), ["scene_prev2"])["scene_prev2"][:, 0, 0, 0].tolist() == [1]
+    assert [N.frame_source(c) for c in ("scene", "scene_prev", "scene_prev3", "wrist_prev12x")] == [
+        ("scene", 0),
+        ("scene", 1),
+        ("scene", 3),
+        ("wrist_prev12x", 0),
+    ]
+    assert N.prev_frame_name("scene", 1) == "scene_prev" and N.prev_frame_name("scene", 3) == "scene_prev3"
+    with pytest.raises(ValueError, match="control periods back"):
+        N.frame_source("scene_prev9")  # camera_ingestion keeps 8 frames
+    with pytest.raises(ValueError, match="control periods back"):
+        vla.VLAConfig(prev_frames="scene", prev_gap=0)
+    assert vla.VLAConfig(prev_frames="scene", prev_gap=3).policy_cameras == ("scene", "wrist", "scene_prev3")
     with pytest.raises(KeyError, match="no camera 'wrist'"):
         win.frames(np.array([0]), ["wrist_prev"])
     if not panda_available():
@@ -317,7 +333,7 @@ def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_locks
 
     class Recorder:  # a proprioception policy with a previous frame, holding the arm where it is
         horizon, action_dim, obs_dim, reads_proprio = 4, 8, N.N_PROPRIO, True
-        camera_hw = {"scene": (16, 16), "scene_prev": (16, 16)}
+        camera_hw = {"scene": (16, 16), "scene_prev": (16, 16), "scene_prev3": (16, 16)}
 
         def __init__(self):
             self.seen = []
@@ -333,6 +349,8 @@ def test_previous_frames_come_from_one_step_earlier_in_training_and_in_the_locks
     np.testing.assert_array_equal(pol.seen[0]["scene_prev"], pol.seen[0]["scene"])
     for before, now in zip(pol.seen, pol.seen[1:]):
         np.testing.assert_array_equal(now["scene_prev"], before["scene"])
+    for t, now in enumerate(pol.seen):
+        np.testing.assert_array_equal(now["scene_prev3"], pol.seen[max(t - 3, 0)]["scene"])
     assert any(not np.array_equal(a["scene"], b["scene"]) for a, b in zip(pol.seen, pol.seen[1:]))  # the ball moves
 
 
