@@ -56,6 +56,11 @@ class TinySmolVLASpec:
     width: int = 64  # VLM hidden size
     patches: int = 4  # vision patches per image side (patch size = image size / patches)
     vision_width: int = 32  # vision encoder hidden size
+    # LeRobot pads the state and the action to max_state_dim / max_action_dim (32, for pretrained
+    # weights shared across robots) and its flow loss averages over the padding too; 0: no padding
+    # (the state and action sizes themselves), for a model trained from scratch on one robot
+    pad_dims: int = 32
+    expert_width: float = 0.75  # the action expert's hidden size over the VLM's (expert_width_multiplier)
     seed: int = 0
     rtc_beta: float | None = None  # set: the saved config carries an RTCConfig with this max guidance weight
     state_names: Sequence[str] | None = None
@@ -144,6 +149,8 @@ def build_tiny_smolvla(directory: str | Path, spec: TinySmolVLASpec | None = Non
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     spec = spec or TinySmolVLASpec()
+    if spec.pad_dims and spec.pad_dims < max(spec.state_dim, spec.action_dim):
+        raise ValueError(f"pad_dims {spec.pad_dims} is below the state / action size; 0 pads nothing")
     directory = Path(directory)
     h, w = spec.image_hw
     if h != w:
@@ -162,7 +169,9 @@ def build_tiny_smolvla(directory: str | Path, spec: TinySmolVLASpec | None = Non
         load_vlm_weights=False,
         num_vlm_layers=2,
         self_attn_every_n_layers=2,
-        expert_width_multiplier=0.75,
+        expert_width_multiplier=spec.expert_width,
+        max_state_dim=spec.pad_dims or spec.state_dim,
+        max_action_dim=spec.pad_dims or spec.action_dim,
         resize_imgs_with_padding=(h, w),
         chunk_size=spec.chunk,
         n_action_steps=spec.chunk,

@@ -21,6 +21,13 @@ Recording: B envs in lockstep; at every step the expert plans from the observati
 (``ScriptedExpert.act``), the label is that action, the executed command adds Gaussian noise of
 ``--noise`` rad (noisy execution, clean labels: the data covers recovering from small errors).
 Episode i uses env seed ``seed + i``; every episode runs its full ``episode_steps``.
+
+DAgger (``--driver POLICY``; Ross, Gordon & Bagnell 2011): a learned policy drives instead (the
+first action of a chunk it samples from this step's observation, cameras and one of the task's
+training instructions per episode: d = 0, s = 1, as ``eval --method naive --delay 0``), and the
+expert labels every state the driver reaches; ``--expert-share p`` executes the expert's action
+instead at a share p of the steps. Training on these with the demonstrations shows a policy the
+states its own errors lead to, and what the expert does there.
 """
 
 from __future__ import annotations
@@ -107,11 +114,16 @@ def write_demos(
     only_success: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    driver: Any = None,
+    driver_spec: str = "",
+    expert_share: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``episodes`` expert demonstrations of ``task`` into ``out``; returns info.json's dict.
 
     ``image_style``: ``collision`` draws the Panda's collision meshes (~20 ms per frame on CPU
-    here), ``visual`` its textured visual meshes (~90 ms per frame).
+    here), ``visual`` its textured visual meshes (~90 ms per frame). ``driver``: a loaded chunk
+    policy that executes instead of the expert (DAgger, module docstring; ``driver_spec`` names it
+    in info.json), the expert's action at ``expert_share`` of the steps.
     """
     import pyarrow.parquet as pq
 
@@ -131,6 +143,10 @@ def write_demos(
     if image_style not in IMAGE_STYLES:
         raise ValueError(f"image_style must be one of {tuple(IMAGE_STYLES)}, got {image_style!r}")
     groups = IMAGE_STYLES[image_style]
+    if not 0.0 <= expert_share <= 1.0:
+        raise ValueError(f"expert_share must lie in [0, 1], got {expert_share!r}")
+    if driver is not None:
+        _check_driver(driver, images, image_size, image_style)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -162,6 +178,7 @@ def write_demos(
             seeds = [seed + attempted + i for i in range(n)]
             attempted += n
             obs = env.reset(seeds)
+            instr = rng.choice(N.INSTRUCTIONS[task], size=n)  # a driver's: one training paraphrase per episode
             t_len = env.episode_steps
             o_buf = np.empty((n, t_len, env.obs_dim))
             a_buf = np.empty((n, t_len, 8))
@@ -174,6 +191,10 @@ def write_demos(
                         imgs[c][i, t] = env.render(i, c, image_size, image_size, geom_groups=groups)
                 a = expert.act(obs)
                 e = a.copy()
+                if driver is not None:
+                    d = _drive(driver, obs, imgs, t, [str(x) for x in instr], seed + attempted + t)
+                    mine = rng.random(n) >= expert_share
+                    e[mine] = d[mine]
                 if noise > 0:
                     e[:, :7] += rng.normal(0.0, noise, size=(n, 7))
                 a_buf[:, t], e_buf[:, t] = a, e
@@ -231,6 +252,10 @@ def write_demos(
             "execution_noise_rad": noise,
             "labels": "clean closed-loop expert action (first action of a fresh plan)",
         },
+        # DAgger: who executed (the label is the expert's action at the state reached either way)
+        "driver": {"policy": driver_spec or type(driver).__name__, "expert_share": expert_share}
+        if driver is not None
+        else None,
         "images": {
             "cameras": list(images),
             "shape": [image_size, image_size, 3],
@@ -246,6 +271,39 @@ def write_demos(
     }
     (out / "meta" / "info.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def _check_driver(driver: Any, images: Sequence[str], image_size: int, image_style: str) -> None:
+    """ValueError unless the recording renders what the driver sees (its cameras, size and style)."""
+    hw = dict(getattr(driver, "camera_hw", None) or {})
+    need = sorted({N.frame_source(c)[0] for c in hw} - set(images))
+    if need:
+        raise ValueError(f"the driver sees cameras {need}: record them too (--images {' '.join(sorted(hw))})")
+    sizes = {tuple(v) for v in hw.values()}
+    if sizes and sizes != {(image_size, image_size)}:
+        raise ValueError(f"the driver takes {sorted(sizes)} frames: record with --image-size matching")
+    style = getattr(driver, "image_style", image_style)
+    if style != image_style:
+        raise ValueError(f"the driver was trained on {style!r} frames: record with --image-style {style}")
+
+
+def _drive(driver: Any, obs: np.ndarray, imgs: dict[str, np.ndarray], t: int, instr: list[str], seed: int):
+    """The driver's command at step t for every env: the first action of a chunk sampled from
+    this step's observation (d = 0), its previous-frame cameras from the frames already recorded."""
+    from async_vla_ros.policy.checks import policy_state
+
+    hw = dict(getattr(driver, "camera_hw", None) or {})
+    x: Any = policy_state(driver, obs)
+    if hw:
+        frames = {}
+        for name in hw:
+            cam, back = N.frame_source(name)
+            frames[name] = imgs[cam][:, max(t - back, 0)]
+        x = {"state": x, "images": frames, "instruction": instr}
+    chunk = np.asarray(driver.infer(x, "vanilla", seed=seed), dtype=np.float64)
+    if chunk.ndim != 3 or chunk.shape[0] != len(obs) or chunk.shape[2] != 8 or not np.isfinite(chunk).all():
+        raise ValueError(f"the driver returned {chunk.shape} chunks (finite (B, H, 8) expected)")
+    return chunk[:, 0]
 
 
 # ---------------------------------------------------------------------- reading
@@ -335,6 +393,19 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         default=N.IMAGE_STYLE,
         help="draw the robot's collision meshes (fast, default) or its visual meshes",
     )
+    parser.add_argument(
+        "--driver",
+        default=None,
+        metavar="POLICY",
+        help="DAgger: this policy (a spec as --policy elsewhere, e.g. vla or lerobot:DIR) executes, the "
+        "expert labels every state it reaches (record the cameras it sees)",
+    )
+    parser.add_argument(
+        "--expert-share",
+        type=float,
+        default=0.0,
+        help="with --driver: share of steps that execute the expert's action instead (default 0)",
+    )
     parser.add_argument("--only-success", action="store_true", help="keep only successful episodes (up to 3N tries)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -345,6 +416,13 @@ def run_demos(ns: argparse.Namespace) -> int:
     cams = ns.images if ns.images else ([] if ns.images is None else ["scene"])
     out = Path(ns.out) if ns.out else Path("data") / "demos" / ns.task
     try:
+        driver = None
+        if ns.driver:
+            from async_vla_ros.policy.registry import BackendRequest, load_policy_spec
+
+            driver = load_policy_spec(ns.driver, BackendRequest(ns.task))
+        elif ns.expert_share:
+            raise ValueError("--expert-share needs --driver")
         info = write_demos(
             ns.task,
             out,
@@ -358,12 +436,16 @@ def run_demos(ns: argparse.Namespace) -> int:
             only_success=ns.only_success,
             progress=not ns.no_progress,
             overwrite=ns.overwrite,
+            driver=driver,
+            driver_spec=ns.driver or "",
+            expert_share=ns.expert_share,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"demos: {exc}", file=sys.stderr)
         return 2
+    who = f"{ns.driver} driving" if ns.driver else "expert"
     print(
-        f"wrote {info['total_episodes']} episodes ({info['total_frames']} steps, expert success "
+        f"wrote {info['total_episodes']} episodes ({info['total_frames']} steps, {who} success "
         f"{info['success_rate']:.3f}) of {ns.task} to {out}"
     )
     return 0

@@ -55,6 +55,8 @@ STATE_KEY, ACTION_KEY, IMAGE_PREFIX = "observation.state", "action", "observatio
 OBS_SCALE_MIN = 0.01  # floor on state std (normalised units explode on near-constant inputs)
 ACTION_SCALE_MIN = 1e-3  # floor on action std (the gripper on tasks that never grasp)
 BLIND_SCALE = 1e6  # std given to a blinded state dimension: its normalised input is ~0
+# flow time distributions of training (VLAConfig.flow_time): Beta(a, b) concentrations; t = 1 is noise
+FLOW_TIMES = {"lerobot": (1.5, 1.0), "uniform": (1.0, 1.0), "clean": (1.0, 1.5)}
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,14 @@ class VLAConfig(C.DictConfig):
     # how many control periods back those frames are (1: scene_prev, 50 ms; k: scene_prev<k>): a ball at
     # 0.6 m/s moves ~1.6 px of a 64 px front view per period, ~5 px in three
     prev_gap: int = 1
+    # LeRobot's padding of state and action to 32 values, whose flow loss counts the 24 padded action
+    # values too (32: LeRobot's default, as every VLA before v7; 0: the sizes themselves)
+    pad_dims: int = 32
+    expert_width: float = 0.75  # the action expert's width over the VLM's (LeRobot's expert_width_multiplier)
+    # the flow time of each training sample (t = 1: noise, t = 0: the chunk): "lerobot", LeRobot's own
+    # Beta(1.5, 1) (weighted to the noisy end); "uniform"; "clean", Beta(1, 1.5) (weighted to the clean end,
+    # where a chunk's last centimetres are decided): FLOW_TIMES
+    flow_time: str = "lerobot"
     # what the 7 joint targets of a chunk are: "absolute" joint positions, or "delta_q", relative to the
     # observation's joint positions (the gripper width stays absolute); names.ACTION_FRAMES
     action_frame: str = "absolute"
@@ -94,6 +104,8 @@ class VLAConfig(C.DictConfig):
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
+        if self.flow_time not in FLOW_TIMES:
+            raise ValueError(f"flow_time must be one of {tuple(FLOW_TIMES)}, got {self.flow_time!r}")
         if self.action_frame not in N.ACTION_FRAMES:
             raise ValueError(f"action_frame must be one of {N.ACTION_FRAMES}, got {self.action_frame!r}")
         if isinstance(self.prev_frames, str):
@@ -141,9 +153,12 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
         task = demos.task
         if task not in N.TASK_NAMES:
             raise ValueError(f"{d}: demonstrations of an unknown task {task!r} (expected one of {N.TASK_NAMES})")
-        if task in seen:
-            raise ValueError(f"{d}: a second directory of task {task!r} (first: {seen[task]})")
-        seen[task] = str(d)
+        # several directories of one task add up (demonstrations and DAgger rounds); one directory twice
+        # would weigh its episodes double
+        where = str(Path(d).resolve())
+        if where in seen:
+            raise ValueError(f"{d}: given twice (as {seen[where]})")
+        seen[where] = str(d)
         for e in demos.episodes:
             missing = [c for c in CAMERAS if c not in e.camera_images]
             if missing:
@@ -253,6 +268,8 @@ def train_vla(
         width=config.width,
         patches=config.patches,
         vision_width=config.vision_width,
+        pad_dims=config.pad_dims,
+        expert_width=config.expert_width,
         seed=config.seed,
         state_names=[f"{j}.position" for j in N.ARM_JOINTS]
         + [f"{j}.velocity" for j in N.ARM_JOINTS]
@@ -284,9 +301,15 @@ def train_vla(
             b[IMAGE_PREFIX + c] = img.permute(0, 3, 1, 2).float().div_(255.0)
         return pre(b)
 
+    time_dist = torch.distributions.Beta(*(torch.tensor(x) for x in FLOW_TIMES[config.flow_time]))
+
     def step_fn(step: int):
         rows = train_rows[rng.integers(0, len(train_rows), config.batch_size)]
-        loss, _ = policy.forward(batch_of(rows, sample_instructions(data.task_of(rows), rng)))
+        b = batch_of(rows, sample_instructions(data.task_of(rows), rng))
+        if config.flow_time == "lerobot":  # LeRobot draws it (the same distribution), as before the option
+            loss, _ = policy.forward(b)
+        else:  # as LeRobot's sample_time, from another Beta
+            loss, _ = policy.forward(b, time=time_dist.sample((len(rows),)) * 0.999 + 0.001)
         return loss, {}
 
     # validation: a fixed draw of held-out windows, instructions, noise and flow times

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from async_vla_ros import names as N
 from async_vla_ros.assets import panda_available
 
 pytestmark = pytest.mark.skipif(not panda_available(), reason="Panda model not fetched (make setup)")
@@ -79,6 +80,73 @@ def test_demos_noise_images_and_cli(tmp_path):
     assert load_demos(tmp_path / "d").episodes[0].images is None
     lines = (tmp_path / "d" / "meta" / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["file"] == "data/episode_000000.parquet"
+
+
+def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tmp_path):
+    """``--driver``: the driver's first action is what the robot got, the label is the expert's
+    action at the state reached; its cameras (a previous frame too) come from the recorded frames."""
+    ok, reason = S.gl_available()
+    if not ok:
+        pytest.skip(reason)
+
+    class Stay:  # holds the arm where it is, opens the gripper; records what it was shown
+        horizon, action_dim, obs_dim, reads_proprio = 3, 8, 15, True
+        camera_hw = {"scene": (16, 16), "scene_prev2": (16, 16)}
+        image_style = "collision"
+
+        def __init__(self):
+            self.seen = []
+
+        def infer(self, obs, sampler="vanilla", prefix=None, weights=None, n_frozen=None, seed=None, beta=None):
+            assert sampler == "vanilla" and obs["state"].shape == (2, 15) and len(obs["instruction"]) == 2
+            self.seen.append(obs)
+            q = obs["state"][:, :7]
+            return np.repeat(np.concatenate([q, np.full((2, 1), 0.03)], 1)[:, None], self.horizon, 1)
+
+    drv = Stay()
+    info = write_demos(
+        "track",
+        tmp_path / "d",
+        2,
+        batch=2,
+        images=("scene",),
+        image_size=16,
+        progress=False,
+        driver=drv,
+        driver_spec="stay",
+    )
+    assert info["driver"] == {"policy": "stay", "expert_share": 0.0}
+    ep = load_demos(tmp_path / "d").episodes[0]
+    np.testing.assert_array_equal(ep.executed[:, 7], 0.03)  # the driver's command ran
+    np.testing.assert_allclose(ep.executed[:, :7], ep.obs[:, :7], atol=0.05)  # held where it was
+    assert np.abs(ep.actions[:, :7] - ep.executed[:, :7]).max() > 0.01  # the expert would have moved
+    assert not np.allclose(ep.actions[:, 7], 0.03)
+    for t, obs in enumerate(drv.seen):
+        np.testing.assert_array_equal(obs["images"]["scene"][0], ep.images[t])
+        np.testing.assert_array_equal(obs["images"]["scene_prev2"][0], ep.images[max(t - 2, 0)])
+        assert set(obs["instruction"]) <= set(N.INSTRUCTIONS["track"])  # training paraphrases only
+    # at share 1 the expert executes every step: labels and commands agree
+    write_demos(
+        "track",
+        tmp_path / "e",
+        2,
+        batch=2,
+        images=("scene",),
+        image_size=16,
+        progress=False,
+        driver=Stay(),
+        expert_share=1.0,
+    )
+    ep = load_demos(tmp_path / "e").episodes[0]
+    np.testing.assert_array_equal(ep.executed, ep.actions)
+    with pytest.raises(ValueError, match="record them too"):
+        write_demos("track", tmp_path / "f", 1, images=(), progress=False, driver=Stay())
+    with pytest.raises(ValueError, match="image-size"):
+        write_demos("track", tmp_path / "g", 1, images=("scene",), image_size=32, progress=False, driver=Stay())
+    with pytest.raises(ValueError, match="expert_share"):
+        write_demos("track", tmp_path / "h", 1, progress=False, driver=Stay(), expert_share=1.5)
+    parser = add_demo_arguments(argparse.ArgumentParser())
+    assert run_demos(parser.parse_args(["track", "--out", str(tmp_path / "i"), "--expert-share", "0.5"])) == 2
 
 
 def test_load_errors(tmp_path):

@@ -60,6 +60,12 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     with pytest.raises(ValueError, match="frames are .* takes 64x64"):
         load_vla_data([demos["track"]], horizon=4, image_size=64)
     assert data.image_style == N.IMAGE_STYLE
+    with pytest.raises(ValueError, match="given twice"):
+        load_vla_data([demos["track"], demos["track"]], horizon=4, image_size=32)
+    # a second directory of a task adds its episodes (a DAgger round beside the demonstrations)
+    write_demos("track", tmp_path / "track2", 1, batch=1, images=("scene", "wrist"), image_size=32, progress=False)
+    both = load_vla_data([demos["track"], tmp_path / "track2"], horizon=4, image_size=32)
+    assert both.tasks == ("track",) * 3
     write_demos(
         "bifurcate", tmp_path / "vis", 1, images=("scene", "wrist"), image_size=32, image_style="visual", progress=False
     )
@@ -85,6 +91,8 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         prev_frames="scene",
         action_frame="delta_q",  # REMAC and the A2C2 head below run on a delta_q VLA
         ema=0.5,  # the EMA weights are validated and saved
+        pad_dims=0,  # no padding to LeRobot's 32: REMAC, the head and RTC below run on the unpadded sizes
+        expert_width=1.0,
     )
     assert VLAConfig().prev_frames == () and cfg.prev_frames == ("scene",)  # off by default (docs/training.md)
     with pytest.raises(ValueError, match="prev_frames"):
@@ -95,6 +103,9 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert res["step"] == 3 and np.isfinite(res["history"][-1]["val_fm"]) and "train_loss" in res["history"][-1]
     assert any("2 thread" in line and "['intercept', 'track']" in line for line in lines)
     SmolVLAPolicy.from_pretrained(str(out))  # LeRobot itself loads it
+    lcfg = json.loads((out / "config.json").read_text())
+    assert (lcfg["max_state_dim"], lcfg["max_action_dim"], lcfg["expert_width_multiplier"]) == (N.N_PROPRIO, 8, 1.0)
+    assert VLAConfig().pad_dims == 32  # LeRobot's padding unless asked
     side = json.loads((out / "async_vla_ros.json").read_text())
     assert side["image_style"] == N.IMAGE_STYLE  # the sim and the lockstep runner draw what training saw
     assert side["scene_camera"] == N.SCENE_CAMERA  # and the scene camera where it stood
