@@ -366,6 +366,20 @@ def run_bench(
     return res
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: the worker ends itself once the process that started it is gone. A
+    SIGTERM (or SIGKILL) to ``bench paper`` ends the parent without a pool shutdown; its workers
+    then kept simulating, orphaned, until their share of the sweep was done."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _run_part(config: BenchConfig) -> dict[str, Any]:
     """One worker's share of a parallel sweep (a process of its own: one torch thread)."""
     task = ",".join(config.tasks)
@@ -394,7 +408,9 @@ def run_parallel(
         owns_sweep = task == sweep or (config.beta_sweep_task and not sweep and i == 0)
         parts_cfg.append(replace(config, tasks=(task,), beta_sweep_task=config.beta_sweep_task if owns_sweep else ""))
     log(f"bench paper: {len(parts_cfg)} tasks on {jobs} processes (a line per finished cell)")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         dumps = list(pool.map(_run_part, parts_cfg))
     res = merge_dumps(dumps)
     res.config = config

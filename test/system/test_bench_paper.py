@@ -189,3 +189,54 @@ def test_the_safety_filter_condition_is_said_and_its_plots_are_named_after_the_r
     (tmp_path / "plain.json").write_text(json.dumps(dump))
     with pytest.raises(ValueError, match="different safety_filter"):
         B.merge_results([tmp_path / "sf.json", tmp_path / "plain.json"])
+
+
+def test_parallel_workers_end_when_bench_paper_is_killed(tmp_path):
+    """A SIGKILL (or SIGTERM) to ``bench paper --jobs N`` ends it without a pool shutdown; its
+    workers must not keep simulating, orphaned: they watch their parent and exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from async_vla_ros.eval.bench_paper import _exit_with_parent\n"
+        "def work(_):\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'), initializer=_exit_with_parent,\n"
+        "                             initargs=(os.getpid(),)) as pool:\n"
+        "        futs = [pool.submit(work, i) for i in range(2)]\n"
+        "        while len(pool._processes) < 2 or not all(f.running() for f in futs):\n"
+        "            time.sleep(0.05)\n"
+        "        print(' '.join(map(str, pool._processes)), flush=True)\n"
+        "        time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+        def alive(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 15.0
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [p for p in workers if alive(p)]
+        for p in left:  # only the workers this test started
+            os.kill(p, signal.SIGKILL)
+        assert not left, f"workers {left} outlived their killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
