@@ -178,7 +178,9 @@ def write_demos(
             seeds = [seed + attempted + i for i in range(n)]
             attempted += n
             obs = env.reset(seeds)
-            instr = rng.choice(N.INSTRUCTIONS[task], size=n)  # a driver's: one training paraphrase per episode
+            # a driver's instruction: one training paraphrase per episode (drawn only with a driver: the
+            # noise of a recording without one stays what it always was)
+            instr = rng.choice(N.INSTRUCTIONS[task], size=n) if driver is not None else None
             t_len = env.episode_steps
             o_buf = np.empty((n, t_len, env.obs_dim))
             a_buf = np.empty((n, t_len, 8))

@@ -43,6 +43,11 @@ def test_demos_round_trip(tmp_path):
     np.testing.assert_array_equal(ep.executed, ep.actions)  # no noise requested
     names = [n for n, _ in info["obs_fields"]]
     assert names[:4] == ["q", "qd", "gripper", "tcp"] and "ball_pos" in names
+    # the execution noise of a seed is what it always was (a driver's draws never enter a recording without one)
+    write_demos("intercept", tmp_path / "noisy", 2, seed=3, batch=2, noise=0.01, progress=False)
+    noisy = load_demos(tmp_path / "noisy").episodes
+    first = np.random.default_rng([3, 0xDA27]).normal(0.0, 0.01, size=(2, 7))
+    np.testing.assert_allclose([e.executed[0, :7] - e.actions[0, :7] for e in noisy], first, atol=1e-12)
 
 
 def test_demos_noise_images_and_cli(tmp_path):
