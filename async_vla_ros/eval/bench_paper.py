@@ -1162,7 +1162,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="every command through the FR3 safety filter at 100 Hz, as the graph's correction node does",
     )
-    parser.add_argument("--out", default="reports/benchmark.md", help="report path [reports/benchmark.md]")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"report path [{DEFAULT_OUT}; with --safety-filter {DEFAULT_OUT_SAFETY_FILTER}, so a filtered run "
+        "never overwrites the unfiltered report]",
+    )
     parser.add_argument("--plots-dir", default=None, help="PNG folder [the report's folder]")
     parser.add_argument("--json", default=None, help="also write every summary as JSON")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report as 'Notes'")
@@ -1358,6 +1363,15 @@ def _json_path(path: str, cond: str, n: int) -> Path:
     return p if n == 1 else p.with_name(f"{p.stem}.{cond}{p.suffix}")
 
 
+DEFAULT_OUT = "reports/benchmark.md"
+DEFAULT_OUT_SAFETY_FILTER = "reports/benchmark_safety_filter.md"
+
+
+def default_out(safety_filter: bool) -> str:
+    """The report a run writes without ``--out``: the filtered condition has a report of its own."""
+    return DEFAULT_OUT_SAFETY_FILTER if safety_filter else DEFAULT_OUT
+
+
 def _write_json(res: BenchResults, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dump(res), indent=1))
@@ -1367,7 +1381,7 @@ def _write_outputs(
     results: BenchResults | Sequence[BenchResults], ns: argparse.Namespace, command: str, wrote_json: bool = False
 ) -> int:
     results = [results] if isinstance(results, BenchResults) else list(results)
-    out = Path(ns.out)
+    out = Path(ns.out or default_out(any(r.config.safety_filter for r in results)))
     if ns.json and not wrote_json:
         for res in results:
             _write_json(res, _json_path(ns.json, _cond_name(res.config), len(results)))
@@ -1410,6 +1424,6 @@ def _argv_from_ns(ns: argparse.Namespace) -> str:
             parts.append(flag)
         elif isinstance(v, (list, tuple)):
             parts.append(flag + " " + " ".join(str(x) for x in v))
-        elif not (k == "out" and v == "reports/benchmark.md"):
+        elif not (k == "out" and v in (DEFAULT_OUT, DEFAULT_OUT_SAFETY_FILTER)):
             parts.append(f"{flag} {v}")
     return (" " + " ".join(parts)) if parts else ""

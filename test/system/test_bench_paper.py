@@ -189,6 +189,16 @@ def test_the_safety_filter_condition_is_said_and_its_plots_are_named_after_the_r
     (tmp_path / "plain.json").write_text(json.dumps(dump))
     with pytest.raises(ValueError, match="different safety_filter"):
         B.merge_results([tmp_path / "sf.json", tmp_path / "plain.json"])
+    # without --out a filtered run writes its own report, never over the unfiltered one
+    run = tmp_path / "run"
+    (run / "reports").mkdir(parents=True)
+    (run / "reports" / "benchmark.md").write_text("the unfiltered report\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(run)
+        assert main(["bench", "paper", "--merge", str(tmp_path / "sf.json")]) == 0
+    assert (run / "reports" / "benchmark.md").read_text() == "the unfiltered report\n"
+    assert "through the FR3 safety filter" in (run / "reports" / "benchmark_safety_filter.md").read_text()
+    assert (run / "reports" / "benchmark_safety_filter_track.png").is_file()
 
 
 def test_parallel_workers_end_when_bench_paper_is_killed(tmp_path):

@@ -44,6 +44,7 @@ def test_full_graph_completes_an_episode(monitor):
         assert wait_for(
             lambda: (
                 monitor.diag("correction").get("commands", 0) > 100
+                and monitor.diag("sim").get("commands", 0) > 0  # its own once-a-second status (a full run had none yet)
                 and monitor.diag("camera_ingestion").get("images_attached", 0) > 0
                 # the first episode can start while the policy still warms up (18 chunks merged by the
                 # end of it in one loaded run); about one per 50 ms step once it serves
