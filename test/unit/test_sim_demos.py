@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import numpy as np
@@ -108,18 +109,11 @@ def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tm
             q = obs["state"][:, :7]
             return np.repeat(np.concatenate([q, np.full((2, 1), 0.03)], 1)[:, None], self.horizon, 1)
 
-    drv = Stay()
-    info = write_demos(
-        "track",
-        tmp_path / "d",
-        2,
-        batch=2,
-        images=("scene",),
-        image_size=16,
-        progress=False,
-        driver=drv,
-        driver_spec="stay",
+    record = functools.partial(
+        write_demos, "track", episodes=2, batch=2, images=("scene",), image_size=16, progress=False
     )
+    drv = Stay()
+    info = record(tmp_path / "d", driver=drv, driver_spec="stay")
     assert info["driver"] == {"policy": "stay", "expert_share": 0.0}
     ep = load_demos(tmp_path / "d").episodes[0]
     np.testing.assert_array_equal(ep.executed[:, 7], 0.03)  # the driver's command ran
@@ -131,17 +125,7 @@ def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tm
         np.testing.assert_array_equal(obs["images"]["scene_prev2"][0], ep.images[max(t - 2, 0)])
         assert set(obs["instruction"]) <= set(N.INSTRUCTIONS["track"])  # training paraphrases only
     # at share 1 the expert executes every step: labels and commands agree
-    write_demos(
-        "track",
-        tmp_path / "e",
-        2,
-        batch=2,
-        images=("scene",),
-        image_size=16,
-        progress=False,
-        driver=Stay(),
-        expert_share=1.0,
-    )
+    record(tmp_path / "e", driver=Stay(), expert_share=1.0)
     ep = load_demos(tmp_path / "e").episodes[0]
     np.testing.assert_array_equal(ep.executed, ep.actions)
     with pytest.raises(ValueError, match="record them too"):
