@@ -90,11 +90,20 @@ class A2C2Dataset:
     target: np.ndarray  # (M, A) a_expert(t) - base
     ep: np.ndarray  # (M,) episode index
     t: np.ndarray  # (M,) step
-    latent: np.ndarray | None  # (M, latent_dim) base latent of obs_t, or None
+    # the base latent of obs_t, or None: stored once per step (S, latent_dim), sample i's is
+    # latent_steps[latent_row[i]] (up to H samples share a step; a VLA's 1,280 features per
+    # sample would take ~8 GB for 3,200 episodes)
+    latent_steps: np.ndarray | None
+    latent_row: np.ndarray | None  # (M,) row of latent_steps
     horizon: int  # H
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
+
+    @property
+    def latent(self) -> np.ndarray | None:
+        """(M, latent_dim) every sample's latent (a copy; training gathers per batch instead)."""
+        return None if self.latent_steps is None else self.latent_steps[self.latent_row]
 
     def rows_of_episodes(self, ids: Sequence[int]) -> np.ndarray:
         return np.nonzero(np.isin(self.ep, np.asarray(ids)))[0]
@@ -118,7 +127,8 @@ def build_a2c2_dataset(
     h = int(policy.horizon)
     if latent and not hasattr(policy, "latent"):
         raise ValueError("latent features need a policy with .latent(obs) (the flow backend)")
-    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("obs", "base", "k", "target", "ep", "t", "latent")}
+    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("obs", "base", "k", "target", "ep", "t", "lat", "lat_row")}
+    n_steps = 0
     for i, e in enumerate(episodes):
         x = e.obs if inputs is None else inputs(i, e)
         chunks = np.asarray(policy.infer(x, sampler="vanilla", seed=seed + i))  # (T, H, A)
@@ -135,8 +145,10 @@ def build_a2c2_dataset(
         cols["ep"].append(np.full(len(t_v), i))
         cols["t"].append(t_v)
         if latent:
-            lat = np.asarray(policy.latent(x))  # (T, L)
-            cols["latent"].append(lat[t_v])
+            lat = np.asarray(policy.latent(x), dtype=np.float32)  # (T, L)
+            cols["lat"].append(lat)
+            cols["lat_row"].append(n_steps + t_v)
+        n_steps += e.length
         if progress is not None:
             progress(i + 1, len(episodes))
     cat = {n: np.concatenate(v) for n, v in cols.items() if v}
@@ -147,7 +159,8 @@ def build_a2c2_dataset(
         target=cat["target"],
         ep=cat["ep"].astype(np.int64),
         t=cat["t"].astype(np.int64),
-        latent=cat.get("latent"),
+        latent_steps=cat.get("lat"),
+        latent_row=cat["lat_row"].astype(np.int64) if "lat_row" in cat else None,
         horizon=h,
     )
 
@@ -158,10 +171,13 @@ class _Tensors:
         self.base = torch.as_tensor(norm.action.normalize(ds.base), dtype=torch.float32)
         self.k = torch.as_tensor(ds.k)
         self.target = torch.as_tensor(ds.target / norm.action.scale, dtype=torch.float32)
-        self.latent = None if ds.latent is None else torch.as_tensor(ds.latent, dtype=torch.float32)
+        self.latent, self.latent_row = None, None
+        if ds.latent_steps is not None:
+            self.latent = torch.as_tensor(ds.latent_steps, dtype=torch.float32)
+            self.latent_row = torch.as_tensor(ds.latent_row)
 
     def batch(self, rows: torch.Tensor):
-        lat = None if self.latent is None else self.latent[rows]
+        lat = None if self.latent is None else self.latent[self.latent_row[rows]]
         return (self.obs[rows], self.base[rows], self.k[rows], lat), self.target[rows]
 
 
@@ -364,7 +380,7 @@ def train_a2c2_vla(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """A2C2 head of a multi-task VLA (``base``: ``vla`` or ``lerobot:DIR``), trained on every
-    task's demonstrations (one directory each, as for ``train vla``).
+    task's demonstrations (one directory or more per task, as for ``train vla``).
 
     What the head reads is what the paper gives it, never the privileged state: the VLA's
     features of the latest observation (``latent``: its cameras and instruction through the VLM),
@@ -468,10 +484,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--demos",
         nargs="+",
         default=None,
-        help="demonstrations directory [data/demos/<task of --base>]; a VLA: one directory per task, with cameras",
+        help="demonstrations directory [data/demos/<task of --base>]; a VLA: directories with cameras, at least one per "
+        "task (several of one task add up, as for train vla)",
     )
     parser.add_argument(
-        "--episodes-per-task", type=int, default=0, help="a VLA: use the first N episodes of each task (0: all)"
+        "--episodes-per-task", type=int, default=0, help="a VLA: use the first N episodes of each directory (0: all)"
     )
     parser.add_argument("--out", default=None, help="head file to write [next to --base: a2c2.pt]")
     parser.add_argument("--resume", action="store_true", help="continue the run saved at --out")
