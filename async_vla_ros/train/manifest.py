@@ -11,6 +11,7 @@ same: ``model.safetensors`` as float16, an entry from the training record of the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -159,6 +160,29 @@ def compact_fp16_folder(folder: str | Path) -> bool:
     return True
 
 
+def _train_vla_command(training: dict[str, Any], folder: str) -> str:
+    """The ``train vla`` command of a run's sidecar record: its demonstration folders as recorded and
+    every option whose value differs from ``VLAConfig``'s default (steps always)."""
+    from async_vla_ros.train.vla import VLAConfig
+
+    defaults = dataclasses.asdict(VLAConfig())
+    flags = []
+    for k, v in (training.get("config") or {}).items():
+        default = defaults.get(k, v)
+        if isinstance(v, list):  # a tuple field, as JSON keeps it
+            v = tuple(v)
+        if k != "steps" and v == default:
+            continue
+        if k == "blind_qd":
+            flags.append("--no-blind-qd")
+        elif isinstance(v, (list, tuple)):
+            flags.append(f"--{k.replace('_', '-')} " + " ".join(map(str, v)))
+        else:
+            flags.append(f"--{k.replace('_', '-')} {v}")
+    dirs = [str(d.get("path")) for d in training.get("demos", [])]
+    return " ".join(["async-vla-ros train vla --demos", *dirs, f"--out async_vla_ros/checkpoints/{folder}", *flags])
+
+
 def _folder_entry(folder: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
@@ -192,14 +216,7 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
             date_utc=tr.get("date_utc"),
             train_seconds=tr.get("seconds"),
             val_fm=hist[-1].get("val_fm") if hist else None,
-            command="async-vla-ros train vla --demos "
-            + " ".join(f"data/demos_vla/{t}" for t in tr.get("tasks", []))
-            + f" --out async_vla_ros/checkpoints/{folder.name}"
-            + "".join(
-                f" --{k.replace('_', '-')} {v}"
-                for k, v in (tr.get("config") or {}).items()
-                if k in ("steps", "batch_size", "patches", "vision_width", "num_threads")
-            ),
+            command=_train_vla_command(tr, folder.name),
         )
     if "remac" in side:
         rm = side["remac"]

@@ -417,8 +417,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--demos",
         nargs="+",
         default=[f"data/demos_vla/{t}" for t in N.TASK_NAMES],
-        help="demonstration directories, one per task, with both cameras "
-        "[data/demos_vla/{track,intercept,bifurcate,pick_moving}]",
+        help="demonstration directories with both cameras, at least one per task (several of one task add up: "
+        "more demonstrations, DAgger rounds) [data/demos_vla/{track,intercept,bifurcate,pick_moving}]",
     )
     parser.add_argument("--out", default="runs/train/vla", help="policy folder to write [runs/train/vla]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -191,7 +191,18 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     assert "step" not in rentry and rentry["command"].startswith(
         "async-vla-ros train remac --variant clean --base lerobot:"
     )
-    assert entry["command"].startswith("async-vla-ros train vla --demos data/demos_vla/intercept data/demos_vla/track")
+    # its command, parsed by train vla, gives back the run's folders and configuration
+    import argparse
+    import dataclasses
+    import shlex
+
+    from async_vla_ros.train.base import _config_from_ns
+
+    cli = argparse.ArgumentParser()
+    vla.add_arguments(cli)
+    ns = cli.parse_args(shlex.split(entry["command"])[3:])
+    assert ns.demos == [str(p) for p in demos.values()] and ns.out == "async_vla_ros/checkpoints/vla"
+    assert dataclasses.replace(_config_from_ns(ns, VLAConfig), blind_qd=ns.blind_qd) == cfg
     shipped = load_policy_spec(f"vla:{ship / 'vla'}", BackendRequest("track"))
     after = shipped.infer(
         {
