@@ -16,7 +16,8 @@ What the policy gets (and nothing else; no privileged object state):
 * ``observation.state``: the proprioception, ``names.N_PROPRIO`` values (q, qd, gripper width),
   the head of every task's state, so one policy serves all four tasks (``reads_proprio``);
 * ``task``: a language instruction, for each training sample one of the task's training
-  paraphrases (``names.INSTRUCTIONS``) drawn at random; ``names.HELD_OUT`` never appears here.
+  paraphrases (``names.INSTRUCTIONS``) drawn at random, optionally with words dropped
+  (``word_dropout``); ``names.HELD_OUT`` never appears here.
 
 The objective is LeRobot's own (``SmolVLAPolicy.forward``: flow matching on the normalised, padded
 action chunk), run by our optimisation loop (``train.common.train_loop``: warm-up + cosine
@@ -100,10 +101,16 @@ class VLAConfig(C.DictConfig):
     action_frame: str = "absolute"
     # EMA of the weights (validated and saved), as the base policies (section 1); 0: the raw weights
     ema: float = 0.0
+    # each word of a training instruction dropped with this probability (one word always kept), so a
+    # task's words each choose it and an instruction in other words still can; 0: the paraphrases whole
+    # (as every VLA up to v9). Validation always sees them whole
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must lie in [0, 1), got {self.word_dropout}")
         if self.flow_time not in FLOW_TIMES:
             raise ValueError(f"flow_time must be one of {tuple(FLOW_TIMES)}, got {self.flow_time!r}")
         if self.action_frame not in N.ACTION_FRAMES:
@@ -220,9 +227,19 @@ def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dic
     }
 
 
-def sample_instructions(tasks: Sequence[str], rng: np.random.Generator) -> list[str]:
-    """One training paraphrase of each task (``names.INSTRUCTIONS``; never a held-out one)."""
-    return [str(rng.choice(N.INSTRUCTIONS[t])) for t in tasks]
+def sample_instructions(tasks: Sequence[str], rng: np.random.Generator, word_dropout: float = 0.0) -> list[str]:
+    """One training paraphrase of each task (``names.INSTRUCTIONS``; never a held-out one), each of
+    its words dropped with probability ``word_dropout`` (at least one kept; no extra draws at 0)."""
+    out = [str(rng.choice(N.INSTRUCTIONS[t])) for t in tasks]
+    if word_dropout <= 0.0:
+        return out
+    for i, text in enumerate(out):
+        words = text.split()
+        keep = rng.random(len(words)) >= word_dropout
+        if not keep.any():
+            keep[rng.integers(len(words))] = True
+        out[i] = " ".join(w for w, k in zip(words, keep, strict=True) if k)
+    return out
 
 
 def train_vla(
@@ -305,7 +322,7 @@ def train_vla(
 
     def step_fn(step: int):
         rows = train_rows[rng.integers(0, len(train_rows), config.batch_size)]
-        b = batch_of(rows, sample_instructions(data.task_of(rows), rng))
+        b = batch_of(rows, sample_instructions(data.task_of(rows), rng, config.word_dropout))
         if config.flow_time == "lerobot":  # LeRobot draws it (the same distribution), as before the option
             loss, _ = policy.forward(b)
         else:  # as LeRobot's sample_time, from another Beta

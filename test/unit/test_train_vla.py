@@ -419,3 +419,25 @@ def test_the_shipped_vla_remac_serves_the_remac_clean_preset():
     chunk = m.policy.infer(obs, "prefix", prefix=prev, n_frozen=np.array([2]), seed=1)
     np.testing.assert_allclose(chunk[0, :2], prev[0, :2], atol=1e-5)  # the frozen prefix kept
     assert not np.allclose(m.policy.infer(obs, seed=0), prev)  # another model than the base
+
+
+def test_word_dropout_keeps_a_subsequence_of_a_training_paraphrase_and_costs_no_draws_when_off():
+    tasks = ["track", "bifurcate"] * 200
+    plain = vla.sample_instructions(tasks, np.random.default_rng(3))
+    assert plain == vla.sample_instructions(tasks, np.random.default_rng(3), 0.0)  # the default's draws unchanged
+    dropped = vla.sample_instructions(tasks, np.random.default_rng(3), 0.5)
+    assert [d.split() for d in dropped] != [p.split() for p in plain]
+
+    def subsequence(words, of):
+        it = iter(of)
+        return all(w in it for w in words)
+
+    lengths = []
+    for task, text in zip(tasks, dropped, strict=True):
+        words = text.split()
+        assert words and any(subsequence(words, p.split()) for p in N.INSTRUCTIONS[task])
+        assert text not in N.HELD_OUT[task]
+        lengths.append(len(words) / max(len(p.split()) for p in N.INSTRUCTIONS[task]))
+    assert 0.3 < np.mean(lengths) < 0.7  # about half the words kept
+    with pytest.raises(ValueError, match="word_dropout"):
+        vla.VLAConfig(word_dropout=1.0)
