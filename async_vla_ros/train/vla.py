@@ -103,7 +103,7 @@ class VLAConfig(C.DictConfig):
     ema: float = 0.0
     # each word of a training instruction dropped with this probability (one word always kept), so a
     # task's words each choose it and an instruction in other words still can; 0: the paraphrases whole
-    # (as every VLA up to v9). Validation always sees them whole
+    # (as every shipped VLA). Validation always sees them whole
     word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
