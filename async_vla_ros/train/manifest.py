@@ -160,9 +160,10 @@ def compact_fp16_folder(folder: str | Path) -> bool:
     return True
 
 
-def _train_vla_command(training: dict[str, Any], folder: str) -> str:
+def _train_vla_command(training: dict[str, Any], out: str) -> str:
     """The ``train vla`` command of a run's sidecar record: its demonstration folders as recorded and
-    every option whose value differs from ``VLAConfig``'s default (steps always)."""
+    every option whose value differs from ``VLAConfig``'s default (steps always). A run started from
+    another (``--init``) is preceded by that run's command, writing the folder it names."""
     from async_vla_ros.train.vla import VLAConfig
 
     defaults = dataclasses.asdict(VLAConfig())
@@ -175,12 +176,26 @@ def _train_vla_command(training: dict[str, Any], folder: str) -> str:
             continue
         if k == "blind_qd":
             flags.append("--no-blind-qd")
-        elif isinstance(v, (list, tuple)):
+        elif isinstance(v, tuple):
             flags.append(f"--{k.replace('_', '-')} " + " ".join(map(str, v)))
         else:
             flags.append(f"--{k.replace('_', '-')} {v}")
     dirs = [str(d.get("path")) for d in training.get("demos", [])]
-    return " ".join(["async-vla-ros train vla --demos", *dirs, f"--out async_vla_ros/checkpoints/{folder}", *flags])
+    command = " ".join(["async-vla-ros train vla --demos", *dirs, f"--out {out}", *flags])
+    init = training.get("init")
+    if isinstance(init, dict) and isinstance(init.get("training"), dict):
+        return _train_vla_command(init["training"], str(init.get("path"))) + " && " + command
+    return command
+
+
+def _train_seconds(training: dict[str, Any]) -> float | None:
+    """A run's training time, with the runs it started from (``--init``) added."""
+    secs = training.get("seconds")
+    init = training.get("init")
+    if secs is None or not isinstance(init, dict) or not isinstance(init.get("training"), dict):
+        return secs
+    before = _train_seconds(init["training"])
+    return None if before is None else round(float(secs) + float(before), 1)
 
 
 def _folder_entry(folder: Path) -> dict[str, Any]:
@@ -214,9 +229,9 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
             ],
             git_commit=tr.get("git_commit"),
             date_utc=tr.get("date_utc"),
-            train_seconds=tr.get("seconds"),
+            train_seconds=_train_seconds(tr),
             val_fm=hist[-1].get("val_fm") if hist else None,
-            command=_train_vla_command(tr, folder.name),
+            command=_train_vla_command(tr, f"async_vla_ros/checkpoints/{folder.name}"),
         )
     if "remac" in side:
         rm = side["remac"]

@@ -58,6 +58,20 @@ ACTION_SCALE_MIN = 1e-3  # floor on action std (the gripper on tasks that never 
 BLIND_SCALE = 1e6  # std given to a blinded state dimension: its normalised input is ~0
 # flow time distributions of training (VLAConfig.flow_time): Beta(a, b) concentrations; t = 1 is noise
 FLOW_TIMES = {"lerobot": (1.5, 1.0), "uniform": (1.0, 1.0), "clean": (1.0, 1.5)}
+# what a run started from another (VLAConfig.init) must share with it: the weights' shapes and meaning
+INIT_MUST_MATCH = (
+    "chunk",
+    "width",
+    "patches",
+    "vision_width",
+    "image_size",
+    "blind_qd",
+    "prev_frames",
+    "prev_gap",
+    "pad_dims",
+    "expert_width",
+    "action_frame",
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,11 @@ class VLAConfig(C.DictConfig):
     # task's words each choose it and an instruction in other words still can; 0: the paraphrases whole
     # (as every shipped VLA). Validation always sees them whole
     word_dropout: float = 0.0
+    # a VLA policy folder written by `train vla` to start from: its weights, normalisation and tokenizer,
+    # then this run's schedule from step 0 (warm-up, cosine): a warm restart (SGDR, Loshchilov & Hutter
+    # 2017) that trains a run further without its first steps again. The architecture options must match
+    # (INIT_MUST_MATCH); the data may differ. "": a random initialisation
+    init: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:
@@ -227,6 +246,44 @@ def _stats(win: ChunkWindows, rows: np.ndarray, blind_qd: bool) -> dict[str, dic
     }
 
 
+def _folder_stats(folder: Path) -> dict[str, dict[str, Any]]:
+    """The normaliser statistics a policy folder was written with (its preprocessor's file)."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("policy_preprocessor_step_*normalizer*.safetensors"))
+    if len(files) != 1:
+        raise ValueError(f"{folder}: expected one preprocessor normaliser file, found {[f.name for f in files]}")
+    st = load_file(str(files[0]))
+    return {
+        key: {"mean": st[f"{key}.mean"].float(), "std": st[f"{key}.std"].float()} for key in (STATE_KEY, ACTION_KEY)
+    }
+
+
+def _init_record(config: VLAConfig) -> dict[str, Any]:
+    """The training record of ``config.init``; ValueError unless it is a ``train vla`` folder whose
+    architecture options are this run's."""
+    from async_vla_ros.policy.lerobot_backend import SIDECAR
+
+    folder = Path(config.init)
+    side_path = folder / SIDECAR
+    if not side_path.is_file():
+        raise FileNotFoundError(f"init {folder}: no {SIDECAR}; give a policy folder written by `train vla`")
+    record = json.loads(side_path.read_text()).get("training") or {}
+    if record.get("kind") != "vla" or "config" not in record:
+        raise ValueError(f"init {folder}: not written by `train vla` (its {SIDECAR} has no VLA training record)")
+    theirs = {**dataclasses.asdict(VLAConfig()), **record["config"]}
+    mine = config.to_dict()
+    differ = [
+        f"{k} {theirs[k]!r} (this run {mine[k]!r})"
+        for k in INIT_MUST_MATCH
+        if (tuple(theirs[k]) if isinstance(theirs[k], list) else theirs[k])
+        != (tuple(mine[k]) if isinstance(mine[k], list) else mine[k])
+    ]
+    if differ:
+        raise ValueError(f"init {folder}: its architecture differs: {', '.join(differ)}; give the same options")
+    return record
+
+
 def sample_instructions(tasks: Sequence[str], rng: np.random.Generator, word_dropout: float = 0.0) -> list[str]:
     """One training paraphrase of each task (``names.INSTRUCTIONS``; never a held-out one), each of
     its words dropped with probability ``word_dropout`` (at least one kept; no extra draws at 0)."""
@@ -262,6 +319,9 @@ def train_vla(
     C.set_threads(config.num_threads)
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
+    init_record = _init_record(config) if config.init else None  # refused before the data is read
+    if init_record is not None and Path(config.init).resolve() == out_dir.resolve():
+        raise ValueError(f"init {config.init}: the folder this run writes; give another --out")
     data = load_vla_data(dirs, config.chunk, config.image_size)
     win = data.windows
     if config.action_frame == "delta_q":  # the model learns (and its normaliser scales) the motion from q
@@ -295,9 +355,19 @@ def train_vla(
         instruction=N.default_instruction(data.tasks[0]),
         proprio_only=True,
     )
-    build_tiny_smolvla(out_dir, spec, stats=_stats(win, train_rows, config.blind_qd))
+    # a warm start keeps its normalisation (its weights are for those units), else the training windows'
+    stats = _folder_stats(Path(config.init)) if config.init else _stats(win, train_rows, config.blind_qd)
+    build_tiny_smolvla(out_dir, spec, stats=stats)
+    if config.init:  # the same words, the same token ids: its embeddings mean what they meant
+        mine, theirs = (Path(d) / "vlm" / "tokenizer.json" for d in (out_dir, config.init))
+        if mine.read_bytes() != theirs.read_bytes():
+            raise ValueError(f"init {config.init}: its tokenizer differs from this project's; train from scratch")
     be = load_lerobot_folder(out_dir)
     policy, pre = be.policy, be.pre
+    if config.init:  # strict: every tensor, cast to the run's float32 (a shipped folder stores float16)
+        from safetensors.torch import load_model
+
+        load_model(policy, str(Path(config.init) / "model.safetensors"), strict=True)
     policy.requires_grad_(True)
     policy.train()
     n_params = sum(p.numel() for p in policy.parameters())
@@ -380,6 +450,8 @@ def train_vla(
         "held_out_instructions": {t: list(N.HELD_OUT[t]) for t in sorted(set(data.tasks))},
         **C.provenance(),
     }
+    if init_record is not None:  # the run it continues, with its own record (and so its chain)
+        record["init"] = {"path": config.init, "training": init_record}
 
     def write(step: int) -> None:
         policy.eval()
@@ -402,6 +474,7 @@ def train_vla(
     log(
         f"train vla: tasks {record['tasks']}, {len(train_rows)} train / {len(val_rows)} val windows, "
         f"{n_params:,} parameters, {config.steps} steps of batch {config.batch_size}, {config.num_threads} thread(s)"
+        + (f", from {config.init} (its step {init_record.get('step')})" if init_record is not None else "")
     )
     step = C.train_loop(
         step_fn=step_fn,

@@ -127,6 +127,7 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     )
     std = stats["observation.state.std"].numpy()
     assert np.all(std[7:14] >= 1e5) and np.all(std >= 0.01)  # qd blinded, the rest floored
+    _warm_start_continues_the_run_it_names(demos, cfg, out, tmp_path)
 
     be = load_policy_spec(f"lerobot:{out}", BackendRequest("intercept"))
     assert be.reads_proprio and be.obs_dim == N.N_PROPRIO and be.image_style == N.IMAGE_STYLE
@@ -218,6 +219,44 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
     # a policy that reads the whole state still needs the task's width
     with pytest.raises(ValueError, match="do not match task"):
         LockstepRunner(_FullState(be)).run(LockstepConfig(task="intercept", strategy="naive", episodes=1, batch=1))
+
+
+def _warm_start_continues_the_run_it_names(demos, cfg, out, tmp_path):
+    """``init``: the run's weights, normaliser and tokenizer, on other data; refused where they cannot fit."""
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from async_vla_ros.train.manifest import _train_seconds, _train_vla_command
+    from async_vla_ros.train.vla import VLAConfig, train_vla
+
+    # lr 0: the weights stay the ones it started from, whatever the (other) data and seed say
+    cont = dataclasses.replace(
+        cfg, init=str(out), seed=cfg.seed + 7, lr=0.0, weight_decay=0.0, ema=0.0, steps=2, val_every=2, ckpt_every=2
+    )
+    lines = []
+    res = train_vla([demos["track"]], cont, tmp_path / "cont", log=lines.append)
+    assert res["step"] == 2 and any(f"from {out} (its step 3)" in line for line in lines)
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "cont" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    norm = "policy_preprocessor_step_*normalizer*.safetensors"
+    sa, sb = (load_file(str(next(d.glob(norm)))) for d in (out, tmp_path / "cont"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # its units, not the track windows' own
+    side = json.loads((tmp_path / "cont" / "async_vla_ros.json").read_text())["training"]
+    assert side["init"]["path"] == str(out) and side["init"]["training"]["step"] == 3
+    # the manifest's command trains the run it started from first, into the folder it names
+    first, second = _train_vla_command(side, "async_vla_ros/checkpoints/vla").split(" && ")
+    assert f"--out {out} " in first and "--init" not in first and f"--init {out}" in second
+    assert second.startswith(f"async-vla-ros train vla --demos {demos['track']} --out async_vla_ros/checkpoints/vla")
+    assert _train_seconds(side) == pytest.approx(side["seconds"] + side["init"]["training"]["seconds"], abs=0.2)
+    with pytest.raises(ValueError, match="architecture differs: width 64 .this run 32."):
+        train_vla([demos["track"]], dataclasses.replace(cont, width=32), tmp_path / "no")
+    with pytest.raises(FileNotFoundError, match="no async_vla_ros.json"):
+        train_vla([demos["track"]], dataclasses.replace(cont, init=str(tmp_path / "nothing")), tmp_path / "no")
+    with pytest.raises(ValueError, match="the folder this run writes"):
+        train_vla([demos["track"]], cont, out)
+    assert VLAConfig().init == ""  # a random initialisation unless asked
 
 
 class _FullState:
