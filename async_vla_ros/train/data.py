@@ -217,6 +217,14 @@ class ChunkWindows:
         self.images = np.concatenate(imgs) if imgs else None
         common = set.intersection(*(set(e.camera_images) for e in episodes))
         self.camera_images = {c: np.concatenate([e.camera_images[c] for e in episodes]) for c in sorted(common)}
+        # the episodes' frames become views of the concatenated ones (the same values), so the frames are
+        # held once, not twice, once the caller lets go of what it read (800 demonstrations per task: ~4 GB)
+        for i, e in enumerate(episodes):
+            a, b = self._offsets[i], self._offsets[i + 1]
+            views = {c: self.camera_images[c][a:b] for c in common}
+            object.__setattr__(e, "camera_images", {**e.camera_images, **views})
+            if e.images is not None and self.images is not None:
+                object.__setattr__(e, "images", self.images[a:b])
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

@@ -60,6 +60,31 @@ def test_windows_pad_with_last_action_and_index():
         w.index_of(np.array([0]), np.array([5]))
 
 
+def test_windows_hold_the_camera_frames_once():
+    """The episodes' frames become views of the windows' own: read once, not held twice."""
+    from async_vla_ros.train.data import Episode
+
+    rng = np.random.default_rng(0)
+    eps = [
+        Episode(
+            obs=np.zeros((t, 2)),
+            actions=np.zeros((t, 1)),
+            images=rng.integers(0, 255, (t, 2, 2, 3), dtype=np.uint8),
+            camera_images={c: rng.integers(0, 255, (t, 2, 2, 3), dtype=np.uint8) for c in ("scene", "wrist")},
+        )
+        for t in (3, 5)
+    ]
+    before = [({c: f.copy() for c, f in e.camera_images.items()}, e.images.copy()) for e in eps]
+    w = ChunkWindows(eps, horizon=2)
+    for e, (cams, img) in zip(eps, before, strict=True):
+        np.testing.assert_array_equal(e.images, img)  # the same values
+        assert np.shares_memory(e.images, w.images)
+        for c in ("scene", "wrist"):
+            np.testing.assert_array_equal(e.camera_images[c], cams[c])
+            assert np.shares_memory(e.camera_images[c], w.camera_images[c])
+    np.testing.assert_array_equal(w.frames(np.array([3, 7]), ["wrist"])["wrist"], before[1][0]["wrist"][[0, 4]])
+
+
 def test_split_is_by_episode_and_keeps_training_data():
     tr, va = split_episodes(10, 0.2, seed=3)
     assert len(va) == 2 and len(tr) == 8 and not set(tr) & set(va)
