@@ -47,7 +47,14 @@ import numpy as np
 
 from async_vla_ros import names as N
 from async_vla_ros.train import common as C
-from async_vla_ros.train.data import ChunkWindows, DemoSet, Episode, load_episodes, split_episodes
+from async_vla_ros.train.data import (
+    ChunkWindows,
+    DemoSet,
+    Episode,
+    load_episodes,
+    release_freed_memory,
+    split_episodes,
+)
 
 __all__ = ["VLAConfig", "VLAData", "load_vla_data", "sample_instructions", "train_vla"]
 
@@ -218,8 +225,11 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
         raise ValueError(
             f"the demonstrations saw the scene camera at different placements: {placements}; record them all with one"
         )
+    windows = ChunkWindows(episodes, horizon)  # the episodes' frames become views of its arrays
+    del demos  # the frames as read are garbage now: give their pages back (12.1 -> ~7 GB at 1,000 a task)
+    release_freed_memory()
     return VLAData(
-        ChunkWindows(episodes, horizon),
+        windows,
         tuple(tasks),
         tuple(sources),
         next(iter(styles.values())),
