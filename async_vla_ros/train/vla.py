@@ -226,7 +226,7 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
             f"the demonstrations saw the scene camera at different placements: {placements}; record them all with one"
         )
     windows = ChunkWindows(episodes, horizon)  # the episodes' frames become views of its arrays
-    del demos  # the frames as read are garbage now: give their pages back (12.1 -> ~7 GB at 1,000 a task)
+    del demos  # the frames as read are garbage now: give their pages back (docs/training.md, "Memory")
     release_freed_memory()
     return VLAData(
         windows,

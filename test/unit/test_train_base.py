@@ -87,7 +87,7 @@ def test_windows_hold_the_camera_frames_once():
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_freed_heap_pages_go_back_to_the_os():
-    """What load_vla_data calls once the frames are concatenated (docs/training.md: 12.1 -> 6.6 GB)."""
+    """What load_vla_data calls once the frames are concatenated (docs/training.md, "Memory")."""
     from async_vla_ros.train import data
 
     assert data.release_freed_memory() is True
