@@ -65,7 +65,9 @@ ACTION_SCALE_MIN = 1e-3  # floor on action std (the gripper on tasks that never 
 BLIND_SCALE = 1e6  # std given to a blinded state dimension: its normalised input is ~0
 # flow time distributions of training (VLAConfig.flow_time): Beta(a, b) concentrations; t = 1 is noise
 FLOW_TIMES = {"lerobot": (1.5, 1.0), "uniform": (1.0, 1.0), "clean": (1.0, 1.5)}
-# what a run started from another (VLAConfig.init) must share with it: the weights' shapes and meaning
+# what a run started from another (VLAConfig.init) must share with it: the weights' shapes and meaning.
+# Not the previous frames: every camera goes through the one vision encoder, so a warm start may give
+# the model a previous frame it was not trained with (no new weights; the strict load checks shapes).
 INIT_MUST_MATCH = (
     "chunk",
     "width",
@@ -73,8 +75,6 @@ INIT_MUST_MATCH = (
     "vision_width",
     "image_size",
     "blind_qd",
-    "prev_frames",
-    "prev_gap",
     "pad_dims",
     "expert_width",
     "action_frame",

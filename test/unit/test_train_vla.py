@@ -252,6 +252,13 @@ def _warm_start_continues_the_run_it_names(demos, cfg, out, tmp_path):
     assert _train_seconds(side) == pytest.approx(side["seconds"] + side["init"]["training"]["seconds"], abs=0.2)
     with pytest.raises(ValueError, match="architecture differs: width 64 .this run 32."):
         train_vla([demos["track"]], dataclasses.replace(cont, width=32), tmp_path / "no")
+    # the cameras share one vision encoder: a warm start may drop (or add) the previous frame, same weights
+    assert cfg.prev_frames == ("scene",)
+    train_vla([demos["track"]], dataclasses.replace(cont, prev_frames=()), tmp_path / "noprev")
+    c = load_file(str(tmp_path / "noprev" / "model.safetensors"))
+    assert c.keys() == a.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    cams = json.loads((tmp_path / "noprev" / "async_vla_ros.json").read_text())["cameras"]
+    assert sorted(cams) == ["scene", "wrist"]
     with pytest.raises(FileNotFoundError, match="no async_vla_ros.json"):
         train_vla([demos["track"]], dataclasses.replace(cont, init=str(tmp_path / "nothing")), tmp_path / "no")
     with pytest.raises(ValueError, match="the folder this run writes"):
