@@ -95,7 +95,7 @@ def _entry(path: Path) -> dict[str, Any]:
             ],
             latent_dim=(tc.get("head") or {}).get("latent_dim"),
             command=f"async-vla-ros train a2c2 --base {base} --demos "
-            + " ".join(f"data/demos_vla/{t}" for t in tc.get("tasks") or [])
+            + " ".join(str(d["path"]) for d in tc["demos"])  # every folder it read, in its order
             + f" --out async_vla_ros/checkpoints/{path.name}"
             + "".join(f" --{k.replace('_', '-')} {cfg[k]}" for k in ("hidden", "depth", "steps") if k in cfg),
         )

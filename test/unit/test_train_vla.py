@@ -184,9 +184,9 @@ def test_train_vla_on_two_tasks_serves_every_task_from_cameras_and_proprioceptio
         and hentry["tasks"] == ["intercept", "track"]
         and hentry["stored_dtype"] == "float16"
     )
-    assert hentry["command"].startswith(
-        f"async-vla-ros train a2c2 --base lerobot:{out} --demos data/demos_vla/intercept"
-    )
+    head_demos = " ".join(d["path"] for d in hentry["demos"])  # the folders it read, none invented
+    assert sorted(d["path"] for d in hentry["demos"]) == sorted(str(p) for p in demos.values())
+    assert hentry["command"].startswith(f"async-vla-ros train a2c2 --base lerobot:{out} --demos {head_demos} --out")
     assert entry["kind"] == "vla" and entry["stored_dtype"] == "float16" and entry["step"] == 3
     assert rentry["kind"] == "vla_remac" and rentry["base"] == "vla" and rentry["stored_dtype"] == "float16"
     assert "step" not in rentry and rentry["command"].startswith(
