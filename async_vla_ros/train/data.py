@@ -216,7 +216,7 @@ class ChunkWindows:
         self.horizon = int(horizon)
         self.episodes = tuple(episodes)
         self.obs_dim, self.action_dim = dims.pop()
-        obs, chunks, ep, ts, imgs = [], [], [], [], []
+        obs, chunks, ep, ts = [], [], [], []
         self._offsets = np.zeros(len(episodes) + 1, dtype=np.int64)
         for i, e in enumerate(episodes):
             t_len = e.length
@@ -225,24 +225,45 @@ class ChunkWindows:
             chunks.append(e.actions[idx])
             ep.append(np.full(t_len, i, dtype=np.int64))
             ts.append(np.arange(t_len, dtype=np.int64))
-            if e.images is not None:
-                imgs.append(e.images)
             self._offsets[i + 1] = self._offsets[i] + t_len
         self.obs = np.concatenate(obs)
         self.chunks = np.concatenate(chunks)
         self.ep = np.concatenate(ep)
         self.t = np.concatenate(ts)
-        self.images = np.concatenate(imgs) if imgs else None
-        common = set.intersection(*(set(e.camera_images) for e in episodes))
-        self.camera_images = {c: np.concatenate([e.camera_images[c] for e in episodes]) for c in sorted(common)}
-        # the episodes' frames become views of the concatenated ones (the same values), so the frames are
-        # held once, not twice, once the caller lets go of what it read (800 demonstrations per task: ~4 GB)
+        common = sorted(set.intersection(*(set(e.camera_images) for e in episodes)))
+        self.images = self._gather_frames(episodes, None) if episodes[0].images is not None else None
+        self.camera_images = {c: self._gather_frames(episodes, c) for c in common}
+
+    def _gather_frames(self, episodes: Sequence[Episode], camera: str | None) -> np.ndarray:
+        """One camera's frames of every episode in one array (``camera`` None: ``images``).
+
+        Copied episode by episode into an array allocated once, and each episode's frames become a
+        view of it as soon as they are copied, so the per-episode arrays can be freed on the way:
+        the frames are held once, not twice, once the caller lets go of what it read, and the peak
+        while copying is the frames plus what the caller still holds, not twice the frames (a
+        concatenation held both). The freed blocks are handed back to the OS every ~256 MB copied
+        (glibc keeps them on its heap otherwise; ``release_freed_memory``)."""
+        first = episodes[0].images if camera is None else episodes[0].camera_images[camera]
+        shapes = {(e.images if camera is None else e.camera_images[camera]).shape[1:] for e in episodes}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"camera {camera or 'images'!r}: episodes have frames of different shapes {sorted(shapes)}"
+            )
+        out = np.empty((int(self._offsets[-1]), *first.shape[1:]), dtype=first.dtype)
+        copied = 0
         for i, e in enumerate(episodes):
             a, b = self._offsets[i], self._offsets[i + 1]
-            views = {c: self.camera_images[c][a:b] for c in common}
-            object.__setattr__(e, "camera_images", {**e.camera_images, **views})
-            if e.images is not None and self.images is not None:
-                object.__setattr__(e, "images", self.images[a:b])
+            if camera is None:
+                out[a:b] = e.images
+                object.__setattr__(e, "images", out[a:b])
+            else:
+                out[a:b] = e.camera_images[camera]
+                object.__setattr__(e, "camera_images", {**e.camera_images, camera: out[a:b]})
+            copied += out[a:b].nbytes
+            if copied >= 256 << 20:
+                release_freed_memory()
+                copied = 0
+        return out
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

@@ -215,6 +215,7 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
             )
             tasks.append(task)
         sources.append(demos.describe())
+        del demos  # its episodes hold the frames too: let ChunkWindows free each one once it has copied it
     if not episodes:
         raise ValueError("no demonstrations given")
     if len(set(styles.values())) > 1:
@@ -226,8 +227,7 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
             f"the demonstrations saw the scene camera at different placements: {placements}; record them all with one"
         )
     windows = ChunkWindows(episodes, horizon)  # the episodes' frames become views of its arrays
-    del demos  # the frames as read are garbage now: give their pages back (docs/training.md, "Memory")
-    release_freed_memory()
+    release_freed_memory()  # the frames as read are garbage now: give their pages back (docs/training.md, "Memory")
     return VLAData(
         windows,
         tuple(tasks),
