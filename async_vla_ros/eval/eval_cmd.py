@@ -6,7 +6,9 @@ Runs :class:`async_vla_ros.sim.lockstep.LockstepRunner` for every (method preset
 prints, per condition, the success rate with its 95 % Wilson interval, time to success,
 smoothness of the executed command stream (RMS / max joint acceleration and jerk, largest jump
 at a chunk switch), inference time per batched call and episodes per second (all and without
-inference). ``--json PATH`` also writes the summaries (one object per condition).
+inference). ``--json PATH`` also writes the summaries (one object per condition);
+``--steps-out PATH`` every episode's observations and commands step by step (``.npz``,
+:func:`save_steps`), for looking at what a failure looks like (``eval.failures``).
 
 Examples::
 
@@ -25,8 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from async_vla_ros.eval.stats import format_rate, wilson_interval
 
@@ -97,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="run seed (episode and policy seeds derive from it)")
     parser.add_argument("--threads", type=int, default=None, help="physics threads (default min(2, cpus))")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the summaries as JSON")
+    parser.add_argument(
+        "--steps-out",
+        default=None,
+        metavar="PATH",
+        help="also write every episode's observations and commands, step by step, as .npz (read it with "
+        "async_vla_ros.eval.eval_cmd.load_steps; python -m async_vla_ros.eval.failures)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -177,10 +189,11 @@ def evaluate(ns: argparse.Namespace) -> tuple[list[dict], list[Any]]:
     )
     summaries = []
     rows = []
+    results = []
     try:
         for m in ns.method:
             lm = models[m]
-            runner = LockstepRunner(lm.policy, lm.head, progress=progress)
+            runner = LockstepRunner(lm.policy, lm.head, progress=progress, keep_steps=bool(ns.steps_out))
             for spec in delays:
                 d = spec.fixed if spec.fixed is not None else spec.hi
                 cfg = LockstepConfig(
@@ -198,6 +211,7 @@ def evaluate(ns: argparse.Namespace) -> tuple[list[dict], list[Any]]:
                     safety_filter=ns.safety_filter,
                 )
                 res = runner.run(cfg)
+                results.append(res)
                 done_before += ns.episodes
                 s = res.summary()
                 lo, hi = wilson_interval(res.successes, res.n)
@@ -237,7 +251,61 @@ def evaluate(ns: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summaries, indent=2))
         print(f"wrote {out}")
+    if ns.steps_out:
+        out = save_steps(ns.steps_out, results, summaries)
+        print(f"wrote {out} (every episode step by step)")
     return summaries, delays
+
+
+def save_steps(path: str | Path, results: Sequence[Any], summaries: Sequence[dict]) -> Path:
+    """Every episode of every condition, step by step, in one ``.npz``: per condition ``c`` (in the
+    order of ``conditions``) ``c{c}_seed`` (E,), ``c{c}_success`` (E,), ``c{c}_steps`` (E,),
+    ``c{c}_obs`` (E, T + 1, obs_dim) and ``c{c}_commands`` (E, T, 8), NaN past an episode's last
+    step (an episode stops once its outcome is decided); ``conditions`` (JSON: the summaries) and
+    ``obs_fields`` (JSON: the observation's [name, size] pairs, in order)."""
+    from async_vla_ros.sim.tasks import make_task
+
+    arrays: dict[str, np.ndarray] = {}
+    for c, res in enumerate(results):
+        eps = res.episodes
+        if any(e.obs is None for e in eps):
+            raise ValueError("save_steps needs results of a LockstepRunner(keep_steps=True)")
+        t_max = max(len(e.commands) for e in eps)
+        obs = np.full((len(eps), t_max + 1, eps[0].obs.shape[1]), np.nan)
+        cmd = np.full((len(eps), t_max, eps[0].commands.shape[1]), np.nan)
+        for j, e in enumerate(eps):
+            obs[j, : len(e.obs)] = e.obs
+            cmd[j, : len(e.commands)] = e.commands
+        arrays[f"c{c}_seed"] = np.array([e.seed for e in eps], dtype=np.int64)
+        arrays[f"c{c}_success"] = np.array([e.success for e in eps], dtype=bool)
+        arrays[f"c{c}_steps"] = np.array([len(e.commands) for e in eps], dtype=np.int64)
+        arrays[f"c{c}_obs"], arrays[f"c{c}_commands"] = obs, cmd
+    fields = make_task(results[0].config.task).obs_fields if results else ()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:  # np.savez would append .npz to a name without it
+        np.savez_compressed(
+            f,
+            conditions=np.array(json.dumps(list(summaries))),
+            obs_fields=np.array(json.dumps([[n, k] for n, k in fields])),
+            **arrays,
+        )
+    return out
+
+
+def load_steps(path: str | Path) -> tuple[list[dict], dict[str, slice], list[dict[str, np.ndarray]]]:
+    """Read what ``save_steps`` wrote: (the conditions' summaries, observation field -> column slice,
+    per condition {seed, success, steps, obs, commands})."""
+    with np.load(path) as z:
+        conditions = json.loads(str(z["conditions"]))
+        cols, at = {}, 0
+        for name, k in json.loads(str(z["obs_fields"])):
+            cols[name] = slice(at, at + k)
+            at += k
+        per = [
+            {k: z[f"c{c}_{k}"] for k in ("seed", "success", "steps", "obs", "commands")} for c in range(len(conditions))
+        ]
+    return conditions, cols, per
 
 
 def main(argv: list[str] | None = None) -> int:

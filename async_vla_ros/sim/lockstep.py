@@ -148,6 +148,11 @@ class EpisodeRecord:
     hold_steps: int  # steps with nothing planned (held the last command)
     infer_s: float  # this episode's share of the batch's inference wall time (batch time / B)
     task_info: dict[str, Any] = field(default_factory=dict)
+    # with LockstepRunner(keep_steps=True): the task observation before every step and after the last
+    # (steps + 1, obs_dim) and the command sent at every step (steps, 8; with the safety filter on, what
+    # went into it); None otherwise
+    obs: np.ndarray | None = field(default=None, repr=False)
+    commands: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,8 @@ class LockstepRunner:
     ``latent_dim > 0`` the policy must offer ``latent(obs) -> (B, latent_dim)``.
     ``progress``: optional callback ``(episodes_done, episodes_total)``. ``env_factory(task,
     num_envs, threads)`` builds the batched environment (default :class:`BatchedPandaEnv`; tests
-    pass a physics-free fake with the same interface).
+    pass a physics-free fake with the same interface). ``keep_steps``: every episode's record also
+    holds its observations and executed commands, step by step (``eval --steps-out``).
     """
 
     def __init__(
@@ -248,6 +254,7 @@ class LockstepRunner:
         correction: Any | None = None,
         progress: Callable[[int, int], None] | None = None,
         env_factory: Callable[..., Any] | None = None,
+        keep_steps: bool = False,
     ):
         for attr in ("horizon", "action_dim", "obs_dim", "infer"):
             if not hasattr(policy, attr):
@@ -258,6 +265,7 @@ class LockstepRunner:
         self.correction = correction
         self.progress = progress
         self.env_factory = env_factory or BatchedPandaEnv
+        self.keep_steps = bool(keep_steps)
         cfg = getattr(correction, "config", None)
         self._latent = bool(cfg is not None and getattr(cfg, "latent_dim", 0) > 0)
         if self._latent and not hasattr(policy, "latent"):
@@ -392,6 +400,8 @@ class LockstepRunner:
                     )
                 )
         obs = env.reset(seeds)
+        kept_obs: list[list[np.ndarray]] = [[obs[i].copy()] for i in range(n)] if self.keep_steps else []
+        kept_cmd: list[list[np.ndarray]] = [[] for _ in range(n)] if self.keep_steps else []
         last_cmd = env.command.copy()
         cmds = [[last_cmd[i, :7].copy(), last_cmd[i, :7].copy()] for i in range(n)]
         active = np.ones(n, dtype=bool)
@@ -463,6 +473,9 @@ class LockstepRunner:
             for i in np.flatnonzero(active):
                 cmds[i].append(last_cmd[i, :7].copy())
                 steps[i] += 1
+                if self.keep_steps:
+                    kept_obs[i].append(obs[i].copy())
+                    kept_cmd[i].append(np.asarray(executed[i], dtype=np.float64).copy())
         out = []
         succ, sstep = env.success(), env.success_step()
         for i in range(n):
@@ -487,6 +500,8 @@ class LockstepRunner:
                     hold_steps=int(holds[i]),
                     infer_s=infer_batch / n,
                     task_info=_jsonable(info),
+                    obs=np.array(kept_obs[i]) if self.keep_steps else None,
+                    commands=np.array(kept_cmd[i]).reshape(-1, last_cmd.shape[1]) if self.keep_steps else None,
                 )
             )
         return out

@@ -226,6 +226,25 @@ def test_batches_seeds_and_determinism():
     assert res1.n == 5 and res1.infer_calls == len(pol1.calls)
 
 
+def test_keep_steps_records_what_the_env_saw_and_was_sent():
+    task = make_task("track")
+    envs = []
+
+    def factory(task, n, threads=None):
+        envs.append(FakeEnv(task, n))
+        return envs[-1]
+
+    cfg = LockstepConfig(task="track", strategy="naive", delay=1, s_min=1, episodes=3, batch=3)
+    res = LockstepRunner(EncodingPolicy(task.obs_dim), env_factory=factory, keep_steps=True).run(cfg)
+    env = envs[0]
+    for i, e in enumerate(res.episodes):
+        assert e.obs.shape == (e.steps + 1, task.obs_dim) and e.commands.shape == (e.steps, 8)
+        np.testing.assert_array_equal(e.obs, np.array([o[i] for o in env.obs_log]))  # reset's, then each step's
+        np.testing.assert_array_equal(e.commands, np.array([a[i] for a in env.log]))
+    plain = LockstepRunner(EncodingPolicy(task.obs_dim), env_factory=factory).run(cfg)
+    assert all(e.obs is None and e.commands is None for e in plain.episodes)  # off by default: no memory spent
+
+
 def test_smoothness_known_answer():
     dt = 0.1
     c = np.zeros((6, 1))

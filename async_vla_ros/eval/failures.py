@@ -1,0 +1,140 @@
+"""What an intercept failure looks like: the paddle's last steps before the ball reaches its line.
+
+Reads the step-by-step episodes ``eval --steps-out`` writes (:func:`~async_vla_ros.eval.eval_cmd.
+load_steps`). For every episode whose ball comes within ``lead`` of the paddle's line
+(``InterceptConfig.defend_x``) it takes the step ``t_c`` it does, and ``lookback`` steps before it:
+
+* ``gap_before``: where the ball will cross the line (its position and velocity then, straight
+  on, as the scripted expert predicts it) minus the TCP's y, ``lookback`` steps before ``t_c``;
+* ``gap_at``: the same at ``t_c``;
+* ``moved``: how far the TCP moved in y over those steps, signed towards the gap (positive: it
+  moved to close it).
+
+A paddle that follows the ball closes the gap; one that "stops short" leaves it open while moving
+little. Usage::
+
+    async-vla-ros eval --policy vla --task intercept --episodes 80 --method naive --delay 0 --steps-out s.npz
+    python -m async_vla_ros.eval.failures s.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from async_vla_ros.sim.tasks import InterceptConfig
+
+__all__ = ["InterceptApproach", "intercept_approach", "summarize", "main"]
+
+
+@dataclass(frozen=True)
+class InterceptApproach:
+    """Per episode (arrays of equal length, episodes whose ball reached the line's band only)."""
+
+    seed: np.ndarray  # (E,)
+    success: np.ndarray  # (E,) bool
+    t_c: np.ndarray  # (E,) step the ball first came within ``lead`` of the line
+    gap_before: np.ndarray  # (E,) m, predicted crossing y minus TCP y, ``lookback`` steps before t_c
+    gap_at: np.ndarray  # (E,) m, the same at t_c
+    moved: np.ndarray  # (E,) m, TCP y motion over those steps, signed towards gap_before
+    skipped: int  # episodes whose ball never came within ``lead`` of the line
+
+
+def _crossing_y(ball: np.ndarray, vel: np.ndarray, line_x: float) -> float:
+    """y at which a ball at ``ball`` moving with ``vel`` crosses x = ``line_x`` (the expert's rule:
+    at least 5 cm/s towards the line; on the line already: its y)."""
+    vx = min(float(vel[0]), -0.05)
+    tau = max(float(ball[0]) - line_x, 0.0) / -vx
+    return float(ball[1] + vel[1] * tau)
+
+
+def intercept_approach(
+    obs: np.ndarray,
+    steps: np.ndarray,
+    success: np.ndarray,
+    seed: np.ndarray,
+    cols: Mapping[str, slice],
+    lookback: int = 4,
+    lead: float = 0.05,
+    config: InterceptConfig | None = None,
+) -> InterceptApproach:
+    """``obs (E, T + 1, obs_dim)`` (NaN past an episode's end), ``steps (E,)`` steps simulated,
+    ``cols``: observation field -> columns (``tcp``, ``ball_pos``, ``ball_vel``)."""
+    if lookback < 1:
+        raise ValueError(f"lookback must be >= 1, got {lookback}")
+    for name in ("tcp", "ball_pos", "ball_vel"):
+        if name not in cols:
+            raise ValueError(f"the observations have no {name!r} (an intercept episode's fields: {sorted(cols)})")
+    line = (config or InterceptConfig()).defend_x
+    rows: list[tuple] = []
+    skipped = 0
+    for j in range(len(obs)):
+        o = obs[j, : int(steps[j]) + 1]
+        tcp, ball, vel = o[:, cols["tcp"]], o[:, cols["ball_pos"]], o[:, cols["ball_vel"]]
+        near = np.flatnonzero(ball[:, 0] <= line + lead)
+        if not len(near) or near[0] < lookback:
+            skipped += 1
+            continue
+        tc = int(near[0])
+        tb = tc - lookback
+        gap_b = _crossing_y(ball[tb], vel[tb], line) - tcp[tb, 1]
+        gap_a = _crossing_y(ball[tc], vel[tc], line) - tcp[tc, 1]
+        moved = (tcp[tc, 1] - tcp[tb, 1]) * (1.0 if gap_b >= 0 else -1.0)
+        rows.append((int(seed[j]), bool(success[j]), tc, gap_b, gap_a, moved))
+    a = list(zip(*rows, strict=True)) if rows else [()] * 6
+    return InterceptApproach(
+        seed=np.array(a[0], dtype=np.int64),
+        success=np.array(a[1], dtype=bool),
+        t_c=np.array(a[2], dtype=np.int64),
+        gap_before=np.array(a[3], dtype=float),
+        gap_at=np.array(a[4], dtype=float),
+        moved=np.array(a[5], dtype=float),
+        skipped=skipped,
+    )
+
+
+def summarize(r: InterceptApproach, still: float = 0.02, lookback: int = 4) -> str:
+    """A few lines: failures against successes (mean |gap| then and at the line, how far the TCP
+    moved towards it, the share that moved less than ``still``)."""
+    lines = [
+        f"{len(r.success)} episodes reached the line's band ({r.skipped} skipped), {int((~r.success).sum())} failed"
+    ]
+    for label, m in (("failed", ~r.success), ("succeeded", r.success)):
+        if not m.any():
+            continue
+        lines.append(
+            f"  {label:>9} ({int(m.sum()):3d}): |gap| {lookback} steps before {np.abs(r.gap_before[m]).mean():.3f} m, "
+            f"at the line {np.abs(r.gap_at[m]).mean():.3f} m; moved towards it {r.moved[m].mean():+.3f} m, "
+            f"< {still * 100:.0f} cm in {(r.moved[m] < still).mean():.0%}; "
+            f"gap on +y {(r.gap_before[m] > 0).mean():.0%}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from async_vla_ros.eval.eval_cmd import load_steps
+
+    p = argparse.ArgumentParser(prog="python -m async_vla_ros.eval.failures", description=__doc__.splitlines()[0])
+    p.add_argument("steps", help=".npz written by `eval --task intercept --steps-out`")
+    p.add_argument("--lookback", type=int, default=4, help="steps before the ball reaches the line (default 4)")
+    p.add_argument("--lead", type=float, default=0.05, help="m before the line that counts as reaching it")
+    ns = p.parse_args(argv)
+    conditions, cols, per = load_steps(ns.steps)
+    for cond, d in zip(conditions, per, strict=True):
+        if cond.get("task") != "intercept":
+            print(
+                f"{cond.get('preset')} d={cond.get('delay_label')}: task {cond.get('task')!r}, not intercept: skipped"
+            )
+            continue
+        r = intercept_approach(d["obs"], d["steps"], d["success"], d["seed"], cols, ns.lookback, ns.lead)
+        print(f"{cond.get('preset')} d={cond.get('delay_label')} ({cond.get('policy')}):")
+        print(summarize(r, lookback=ns.lookback))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
