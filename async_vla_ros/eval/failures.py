@@ -6,12 +6,12 @@ load_steps`). For every episode whose ball comes within ``lead`` of the paddle's
 
 * ``gap_before``: where the ball will cross the line (its position and velocity then, straight
   on, as the scripted expert predicts it) minus the TCP's y, ``lookback`` steps before ``t_c``;
-* ``gap_at``: the same at ``t_c``;
 * ``moved``: how far the TCP moved in y over those steps, signed towards the gap (positive: it
   moved to close it).
 
-A paddle that follows the ball closes the gap; one that "stops short" leaves it open while moving
-little. Usage::
+(Not the gap at ``t_c`` itself: by then the ball may be touching the paddle, and a crossing point
+predicted from a velocity the paddle is changing means nothing.) A paddle that follows the ball
+closes the gap; one that "stops short" leaves it open while moving little. Usage::
 
     async-vla-ros eval --policy vla --task intercept --episodes 80 --method naive --delay 0 --steps-out s.npz
     python -m async_vla_ros.eval.failures s.npz
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_vla_ros.sim.scene import PADDLE_HALF
 from async_vla_ros.sim.tasks import InterceptConfig
 
 __all__ = ["InterceptApproach", "intercept_approach", "summarize", "main"]
@@ -39,7 +40,6 @@ class InterceptApproach:
     success: np.ndarray  # (E,) bool
     t_c: np.ndarray  # (E,) step the ball first came within ``lead`` of the line
     gap_before: np.ndarray  # (E,) m, predicted crossing y minus TCP y, ``lookback`` steps before t_c
-    gap_at: np.ndarray  # (E,) m, the same at t_c
     moved: np.ndarray  # (E,) m, TCP y motion over those steps, signed towards gap_before
     skipped: int  # episodes whose ball never came within ``lead`` of the line
 
@@ -58,7 +58,7 @@ def intercept_approach(
     success: np.ndarray,
     seed: np.ndarray,
     cols: Mapping[str, slice],
-    lookback: int = 4,
+    lookback: int = 2,
     lead: float = 0.05,
     config: InterceptConfig | None = None,
 ) -> InterceptApproach:
@@ -82,33 +82,34 @@ def intercept_approach(
         tc = int(near[0])
         tb = tc - lookback
         gap_b = _crossing_y(ball[tb], vel[tb], line) - tcp[tb, 1]
-        gap_a = _crossing_y(ball[tc], vel[tc], line) - tcp[tc, 1]
         moved = (tcp[tc, 1] - tcp[tb, 1]) * (1.0 if gap_b >= 0 else -1.0)
-        rows.append((int(seed[j]), bool(success[j]), tc, gap_b, gap_a, moved))
-    a = list(zip(*rows, strict=True)) if rows else [()] * 6
+        rows.append((int(seed[j]), bool(success[j]), tc, gap_b, moved))
+    a = list(zip(*rows, strict=True)) if rows else [()] * 5
     return InterceptApproach(
         seed=np.array(a[0], dtype=np.int64),
         success=np.array(a[1], dtype=bool),
         t_c=np.array(a[2], dtype=np.int64),
         gap_before=np.array(a[3], dtype=float),
-        gap_at=np.array(a[4], dtype=float),
-        moved=np.array(a[5], dtype=float),
+        moved=np.array(a[4], dtype=float),
         skipped=skipped,
     )
 
 
-def summarize(r: InterceptApproach, still: float = 0.02, lookback: int = 4) -> str:
-    """A few lines: failures against successes (mean |gap| then and at the line, how far the TCP
-    moved towards it, the share that moved less than ``still``)."""
+def summarize(r: InterceptApproach, still: float = 0.02, lookback: int = 2) -> str:
+    """A few lines: failures against successes (mean |gap| ``lookback`` steps before the line, how
+    far the TCP moved towards it since, the share that moved less than ``still``)."""
+    reach = PADDLE_HALF[1] + InterceptConfig().ball_radius  # paddle half-width + ball radius, 7 cm
     lines = [
-        f"{len(r.success)} episodes reached the line's band ({r.skipped} skipped), {int((~r.success).sum())} failed"
+        f"{len(r.success)} episodes reached the line's band ({r.skipped} skipped), {int((~r.success).sum())} failed; "
+        f"the paddle's reach: {reach * 100:.0f} cm (half its width plus the ball's radius)"
     ]
     for label, m in (("failed", ~r.success), ("succeeded", r.success)):
         if not m.any():
             continue
         lines.append(
-            f"  {label:>9} ({int(m.sum()):3d}): |gap| {lookback} steps before {np.abs(r.gap_before[m]).mean():.3f} m, "
-            f"at the line {np.abs(r.gap_at[m]).mean():.3f} m; moved towards it {r.moved[m].mean():+.3f} m, "
+            f"  {label:>9} ({int(m.sum()):3d}): |gap| {lookback} steps before the line {np.abs(r.gap_before[m]).mean():.3f} m, "
+            f"beyond the paddle's reach in {(np.abs(r.gap_before[m]) > reach).mean():.0%}; "
+            f"moved towards it since {r.moved[m].mean():+.3f} m, "
             f"< {still * 100:.0f} cm in {(r.moved[m] < still).mean():.0%}; "
             f"gap on +y {(r.gap_before[m] > 0).mean():.0%}"
         )
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m async_vla_ros.eval.failures", description=__doc__.splitlines()[0])
     p.add_argument("steps", help=".npz written by `eval --task intercept --steps-out`")
-    p.add_argument("--lookback", type=int, default=4, help="steps before the ball reaches the line (default 4)")
+    p.add_argument("--lookback", type=int, default=2, help="steps before the ball reaches the line (default 2)")
     p.add_argument("--lead", type=float, default=0.05, help="m before the line that counts as reaching it")
     ns = p.parse_args(argv)
     conditions, cols, per = load_steps(ns.steps)

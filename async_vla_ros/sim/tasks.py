@@ -28,7 +28,7 @@ track        keep the TCP within ``tol`` of a target moving on a random sum of s
              switches to new random parameters at a random time; success = error < tol on at
              least ``min_fraction`` of the steps after ``warmup``.
 intercept    a ball (r 3 cm) rolls across the table towards the goal line x = ``goal_x``; when it
-             crosses a random x it is deflected (new random heading); the robot carries a 12 cm
+             crosses a random x it is deflected (new random heading); the robot carries an 8 cm
              paddle under the hand; success = the ball never crosses the goal line.
 bifurcate    move the TCP from the start to a goal past a pole that drifts sideways with random
              velocity changes; the pole can be passed on either side (the expert picks one per

@@ -119,7 +119,6 @@ def test_intercept_approach_known_answer():
     assert list(r.t_c) == [10] and r.skipped == 0
     # t = 6: ball (0.62, 0.12), 0.17 m from the line -> y 0.12 + 0.4 * 0.17 / 0.6; TCP y 0.06
     np.testing.assert_allclose(r.gap_before, [0.12 + 0.4 * 0.17 / 0.6 - 0.06])
-    np.testing.assert_allclose(r.gap_at, [0.20 + 0.4 * 0.05 / 0.6 - 0.10])
     np.testing.assert_allclose(r.moved, [0.04])  # towards the gap (+y)
     obs[0, :, 1] *= -1  # moving away from it
     assert intercept_approach(obs, np.array([11]), np.array([False]), np.array([7]), cols).moved[0] < 0
