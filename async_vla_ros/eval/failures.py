@@ -11,16 +11,23 @@ load_steps`). For every episode whose ball comes within ``lead`` of the paddle's
 
 (Not the gap at ``t_c`` itself: by then the ball may be touching the paddle, and a crossing point
 predicted from a velocity the paddle is changing means nothing.) A paddle that follows the ball
-closes the gap; one that "stops short" leaves it open while moving little. Usage::
+closes the gap; one that "stops short" leaves it open while moving little.
+
+``--dagger DIR`` reads a DAgger round instead (``demos TASK --driver POLICY``, any task): per
+control period, how far the expert's label was from what the driver sent (the norm of the joint
+targets' difference, rad), over the driver's successful and failed episodes: where the learned
+policy and the expert part. Usage::
 
     async-vla-ros eval --policy vla --task intercept --episodes 80 --method naive --delay 0 --steps-out s.npz
     python -m async_vla_ros.eval.failures s.npz
+    python -m async_vla_ros.eval.failures --dagger data/dagger_R6/intercept
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,7 +36,7 @@ import numpy as np
 from async_vla_ros.sim.scene import PADDLE_HALF
 from async_vla_ros.sim.tasks import InterceptConfig
 
-__all__ = ["InterceptApproach", "intercept_approach", "summarize", "main"]
+__all__ = ["InterceptApproach", "intercept_approach", "summarize", "disagreement_by_step", "main"]
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,56 @@ def summarize(r: InterceptApproach, still: float = 0.02, lookback: int = 2) -> s
     return "\n".join(lines)
 
 
+def disagreement_by_step(
+    labels: list[np.ndarray], executed: list[np.ndarray], success: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Mean ``||label[t, :7] - executed[t, :7]||`` per step t over the successful and the failed
+    episodes (``{"succeeded": (T,), "failed": (T,)}``, T the longest episode; a step no episode of a
+    group reached is NaN, a group with no episode is left out)."""
+    if not len(labels) or len(labels) != len(executed) or len(labels) != len(success):
+        raise ValueError("need one label array, one executed array and one success flag per episode")
+    t_max = max(len(a) for a in labels)
+    err = np.full((len(labels), t_max), np.nan)
+    for j, (a, e) in enumerate(zip(labels, executed, strict=True)):
+        if a.shape != e.shape:
+            raise ValueError(f"episode {j}: labels {a.shape} and executed {e.shape} differ")
+        err[j, : len(a)] = np.linalg.norm(a[:, :7] - e[:, :7], axis=1)
+    ok = np.asarray(success, dtype=bool)
+    out = {}
+    for label, m in (("succeeded", ok), ("failed", ~ok)):
+        if m.any():
+            with warnings.catch_warnings():  # a step no episode of the group reached: NaN, quietly
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out[label] = np.nanmean(err[m], axis=0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from async_vla_ros.eval.eval_cmd import load_steps
 
     p = argparse.ArgumentParser(prog="python -m async_vla_ros.eval.failures", description=__doc__.splitlines()[0])
-    p.add_argument("steps", help=".npz written by `eval --task intercept --steps-out`")
+    p.add_argument("steps", nargs="?", help=".npz written by `eval --task intercept --steps-out`")
+    p.add_argument("--dagger", metavar="DIR", help="a DAgger round's folder (`demos TASK --driver P`) instead")
     p.add_argument("--lookback", type=int, default=2, help="steps before the ball reaches the line (default 2)")
     p.add_argument("--lead", type=float, default=0.05, help="m before the line that counts as reaching it")
     ns = p.parse_args(argv)
+    if ns.dagger:
+        from async_vla_ros.sim.demos import load_demos
+
+        demos = load_demos(ns.dagger, images=False)
+        driver = (demos.info.get("driver") or {}).get("policy")
+        if not driver:
+            raise SystemExit(f"{ns.dagger}: not a DAgger round (no driver in meta/info.json): labels = commands")
+        eps = demos.episodes
+        ok = np.array([bool(e.meta.get("success")) for e in eps])
+        by = disagreement_by_step([e.actions for e in eps], [e.executed for e in eps], ok)
+        print(f"{ns.dagger}: {demos.info.get('task')}, driver {driver}, {len(eps)} episodes, {int(ok.sum())} succeeded")
+        print("||expert label - driver's command|| (rad, joints), mean per control period:")
+        for label, v in by.items():
+            print(f"  {label:>9}: " + " ".join(f"{x:.2f}" for x in v))
+        return 0
+    if not ns.steps:
+        p.error("give a --steps-out .npz or --dagger DIR")
     conditions, cols, per = load_steps(ns.steps)
     for cond, d in zip(conditions, per, strict=True):
         if cond.get("task") != "intercept":

@@ -88,7 +88,7 @@ def test_demos_noise_images_and_cli(tmp_path):
     assert len(lines) == 2 and json.loads(lines[0])["file"] == "data/episode_000000.parquet"
 
 
-def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tmp_path):
+def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tmp_path, capsys):
     """``--driver``: the driver's first action is what the robot got, the label is the expert's
     action at the state reached; its cameras (a previous frame too) come from the recorded frames."""
     ok, reason = S.gl_available()
@@ -124,10 +124,22 @@ def test_dagger_a_driver_executes_and_the_expert_labels_the_states_it_reaches(tm
         np.testing.assert_array_equal(obs["images"]["scene"][0], ep.images[t])
         np.testing.assert_array_equal(obs["images"]["scene_prev2"][0], ep.images[max(t - 2, 0)])
         assert set(obs["instruction"]) <= set(N.INSTRUCTIONS["track"])  # training paraphrases only
+    # eval.failures --dagger: where the driver and the expert parted, per control period
+    from async_vla_ros.eval import failures
+
+    assert failures.main(["--dagger", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "driver stay, 2 episodes" in out and "||expert label - driver's command||" in out
+    eps = load_demos(tmp_path / "d", images=False).episodes
+    first = np.mean([np.linalg.norm(e.actions[0, :7] - e.executed[0, :7]) for e in eps])
+    assert f"{first:.2f}" in out
     # at share 1 the expert executes every step: labels and commands agree
     record(tmp_path / "e", driver=Stay(), expert_share=1.0)
     ep = load_demos(tmp_path / "e").episodes[0]
     np.testing.assert_array_equal(ep.executed, ep.actions)
+    write_demos("track", tmp_path / "n", 1, images=(), progress=False)  # the expert alone: nothing to compare
+    with pytest.raises(SystemExit, match="not a DAgger round"):
+        failures.main(["--dagger", str(tmp_path / "n")])
     with pytest.raises(ValueError, match="record them too"):
         write_demos("track", tmp_path / "f", 1, images=(), progress=False, driver=Stay())
     with pytest.raises(ValueError, match="image-size"):

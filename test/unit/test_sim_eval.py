@@ -126,6 +126,23 @@ def test_intercept_approach_known_answer():
         intercept_approach(obs, np.array([11]), np.array([False]), np.array([7]), {"tcp": slice(0, 3)})
 
 
+def test_disagreement_by_step_known_answer():
+    from async_vla_ros.eval.failures import disagreement_by_step
+
+    lab = [np.zeros((3, 8)), np.zeros((2, 8)), np.zeros((3, 8))]
+    exe = [np.zeros((3, 8)), np.zeros((2, 8)), np.zeros((3, 8))]
+    exe[0][:, 0] = [0.3, 0.4, 0.0]  # norms 0.3, 0.4, 0 (only the 7 joints count)
+    exe[0][:, 7] = 9.0
+    exe[1][:, :2] = [[0.3, 0.4], [0.0, 0.0]]  # norms 0.5, 0
+    exe[2][:, 6] = 0.2
+    out = disagreement_by_step(lab, exe, np.array([False, False, True]))
+    np.testing.assert_allclose(out["failed"], [0.4, 0.2, 0.0])  # step 2: episode 0 only
+    np.testing.assert_allclose(out["succeeded"], [0.2, 0.2, 0.2])
+    assert set(disagreement_by_step(lab[:1], exe[:1], np.array([True]))) == {"succeeded"}
+    with pytest.raises(ValueError, match="differ"):
+        disagreement_by_step([np.zeros((3, 8))], [np.zeros((2, 8))], np.array([True]))
+
+
 def test_eval_command_rejects_bad_input():
     from async_vla_ros.eval.eval_cmd import main
 
