@@ -27,7 +27,10 @@ first action of a chunk it samples from this step's observation, cameras and one
 training instructions per episode: d = 0, s = 1, as ``eval --method naive --delay 0``), and the
 expert labels every state the driver reaches; ``--expert-share p`` executes the expert's action
 instead at a share p of the steps. Training on these with the demonstrations shows a policy the
-states its own errors lead to, and what the expert does there.
+states its own errors lead to, and what the expert does there. Where a task has several right
+answers the labels keep the one the driver chose (bifurcate: the side of the pole it took,
+``ScriptedExpert(keep_arm_side=True)``), else every label of an episode on the other side would
+pull the driver back across the pole.
 """
 
 from __future__ import annotations
@@ -157,7 +160,8 @@ def write_demos(
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(parents=True, exist_ok=True)
     task_obj = make_task(task)
-    expert = ScriptedExpert(task_obj)
+    # a driver's states are labelled keeping the mode it chose (bifurcate: the side of the pole it took)
+    expert = ScriptedExpert(task_obj, keep_arm_side=driver is not None)
     rng = np.random.default_rng([seed, 0xDA27])
     max_attempts = episodes * 3 if only_success else episodes
     bar = None
@@ -253,6 +257,8 @@ def write_demos(
             "horizon": expert.horizon,
             "execution_noise_rad": noise,
             "labels": "clean closed-loop expert action (first action of a fresh plan)",
+            # bifurcate: which side of the pole the labels pass on (sim.experts, keep_arm_side)
+            "side": "the arm's, once taken near the pole" if expert.keep_arm_side else "the goal's",
         },
         # DAgger: who executed (the label is the expert's action at the state reached either way)
         "driver": {"policy": driver_spec or type(driver).__name__, "expert_share": expert_share}

@@ -22,6 +22,10 @@ demonstrations.
 bifurcate: the side (left/right of the pole) is a pseudo-random function of the goal position
 (``expert_side``): random across episodes, constant within one, and computable from every
 observation, so the expert stays stateless while its demonstrations are bimodal.
+``keep_arm_side=True`` (DAgger labels, ``demos --driver``) keeps instead the side the arm has
+taken once it is near the pole (``arm_side``): a learned driver picks its own side, and labels
+that pull it back across the pole to the goal's side contradict the states they are given for
+(such a round took v11's bifurcate from 0.95 to 0.44: docs/training.md, the fifth attempt).
 """
 
 from __future__ import annotations
@@ -40,12 +44,31 @@ def expert_side(goal_y: np.ndarray) -> np.ndarray:
     return np.where(((cell * 2654435761) >> 7) % 2 == 0, 1.0, -1.0)
 
 
+def arm_side(
+    tcp: np.ndarray, pole: np.ndarray, default: np.ndarray, reach_x: float, clear_y: float = 0.01
+) -> np.ndarray:
+    """bifurcate: the side of the pole the TCP has taken (+1: +y), where it has taken one, else
+    ``default`` (B,) -> (B,). Taken: the TCP is within ``reach_x`` of the pole in x or past it (where
+    the expert starts bending round it) and more than ``clear_y`` to one side of its centre."""
+    dy = tcp[:, 1] - pole[:, 1]
+    taken = (tcp[:, 0] > pole[:, 0] - reach_x) & (np.abs(dy) > clear_y)
+    return np.where(taken, np.sign(dy), default)
+
+
 class ScriptedExpert:
     """ChunkPolicy of a task's scripted expert (see module docstring)."""
 
     action_dim = S.ACTION_DIM
 
-    def __init__(self, task: str | Task, horizon: int = 8, noise_std: float = 0.0, seed: int = 0, ik_iters: int = 2):
+    def __init__(
+        self,
+        task: str | Task,
+        horizon: int = 8,
+        noise_std: float = 0.0,
+        seed: int = 0,
+        ik_iters: int = 2,
+        keep_arm_side: bool = False,
+    ):
         self.task: Task = make_task(task) if isinstance(task, str) else task
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
@@ -57,6 +80,7 @@ class ScriptedExpert:
         self.obs_dim = self.task.obs_dim
         self.noise_std = float(noise_std)
         self.ik_iters = int(ik_iters)
+        self.keep_arm_side = bool(keep_arm_side)  # bifurcate: module docstring
         self.dt = self.task.dt
         self._slices = self.task.obs_slices
         self._rng = np.random.default_rng(seed)
@@ -175,6 +199,8 @@ class ScriptedExpert:
         side = expert_side(goal[:, 1])
         r = c.pole_radius + c.ee_radius
         offset, w_in, w_ramp = r + 0.03, r + 0.02, 0.08
+        if self.keep_arm_side:
+            side = arm_side(tcp, pole, side, reach_x=w_in + w_ramp)
         vx, vy_max = 0.35, 0.8
         x, y = tcp[:, 0].copy(), tcp[:, 1].copy()
         z = tcp[:, 2].copy()

@@ -10,7 +10,7 @@ from async_vla_ros.assets import panda_available
 pytestmark = pytest.mark.skipif(not panda_available(), reason="Panda model not fetched (make setup)")
 
 from async_vla_ros.sim.env import BatchedPandaEnv  # noqa: E402
-from async_vla_ros.sim.experts import ScriptedExpert, expert_side  # noqa: E402
+from async_vla_ros.sim.experts import ScriptedExpert, arm_side, expert_side  # noqa: E402
 from async_vla_ros.sim.lockstep import LockstepConfig, run_lockstep  # noqa: E402
 from async_vla_ros.sim.tasks import TASKS  # noqa: E402
 
@@ -69,6 +69,66 @@ def test_bifurcate_sides_are_bimodal():
     sides = expert_side(np.random.default_rng(0).uniform(-0.08, 0.08, 400))
     assert set(np.unique(sides)) == {-1.0, 1.0}
     assert 0.35 < (sides > 0).mean() < 0.65
+
+
+def test_arm_side_known_answers():
+    tcp = np.array(
+        [[0.30, 0.05, 0.15], [0.40, 0.05, 0.15], [0.40, -0.05, 0.15], [0.40, 0.005, 0.15], [0.60, 0.1, 0.15]]
+    )
+    pole = np.tile([0.52, 0.0, 0.1], (5, 1))
+    got = arm_side(tcp, pole, default=np.full(5, 7.0), reach_x=0.175)
+    # too far before the pole: the default; near it: the side it is on; in front of its centre: the default
+    np.testing.assert_array_equal(got, [7.0, 1.0, -1.0, 7.0, 1.0])
+
+
+def test_bifurcate_labels_keep_the_side_the_arm_took():
+    """DAgger on a bimodal task: a driver passes the pole on the side the goal's expert would not.
+    Labelled with keep_arm_side the expert goes on round that side and reaches the goal; the goal's
+    expert plans back across the pole, which is what the labels of such a round taught the VLA."""
+    n = 10
+    env = BatchedPandaEnv("bifurcate", n, threads=1)
+    obs = env.reset(range(300, 300 + n))
+    sl = env.task.obs_slices
+    goal_y = obs[:, sl["goal_pos"]][:, 1]
+    # the driver: the expert for a goal 0.1-0.5 mm away whose side is the other one
+    nudge = np.array(
+        [next(k * 1e-4 for k in range(1, 50) if expert_side(g + k * 1e-4) != expert_side(g)) for g in goal_y]
+    )
+    driver, keep, goal_side = (
+        ScriptedExpert("bifurcate"),
+        ScriptedExpert("bifurcate", keep_arm_side=True),
+        ScriptedExpert("bifurcate"),
+    )
+    reach = 0.175  # where the expert starts bending round the pole (experts._plan_bifurcate)
+    handed = np.zeros(n, dtype=bool)
+    passed_on = np.zeros(n)  # the side of the pole each arm was on when it passed the pole's x
+    checked = False
+    for _ in range(env.episode_steps):
+        if env.done:
+            break
+        tcp, pole = obs[:, sl["tcp"]], obs[:, sl["pole_pos"]]
+        handed |= (tcp[:, 0] > pole[:, 0] - reach + 0.03) & (np.abs(tcp[:, 1] - pole[:, 1]) > 0.02)
+        passing = (passed_on == 0) & (tcp[:, 0] >= pole[:, 0])
+        passed_on[passing] = np.sign(tcp[passing, 1] - pole[passing, 1])
+        if handed.all() and not checked:
+            checked = True
+            # the arms are on the driver's side; the goal's expert heads back towards the other one
+            took = np.sign(tcp[:, 1] - pole[:, 1])
+            assert (took == -expert_side(goal_y)).mean() >= 0.8
+            other = took != expert_side(goal_y)
+            back = goal_side.infer(obs)[:, -1]  # its last waypoint's joints: where it is heading
+            stay = keep.infer(obs)[:, -1]
+            from async_vla_ros.sim import kinematics as K
+
+            y_back, y_stay = K.fk(back[:, :7])[0][:, 1], K.fk(stay[:, :7])[0][:, 1]
+            assert ((y_back - tcp[:, 1]) * took < (y_stay - tcp[:, 1]) * took)[other].all()
+        fooled = obs.copy()
+        fooled[:, sl["goal_pos"].start + 1] += nudge
+        obs = env.step(np.where(handed[:, None], keep.act(obs), driver.act(fooled)))
+    assert handed.all() and checked
+    assert env.success().mean() >= 0.8  # the labels lead to the goal from where the driver went
+    assert (passed_on == -expert_side(goal_y)).mean() >= 0.8  # round the driver's side
+    env.close()
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
