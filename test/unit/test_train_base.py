@@ -96,7 +96,11 @@ t, n = 40, 200
 eps = [Episode(obs=np.full((t, 2), float(i)), actions=np.zeros((t, 1)),
                camera_images={c: np.full((t, 64, 64, 3), i % 251, dtype=np.uint8) for c in ("scene", "wrist")})
        for i in range(n)]
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak to what is resident now
+try:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak to what is resident now
+except OSError as exc:
+    print(json.dumps({"skip": f"cannot reset the peak resident size: {exc}"}))
+    raise SystemExit(0)
 before = hwm()
 w = ChunkWindows(eps, horizon=2)
 ok = all(e.camera_images[c].base is w.camera_images[c] for e in eps for c in ("scene", "wrist"))
@@ -119,6 +123,8 @@ def test_windows_gather_frames_without_holding_them_twice():
     out = subprocess.run([sys.executable, "-c", _GATHER_SCRIPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    if "skip" in r:
+        pytest.skip(r["skip"])
     assert r["views"], "the episodes' frames must be views of the windows' arrays"
     # a concatenation adds ~1.0 x the frames; copying and freeing episode by episode ~one episode
     assert r["added_kb"] < 0.25 * r["frames_kb"], r
