@@ -38,7 +38,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,11 @@ class VLAConfig(C.DictConfig):
     # task's words each choose it and an instruction in other words still can; 0: the paraphrases whole
     # (as every shipped VLA). Validation always sees them whole
     word_dropout: float = 0.0
+    # windows of DAgger episodes (a folder recorded with `demos --driver`) whose driver failed are drawn this
+    # many times as often as the others: the states a learned policy fails from, and the expert's labels
+    # there, are a small share of the data (intercept: the last periods before the line). 1: every
+    # window alike (as every shipped VLA)
+    oversample_failed: float = 1.0
     # a VLA policy folder written by `train vla` to start from: its weights, normalisation and tokenizer,
     # then this run's schedule from step 0 (warm-up, cosine): a warm restart (SGDR, Loshchilov & Hutter
     # 2017) that trains a run further without its first steps again. The architecture options must match
@@ -137,6 +142,8 @@ class VLAConfig(C.DictConfig):
             raise ValueError(f"ema must lie in [0, 1), got {self.ema}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must lie in [0, 1), got {self.word_dropout}")
+        if not (np.isfinite(self.oversample_failed) and self.oversample_failed >= 1.0):
+            raise ValueError(f"oversample_failed must be a number >= 1, got {self.oversample_failed}")
         if self.flow_time not in FLOW_TIMES:
             raise ValueError(f"flow_time must be one of {tuple(FLOW_TIMES)}, got {self.flow_time!r}")
         if self.action_frame not in N.ACTION_FRAMES:
@@ -166,6 +173,22 @@ class VLAData:
 
     def task_of(self, rows: np.ndarray) -> list[str]:
         return [self.tasks[int(e)] for e in self.windows.ep[rows]]
+
+    def driver_failed(self) -> np.ndarray:
+        """(episodes,) bool: recorded with a driver (DAgger) that failed the episode."""
+        return np.array([bool(e.meta.get("driven")) and not e.meta.get("success", True) for e in self.windows.episodes])
+
+
+def row_sampler(rows: np.ndarray, weights: np.ndarray | None) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """Draws ``n`` of ``rows`` with replacement: uniformly (``weights`` None, the generator's integers as
+    before the option), else in proportion to ``weights`` (one per row)."""
+    if weights is None:
+        return lambda rng, n: rows[rng.integers(0, len(rows), n)]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != rows.shape or not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+        raise ValueError("row weights must be finite, >= 0, not all 0, one per row")
+    cdf = np.cumsum(w)
+    return lambda rng, n: rows[np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(rows) - 1)]
 
 
 def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> VLAData:
@@ -209,7 +232,7 @@ def load_vla_data(dirs: Sequence[str | Path], horizon: int, image_size: int) -> 
                     obs=e.obs[:, : N.N_PROPRIO],
                     actions=e.actions,
                     seed=e.seed,
-                    meta={**dict(e.meta), "task": task},
+                    meta={**dict(e.meta), "task": task, "driven": bool(demos.metadata.get("driver"))},
                     camera_images={c: e.camera_images[c] for c in CAMERAS},
                 )
             )
@@ -345,6 +368,16 @@ def train_vla(
         val_eps += ids[va].tolist()
     train_rows = win.rows_of_episodes(sorted(train_eps))
     val_rows = win.rows_of_episodes(sorted(val_eps))
+    failed = data.driver_failed()
+    if config.oversample_failed > 1.0:
+        weights = np.where(failed[win.ep[train_rows]], config.oversample_failed, 1.0)
+        draw = row_sampler(train_rows, weights)
+        log(
+            f"train vla: windows of {int(failed[sorted(train_eps)].sum())} DAgger episodes the driver failed drawn "
+            f"{config.oversample_failed:g} x as often ({weights[weights > 1].sum() / weights.sum():.1%} of the draws)"
+        )
+    else:
+        draw = row_sampler(train_rows, None)
     spec = TinySmolVLASpec(
         cameras={c: IMAGE_PREFIX + c for c in config.policy_cameras},
         image_hw=(config.image_size, config.image_size),
@@ -401,7 +434,7 @@ def train_vla(
     time_dist = torch.distributions.Beta(*(torch.tensor(x) for x in FLOW_TIMES[config.flow_time]))
 
     def step_fn(step: int):
-        rows = train_rows[rng.integers(0, len(train_rows), config.batch_size)]
+        rows = draw(rng, config.batch_size)
         b = batch_of(rows, sample_instructions(data.task_of(rows), rng, config.word_dropout))
         if config.flow_time == "lerobot":  # LeRobot draws it (the same distribution), as before the option
             loss, _ = policy.forward(b)

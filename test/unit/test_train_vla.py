@@ -254,7 +254,16 @@ def _warm_start_continues_the_run_it_names(demos, cfg, out, tmp_path):
         train_vla([demos["track"]], dataclasses.replace(cont, width=32), tmp_path / "no")
     # the cameras share one vision encoder: a warm start may drop (or add) the previous frame, same weights
     assert cfg.prev_frames == ("scene",)
-    train_vla([demos["track"]], dataclasses.replace(cont, prev_frames=()), tmp_path / "noprev")
+    # (with failed DAgger episodes drawn more often: these demonstrations have none, so nothing changes)
+    train_vla(
+        [demos["track"]],
+        dataclasses.replace(cont, prev_frames=(), oversample_failed=2.0),
+        tmp_path / "noprev",
+        log=lines.append,
+    )
+    assert any(
+        "windows of 0 DAgger episodes the driver failed drawn 2 x as often (0.0% of the draws)" in x for x in lines
+    )
     c = load_file(str(tmp_path / "noprev" / "model.safetensors"))
     assert c.keys() == a.keys() and all(torch.equal(a[k], c[k]) for k in a)
     cams = json.loads((tmp_path / "noprev" / "async_vla_ros.json").read_text())["cameras"]
@@ -487,3 +496,32 @@ def test_word_dropout_keeps_a_subsequence_of_a_training_paraphrase_and_costs_no_
     assert 0.3 < np.mean(lengths) < 0.7  # about half the words kept
     with pytest.raises(ValueError, match="word_dropout"):
         vla.VLAConfig(word_dropout=1.0)
+
+
+def test_row_sampler_draws_in_proportion_to_the_weights():
+    rows = np.array([10, 20, 30])
+    uniform = vla.row_sampler(rows, None)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(uniform(a, 50), rows[b.integers(0, 3, 50)])  # as before the option
+    drawn = vla.row_sampler(rows, np.array([1.0, 0.0, 3.0]))(np.random.default_rng(0), 40000)
+    assert set(np.unique(drawn)) == {10, 30}  # a weight of 0 is never drawn
+    assert abs((drawn == 30).mean() - 0.75) < 0.01  # 3 / (1 + 3), sd ~0.002 at 40,000 draws
+    for bad in (np.array([1.0, -1.0, 1.0]), np.zeros(3), np.array([1.0, np.nan, 1.0]), np.ones(2)):
+        with pytest.raises(ValueError, match="row weights"):
+            vla.row_sampler(rows, bad)
+
+
+def test_driver_failed_marks_only_failed_dagger_episodes():
+    from async_vla_ros.train.data import ChunkWindows, Episode
+
+    metas = [
+        {"driven": True, "success": False},  # a DAgger episode its driver failed
+        {"driven": True, "success": True},
+        {"driven": False, "success": False},  # the expert's own (its failures are not the driver's)
+        {},  # recorded before either was kept
+    ]
+    eps = [Episode(obs=np.zeros((2, 15)), actions=np.zeros((2, 8)), meta=m) for m in metas]
+    data = vla.VLAData(ChunkWindows(eps, 2), tasks=("track",) * 4, sources=())
+    np.testing.assert_array_equal(data.driver_failed(), [True, False, False, False])
+    with pytest.raises(ValueError, match="oversample_failed"):
+        vla.VLAConfig(oversample_failed=0.5)
