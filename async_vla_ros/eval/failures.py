@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_vla_ros.sim.experts import crossing_y
 from async_vla_ros.sim.scene import PADDLE_HALF
 from async_vla_ros.sim.tasks import InterceptConfig
 
@@ -49,14 +50,6 @@ class InterceptApproach:
     gap_before: np.ndarray  # (E,) m, predicted crossing y minus TCP y, ``lookback`` steps before t_c
     moved: np.ndarray  # (E,) m, TCP y motion over those steps, signed towards gap_before
     skipped: int  # episodes whose ball never came within ``lead`` of the line
-
-
-def _crossing_y(ball: np.ndarray, vel: np.ndarray, line_x: float) -> float:
-    """y at which a ball at ``ball`` moving with ``vel`` crosses x = ``line_x`` (the expert's rule:
-    at least 5 cm/s towards the line; on the line already: its y)."""
-    vx = min(float(vel[0]), -0.05)
-    tau = max(float(ball[0]) - line_x, 0.0) / -vx
-    return float(ball[1] + vel[1] * tau)
 
 
 def intercept_approach(
@@ -88,7 +81,7 @@ def intercept_approach(
             continue
         tc = int(near[0])
         tb = tc - lookback
-        gap_b = _crossing_y(ball[tb], vel[tb], line) - tcp[tb, 1]
+        gap_b = float(crossing_y(ball[tb : tb + 1], vel[tb : tb + 1], line)[0]) - tcp[tb, 1]
         moved = (tcp[tc, 1] - tcp[tb, 1]) * (1.0 if gap_b >= 0 else -1.0)
         rows.append((int(seed[j]), bool(success[j]), tc, gap_b, moved))
     a = list(zip(*rows, strict=True)) if rows else [()] * 5

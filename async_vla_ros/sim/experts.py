@@ -44,6 +44,14 @@ def expert_side(goal_y: np.ndarray) -> np.ndarray:
     return np.where(((cell * 2654435761) >> 7) % 2 == 0, 1.0, -1.0)
 
 
+def crossing_y(ball: np.ndarray, vel: np.ndarray, line_x: float) -> np.ndarray:
+    """intercept: the y at which balls at ``ball`` (B, 3) moving with ``vel`` (B, 3) cross x = ``line_x``,
+    straight on, taking at least 5 cm/s towards the line; a ball on or past the line: its y. (B,)"""
+    vx = np.minimum(vel[:, 0], -0.05)
+    tau = np.maximum(ball[:, 0] - line_x, 0.0) / -vx
+    return ball[:, 1] + vel[:, 1] * tau
+
+
 def arm_side(
     tcp: np.ndarray, pole: np.ndarray, default: np.ndarray, reach_x: float, clear_y: float = 0.01
 ) -> np.ndarray:
@@ -180,9 +188,7 @@ class ScriptedExpert:
         c = self.task.config
         times = self._ahead(lead=0.5)
         ball, vel, tcp = self._f(o, "ball_pos"), self._f(o, "ball_vel"), self._f(o, "tcp")
-        vx = np.minimum(vel[:, 0], -0.05)
-        tau = np.maximum(ball[:, 0] - c.defend_x, 0.0) / -vx
-        y_hit = np.clip(ball[:, 1] + vel[:, 1] * tau, -0.3, 0.3)
+        y_hit = np.clip(crossing_y(ball, vel, c.defend_x), -0.3, 0.3)
         approaching = (vel[:, 0] < -0.05) & (ball[:, 0] > c.defend_x)
         y_goal = np.where(approaching, y_hit, tcp[:, 1])
         goal = np.stack([np.full_like(y_goal, c.defend_x), y_goal, np.full_like(y_goal, c.tcp_z)], axis=1)

@@ -368,8 +368,8 @@ def train_vla(
         val_eps += ids[va].tolist()
     train_rows = win.rows_of_episodes(sorted(train_eps))
     val_rows = win.rows_of_episodes(sorted(val_eps))
-    failed = data.driver_failed()
     if config.oversample_failed > 1.0:
+        failed = data.driver_failed()
         weights = np.where(failed[win.ep[train_rows]], config.oversample_failed, 1.0)
         draw = row_sampler(train_rows, weights)
         log(
