@@ -30,11 +30,13 @@ H, A, DT = 8, 8, 0.05
 SCREENSHOT_DIR = Path(os.environ.get("ASYNC_VLA_TEST_ARTIFACTS", tempfile.gettempdir())) / "async_vla_dashboard"
 
 
-def _wait(cond, timeout_s, what):
+def _wait(cond, timeout_s, what, state=lambda: ""):
+    """Poll cond until true; on timeout the error says what was awaited and ``state()`` (what had
+    arrived), so a failure under load tells a starved executor from a dead spin thread."""
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}: {state()}")
         time.sleep(0.02)
 
 
@@ -187,18 +189,34 @@ def test_dashboard_in_headless_chromium(ros):
     ex = MultiThreadedExecutor(num_threads=2)
     ex.add_node(dash)
     ex.add_node(pub)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    spin_errors = []
+
+    def spin():
+        try:
+            ex.spin()
+        except BaseException as e:  # recorded: a callback that raises ends the spin, and the wait says so
+            spin_errors.append(repr(e))
+            raise
+
+    spin_thread = threading.Thread(target=spin, daemon=True)
+    spin_thread.start()
+    m = dash.model
+
+    def arrived():
+        alive = "alive" if spin_thread.is_alive() else f"dead {spin_errors}"
+        return (
+            f"reports {m.n_reports}/12, commands {m.n_commands}/100, overlay {m.overlay is not None}, "
+            f"diagnostic counters {len(m.diag_counters)}, spin thread {alive}"
+        )
+
     try:
+        # 12 chunk reports take 2.4 s and 100 commands 1 s at the fake graph's rates; the deadline
+        # is only for a graph that never delivers (a busy machine slows the Python executor a lot)
         _wait(
-            lambda: (
-                dash.model.n_reports >= 12
-                and dash.model.n_commands >= 100
-                and dash.model.overlay is not None
-                and dash.model.diag_counters
-            ),
-            30.0,
+            lambda: m.n_reports >= 12 and m.n_commands >= 100 and m.overlay is not None and m.diag_counters,
+            90.0,
             "dashboard data",
+            arrived,
         )
         state = json.loads(urllib.request.urlopen(dash.url + "api/state", timeout=5).read())
         assert state["overlay"]["n_frozen"] == 2 and len(state["overlay"]["new"]) == H
@@ -206,15 +224,16 @@ def test_dashboard_in_headless_chromium(ros):
         shot = dashboard_snapshot(dash.url, SCREENSHOT_DIR / "dashboard.png", size=(1500, 1100), timeout_s=30.0)
     finally:
         ex.shutdown()
-        spin.join(5.0)
+        spin_thread.join(5.0)
         dash.close()
+        dash.destroy_node()
+        pub.destroy_node()
+    assert not spin_errors, spin_errors
     for chart in ("latency", "hist", "delay", "overlay", "traj", "jitter", "accjerk"):
         assert shot.points[chart] > 0, (chart, shot.points)
     assert "safety interventions" in shot.html and "rejected chunks: stale" in shot.html
     assert not shot.console, shot.console  # no script errors in the page
     assert shot.png.is_file() and shot.png.stat().st_size > 20_000
-    dash.destroy_node()
-    pub.destroy_node()
 
 
 def test_model_prefers_the_loops_own_period_error():
