@@ -15,7 +15,10 @@
 # usage: scripts/train_vla.sh [--dry-run]
 # env:   NAME     run prefix                         [B]
 #        S0_STEPS steps of the run from scratch      [48000]
-#        STAGES   steps of each warm restart         ["24000 24000 24000"]
+#        STAGES   steps of each warm restart         ["24000 24000 24000 16000"]
+#        ROUNDS   each stage's DAgger rounds, stages split by |, driven by the run before it
+#                 ["intercept intercept2 track pick_moving bifurcate|intercept intercept2 bifurcate
+#                   pick_moving|intercept intercept2 bifurcate pick_moving|track track2"]
 #        SEED     first DAgger seed (stage i: SEED + 10000 i + 1000 j for its round j)  [200000]
 #        SHIP     1: install into async_vla_ros/checkpoints   [0]
 #        RESUME   1: reuse a DAgger folder or run that exists (else an existing one is an error)  [0]
@@ -33,7 +36,24 @@ DRY=0
 [[ "${1:-}" == "--dry-run" ]] && DRY=1
 NAME="${NAME:-B}"
 S0_STEPS="${S0_STEPS:-48000}"
-read -r -a STAGES <<<"${STAGES:-24000 24000 24000}"
+read -r -a STAGES <<<"${STAGES:-24000 24000 24000 16000}"
+IFS='|' read -r -a ROUNDS <<<"${ROUNDS:-intercept intercept2 track pick_moving bifurcate|intercept intercept2 bifurcate \
+pick_moving|intercept intercept2 bifurcate pick_moving|track track2}"
+if [[ ${#ROUNDS[@]} != "${#STAGES[@]}" ]]; then
+    echo "train_vla.sh: ${#STAGES[@]} STAGES but ${#ROUNDS[@]} ROUNDS (one |-separated list of rounds per stage)" >&2
+    exit 2
+fi
+# a DAgger round's folder name: its task, a digit for another round of it; its seed slot (step 3)
+declare -A SLOT=([intercept]=0 [intercept2]=1 [track]=2 [pick_moving]=3 [bifurcate]=4 [track2]=5 [pick_moving2]=6
+    [bifurcate2]=7)
+for r in "${ROUNDS[@]}"; do
+    for x in $r; do
+        [[ -n "${SLOT[$x]:-}" ]] || {
+            echo "train_vla.sh: unknown round in '$r' (rounds: ${!SLOT[*]})" >&2
+            exit 2
+        }
+    done
+done
 SEED="${SEED:-200000}"
 SHIP="${SHIP:-0}"
 RESUME="${RESUME:-0}"
@@ -91,6 +111,11 @@ fresh() {
 # two commands at a time: pair STEP_A "CMD_A" STEP_B "CMD_B" (either may be empty)
 pair() {
     local pids=()
+    if [[ $DRY == 1 ]]; then # printed in order
+        [[ -n "$2" ]] && timed "$1" $2
+        [[ -n "$4" ]] && timed "$3" $4
+        return 0
+    fi
     [[ -n "$2" ]] && { timed "$1" $2 & pids+=($!); }
     [[ -n "$4" ]] && { timed "$3" $4 & pids+=($!); }
     local p
@@ -115,32 +140,25 @@ if fresh "$RUNS/${NAME}0"; then
     timed "$RUNS/${NAME}0" "$AVR" train vla --demos "${EXPERT[@]}" --out "$RUNS/${NAME}0" --steps "$S0_STEPS" $TRAIN
 fi
 
-# 3. DAgger rounds and warm restarts
+# 3. DAgger rounds and warm restarts. A round's folder names its task (a digit: another round of it)
+# and its seed: stage i's round X uses SEED + 10000 i + 1000 SLOT[X] (SLOT above); two at a time
 DAGGER=()
-round() { # DRIVER TASK SEED OUT: its command into CMD (empty when OUT is reused)
+round() { # DRIVER ROUND SEED OUT: its command into CMD (empty when OUT is reused)
     CMD=""
     fresh "$4" || return 0
-    CMD="$AVR demos $2 --episodes $DAGGER_EPISODES --seed $3 --batch 50 $IMG --driver lerobot:$1 --no-progress --out $4"
+    CMD="$AVR demos ${2%[0-9]} --episodes $DAGGER_EPISODES --seed $3 --batch 50 $IMG --driver lerobot:$1 --no-progress --out $4"
 }
 for i in "${!STAGES[@]}"; do
     prev="$RUNS/${NAME}$i" D="$DATA/dagger_${NAME}$i" k=$((SEED + 10000 * i))
-    round "$prev" intercept $k "$D/intercept" && A=$CMD
-    round "$prev" intercept $((k + 1000)) "$D/intercept2" && B=$CMD
-    pair "$D/intercept" "$A" "$D/intercept2" "$B"
-    DAGGER+=("$D/intercept" "$D/intercept2")
-    if [[ $i == 0 ]]; then # the first driver also drives track; bifurcate after them, alone
-        round "$prev" track $((k + 2000)) "$D/track" && A=$CMD
-        round "$prev" pick_moving $((k + 3000)) "$D/pick_moving" && B=$CMD
-        pair "$D/track" "$A" "$D/pick_moving" "$B"
-        round "$prev" bifurcate $((k + 4000)) "$D/bifurcate" && A=$CMD
-        pair "$D/bifurcate" "$A" "" ""
-        DAGGER+=("$D/track" "$D/pick_moving" "$D/bifurcate")
-    else
-        round "$prev" bifurcate $((k + 4000)) "$D/bifurcate" && A=$CMD
-        round "$prev" pick_moving $((k + 3000)) "$D/pick_moving" && B=$CMD
-        pair "$D/bifurcate" "$A" "$D/pick_moving" "$B"
-        DAGGER+=("$D/bifurcate" "$D/pick_moving")
-    fi
+    read -r -a R <<<"${ROUNDS[$i]}"
+    for ((j = 0; j < ${#R[@]}; j += 2)); do
+        A="" B="" X=${R[$j]} Y=${R[$((j + 1))]:-}
+        round "$prev" "$X" $((k + 1000 * SLOT[$X])) "$D/$X" && A=$CMD
+        [[ -n "$Y" ]] && round "$prev" "$Y" $((k + 1000 * SLOT[$Y])) "$D/$Y" && B=$CMD
+        pair "$D/$X" "$A" "$D/$Y" "$B"
+        DAGGER+=("$D/$X")
+        [[ -n "$Y" ]] && DAGGER+=("$D/$Y")
+    done
     next="$RUNS/${NAME}$((i + 1))"
     if fresh "$next"; then
         timed "$next" "$AVR" train vla --demos "${EXPERT[@]}" "${DAGGER[@]}" --out "$next" --init "$prev" \

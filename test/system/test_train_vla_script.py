@@ -50,19 +50,27 @@ def test_dry_run_is_the_documented_chain_and_every_command_parses():
         build_parser(argv).parse_args(argv)
     demos = [a for a in cmds if a[0] == "demos"]
     trains = [a for a in cmds if a[:2] == ["train", "vla"]]
-    # 9 expert folders; DAgger: 5 rounds after the run from scratch, 4 after each of the 3 restarts
+    # 9 expert folders; DAgger: 5 rounds after the run from scratch, 4 after each of the next two
+    # restarts, 2 (track) after the third
     expert = [a for a in demos if "--driver" not in a]
     dagger = [a for a in demos if "--driver" in a]
-    assert len(expert) == 9 and len(dagger) == 5 + 4 + 4
+    assert len(expert) == 9 and len(dagger) == 5 + 4 + 4 + 2
     seeds = [int(a[a.index("--seed") + 1]) for a in dagger]
     assert len(set(seeds)) == len(seeds) and min(seeds) >= 200000  # no two rounds share episodes
-    assert [a[a.index("--steps") + 1] for a in trains] == ["48000", "24000", "24000", "24000"]
+    assert [a[a.index("--steps") + 1] for a in trains] == ["48000", "24000", "24000", "24000", "16000"]
     for i, a in enumerate(trains[1:], start=1):  # each restart starts from the run before, drives its rounds
         assert a[a.index("--init") + 1] == f"runs/B{i - 1}"
         assert a[a.index("--oversample-failed") + 1] == "8"
         drivers = {d[d.index("--driver") + 1] for d in dagger if d[d.index("--out") + 1] in a}
         assert f"lerobot:runs/B{i - 1}" in drivers
     assert any(a[:2] == ["train", "remac"] for a in cmds) and any(a[:2] == ["train", "a2c2"] for a in cmds)
+
+
+def test_bad_stages_are_refused_before_anything_runs():
+    out = _run({"STAGES": "10 10", "ROUNDS": "intercept"}, "--dry-run", timeout=60)
+    assert out.returncode == 2 and "2 STAGES but 1 ROUNDS" in out.stderr, out.stderr
+    out = _run({"STAGES": "10", "ROUNDS": "intercept cube"}, "--dry-run", timeout=60)
+    assert out.returncode == 2 and "unknown round in 'intercept cube'" in out.stderr, out.stderr
 
 
 def test_tiny_run_end_to_end_then_refuses_then_resumes(tmp_path):
@@ -74,6 +82,7 @@ def test_tiny_run_end_to_end_then_refuses_then_resumes(tmp_path):
         "DAGGER_EPISODES": "4",
         "S0_STEPS": "6",
         "STAGES": "4",
+        "ROUNDS": "intercept intercept2 track pick_moving bifurcate",
         "REMAC_STEPS": "3",
         "HEAD_STEPS": "3",
     }
