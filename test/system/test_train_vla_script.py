@@ -51,13 +51,13 @@ def test_dry_run_is_the_documented_chain_and_every_command_parses():
     demos = [a for a in cmds if a[0] == "demos"]
     trains = [a for a in cmds if a[:2] == ["train", "vla"]]
     # 9 expert folders; DAgger: 5 rounds after the run from scratch, 4 after each of the next two
-    # restarts, 2 (track) after the third
+    # restarts, 2 (track) after the third, 4 (track, intercept) after the fourth
     expert = [a for a in demos if "--driver" not in a]
     dagger = [a for a in demos if "--driver" in a]
-    assert len(expert) == 9 and len(dagger) == 5 + 4 + 4 + 2
+    assert len(expert) == 9 and len(dagger) == 5 + 4 + 4 + 2 + 4
     seeds = [int(a[a.index("--seed") + 1]) for a in dagger]
     assert len(set(seeds)) == len(seeds) and min(seeds) >= 200000  # no two rounds share episodes
-    assert [a[a.index("--steps") + 1] for a in trains] == ["48000", "24000", "24000", "24000", "16000"]
+    assert [a[a.index("--steps") + 1] for a in trains] == ["48000", "24000", "24000", "24000", "16000", "16000"]
     for i, a in enumerate(trains[1:], start=1):  # each restart starts from the run before, drives its rounds
         assert a[a.index("--init") + 1] == f"runs/B{i - 1}"
         assert a[a.index("--oversample-failed") + 1] == "8"
