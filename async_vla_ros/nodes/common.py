@@ -8,6 +8,7 @@ executable) before ``rclpy.init``, the CLI, the launchers and the tests. rclpy r
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import faulthandler
 import os
@@ -215,6 +216,7 @@ class SpinThread(threading.Thread):
     def __init__(self, executor, name: str = "spin", period_s: float = 0.1) -> None:
         super().__init__(name=name, daemon=True)
         self.executor = executor
+        self.error: BaseException | None = None  # what ended the spin early (a raising callback)
         self._halt = threading.Event()
         self._period_s = period_s
 
@@ -225,6 +227,9 @@ class SpinThread(threading.Thread):
                 self.executor.spin_once(timeout_sec=self._period_s)
             except ExternalShutdownException:
                 return  # the context was shut down
+            except BaseException as exc:  # kept for the owner to report, then the thread dies with it
+                self.error = exc
+                raise
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._halt.set()
@@ -388,7 +393,10 @@ def run_node(factory: Callable[..., Any], args: Sequence[str] | None = None) -> 
                 print(f"[{name}] error while destroying the node: {exc}", file=sys.stderr)
         if rclpy.ok():
             rclpy.shutdown()
-        faulthandler.cancel_dump_traceback_later()
+        # still armed through the interpreter's exit, which joins every non-daemon thread (a thread
+        # pool's workers) before it runs atexit callbacks: a stop that hangs there is traced too
+        # (a sim node once outlived launch's 30 s grace with nothing in its log to say where)
+        atexit.register(faulthandler.cancel_dump_traceback_later)
 
 
 def set_realtime(priority: int, logger) -> bool:

@@ -375,6 +375,42 @@ sys.exit(run_node(SlowStop, sys.argv))
     assert "in close" in out.stderr and "in busy_inference" in out.stderr, out.stderr[-2000:]
 
 
+def test_a_hang_at_interpreter_exit_is_traced_too(tmp_path):
+    """After run_node returns, Python's exit joins every non-daemon thread: a thread that does not
+    end (a pool worker stuck in a step) holds the process past launch's grace. The stop trace stays
+    armed until then, so the node's log says which thread it waited for."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "node.py"
+    script.write_text(
+        """
+import sys, threading, time
+from rclpy.node import Node
+from async_vla_ros.nodes import common
+from async_vla_ros.nodes.common import run_node
+
+common.STOP_TRACE_AFTER_S = 0.5
+
+def lingering_worker():
+    time.sleep(1.5)
+
+class Lingers(Node):
+    NODE_NAME = "lingers"
+    def __init__(self):
+        super().__init__("lingers")
+        self.shutdown_requested = True
+    def close(self):
+        threading.Thread(target=lingering_worker, daemon=False).start()
+
+sys.exit(run_node(Lingers, sys.argv))
+"""
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "in lingering_worker" in out.stderr and "most recent call first" in out.stderr, out.stderr[-2000:]
+
+
 def test_a_node_whose_constructor_fails_is_destroyed_before_the_error_is_reported(tmp_path):
     """A bad parameter found after rclpy's Node.__init__ made the node: run_node destroys the
     half-built node with destroy_node right there, instead of leaving it to be freed implicitly

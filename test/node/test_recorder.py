@@ -17,7 +17,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from async_vla_ros import bags as B  # noqa: E402
-from async_vla_ros.nodes.common import build_node  # noqa: E402
+from async_vla_ros.nodes.common import SpinThread, build_node, stop_spin  # noqa: E402
 from async_vla_ros.nodes.params import ParamError  # noqa: E402
 from async_vla_ros.nodes.recorder import RecorderNode  # noqa: E402
 
@@ -111,12 +111,11 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
     # MultiThreadedExecutor for both: it re-submits every task still queued in its thread pool on
     # each wake-up (1000 messages/s here), so on a loaded machine its queue fills with duplicates
     # (65 queued for 7 tasks, measured) and the 200 Hz publishing timer could stall behind them.
-    executors = {}
     spins = []
     for node in (rec, pub_node):
-        ex = executors[node.get_name()] = SingleThreadedExecutor()
+        ex = SingleThreadedExecutor()
         ex.add_node(node)
-        spins.append(threading.Thread(target=ex.spin, name=f"spin-{node.get_name()}", daemon=True))
+        spins.append(SpinThread(ex, name=f"spin-{node.get_name()}"))
         spins[-1].start()
     try:
         # the metrics topic has no default type: the recorder subscribes once it shows up in the graph
@@ -125,10 +124,9 @@ def test_recorder_counts_match_publishers(ros, tmp_path):
         _wait(lambda: all(v == N for v in sent.values()), 30.0, "publishing")
         _wait(lambda: all(rec.counts().get(t, {}).get("received", 0) >= N for t in types), 20.0, "recorder receipt")
     finally:
-        for ex in executors.values():
-            ex.shutdown()
-        for spin in spins:
-            spin.join(5.0)
+        for spin in spins:  # each spin over (joined) before its executor shuts down: see SpinThread
+            stop_spin(spin.executor, spin)
+    assert [spin.error for spin in spins] == [None, None]
     counts = rec.close()
     for t in types:
         assert counts[t] == {"received": N, "written": N, "dropped": 0}, t

@@ -47,6 +47,31 @@ def test_stop_spin_returns_once_the_spin_thread_ended(ctx):
     node.destroy_node()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the raise under test
+def test_spin_thread_keeps_the_error_that_ended_its_spin(ctx):
+    """A callback that raises ends the spin; the thread keeps the exception for its owner to report
+    (a stopped spin has none)."""
+    node = rclpy.create_node("spin_error_target", context=ctx)
+
+    def boom():
+        raise RuntimeError("callback failed")
+
+    node.create_timer(0.01, boom)
+    ex, th = _spin(node, ctx)
+    th.join(10.0)
+    assert not th.is_alive()
+    assert isinstance(th.error, RuntimeError) and "callback failed" in str(th.error)
+    stop_spin(ex, th)
+    node.destroy_node()
+
+    quiet = rclpy.create_node("spin_quiet_target", context=ctx)
+    ex, th = _spin(quiet, ctx)
+    time.sleep(0.05)
+    stop_spin(ex, th)
+    assert th.error is None
+    quiet.destroy_node()
+
+
 def test_probe_unsubscribes_its_bag_topics_in_the_spin_thread(ctx, tmp_path):
     """stop_bag(executor) while the probe spins: its bag subscriptions are gone, the bag is closed,
     and the spin thread is still alive (destroyed from this thread instead, the spin died once with

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from async_vla_ros.eval.headless import dashboard_snapshot, find_chromium  # noqa: E402
-from async_vla_ros.nodes.common import ns_to_stamp  # noqa: E402
+from async_vla_ros.nodes.common import SpinThread, ns_to_stamp, stop_spin  # noqa: E402
 from async_vla_ros.nodes.dashboard import DashboardModel, DashboardNode  # noqa: E402
 
 CHROMIUM = find_chromium()
@@ -189,21 +188,14 @@ def test_dashboard_in_headless_chromium(ros):
     ex = MultiThreadedExecutor(num_threads=2)
     ex.add_node(dash)
     ex.add_node(pub)
-    spin_errors = []
-
-    def spin():
-        try:
-            ex.spin()
-        except BaseException as e:  # recorded: a callback that raises ends the spin, and the wait says so
-            spin_errors.append(repr(e))
-            raise
-
-    spin_thread = threading.Thread(target=spin, daemon=True)
+    # SpinThread, not ex.spin() in a thread: Executor.shutdown() under a live spin destroys its guard
+    # condition and the spin died with InvalidHandle in one CI run (test passed, teardown failed)
+    spin_thread = SpinThread(ex, name="dashboard-test-spin")
     spin_thread.start()
     m = dash.model
 
     def arrived():
-        alive = "alive" if spin_thread.is_alive() else f"dead {spin_errors}"
+        alive = "alive" if spin_thread.is_alive() else f"dead ({spin_thread.error!r})"
         return (
             f"reports {m.n_reports}/12, commands {m.n_commands}/100, overlay {m.overlay is not None}, "
             f"diagnostic counters {len(m.diag_counters)}, spin thread {alive}"
@@ -223,12 +215,11 @@ def test_dashboard_in_headless_chromium(ros):
         assert state["rejects"].get("stale", 0) >= 1
         shot = dashboard_snapshot(dash.url, SCREENSHOT_DIR / "dashboard.png", size=(1500, 1100), timeout_s=30.0)
     finally:
-        ex.shutdown()
-        spin_thread.join(5.0)
+        stop_spin(ex, spin_thread)  # the spin is over before the nodes go
         dash.close()
         dash.destroy_node()
         pub.destroy_node()
-    assert not spin_errors, spin_errors
+    assert spin_thread.error is None, repr(spin_thread.error)  # no callback raised while the page loaded
     for chart in ("latency", "hist", "delay", "overlay", "traj", "jitter", "accjerk"):
         assert shot.points[chart] > 0, (chart, shot.points)
     assert "safety interventions" in shot.html and "rejected chunks: stale" in shot.html
