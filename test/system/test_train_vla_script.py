@@ -1,6 +1,7 @@
 """scripts/train_vla.sh, the whole VLA set from no data: its full-size commands (dry run) are the
 chain docs/training.md gives and all parse; a tiny run goes end to end, times every step, refuses
-to overwrite what it made and reuses it with RESUME=1."""
+to overwrite what it made and reuses it with RESUME=1, which redoes what a kill left unfinished and
+everything made after it."""
 
 from __future__ import annotations
 
@@ -116,3 +117,28 @@ def test_tiny_run_end_to_end_then_refuses_then_resumes(tmp_path):
     last = [r for r in rows if r[3] == rows[-1][3]]
     assert {r[2] for r in last} == {"reused"} and len(last) == 19
     assert (data / "dagger_t0" / "bifurcate" / "meta" / "info.json").exists()
+
+    # what a kill leaves: a round cut short (no meta/info.json yet) and the restart's last checkpoint
+    # short of its steps (train vla writes its folder every ckpt_every steps). Without RESUME: refused,
+    # saying so; with it: both redone, and everything made after them (stale) too, the rest reused
+    (data / "dagger_t0" / "track" / "meta" / "info.json").unlink()
+    side_path = runs / "t1" / "async_vla_ros.json"
+    side = json.loads(side_path.read_text())
+    side["training"]["step"] = 2
+    side_path.write_text(json.dumps(side))
+    refused = _run(env, timeout=120)  # the first step that exists (t0, finished) is refused already
+    assert refused.returncode == 2 and "exists; RESUME=1" in refused.stderr, refused.stderr
+    redone = _run({**env, "RESUME": "1"}, timeout=600)
+    assert redone.returncode == 0, redone.stdout[-3000:] + redone.stderr[-3000:]
+    said = redone.stdout
+    assert "dagger_t0/track exists but is unfinished: no record of a finished run" in said, said
+    assert "t1 exists but is unfinished: a checkpoint at step 2 of 4; removed, redone" in said, said
+    assert "t_vla exists but is unfinished: made before a step it depends on was redone" in said, said
+    rows = _rows(runs / "t_times.tsv")
+    last = [r for r in rows if r[3] == rows[-1][3]]
+    ran = {r[0] for r in last if r[2] == "ran"}
+    assert ran == {str(data / "dagger_t0" / "track")} | {str(runs / n) for n in ("t1", "t_vla", "t_remac", "t_a2c2.pt")}
+    assert sum(r[2] == "reused" for r in last) == 14, last  # 9 expert folders, t0, the 4 other rounds
+    t1 = json.loads(side_path.read_text())["training"]
+    assert t1["step"] == t1["config"]["steps"] == 4
+    assert (data / "dagger_t0" / "track" / "meta" / "info.json").exists()

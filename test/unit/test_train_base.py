@@ -219,3 +219,34 @@ def test_resume_continues_exactly(tmp_path):
             progress_bar=False,
             log=lambda s: None,
         )
+
+
+def test_unfinished_reads_the_mark_each_command_writes_last(tmp_path):
+    """train.common.unfinished (train_vla.sh's RESUME check): a demos folder is finished once its
+    meta/info.json is written; a policy folder or an A2C2 head file once its recorded step reached
+    its steps; anything else is not a result."""
+    import json
+
+    from async_vla_ros.train.common import unfinished
+
+    assert unfinished(tmp_path / "nothing") == "missing"
+    demos = tmp_path / "round"
+    (demos / "meta").mkdir(parents=True)
+    assert unfinished(demos).startswith("no record of a finished run")  # episodes written, no info.json
+    (demos / "meta" / "info.json").write_text("{}")
+    assert unfinished(demos) is None
+    run = tmp_path / "run"
+    run.mkdir()
+    side = {"training": {"step": 5000, "config": {"steps": 48000}}}
+    (run / "async_vla_ros.json").write_text(json.dumps(side))
+    assert unfinished(run) == "a checkpoint at step 5000 of 48000"
+    side["training"]["step"] = 48000
+    (run / "async_vla_ros.json").write_text(json.dumps(side))
+    assert unfinished(run) is None
+    head = tmp_path / "head.pt"
+    torch.save({"extra": {"train_config": {"step": 1000, "config": {"steps": 3000}}}}, head)
+    assert unfinished(head) == "a checkpoint at step 1000 of 3000"
+    torch.save({"extra": {"train_config": {"step": 3000, "config": {"steps": 3000}}}}, head)
+    assert unfinished(head) is None
+    head.write_bytes(b"cut short")
+    assert unfinished(head).startswith("unreadable")
