@@ -95,7 +95,11 @@ class VLAConfig(C.DictConfig):
     ckpt_every: int = 5000  # policy folder written every N steps and at the end
     val_fraction: float = 0.05  # episodes held out per task for the validation loss
     seed: int = 0
-    num_threads: int = 2  # torch threads
+    num_threads: int = 2  # torch threads (per process)
+    # processes training side by side on shares of each batch (train.common.DataParallel): 2 uses both
+    # cores of this machine, where one process runs on one core whatever its threads. Each rank draws the
+    # same batch rows as a 1-process run and keeps its share; only the flow noise and times differ
+    procs: int = 1
     chunk: int = 8  # H: actions per chunk (the state policies' H)
     n_steps: int = 10  # flow integration steps at inference
     width: int = 64  # VLM hidden size
@@ -154,6 +158,8 @@ class VLAConfig(C.DictConfig):
         if bad or len(set(self.prev_frames)) != len(self.prev_frames):
             raise ValueError(f"prev_frames: cameras of {CAMERAS}, each once; got {self.prev_frames}")
         N.prev_frame_name("scene", self.prev_gap)  # raises on a gap out of range
+        if self.procs < 1 or self.batch_size % self.procs:
+            raise ValueError(f"procs must be >= 1 and divide batch_size {self.batch_size}, got {self.procs}")
 
     @property
     def policy_cameras(self) -> tuple[str, ...]:
@@ -433,9 +439,12 @@ def train_vla(
 
     time_dist = torch.distributions.Beta(*(torch.tensor(x) for x in FLOW_TIMES[config.flow_time]))
 
+    share = slice(None)  # this rank's share of each batch (all of it in one process)
+
     def step_fn(step: int):
-        rows = draw(rng, config.batch_size)
-        b = batch_of(rows, sample_instructions(data.task_of(rows), rng, config.word_dropout))
+        rows = draw(rng, config.batch_size)  # every rank draws the same rows and words (one rng state) ...
+        instr = sample_instructions(data.task_of(rows), rng, config.word_dropout)
+        b = batch_of(rows[share], instr[share])  # ... and keeps its share
         if config.flow_time == "lerobot":  # LeRobot draws it (the same distribution), as before the option
             loss, _ = policy.forward(b)
         else:  # as LeRobot's sample_time, from another Beta
@@ -517,25 +526,44 @@ def train_vla(
     log(
         f"train vla: tasks {record['tasks']}, {len(train_rows)} train / {len(val_rows)} val windows, "
         f"{n_params:,} parameters, {config.steps} steps of batch {config.batch_size}, {config.num_threads} thread(s)"
+        + (f" in each of {config.procs} processes" if config.procs > 1 else "")
         + (f", from {config.init} (its step {init_record.get('step')})" if init_record is not None else "")
     )
-    step = C.train_loop(
-        step_fn=step_fn,
-        params=params,
-        opt=opt,
-        config=config,
-        step=0,
-        stop_at=None,
-        validate=validate,
-        write=write,
-        after_step=None if ema is None else (lambda _step: ema.update(policy)),
-        out=out_dir / "model.safetensors",
-        history=history,
-        t_start=t_start,
-        desc="train vla",
-        progress_bar=progress_bar,
-        log=log,
-    )
+    dp = C.DataParallel(config.procs, params) if config.procs > 1 else None  # forks: ranks > 0 start here
+    rank = dp.rank if dp is not None else 0
+    if dp is not None:
+        share = slice(rank, None, config.procs)
+        if rank > 0:  # its own flow noise and times; rank 0 keeps the seed's
+            torch.manual_seed(config.seed + 1_000_003 * rank)
+    try:
+        step = C.train_loop(
+            step_fn=step_fn,
+            params=params,
+            opt=opt,
+            config=config,
+            step=0,
+            stop_at=None,
+            validate=validate if rank == 0 else dict,
+            write=write if rank == 0 else (lambda _step: None),
+            after_step=None if ema is None else (lambda _step: ema.update(policy)),
+            out=out_dir / "model.safetensors",
+            history=history,
+            t_start=t_start,
+            desc="train vla",
+            progress_bar=progress_bar and rank == 0,
+            log=log if rank == 0 else (lambda _line: None),
+            grad_sync=None if dp is None else dp.average,
+        )
+        if dp is not None:  # in step: the same gradients, the same optimiser steps
+            drift = dp.max_weight_difference(params)
+            if drift > 0.0:
+                raise RuntimeError(f"data-parallel ranks' weights differ by up to {drift:g} after {step} steps")
+    except BaseException:
+        if dp is not None:
+            dp.abort()  # a rank > 0 exits here; rank 0 stops the others
+        raise
+    if dp is not None:
+        dp.finish()  # a rank > 0 exits here; rank 0 waits for them
     secs = time.perf_counter() - t_start
     last = history[-1] if history else {}
     log(f"train vla: done at step {step}, val_fm {last.get('val_fm')}, {secs:.1f} s -> {out_dir}")
