@@ -31,6 +31,7 @@ clock starts; then it runs ``episode_steps`` control steps, reports, and starts 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -478,6 +479,8 @@ class SimNode(Node):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5.0)
+            if self._thread.is_alive():  # said, so a stop that outlives launch's grace has a lead
+                print("sim: the physics thread did not end within 5 s of the stop", file=sys.stderr, flush=True)
 
 
 def main(args=None) -> int:
