@@ -348,9 +348,11 @@ class DataParallel:
 
     def abort(self) -> None:
         """After an error: the barrier is broken (the other ranks' waits fail at once); a rank > 0
-        prints its traceback and exits 1 here; rank 0 stops the other ranks (SIGTERM, by pid) and
+        prints its traceback and exits 1 here; rank 0 gives the other ranks 5 s to end so
+        (their tracebacks are what says which failed first), stops the rest (SIGTERM, by pid) and
         reaps them, then the caller re-raises."""
         import signal
+        import time
         import traceback
 
         with contextlib.suppress(Exception):
@@ -359,10 +361,15 @@ class DataParallel:
             traceback.print_exc()
             sys.stderr.flush()
             os._exit(1)
-        for pid in self.children:
+        left, deadline = list(self.children), time.monotonic() + 5.0
+        while left and time.monotonic() < deadline:
+            left = [pid for pid in left if os.waitpid(pid, os.WNOHANG)[0] == 0]
+            if left:
+                time.sleep(0.05)
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        for pid in self.children:
+        for pid in left:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.children = []

@@ -535,6 +535,20 @@ def train_vla(
         share = slice(rank, None, config.procs)
         if rank > 0:  # its own flow noise and times; rank 0 keeps the seed's
             torch.manual_seed(config.seed + 1_000_003 * rank)
+    checked = False
+
+    def write_step(step_now: int) -> None:
+        """Rank 0 writes; before the last write every rank checks the weights are still equal (a run
+        whose folder says it finished has no drift): all ranks reach the same steps here."""
+        nonlocal checked
+        if dp is not None and step_now == config.steps and not checked:
+            checked = True  # once: a rank > 0 may call again after the loop (out not written yet)
+            drift = dp.max_weight_difference(params)
+            if drift > 0.0:
+                raise RuntimeError(f"data-parallel ranks' weights differ by up to {drift:g} after {step_now} steps")
+        if rank == 0:
+            write(step_now)
+
     try:
         step = C.train_loop(
             step_fn=step_fn,
@@ -544,7 +558,7 @@ def train_vla(
             step=0,
             stop_at=None,
             validate=validate if rank == 0 else dict,
-            write=write if rank == 0 else (lambda _step: None),
+            write=write_step,
             after_step=None if ema is None else (lambda _step: ema.update(policy)),
             out=out_dir / "model.safetensors",
             history=history,
@@ -554,10 +568,6 @@ def train_vla(
             log=log if rank == 0 else (lambda _line: None),
             grad_sync=None if dp is None else dp.average,
         )
-        if dp is not None:  # in step: the same gradients, the same optimiser steps
-            drift = dp.max_weight_difference(params)
-            if drift > 0.0:
-                raise RuntimeError(f"data-parallel ranks' weights differ by up to {drift:g} after {step} steps")
     except BaseException:
         if dp is not None:
             dp.abort()  # a rank > 0 exits here; rank 0 stops the others
