@@ -197,8 +197,10 @@ LAST="$RUNS/${NAME}${#STAGES[@]}"
 V="$RUNS/${NAME}_vla"
 STALE=$RAN
 if fresh "$V"; then
-    timed "$V" bash -c "cp -r '$LAST' '$V' && '$PY' -c \
-        \"from async_vla_ros.train.manifest import compact_fp16_folder; compact_fp16_folder('$V')\""
+    # made under another name and renamed when whole: a copy cut short is never taken for a result
+    timed "$V" bash -c "rm -rf '$V.partial' && cp -r '$LAST' '$V.partial' && '$PY' -c \
+        \"from async_vla_ros.train.manifest import compact_fp16_folder; compact_fp16_folder('$V.partial')\" \
+        && mv '$V.partial' '$V'"
 fi
 REMAC="" HEAD=""
 STALE=$RAN

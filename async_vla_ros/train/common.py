@@ -216,7 +216,9 @@ def unfinished(path: str | os.PathLike) -> str | None:
     (``demos``, after every episode); a LeRobot policy folder's sidecar ``async_vla_ros.json`` whose
     ``training.step`` reached its ``training.config.steps`` (``train vla`` also writes it at each
     checkpoint, every ``ckpt_every`` steps); an A2C2 head file's recorded ``step`` reaching its
-    ``steps`` (it is rewritten at each checkpoint too). A killed run leaves one of those short.
+    ``steps`` (it is rewritten at each checkpoint too); a ``train remac`` folder's sidecar with its
+    ``remac`` record (written once, at its end). A killed run leaves one of those short or missing:
+    ``train vla`` writes its folder, sidecar without a training record, before its first step.
     """
     import json
 
@@ -232,9 +234,14 @@ def unfinished(path: str | os.PathLike) -> str | None:
         return None if step >= steps else f"a checkpoint at step {step} of {steps}"
     side = path / "async_vla_ros.json"
     if side.is_file():
-        training = json.loads(side.read_text()).get("training")
+        record = json.loads(side.read_text())
+        training = record.get("training")
         if training is None:
-            return None
+            if "remac" in record:  # `train remac` writes its folder once, at its end
+                return None
+            # `train vla` builds its folder (sidecar without a training record) before its first
+            # step and adds the record at its first checkpoint: a run killed before it leaves this
+            return "no training record (a `train vla` ended before its first checkpoint)"
         step, steps = int(training["step"]), int(training["config"]["steps"])
         return None if step >= steps else f"a checkpoint at step {step} of {steps}"
     if (path / "meta" / "info.json").is_file():

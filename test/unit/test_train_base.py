@@ -236,7 +236,17 @@ def test_unfinished_reads_the_mark_each_command_writes_last(tmp_path):
     (demos / "meta" / "info.json").write_text("{}")
     assert unfinished(demos) is None
     run = tmp_path / "run"
-    run.mkdir()
+    # what `train vla` leaves when it is killed before its first checkpoint: the folder as built
+    # (config, weights, processors, a sidecar without a training record). RESUME=1 once reused it
+    from async_vla_ros.policy.lerobot_tiny import TinySmolVLASpec, build_tiny_smolvla
+
+    build_tiny_smolvla(run, TinySmolVLASpec(image_hw=(32, 32)))
+    assert (run / "async_vla_ros.json").is_file() and (run / "model.safetensors").is_file()
+    assert unfinished(run) == "no training record (a `train vla` ended before its first checkpoint)"
+    remac = tmp_path / "remac"
+    remac.mkdir()
+    (remac / "async_vla_ros.json").write_text(json.dumps({"remac": {"base": "x"}}))
+    assert unfinished(remac) is None
     side = {"training": {"step": 5000, "config": {"steps": 48000}}}
     (run / "async_vla_ros.json").write_text(json.dumps(side))
     assert unfinished(run) == "a checkpoint at step 5000 of 48000"
