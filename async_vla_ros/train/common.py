@@ -256,6 +256,21 @@ def progress(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
 
 
+def _end_with_parent(parent: int) -> None:
+    """In a forked process: be sent SIGTERM when the process that forked it ends (Linux's
+    ``PR_SET_PDEATHSIG``), so a rank 0 killed outright (SIGKILL, the OOM killer) does not leave its
+    other ranks waiting out their meeting's timeout; exit at once if it has already ended."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # ended between the fork and the prctl
+        os._exit(1)
+
+
 class DataParallel:
     """Synchronous data parallelism over ``world`` processes of this machine, forked from the one
     that builds it: each rank computes the gradient of its share of a batch, :meth:`average` makes
@@ -275,7 +290,8 @@ class DataParallel:
     Rank 0 is the calling process; it alone validates, writes and logs. Ranks > 0 end in
     :meth:`finish` (``os._exit``), never returning to the caller. A rank that fails breaks the
     barrier (:meth:`abort`), so the others' wait fails at once; one that dies without a word makes
-    their wait fail after ``timeout_s``. Rank 0 stops the other ranks (SIGTERM, by their pids).
+    their wait fail after ``timeout_s``. Rank 0 stops the other ranks (SIGTERM, by their pids); on
+    Linux a rank > 0 is also sent SIGTERM when rank 0 ends (killed outright included).
     """
 
     def __init__(self, world: int, params: Iterable[nn.Parameter], timeout_s: float = 120.0) -> None:
@@ -291,10 +307,12 @@ class DataParallel:
         self._timeout_s = float(timeout_s)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the tokenizer's threads do not survive a fork
         self.world, self.rank, self.children = int(world), 0, []
+        parent = os.getpid()
         for r in range(1, self.world):
             pid = os.fork()
             if pid == 0:
                 self.rank, self.children = r, []
+                _end_with_parent(parent)
                 break
             self.children.append(pid)
 

@@ -86,6 +86,61 @@ def test_a_rank_that_fails_stops_the_others_at_once():
     assert "ValueError: rank 1 fails on purpose" in out.stderr  # the failing rank's traceback is shown
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_other_ranks_end_with_a_rank_0_killed_outright():
+    """Rank 0 killed with SIGKILL (no abort, no word): rank 1 ends with it, not after its meeting's
+    timeout (here 300 s)."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, time, torch
+                from async_vla_ros.train.common import DataParallel
+
+                model = torch.nn.Linear(3, 2)
+                dp = DataParallel(2, list(model.parameters()), timeout_s=300.0)
+                if dp.rank == 0:
+                    print(dp.children[0], flush=True)
+                time.sleep(600)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(proc.stdout.readline())
+        state = Path(f"/proc/{child}/stat")
+        assert state.read_text().split(")")[1].split()[0] in "RS", "rank 1 is not running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+        def ended() -> bool:  # gone, or a zombie no one reaps (a container's pid 1 may not)
+            try:
+                return state.read_text().split(")")[1].split()[0] in ("Z", "X")
+            except (FileNotFoundError, ProcessLookupError):
+                return True
+
+        deadline = time.monotonic() + 30.0
+        while not ended() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = not ended()
+        if alive:
+            os.kill(child, signal.SIGKILL)  # the rank this test started
+        assert not alive, "rank 1 outlived rank 0 by 30 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
 @pytest.mark.slow
 def test_train_vla_with_two_processes_is_reproducible_and_says_so(tmp_path):
     # the demonstrations in a process of their own, as `demos` then `train vla` (torchvision imported
