@@ -238,6 +238,7 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
         e.update(
             kind="vla_remac",
             base=Path(str(rm.get("base", ""))).name,
+            _base_path=str(rm.get("base", "")),  # for _name_shipped_bases; not written
             lora_params=rm.get("lora_params"),
             loss_first=rm.get("loss_first"),
             loss_last=rm.get("loss_last"),
@@ -258,6 +259,35 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
     return e
 
 
+def _name_shipped_bases(manifest: dict[str, Any], root: Path) -> None:
+    """A REMAC folder's or VLA head's base as the folder shipped beside it, where they are the same
+    weights: ``scripts/train_vla.sh`` trains both on a run folder (``runs/D_vla``) that the ship step
+    then copies to ``vla/``. The base is named by the shipped folder whose ``model.safetensors`` has
+    the same sha256 as the run folder's, the path it was trained on kept as ``base_as_trained``,
+    and the command given on the shipped folder. Where that path is not on this machine (a manifest
+    rewritten on a fresh clone) the base stays as recorded."""
+    shipped = {e["sha256"]: e["folder"] for e in manifest.get("folders", [])}
+
+    def shipped_as(path: str) -> str | None:
+        model = Path(path) / "model.safetensors"
+        if not model.is_file() or model.resolve().parent.parent == root.resolve():
+            return None  # not here, or already one of the shipped folders
+        return shipped.get(hashlib.sha256(model.read_bytes()).hexdigest())
+
+    for e in manifest.get("folders", []):
+        trained = e.pop("_base_path", None)
+        name = shipped_as(trained) if e.get("kind") == "vla_remac" and trained else None
+        if name is not None:
+            e["command"] = e["command"].replace(f"checkpoints/{e['base']} ", f"checkpoints/{name} ", 1)
+            e["base"], e["base_as_trained"] = name, trained
+    for e in manifest["files"]:
+        base = str(e.get("base") or "")
+        name = shipped_as(base.removeprefix("lerobot:")) if e.get("kind") == "vla_a2c2" else None
+        if name is not None:
+            e["command"] = e["command"].replace(f"--base {base} ", f"--base {name} ", 1)
+            e["base"], e["base_as_trained"] = name, base
+
+
 def write_manifest(directory: str | Path | None = None) -> Path:
     from async_vla_ros.checkpoints import DIR
 
@@ -270,6 +300,7 @@ def write_manifest(directory: str | Path | None = None) -> Path:
     folders = policy_folders(root)
     if folders:
         manifest["folders"] = [_folder_entry(f) for f in folders]
+        _name_shipped_bases(manifest, root)
     out = root / "manifest.json"
     out.write_text(json.dumps(manifest, indent=1) + "\n")
     return out

@@ -79,3 +79,36 @@ def test_shipped_checkpoints_load_match_their_tasks_and_the_manifest():
     head = man["vla_a2c2.pt"]  # the VLA's head: current in the manifest, on the VLA's 1280 features (width 128)
     assert head["sha256"] == hashlib.sha256((DIR / "vla_a2c2.pt").read_bytes()).hexdigest()
     assert head["kind"] == "vla_a2c2" and CorrectionHead.load(DIR / "vla_a2c2.pt").config.latent_dim == 1280
+
+
+def test_a_remac_folder_trained_on_a_run_folder_names_the_shipped_base_with_its_weights(tmp_path):
+    """scripts/train_vla.sh trains the REMAC fine-tune on a run folder (runs/X_vla) that its ship step
+    copies to checkpoints/vla: the manifest names `vla` as the base (same weights), keeps the path
+    it was trained on, and gives the command on the shipped folder; a base with other weights, or
+    one not on this machine, stays as recorded."""
+    from safetensors.torch import save_file
+
+    from async_vla_ros.train.manifest import write_manifest
+
+    def folder(path, weights, side):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text("{}")
+        save_file({"w": weights}, str(path / "model.safetensors"))
+        (path / "async_vla_ros.json").write_text(json.dumps(side))
+
+    w = torch.arange(6, dtype=torch.float16)
+    training = {"config": {"steps": 10}, "history": [{"val_fm": 0.2}], "step": 10, "tasks": ["track"]}
+    folder(tmp_path / "runs" / "X_vla", w, {"training": training})
+    root = tmp_path / "ck"
+    folder(root / "vla", w, {"training": training})
+    remac = {"base": str(tmp_path / "runs" / "X_vla"), "config": {"steps": 5}, "demos": [{"task": "track"}]}
+    folder(root / "vla_remac", w + 1, {"training": training, "remac": remac})
+    entries = {e["folder"]: e for e in json.loads(write_manifest(root).read_text())["folders"]}
+    r = entries["vla_remac"]
+    assert r["base"] == "vla" and r["base_as_trained"] == str(tmp_path / "runs" / "X_vla")
+    assert "--base lerobot:async_vla_ros/checkpoints/vla --demos data/demos_vla/track --out" in r["command"]
+    assert "_base_path" not in r and "base_as_trained" not in entries["vla"]
+    # the run folder with other weights (or gone): the base as recorded
+    save_file({"w": w + 2}, str(tmp_path / "runs" / "X_vla" / "model.safetensors"))
+    r = {e["folder"]: e for e in json.loads(write_manifest(root).read_text())["folders"]}["vla_remac"]
+    assert r["base"] == "X_vla" and "base_as_trained" not in r
