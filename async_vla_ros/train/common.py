@@ -257,9 +257,11 @@ def progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def _end_with_parent(parent: int) -> None:
-    """In a forked process: be sent SIGTERM when the process that forked it ends (Linux's
-    ``PR_SET_PDEATHSIG``), so a rank 0 killed outright (SIGKILL, the OOM killer) does not leave its
-    other ranks waiting out their meeting's timeout; exit at once if it has already ended."""
+    """In a forked process: be sent SIGTERM when the thread that forked it ends (Linux's
+    ``PR_SET_PDEATHSIG``; rank 0's training thread, which outlives the ranks' own exit in
+    :meth:`DataParallel.finish`), so a rank 0 killed outright (SIGKILL, the OOM killer) does not
+    leave its other ranks waiting out their meeting's timeout; exit at once if it has already
+    ended."""
     import signal
 
     if sys.platform.startswith("linux"):
