@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from async_vla_ros.policy.lerobot_backend import SIDECAR
+
+ShippedAs = Callable[[str], str | None]  # a base's path as trained -> the shipped folder with its weights
 
 COMMANDS = {
     "base": "async-vla-ros train base --task {task} --demos {demos} --out {out} --weak-at 500",
@@ -40,7 +43,7 @@ ABLATION_FLAGS = {
 }
 
 
-def _entry(path: Path) -> dict[str, Any]:
+def _entry(path: Path, shipped_as: ShippedAs) -> dict[str, Any]:
     d = torch.load(path, map_location="cpu", weights_only=True)
     tc = d.get("train_config") or (d.get("extra") or {}).get("train_config") or {}
     hist = (d.get("extra") or {}).get("history") or []
@@ -86,6 +89,9 @@ def _entry(path: Path) -> dict[str, Any]:
     stem = path.stem
     if vla_head:
         cfg = tc.get("config") or {}
+        name = shipped_as(base.removeprefix("lerobot:"))
+        if name is not None:
+            e["base_as_trained"], base = base, name
         e.update(
             kind="vla_a2c2",
             tasks=tc.get("tasks"),
@@ -198,7 +204,7 @@ def _train_seconds(training: dict[str, Any]) -> float | None:
     return None if before is None else round(float(secs) + float(before), 1)
 
 
-def _folder_entry(folder: Path) -> dict[str, Any]:
+def _folder_entry(folder: Path, shipped_as: ShippedAs) -> dict[str, Any]:
     from safetensors import safe_open
 
     side = json.loads((folder / SIDECAR).read_text())
@@ -235,16 +241,20 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
         )
     if "remac" in side:
         rm = side["remac"]
+        trained = str(rm.get("base", ""))
+        name = shipped_as(trained)
+        if name is not None:
+            e["base_as_trained"] = trained
+        base = name if name is not None else Path(trained).name
         e.update(
             kind="vla_remac",
-            base=Path(str(rm.get("base", ""))).name,
-            _base_path=str(rm.get("base", "")),  # for _name_shipped_bases; not written
+            base=base,
             lora_params=rm.get("lora_params"),
             loss_first=rm.get("loss_first"),
             loss_last=rm.get("loss_last"),
             train_seconds=rm.get("seconds"),
             command="async-vla-ros train remac --variant clean --base lerobot:async_vla_ros/checkpoints/"
-            + Path(str(rm.get("base", ""))).name
+            + base
             + " --demos "
             + " ".join(f"data/demos_vla/{d.get('task')}" for d in (rm.get("demos") or []) if isinstance(d, dict))
             + f" --out async_vla_ros/checkpoints/{folder.name}"
@@ -259,33 +269,22 @@ def _folder_entry(folder: Path) -> dict[str, Any]:
     return e
 
 
-def _name_shipped_bases(manifest: dict[str, Any], root: Path) -> None:
-    """A REMAC folder's or VLA head's base as the folder shipped beside it, where they are the same
-    weights: ``scripts/train_vla.sh`` trains both on a run folder (``runs/D_vla``) that the ship step
-    then copies to ``vla/``. The base is named by the shipped folder whose ``model.safetensors`` has
-    the same sha256 as the run folder's, the path it was trained on kept as ``base_as_trained``,
-    and the command given on the shipped folder. Where that path is not on this machine (a manifest
-    rewritten on a fresh clone) the base stays as recorded."""
-    shipped = {e["sha256"]: e["folder"] for e in manifest.get("folders", [])}
+def _shipped_resolver(root: Path, folders: list[Path]) -> ShippedAs:
+    """Names a REMAC folder's or VLA head's base as the folder shipped beside it, where they are the
+    same weights: ``scripts/train_vla.sh`` trains both on a run folder (``runs/D_vla``) that its ship
+    step then copies to ``vla/``. The resolver maps the path a base was trained on to the shipped
+    folder whose ``model.safetensors`` has the same sha256 (the entry keeps the path as
+    ``base_as_trained`` and gives the command on the shipped folder), else None: a path not on this
+    machine (a manifest rewritten on a fresh clone) or already a shipped folder stays as recorded."""
+    shipped = {hashlib.sha256((f / "model.safetensors").read_bytes()).hexdigest(): f.name for f in folders}
 
     def shipped_as(path: str) -> str | None:
         model = Path(path) / "model.safetensors"
-        if not model.is_file() or model.resolve().parent.parent == root.resolve():
-            return None  # not here, or already one of the shipped folders
+        if not path or not model.is_file() or model.resolve().parent.parent == root.resolve():
+            return None
         return shipped.get(hashlib.sha256(model.read_bytes()).hexdigest())
 
-    for e in manifest.get("folders", []):
-        trained = e.pop("_base_path", None)
-        name = shipped_as(trained) if e.get("kind") == "vla_remac" and trained else None
-        if name is not None:
-            e["command"] = e["command"].replace(f"checkpoints/{e['base']} ", f"checkpoints/{name} ", 1)
-            e["base"], e["base_as_trained"] = name, trained
-    for e in manifest["files"]:
-        base = str(e.get("base") or "")
-        name = shipped_as(base.removeprefix("lerobot:")) if e.get("kind") == "vla_a2c2" else None
-        if name is not None:
-            e["command"] = e["command"].replace(f"--base {base} ", f"--base {name} ", 1)
-            e["base"], e["base_as_trained"] = name, base
+    return shipped_as
 
 
 def write_manifest(directory: str | Path | None = None) -> Path:
@@ -293,14 +292,14 @@ def write_manifest(directory: str | Path | None = None) -> Path:
 
     root = Path(directory) if directory is not None else DIR
     files = sorted(root.glob("*.pt"))
+    folders = policy_folders(root)
+    shipped_as = _shipped_resolver(root, folders)
     manifest = {
         "note": "generated by `python -m async_vla_ros.train.manifest`; see docs/training.md",
-        "files": [_entry(p) for p in files],
+        "files": [_entry(p, shipped_as) for p in files],
     }
-    folders = policy_folders(root)
     if folders:
-        manifest["folders"] = [_folder_entry(f) for f in folders]
-        _name_shipped_bases(manifest, root)
+        manifest["folders"] = [_folder_entry(f, shipped_as) for f in folders]
     out = root / "manifest.json"
     out.write_text(json.dumps(manifest, indent=1) + "\n")
     return out
