@@ -23,7 +23,9 @@ Cases (``CASES``; each one's expected behaviour is in its ``expected`` text):
 * ``latency_spike_x10``: the policy's ``injected_latency_s`` set at runtime (parameter service) so
   the chunk latency is ~10x the measured baseline, then restored;
 * ``rogue_chunks``: a rogue publisher on ``/policy/action_chunk`` sends chunks with NaN, Inf,
-  wrong shape, wrong joint names, future and stale stamps, duplicate and out-of-order ids;
+  wrong shape, wrong joint names, future and stale stamps, duplicate and out-of-order ids, in
+  three rounds each judged before the next (a round the episode's end cut short is dropped by the
+  scheduler as chunk.other_episode before any check, counted, and done again, at most 3 times);
 * ``rogue_observations``: a rogue publisher on ``/observation`` sends malformed observations, then
   one well-formed with a huge episode id and obs_id and a pose 1 rad away (the nodes must follow the
   real ids back, and the command stream restart at the measured joints);
